@@ -1,0 +1,20 @@
+//! The node's actors. Supervision tree:
+//!
+//! ```text
+//! NodeSupervisor
+//! ├── PeerDirectory   live view of peers; joins process group `ganglion.peers`
+//! ├── ClusterHost     QUIC endpoint, dialing and accepting peers, liveness
+//! │   └── NodeServer  ractor_cluster, one NodeSession per peer (over a QUIC stream)
+//! └── Admin           the HTTP introspection endpoint
+//! ```
+//!
+//! Each module holds one actor: its `Msg`, `State`, `Arguments` and a typed handle.
+
+pub mod admin;
+pub mod cluster_host;
+pub mod node_supervisor;
+pub mod peer_directory;
+
+/// Timeout of calls between a node's own actors; they answer from memory, so anything slower
+/// means an actor is stuck.
+pub const LOCAL_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -1,0 +1,457 @@
+//! ClusterHost: the node's place in the mesh. A child of `NodeSupervisor`; supervises
+//! ractor_cluster's `NodeServer`.
+//!
+//! It owns the QUIC endpoint: accepts and dials peer connections (mutual TLS), keeps exactly one
+//! connection per peer, carries each peer's ractor_cluster session over one bidirectional stream
+//! of that connection, binds the session's node name to the certificate's name, and retries
+//! seeds and advertised peers with backoff. Liveness is QUIC's: keep-alives and the idle timeout
+//! close a silent connection, which ends its session and its process-group members.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use ganglion_client::protocol::MAX_OPEN_FRAME_LEN;
+use ganglion_client::{PeerStreamKind, read_frame, write_frame};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::node::NodeServerSessionInformation;
+use ractor_cluster::{IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::peer_directory::PeerDirectoryHandle;
+use crate::credentials::Identity;
+use crate::membership::{Direction, Keep, resolve_duplicate, retry_delay};
+use crate::transport::cluster_stream::{QuicClusterStream, SessionLabel};
+use crate::transport::endpoint::{self, Liveness};
+use crate::transport::{CloseCode, PeerConnection, tls};
+
+/// Host part of every ractor_cluster node name (`<name>@ganglion`); the name part is the
+/// certificate's name.
+pub const CLUSTER_HOST: &str = "ganglion";
+
+/// How often seeds and advertised peers are considered for dialing.
+const TICK: Duration = Duration::from_millis(250);
+/// First retry delay of a failed dial; doubles per failure.
+const RETRY_BASE: Duration = Duration::from_millis(250);
+/// Longest wait between dials of a seed, so a restarted seed is found within it.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+/// A stream must name its purpose within this time after opening.
+const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// QUIC stream error code sent when a stream is refused.
+const STREAM_REFUSED: u32 = 1;
+
+/// The ractor_cluster node name of the node called `name`.
+pub fn cluster_name(name: &str) -> String {
+    format!("{name}@{CLUSTER_HOST}")
+}
+
+/// The cluster host actor.
+#[derive(Debug, Default)]
+pub struct ClusterHost;
+
+/// Start-up arguments.
+#[derive(Debug)]
+pub struct Arguments {
+    /// This node's identity.
+    pub identity: Arc<Identity>,
+    /// The bound QUIC endpoint.
+    pub endpoint: quinn::Endpoint,
+    /// Seeds to dial and keep dialing.
+    pub seeds: Vec<SocketAddr>,
+    /// Liveness settings (also the handshake timeout).
+    pub liveness: Liveness,
+    /// Loopback address for ractor_cluster's TCP listener (port chosen already).
+    pub cluster_tcp: SocketAddr,
+    /// The directory to report to.
+    pub directory: PeerDirectoryHandle,
+}
+
+/// A ractor_cluster session event, forwarded from the `NodeServer`.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The session passed the cookie check.
+    Authenticated(NodeServerSessionInformation),
+    /// The session finished its initial state exchange.
+    Ready(NodeServerSessionInformation),
+    /// The session ended.
+    Disconnected(NodeServerSessionInformation),
+}
+
+/// Messages of the cluster host.
+#[derive(Debug)]
+pub enum Msg {
+    /// A verified peer connection is ready to join the mesh.
+    Connected {
+        /// The connection and the peer's certificate name.
+        peer: PeerConnection,
+        /// Who dialed.
+        direction: Direction,
+    },
+    /// A peer connection ended.
+    Closed {
+        /// The peer's name.
+        peer: String,
+        /// quinn's stable id of the connection.
+        connection_id: usize,
+        /// Why it ended.
+        reason: String,
+    },
+    /// A dial finished: the peer's name, or why it failed.
+    DialDone {
+        /// The address dialed.
+        addr: SocketAddr,
+        /// The peer's name, or the error.
+        outcome: Result<String, String>,
+    },
+    /// Periodic: dial seeds and advertised peers that are due, reap finished tasks.
+    Tick,
+    /// A ractor_cluster session event.
+    Session(SessionEvent),
+}
+
+impl ractor::Message for Msg {}
+
+struct Link {
+    connection: quinn::Connection,
+    direction: Direction,
+}
+
+/// What the host remembers about an address it dials.
+#[derive(Debug, Default)]
+struct DialEntry {
+    /// Seeds are dialed for as long as the node runs; learned addresses until they answer.
+    seed: bool,
+    /// The node's own address (a seed list that includes it): never dialed again.
+    is_self: bool,
+    /// The peer last reached at this address.
+    peer: Option<String>,
+    failures: u32,
+    next_attempt: Option<Instant>,
+}
+
+/// The cluster host's state.
+pub struct State {
+    name: String,
+    cluster_name: String,
+    endpoint: quinn::Endpoint,
+    liveness: Liveness,
+    node_server: ActorRef<NodeServerMessage>,
+    directory: PeerDirectoryHandle,
+    links: HashMap<String, Link>,
+    dial_book: HashMap<SocketAddr, DialEntry>,
+    dialing: BTreeSet<SocketAddr>,
+    tasks: JoinSet<()>,
+}
+
+/// Forwards ractor_cluster's session events to the cluster host.
+struct SessionEvents(ActorRef<Msg>);
+
+impl NodeEventSubscription for SessionEvents {
+    fn node_session_opened(&self, _: NodeServerSessionInformation) {}
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.cast(Msg::Session(SessionEvent::Authenticated(ses)));
+    }
+    fn node_session_ready(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.cast(Msg::Session(SessionEvent::Ready(ses)));
+    }
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let _ = self.0.cast(Msg::Session(SessionEvent::Disconnected(ses)));
+    }
+}
+
+impl Actor for ClusterHost {
+    type Msg = Msg;
+    type State = State;
+    type Arguments = Arguments;
+
+    async fn pre_start(&self, myself: ActorRef<Msg>, args: Arguments) -> Result<State, ActorProcessingErr> {
+        let name = args.identity.name.clone();
+        let node_server = NodeServer::new(
+            args.cluster_tcp.port(),
+            args.identity.cookie.clone(),
+            name.clone(),
+            CLUSTER_HOST.to_owned(),
+            Some(IncomingEncryptionMode::Tls(tls::cluster_tcp_acceptor(&args.identity)?)),
+            Some(ractor_cluster::node::NodeConnectionMode::Isolated),
+        )
+        .with_listen_addr(args.cluster_tcp.ip());
+        let (node_server, _) =
+            Actor::spawn_linked(Some("ganglion.node_server".into()), node_server, (), myself.get_cell()).await?;
+        node_server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "ganglion.cluster_host".into(),
+            subscription: Box::new(SessionEvents(myself.clone())),
+        })?;
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(accept_loop(args.endpoint.clone(), args.liveness.idle_timeout, myself.clone()));
+        myself.send_interval(TICK, || Msg::Tick);
+
+        let dial_book = args
+            .seeds
+            .iter()
+            .map(|addr| (*addr, DialEntry { seed: true, ..Default::default() }))
+            .collect();
+        Ok(State {
+            cluster_name: cluster_name(&name),
+            name,
+            endpoint: args.endpoint,
+            liveness: args.liveness,
+            node_server,
+            directory: args.directory,
+            links: HashMap::new(),
+            dial_book,
+            dialing: BTreeSet::new(),
+            tasks,
+        })
+    }
+
+    async fn post_stop(&self, _myself: ActorRef<Msg>, state: &mut State) -> Result<(), ActorProcessingErr> {
+        state.tasks.abort_all();
+        state.endpoint.close(quinn::VarInt::from_u32(CloseCode::Shutdown as u32), b"node shutting down");
+        Ok(())
+    }
+
+    async fn handle(&self, myself: ActorRef<Msg>, msg: Msg, state: &mut State) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Msg::Connected { peer, direction } => state.admit(myself, peer, direction),
+            Msg::Closed { peer, connection_id, reason } => {
+                if state.links.get(&peer).is_some_and(|l| l.connection.stable_id() == connection_id) {
+                    state.links.remove(&peer);
+                    tracing::info!(%peer, %reason, "peer connection closed");
+                }
+                state.directory.link_down(peer, connection_id);
+            }
+            Msg::DialDone { addr, outcome } => state.dial_done(addr, outcome),
+            Msg::Tick => {
+                while state.tasks.try_join_next().is_some() {}
+                state.dial_due(&myself).await;
+            }
+            Msg::Session(event) => state.session_event(event),
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Installs a verified connection, or refuses it in favour of the one already in place.
+    fn admit(&mut self, myself: ActorRef<Msg>, peer: PeerConnection, direction: Direction) {
+        let PeerConnection { name, connection } = peer;
+        if name == self.name {
+            CloseCode::SelfConnection.close(&connection);
+            return;
+        }
+        if let Some(existing) = self.links.get(&name) {
+            match resolve_duplicate(&self.cluster_name, &cluster_name(&name), existing.direction, direction) {
+                Keep::Existing => {
+                    tracing::debug!(peer = %name, ?direction, "duplicate connection refused");
+                    CloseCode::Duplicate.close(&connection);
+                    return;
+                }
+                Keep::New => CloseCode::Duplicate.close(&existing.connection),
+            }
+        }
+        tracing::info!(peer = %name, remote = %connection.remote_address(), ?direction, "peer connection up");
+        self.links.insert(name.clone(), Link { connection: connection.clone(), direction });
+        self.directory.link_up(name.clone(), connection.clone(), direction);
+        let span = tracing::info_span!("peer", node = %self.name, peer = %name);
+        let node_server = self.node_server.clone();
+        self.tasks.spawn(serve_connection(myself, node_server, name, connection, direction).instrument(span));
+    }
+
+    fn dial_done(&mut self, addr: SocketAddr, outcome: Result<String, String>) {
+        self.dialing.remove(&addr);
+        let Some(entry) = self.dial_book.get_mut(&addr) else { return };
+        match outcome {
+            Ok(peer) => {
+                entry.is_self = peer == self.name;
+                entry.peer = Some(peer);
+                entry.failures = 0;
+                entry.next_attempt = None;
+                if !entry.seed {
+                    self.dial_book.remove(&addr);
+                }
+            }
+            Err(error) => {
+                entry.failures += 1;
+                let delay = retry_delay(entry.failures, RETRY_BASE, RETRY_MAX);
+                entry.next_attempt = Some(Instant::now() + delay);
+                if entry.failures == 1 {
+                    tracing::warn!(%addr, %error, "dial failed; retrying with backoff");
+                } else {
+                    tracing::debug!(%addr, %error, failures = entry.failures, "dial failed again");
+                }
+            }
+        }
+    }
+
+    /// Dials every seed and advertised peer that is not connected and is due.
+    async fn dial_due(&mut self, myself: &ActorRef<Msg>) {
+        match self.directory.dial_targets().await {
+            Ok(targets) => {
+                for target in targets {
+                    if !self.links.contains_key(&target.name) {
+                        self.dial_book.entry(target.addr).or_default().peer = Some(target.name);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read dial targets"),
+        }
+        let now = Instant::now();
+        let due: Vec<SocketAddr> = self
+            .dial_book
+            .iter()
+            .filter(|(addr, e)| {
+                !e.is_self
+                    && !self.dialing.contains(*addr)
+                    && !e.peer.as_ref().is_some_and(|p| self.links.contains_key(p))
+                    && e.next_attempt.is_none_or(|t| t <= now)
+            })
+            .map(|(addr, _)| *addr)
+            .collect();
+        for addr in due {
+            self.dialing.insert(addr);
+            let endpoint = self.endpoint.clone();
+            let timeout = self.liveness.idle_timeout;
+            let myself = myself.clone();
+            self.tasks.spawn(async move {
+                let outcome = match endpoint::dial(&endpoint, addr, timeout).await {
+                    Ok(peer) => {
+                        let name = peer.name.clone();
+                        let _ = myself.cast(Msg::Connected { peer, direction: Direction::Dialed });
+                        Ok(name)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = myself.cast(Msg::DialDone { addr, outcome });
+            });
+        }
+    }
+
+    fn session_event(&mut self, event: SessionEvent) {
+        let (SessionEvent::Authenticated(info) | SessionEvent::Ready(info) | SessionEvent::Disconnected(info)) =
+            &event;
+        let label = SessionLabel::parse(&info.peer_addr);
+        match (&event, label) {
+            (SessionEvent::Authenticated(_), label) => {
+                let claimed = info.peer_name.as_ref().map(|n| n.name.clone()).unwrap_or_default();
+                let bound = label.as_ref().is_some_and(|l| cluster_name(&l.peer) == claimed);
+                if !bound {
+                    tracing::warn!(%claimed, via = %info.peer_addr, "cluster session refused: node name does not match the certificate, or it did not arrive over QUIC");
+                    info.actor.stop(Some("node name does not match certificate".into()));
+                    if let Some(link) = label.and_then(|l| self.links.get(&l.peer)) {
+                        CloseCode::NameMismatch.close(&link.connection);
+                    }
+                }
+            }
+            (SessionEvent::Ready(_), Some(label)) => {
+                self.directory.session_up(label.peer, label.connection_id);
+            }
+            (SessionEvent::Disconnected(_), Some(label)) => {
+                tracing::info!(peer = %label.peer, "cluster session ended");
+                self.directory.session_down(label.peer, label.connection_id);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Accepts incoming connections; each handshake runs in its own task so a slow one cannot hold
+/// up the others.
+async fn accept_loop(endpoint: quinn::Endpoint, handshake_timeout: Duration, host: ActorRef<Msg>) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let host = host.clone();
+                handshakes.spawn(async move {
+                    match endpoint::accept(incoming, handshake_timeout).await {
+                        Ok(peer) => {
+                            let _ = host.cast(Msg::Connected { peer, direction: Direction::Accepted });
+                        }
+                        Err(e) => tracing::warn!(error = %e, "incoming connection refused"),
+                    }
+                });
+            }
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+        }
+    }
+}
+
+/// Runs one peer connection: opens the cluster session (when this node dialed), serves the
+/// streams the peer opens, and reports the connection's end.
+async fn serve_connection(
+    host: ActorRef<Msg>,
+    node_server: ActorRef<NodeServerMessage>,
+    peer: String,
+    connection: quinn::Connection,
+    direction: Direction,
+) {
+    let label = SessionLabel { peer: peer.clone(), connection_id: connection.stable_id() };
+    if direction == Direction::Dialed
+        && let Err(e) = open_cluster_session(&node_server, &connection, label.clone()).await
+    {
+        tracing::warn!(error = %e, "cannot open cluster session");
+    }
+    let cluster_opened = Arc::new(AtomicBool::new(direction == Direction::Dialed));
+    let mut streams = JoinSet::new();
+    let reason = loop {
+        tokio::select! {
+            accepted = connection.accept_bi() => match accepted {
+                Ok((send, recv)) => {
+                    let stream = serve_stream(node_server.clone(), send, recv, label.clone(), cluster_opened.clone());
+                    streams.spawn(stream.in_current_span());
+                }
+                Err(e) => break e.to_string(),
+            },
+            Some(_) = streams.join_next(), if !streams.is_empty() => {}
+        }
+    };
+    let _ = host.cast(Msg::Closed { peer, connection_id: label.connection_id, reason });
+}
+
+async fn open_cluster_session(
+    node_server: &ActorRef<NodeServerMessage>,
+    connection: &quinn::Connection,
+    label: SessionLabel,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (mut send, recv) = connection.open_bi().await?;
+    write_frame(&mut send, &PeerStreamKind::Cluster, MAX_OPEN_FRAME_LEN).await?;
+    ractor_cluster::client_connect_external(node_server, Box::new(QuicClusterStream { send, recv, label }))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Reads a stream's opening frame and hands the stream to its owner; anything malformed,
+/// oversized or unexpected resets the stream and nothing else.
+async fn serve_stream(
+    node_server: ActorRef<NodeServerMessage>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    label: SessionLabel,
+    cluster_opened: Arc<AtomicBool>,
+) {
+    let opening = tokio::time::timeout(STREAM_OPEN_TIMEOUT, read_frame::<_, PeerStreamKind>(&mut recv, MAX_OPEN_FRAME_LEN)).await;
+    let refusal = match opening {
+        Ok(Ok(Some(PeerStreamKind::Cluster))) if !cluster_opened.swap(true, Ordering::SeqCst) => {
+            let stream = Box::new(QuicClusterStream { send, recv, label });
+            if let Err(e) = node_server.cast(NodeServerMessage::ConnectionOpenedExternal { stream, is_server: true }) {
+                tracing::warn!(error = %e, "node server gone; cluster stream dropped");
+            }
+            return;
+        }
+        Ok(Ok(Some(PeerStreamKind::Cluster))) => "a second cluster stream on one connection".to_owned(),
+        Ok(Ok(Some(other))) => format!("stream kind {other:?} is not served"),
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "no opening frame in time".to_owned(),
+    };
+    tracing::warn!(reason = %refusal, "peer stream refused");
+    let code = quinn::VarInt::from_u32(STREAM_REFUSED);
+    let _ = send.reset(code);
+    let _ = recv.stop(code);
+}

@@ -1,0 +1,201 @@
+//! Routes of the admin introspection endpoint (served by the [`crate::actors::admin`] actor).
+//!
+//! `GET /healthz` is open; every other route needs `Authorization: Bearer <token>`.
+//! - `GET /admin/node`: name, version, uptime, addresses
+//! - `GET /admin/peers`: the peer directory
+//! - `GET /admin/actors`: the actor tree, and the members of every process group
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ractor::{ActorCell, ActorId};
+use serde::Serialize;
+
+use crate::actors::peer_directory::PeerDirectoryHandle;
+use crate::actors::{admin, cluster_host, node_supervisor, peer_directory};
+
+/// Addresses a node is reachable at.
+#[derive(Debug, Clone, Serialize)]
+pub struct Addresses {
+    /// Bound QUIC endpoint.
+    pub quic: SocketAddr,
+    /// Address advertised to peers.
+    pub advertise: SocketAddr,
+    /// Admin endpoint.
+    pub admin: SocketAddr,
+    /// ractor_cluster's loopback TCP listener (TLS, client certificate required).
+    pub cluster_tcp: SocketAddr,
+}
+
+/// Static facts about a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// The node's name.
+    pub name: String,
+    /// Build version.
+    pub version: &'static str,
+    /// Where it listens.
+    pub addresses: Addresses,
+}
+
+/// What the routes read.
+#[derive(Debug, Clone)]
+pub struct AdminContext(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    info: NodeInfo,
+    token: Option<String>,
+    directory: PeerDirectoryHandle,
+    root: ActorCell,
+    started: Instant,
+    started_at: SystemTime,
+}
+
+impl AdminContext {
+    /// Bundles what the routes need. With no token, every route but `/healthz` answers 401.
+    pub fn new(info: NodeInfo, token: Option<String>, directory: PeerDirectoryHandle, root: ActorCell) -> Self {
+        Self(Arc::new(Inner {
+            info,
+            token,
+            directory,
+            root,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+        }))
+    }
+}
+
+/// The admin router.
+pub fn router(context: AdminContext) -> Router {
+    let protected = Router::new()
+        .route("/admin/node", get(node))
+        .route("/admin/peers", get(peers))
+        .route("/admin/actors", get(actors))
+        .route_layer(middleware::from_fn_with_state(context.clone(), require_token));
+    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(protected).with_state(context)
+}
+
+async fn require_token(State(ctx): State<AdminContext>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match (&ctx.0.token, presented) {
+        (Some(expected), Some(given)) if constant_time_eq(expected.as_bytes(), given.as_bytes()) => {
+            next.run(request).await
+        }
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn node(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
+    let inner = &ctx.0;
+    Json(serde_json::json!({
+        "name": inner.info.name,
+        "version": inner.info.version,
+        "started_at": humantime::format_rfc3339_seconds(inner.started_at).to_string(),
+        "uptime_s": inner.started.elapsed().as_secs_f64(),
+        "addresses": inner.info.addresses,
+    }))
+}
+
+async fn peers(State(ctx): State<AdminContext>) -> Response {
+    match ctx.0.directory.list().await {
+        Ok(peers) => Json(peers).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))).into_response(),
+    }
+}
+
+/// One actor in the tree.
+#[derive(Debug, Serialize)]
+struct ActorNode {
+    id: String,
+    name: Option<String>,
+    kind: &'static str,
+    status: String,
+    groups: Vec<String>,
+    children: Vec<ActorNode>,
+}
+
+/// A process-group member.
+#[derive(Debug, Serialize)]
+struct GroupMember {
+    id: String,
+    name: Option<String>,
+    local: bool,
+}
+
+async fn actors(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
+    let mut membership: HashMap<ActorId, Vec<String>> = HashMap::new();
+    let mut groups: BTreeMap<String, Vec<GroupMember>> = BTreeMap::new();
+    for group in ractor::pg::which_groups() {
+        let members = ractor::pg::get_members(&group);
+        for member in &members {
+            membership.entry(member.get_id()).or_default().push(group.clone());
+        }
+        groups.insert(
+            group,
+            members
+                .iter()
+                .map(|m| GroupMember { id: m.get_id().to_string(), name: m.get_name(), local: m.get_id().is_local() })
+                .collect(),
+        );
+    }
+    Json(serde_json::json!({
+        "tree": describe(&ctx.0.root, &membership),
+        "process_groups": groups,
+    }))
+}
+
+fn describe(cell: &ActorCell, membership: &HashMap<ActorId, Vec<String>>) -> ActorNode {
+    let mut children: Vec<ActorNode> = cell.get_children().iter().map(|c| describe(c, membership)).collect();
+    children.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+    ActorNode {
+        id: cell.get_id().to_string(),
+        name: cell.get_name(),
+        kind: kind_of(cell),
+        status: format!("{:?}", cell.get_status()),
+        groups: membership.get(&cell.get_id()).cloned().unwrap_or_default(),
+        children,
+    }
+}
+
+fn kind_of(cell: &ActorCell) -> &'static str {
+    let is = |yes: Option<bool>| yes == Some(true);
+    if !cell.get_id().is_local() {
+        "RemoteActor"
+    } else if is(cell.is_message_type_of::<node_supervisor::Msg>()) {
+        "NodeSupervisor"
+    } else if is(cell.is_message_type_of::<cluster_host::Msg>()) {
+        "ClusterHost"
+    } else if is(cell.is_message_type_of::<peer_directory::Msg>()) {
+        "PeerDirectory"
+    } else if is(cell.is_message_type_of::<admin::Msg>()) {
+        "Admin"
+    } else if is(cell.is_message_type_of::<ractor_cluster::NodeServerMessage>()) {
+        "NodeServer"
+    } else if is(cell.is_message_type_of::<ractor_cluster::NodeSessionMessage>()) {
+        "NodeSession"
+    } else {
+        "ractor_cluster internal"
+    }
+}

@@ -1,0 +1,288 @@
+//! The node's configuration: one typed tree with a section per subsystem.
+//!
+//! [`ConfigFile`] is what TOML (and command-line flags, which override it) can say; every field
+//! is optional there. [`ConfigFile::validate`] turns it into a [`Config`] or a [`ConfigError`]
+//! naming the offending field, before any port is bound or file written.
+
+pub mod env;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::credentials::{CredentialsError, Identity};
+
+/// Default QUIC listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
+/// Default admin listen address (loopback only).
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:7480";
+/// Default idle time after which a silent peer is declared dead.
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A configuration problem, naming the field concerned.
+#[derive(Debug, thiserror::Error)]
+#[error("config field `{field}`: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the field, e.g. `transport.listen`.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}
+
+/// The configuration file as written: every field optional, unknown fields refused.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The `[node]` section.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// The `[transport]` section.
+    #[serde(default)]
+    pub transport: TransportSection,
+    /// The `[cluster]` section.
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    /// The `[admin]` section.
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+/// `[node]`: who this node is and where it keeps state.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Identity folder written by `issue-cert`.
+    pub identity: Option<PathBuf>,
+    /// Folder for durable state.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `[transport]`: the QUIC endpoint and liveness.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportSection {
+    /// UDP address the QUIC endpoint binds.
+    pub listen: Option<String>,
+    /// Address peers should dial to reach this node (defaults to the bound address).
+    pub advertise: Option<String>,
+    /// Peers to dial at start-up, retried with backoff for as long as the node runs.
+    pub seeds: Option<Vec<String>>,
+    /// A peer silent for this long is dead (e.g. "5s").
+    #[serde(default, with = "humantime_serde")]
+    pub liveness_timeout: Option<Duration>,
+}
+
+/// `[cluster]`: the ractor_cluster runtime.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Loopback address of ractor_cluster's own TCP listener (unused by the mesh, which runs
+    /// sessions over QUIC, but always opened by ractor_cluster; TLS with client certificates).
+    pub tcp_listen: Option<String>,
+}
+
+/// `[admin]`: the introspection endpoint.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// TCP address of the admin HTTP endpoint.
+    pub listen: Option<String>,
+    /// Bearer token required on every admin route but `/healthz`.
+    pub token: Option<String>,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The node's identity, loaded from its folder.
+    pub identity: Identity,
+    /// Folder for durable state (created at start-up).
+    pub data_dir: PathBuf,
+    /// QUIC bind address.
+    pub listen: SocketAddr,
+    /// Address advertised to peers; `None` means "the bound address".
+    pub advertise: Option<SocketAddr>,
+    /// Seed addresses.
+    pub seeds: Vec<SocketAddr>,
+    /// Idle timeout after which a peer is dead.
+    pub liveness_timeout: Duration,
+    /// ractor_cluster's loopback TCP listener.
+    pub cluster_tcp_listen: SocketAddr,
+    /// Admin endpoint address.
+    pub admin_listen: SocketAddr,
+    /// Admin bearer token.
+    pub admin_token: Option<String>,
+}
+
+impl ConfigFile {
+    /// Reads and parses a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| {
+            ConfigError::new("--config", format!("{}: {}", path.display(), e.to_string().trim()))
+        })
+    }
+
+    /// Checks every field and loads the identity. Nothing is bound or written.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let identity_dir = self
+            .node
+            .identity
+            .ok_or_else(|| ConfigError::new("node.identity", "required (an identity folder from `issue-cert`)"))?;
+        let identity = Identity::load(&identity_dir).map_err(|e| match e {
+            CredentialsError::Io { path, source } => {
+                ConfigError::new("node.identity", format!("{}: {source}", path.display()))
+            }
+            other => ConfigError::new("node.identity", other.to_string()),
+        })?;
+        let data_dir = match self.node.data_dir {
+            Some(dir) => dir,
+            None => default_data_dir(&identity.name)?,
+        };
+        if data_dir.exists() && !data_dir.is_dir() {
+            return Err(ConfigError::new("node.data_dir", format!("{} is not a folder", data_dir.display())));
+        }
+
+        let listen = parse_addr("transport.listen", self.transport.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+        let advertise = self
+            .transport
+            .advertise
+            .as_deref()
+            .map(|a| parse_addr("transport.advertise", a))
+            .transpose()?;
+        match advertise {
+            Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
+                return Err(ConfigError::new("transport.advertise", format!("`{addr}` is not dialable: give a concrete address and port")));
+            }
+            None if listen.ip().is_unspecified() && self.transport.seeds.as_ref().is_some_and(|s| !s.is_empty()) => {
+                return Err(ConfigError::new(
+                    "transport.advertise",
+                    format!("required when listening on the wildcard address {listen}: peers need an address to dial"),
+                ));
+            }
+            _ => {}
+        }
+        let seeds = self
+            .transport
+            .seeds
+            .unwrap_or_default()
+            .iter()
+            .map(|s| parse_addr("transport.seeds", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let liveness_timeout = self.transport.liveness_timeout.unwrap_or(DEFAULT_LIVENESS_TIMEOUT);
+        if !(Duration::from_millis(500)..=Duration::from_secs(600)).contains(&liveness_timeout) {
+            return Err(ConfigError::new("transport.liveness_timeout", "must be between 500ms and 10m"));
+        }
+
+        let cluster_tcp_listen =
+            parse_addr("cluster.tcp_listen", self.cluster.tcp_listen.as_deref().unwrap_or("127.0.0.1:0"))?;
+        if !cluster_tcp_listen.ip().is_loopback() {
+            return Err(ConfigError::new("cluster.tcp_listen", "must be a loopback address: the mesh runs sessions over QUIC"));
+        }
+
+        let admin_listen = parse_addr("admin.listen", self.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN))?;
+        let admin_token = self.admin.token.filter(|t| !t.is_empty());
+        if let Some(token) = &admin_token
+            && token.len() < 16
+        {
+            return Err(ConfigError::new("admin.token", "must be at least 16 characters"));
+        }
+        if !admin_listen.ip().is_loopback() && admin_token.is_none() {
+            return Err(ConfigError::new(
+                "admin.token",
+                format!("required when the admin endpoint listens on non-loopback {admin_listen} (or set {})", env::ADMIN_TOKEN),
+            ));
+        }
+
+        Ok(Config {
+            identity,
+            data_dir,
+            listen,
+            advertise,
+            seeds,
+            liveness_timeout,
+            cluster_tcp_listen,
+            admin_listen,
+            admin_token,
+        })
+    }
+}
+
+fn parse_addr(field: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|_| ConfigError::new(field, format!("`{text}` is not a socket address like 127.0.0.1:7400")))
+}
+
+fn default_data_dir(name: &str) -> Result<PathBuf, ConfigError> {
+    let home = env::home_dir()
+        .ok_or_else(|| ConfigError::new("node.data_dir", "required: HOME is not set"))?;
+    Ok(home.join(".local/share/ganglion").join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::{init_cluster, issue_cert};
+
+    fn identity_dir() -> PathBuf {
+        let root = std::env::temp_dir().join(format!("ganglion-config-{}", std::process::id()));
+        if !root.join("id").exists() {
+            let _ = init_cluster(&root.join("cluster"));
+            issue_cert(&root.join("cluster"), "cfg-node", &root.join("id")).expect("issue");
+        }
+        root.join("id")
+    }
+
+    fn parse(toml_text: &str) -> Result<Config, ConfigError> {
+        let mut file: ConfigFile = toml::from_str(toml_text).expect("toml");
+        file.node.identity.get_or_insert_with(identity_dir);
+        file.node.data_dir.get_or_insert_with(|| std::env::temp_dir().join("ganglion-config-data"));
+        file.validate()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = parse("").expect("valid");
+        assert_eq!(config.identity.name, "cfg-node");
+        assert_eq!(config.liveness_timeout, DEFAULT_LIVENESS_TIMEOUT);
+        assert!(config.admin_listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[transport]\nlisten = \"nope\"", "transport.listen"),
+            ("[transport]\nseeds = [\"1.2.3.4\"]\nlisten = \"127.0.0.1:1\"", "transport.seeds"),
+            ("[transport]\nseeds = [\"1.2.3.4:5\"]", "transport.advertise"),
+            ("[transport]\nadvertise = \"0.0.0.0:5\"", "transport.advertise"),
+            ("[transport]\nliveness_timeout = \"1h\"", "transport.liveness_timeout"),
+            ("[cluster]\ntcp_listen = \"0.0.0.0:0\"", "cluster.tcp_listen"),
+            ("[admin]\nlisten = \"0.0.0.0:9000\"", "admin.token"),
+            ("[admin]\ntoken = \"short\"", "admin.token"),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).expect_err(text);
+            assert_eq!(err.field, field, "{text}: {err}");
+        }
+        let err = toml::from_str::<ConfigFile>("[transport]\nlisen = \"x\"").expect_err("unknown");
+        assert!(err.to_string().contains("lisen"));
+    }
+
+    #[test]
+    fn a_missing_identity_is_named() {
+        let file = ConfigFile {
+            node: NodeSection { identity: Some("/nonexistent/id".into()), data_dir: None },
+            ..Default::default()
+        };
+        assert_eq!(file.validate().expect_err("missing").field, "node.identity");
+    }
+}

@@ -1,0 +1,21 @@
+//! `ganglion`: everything a mesh node is.
+//!
+//! A node is a tree of ractor actors ([`actors`]): a `NodeSupervisor` over the `PeerDirectory`
+//! (live view of peers), the `ClusterHost` (QUIC endpoint, peer connections, the ractor_cluster
+//! `NodeServer` whose sessions run over QUIC streams) and the `Admin` endpoint. Nodes connect
+//! with mutual TLS ([`transport`], [`credentials`]), exchange peer lists in adverts and form a
+//! full mesh ([`membership`], pure logic), and notice a dead peer through QUIC's idle timeout.
+//!
+//! Start one with [`config::ConfigFile::validate`] and [`node::start`].
+
+pub mod actors;
+pub mod admin;
+pub mod config;
+pub mod credentials;
+pub mod membership;
+pub mod node;
+pub mod transport;
+
+pub use config::{Config, ConfigError, ConfigFile};
+pub use credentials::{ClusterSecrets, Identity, init_cluster, issue_cert};
+pub use node::{RunningNode, StartError, start};

@@ -1,0 +1,161 @@
+//! Starting and stopping a node: binds every socket, then starts the actor tree.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorRef};
+use tokio::task::JoinHandle;
+
+use crate::actors::node_supervisor::{self, ClusterArguments, NodeSupervisor};
+use crate::actors::peer_directory;
+use crate::admin::{Addresses, NodeInfo};
+use crate::config::Config;
+use crate::transport::endpoint::{self, Liveness};
+use crate::transport::{TransportError, tls::TlsError};
+
+/// File in the data folder holding the admin token generated when none is configured.
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The QUIC endpoint could not be set up.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// TLS configuration failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A socket could not be bound or a file written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The actor tree did not start.
+    #[error("actor tree failed to start: {0}")]
+    Actors(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct RunningNode {
+    supervisor: ActorRef<node_supervisor::Msg>,
+    handle: JoinHandle<()>,
+    /// Where the node listens.
+    pub info: NodeInfo,
+    /// Where the admin token lives when the node generated it.
+    pub admin_token_file: Option<std::path::PathBuf>,
+}
+
+/// How a node's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// `shutdown` completed and the node stopped in order.
+    OnRequest,
+    /// An actor failed and took the node down.
+    Failed,
+}
+
+impl RunningNode {
+    /// Runs until `shutdown` completes (then stops the node in order) or the node stops by
+    /// itself after an actor failure.
+    pub async fn run_until(mut self, shutdown: impl std::future::Future<Output = ()>) -> Stopped {
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!(node = %self.info.name, "shutting down");
+                self.supervisor.stop(Some("shutdown".into()));
+                let _ = (&mut self.handle).await;
+                Stopped::OnRequest
+            }
+            _ = &mut self.handle => Stopped::Failed,
+        }
+    }
+}
+
+/// Binds the node's sockets and starts its actors.
+pub async fn start(config: Config) -> Result<RunningNode, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(io(format!("cannot create data folder {}", config.data_dir.display())))?;
+    let (admin_token, admin_token_file) = match config.admin_token {
+        Some(token) => (token, None),
+        None => {
+            let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+            (generated_token(&path)?, Some(path))
+        }
+    };
+
+    let identity = Arc::new(config.identity);
+    let liveness = Liveness {
+        idle_timeout: config.liveness_timeout,
+        keep_alive: config.liveness_timeout / 5,
+    };
+    let endpoint = endpoint::bind(&identity, config.listen, liveness)?;
+    let quic = endpoint.local_addr().map_err(io("cannot read QUIC address"))?;
+    let advertise = config.advertise.unwrap_or(quic);
+    let cluster_tcp = pick_loopback_port(config.cluster_tcp_listen)?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(io(format!("cannot bind admin endpoint on {}", config.admin_listen)))?;
+    let admin = admin_listener.local_addr().map_err(io("cannot read admin address"))?;
+
+    let info = NodeInfo {
+        name: identity.name.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        addresses: Addresses { quic, advertise, admin, cluster_tcp },
+    };
+    let args = node_supervisor::Arguments {
+        directory: peer_directory::Arguments { name: identity.name.clone(), advertise },
+        cluster: ClusterArguments { identity, endpoint, seeds: config.seeds, liveness, cluster_tcp },
+        admin_listener,
+        node_info: info.clone(),
+        admin_token: Some(admin_token),
+    };
+    let (supervisor, handle) = Actor::spawn(Some("ganglion.node".into()), NodeSupervisor, args)
+        .await
+        .map_err(|e| StartError::Actors(e.to_string()))?;
+    Ok(RunningNode { supervisor, handle, info, admin_token_file })
+}
+
+/// ractor_cluster binds its TCP listener itself and does not report a chosen port, so an
+/// ephemeral port is picked here (bind, read, release) and handed to it.
+fn pick_loopback_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = std::net::TcpListener::bind(addr).map_err(io(format!("cannot bind {addr}")))?;
+    probe.local_addr().map_err(io("cannot read probe address"))
+}
+
+/// Reads the generated admin token, creating it (owner-only) on first start.
+fn generated_token(path: &std::path::Path) -> Result<String, StartError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(token) = std::fs::read_to_string(path)
+        && token.trim().len() >= 16
+    {
+        return Ok(token.trim().to_owned());
+    }
+    let token: String = {
+        use rand::Rng;
+        let bytes: [u8; 24] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(format!("cannot write {}", path.display())))?;
+    file.write_all(token.as_bytes()).map_err(io(format!("cannot write {}", path.display())))?;
+    Ok(token)
+}

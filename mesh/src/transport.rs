@@ -1,0 +1,14 @@
+//! The QUIC transport: one quinn endpoint per node, TLS configuration, and the adapter that
+//! carries ractor_cluster sessions over QUIC streams.
+//!
+//! - [`tls`] builds the rustls configurations: mutual TLS between peers, the loopback TCP
+//!   listener of ractor_cluster (client certificates required), and the dialer side.
+//! - [`endpoint`] configures quinn (keep-alive and idle timeout, which are the node's liveness
+//!   detector) and inspects established connections (ALPN, peer name).
+//! - [`cluster_stream`] turns a QUIC bidirectional stream into a ractor_cluster transport.
+
+pub mod cluster_stream;
+pub mod endpoint;
+pub mod tls;
+
+pub use endpoint::{CloseCode, PeerConnection, TransportError};

@@ -1,0 +1,225 @@
+//! `ganglion-node`: the Ganglion mesh node binary.
+//!
+//! Parses the command line and config, installs tracing, and calls into the `ganglion` crate.
+//! Usage and config errors exit with code 64 (EX_USAGE) and a message naming the field.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use ganglion::config::{ConfigFile, env};
+
+/// EX_USAGE from sysexits.h: the command was used incorrectly.
+const EX_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "ganglion-node", version, about = "A node of the Ganglion edge inference mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a cluster: a CA (ca.crt, ca.key) and a random cluster cookie.
+    #[command(alias = "init")]
+    InitCluster {
+        /// Folder to create the cluster credentials in.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a node identity (certificate, key, CA certificate, cookie) from a cluster folder.
+    #[command(alias = "issue")]
+    IssueCert {
+        /// Cluster folder written by `init-cluster`.
+        #[arg(long)]
+        cluster_dir: PathBuf,
+        /// The node's name (a DNS label: lower-case letters, digits, '-').
+        #[arg(long)]
+        name: String,
+        /// Folder to write the identity to.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run a node. Flags override the config file.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// TOML config file (see config/example.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Identity folder written by `issue-cert`.
+    #[arg(long)]
+    identity: Option<PathBuf>,
+    /// UDP address of the QUIC endpoint.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Peer to dial at start-up; repeat for several. Retried with backoff.
+    #[arg(long = "seed")]
+    seeds: Vec<String>,
+    /// Address peers should dial to reach this node.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Address of the admin HTTP endpoint (loopback unless a token is set).
+    #[arg(long)]
+    admin: Option<String>,
+    /// Admin bearer token (also from GANGLION_ADMIN_TOKEN).
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Folder for durable state.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A peer silent this long is dead, e.g. "5s".
+    #[arg(long, value_parser = humantime_duration)]
+    liveness_timeout: Option<Duration>,
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    text.parse::<humantime::Duration>()
+        .map(Into::into)
+        .map_err(|e| e.to_string())
+}
+
+impl RunArgs {
+    /// The config file (if any) with every given flag applied over it.
+    /// Precedence: flag, then (for the admin token) the environment, then the config file.
+    fn into_config_file(self) -> Result<ConfigFile, ganglion::ConfigError> {
+        let mut file = match &self.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::default(),
+        };
+        set(&mut file.node.identity, self.identity);
+        set(&mut file.node.data_dir, self.data_dir);
+        set(&mut file.transport.listen, self.listen);
+        set(&mut file.transport.advertise, self.advertise);
+        set(&mut file.transport.liveness_timeout, self.liveness_timeout);
+        if !self.seeds.is_empty() {
+            file.transport.seeds = Some(self.seeds);
+        }
+        set(&mut file.admin.listen, self.admin);
+        set(&mut file.admin.token, env::admin_token());
+        set(&mut file.admin.token, self.admin_token);
+        Ok(file)
+    }
+}
+
+/// Replaces `slot` with `value` when a flag gave one.
+fn set<T>(slot: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *slot = value;
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+        }
+    };
+    init_tracing();
+    match cli.command {
+        Command::InitCluster { dir } => report(ganglion::init_cluster(&dir).map(|()| {
+            println!("cluster credentials written to {}", dir.display());
+        })),
+        Command::IssueCert { cluster_dir, name, out } => {
+            report(ganglion::issue_cert(&cluster_dir, &name, &out).map(|()| {
+                println!("identity of `{name}` written to {}", out.display());
+            }))
+        }
+        Command::Run(args) => {
+            let config = match args.into_config_file().and_then(ConfigFile::validate) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("ganglion-node: {e}");
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            run(config)
+        }
+    }
+}
+
+fn report(result: Result<(), ganglion::credentials::CredentialsError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ ganglion::credentials::CredentialsError::InvalidName(_)) => {
+            eprintln!("ganglion-node: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(e) => {
+            eprintln!("ganglion-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: ganglion::Config) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ganglion-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let node = match ganglion::start(config).await {
+            Ok(node) => node,
+            Err(e) => {
+                eprintln!("ganglion-node: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        announce(&node.info.name, &node.info.addresses, node.admin_token_file.as_deref());
+        match node.run_until(shutdown_signal()).await {
+            ganglion::node::Stopped::OnRequest => ExitCode::SUCCESS,
+            ganglion::node::Stopped::Failed => {
+                eprintln!("ganglion-node: the node stopped after an actor failure (see the log)");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// One machine-readable line on stdout once every socket is bound: scripts and tests read the
+/// actual addresses from it (ports may have been chosen by the OS).
+fn announce(name: &str, addresses: &ganglion::admin::Addresses, token_file: Option<&std::path::Path>) {
+    let line = format!(
+        "{{\"event\":\"ready\",\"name\":\"{name}\",\"quic\":\"{}\",\"advertise\":\"{}\",\"admin\":\"{}\",\"cluster_tcp\":\"{}\",\"admin_token_file\":{}}}",
+        addresses.quic,
+        addresses.advertise,
+        addresses.admin,
+        addresses.cluster_tcp,
+        token_file.map_or("null".to_owned(), |p| format!("{:?}", p.display().to_string())),
+    );
+    println!("{line}");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG_FILTER)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ractor_cluster=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
