@@ -130,10 +130,13 @@ where
     }
     let len = check_header(header, max)?;
     let mut payload = vec![0u8; len];
-    reader.read_exact(&mut payload).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-        _ => FrameError::Io(e),
-    })?;
+    reader
+        .read_exact(&mut payload)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+            _ => FrameError::Io(e),
+        })?;
     decode_payload(&payload).map(Some)
 }
 
@@ -161,9 +164,17 @@ mod tests {
     async fn round_trip_over_a_stream() {
         let (mut a, mut b) = tokio::io::duplex(1024);
         write_frame(&mut a, &sample(), 1024).await.expect("write");
-        write_frame(&mut a, &Sample { name: String::new(), values: vec![], flag: None }, 1024)
-            .await
-            .expect("write");
+        write_frame(
+            &mut a,
+            &Sample {
+                name: String::new(),
+                values: vec![],
+                flag: None,
+            },
+            1024,
+        )
+        .await
+        .expect("write");
         drop(a);
         let first: Option<Sample> = read_frame(&mut b, 1024).await.expect("read");
         assert_eq!(first, Some(sample()));
@@ -180,14 +191,23 @@ mod tests {
         let mut frame = vec![FRAME_VERSION];
         frame.extend_from_slice(&(1u32 << 30).to_be_bytes());
         let mut reader = frame.as_slice();
-        let err = read_frame::<_, Sample>(&mut reader, 4096).await.expect_err("too large");
+        let err = read_frame::<_, Sample>(&mut reader, 4096)
+            .await
+            .expect_err("too large");
         assert!(matches!(err, FrameError::TooLarge { len, max: 4096 } if len == 1 << 30));
     }
 
     #[test]
     fn encoding_beyond_the_bound_fails() {
-        let big = Sample { name: "x".repeat(100), values: vec![], flag: None };
-        assert!(matches!(encode(&big, 50), Err(FrameError::TooLarge { max: 50, .. })));
+        let big = Sample {
+            name: "x".repeat(100),
+            values: vec![],
+            flag: None,
+        };
+        assert!(matches!(
+            encode(&big, 50),
+            Err(FrameError::TooLarge { max: 50, .. })
+        ));
         assert!(encode(&big, 200).is_ok());
     }
 
@@ -196,12 +216,16 @@ mod tests {
         let mut garbage = vec![FRAME_VERSION];
         garbage.extend_from_slice(&3u32.to_be_bytes());
         garbage.extend_from_slice(&[0xff, 0xff, 0xff]);
-        let err = read_frame::<_, Sample>(&mut garbage.as_slice(), 1024).await.expect_err("bad");
+        let err = read_frame::<_, Sample>(&mut garbage.as_slice(), 1024)
+            .await
+            .expect_err("bad");
         assert!(matches!(err, FrameError::Malformed(_)), "{err:?}");
 
         let mut frame = encode(&sample(), 1024).expect("encode");
         frame[0] = 9;
-        let err = read_frame::<_, Sample>(&mut frame.as_slice(), 1024).await.expect_err("version");
+        let err = read_frame::<_, Sample>(&mut frame.as_slice(), 1024)
+            .await
+            .expect_err("version");
         assert!(matches!(err, FrameError::Version { found: 9 }));
     }
 
@@ -209,16 +233,22 @@ mod tests {
     async fn truncated_frames_and_trailing_bytes_are_errors() {
         let frame = encode(&sample(), 1024).expect("encode");
         let cut = &frame[..frame.len() - 1];
-        let err = read_frame::<_, Sample>(&mut &cut[..], 1024).await.expect_err("cut");
+        let err = read_frame::<_, Sample>(&mut &cut[..], 1024)
+            .await
+            .expect_err("cut");
         assert!(matches!(err, FrameError::Truncated));
-        let err = read_frame::<_, Sample>(&mut &frame[..3], 1024).await.expect_err("cut header");
+        let err = read_frame::<_, Sample>(&mut &frame[..3], 1024)
+            .await
+            .expect_err("cut header");
         assert!(matches!(err, FrameError::Truncated));
 
         let mut padded = frame.clone();
         padded.push(0);
         let len = u32::try_from(padded.len() - HEADER_LEN).expect("small");
         padded[1..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
-        let err = read_frame::<_, Sample>(&mut padded.as_slice(), 1024).await.expect_err("pad");
+        let err = read_frame::<_, Sample>(&mut padded.as_slice(), 1024)
+            .await
+            .expect_err("pad");
         assert!(matches!(err, FrameError::Malformed(_)));
     }
 }

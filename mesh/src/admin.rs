@@ -62,7 +62,12 @@ struct Inner {
 
 impl AdminContext {
     /// Bundles what the routes need. With no token, every route but `/healthz` answers 401.
-    pub fn new(info: NodeInfo, token: Option<String>, directory: PeerDirectoryHandle, root: ActorCell) -> Self {
+    pub fn new(
+        info: NodeInfo,
+        token: Option<String>,
+        directory: PeerDirectoryHandle,
+        root: ActorCell,
+    ) -> Self {
         Self(Arc::new(Inner {
             info,
             token,
@@ -80,8 +85,14 @@ pub fn router(context: AdminContext) -> Router {
         .route("/admin/node", get(node))
         .route("/admin/peers", get(peers))
         .route("/admin/actors", get(actors))
-        .route_layer(middleware::from_fn_with_state(context.clone(), require_token));
-    Router::new().route("/healthz", get(|| async { "ok\n" })).merge(protected).with_state(context)
+        .route_layer(middleware::from_fn_with_state(
+            context.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(protected)
+        .with_state(context)
 }
 
 async fn require_token(State(ctx): State<AdminContext>, request: Request, next: Next) -> Response {
@@ -91,7 +102,9 @@ async fn require_token(State(ctx): State<AdminContext>, request: Request, next: 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     match (&ctx.0.token, presented) {
-        (Some(expected), Some(given)) if constant_time_eq(expected.as_bytes(), given.as_bytes()) => {
+        (Some(expected), Some(given))
+            if constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
+        {
             next.run(request).await
         }
         _ => (
@@ -121,7 +134,11 @@ async fn node(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
 async fn peers(State(ctx): State<AdminContext>) -> Response {
     match ctx.0.directory.list().await {
         Ok(peers) => Json(peers).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": e.to_string() }))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": e.to_string() })),
+        )
+            .into_response(),
     }
 }
 
@@ -139,38 +156,97 @@ struct ActorNode {
 /// A process-group member.
 #[derive(Debug, Serialize)]
 struct GroupMember {
+    /// `<node>/<pid>`: ids are only unique per node.
     id: String,
     name: Option<String>,
+    node: String,
     local: bool,
 }
 
+/// Names of the nodes behind ractor_cluster's session ids, so remote actors can be shown as
+/// `<node>/<pid>` rather than by an id that only means something inside this process.
+async fn session_nodes() -> HashMap<u64, String> {
+    let Some(server) = ractor::registry::where_is(cluster_host::NODE_SERVER_NAME) else {
+        return HashMap::new();
+    };
+    let server: ractor::ActorRef<ractor_cluster::NodeServerMessage> = server.into();
+    match server
+        .call(
+            ractor_cluster::NodeServerMessage::GetSessions,
+            Some(crate::actors::LOCAL_CALL_TIMEOUT),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(sessions)) => sessions
+            .into_iter()
+            .filter_map(|(id, s)| {
+                let name = s.peer_name?.name;
+                Some((
+                    id,
+                    name.strip_suffix(&format!("@{}", cluster_host::CLUSTER_HOST))
+                        .unwrap_or(&name)
+                        .to_owned(),
+                ))
+            })
+            .collect(),
+        _ => HashMap::new(),
+    }
+}
+
 async fn actors(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
+    let nodes = session_nodes().await;
+    let node_of = |id: ActorId| match id {
+        ActorId::Local(_) => ctx.0.info.name.clone(),
+        ActorId::Remote { node_id, .. } => nodes
+            .get(&node_id)
+            .cloned()
+            .unwrap_or_else(|| format!("session-{node_id}")),
+    };
     let mut membership: HashMap<ActorId, Vec<String>> = HashMap::new();
     let mut groups: BTreeMap<String, Vec<GroupMember>> = BTreeMap::new();
     for group in ractor::pg::which_groups() {
         let members = ractor::pg::get_members(&group);
         for member in &members {
-            membership.entry(member.get_id()).or_default().push(group.clone());
+            membership
+                .entry(member.get_id())
+                .or_default()
+                .push(group.clone());
         }
         groups.insert(
             group,
             members
                 .iter()
-                .map(|m| GroupMember { id: m.get_id().to_string(), name: m.get_name(), local: m.get_id().is_local() })
+                .map(|m| {
+                    let node = node_of(m.get_id());
+                    GroupMember {
+                        id: format!("{node}/{}", m.get_id().pid()),
+                        name: m.get_name(),
+                        node,
+                        local: m.get_id().is_local(),
+                    }
+                })
                 .collect(),
         );
     }
     Json(serde_json::json!({
-        "tree": describe(&ctx.0.root, &membership),
+        "tree": describe(&ctx.0.root, &membership, &node_of),
         "process_groups": groups,
     }))
 }
 
-fn describe(cell: &ActorCell, membership: &HashMap<ActorId, Vec<String>>) -> ActorNode {
-    let mut children: Vec<ActorNode> = cell.get_children().iter().map(|c| describe(c, membership)).collect();
+fn describe(
+    cell: &ActorCell,
+    membership: &HashMap<ActorId, Vec<String>>,
+    node_of: &dyn Fn(ActorId) -> String,
+) -> ActorNode {
+    let mut children: Vec<ActorNode> = cell
+        .get_children()
+        .iter()
+        .map(|c| describe(c, membership, node_of))
+        .collect();
     children.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
     ActorNode {
-        id: cell.get_id().to_string(),
+        id: format!("{}/{}", node_of(cell.get_id()), cell.get_id().pid()),
         name: cell.get_name(),
         kind: kind_of(cell),
         status: format!("{:?}", cell.get_status()),

@@ -33,7 +33,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: &'static str, message: impl Into<String>) -> Self {
-        Self { field, message: message.into() }
+        Self {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -128,16 +131,21 @@ impl ConfigFile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new("--config", format!("{}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| {
-            ConfigError::new("--config", format!("{}: {}", path.display(), e.to_string().trim()))
+            ConfigError::new(
+                "--config",
+                format!("{}: {}", path.display(), e.to_string().trim()),
+            )
         })
     }
 
     /// Checks every field and loads the identity. Nothing is bound or written.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        let identity_dir = self
-            .node
-            .identity
-            .ok_or_else(|| ConfigError::new("node.identity", "required (an identity folder from `issue-cert`)"))?;
+        let identity_dir = self.node.identity.ok_or_else(|| {
+            ConfigError::new(
+                "node.identity",
+                "required (an identity folder from `issue-cert`)",
+            )
+        })?;
         let identity = Identity::load(&identity_dir).map_err(|e| match e {
             CredentialsError::Io { path, source } => {
                 ConfigError::new("node.identity", format!("{}: {source}", path.display()))
@@ -149,28 +157,22 @@ impl ConfigFile {
             None => default_data_dir(&identity.name)?,
         };
         if data_dir.exists() && !data_dir.is_dir() {
-            return Err(ConfigError::new("node.data_dir", format!("{} is not a folder", data_dir.display())));
+            return Err(ConfigError::new(
+                "node.data_dir",
+                format!("{} is not a folder", data_dir.display()),
+            ));
         }
 
-        let listen = parse_addr("transport.listen", self.transport.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?;
+        let listen = parse_addr(
+            "transport.listen",
+            self.transport.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        )?;
         let advertise = self
             .transport
             .advertise
             .as_deref()
             .map(|a| parse_addr("transport.advertise", a))
             .transpose()?;
-        match advertise {
-            Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
-                return Err(ConfigError::new("transport.advertise", format!("`{addr}` is not dialable: give a concrete address and port")));
-            }
-            None if listen.ip().is_unspecified() && self.transport.seeds.as_ref().is_some_and(|s| !s.is_empty()) => {
-                return Err(ConfigError::new(
-                    "transport.advertise",
-                    format!("required when listening on the wildcard address {listen}: peers need an address to dial"),
-                ));
-            }
-            _ => {}
-        }
         let seeds = self
             .transport
             .seeds
@@ -178,28 +180,65 @@ impl ConfigFile {
             .iter()
             .map(|s| parse_addr("transport.seeds", s))
             .collect::<Result<Vec<_>, _>>()?;
-        let liveness_timeout = self.transport.liveness_timeout.unwrap_or(DEFAULT_LIVENESS_TIMEOUT);
+        match advertise {
+            Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
+                return Err(ConfigError::new(
+                    "transport.advertise",
+                    format!("`{addr}` is not dialable: give a concrete address and port"),
+                ));
+            }
+            None if listen.ip().is_unspecified() && !seeds.is_empty() => {
+                return Err(ConfigError::new(
+                    "transport.advertise",
+                    format!(
+                        "required when listening on the wildcard address {listen}: peers need an address to dial"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let liveness_timeout = self
+            .transport
+            .liveness_timeout
+            .unwrap_or(DEFAULT_LIVENESS_TIMEOUT);
         if !(Duration::from_millis(500)..=Duration::from_secs(600)).contains(&liveness_timeout) {
-            return Err(ConfigError::new("transport.liveness_timeout", "must be between 500ms and 10m"));
+            return Err(ConfigError::new(
+                "transport.liveness_timeout",
+                "must be between 500ms and 10m",
+            ));
         }
 
-        let cluster_tcp_listen =
-            parse_addr("cluster.tcp_listen", self.cluster.tcp_listen.as_deref().unwrap_or("127.0.0.1:0"))?;
+        let cluster_tcp_listen = parse_addr(
+            "cluster.tcp_listen",
+            self.cluster.tcp_listen.as_deref().unwrap_or("127.0.0.1:0"),
+        )?;
         if !cluster_tcp_listen.ip().is_loopback() {
-            return Err(ConfigError::new("cluster.tcp_listen", "must be a loopback address: the mesh runs sessions over QUIC"));
+            return Err(ConfigError::new(
+                "cluster.tcp_listen",
+                "must be a loopback address: the mesh runs sessions over QUIC",
+            ));
         }
 
-        let admin_listen = parse_addr("admin.listen", self.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN))?;
+        let admin_listen = parse_addr(
+            "admin.listen",
+            self.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN),
+        )?;
         let admin_token = self.admin.token.filter(|t| !t.is_empty());
         if let Some(token) = &admin_token
             && token.len() < 16
         {
-            return Err(ConfigError::new("admin.token", "must be at least 16 characters"));
+            return Err(ConfigError::new(
+                "admin.token",
+                "must be at least 16 characters",
+            ));
         }
         if !admin_listen.ip().is_loopback() && admin_token.is_none() {
             return Err(ConfigError::new(
                 "admin.token",
-                format!("required when the admin endpoint listens on non-loopback {admin_listen} (or set {})", env::ADMIN_TOKEN),
+                format!(
+                    "required when the admin endpoint listens on non-loopback {admin_listen} (or set {})",
+                    env::ADMIN_TOKEN
+                ),
             ));
         }
 
@@ -218,8 +257,12 @@ impl ConfigFile {
 }
 
 fn parse_addr(field: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
-    text.parse()
-        .map_err(|_| ConfigError::new(field, format!("`{text}` is not a socket address like 127.0.0.1:7400")))
+    text.parse().map_err(|_| {
+        ConfigError::new(
+            field,
+            format!("`{text}` is not a socket address like 127.0.0.1:7400"),
+        )
+    })
 }
 
 fn default_data_dir(name: &str) -> Result<PathBuf, ConfigError> {
@@ -233,19 +276,24 @@ mod tests {
     use super::*;
     use crate::credentials::{init_cluster, issue_cert};
 
+    /// One identity for all tests of this module, created by whichever test runs first.
     fn identity_dir() -> PathBuf {
-        let root = std::env::temp_dir().join(format!("ganglion-config-{}", std::process::id()));
-        if !root.join("id").exists() {
-            let _ = init_cluster(&root.join("cluster"));
+        static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+        DIR.get_or_init(|| {
+            let root = std::env::temp_dir().join(format!("ganglion-config-{}", std::process::id()));
+            init_cluster(&root.join("cluster")).expect("init");
             issue_cert(&root.join("cluster"), "cfg-node", &root.join("id")).expect("issue");
-        }
-        root.join("id")
+            root.join("id")
+        })
+        .clone()
     }
 
     fn parse(toml_text: &str) -> Result<Config, ConfigError> {
         let mut file: ConfigFile = toml::from_str(toml_text).expect("toml");
         file.node.identity.get_or_insert_with(identity_dir);
-        file.node.data_dir.get_or_insert_with(|| std::env::temp_dir().join("ganglion-config-data"));
+        file.node
+            .data_dir
+            .get_or_insert_with(|| std::env::temp_dir().join("ganglion-config-data"));
         file.validate()
     }
 
@@ -261,11 +309,26 @@ mod tests {
     fn errors_name_the_field() {
         let cases = [
             ("[transport]\nlisten = \"nope\"", "transport.listen"),
-            ("[transport]\nseeds = [\"1.2.3.4\"]\nlisten = \"127.0.0.1:1\"", "transport.seeds"),
-            ("[transport]\nseeds = [\"1.2.3.4:5\"]", "transport.advertise"),
-            ("[transport]\nadvertise = \"0.0.0.0:5\"", "transport.advertise"),
-            ("[transport]\nliveness_timeout = \"1h\"", "transport.liveness_timeout"),
-            ("[cluster]\ntcp_listen = \"0.0.0.0:0\"", "cluster.tcp_listen"),
+            (
+                "[transport]\nseeds = [\"1.2.3.4\"]\nlisten = \"127.0.0.1:1\"",
+                "transport.seeds",
+            ),
+            (
+                "[transport]\nseeds = [\"1.2.3.4:5\"]",
+                "transport.advertise",
+            ),
+            (
+                "[transport]\nadvertise = \"0.0.0.0:5\"",
+                "transport.advertise",
+            ),
+            (
+                "[transport]\nliveness_timeout = \"1h\"",
+                "transport.liveness_timeout",
+            ),
+            (
+                "[cluster]\ntcp_listen = \"0.0.0.0:0\"",
+                "cluster.tcp_listen",
+            ),
             ("[admin]\nlisten = \"0.0.0.0:9000\"", "admin.token"),
             ("[admin]\ntoken = \"short\"", "admin.token"),
         ];
@@ -280,7 +343,10 @@ mod tests {
     #[test]
     fn a_missing_identity_is_named() {
         let file = ConfigFile {
-            node: NodeSection { identity: Some("/nonexistent/id".into()), data_dir: None },
+            node: NodeSection {
+                identity: Some("/nonexistent/id".into()),
+                data_dir: None,
+            },
             ..Default::default()
         };
         assert_eq!(file.validate().expect_err("missing").field, "node.identity");

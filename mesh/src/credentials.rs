@@ -223,7 +223,13 @@ impl Identity {
         let ca_path = dir.join(CA_CERT);
         let ca_cert = parse_certs(&ca_path, &read_file(&ca_path)?)?.remove(0);
         let cookie = read_file(&dir.join(COOKIE))?.trim().to_owned();
-        Ok(Self { name, cert_chain, key, ca_cert, cookie })
+        Ok(Self {
+            name,
+            cert_chain,
+            key,
+            ca_cert,
+            cookie,
+        })
     }
 }
 
@@ -237,7 +243,10 @@ pub fn certificate_name(cert: &CertificateDer<'_>) -> Option<String> {
 fn parse_certs(path: &Path, pem: &str) -> Result<Vec<CertificateDer<'static>>, CredentialsError> {
     let certs = rustls_pemfile::certs(&mut pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CredentialsError::Invalid { path: path.to_owned(), what: e.to_string() })?;
+        .map_err(|e| CredentialsError::Invalid {
+            path: path.to_owned(),
+            what: e.to_string(),
+        })?;
     if certs.is_empty() {
         return Err(CredentialsError::Invalid {
             path: path.to_owned(),
@@ -249,7 +258,10 @@ fn parse_certs(path: &Path, pem: &str) -> Result<Vec<CertificateDer<'static>>, C
 
 fn parse_key(path: &Path, pem: &str) -> Result<PrivateKeyDer<'static>, CredentialsError> {
     rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|e| CredentialsError::Invalid { path: path.to_owned(), what: e.to_string() })?
+        .map_err(|e| CredentialsError::Invalid {
+            path: path.to_owned(),
+            what: e.to_string(),
+        })?
         .ok_or_else(|| CredentialsError::Invalid {
             path: path.to_owned(),
             what: "no private key in file".into(),
@@ -257,15 +269,24 @@ fn parse_key(path: &Path, pem: &str) -> Result<PrivateKeyDer<'static>, Credentia
 }
 
 fn read_file(path: &Path) -> Result<String, CredentialsError> {
-    fs::read_to_string(path).map_err(|source| CredentialsError::Io { path: path.to_owned(), source })
+    fs::read_to_string(path).map_err(|source| CredentialsError::Io {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 fn create_dir(dir: &Path) -> Result<(), CredentialsError> {
-    fs::create_dir_all(dir).map_err(|source| CredentialsError::Io { path: dir.to_owned(), source })
+    fs::create_dir_all(dir).map_err(|source| CredentialsError::Io {
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CredentialsError> {
-    let io = |source| CredentialsError::Io { path: path.to_owned(), source };
+    let io = |source| CredentialsError::Io {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -294,7 +315,10 @@ mod tests {
     fn issued_certificates_carry_the_node_name() {
         let secrets = ClusterSecrets::generate().expect("ca");
         let identity = secrets.identity("edge-1").expect("identity");
-        assert_eq!(certificate_name(&identity.cert_chain[0]).as_deref(), Some("edge-1"));
+        assert_eq!(
+            certificate_name(&identity.cert_chain[0]).as_deref(),
+            Some("edge-1")
+        );
         assert_eq!(identity.cookie.len(), 48);
     }
 
@@ -303,7 +327,10 @@ mod tests {
         let root = std::env::temp_dir().join(format!("ganglion-cred-{}", std::process::id()));
         let cluster = root.join("cluster");
         init_cluster(&cluster).expect("init");
-        assert!(matches!(init_cluster(&cluster), Err(CredentialsError::AlreadyInitialised(_))));
+        assert!(matches!(
+            init_cluster(&cluster),
+            Err(CredentialsError::AlreadyInitialised(_))
+        ));
         issue_cert(&cluster, "node-a", &root.join("a")).expect("issue");
         let identity = Identity::load(&root.join("a")).expect("load");
         assert_eq!(identity.name, "node-a");

@@ -60,7 +60,11 @@ pub fn resolve_duplicate(
     } else {
         Direction::Dialed
     };
-    if new == preferred { Keep::New } else { Keep::Existing }
+    if new == preferred {
+        Keep::New
+    } else {
+        Keep::Existing
+    }
 }
 
 /// The peers worth dialing, given what connected peers advertise.
@@ -100,7 +104,10 @@ mod tests {
     use super::*;
 
     fn peer(name: &str, port: u16) -> KnownPeer {
-        KnownPeer { name: name.into(), addr: SocketAddr::from(([127, 0, 0, 1], port)) }
+        KnownPeer {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
     }
 
     #[test]
@@ -123,7 +130,10 @@ mod tests {
         use Direction::*;
         for (local, remote) in [("a@g", "b@g"), ("b@g", "a@g")] {
             assert_eq!(resolve_duplicate(local, remote, Dialed, Dialed), Keep::New);
-            assert_eq!(resolve_duplicate(local, remote, Accepted, Accepted), Keep::New);
+            assert_eq!(
+                resolve_duplicate(local, remote, Accepted, Accepted),
+                Keep::New
+            );
         }
     }
 
@@ -131,7 +141,14 @@ mod tests {
     fn dial_targets_skip_self_connected_dialing_and_duplicates() {
         let connected = BTreeSet::from(["b".to_owned()]);
         let dialing = BTreeSet::from([peer("c", 3).addr]);
-        let adverts = [peer("a", 1), peer("b", 2), peer("c", 3), peer("d", 4), peer("d", 5), peer("e", 6)];
+        let adverts = [
+            peer("a", 1),
+            peer("b", 2),
+            peer("c", 3),
+            peer("d", 4),
+            peer("d", 5),
+            peer("e", 6),
+        ];
         let targets = dial_targets("a", &connected, &dialing, &adverts);
         assert_eq!(targets, vec![peer("d", 4), peer("e", 6)]);
     }
@@ -152,7 +169,8 @@ mod tests {
         for _round in 0..2 {
             let snapshot = links.clone();
             for i in 0..n {
-                let connected: BTreeSet<String> = snapshot[i].iter().map(|&j| names[j].clone()).collect();
+                let connected: BTreeSet<String> =
+                    snapshot[i].iter().map(|&j| names[j].clone()).collect();
                 let advertised: Vec<&KnownPeer> = snapshot[i]
                     .iter()
                     .flat_map(|&j| snapshot[j].iter().map(|&k| &addrs[k]))
@@ -173,7 +191,9 @@ mod tests {
     fn retry_delay_doubles_up_to_the_cap() {
         let base = Duration::from_millis(250);
         let max = Duration::from_secs(2);
-        let delays: Vec<_> = (1..=6).map(|f| retry_delay(f, base, max).as_millis()).collect();
+        let delays: Vec<_> = (1..=6)
+            .map(|f| retry_delay(f, base, max).as_millis())
+            .collect();
         assert_eq!(delays, vec![250, 500, 1000, 2000, 2000, 2000]);
         assert_eq!(retry_delay(u32::MAX, base, max), max);
     }

@@ -83,8 +83,10 @@ impl RunningNode {
 
 /// Binds the node's sockets and starts its actors.
 pub async fn start(config: Config) -> Result<RunningNode, StartError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(io(format!("cannot create data folder {}", config.data_dir.display())))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+        "cannot create data folder {}",
+        config.data_dir.display()
+    )))?;
     let (admin_token, admin_token_file) = match config.admin_token {
         Some(token) => (token, None),
         None => {
@@ -94,27 +96,50 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     };
 
     let identity = Arc::new(config.identity);
+    // QUIC restarts its idle timer once more when it sends a keep-alive into silence, so a dead
+    // peer is noticed within idle timeout + keep-alive interval: split the budget accordingly.
     let liveness = Liveness {
-        idle_timeout: config.liveness_timeout,
+        idle_timeout: config.liveness_timeout * 4 / 5,
         keep_alive: config.liveness_timeout / 5,
     };
     let endpoint = endpoint::bind(&identity, config.listen, liveness)?;
-    let quic = endpoint.local_addr().map_err(io("cannot read QUIC address"))?;
+    let quic = endpoint
+        .local_addr()
+        .map_err(io("cannot read QUIC address"))?;
     let advertise = config.advertise.unwrap_or(quic);
     let cluster_tcp = pick_loopback_port(config.cluster_tcp_listen)?;
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
-        .map_err(io(format!("cannot bind admin endpoint on {}", config.admin_listen)))?;
-    let admin = admin_listener.local_addr().map_err(io("cannot read admin address"))?;
+        .map_err(io(format!(
+            "cannot bind admin endpoint on {}",
+            config.admin_listen
+        )))?;
+    let admin = admin_listener
+        .local_addr()
+        .map_err(io("cannot read admin address"))?;
 
     let info = NodeInfo {
         name: identity.name.clone(),
         version: env!("CARGO_PKG_VERSION"),
-        addresses: Addresses { quic, advertise, admin, cluster_tcp },
+        addresses: Addresses {
+            quic,
+            advertise,
+            admin,
+            cluster_tcp,
+        },
     };
     let args = node_supervisor::Arguments {
-        directory: peer_directory::Arguments { name: identity.name.clone(), advertise },
-        cluster: ClusterArguments { identity, endpoint, seeds: config.seeds, liveness, cluster_tcp },
+        directory: peer_directory::Arguments {
+            name: identity.name.clone(),
+            advertise,
+        },
+        cluster: ClusterArguments {
+            identity,
+            endpoint,
+            seeds: config.seeds,
+            liveness,
+            cluster_tcp,
+        },
         admin_listener,
         node_info: info.clone(),
         admin_token: Some(admin_token),
@@ -122,7 +147,12 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let (supervisor, handle) = Actor::spawn(Some("ganglion.node".into()), NodeSupervisor, args)
         .await
         .map_err(|e| StartError::Actors(e.to_string()))?;
-    Ok(RunningNode { supervisor, handle, info, admin_token_file })
+    Ok(RunningNode {
+        supervisor,
+        handle,
+        info,
+        admin_token_file,
+    })
 }
 
 /// ractor_cluster binds its TCP listener itself and does not report a chosen port, so an
@@ -156,6 +186,7 @@ fn generated_token(path: &std::path::Path) -> Result<String, StartError> {
         .mode(0o600)
         .open(path)
         .map_err(io(format!("cannot write {}", path.display())))?;
-    file.write_all(token.as_bytes()).map_err(io(format!("cannot write {}", path.display())))?;
+    file.write_all(token.as_bytes())
+        .map_err(io(format!("cannot write {}", path.display())))?;
     Ok(token)
 }

@@ -14,7 +14,11 @@ use ganglion::config::{ConfigFile, env};
 const EX_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "ganglion-node", version, about = "A node of the Ganglion edge inference mesh")]
+#[command(
+    name = "ganglion-node",
+    version,
+    about = "A node of the Ganglion edge inference mesh"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -118,7 +122,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(EX_USAGE) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     init_tracing();
@@ -126,11 +134,13 @@ fn main() -> ExitCode {
         Command::InitCluster { dir } => report(ganglion::init_cluster(&dir).map(|()| {
             println!("cluster credentials written to {}", dir.display());
         })),
-        Command::IssueCert { cluster_dir, name, out } => {
-            report(ganglion::issue_cert(&cluster_dir, &name, &out).map(|()| {
-                println!("identity of `{name}` written to {}", out.display());
-            }))
-        }
+        Command::IssueCert {
+            cluster_dir,
+            name,
+            out,
+        } => report(ganglion::issue_cert(&cluster_dir, &name, &out).map(|()| {
+            println!("identity of `{name}` written to {}", out.display());
+        })),
         Command::Run(args) => {
             let config = match args.into_config_file().and_then(ConfigFile::validate) {
                 Ok(config) => config,
@@ -174,7 +184,11 @@ fn run(config: ganglion::Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        announce(&node.info.name, &node.info.addresses, node.admin_token_file.as_deref());
+        announce(
+            &node.info.name,
+            &node.info.addresses,
+            node.admin_token_file.as_deref(),
+        );
         match node.run_until(shutdown_signal()).await {
             ganglion::node::Stopped::OnRequest => ExitCode::SUCCESS,
             ganglion::node::Stopped::Failed => {
@@ -187,14 +201,21 @@ fn run(config: ganglion::Config) -> ExitCode {
 
 /// One machine-readable line on stdout once every socket is bound: scripts and tests read the
 /// actual addresses from it (ports may have been chosen by the OS).
-fn announce(name: &str, addresses: &ganglion::admin::Addresses, token_file: Option<&std::path::Path>) {
+fn announce(
+    name: &str,
+    addresses: &ganglion::admin::Addresses,
+    token_file: Option<&std::path::Path>,
+) {
     let line = format!(
         "{{\"event\":\"ready\",\"name\":\"{name}\",\"quic\":\"{}\",\"advertise\":\"{}\",\"admin\":\"{}\",\"cluster_tcp\":\"{}\",\"admin_token_file\":{}}}",
         addresses.quic,
         addresses.advertise,
         addresses.admin,
         addresses.cluster_tcp,
-        token_file.map_or("null".to_owned(), |p| format!("{:?}", p.display().to_string())),
+        token_file.map_or("null".to_owned(), |p| format!(
+            "{:?}",
+            p.display().to_string()
+        )),
     );
     println!("{line}");
 }
@@ -220,6 +241,8 @@ async fn shutdown_signal() {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env(env::LOG_FILTER)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ractor_cluster=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
-

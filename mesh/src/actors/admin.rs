@@ -38,7 +38,11 @@ impl Actor for Admin {
     type State = State;
     type Arguments = Arguments;
 
-    async fn pre_start(&self, _myself: ActorRef<Msg>, args: Arguments) -> Result<State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Msg>,
+        args: Arguments,
+    ) -> Result<State, ActorProcessingErr> {
         let router = crate::admin::router(args.context);
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(args.listener, router).await {
@@ -48,12 +52,21 @@ impl Actor for Admin {
         Ok(State { server })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Msg>, state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Msg>,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         state.server.abort();
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<Msg>, msg: Msg, _state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
+        _state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {}
     }
 }

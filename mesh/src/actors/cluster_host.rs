@@ -17,7 +17,9 @@ use ganglion_client::protocol::MAX_OPEN_FRAME_LEN;
 use ganglion_client::{PeerStreamKind, read_frame, write_frame};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::NodeServerSessionInformation;
-use ractor_cluster::{IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage,
+};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -31,6 +33,9 @@ use crate::transport::{CloseCode, PeerConnection, tls};
 /// Host part of every ractor_cluster node name (`<name>@ganglion`); the name part is the
 /// certificate's name.
 pub const CLUSTER_HOST: &str = "ganglion";
+
+/// Registered name of ractor_cluster's `NodeServer`.
+pub const NODE_SERVER_NAME: &str = "ganglion.node_server";
 
 /// How often seeds and advertised peers are considered for dialing.
 const TICK: Duration = Duration::from_millis(250);
@@ -167,32 +172,55 @@ impl Actor for ClusterHost {
     type State = State;
     type Arguments = Arguments;
 
-    async fn pre_start(&self, myself: ActorRef<Msg>, args: Arguments) -> Result<State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Msg>,
+        args: Arguments,
+    ) -> Result<State, ActorProcessingErr> {
         let name = args.identity.name.clone();
         let node_server = NodeServer::new(
             args.cluster_tcp.port(),
             args.identity.cookie.clone(),
             name.clone(),
             CLUSTER_HOST.to_owned(),
-            Some(IncomingEncryptionMode::Tls(tls::cluster_tcp_acceptor(&args.identity)?)),
+            Some(IncomingEncryptionMode::Tls(tls::cluster_tcp_acceptor(
+                &args.identity,
+            )?)),
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
         .with_listen_addr(args.cluster_tcp.ip());
-        let (node_server, _) =
-            Actor::spawn_linked(Some("ganglion.node_server".into()), node_server, (), myself.get_cell()).await?;
+        let (node_server, _) = Actor::spawn_linked(
+            Some(NODE_SERVER_NAME.into()),
+            node_server,
+            (),
+            myself.get_cell(),
+        )
+        .await?;
         node_server.cast(NodeServerMessage::SubscribeToEvents {
             id: "ganglion.cluster_host".into(),
             subscription: Box::new(SessionEvents(myself.clone())),
         })?;
 
         let mut tasks = JoinSet::new();
-        tasks.spawn(accept_loop(args.endpoint.clone(), args.liveness.idle_timeout, myself.clone()));
+        tasks.spawn(accept_loop(
+            args.endpoint.clone(),
+            args.liveness.idle_timeout,
+            myself.clone(),
+        ));
         myself.send_interval(TICK, || Msg::Tick);
 
         let dial_book = args
             .seeds
             .iter()
-            .map(|addr| (*addr, DialEntry { seed: true, ..Default::default() }))
+            .map(|addr| {
+                (
+                    *addr,
+                    DialEntry {
+                        seed: true,
+                        ..Default::default()
+                    },
+                )
+            })
             .collect();
         Ok(State {
             cluster_name: cluster_name(&name),
@@ -208,17 +236,37 @@ impl Actor for ClusterHost {
         })
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Msg>, state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Msg>,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         state.tasks.abort_all();
-        state.endpoint.close(quinn::VarInt::from_u32(CloseCode::Shutdown as u32), b"node shutting down");
+        state.endpoint.close(
+            quinn::VarInt::from_u32(CloseCode::Shutdown as u32),
+            b"node shutting down",
+        );
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Msg>, msg: Msg, state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             Msg::Connected { peer, direction } => state.admit(myself, peer, direction),
-            Msg::Closed { peer, connection_id, reason } => {
-                if state.links.get(&peer).is_some_and(|l| l.connection.stable_id() == connection_id) {
+            Msg::Closed {
+                peer,
+                connection_id,
+                reason,
+            } => {
+                if state
+                    .links
+                    .get(&peer)
+                    .is_some_and(|l| l.connection.stable_id() == connection_id)
+                {
                     state.links.remove(&peer);
                     tracing::info!(%peer, %reason, "peer connection closed");
                 }
@@ -244,7 +292,12 @@ impl State {
             return;
         }
         if let Some(existing) = self.links.get(&name) {
-            match resolve_duplicate(&self.cluster_name, &cluster_name(&name), existing.direction, direction) {
+            match resolve_duplicate(
+                &self.cluster_name,
+                &cluster_name(&name),
+                existing.direction,
+                direction,
+            ) {
                 Keep::Existing => {
                     tracing::debug!(peer = %name, ?direction, "duplicate connection refused");
                     CloseCode::Duplicate.close(&connection);
@@ -254,16 +307,27 @@ impl State {
             }
         }
         tracing::info!(peer = %name, remote = %connection.remote_address(), ?direction, "peer connection up");
-        self.links.insert(name.clone(), Link { connection: connection.clone(), direction });
-        self.directory.link_up(name.clone(), connection.clone(), direction);
+        self.links.insert(
+            name.clone(),
+            Link {
+                connection: connection.clone(),
+                direction,
+            },
+        );
+        self.directory
+            .link_up(name.clone(), connection.clone(), direction);
         let span = tracing::info_span!("peer", node = %self.name, peer = %name);
         let node_server = self.node_server.clone();
-        self.tasks.spawn(serve_connection(myself, node_server, name, connection, direction).instrument(span));
+        self.tasks.spawn(
+            serve_connection(myself, node_server, name, connection, direction).instrument(span),
+        );
     }
 
     fn dial_done(&mut self, addr: SocketAddr, outcome: Result<String, String>) {
         self.dialing.remove(&addr);
-        let Some(entry) = self.dial_book.get_mut(&addr) else { return };
+        let Some(entry) = self.dial_book.get_mut(&addr) else {
+            return;
+        };
         match outcome {
             Ok(peer) => {
                 entry.is_self = peer == self.name;
@@ -320,7 +384,10 @@ impl State {
                 let outcome = match endpoint::dial(&endpoint, addr, timeout).await {
                     Ok(peer) => {
                         let name = peer.name.clone();
-                        let _ = myself.cast(Msg::Connected { peer, direction: Direction::Dialed });
+                        let _ = myself.cast(Msg::Connected {
+                            peer,
+                            direction: Direction::Dialed,
+                        });
                         Ok(name)
                     }
                     Err(e) => Err(e.to_string()),
@@ -331,16 +398,24 @@ impl State {
     }
 
     fn session_event(&mut self, event: SessionEvent) {
-        let (SessionEvent::Authenticated(info) | SessionEvent::Ready(info) | SessionEvent::Disconnected(info)) =
-            &event;
+        let (SessionEvent::Authenticated(info)
+        | SessionEvent::Ready(info)
+        | SessionEvent::Disconnected(info)) = &event;
         let label = SessionLabel::parse(&info.peer_addr);
         match (&event, label) {
             (SessionEvent::Authenticated(_), label) => {
-                let claimed = info.peer_name.as_ref().map(|n| n.name.clone()).unwrap_or_default();
-                let bound = label.as_ref().is_some_and(|l| cluster_name(&l.peer) == claimed);
+                let claimed = info
+                    .peer_name
+                    .as_ref()
+                    .map(|n| n.name.clone())
+                    .unwrap_or_default();
+                let bound = label
+                    .as_ref()
+                    .is_some_and(|l| cluster_name(&l.peer) == claimed);
                 if !bound {
                     tracing::warn!(%claimed, via = %info.peer_addr, "cluster session refused: node name does not match the certificate, or it did not arrive over QUIC");
-                    info.actor.stop(Some("node name does not match certificate".into()));
+                    info.actor
+                        .stop(Some("node name does not match certificate".into()));
                     if let Some(link) = label.and_then(|l| self.links.get(&l.peer)) {
                         CloseCode::NameMismatch.close(&link.connection);
                     }
@@ -390,7 +465,10 @@ async fn serve_connection(
     connection: quinn::Connection,
     direction: Direction,
 ) {
-    let label = SessionLabel { peer: peer.clone(), connection_id: connection.stable_id() };
+    let label = SessionLabel {
+        peer: peer.clone(),
+        connection_id: connection.stable_id(),
+    };
     if direction == Direction::Dialed
         && let Err(e) = open_cluster_session(&node_server, &connection, label.clone()).await
     {
@@ -410,7 +488,11 @@ async fn serve_connection(
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
     };
-    let _ = host.cast(Msg::Closed { peer, connection_id: label.connection_id, reason });
+    let _ = host.cast(Msg::Closed {
+        peer,
+        connection_id: label.connection_id,
+        reason,
+    });
 }
 
 async fn open_cluster_session(
@@ -420,9 +502,12 @@ async fn open_cluster_session(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (mut send, recv) = connection.open_bi().await?;
     write_frame(&mut send, &PeerStreamKind::Cluster, MAX_OPEN_FRAME_LEN).await?;
-    ractor_cluster::client_connect_external(node_server, Box::new(QuicClusterStream { send, recv, label }))
-        .await
-        .map_err(|e| e.to_string())?;
+    ractor_cluster::client_connect_external(
+        node_server,
+        Box::new(QuicClusterStream { send, recv, label }),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -435,16 +520,25 @@ async fn serve_stream(
     label: SessionLabel,
     cluster_opened: Arc<AtomicBool>,
 ) {
-    let opening = tokio::time::timeout(STREAM_OPEN_TIMEOUT, read_frame::<_, PeerStreamKind>(&mut recv, MAX_OPEN_FRAME_LEN)).await;
+    let opening = tokio::time::timeout(
+        STREAM_OPEN_TIMEOUT,
+        read_frame::<_, PeerStreamKind>(&mut recv, MAX_OPEN_FRAME_LEN),
+    )
+    .await;
     let refusal = match opening {
         Ok(Ok(Some(PeerStreamKind::Cluster))) if !cluster_opened.swap(true, Ordering::SeqCst) => {
             let stream = Box::new(QuicClusterStream { send, recv, label });
-            if let Err(e) = node_server.cast(NodeServerMessage::ConnectionOpenedExternal { stream, is_server: true }) {
+            if let Err(e) = node_server.cast(NodeServerMessage::ConnectionOpenedExternal {
+                stream,
+                is_server: true,
+            }) {
                 tracing::warn!(error = %e, "node server gone; cluster stream dropped");
             }
             return;
         }
-        Ok(Ok(Some(PeerStreamKind::Cluster))) => "a second cluster stream on one connection".to_owned(),
+        Ok(Ok(Some(PeerStreamKind::Cluster))) => {
+            "a second cluster stream on one connection".to_owned()
+        }
         Ok(Ok(Some(other))) => format!("stream kind {other:?} is not served"),
         Ok(Ok(None)) => return,
         Ok(Err(e)) => e.to_string(),

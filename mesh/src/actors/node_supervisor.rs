@@ -60,7 +60,11 @@ impl Actor for NodeSupervisor {
     type State = State;
     type Arguments = Arguments;
 
-    async fn pre_start(&self, myself: ActorRef<Msg>, args: Arguments) -> Result<State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Msg>,
+        args: Arguments,
+    ) -> Result<State, ActorProcessingErr> {
         let cell = myself.get_cell();
         let (directory, _) = Actor::spawn_linked(
             Some("ganglion.peer_directory".into()),
@@ -85,18 +89,33 @@ impl Actor for NodeSupervisor {
             cell.clone(),
         )
         .await?;
-        let context = AdminContext::new(args.node_info, args.admin_token, directory.clone(), cell.clone());
+        let context = AdminContext::new(
+            args.node_info,
+            args.admin_token,
+            directory.clone(),
+            cell.clone(),
+        );
         let (admin, _) = Actor::spawn_linked(
             Some("ganglion.admin".into()),
             admin::Admin,
-            admin::Arguments { listener: args.admin_listener, context },
+            admin::Arguments {
+                listener: args.admin_listener,
+                context,
+            },
             cell,
         )
         .await?;
-        Ok(State { children: vec![directory.0.get_cell(), cluster.get_cell(), admin.get_cell()] })
+        Ok(State {
+            children: vec![directory.0.get_cell(), cluster.get_cell(), admin.get_cell()],
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<Msg>, msg: Msg, _state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
+        _state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {}
     }
 

@@ -123,7 +123,8 @@ impl ractor::Message for Msg {
         match self {
             Msg::Advert(advert) => Ok(SerializedMessage::Cast {
                 variant: ADVERT_VARIANT.to_owned(),
-                args: ganglion_client::codec::encode(&advert, MAX_ADVERT_LEN).map_err(|_| BoxedDowncastErr)?,
+                args: ganglion_client::codec::encode(&advert, MAX_ADVERT_LEN)
+                    .map_err(|_| BoxedDowncastErr)?,
                 metadata: None,
             }),
             _ => Err(BoxedDowncastErr),
@@ -139,7 +140,10 @@ impl ractor::Message for Msg {
         }
         let mut frame = args.as_slice();
         let len = ganglion_client::codec::check_header(
-            frame.get(..5).and_then(|h| h.try_into().ok()).ok_or(BoxedDowncastErr)?,
+            frame
+                .get(..5)
+                .and_then(|h| h.try_into().ok())
+                .ok_or(BoxedDowncastErr)?,
             MAX_ADVERT_LEN,
         )
         .map_err(|_| BoxedDowncastErr)?;
@@ -147,7 +151,9 @@ impl ractor::Message for Msg {
         if frame.len() != len {
             return Err(BoxedDowncastErr);
         }
-        ganglion_client::codec::decode_payload(frame).map(Msg::Advert).map_err(|_| BoxedDowncastErr)
+        ganglion_client::codec::decode_payload(frame)
+            .map(Msg::Advert)
+            .map_err(|_| BoxedDowncastErr)
     }
 }
 
@@ -205,7 +211,10 @@ impl State {
                 .peers
                 .iter()
                 .filter(|(_, e)| e.state() == PeerState::Connected)
-                .map(|(name, e)| KnownPeer { name: name.clone(), addr: e.address() })
+                .map(|(name, e)| KnownPeer {
+                    name: name.clone(),
+                    addr: e.address(),
+                })
                 .collect(),
         }
     }
@@ -217,9 +226,12 @@ impl State {
             remote_address: entry.connection.remote_address(),
             direction: entry.direction,
             state: entry.state(),
-            rtt_ms: entry.connection.rtt().as_secs_f64() * 1000.0,
+            rtt_ms: (entry.connection.rtt().as_secs_f64() * 1e6).round() / 1000.0,
             connected_since: humantime::format_rfc3339_millis(entry.since).to_string(),
-            last_advert_ms: entry.advert.as_ref().map(|(_, at)| at.elapsed().as_millis() as u64),
+            last_advert_ms: entry
+                .advert
+                .as_ref()
+                .map(|(_, at)| at.elapsed().as_millis() as u64),
             peers: entry
                 .advert
                 .as_ref()
@@ -247,33 +259,69 @@ impl Actor for PeerDirectory {
     type State = State;
     type Arguments = Arguments;
 
-    async fn pre_start(&self, myself: ActorRef<Msg>, args: Arguments) -> Result<State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Msg>,
+        args: Arguments,
+    ) -> Result<State, ActorProcessingErr> {
         ractor::pg::join(GROUP.to_owned(), vec![myself.get_cell()]);
         myself.send_interval(ADVERT_INTERVAL, || Msg::Tick);
-        Ok(State { name: args.name, advertise: args.advertise, peers: BTreeMap::new() })
+        Ok(State {
+            name: args.name,
+            advertise: args.advertise,
+            peers: BTreeMap::new(),
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<Msg>, msg: Msg, state: &mut State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
-            Msg::LinkUp { peer, connection, direction } => {
+            Msg::LinkUp {
+                peer,
+                connection,
+                direction,
+            } => {
                 state.peers.insert(
                     peer,
-                    Entry { connection, direction, since: SystemTime::now(), session: None, advert: None },
+                    Entry {
+                        connection,
+                        direction,
+                        since: SystemTime::now(),
+                        session: None,
+                        advert: None,
+                    },
                 );
             }
-            Msg::LinkDown { peer, connection_id } => {
-                if state.peers.get(&peer).is_some_and(|e| e.connection.stable_id() == connection_id) {
+            Msg::LinkDown {
+                peer,
+                connection_id,
+            } => {
+                if state
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|e| e.connection.stable_id() == connection_id)
+                {
                     state.peers.remove(&peer);
                     tracing::info!(%peer, "peer removed from directory");
                 }
             }
-            Msg::SessionUp { peer, connection_id } => {
+            Msg::SessionUp {
+                peer,
+                connection_id,
+            } => {
                 if let Some(entry) = state.peers.get_mut(&peer) {
                     entry.session = Some(connection_id);
                     tracing::info!(%peer, "peer connected");
                 }
             }
-            Msg::SessionDown { peer, connection_id } => {
+            Msg::SessionDown {
+                peer,
+                connection_id,
+            } => {
                 if let Some(entry) = state.peers.get_mut(&peer)
                     && entry.session == Some(connection_id)
                 {
@@ -282,7 +330,9 @@ impl Actor for PeerDirectory {
             }
             Msg::Advert(advert) => match state.peers.get_mut(&advert.name) {
                 Some(entry) => entry.advert = Some((advert, Instant::now())),
-                None => tracing::debug!(peer = %advert.name, "advert from a peer without a connection"),
+                None => {
+                    tracing::debug!(peer = %advert.name, "advert from a peer without a connection")
+                }
             },
             Msg::Tick => {
                 let advert = state.advert();
@@ -322,22 +372,35 @@ impl PeerDirectoryHandle {
 
     /// Records a new connection to `peer`.
     pub fn link_up(&self, peer: String, connection: quinn::Connection, direction: Direction) {
-        self.cast(Msg::LinkUp { peer, connection, direction });
+        self.cast(Msg::LinkUp {
+            peer,
+            connection,
+            direction,
+        });
     }
 
     /// Records the end of a connection.
     pub fn link_down(&self, peer: String, connection_id: usize) {
-        self.cast(Msg::LinkDown { peer, connection_id });
+        self.cast(Msg::LinkDown {
+            peer,
+            connection_id,
+        });
     }
 
     /// Records a ready ractor_cluster session.
     pub fn session_up(&self, peer: String, connection_id: usize) {
-        self.cast(Msg::SessionUp { peer, connection_id });
+        self.cast(Msg::SessionUp {
+            peer,
+            connection_id,
+        });
     }
 
     /// Records the end of a ractor_cluster session.
     pub fn session_down(&self, peer: String, connection_id: usize) {
-        self.cast(Msg::SessionDown { peer, connection_id });
+        self.cast(Msg::SessionDown {
+            peer,
+            connection_id,
+        });
     }
 
     /// The peers, for the admin endpoint.
@@ -372,7 +435,10 @@ mod tests {
         PeerAdvert {
             name: "a".into(),
             addr: "127.0.0.1:7400".parse().expect("addr"),
-            peers: vec![KnownPeer { name: "b".into(), addr: "127.0.0.1:7401".parse().expect("addr") }],
+            peers: vec![KnownPeer {
+                name: "b".into(),
+                addr: "127.0.0.1:7401".parse().expect("addr"),
+            }],
         }
     }
 
@@ -383,10 +449,21 @@ mod tests {
             Ok(Msg::Advert(back)) => assert_eq!(back, advert()),
             _ => panic!("advert did not round-trip"),
         }
-        let garbage = SerializedMessage::Cast { variant: ADVERT_VARIANT.into(), args: vec![1, 255, 255, 255, 255], metadata: None };
+        let garbage = SerializedMessage::Cast {
+            variant: ADVERT_VARIANT.into(),
+            args: vec![1, 255, 255, 255, 255],
+            metadata: None,
+        };
         assert!(Msg::deserialize(garbage).is_err());
-        let wrong = SerializedMessage::Cast { variant: "Other".into(), args: vec![], metadata: None };
+        let wrong = SerializedMessage::Cast {
+            variant: "Other".into(),
+            args: vec![],
+            metadata: None,
+        };
         assert!(Msg::deserialize(wrong).is_err());
-        assert!(Msg::Tick.serialize().is_err(), "local messages never cross nodes");
+        assert!(
+            Msg::Tick.serialize().is_err(),
+            "local messages never cross nodes"
+        );
     }
 }

@@ -31,7 +31,10 @@ impl SessionLabel {
     /// ractor_cluster's TCP listener) have none.
     pub fn parse(label: &str) -> Option<Self> {
         let (peer, id) = label.strip_prefix(LABEL_PREFIX)?.rsplit_once('#')?;
-        Some(Self { peer: peer.to_owned(), connection_id: id.parse().ok()? })
+        Some(Self {
+            peer: peer.to_owned(),
+            connection_id: id.parse().ok()?,
+        })
     }
 }
 
@@ -62,7 +65,10 @@ mod tests {
 
     #[test]
     fn labels_round_trip_and_foreign_labels_do_not_parse() {
-        let label = SessionLabel { peer: "edge-1".into(), connection_id: 42 };
+        let label = SessionLabel {
+            peer: "edge-1".into(),
+            connection_id: 42,
+        };
         assert_eq!(SessionLabel::parse(&label.to_string()), Some(label));
         assert_eq!(SessionLabel::parse("127.0.0.1:4000"), None);
         assert_eq!(SessionLabel::parse("quic:edge-1#x"), None);

@@ -35,7 +35,10 @@ pub enum CloseCode {
 impl CloseCode {
     /// Closes `connection` with this code and its reason text.
     pub fn close(self, connection: &quinn::Connection) {
-        connection.close(quinn::VarInt::from_u32(self as u32), self.reason().as_bytes());
+        connection.close(
+            quinn::VarInt::from_u32(self as u32),
+            self.reason().as_bytes(),
+        );
     }
 
     fn reason(self) -> &'static str {
@@ -112,7 +115,8 @@ fn transport_config(liveness: Liveness) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(liveness.keep_alive));
     transport.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(liveness.idle_timeout).expect("validated to a few minutes at most"),
+        quinn::IdleTimeout::try_from(liveness.idle_timeout)
+            .expect("validated to a few minutes at most"),
     ));
     Arc::new(transport)
 }
@@ -170,14 +174,22 @@ pub async fn accept(
         .map_err(|_| TransportError::HandshakeTimeout(addr))?
         .map_err(|source| TransportError::Connection { addr, source })?;
     if alpn(&connection).as_deref() != Some(ALPN_PEER) {
-        return Err(refuse(&connection, "the client data plane is not served yet", CloseCode::UnsupportedProtocol));
+        return Err(refuse(
+            &connection,
+            "the client data plane is not served yet",
+            CloseCode::UnsupportedProtocol,
+        ));
     }
     verified_peer(connection)
 }
 
 fn refuse(connection: &quinn::Connection, why: &'static str, code: CloseCode) -> TransportError {
     code.close(connection);
-    TransportError::Refused { addr: connection.remote_address(), why, code }
+    TransportError::Refused {
+        addr: connection.remote_address(),
+        why,
+        code,
+    }
 }
 
 fn alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {

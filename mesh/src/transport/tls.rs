@@ -39,7 +39,9 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn roots(identity: &Identity) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    roots.add(identity.ca_cert.clone()).map_err(TlsError::TrustAnchor)?;
+    roots
+        .add(identity.ca_cert.clone())
+        .map_err(TlsError::TrustAnchor)?;
     Ok(Arc::new(roots))
 }
 
@@ -62,10 +64,13 @@ fn server_config(
 }
 
 /// The QUIC server configuration of a node (both ALPNs).
-pub fn quic_server(identity: &Identity) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
+pub fn quic_server(
+    identity: &Identity,
+) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
     let mut config = server_config(identity, false)?;
     config.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_CLIENT.to_vec()];
-    quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| TlsError::Quic(e.to_string()))
+    quinn::crypto::rustls::QuicServerConfig::try_from(config)
+        .map_err(|e| TlsError::Quic(e.to_string()))
 }
 
 /// The QUIC client configuration a node uses to dial peers: presents the node certificate and
@@ -78,11 +83,14 @@ pub fn quic_peer_client(
         .with_root_certificates(roots(identity)?)
         .with_client_auth_cert(identity.cert_chain.clone(), identity.key.clone_key())?;
     config.alpn_protocols = vec![ALPN_PEER.to_vec()];
-    quinn::crypto::rustls::QuicClientConfig::try_from(config).map_err(|e| TlsError::Quic(e.to_string()))
+    quinn::crypto::rustls::QuicClientConfig::try_from(config)
+        .map_err(|e| TlsError::Quic(e.to_string()))
 }
 
 /// The acceptor for ractor_cluster's own TCP listener: TLS with a mandatory client certificate
 /// from the cluster CA, so nothing reaches the actor system through that port without one.
 pub fn cluster_tcp_acceptor(identity: &Identity) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config(identity, true)?)))
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config(
+        identity, true,
+    )?)))
 }

@@ -1,0 +1,241 @@
+//! Test harness: real `ganglion-node` processes on loopback, with OS-chosen ports.
+//!
+//! Each node prints one JSON "ready" line on stdout once its sockets are bound; the harness
+//! reads the actual addresses from it. Every wait polls with a deadline.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ganglion-node")
+}
+
+/// A scratch folder with a cluster CA; removed when dropped.
+pub struct Cluster {
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    pub fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("ganglion-test-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cluster = Self { dir };
+        cluster.cli(&["init-cluster", "--dir", cluster.ca_dir().to_str().unwrap()]);
+        cluster
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.join("cluster")
+    }
+
+    /// Issues (once) and returns the identity folder of node `name`.
+    pub fn identity(&self, name: &str) -> PathBuf {
+        let out = self.dir.join("identities").join(name);
+        if !out.exists() {
+            self.cli(&[
+                "issue-cert",
+                "--cluster-dir",
+                self.ca_dir().to_str().unwrap(),
+                "--name",
+                name,
+                "--out",
+                out.to_str().unwrap(),
+            ]);
+        }
+        out
+    }
+
+    fn cli(&self, args: &[&str]) {
+        let out = Command::new(binary()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts node `name` seeded with `seeds`, plus any extra flags.
+    pub fn start(&self, name: &str, seeds: &[SocketAddr], extra: &[&str]) -> Node {
+        Node::start(self, name, &self.identity(name), seeds, extra)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A running node process; killed when dropped.
+pub struct Node {
+    pub name: String,
+    pub child: Child,
+    pub quic: SocketAddr,
+    pub admin: SocketAddr,
+    pub cluster_tcp: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Node {
+    pub fn start(
+        cluster: &Cluster,
+        name: &str,
+        identity: &Path,
+        seeds: &[SocketAddr],
+        extra: &[&str],
+    ) -> Node {
+        let log = cluster.dir.join(format!("{name}.log"));
+        let mut cmd = Command::new(binary());
+        cmd.args(["run", "--identity", identity.to_str().unwrap()])
+            .args(["--admin", "127.0.0.1:0", "--admin-token", TOKEN])
+            .args([
+                "--data-dir",
+                cluster.dir.join("data").join(name).to_str().unwrap(),
+            ])
+            .args(extra);
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        for seed in seeds {
+            cmd.args(["--seed", &seed.to_string()]);
+        }
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = cmd
+            .env("RUST_LOG", "info,ganglion=debug")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("\"event\":\"ready\"") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node {name} did not start; log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let addr = |key: &str| ready[key].as_str().unwrap().parse().unwrap();
+        Node {
+            name: name.to_owned(),
+            child,
+            quic: addr("quic"),
+            admin: addr("admin"),
+            cluster_tcp: addr("cluster_tcp"),
+            log,
+        }
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = reqwest::Client::new().get(format!("http://{}{path}", self.admin));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let response = self.get(path, Some(TOKEN)).await;
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
+    /// Names of peers in state `connected`, sorted.
+    pub async fn connected_peers(&self) -> Vec<String> {
+        let peers = self.json("/admin/peers").await;
+        let mut names: Vec<String> = peers
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["state"] == "connected")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Nodes with a member in process group `group`, as this node sees it, sorted.
+    pub async fn group_nodes(&self, group: &str) -> Vec<String> {
+        let actors = self.json("/admin/actors").await;
+        let mut nodes: Vec<String> = actors["process_groups"][group]
+            .as_array()
+            .map(|members| {
+                members
+                    .iter()
+                    .map(|m| m["node"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        nodes.sort();
+        nodes
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- log of {} ----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "not within {deadline:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
