@@ -12,7 +12,9 @@ use harness::{Cluster, eventually, names};
 async fn three_nodes_form_a_full_mesh_from_one_seed() {
     let cluster = Cluster::new("mesh");
     let a = cluster.start("a", &[], &[]);
-    let b = cluster.start("b", &[a.quic], &[]);
+    // b listens on the wildcard address without --advertise: c, which learns of b only from a's
+    // advert, must dial the address b's packets come from.
+    let b = cluster.start("b", &[a.quic], &["--listen", "0.0.0.0:0"]);
     let c = cluster.start("c", &[a.quic], &[]);
 
     for (node, others) in [(&a, ["b", "c"]), (&b, ["a", "c"]), (&c, ["a", "b"])] {

@@ -180,22 +180,13 @@ impl ConfigFile {
             .iter()
             .map(|s| parse_addr("transport.seeds", s))
             .collect::<Result<Vec<_>, _>>()?;
-        match advertise {
-            Some(addr) if addr.ip().is_unspecified() || addr.port() == 0 => {
-                return Err(ConfigError::new(
-                    "transport.advertise",
-                    format!("`{addr}` is not dialable: give a concrete address and port"),
-                ));
-            }
-            None if listen.ip().is_unspecified() && !seeds.is_empty() => {
-                return Err(ConfigError::new(
-                    "transport.advertise",
-                    format!(
-                        "required when listening on the wildcard address {listen}: peers need an address to dial"
-                    ),
-                ));
-            }
-            _ => {}
+        if let Some(addr) = advertise
+            && (addr.ip().is_unspecified() || addr.port() == 0)
+        {
+            return Err(ConfigError::new(
+                "transport.advertise",
+                format!("`{addr}` is not dialable: give a concrete address and port"),
+            ));
         }
         let liveness_timeout = self
             .transport
@@ -312,10 +303,6 @@ mod tests {
             (
                 "[transport]\nseeds = [\"1.2.3.4\"]\nlisten = \"127.0.0.1:1\"",
                 "transport.seeds",
-            ),
-            (
-                "[transport]\nseeds = [\"1.2.3.4:5\"]",
-                "transport.advertise",
             ),
             (
                 "[transport]\nadvertise = \"0.0.0.0:5\"",

@@ -187,10 +187,13 @@ impl Entry {
         }
     }
 
+    /// Where the peer can be dialed: what it advertises, unless that is a wildcard address
+    /// (a node listening on 0.0.0.0 without `advertise`), in which case the address its
+    /// packets come from, which is its one UDP socket.
     fn address(&self) -> SocketAddr {
         match &self.advert {
-            Some((advert, _)) => advert.addr,
-            None => self.connection.remote_address(),
+            Some((advert, _)) if !advert.addr.ip().is_unspecified() => advert.addr,
+            _ => self.connection.remote_address(),
         }
     }
 }
