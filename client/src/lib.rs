@@ -5,11 +5,16 @@
 //! bincode payload whose size is checked before anything is allocated. [`protocol`] names the
 //! ALPN identifiers and the messages that open each stream.
 //!
-//! The request/response client arrives with the inference data plane; today this crate holds
-//! the protocol both sides build on.
+//! [`Client`] connects to the first reachable node of a list (verifying it against the cluster
+//! CA) and sends requests: [`Client::generate`], [`Client::generate_stream`], [`Client::embed`],
+//! [`Client::list_models`]. The `ganglion` binary is a command-line front end to it.
 
+pub mod client;
 pub mod codec;
 pub mod protocol;
 
+pub use client::{
+    Client, ClientBuilder, ClientError, GenerateRequest, Generation, GenerationStream, StreamEvent,
+};
 pub use codec::{FrameError, MAX_FRAME_LEN, read_frame, write_frame};
 pub use protocol::{ALPN_CLIENT, ALPN_PEER, PeerStreamKind};

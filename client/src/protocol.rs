@@ -24,3 +24,373 @@ pub enum PeerStreamKind {
     /// frame the stream carries ractor_cluster's own framing.
     Cluster,
 }
+
+/// Bound on a client's request frame (prompt and texts included).
+pub const MAX_REQUEST_FRAME_LEN: usize = 1024 * 1024;
+/// Bound on one response frame.
+pub const MAX_RESPONSE_FRAME_LEN: usize = 4 * 1024 * 1024;
+/// Largest prompt a node accepts, in bytes of message text.
+pub const MAX_PROMPT_BYTES: usize = 32 * 1024;
+/// Largest `max_tokens` a node accepts.
+pub const MAX_OUTPUT_TOKENS: u32 = 2048;
+/// Most texts in one embedding request.
+pub const MAX_EMBED_BATCH: usize = 64;
+/// Longest text to embed, in bytes.
+pub const MAX_EMBED_TEXT_BYTES: usize = 8 * 1024;
+
+/// What a client asks for on a fresh stream (the stream's first and only client frame).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ClientRequest {
+    /// Run a model.
+    Infer(Request),
+    /// List the catalog and which nodes host each model.
+    ListModels,
+}
+
+/// An inference request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Client-generated id, unique per client; echoed in logs and responses.
+    pub id: u128,
+    /// Catalog id of the model, e.g. `@ganglion/smollm2-135m-instruct`.
+    pub model: String,
+    /// The task input.
+    pub input: Input,
+    /// Generation parameters (ignored by embedding models).
+    pub parameters: Parameters,
+    /// Time budget in milliseconds from when the node receives the request.
+    pub deadline_ms: Option<u64>,
+}
+
+/// Task input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Input {
+    /// Chat messages for a text-generation model.
+    Chat(Vec<ChatMessage>),
+    /// Texts for an embedding model.
+    Embed(Vec<String>),
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Who speaks.
+    pub role: Role,
+    /// What they say.
+    pub content: String,
+}
+
+/// Chat roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The user.
+    User,
+    /// The model.
+    Assistant,
+}
+
+/// Generation parameters. Unset means the model's default; no temperature (or 0) means
+/// greedy decoding, so identical requests give identical output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Parameters {
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Sampling temperature; `None` or 0 is greedy.
+    pub temperature: Option<f32>,
+    /// Nucleus sampling threshold.
+    pub top_p: Option<f32>,
+    /// Seed of the sampler; with a temperature, the same seed gives the same output.
+    pub seed: Option<u64>,
+    /// Strings that end generation.
+    pub stop: Vec<String>,
+}
+
+/// One frame of a node's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ResponseFrame {
+    /// Newly generated text.
+    Delta(String),
+    /// The complete answer; the last frame of a successful request.
+    Final(FinalResponse),
+    /// The request failed; the last frame.
+    Error(WireError),
+    /// Answer to [`ClientRequest::ListModels`].
+    Models(Vec<ModelListing>),
+}
+
+/// The complete answer to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalResponse {
+    /// The request's id.
+    pub id: u128,
+    /// The output.
+    pub output: Output,
+    /// Tokens in and out.
+    pub usage: Usage,
+    /// Where the time went.
+    pub timings: Timings,
+    /// Which nodes handled it.
+    pub route: Route,
+}
+
+/// Model output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Output {
+    /// Generated text.
+    Text {
+        /// The whole text.
+        text: String,
+        /// Why generation ended.
+        finish_reason: FinishReason,
+    },
+    /// One unit-length vector per input text.
+    Embeddings(Vec<Vec<f32>>),
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model ended its answer.
+    Stop,
+    /// `max_tokens` was reached.
+    Length,
+}
+
+/// Token counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens (or embedded tokens).
+    pub input_tokens: u32,
+    /// Generated tokens.
+    pub output_tokens: u32,
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Waiting in the model's admission queue.
+    pub queue_ms: f64,
+    /// From arrival to the first generated token (text generation only).
+    pub first_token_ms: Option<f64>,
+    /// From arrival to the final frame.
+    pub total_ms: f64,
+}
+
+/// Which nodes handled a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// The node the client connected to.
+    pub entry: String,
+    /// The node that ran the model.
+    pub executed_by: String,
+}
+
+/// A catalog model and who hosts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelListing {
+    /// Catalog id.
+    pub id: String,
+    /// `text-generation` or `text-embeddings`.
+    pub task: String,
+    /// Nodes hosting it now.
+    pub hosted_by: Vec<String>,
+}
+
+/// A failed request, as it crosses the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct WireError {
+    /// Stable, matchable code.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl WireError {
+    /// Builds an error.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Stable error codes. New codes are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The model id is not in the catalog.
+    UnknownModel,
+    /// The request is malformed (wrong input kind, bad parameter).
+    InvalidInput,
+    /// The prompt, `max_tokens` or batch exceeds the node's bounds.
+    TooLarge,
+    /// The model's queue is full; retry later or elsewhere.
+    Overloaded,
+    /// No reachable node can run the model now.
+    Unavailable,
+    /// The deadline passed before the answer was complete.
+    DeadlineExceeded,
+    /// A bug or an unexpected failure on the node.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as a stable string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownModel => "unknown_model",
+            Self::InvalidInput => "invalid_input",
+            Self::TooLarge => "too_large",
+            Self::Overloaded => "overloaded",
+            Self::Unavailable => "unavailable",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks a request against the protocol's bounds; nodes call this before queueing anything.
+pub fn validate(request: &Request) -> Result<(), WireError> {
+    let p = &request.parameters;
+    if let Some(max) = p.max_tokens {
+        if max == 0 {
+            return Err(WireError::new(
+                ErrorCode::InvalidInput,
+                "max_tokens must be at least 1",
+            ));
+        }
+        if max > MAX_OUTPUT_TOKENS {
+            return Err(WireError::new(
+                ErrorCode::TooLarge,
+                format!("max_tokens {max} exceeds the limit of {MAX_OUTPUT_TOKENS}"),
+            ));
+        }
+    }
+    if let Some(t) = p.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(WireError::new(
+            ErrorCode::InvalidInput,
+            format!("temperature {t} is outside 0..=2"),
+        ));
+    }
+    if let Some(top_p) = p.top_p
+        && !(top_p > 0.0 && top_p <= 1.0)
+    {
+        return Err(WireError::new(
+            ErrorCode::InvalidInput,
+            format!("top_p {top_p} is outside (0, 1]"),
+        ));
+    }
+    match &request.input {
+        Input::Chat(messages) => {
+            if messages.is_empty() {
+                return Err(WireError::new(ErrorCode::InvalidInput, "no chat messages"));
+            }
+            let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+            if bytes > MAX_PROMPT_BYTES {
+                return Err(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!("prompt of {bytes} bytes exceeds the limit of {MAX_PROMPT_BYTES}"),
+                ));
+            }
+        }
+        Input::Embed(texts) => {
+            if texts.is_empty() {
+                return Err(WireError::new(ErrorCode::InvalidInput, "no texts to embed"));
+            }
+            if texts.len() > MAX_EMBED_BATCH {
+                return Err(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "{} texts exceed the batch limit of {MAX_EMBED_BATCH}",
+                        texts.len()
+                    ),
+                ));
+            }
+            if let Some(long) = texts.iter().find(|t| t.len() > MAX_EMBED_TEXT_BYTES) {
+                return Err(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "a text of {} bytes exceeds the limit of {MAX_EMBED_TEXT_BYTES}",
+                        long.len()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(text: &str) -> Request {
+        Request {
+            id: 1,
+            model: "m".into(),
+            input: Input::Chat(vec![ChatMessage {
+                role: Role::User,
+                content: text.into(),
+            }]),
+            parameters: Parameters::default(),
+            deadline_ms: None,
+        }
+    }
+
+    #[test]
+    fn bounds_give_typed_errors() {
+        assert!(validate(&chat("hi")).is_ok());
+        assert_eq!(
+            validate(&chat(&"x".repeat(MAX_PROMPT_BYTES + 1)))
+                .unwrap_err()
+                .code,
+            ErrorCode::TooLarge
+        );
+        let mut r = chat("hi");
+        r.parameters.max_tokens = Some(MAX_OUTPUT_TOKENS + 1);
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::TooLarge);
+        r.parameters.max_tokens = Some(0);
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        r.parameters.max_tokens = None;
+        r.parameters.temperature = Some(f32::NAN);
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        r.input = Input::Embed(vec!["a".into(); MAX_EMBED_BATCH + 1]);
+        r.parameters = Parameters::default();
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::TooLarge);
+        r.input = Input::Embed(vec![]);
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+    }
+
+    #[test]
+    fn requests_and_responses_survive_the_codec() {
+        let request = ClientRequest::Infer(chat("hello"));
+        let frame = crate::codec::encode(&request, MAX_REQUEST_FRAME_LEN).unwrap();
+        let back: ClientRequest = crate::codec::decode_payload(&frame[5..]).unwrap();
+        assert_eq!(back, request);
+        let error = ResponseFrame::Error(WireError::new(ErrorCode::Overloaded, "queue full"));
+        let frame = crate::codec::encode(&error, MAX_RESPONSE_FRAME_LEN).unwrap();
+        assert_eq!(
+            crate::codec::decode_payload::<ResponseFrame>(&frame[5..]).unwrap(),
+            error
+        );
+    }
+}

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ganglion::ClusterSecrets;
-use ganglion::transport::endpoint::{self, Liveness};
+use ganglion::transport::endpoint::{self, Accepted, Liveness};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SIZE: usize = 64;
@@ -148,7 +148,8 @@ const PING: u8 = 9;
 /// Echoes every stream of every accepted connection in 64-byte steps.
 async fn quic_echo(server: quinn::Endpoint) {
     while let Some(incoming) = server.accept().await {
-        let Ok(peer) = endpoint::accept(incoming, Duration::from_secs(5)).await else {
+        let Ok(Accepted::Peer(peer)) = endpoint::accept(incoming, Duration::from_secs(5)).await
+        else {
             continue;
         };
         tokio::spawn(async move {

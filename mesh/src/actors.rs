@@ -3,6 +3,8 @@
 //! ```text
 //! NodeSupervisor
 //! ├── PeerDirectory   live view of peers; joins process group `ganglion.peers`
+//! ├── Gateway         client data plane: one QUIC stream per request
+//! ├── ModelHost × n   one per hosted model; joins process group `ganglion.model.<id>`
 //! ├── ClusterHost     QUIC endpoint, dialing and accepting peers, liveness
 //! │   └── NodeServer  ractor_cluster, one NodeSession per peer (over a QUIC stream)
 //! └── Admin           the HTTP introspection endpoint
@@ -12,6 +14,8 @@
 
 pub mod admin;
 pub mod cluster_host;
+pub mod gateway;
+pub mod model_host;
 pub mod node_supervisor;
 pub mod peer_directory;
 

@@ -4,6 +4,7 @@
 //! - `GET /admin/node`: name, version, uptime, addresses
 //! - `GET /admin/peers`: the peer directory
 //! - `GET /admin/actors`: the actor tree, and the members of every process group
+//! - `GET /admin/models`: configured models, hosted or why not, queue and traffic counters
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -44,14 +45,32 @@ pub struct NodeInfo {
     pub version: &'static str,
     /// Where it listens.
     pub addresses: Addresses,
+    /// Its hardware.
+    pub hardware: crate::hardware::Hardware,
 }
 
 /// What the routes read.
 #[derive(Debug, Clone)]
 pub struct AdminContext(Arc<Inner>);
 
+/// Whether a configured model is hosted here, and why not.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStatus {
+    /// Catalog id.
+    pub id: String,
+    /// Task name.
+    pub task: &'static str,
+    /// Memory the model needs.
+    pub memory_bytes: u64,
+    /// Whether a model host serves it.
+    pub hosted: bool,
+    /// Why it is not hosted.
+    pub reason: Option<String>,
+}
+
 #[derive(Debug)]
 struct Inner {
+    hosting: Vec<ModelStatus>,
     info: NodeInfo,
     token: Option<String>,
     directory: PeerDirectoryHandle,
@@ -67,8 +86,10 @@ impl AdminContext {
         token: Option<String>,
         directory: PeerDirectoryHandle,
         root: ActorCell,
+        hosting: Vec<ModelStatus>,
     ) -> Self {
         Self(Arc::new(Inner {
+            hosting,
             info,
             token,
             directory,
@@ -85,6 +106,7 @@ pub fn router(context: AdminContext) -> Router {
         .route("/admin/node", get(node))
         .route("/admin/peers", get(peers))
         .route("/admin/actors", get(actors))
+        .route("/admin/models", get(models))
         .route_layer(middleware::from_fn_with_state(
             context.clone(),
             require_token,
@@ -140,6 +162,34 @@ async fn peers(State(ctx): State<AdminContext>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn models(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
+    let peers = ctx.0.directory.list().await.unwrap_or_default();
+    let mut entries = Vec::new();
+    for status in &ctx.0.hosting {
+        let stats = match crate::actors::model_host::ModelHostHandle::find(&status.id) {
+            Some(host) => host.stats().await,
+            None => None,
+        };
+        let hosted_by_peers: Vec<&str> = peers
+            .iter()
+            .filter(|p| p.models.contains(&status.id))
+            .map(|p| p.name.as_str())
+            .collect();
+        entries.push(serde_json::json!({
+            "id": status.id,
+            "task": status.task,
+            "memory_bytes": status.memory_bytes,
+            "hosted": status.hosted && stats.is_some(),
+            "reason": if status.hosted && stats.is_none() { Some("model host stopped after a failure".to_owned()) } else { status.reason.clone() },
+            "stats": stats,
+            "hosted_by_peers": hosted_by_peers,
+        }));
+    }
+    Json(
+        serde_json::json!({ "node": ctx.0.info.name, "hardware": ctx.0.info.hardware, "models": entries }),
+    )
 }
 
 /// One actor in the tree.
@@ -265,6 +315,10 @@ fn kind_of(cell: &ActorCell) -> &'static str {
         "ClusterHost"
     } else if is(cell.is_message_type_of::<peer_directory::Msg>()) {
         "PeerDirectory"
+    } else if is(cell.is_message_type_of::<crate::actors::model_host::Msg>()) {
+        "ModelHost"
+    } else if is(cell.is_message_type_of::<crate::actors::gateway::Msg>()) {
+        "Gateway"
     } else if is(cell.is_message_type_of::<admin::Msg>()) {
         "Admin"
     } else if is(cell.is_message_type_of::<ractor_cluster::NodeServerMessage>()) {

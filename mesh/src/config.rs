@@ -13,6 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::credentials::{CredentialsError, Identity};
+use crate::hardware::parse_size;
+use crate::models::catalog::{NeuronRates, Source};
+use crate::models::{Catalog, ModelSpec, ModelStore, Task};
 
 /// Default QUIC listen address.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
@@ -56,6 +59,43 @@ pub struct ConfigFile {
     /// The `[admin]` section.
     #[serde(default)]
     pub admin: AdminSection,
+    /// The `[models]` section.
+    #[serde(default)]
+    pub models: ModelsSection,
+}
+
+/// `[models]`: what this node hosts and where model files live.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    /// Model store folder (default `~/.cache/ganglion/models`, or `GANGLION_MODELS_DIR`).
+    pub dir: Option<PathBuf>,
+    /// Catalog ids of the models to host (those that fit in memory are loaded).
+    pub host: Option<Vec<String>>,
+    /// Cap on the memory models may use, e.g. "512MiB", to emulate a small edge box.
+    pub memory_limit: Option<String>,
+    /// Requests each model runs at once.
+    pub concurrency: Option<usize>,
+    /// Requests each model lets wait beyond those running.
+    pub queue_depth: Option<usize>,
+    /// Operator-added models.
+    #[serde(default)]
+    pub local: Vec<LocalModel>,
+}
+
+/// An operator's model: a local GGUF file (text generation) or a safetensors folder
+/// (embeddings, BERT layout: model.safetensors, tokenizer.json, config.json).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalModel {
+    /// Catalog id to publish it under, e.g. "@acme/tiny-chat".
+    pub id: String,
+    /// "text-generation" or "text-embeddings".
+    pub task: String,
+    /// The GGUF file or the model folder.
+    pub path: PathBuf,
+    /// Memory it needs, e.g. "300MiB".
+    pub memory: String,
 }
 
 /// `[node]`: who this node is and where it keeps state.
@@ -123,7 +163,24 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Admin bearer token.
     pub admin_token: Option<String>,
+    /// The model catalog (built-in plus operator-added models).
+    pub catalog: Catalog,
+    /// Model store folder.
+    pub models_dir: PathBuf,
+    /// Models to host, in order of preference.
+    pub host: Vec<String>,
+    /// Memory cap for models.
+    pub memory_limit: Option<u64>,
+    /// Requests each model runs at once.
+    pub model_concurrency: usize,
+    /// Requests each model lets wait.
+    pub model_queue_depth: usize,
 }
+
+/// Default requests run at once per model.
+pub const DEFAULT_MODEL_CONCURRENCY: usize = 2;
+/// Default requests waiting per model.
+pub const DEFAULT_MODEL_QUEUE_DEPTH: usize = 16;
 
 impl ConfigFile {
     /// Reads and parses a TOML file.
@@ -233,7 +290,14 @@ impl ConfigFile {
             ));
         }
 
+        let models = self.models.validate()?;
         Ok(Config {
+            catalog: models.catalog,
+            models_dir: models.dir,
+            host: models.host,
+            memory_limit: models.memory_limit,
+            model_concurrency: models.concurrency,
+            model_queue_depth: models.queue_depth,
             identity,
             data_dir,
             listen,
@@ -243,6 +307,104 @@ impl ConfigFile {
             cluster_tcp_listen,
             admin_listen,
             admin_token,
+        })
+    }
+}
+
+/// The validated `[models]` section.
+struct ModelsConfig {
+    catalog: Catalog,
+    dir: PathBuf,
+    host: Vec<String>,
+    memory_limit: Option<u64>,
+    concurrency: usize,
+    queue_depth: usize,
+}
+
+impl ModelsSection {
+    /// The catalog and model store this section describes (for `models pull` and `models list`).
+    pub fn catalog_and_store(self) -> Result<(Catalog, ModelStore), ConfigError> {
+        let models = self.validate()?;
+        Ok((models.catalog, ModelStore::new(models.dir)))
+    }
+
+    fn validate(self) -> Result<ModelsConfig, ConfigError> {
+        let mut catalog = Catalog::builtin();
+        for local in self.local {
+            let task = match local.task.as_str() {
+                "text-generation" => Task::TextGeneration,
+                "text-embeddings" => Task::TextEmbeddings,
+                other => {
+                    return Err(ConfigError::new(
+                        "models.local.task",
+                        format!("`{other}` is not text-generation or text-embeddings"),
+                    ));
+                }
+            };
+            let memory_bytes = parse_size(&local.memory)
+                .map_err(|e| ConfigError::new("models.local.memory", e))?;
+            catalog.add(ModelSpec {
+                id: local.id,
+                task,
+                source: Source::Local(local.path),
+                parameters: 0,
+                memory_bytes,
+                default_max_tokens: 256,
+                context_tokens: if task == Task::TextEmbeddings {
+                    256
+                } else {
+                    2048
+                },
+                dimensions: None,
+                rates: NeuronRates {
+                    per_million_input: 1_000.0,
+                    per_million_output: 5_000.0,
+                },
+            });
+        }
+        let host = self.host.unwrap_or_default();
+        if let Some(unknown) = host.iter().find(|id| catalog.get(id).is_none()) {
+            let known: Vec<&str> = catalog.models().iter().map(|m| m.id.as_str()).collect();
+            return Err(ConfigError::new(
+                "models.host",
+                format!(
+                    "unknown model `{unknown}`; the catalog has {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        let memory_limit = self
+            .memory_limit
+            .as_deref()
+            .map(parse_size)
+            .transpose()
+            .map_err(|e| ConfigError::new("models.memory_limit", e))?;
+        let concurrency = self.concurrency.unwrap_or(DEFAULT_MODEL_CONCURRENCY);
+        if !(1..=64).contains(&concurrency) {
+            return Err(ConfigError::new(
+                "models.concurrency",
+                "must be between 1 and 64",
+            ));
+        }
+        let queue_depth = self.queue_depth.unwrap_or(DEFAULT_MODEL_QUEUE_DEPTH);
+        if queue_depth > 1024 {
+            return Err(ConfigError::new(
+                "models.queue_depth",
+                "must be at most 1024",
+            ));
+        }
+        let dir = match self.dir.or_else(env::models_dir) {
+            Some(dir) => dir,
+            None => ModelStore::default_root()
+                .ok_or_else(|| ConfigError::new("models.dir", "required: HOME is not set"))?,
+        };
+        Ok(ModelsConfig {
+            catalog,
+            dir,
+            host,
+            memory_limit,
+            concurrency,
+            queue_depth,
         })
     }
 }
@@ -317,6 +479,9 @@ mod tests {
                 "cluster.tcp_listen",
             ),
             ("[admin]\nlisten = \"0.0.0.0:9000\"", "admin.token"),
+            ("[models]\nhost = [\"@nope/none\"]", "models.host"),
+            ("[models]\nmemory_limit = \"lots\"", "models.memory_limit"),
+            ("[models]\nconcurrency = 0", "models.concurrency"),
             ("[admin]\ntoken = \"short\"", "admin.token"),
         ];
         for (text, field) in cases {

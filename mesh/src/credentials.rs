@@ -19,9 +19,9 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// DNS name every node certificate carries besides its own; dialers verify it when they know
-/// only an address (a seed).
-pub const NODE_SERVER_NAME: &str = "node.ganglion.internal";
+/// DNS name every node certificate carries besides its own; dialers (peers and clients) verify
+/// it when they know only an address.
+pub use ganglion_client::client::NODE_SERVER_NAME;
 
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";

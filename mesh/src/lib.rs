@@ -12,7 +12,10 @@ pub mod actors;
 pub mod admin;
 pub mod config;
 pub mod credentials;
+pub mod hardware;
+pub mod inference;
 pub mod membership;
+pub mod models;
 pub mod node;
 pub mod transport;
 

@@ -8,8 +8,11 @@ use tokio::task::JoinHandle;
 
 use crate::actors::node_supervisor::{self, ClusterArguments, NodeSupervisor};
 use crate::actors::peer_directory;
-use crate::admin::{Addresses, NodeInfo};
+use crate::admin::{Addresses, ModelStatus, NodeInfo};
 use crate::config::Config;
+use crate::hardware::{Hardware, Hosting, mib, plan_hosting};
+use crate::inference::{self, Backend};
+use crate::models::{Catalog, ModelSpec, ModelStore};
 use crate::transport::endpoint::{self, Liveness};
 use crate::transport::{TransportError, tls::TlsError};
 
@@ -118,6 +121,19 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         .local_addr()
         .map_err(io("cannot read admin address"))?;
 
+    let hardware = Hardware::detect(config.memory_limit);
+    let catalog = Arc::new(config.catalog);
+    let store = ModelStore::new(&config.models_dir);
+    let (models, hosting) = load_models(
+        &catalog,
+        &store,
+        &config.host,
+        &hardware,
+        config.model_concurrency,
+    )
+    .await;
+    let hosted: Vec<String> = models.iter().map(|(spec, _)| spec.id.clone()).collect();
+
     let info = NodeInfo {
         name: identity.name.clone(),
         version: env!("CARGO_PKG_VERSION"),
@@ -127,11 +143,19 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
             admin,
             cluster_tcp,
         },
+        hardware: hardware.clone(),
     };
     let args = node_supervisor::Arguments {
+        catalog,
+        models,
+        model_concurrency: config.model_concurrency,
+        model_queue_depth: config.model_queue_depth,
+        hosting,
         directory: peer_directory::Arguments {
             name: identity.name.clone(),
             advertise,
+            models: hosted,
+            hardware,
         },
         cluster: ClusterArguments {
             identity,
@@ -153,6 +177,58 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         info,
         admin_token_file,
     })
+}
+
+/// Loads every configured model that fits in the memory budget. A model that does not fit, is
+/// not pulled, or fails to load is reported (log and `/admin/models`) and the node runs without it.
+async fn load_models(
+    catalog: &Catalog,
+    store: &ModelStore,
+    host: &[String],
+    hardware: &Hardware,
+    concurrency: usize,
+) -> (Vec<(ModelSpec, Arc<Backend>)>, Vec<ModelStatus>) {
+    let specs: Vec<&ModelSpec> = host.iter().filter_map(|id| catalog.get(id)).collect();
+    let plan = plan_hosting(hardware.memory_budget(), specs.iter().copied());
+    let mut loaded = Vec::new();
+    let mut report = Vec::new();
+    for (spec, (_, decision)) in specs.into_iter().zip(plan) {
+        let reason = match decision {
+            Hosting::DoesNotFit { needs, left } => Some(format!(
+                "needs {} but only {} of the memory budget ({}{}) is left",
+                mib(needs),
+                mib(left),
+                mib(hardware.memory_budget()),
+                if hardware.memory_limit.is_some() {
+                    ", capped by --memory-limit"
+                } else {
+                    ""
+                },
+            )),
+            Hosting::Host => {
+                let started = std::time::Instant::now();
+                match inference::load(spec, store, concurrency).await {
+                    Ok(backend) => {
+                        tracing::info!(model = %spec.id, load_ms = started.elapsed().as_millis() as u64, "model loaded");
+                        loaded.push((spec.clone(), Arc::new(backend)));
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+        };
+        if let Some(reason) = &reason {
+            tracing::warn!(model = %spec.id, %reason, "model not hosted");
+        }
+        report.push(ModelStatus {
+            id: spec.id.clone(),
+            task: spec.task.as_str(),
+            memory_bytes: spec.memory_bytes,
+            hosted: reason.is_none(),
+            reason,
+        });
+    }
+    (loaded, report)
 }
 
 /// ractor_cluster binds its TCP listener itself and does not report a chosen port, so an

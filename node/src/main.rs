@@ -47,7 +47,29 @@ enum Command {
         out: PathBuf,
     },
     /// Run a node. Flags override the config file.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Fetch and inspect models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Fetch models (all built-in ones when none is named), verify their checksums and prepare
+    /// them for this CPU. Idempotent.
+    Pull {
+        /// Catalog ids, e.g. @ganglion/smollm2-135m-instruct.
+        ids: Vec<String>,
+        /// Model store folder (default ~/.cache/ganglion/models, or GANGLION_MODELS_DIR).
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+    },
+    /// Show the catalog and which models are in the store.
+    List {
+        /// Model store folder.
+        #[arg(long)]
+        models_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +101,21 @@ struct RunArgs {
     /// A peer silent this long is dead, e.g. "5s".
     #[arg(long, value_parser = humantime_duration)]
     liveness_timeout: Option<Duration>,
+    /// Model to host (repeat); those that fit in memory are loaded.
+    #[arg(long = "host")]
+    host: Vec<String>,
+    /// Cap on model memory, e.g. 512MiB, to emulate a small edge box.
+    #[arg(long)]
+    memory_limit: Option<String>,
+    /// Model store folder.
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+    /// Requests each model runs at once.
+    #[arg(long)]
+    model_concurrency: Option<usize>,
+    /// Requests each model lets wait beyond those running.
+    #[arg(long)]
+    model_queue: Option<usize>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -104,6 +141,13 @@ impl RunArgs {
             file.transport.seeds = Some(self.seeds);
         }
         set(&mut file.admin.listen, self.admin);
+        if !self.host.is_empty() {
+            file.models.host = Some(self.host);
+        }
+        set(&mut file.models.memory_limit, self.memory_limit);
+        set(&mut file.models.dir, self.models_dir);
+        set(&mut file.models.concurrency, self.model_concurrency);
+        set(&mut file.models.queue_depth, self.model_queue);
         set(&mut file.admin.token, env::admin_token());
         set(&mut file.admin.token, self.admin_token);
         Ok(file)
@@ -141,6 +185,7 @@ fn main() -> ExitCode {
         } => report(ganglion::issue_cert(&cluster_dir, &name, &out).map(|()| {
             println!("identity of `{name}` written to {}", out.display());
         })),
+        Command::Models(command) => models(command),
         Command::Run(args) => {
             let config = match args.into_config_file().and_then(ConfigFile::validate) {
                 Ok(config) => config,
@@ -150,6 +195,75 @@ fn main() -> ExitCode {
                 }
             };
             run(config)
+        }
+    }
+}
+
+fn models(command: ModelsCommand) -> ExitCode {
+    let dir = match &command {
+        ModelsCommand::Pull { models_dir, .. } | ModelsCommand::List { models_dir } => {
+            models_dir.clone()
+        }
+    };
+    let section = ganglion::config::ModelsSection {
+        dir,
+        ..Default::default()
+    };
+    let (catalog, store) = match section.catalog_and_store() {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("ganglion-node: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    match command {
+        ModelsCommand::List { .. } => {
+            println!("{:<36} {:<16} {:>9}  IN STORE", "MODEL", "TASK", "MEMORY");
+            for spec in catalog.models() {
+                let cached = if store.is_complete(spec) { "yes" } else { "no" };
+                println!(
+                    "{:<36} {:<16} {:>9}  {cached}",
+                    spec.id,
+                    spec.task.as_str(),
+                    ganglion::hardware::mib(spec.memory_bytes)
+                );
+            }
+            println!("store: {}", store.root().display());
+            ExitCode::SUCCESS
+        }
+        ModelsCommand::Pull { ids, .. } => {
+            let ids = if ids.is_empty() {
+                catalog.default_ids()
+            } else {
+                ids
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("ganglion-node: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let index = env::pypi_index();
+            for id in ids {
+                let Some(spec) = catalog.get(&id) else {
+                    eprintln!("ganglion-node: unknown model `{id}`");
+                    return ExitCode::from(EX_USAGE);
+                };
+                match runtime.block_on(ganglion::models::pull::pull(&store, spec, &index, true)) {
+                    Ok(ganglion::models::pull::Pulled::AlreadyPresent) => {
+                        println!("{id}: already in the store")
+                    }
+                    Ok(ganglion::models::pull::Pulled::Fetched) => {
+                        println!("{id}: fetched and verified")
+                    }
+                    Err(e) => {
+                        eprintln!("ganglion-node: {id}: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            ExitCode::SUCCESS
         }
     }
 }

@@ -23,11 +23,12 @@ use ractor_cluster::{
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::gateway::GatewayHandle;
 use super::peer_directory::PeerDirectoryHandle;
 use crate::credentials::Identity;
 use crate::membership::{Direction, Keep, resolve_duplicate, retry_delay};
 use crate::transport::cluster_stream::{QuicClusterStream, SessionLabel};
-use crate::transport::endpoint::{self, Liveness};
+use crate::transport::endpoint::{self, Accepted, Liveness};
 use crate::transport::{CloseCode, PeerConnection, tls};
 
 /// Host part of every ractor_cluster node name (`<name>@ganglion`); the name part is the
@@ -72,6 +73,8 @@ pub struct Arguments {
     pub cluster_tcp: SocketAddr,
     /// The directory to report to.
     pub directory: PeerDirectoryHandle,
+    /// Where client connections go.
+    pub gateway: GatewayHandle,
 }
 
 /// A ractor_cluster session event, forwarded from the `NodeServer`.
@@ -206,6 +209,7 @@ impl Actor for ClusterHost {
             args.endpoint.clone(),
             args.liveness.idle_timeout,
             myself.clone(),
+            args.gateway,
         ));
         myself.send_interval(TICK, || Msg::Tick);
 
@@ -434,19 +438,25 @@ impl State {
 }
 
 /// Accepts incoming connections; each handshake runs in its own task so a slow one cannot hold
-/// up the others.
-async fn accept_loop(endpoint: quinn::Endpoint, handshake_timeout: Duration, host: ActorRef<Msg>) {
+/// up the others. Peers join the mesh; clients go to the gateway.
+async fn accept_loop(
+    endpoint: quinn::Endpoint,
+    handshake_timeout: Duration,
+    host: ActorRef<Msg>,
+    gateway: GatewayHandle,
+) {
     let mut handshakes = JoinSet::new();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let host = host.clone();
+                let (host, gateway) = (host.clone(), gateway.clone());
                 handshakes.spawn(async move {
                     match endpoint::accept(incoming, handshake_timeout).await {
-                        Ok(peer) => {
+                        Ok(Accepted::Peer(peer)) => {
                             let _ = host.cast(Msg::Connected { peer, direction: Direction::Accepted });
                         }
+                        Ok(Accepted::Client(connection)) => gateway.connection(connection),
                         Err(e) => tracing::warn!(error = %e, "incoming connection refused"),
                     }
                 });

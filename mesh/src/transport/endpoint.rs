@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ganglion_client::ALPN_PEER;
+use ganglion_client::{ALPN_CLIENT, ALPN_PEER};
 use rustls::pki_types::CertificateDer;
 
 use super::tls::{self, TlsError};
@@ -28,7 +28,7 @@ pub enum CloseCode {
     NameMismatch = 3,
     /// The node dialed itself (a seed list that names the node).
     SelfConnection = 4,
-    /// An ALPN this node does not serve yet.
+    /// An ALPN this node does not serve.
     UnsupportedProtocol = 5,
 }
 
@@ -163,24 +163,35 @@ pub async fn dial(
     verified_peer(connection)
 }
 
-/// Completes an incoming handshake within `timeout` and checks that it is a peer connection.
+/// An accepted connection, by its ALPN.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A verified peer (mutual TLS).
+    Peer(PeerConnection),
+    /// A client of the data plane.
+    Client(quinn::Connection),
+}
+
+/// Completes an incoming handshake within `timeout` and sorts it by ALPN; a peer connection
+/// must have presented a certificate from the cluster CA.
 pub async fn accept(
     incoming: quinn::Incoming,
     timeout: Duration,
-) -> Result<PeerConnection, TransportError> {
+) -> Result<Accepted, TransportError> {
     let addr = incoming.remote_address();
     let connection = tokio::time::timeout(timeout, async { incoming.accept()?.await })
         .await
         .map_err(|_| TransportError::HandshakeTimeout(addr))?
         .map_err(|source| TransportError::Connection { addr, source })?;
-    if alpn(&connection).as_deref() != Some(ALPN_PEER) {
-        return Err(refuse(
+    match alpn(&connection).as_deref() {
+        Some(ALPN_PEER) => verified_peer(connection).map(Accepted::Peer),
+        Some(ALPN_CLIENT) => Ok(Accepted::Client(connection)),
+        _ => Err(refuse(
             &connection,
-            "the client data plane is not served yet",
+            "unknown protocol",
             CloseCode::UnsupportedProtocol,
-        ));
+        )),
     }
-    verified_peer(connection)
 }
 
 fn refuse(connection: &quinn::Connection, why: &'static str, code: CloseCode) -> TransportError {

@@ -1,0 +1,206 @@
+//! `ganglion`: talk to a Ganglion mesh from a shell.
+//!
+//! ```text
+//! ganglion generate --node ADDR --ca FILE --model ID [--max-tokens N] [--json] PROMPT
+//! ganglion embed    --node ADDR --ca FILE --model ID [--json] TEXT...
+//! ganglion models   --node ADDR --ca FILE
+//! ```
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use ganglion_client::protocol::{FinalResponse, Output};
+use ganglion_client::{Client, GenerateRequest, StreamEvent};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ganglion",
+    version,
+    about = "Client of the Ganglion edge inference mesh"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct Connection {
+    /// Node address (repeat for fallbacks; the first reachable one is used).
+    #[arg(long = "node", required = true)]
+    nodes: Vec<SocketAddr>,
+    /// The cluster CA certificate (ca.crt).
+    #[arg(long)]
+    ca: PathBuf,
+    /// Seconds allowed for the whole request.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate text; streams it to stdout, or prints the final response as JSON.
+    Generate {
+        #[command(flatten)]
+        connection: Connection,
+        /// Catalog id of a text-generation model.
+        #[arg(long)]
+        model: String,
+        /// Most tokens to generate.
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// Sampling temperature (0 or unset: greedy, reproducible).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Sampler seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print the final response (text, usage, timings, route) as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The prompt.
+        prompt: String,
+    },
+    /// Embed texts.
+    Embed {
+        #[command(flatten)]
+        connection: Connection,
+        /// Catalog id of an embedding model.
+        #[arg(long)]
+        model: String,
+        /// Print the final response as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Texts to embed.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// List the catalog and which nodes host each model.
+    Models {
+        #[command(flatten)]
+        connection: Connection,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ganglion: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn connect(c: &Connection) -> anyhow::Result<Client> {
+    let mut builder = Client::builder()
+        .ca_file(&c.ca)?
+        .request_timeout(Duration::from_secs(c.timeout));
+    for node in &c.nodes {
+        builder = builder.node(*node);
+    }
+    Ok(builder.connect().await?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate {
+            connection,
+            model,
+            max_tokens,
+            temperature,
+            seed,
+            json,
+            prompt,
+        } => {
+            let client = connect(&connection).await?;
+            let mut request = GenerateRequest::new(model, prompt);
+            request.parameters.max_tokens = max_tokens;
+            request.parameters.temperature = temperature;
+            request.parameters.seed = seed;
+            let mut stream = client.generate_stream(request).await?;
+            let mut stdout = std::io::stdout();
+            while let Some(event) = stream.next().await {
+                match event? {
+                    StreamEvent::Delta(text) if !json => {
+                        stdout.write_all(text.as_bytes())?;
+                        stdout.flush()?;
+                    }
+                    StreamEvent::Delta(_) => {}
+                    StreamEvent::Final(response) if json => {
+                        println!("{}", serde_json::to_string_pretty(&final_json(&response))?)
+                    }
+                    StreamEvent::Final(_) => println!(),
+                }
+            }
+            client.close().await;
+        }
+        Command::Embed {
+            connection,
+            model,
+            json,
+            texts,
+        } => {
+            let client = connect(&connection).await?;
+            let response = client.embed_full(model, texts.clone()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&final_json(&response))?);
+            } else if let Output::Embeddings(vectors) = &response.output {
+                for (text, vector) in texts.iter().zip(vectors) {
+                    let head: Vec<String> =
+                        vector.iter().take(4).map(|v| format!("{v:.4}")).collect();
+                    println!(
+                        "{text:?}: [{}, ...] ({} dims)",
+                        head.join(", "),
+                        vector.len()
+                    );
+                }
+            }
+            client.close().await;
+        }
+        Command::Models { connection } => {
+            let client = connect(&connection).await?;
+            println!("{:<36} {:<16} HOSTED BY", "MODEL", "TASK");
+            for model in client.list_models().await? {
+                let hosts = if model.hosted_by.is_empty() {
+                    "-".to_owned()
+                } else {
+                    model.hosted_by.join(", ")
+                };
+                println!("{:<36} {:<16} {hosts}", model.id, model.task);
+            }
+            client.close().await;
+        }
+    }
+    Ok(())
+}
+
+fn final_json(response: &FinalResponse) -> serde_json::Value {
+    let mut value = serde_json::json!({
+        "id": response.id.to_string(),
+        "usage": { "input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens },
+        "timings": {
+            "queue_ms": response.timings.queue_ms,
+            "first_token_ms": response.timings.first_token_ms,
+            "total_ms": response.timings.total_ms,
+        },
+        "route": { "entry": response.route.entry, "executed_by": response.route.executed_by },
+    });
+    match &response.output {
+        Output::Text {
+            text,
+            finish_reason,
+        } => {
+            value["text"] = text.clone().into();
+            value["finish_reason"] = format!("{finish_reason:?}").to_lowercase().into();
+        }
+        Output::Embeddings(vectors) => value["embeddings"] = serde_json::json!(vectors),
+        _ => {}
+    }
+    value
+}

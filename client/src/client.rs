@@ -1,0 +1,470 @@
+//! The client: connect to the first reachable node of a list, then send requests, each on its
+//! own QUIC stream.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use rustls::pki_types::CertificateDer;
+
+use crate::codec::{read_frame, write_frame};
+use crate::protocol::{
+    ALPN_CLIENT, ChatMessage, ClientRequest, ErrorCode, FinalResponse, Input,
+    MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, ModelListing, Output, Parameters, Request,
+    ResponseFrame, Role, WireError,
+};
+
+/// The DNS name every node certificate carries; clients verify it against the cluster CA.
+pub const NODE_SERVER_NAME: &str = "node.ganglion.internal";
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The builder was given something unusable.
+    #[error("client configuration: {0}")]
+    Config(String),
+    /// No node of the list could be reached.
+    #[error("no node reachable: {}", .tried.iter().map(|(a, e)| format!("{a}: {e}")).collect::<Vec<_>>().join("; "))]
+    Unreachable {
+        /// Each address tried, and why it failed.
+        tried: Vec<(SocketAddr, String)>,
+    },
+    /// The connection or stream broke.
+    #[error("connection to {node} failed: {message}")]
+    Connection {
+        /// The node.
+        node: SocketAddr,
+        /// What happened.
+        message: String,
+    },
+    /// The node answered something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The node refused or failed the request, with a stable code.
+    #[error("{0}")]
+    Server(#[from] WireError),
+    /// No answer within the request timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl ClientError {
+    /// The node's error code, when the node answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Self::Server(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    nodes: Vec<SocketAddr>,
+    ca: Vec<CertificateDer<'static>>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            ca: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Adds a node address; the client connects to the first reachable one, in order.
+    pub fn node(mut self, addr: SocketAddr) -> Self {
+        self.nodes.push(addr);
+        self
+    }
+
+    /// Trusts the cluster CA in PEM text.
+    pub fn ca_pem(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        let certs = rustls_pemfile::certs(&mut &pem[..])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::Config("no certificate in the CA file".into()));
+        }
+        self.ca.extend(certs);
+        Ok(self)
+    }
+
+    /// Trusts the cluster CA in a PEM file (`ca.crt` of any identity folder).
+    pub fn ca_file(self, path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let path = path.as_ref();
+        let pem = std::fs::read(path)
+            .map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+        self.ca_pem(&pem)
+    }
+
+    /// Time allowed per node to connect.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for a whole request (also sent to the node as its deadline).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Connects to the first reachable node.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        if self.nodes.is_empty() {
+            return Err(ClientError::Config("no node address given".into()));
+        }
+        if self.ca.is_empty() {
+            return Err(ClientError::Config("no cluster CA given".into()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &self.ca {
+            roots
+                .add(cert.clone())
+                .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| ClientError::Config(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![ALPN_CLIENT.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(Duration::from_secs(2)));
+        config.transport_config(Arc::new(transport));
+        let bind: SocketAddr = if self.nodes[0].is_ipv4() {
+            "0.0.0.0:0"
+        } else {
+            "[::]:0"
+        }
+        .parse()
+        .expect("literal address");
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| ClientError::Config(format!("cannot open a UDP socket: {e}")))?;
+        endpoint.set_default_client_config(config);
+
+        let mut tried = Vec::new();
+        for node in &self.nodes {
+            let attempt = async {
+                endpoint
+                    .connect(*node, NODE_SERVER_NAME)
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(self.connect_timeout, attempt).await {
+                Ok(Ok(connection)) => {
+                    return Ok(Client {
+                        endpoint,
+                        connection,
+                        node: *node,
+                        request_timeout: self.request_timeout,
+                    });
+                }
+                Ok(Err(e)) => tried.push((*node, e)),
+                Err(_) => tried.push((
+                    *node,
+                    format!("no handshake within {:?}", self.connect_timeout),
+                )),
+            }
+        }
+        Err(ClientError::Unreachable { tried })
+    }
+}
+
+/// A connection to one node of a Ganglion mesh.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), ganglion_client::ClientError> {
+/// use ganglion_client::{Client, GenerateRequest};
+///
+/// let client = Client::builder()
+///     .node("127.0.0.1:7400".parse().unwrap())
+///     .ca_file("cluster/ca.crt")?
+///     .connect()
+///     .await?;
+/// let answer = client
+///     .generate(GenerateRequest::new("@ganglion/smollm2-135m-instruct", "What is the capital of France?").max_tokens(32))
+///     .await?;
+/// println!("{} (served by {})", answer.text, answer.response.route.executed_by);
+///
+/// let vectors = client.embed("@ganglion/all-minilm-l6-v2", vec!["hello".into(), "world".into()]).await?;
+/// assert_eq!(vectors.len(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+    node: SocketAddr,
+    request_timeout: Duration,
+}
+
+/// A text-generation request.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    /// Catalog id of the model.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// Generation parameters.
+    pub parameters: Parameters,
+}
+
+impl GenerateRequest {
+    /// A single user prompt.
+    pub fn new(model: impl Into<String>, prompt: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            messages: vec![ChatMessage {
+                role: Role::User,
+                content: prompt.into(),
+            }],
+            parameters: Parameters::default(),
+        }
+    }
+
+    /// Most tokens to generate.
+    pub fn max_tokens(mut self, n: u32) -> Self {
+        self.parameters.max_tokens = Some(n);
+        self
+    }
+
+    /// Sampling temperature (0 or unset: greedy).
+    pub fn temperature(mut self, t: f32) -> Self {
+        self.parameters.temperature = Some(t);
+        self
+    }
+
+    /// Sampler seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.parameters.seed = Some(seed);
+        self
+    }
+}
+
+/// A finished generation.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// The generated text.
+    pub text: String,
+    /// The node's whole final response (usage, timings, route).
+    pub response: FinalResponse,
+}
+
+/// One item of a generation stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// New text.
+    Delta(String),
+    /// The complete answer; the last item.
+    Final(FinalResponse),
+}
+
+/// A stream of generated text, then the final response. Dropping it cancels the request.
+pub type GenerationStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, ClientError>> + Send>>;
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The node this client is connected to.
+    pub fn node(&self) -> SocketAddr {
+        self.node
+    }
+
+    /// Generates text and returns the complete answer.
+    pub async fn generate(&self, request: GenerateRequest) -> Result<Generation, ClientError> {
+        use futures::StreamExt;
+        let mut stream = self.generate_stream(request).await?;
+        while let Some(event) = stream.next().await {
+            if let StreamEvent::Final(response) = event? {
+                let text = match &response.output {
+                    Output::Text { text, .. } => text.clone(),
+                    _ => {
+                        return Err(ClientError::Protocol(
+                            "a text model answered with something else".into(),
+                        ));
+                    }
+                };
+                return Ok(Generation { text, response });
+            }
+        }
+        Err(ClientError::Protocol(
+            "the stream ended without a final response".into(),
+        ))
+    }
+
+    /// Generates text as a stream of deltas followed by the final response.
+    pub async fn generate_stream(
+        &self,
+        request: GenerateRequest,
+    ) -> Result<GenerationStream, ClientError> {
+        let request = self.request(
+            request.model,
+            Input::Chat(request.messages),
+            request.parameters,
+        );
+        let (send, recv) = self.open(&ClientRequest::Infer(request)).await?;
+        let node = self.node;
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let timeout = self.request_timeout;
+        let stream = futures::stream::unfold(Some((send, recv)), move |state| async move {
+            let (send, mut recv) = state?;
+            let frame = match tokio::time::timeout_at(
+                deadline,
+                read_frame::<_, ResponseFrame>(&mut recv, MAX_RESPONSE_FRAME_LEN),
+            )
+            .await
+            {
+                Err(_) => return Some((Err(ClientError::Timeout(timeout)), None)),
+                Ok(Err(e)) => {
+                    return Some((
+                        Err(ClientError::Connection {
+                            node,
+                            message: e.to_string(),
+                        }),
+                        None,
+                    ));
+                }
+                Ok(Ok(None)) => {
+                    return Some((
+                        Err(ClientError::Protocol(
+                            "the stream ended without a final response".into(),
+                        )),
+                        None,
+                    ));
+                }
+                Ok(Ok(Some(frame))) => frame,
+            };
+            match frame {
+                ResponseFrame::Delta(text) => {
+                    Some((Ok(StreamEvent::Delta(text)), Some((send, recv))))
+                }
+                ResponseFrame::Final(response) => Some((Ok(StreamEvent::Final(response)), None)),
+                ResponseFrame::Error(error) => Some((Err(ClientError::Server(error)), None)),
+                other => Some((
+                    Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
+                    None,
+                )),
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    /// Embeds texts: one unit-length vector per text.
+    pub async fn embed(
+        &self,
+        model: impl Into<String>,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, ClientError> {
+        let response = self.embed_full(model, texts).await?;
+        match response.output {
+            Output::Embeddings(vectors) => Ok(vectors),
+            _ => Err(ClientError::Protocol(
+                "an embedding model answered with something else".into(),
+            )),
+        }
+    }
+
+    /// Embeds texts and returns the node's whole final response (usage, timings, route).
+    pub async fn embed_full(
+        &self,
+        model: impl Into<String>,
+        texts: Vec<String>,
+    ) -> Result<FinalResponse, ClientError> {
+        let request = self.request(model.into(), Input::Embed(texts), Parameters::default());
+        let (_send, mut recv) = self.open(&ClientRequest::Infer(request)).await?;
+        match self.read_one(&mut recv).await? {
+            ResponseFrame::Final(response) => Ok(response),
+            ResponseFrame::Error(error) => Err(ClientError::Server(error)),
+            other => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
+        }
+    }
+
+    /// The catalog, and which nodes host each model.
+    pub async fn list_models(&self) -> Result<Vec<ModelListing>, ClientError> {
+        let (_send, mut recv) = self.open(&ClientRequest::ListModels).await?;
+        match self.read_one(&mut recv).await? {
+            ResponseFrame::Models(models) => Ok(models),
+            ResponseFrame::Error(error) => Err(ClientError::Server(error)),
+            other => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.connection
+            .close(quinn::VarInt::from_u32(0), b"client done");
+        self.endpoint.wait_idle().await;
+    }
+
+    fn request(&self, model: String, input: Input, parameters: Parameters) -> Request {
+        Request {
+            id: rand::random(),
+            model,
+            input,
+            parameters,
+            deadline_ms: Some(self.request_timeout.as_millis() as u64),
+        }
+    }
+
+    async fn open(
+        &self,
+        request: &ClientRequest,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
+        let broken = |e: &dyn std::fmt::Display| ClientError::Connection {
+            node: self.node,
+            message: e.to_string(),
+        };
+        let (mut send, recv) = self.connection.open_bi().await.map_err(|e| broken(&e))?;
+        write_frame(&mut send, request, MAX_REQUEST_FRAME_LEN)
+            .await
+            .map_err(|e| match e {
+                crate::FrameError::TooLarge { len, max } => ClientError::Server(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!("request of {len} bytes exceeds the frame limit of {max}"),
+                )),
+                other => broken(&other),
+            })?;
+        send.finish().map_err(|e| broken(&e))?;
+        Ok((send, recv))
+    }
+
+    async fn read_one(&self, recv: &mut quinn::RecvStream) -> Result<ResponseFrame, ClientError> {
+        match tokio::time::timeout(
+            self.request_timeout,
+            read_frame::<_, ResponseFrame>(recv, MAX_RESPONSE_FRAME_LEN),
+        )
+        .await
+        {
+            Err(_) => Err(ClientError::Timeout(self.request_timeout)),
+            Ok(Err(e)) => Err(ClientError::Connection {
+                node: self.node,
+                message: e.to_string(),
+            }),
+            Ok(Ok(None)) => Err(ClientError::Protocol(
+                "the stream ended without an answer".into(),
+            )),
+            Ok(Ok(Some(frame))) => Ok(frame),
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Seeded sampling. mistralrs seeds one sampler RNG per engine, shared by all requests, so a
+//! request's seed could not make its output reproducible. Instead, sampling happens here, in a
+//! logits processor with its own RNG, and mistralrs decodes greedily: the processor leaves only
+//! the token it drew, so the greedy pick is that token.
+
+use std::sync::Mutex;
+
+use candle_core::{DType, Tensor};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Temperature / top-p sampling with a private, seeded RNG.
+pub struct SeededSampler {
+    temperature: f32,
+    top_p: f32,
+    rng: Mutex<StdRng>,
+}
+
+impl SeededSampler {
+    /// A sampler; the same seed and the same logits give the same tokens.
+    pub fn new(temperature: f32, top_p: Option<f32>, seed: u64) -> Self {
+        Self {
+            temperature,
+            top_p: top_p.unwrap_or(1.0),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// Draws a token index from `logits` (pure apart from the RNG).
+    pub fn draw(&self, logits: &[f32]) -> usize {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut probs: Vec<(usize, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i, ((l - max) / self.temperature).exp()))
+            .filter(|(_, p)| p.is_finite() && *p > 0.0)
+            .collect();
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f32 = probs.iter().map(|(_, p)| p).sum();
+        let mut kept = 0.0;
+        let mut cut = probs.len();
+        for (i, (_, p)) in probs.iter().enumerate() {
+            kept += p / total;
+            if kept >= self.top_p {
+                cut = i + 1;
+                break;
+            }
+        }
+        probs.truncate(cut.max(1));
+        let mass: f32 = probs.iter().map(|(_, p)| p).sum();
+        let mut target = self
+            .rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random::<f32>()
+            * mass;
+        for (index, p) in &probs {
+            target -= p;
+            if target <= 0.0 {
+                return *index;
+            }
+        }
+        probs.last().map_or(0, |(i, _)| *i)
+    }
+}
+
+impl mistralrs::CustomLogitsProcessor for SeededSampler {
+    fn apply(&self, logits: &Tensor, _context: &[u32]) -> candle_core::Result<Tensor> {
+        let values = logits
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        let chosen = self.draw(&values);
+        let mut mask = vec![f32::NEG_INFINITY; values.len()];
+        mask[chosen] = 0.0;
+        Tensor::from_vec(mask, logits.shape(), logits.device())?.to_dtype(logits.dtype())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_draws_the_same_tokens() {
+        let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
+        let draws = |seed| {
+            let s = SeededSampler::new(1.0, None, seed);
+            (0..20).map(|_| s.draw(&logits)).collect::<Vec<_>>()
+        };
+        assert_eq!(draws(7), draws(7));
+        assert_ne!(draws(7), draws(8));
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_likely_tokens() {
+        let mut logits = vec![-20.0f32; 10];
+        logits[3] = 5.0;
+        let s = SeededSampler::new(1.0, Some(0.5), 1);
+        assert!((0..100).all(|_| s.draw(&logits) == 3));
+    }
+}

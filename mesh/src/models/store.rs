@@ -1,0 +1,114 @@
+//! The model store: a cache folder (default `~/.cache/ganglion/models`) with one folder per
+//! model holding its verified files.
+//!
+//! A model counts as present only when its folder holds the `complete` marker, which `pull`
+//! writes last, after every checksum matched; an interrupted pull never looks done.
+
+use std::path::{Path, PathBuf};
+
+use super::catalog::{ModelSpec, Source};
+
+/// Marker file written after every file of a model was verified.
+pub const COMPLETE_MARKER: &str = "complete";
+
+/// Why a model cannot be used from the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The model has not been pulled (or its pull did not finish).
+    #[error(
+        "model `{id}` is not in the model store at {dir}; run `ganglion-node models pull {id}`"
+    )]
+    NotPulled {
+        /// The model id.
+        id: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// An operator's local model path does not exist.
+    #[error("model `{id}`: local path {path} does not exist")]
+    MissingLocal {
+        /// The model id.
+        id: String,
+        /// The configured path.
+        path: PathBuf,
+    },
+}
+
+/// The cache folder of model files.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    root: PathBuf,
+}
+
+impl ModelStore {
+    /// A store rooted at `root` (created on first pull).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The default location: `$HOME/.cache/ganglion/models`.
+    pub fn default_root() -> Option<PathBuf> {
+        crate::config::env::home_dir().map(|h| h.join(".cache/ganglion/models"))
+    }
+
+    /// The store's root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder of one model (`@ganglion/x` becomes `ganglion--x`).
+    pub fn model_dir(&self, id: &str) -> PathBuf {
+        let mut safe = String::new();
+        for c in id.trim_start_matches('@').chars() {
+            match c {
+                '/' => safe.push_str("--"),
+                c if c.is_ascii_alphanumeric() || "._-".contains(c) => safe.push(c),
+                _ => safe.push('-'),
+            }
+        }
+        self.root.join(safe)
+    }
+
+    /// Whether every file of `spec` is present and verified.
+    pub fn is_complete(&self, spec: &ModelSpec) -> bool {
+        match &spec.source {
+            Source::Local(path) => path.exists(),
+            Source::PypiWheel { .. } => self.model_dir(&spec.id).join(COMPLETE_MARKER).exists(),
+        }
+    }
+
+    /// The folder (or, for a local GGUF, the file) to load `spec` from.
+    pub fn locate(&self, spec: &ModelSpec) -> Result<PathBuf, StoreError> {
+        match &spec.source {
+            Source::Local(path) if path.exists() => Ok(path.clone()),
+            Source::Local(path) => Err(StoreError::MissingLocal {
+                id: spec.id.clone(),
+                path: path.clone(),
+            }),
+            Source::PypiWheel { .. } if self.is_complete(spec) => Ok(self.model_dir(&spec.id)),
+            Source::PypiWheel { .. } => Err(StoreError::NotPulled {
+                id: spec.id.clone(),
+                dir: self.model_dir(&spec.id),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_folders_are_safe_names() {
+        let store = ModelStore::new("/cache");
+        assert_eq!(
+            store.model_dir("@ganglion/smollm2-135m-instruct"),
+            PathBuf::from("/cache/ganglion--smollm2-135m-instruct")
+        );
+        assert_eq!(
+            store.model_dir("../../etc"),
+            PathBuf::from("/cache/..--..--etc")
+        );
+    }
+}
