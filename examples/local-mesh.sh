@@ -13,7 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ganglion/target}"
-cargo build --quiet -p ganglion-node -p ganglion-client
+# Same targets as the test suite, so the two share one build.
+cargo build --quiet --workspace --all-targets
 bin="$CARGO_TARGET_DIR/debug"
 
 "$bin/ganglion-node" models pull
@@ -72,11 +73,15 @@ ganglion=("$bin/ganglion")
 conn=(--node "$(field a quic)" --ca "$work/cluster/ca.crt")
 "${ganglion[@]}" models "${conn[@]}"
 echo
-echo "== prompt to node a: What is the capital of France?"
-"${ganglion[@]}" generate "${conn[@]}" --model "$llm" --max-tokens 48 "What is the capital of France?"
+prompt="What is the capital of France? Answer in one sentence."
+echo "== prompt to node a: $prompt"
+"${ganglion[@]}" generate "${conn[@]}" --model "$llm" --max-tokens 48 "$prompt"
 echo
 echo "== the same, as JSON (usage, timings, route):"
-"${ganglion[@]}" generate "${conn[@]}" --model "$llm" --max-tokens 48 --json "What is the capital of France?"
+"${ganglion[@]}" generate "${conn[@]}" --model "$llm" --max-tokens 48 --json "$prompt"
+echo
+echo "== embeddings from node b (an edge box):"
+"${ganglion[@]}" embed --node "$(field b quic)" --ca "$work/cluster/ca.crt" --model "$embedder" "edge inference" "inference at the edge"
 
 if [ "${1:-}" = "--keep" ]; then
   echo "mesh running; admin token: $token; Ctrl-C to stop"
