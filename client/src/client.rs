@@ -424,6 +424,8 @@ impl Client {
             input,
             parameters,
             deadline_ms: Some(self.request_timeout.as_millis() as u64),
+            hop_budget: crate::protocol::DEFAULT_HOP_BUDGET,
+            path: Vec::new(),
         }
     }
 

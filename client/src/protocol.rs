@@ -23,6 +23,9 @@ pub enum PeerStreamKind {
     /// The ractor_cluster control-plane session (opened once, by the dialing node). After this
     /// frame the stream carries ractor_cluster's own framing.
     Cluster,
+    /// A request handed over by a peer: from here on, exactly a client's data-plane stream
+    /// (one `ClientRequest`, then response frames).
+    Data,
 }
 
 /// Bound on a client's request frame (prompt and texts included).
@@ -61,7 +64,14 @@ pub struct Request {
     pub parameters: Parameters,
     /// Time budget in milliseconds from when the node receives the request.
     pub deadline_ms: Option<u64>,
+    /// How many more times the request may be handed from node to node.
+    pub hop_budget: u8,
+    /// Nodes the request has passed through, entry first; it never returns to one of them.
+    pub path: Vec<String>,
 }
+
+/// Hops a client request may take by default (entry node plus up to three handoffs).
+pub const DEFAULT_HOP_BUDGET: u8 = 3;
 
 /// Task input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,12 +195,44 @@ pub struct Timings {
 }
 
 /// Which nodes handled a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
     /// The node the client connected to.
     pub entry: String,
     /// The node that ran the model.
     pub executed_by: String,
+    /// Every node the request passed through, entry first, executor last.
+    pub path: Vec<String>,
+    /// Candidates tried and given up on before the one that served, with why.
+    pub attempts: Vec<Attempt>,
+    /// Time from arrival to final frame at each node of the path (entry first); the
+    /// difference between neighbours is the time a hop added.
+    pub per_hop: Vec<HopTime>,
+}
+
+impl Route {
+    /// Handoffs between nodes (0 when the entry node served).
+    pub fn hops(&self) -> usize {
+        self.path.len().saturating_sub(1)
+    }
+}
+
+/// A candidate that did not serve a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// The node tried.
+    pub node: String,
+    /// Why it did not serve.
+    pub reason: String,
+}
+
+/// Time a request spent from arrival at a node to its final frame there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HopTime {
+    /// The node.
+    pub node: String,
+    /// Milliseconds.
+    pub total_ms: f64,
 }
 
 /// A catalog model and who hosts it.
@@ -206,12 +248,14 @@ pub struct ModelListing {
 
 /// A failed request, as it crosses the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code}: {message}")]
+#[error("{code}: {message}{}", if *.partial { " (partial: some output was already streamed)" } else { "" })]
 pub struct WireError {
     /// Stable, matchable code.
     pub code: ErrorCode,
     /// Human-readable detail.
     pub message: String,
+    /// Some output had already been streamed when the request failed.
+    pub partial: bool,
 }
 
 impl WireError {
@@ -220,6 +264,7 @@ impl WireError {
         Self {
             code,
             message: message.into(),
+            partial: false,
         }
     }
 }
@@ -243,6 +288,8 @@ pub enum ErrorCode {
     DeadlineExceeded,
     /// A bug or an unexpected failure on the node.
     Internal,
+    /// The node running the request was lost after output had started (see `partial`).
+    PeerLost,
 }
 
 impl ErrorCode {
@@ -256,6 +303,7 @@ impl ErrorCode {
             Self::Unavailable => "unavailable",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Internal => "internal",
+            Self::PeerLost => "peer_lost",
         }
     }
 }
@@ -353,6 +401,8 @@ mod tests {
             }]),
             parameters: Parameters::default(),
             deadline_ms: None,
+            hop_budget: DEFAULT_HOP_BUDGET,
+            path: Vec::new(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! ```text
 //! NodeSupervisor
 //! ├── PeerDirectory   live view of peers; joins process group `ganglion.peers`
-//! ├── Gateway         client data plane: one QUIC stream per request
+//! ├── Router          per request: local model host, or the best peer that hosts the model
+//! ├── Gateway         data plane: one QUIC stream per request, from clients and peers
 //! ├── ModelHost × n   one per hosted model; joins process group `ganglion.model.<id>`
 //! ├── ClusterHost     QUIC endpoint, dialing and accepting peers, liveness
 //! │   └── NodeServer  ractor_cluster, one NodeSession per peer (over a QUIC stream)
@@ -18,6 +19,7 @@ pub mod gateway;
 pub mod model_host;
 pub mod node_supervisor;
 pub mod peer_directory;
+pub mod router;
 
 /// Timeout of calls between a node's own actors; they answer from memory, so anything slower
 /// means an actor is stuck.

@@ -5,6 +5,8 @@
 //! - `GET /admin/peers`: the peer directory
 //! - `GET /admin/actors`: the actor tree, and the members of every process group
 //! - `GET /admin/models`: configured models, hosted or why not, queue and traffic counters
+//! - `GET /admin/routing`: per model, requests run here vs handed to peers; per peer, handoffs,
+//!   failures, handoffs under way and its current score
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -20,7 +22,9 @@ use axum::{Json, Router};
 use ractor::{ActorCell, ActorId};
 use serde::Serialize;
 
+use crate::actors::model_host::LocalModels;
 use crate::actors::peer_directory::PeerDirectoryHandle;
+use crate::actors::router::RouterHandle;
 use crate::actors::{admin, cluster_host, node_supervisor, peer_directory};
 
 /// Addresses a node is reachable at.
@@ -71,6 +75,8 @@ pub struct ModelStatus {
 #[derive(Debug)]
 struct Inner {
     hosting: Vec<ModelStatus>,
+    hosts: LocalModels,
+    router: RouterHandle,
     info: NodeInfo,
     token: Option<String>,
     directory: PeerDirectoryHandle,
@@ -87,9 +93,13 @@ impl AdminContext {
         directory: PeerDirectoryHandle,
         root: ActorCell,
         hosting: Vec<ModelStatus>,
+        router: RouterHandle,
+        hosts: LocalModels,
     ) -> Self {
         Self(Arc::new(Inner {
             hosting,
+            hosts,
+            router,
             info,
             token,
             directory,
@@ -107,6 +117,7 @@ pub fn router(context: AdminContext) -> Router {
         .route("/admin/peers", get(peers))
         .route("/admin/actors", get(actors))
         .route("/admin/models", get(models))
+        .route("/admin/routing", get(routing))
         .route_layer(middleware::from_fn_with_state(
             context.clone(),
             require_token,
@@ -168,7 +179,7 @@ async fn models(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
     let peers = ctx.0.directory.list().await.unwrap_or_default();
     let mut entries = Vec::new();
     for status in &ctx.0.hosting {
-        let stats = match crate::actors::model_host::ModelHostHandle::find(&status.id) {
+        let stats = match ctx.0.hosts.get(&status.id) {
             Some(host) => host.stats().await,
             None => None,
         };
@@ -190,6 +201,17 @@ async fn models(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
     Json(
         serde_json::json!({ "node": ctx.0.info.name, "hardware": ctx.0.info.hardware, "models": entries }),
     )
+}
+
+async fn routing(State(ctx): State<AdminContext>) -> Response {
+    match ctx.0.router.stats().await {
+        Some(stats) => Json(stats).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "router did not answer" })),
+        )
+            .into_response(),
+    }
 }
 
 /// One actor in the tree.
@@ -317,6 +339,8 @@ fn kind_of(cell: &ActorCell) -> &'static str {
         "PeerDirectory"
     } else if is(cell.is_message_type_of::<crate::actors::model_host::Msg>()) {
         "ModelHost"
+    } else if is(cell.is_message_type_of::<crate::actors::router::Msg>()) {
+        "Router"
     } else if is(cell.is_message_type_of::<crate::actors::gateway::Msg>()) {
         "Gateway"
     } else if is(cell.is_message_type_of::<admin::Msg>()) {

@@ -17,6 +17,7 @@ pub mod inference;
 pub mod membership;
 pub mod models;
 pub mod node;
+pub mod routing;
 pub mod transport;
 
 pub use config::{Config, ConfigError, ConfigFile};

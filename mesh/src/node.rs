@@ -7,7 +7,6 @@ use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
 use crate::actors::node_supervisor::{self, ClusterArguments, NodeSupervisor};
-use crate::actors::peer_directory;
 use crate::admin::{Addresses, ModelStatus, NodeInfo};
 use crate::config::Config;
 use crate::hardware::{Hardware, Hosting, mib, plan_hosting};
@@ -132,7 +131,6 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         config.model_concurrency,
     )
     .await;
-    let hosted: Vec<String> = models.iter().map(|(spec, _)| spec.id.clone()).collect();
 
     let info = NodeInfo {
         name: identity.name.clone(),
@@ -151,12 +149,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         model_concurrency: config.model_concurrency,
         model_queue_depth: config.model_queue_depth,
         hosting,
-        directory: peer_directory::Arguments {
-            name: identity.name.clone(),
-            advertise,
-            models: hosted,
-            hardware,
-        },
+        advertise,
         cluster: ClusterArguments {
             identity,
             endpoint,

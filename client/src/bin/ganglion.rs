@@ -189,7 +189,14 @@ fn final_json(response: &FinalResponse) -> serde_json::Value {
             "first_token_ms": response.timings.first_token_ms,
             "total_ms": response.timings.total_ms,
         },
-        "route": { "entry": response.route.entry, "executed_by": response.route.executed_by },
+        "route": {
+            "entry": response.route.entry,
+            "executed_by": response.route.executed_by,
+            "path": response.route.path,
+            "hops": response.route.hops(),
+            "attempts": response.route.attempts.iter().map(|a| serde_json::json!({ "node": a.node, "reason": a.reason })).collect::<Vec<_>>(),
+            "per_hop": response.route.per_hop.iter().map(|h| serde_json::json!({ "node": h.node, "total_ms": h.total_ms })).collect::<Vec<_>>(),
+        },
     });
     match &response.output {
         Output::Text {

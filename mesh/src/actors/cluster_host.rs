@@ -148,6 +148,7 @@ pub struct State {
     liveness: Liveness,
     node_server: ActorRef<NodeServerMessage>,
     directory: PeerDirectoryHandle,
+    gateway: GatewayHandle,
     links: HashMap<String, Link>,
     dial_book: HashMap<SocketAddr, DialEntry>,
     dialing: BTreeSet<SocketAddr>,
@@ -209,7 +210,7 @@ impl Actor for ClusterHost {
             args.endpoint.clone(),
             args.liveness.idle_timeout,
             myself.clone(),
-            args.gateway,
+            args.gateway.clone(),
         ));
         myself.send_interval(TICK, || Msg::Tick);
 
@@ -233,6 +234,7 @@ impl Actor for ClusterHost {
             liveness: args.liveness,
             node_server,
             directory: args.directory,
+            gateway: args.gateway,
             links: HashMap::new(),
             dial_book,
             dialing: BTreeSet::new(),
@@ -321,10 +323,12 @@ impl State {
         self.directory
             .link_up(name.clone(), connection.clone(), direction);
         let span = tracing::info_span!("peer", node = %self.name, peer = %name);
-        let node_server = self.node_server.clone();
-        self.tasks.spawn(
-            serve_connection(myself, node_server, name, connection, direction).instrument(span),
-        );
+        let owners = StreamOwners {
+            node_server: self.node_server.clone(),
+            gateway: self.gateway.clone(),
+        };
+        self.tasks
+            .spawn(serve_connection(myself, owners, name, connection, direction).instrument(span));
     }
 
     fn dial_done(&mut self, addr: SocketAddr, outcome: Result<String, String>) {
@@ -466,11 +470,20 @@ async fn accept_loop(
     }
 }
 
+/// Who takes over the streams a peer opens, by their opening frame.
+#[derive(Clone)]
+struct StreamOwners {
+    /// `Cluster` streams: the ractor_cluster session.
+    node_server: ActorRef<NodeServerMessage>,
+    /// `Data` streams: requests handed over by the peer.
+    gateway: GatewayHandle,
+}
+
 /// Runs one peer connection: opens the cluster session (when this node dialed), serves the
 /// streams the peer opens, and reports the connection's end.
 async fn serve_connection(
     host: ActorRef<Msg>,
-    node_server: ActorRef<NodeServerMessage>,
+    owners: StreamOwners,
     peer: String,
     connection: quinn::Connection,
     direction: Direction,
@@ -480,7 +493,7 @@ async fn serve_connection(
         connection_id: connection.stable_id(),
     };
     if direction == Direction::Dialed
-        && let Err(e) = open_cluster_session(&node_server, &connection, label.clone()).await
+        && let Err(e) = open_cluster_session(&owners.node_server, &connection, label.clone()).await
     {
         tracing::warn!(error = %e, "cannot open cluster session");
     }
@@ -490,7 +503,7 @@ async fn serve_connection(
         tokio::select! {
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    let stream = serve_stream(node_server.clone(), send, recv, label.clone(), cluster_opened.clone());
+                    let stream = serve_stream(owners.clone(), send, recv, label.clone(), cluster_opened.clone());
                     streams.spawn(stream.in_current_span());
                 }
                 Err(e) => break e.to_string(),
@@ -524,7 +537,7 @@ async fn open_cluster_session(
 /// Reads a stream's opening frame and hands the stream to its owner; anything malformed,
 /// oversized or unexpected resets the stream and nothing else.
 async fn serve_stream(
-    node_server: ActorRef<NodeServerMessage>,
+    owners: StreamOwners,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     label: SessionLabel,
@@ -538,16 +551,23 @@ async fn serve_stream(
     let refusal = match opening {
         Ok(Ok(Some(PeerStreamKind::Cluster))) if !cluster_opened.swap(true, Ordering::SeqCst) => {
             let stream = Box::new(QuicClusterStream { send, recv, label });
-            if let Err(e) = node_server.cast(NodeServerMessage::ConnectionOpenedExternal {
-                stream,
-                is_server: true,
-            }) {
+            if let Err(e) = owners
+                .node_server
+                .cast(NodeServerMessage::ConnectionOpenedExternal {
+                    stream,
+                    is_server: true,
+                })
+            {
                 tracing::warn!(error = %e, "node server gone; cluster stream dropped");
             }
             return;
         }
         Ok(Ok(Some(PeerStreamKind::Cluster))) => {
             "a second cluster stream on one connection".to_owned()
+        }
+        Ok(Ok(Some(PeerStreamKind::Data))) => {
+            owners.gateway.peer_stream(label.peer, send, recv);
+            return;
         }
         Ok(Ok(Some(other))) => format!("stream kind {other:?} is not served"),
         Ok(Ok(None)) => return,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ganglion_client::protocol::{
-    ErrorCode, FinalResponse, Input, Output, Request, ResponseFrame, Route, Timings, Usage,
-    WireError,
+    ErrorCode, FinalResponse, HopTime, Input, Output, Request, ResponseFrame, Route, Timings,
+    Usage, WireError,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -58,6 +58,8 @@ pub enum Msg {
     Finished {
         /// Whether it produced a final response.
         ok: bool,
+        /// How long it ran.
+        took: Duration,
     },
     /// Counters for the admin endpoint.
     Stats(RpcReplyPort<ModelStats>),
@@ -88,6 +90,8 @@ pub struct ModelStats {
     pub failed: u64,
     /// Requests refused because the queue was full.
     pub rejected: u64,
+    /// Recent time to serve one request, in milliseconds (exponentially weighted).
+    pub service_ms: f64,
 }
 
 /// The model host actor.
@@ -139,6 +143,7 @@ impl Actor for ModelHost {
                 completed: 0,
                 failed: 0,
                 rejected: 0,
+                service_ms: 0.0,
             },
             spec: Arc::new(args.spec),
             backend: args.backend,
@@ -187,9 +192,18 @@ impl Actor for ModelHost {
                 };
                 let _ = reply.send(admitted);
             }
-            Msg::Finished { ok } => {
+            Msg::Finished { ok, took } => {
                 while state.running.try_join_next().is_some() {}
                 state.stats.in_flight -= 1;
+                if ok {
+                    // Exponentially weighted, so routers see the recent service time.
+                    let took = ms(took);
+                    state.stats.service_ms = if state.stats.completed == 0 {
+                        took
+                    } else {
+                        0.8 * state.stats.service_ms + 0.2 * took
+                    };
+                }
                 if ok {
                     state.stats.completed += 1;
                 } else {
@@ -235,7 +249,9 @@ impl State {
         self.running.spawn(
             async move {
                 let frames = job.frames.clone();
+                let started = Instant::now();
                 let outcome = run(&spec, &backend, &node, job).await;
+                let took = started.elapsed();
                 let ok = outcome.is_ok();
                 match outcome {
                     Ok(final_response) => {
@@ -246,7 +262,7 @@ impl State {
                         let _ = frames.send(ResponseFrame::Error(error)).await;
                     }
                 }
-                let _ = myself.cast(Msg::Finished { ok });
+                let _ = myself.cast(Msg::Finished { ok, took });
             }
             .instrument(span),
         );
@@ -287,6 +303,12 @@ async fn run(
         route: Route {
             entry: node.to_owned(),
             executed_by: node.to_owned(),
+            path: vec![node.to_owned()],
+            attempts: Vec::new(),
+            per_hop: vec![HopTime {
+                node: node.to_owned(),
+                total_ms: ms(job.received.elapsed()),
+            }],
         },
     })
 }
@@ -372,12 +394,34 @@ fn ms(d: Duration) -> f64 {
 #[derive(Debug, Clone)]
 pub struct ModelHostHandle(pub(crate) ActorRef<Msg>);
 
-impl ModelHostHandle {
-    /// The host of model `id` on this node, if it runs.
-    pub fn find(id: &str) -> Option<Self> {
-        ractor::registry::where_is(actor_name(id)).map(|cell| Self(cell.into()))
+/// The model hosts of this node, by model id.
+///
+/// Kept by the node itself rather than looked up in ractor's name registry: ractor unregisters
+/// a name when any actor of that name stops, remote stand-ins included, so a peer's model host
+/// going away (a peer disconnecting) would erase the local host's registration.
+#[derive(Debug, Clone, Default)]
+pub struct LocalModels(std::sync::Arc<std::collections::BTreeMap<String, ModelHostHandle>>);
+
+impl LocalModels {
+    /// Wraps the hosts started by the supervisor.
+    pub fn new(hosts: std::collections::BTreeMap<String, ModelHostHandle>) -> Self {
+        Self(std::sync::Arc::new(hosts))
     }
 
+    /// The host of model `id` on this node, if it runs.
+    pub fn get(&self, id: &str) -> Option<&ModelHostHandle> {
+        self.0
+            .get(id)
+            .filter(|h| h.0.get_status() == ractor::ActorStatus::Running)
+    }
+
+    /// Ids of the models hosted here.
+    pub fn ids(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+impl ModelHostHandle {
     /// Admits a job (queued or started), or says why not.
     pub async fn submit(&self, job: Job) -> Result<(), WireError> {
         let unavailable = |why: String| {

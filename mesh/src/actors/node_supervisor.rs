@@ -6,7 +6,7 @@
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::{admin, cluster_host, gateway, model_host, peer_directory};
+use super::{admin, cluster_host, gateway, model_host, peer_directory, router};
 use crate::admin::AdminContext;
 use crate::inference::Backend;
 use crate::models::{Catalog, ModelSpec};
@@ -24,8 +24,8 @@ impl ractor::Message for Msg {}
 /// Everything the children need, bound and validated before the tree starts.
 #[derive(Debug)]
 pub struct Arguments {
-    /// Directory arguments.
-    pub directory: peer_directory::Arguments,
+    /// The address this node advertises to peers.
+    pub advertise: std::net::SocketAddr,
     /// Cluster host arguments (its `directory` handle is filled in here).
     pub cluster: ClusterArguments,
     /// The bound admin listener.
@@ -78,16 +78,8 @@ impl Actor for NodeSupervisor {
         args: Arguments,
     ) -> Result<State, ActorProcessingErr> {
         let cell = myself.get_cell();
-        let (directory, _) = Actor::spawn_linked(
-            Some("ganglion.peer_directory".into()),
-            peer_directory::PeerDirectory,
-            args.directory,
-            cell.clone(),
-        )
-        .await?;
-        let directory = peer_directory::PeerDirectoryHandle(directory);
         let name = args.node_info.name.clone();
-        let mut hosted = Vec::new();
+        let mut hosts = std::collections::BTreeMap::new();
         for (spec, backend) in args.models {
             let id = spec.id.clone();
             let host = model_host::Arguments {
@@ -97,23 +89,49 @@ impl Actor for NodeSupervisor {
                 queue_capacity: args.model_queue_depth,
                 node: name.clone(),
             };
-            Actor::spawn_linked(
+            let (host, _) = Actor::spawn_linked(
                 Some(model_host::actor_name(&id)),
                 model_host::ModelHost,
                 host,
                 cell.clone(),
             )
             .await?;
-            hosted.push(id);
+            hosts.insert(id, model_host::ModelHostHandle(host));
         }
+        let hosts = model_host::LocalModels::new(hosts);
+        let directory_args = peer_directory::Arguments {
+            name: name.clone(),
+            advertise: args.advertise,
+            hosts: hosts.clone(),
+            hardware: args.node_info.hardware.clone(),
+        };
+        let (directory, _) = Actor::spawn_linked(
+            Some("ganglion.peer_directory".into()),
+            peer_directory::PeerDirectory,
+            directory_args,
+            cell.clone(),
+        )
+        .await?;
+        let directory = peer_directory::PeerDirectoryHandle(directory);
+        let (router, _) = Actor::spawn_linked(
+            Some("ganglion.router".into()),
+            router::Router,
+            router::Arguments {
+                directory: directory.clone(),
+            },
+            cell.clone(),
+        )
+        .await?;
+        let router = router::RouterHandle(router);
         let (gateway, _) = Actor::spawn_linked(
             Some("ganglion.gateway".into()),
             gateway::Gateway,
             gateway::Arguments {
                 node: name,
                 catalog: args.catalog.clone(),
-                hosted,
+                hosts: hosts.clone(),
                 directory: directory.clone(),
+                router: router.clone(),
             },
             cell.clone(),
         )
@@ -140,6 +158,8 @@ impl Actor for NodeSupervisor {
             directory.clone(),
             cell.clone(),
             args.hosting,
+            router.clone(),
+            hosts,
         );
         let (admin, _) = Actor::spawn_linked(
             Some("ganglion.admin".into()),
@@ -154,6 +174,7 @@ impl Actor for NodeSupervisor {
         Ok(State {
             children: vec![
                 directory.0.get_cell(),
+                router.0.get_cell(),
                 gateway.get_cell(),
                 cluster.get_cell(),
                 admin.get_cell(),

@@ -14,6 +14,7 @@ use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 
+use crate::actors::model_host::LocalModels;
 use crate::hardware::Hardware;
 use crate::membership::{Direction, KnownPeer, dial_targets};
 
@@ -42,6 +43,34 @@ pub struct PeerAdvert {
     pub models: Vec<String>,
     /// The sender's hardware.
     pub hardware: Hardware,
+    /// Load of each hosted model, at most one advert interval old.
+    pub loads: Vec<ModelLoad>,
+}
+
+/// The load of one hosted model, as advertised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelLoad {
+    /// Catalog id.
+    pub model: String,
+    /// Requests waiting.
+    pub queued: u32,
+    /// Requests running.
+    pub in_flight: u32,
+    /// Requests run at once.
+    pub concurrency: u32,
+    /// Recent time to serve one request, in milliseconds.
+    pub service_ms: f64,
+}
+
+/// A peer that hosts a model, with what routing needs to know of it.
+#[derive(Debug, Clone)]
+pub struct HostingPeer {
+    /// The peer's name.
+    pub name: String,
+    /// Its connection (for RTT, and to open data streams on).
+    pub connection: quinn::Connection,
+    /// Its advertised load for the model.
+    pub load: ModelLoad,
 }
 
 /// Where a peer's connection stands.
@@ -79,6 +108,8 @@ pub struct PeerView {
     pub models: Vec<String>,
     /// This peer's hardware, once advertised.
     pub hardware: Option<Hardware>,
+    /// Its advertised load per hosted model.
+    pub loads: Vec<ModelLoad>,
 }
 
 /// Messages of the directory.
@@ -121,6 +152,8 @@ pub enum Msg {
     List(RpcReplyPort<Vec<PeerView>>),
     /// Advertised peers this node is not connected to.
     DialTargets(RpcReplyPort<Vec<KnownPeer>>),
+    /// Connected peers hosting a model.
+    HostsOf(String, RpcReplyPort<Vec<HostingPeer>>),
 }
 
 impl ractor::Message for Msg {
@@ -177,8 +210,8 @@ pub struct Arguments {
     pub name: String,
     /// The address this node advertises.
     pub advertise: SocketAddr,
-    /// Models hosted here.
-    pub models: Vec<String>,
+    /// The model hosts of this node.
+    pub hosts: LocalModels,
     /// This node's hardware.
     pub hardware: Hardware,
 }
@@ -216,6 +249,7 @@ pub struct State {
     name: String,
     advertise: SocketAddr,
     models: Vec<String>,
+    hosts: LocalModels,
     hardware: Hardware,
     peers: BTreeMap<String, Entry>,
 }
@@ -236,7 +270,38 @@ impl State {
                 .collect(),
             models: self.models.clone(),
             hardware: self.hardware.clone(),
+            loads: Vec::new(),
         }
+    }
+
+    /// Connected peers that advertise `model`, with their load.
+    fn hosts_of(&self, model: &str) -> Vec<HostingPeer> {
+        self.peers
+            .iter()
+            .filter(|(_, e)| e.state() == PeerState::Connected)
+            .filter_map(|(name, e)| {
+                let (advert, _) = e.advert.as_ref()?;
+                let load = advert
+                    .loads
+                    .iter()
+                    .find(|l| l.model == model)
+                    .cloned()
+                    .or_else(|| {
+                        advert.models.iter().any(|m| m == model).then(|| ModelLoad {
+                            model: model.to_owned(),
+                            queued: 0,
+                            in_flight: 0,
+                            concurrency: 1,
+                            service_ms: 0.0,
+                        })
+                    })?;
+                Some(HostingPeer {
+                    name: name.clone(),
+                    connection: e.connection.clone(),
+                    load,
+                })
+            })
+            .collect()
     }
 
     fn view(&self, name: &str, entry: &Entry) -> PeerView {
@@ -263,6 +328,11 @@ impl State {
                 .map(|(a, _)| a.models.clone())
                 .unwrap_or_default(),
             hardware: entry.advert.as_ref().map(|(a, _)| a.hardware.clone()),
+            loads: entry
+                .advert
+                .as_ref()
+                .map(|(a, _)| a.loads.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -295,7 +365,8 @@ impl Actor for PeerDirectory {
         Ok(State {
             name: args.name,
             advertise: args.advertise,
-            models: args.models,
+            models: args.hosts.ids(),
+            hosts: args.hosts,
             hardware: args.hardware,
             peers: BTreeMap::new(),
         })
@@ -363,7 +434,8 @@ impl Actor for PeerDirectory {
                 }
             },
             Msg::Tick => {
-                let advert = state.advert();
+                let mut advert = state.advert();
+                advert.loads = local_loads(&state.hosts).await;
                 for member in ractor::pg::get_members(&GROUP.to_owned()) {
                     if !member.get_id().is_local()
                         && let Err(e) = member.send_message(Msg::Advert(advert.clone()))
@@ -378,9 +450,32 @@ impl Actor for PeerDirectory {
             Msg::DialTargets(reply) => {
                 let _ = reply.send(state.dial_targets());
             }
+            Msg::HostsOf(model, reply) => {
+                let _ = reply.send(state.hosts_of(&model));
+            }
         }
         Ok(())
     }
+}
+
+/// The load of every model hosted here, from the model hosts.
+async fn local_loads(hosts: &LocalModels) -> Vec<ModelLoad> {
+    let mut loads = Vec::new();
+    for model in hosts.ids() {
+        let Some(host) = hosts.get(&model) else {
+            continue;
+        };
+        if let Some(stats) = host.stats().await {
+            loads.push(ModelLoad {
+                model,
+                queued: stats.queued as u32,
+                in_flight: stats.in_flight as u32,
+                concurrency: stats.concurrency as u32,
+                service_ms: stats.service_ms,
+            });
+        }
+    }
+    loads
 }
 
 /// Why a directory query failed.
@@ -441,6 +536,12 @@ impl PeerDirectoryHandle {
         self.call(Msg::DialTargets).await
     }
 
+    /// Connected peers hosting `model`, with their advertised load.
+    pub async fn hosts_of(&self, model: &str) -> Result<Vec<HostingPeer>, DirectoryUnavailable> {
+        let model = model.to_owned();
+        self.call(|reply| Msg::HostsOf(model, reply)).await
+    }
+
     async fn call<T: Send + 'static>(
         &self,
         msg: impl FnOnce(RpcReplyPort<T>) -> Msg,
@@ -468,7 +569,20 @@ mod tests {
                 addr: "127.0.0.1:7401".parse().expect("addr"),
             }],
             models: vec!["@ganglion/all-minilm-l6-v2".into()],
-            hardware: Hardware::detect(None),
+            hardware: Hardware {
+                cores: 2,
+                memory_total: 8 << 30,
+                memory_available: 6 << 30,
+                memory_limit: None,
+                accelerators: Vec::new(),
+            },
+            loads: vec![ModelLoad {
+                model: "@ganglion/all-minilm-l6-v2".into(),
+                queued: 1,
+                in_flight: 2,
+                concurrency: 2,
+                service_ms: 12.5,
+            }],
         }
     }
 

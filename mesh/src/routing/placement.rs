@@ -1,0 +1,172 @@
+//! Candidate scoring and choice for handing a request to a peer.
+//!
+//! A candidate's score is the time a request would expect to spend before it starts running
+//! there: the round trip to the peer, plus the wait in its queue (requests ahead of it, over its
+//! concurrency, times its recent service time), plus a penalty while it has been failing. The
+//! queue estimate counts both what the peer last advertised (at most about a second old) and
+//! what this node has itself sent there since, so that many routers do not pile onto one peer.
+
+use std::time::Duration;
+
+/// Added to a candidate's score per recent failure, so a failing peer is tried last.
+pub const FAILURE_PENALTY: Duration = Duration::from_secs(5);
+
+/// What a router knows about one peer hosting the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The peer's name.
+    pub name: String,
+    /// Smoothed round-trip time to it.
+    pub rtt: Duration,
+    /// Requests waiting in its queue for the model (advertised).
+    pub queued: u32,
+    /// Requests running there (advertised).
+    pub in_flight: u32,
+    /// Requests it runs at once.
+    pub concurrency: u32,
+    /// Its recent time to serve one request of this model.
+    pub service_time: Duration,
+    /// Requests this node has sent there and not yet seen finish.
+    pub sent_by_us: u32,
+    /// Recent failures of requests sent there.
+    pub recent_failures: u32,
+}
+
+/// Expected time before a new request would start running at `c`.
+pub fn expected_wait(c: &Candidate) -> Duration {
+    let concurrency = c.concurrency.max(1);
+    let ahead = c.queued + c.in_flight + c.sent_by_us;
+    if ahead < concurrency {
+        return Duration::ZERO;
+    }
+    // Requests ahead beyond the free slots must finish first; `concurrency` of them finish
+    // per service time.
+    let waves = (ahead - concurrency + 1).div_ceil(concurrency);
+    c.service_time.saturating_mul(waves)
+}
+
+/// The candidate's score: lower is better.
+pub fn score(c: &Candidate) -> Duration {
+    c.rtt + expected_wait(c) + FAILURE_PENALTY.saturating_mul(c.recent_failures)
+}
+
+/// Candidates ranked best first, leaving out every node on the request's path (so a request
+/// never returns to a node it has visited) and keeping at most `limit`.
+pub fn rank<'a>(candidates: &'a [Candidate], path: &[String], limit: usize) -> Vec<&'a Candidate> {
+    let mut eligible: Vec<(Duration, &Candidate)> = candidates
+        .iter()
+        .filter(|c| !path.contains(&c.name))
+        .map(|c| (score(c), c))
+        .collect();
+    // Ties broken by name so that every router decides the same way from the same facts.
+    eligible.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    eligible.truncate(limit);
+    eligible.into_iter().map(|(_, c)| c).collect()
+}
+
+/// The best candidate only, in one pass (what a decision costs when only the first choice is
+/// used).
+pub fn best<'a>(candidates: &'a [Candidate], path: &[String]) -> Option<&'a Candidate> {
+    candidates
+        .iter()
+        .filter(|c| !path.contains(&c.name))
+        .min_by(|a, b| score(a).cmp(&score(b)).then_with(|| a.name.cmp(&b.name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(name: &str, rtt_ms: u64) -> Candidate {
+        Candidate {
+            name: name.into(),
+            rtt: Duration::from_millis(rtt_ms),
+            queued: 0,
+            in_flight: 0,
+            concurrency: 2,
+            service_time: Duration::from_millis(500),
+            sent_by_us: 0,
+            recent_failures: 0,
+        }
+    }
+
+    #[test]
+    fn an_idle_peer_is_chosen_by_rtt() {
+        let peers = [peer("far", 40), peer("near", 5)];
+        assert_eq!(rank(&peers, &[], 3)[0].name, "near");
+    }
+
+    #[test]
+    fn queue_wait_outweighs_a_shorter_round_trip() {
+        let mut near = peer("near", 5);
+        near.in_flight = 2;
+        near.queued = 3;
+        let far = peer("far", 40);
+        assert_eq!(expected_wait(&near), Duration::from_millis(1000));
+        assert_eq!(rank(&[near, far], &[], 3)[0].name, "far");
+    }
+
+    #[test]
+    fn what_we_sent_counts_before_the_peer_advertises_it() {
+        let mut near = peer("near", 5);
+        near.sent_by_us = 2;
+        assert!(expected_wait(&near) > Duration::ZERO);
+        assert_eq!(rank(&[near, peer("far", 40)], &[], 3)[0].name, "far");
+    }
+
+    #[test]
+    fn failing_peers_go_last_and_nodes_on_the_path_are_never_chosen() {
+        let mut near = peer("near", 5);
+        near.recent_failures = 1;
+        let peers = [near, peer("far", 40), peer("visited", 1)];
+        let ranked: Vec<&str> = rank(&peers, &["visited".to_owned()], 3)
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(ranked, ["far", "near"]);
+        assert_eq!(
+            best(&peers, &["visited".to_owned()]).map(|c| c.name.as_str()),
+            Some("far")
+        );
+        assert!(rank(&peers, &["near".into(), "far".into(), "visited".into()], 3).is_empty());
+    }
+
+    #[test]
+    fn a_thousand_virtual_peers_spread_load_without_piling_on() {
+        // 1,000 idle peers, two slots each, at 1 to 50 ms. One router sends 3,000 requests in a
+        // row, none finishing. Counting what it sent must fill every free slot (nearest first)
+        // before anyone queues, then queue one wave deep on the nearest peers only.
+        let mut peers: Vec<Candidate> = (0..1000)
+            .map(|i| peer(&format!("p{i:04}"), 1 + (i % 50) as u64))
+            .collect();
+        for _ in 0..3000 {
+            let chosen = best(&peers, &[]).expect("a candidate").name.clone();
+            let c = peers
+                .iter_mut()
+                .find(|c| c.name == chosen)
+                .expect("present");
+            c.sent_by_us += 1;
+        }
+        assert!(
+            peers.iter().all(|c| (2..=4).contains(&c.sent_by_us)),
+            "uneven spread"
+        );
+        let queued_on = |c: &Candidate| c.sent_by_us > 2;
+        let farthest_queued = peers
+            .iter()
+            .filter(|c| queued_on(c))
+            .map(|c| c.rtt)
+            .max()
+            .expect("some queued");
+        let nearest_unqueued = peers
+            .iter()
+            .filter(|c| !queued_on(c))
+            .map(|c| c.rtt)
+            .min()
+            .expect("some not");
+        assert!(
+            farthest_queued <= nearest_unqueued,
+            "a far peer was queued before a near one"
+        );
+    }
+}

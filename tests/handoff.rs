@@ -1,0 +1,368 @@
+//! Handoff across the mesh with real node processes: the nearest capable peer by measured RTT
+//! (UDP relays add real delay), failover when it dies, load awareness, clear errors instead of
+//! loops, and cancellation that travels along the path.
+//!
+//! Node names are chosen so that the edge nodes sort last: of two connections between a pair,
+//! the one dialed by the later name survives, so edges' connections (through the relays) are
+//! the ones kept and measured.
+
+#![allow(clippy::unwrap_used)] // tests may panic on the unexpected
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use ganglion_client::protocol::ErrorCode;
+use ganglion_client::{GenerateRequest, StreamEvent};
+use harness::{Cluster, MINILM, Node, SMOLLM2, UdpRelay, ensure_models, eventually, free_udp_addr};
+
+const PROMPT: &str = "What is the capital of France? Answer in one sentence.";
+const LIVENESS: [&str; 2] = ["--liveness-timeout", "2s"];
+
+/// A node that hosts the LLM behind a relay adding `one_way` each way.
+async fn regional(
+    cluster: &Cluster,
+    name: &str,
+    one_way: Duration,
+    extra: &[&str],
+) -> (Node, UdpRelay) {
+    let listen = free_udp_addr();
+    let relay = UdpRelay::start(listen, one_way).await;
+    let (listen, advertise) = (listen.to_string(), relay.addr.to_string());
+    let mut args = vec![
+        "--listen",
+        listen.as_str(),
+        "--advertise",
+        advertise.as_str(),
+        "--host",
+        SMOLLM2,
+    ];
+    args.extend_from_slice(&LIVENESS);
+    args.extend_from_slice(extra);
+    (cluster.start(name, &[], &args), relay)
+}
+
+/// An edge box: too little memory for the LLM, hosts the embedder.
+fn edge(cluster: &Cluster, name: &str, seeds: &[std::net::SocketAddr]) -> Node {
+    let mut args = vec![
+        "--host",
+        SMOLLM2,
+        "--host",
+        MINILM,
+        "--memory-limit",
+        "200MiB",
+    ];
+    args.extend_from_slice(&LIVENESS);
+    cluster.start(name, seeds, &args)
+}
+
+/// Waits until `node` sees `peers` connected and advertising the LLM.
+async fn sees_hosts(node: &Node, peers: &[&str]) {
+    for peer in peers {
+        eventually(
+            Duration::from_secs(20),
+            &format!("{} sees {peer} hosting the LLM", node.name),
+            || async {
+                let view = node.peer(peer).await?;
+                (view["state"] == "connected"
+                    && view["models"].as_array()?.iter().any(|m| m == SMOLLM2))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_node_hands_the_llm_to_the_nearest_regional_node_and_fails_over_when_it_dies() {
+    ensure_models();
+    let cluster = Cluster::new("nearest");
+    let (mut near, _near_relay) = regional(&cluster, "near", Duration::from_millis(2), &[]).await;
+    let (far, _far_relay) = regional(&cluster, "far", Duration::from_millis(60), &[]).await;
+    let edge = edge(&cluster, "west-edge", &[_near_relay.addr, _far_relay.addr]);
+    sees_hosts(&edge, &["near", "far"]).await;
+    assert_eq!(edge.model_status(SMOLLM2).await["hosted"], false);
+
+    // The measured RTTs reflect the relays, not a configured number.
+    let rtt = |v: serde_json::Value| v["rtt_ms"].as_f64().unwrap();
+    let (near_rtt, far_rtt) = (
+        rtt(edge.peer("near").await.unwrap()),
+        rtt(edge.peer("far").await.unwrap()),
+    );
+    // The relays differ by 116 ms of round trip; a loaded machine adds noise to both.
+    assert!(
+        far_rtt > near_rtt + 60.0,
+        "near {near_rtt} ms, far {far_rtt} ms"
+    );
+
+    let client = cluster.client(&edge).await;
+    let answer = client
+        .generate(GenerateRequest::new(SMOLLM2, PROMPT).max_tokens(16))
+        .await
+        .unwrap();
+    let route = &answer.response.route;
+    assert_eq!(route.executed_by, "near");
+    assert_eq!(route.entry, "west-edge");
+    assert_eq!(route.path, ["west-edge", "near"]);
+    assert_eq!(route.hops(), 1);
+    assert!(route.attempts.is_empty());
+    assert_eq!(route.per_hop.len(), 2);
+    assert!(route.per_hop[0].total_ms >= route.per_hop[1].total_ms);
+    assert!(answer.text.contains("Paris"), "{}", answer.text);
+    let routing = edge.json("/admin/routing").await;
+    assert_eq!(routing["models"][SMOLLM2]["forwarded"], 1);
+    assert_eq!(routing["peers"]["near"]["forwarded"], 1);
+
+    // The serving node dies; the very next request is served by the other, without an error.
+    near.kill();
+    let answer = client
+        .generate(GenerateRequest::new(SMOLLM2, PROMPT).max_tokens(16))
+        .await
+        .unwrap();
+    assert_eq!(answer.response.route.executed_by, "far");
+    assert!(answer.text.contains("Paris"));
+    let _ = far;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_both_regional_nodes_busy_the_less_loaded_one_is_chosen() {
+    ensure_models();
+    let cluster = Cluster::new("busy");
+    let queue = ["--model-concurrency", "1", "--model-queue", "8"];
+    let (r1, relay1) = regional(&cluster, "r1", Duration::from_millis(1), &queue).await;
+    let (r2, relay2) = regional(&cluster, "r2", Duration::from_millis(1), &queue).await;
+    let edge = edge(&cluster, "west-edge", &[relay1.addr, relay2.addr]);
+    sees_hosts(&edge, &["r1", "r2"]).await;
+
+    // Give both a recent service time, then load r1 with three long requests and r2 with one.
+    let (c1, c2) = (cluster.client(&r1).await, cluster.client(&r2).await);
+    for c in [&c1, &c2] {
+        c.generate(GenerateRequest::new(SMOLLM2, PROMPT).max_tokens(8))
+            .await
+            .unwrap();
+    }
+    let long = || {
+        GenerateRequest::new(SMOLLM2, "Tell me a very long story about the sea.").max_tokens(600)
+    };
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        streams.push(c1.generate_stream(long()).await.unwrap());
+    }
+    streams.push(c2.generate_stream(long()).await.unwrap());
+    eventually(
+        Duration::from_secs(10),
+        "the edge sees the loads",
+        || async {
+            let load = |v: serde_json::Value| {
+                let l = v["loads"]
+                    .as_array()?
+                    .iter()
+                    .find(|l| l["model"] == SMOLLM2)?
+                    .clone();
+                Some(l["queued"].as_u64()? + l["in_flight"].as_u64()?)
+            };
+            (load(edge.peer("r1").await?)? == 3 && load(edge.peer("r2").await?)? == 1).then_some(())
+        },
+    )
+    .await;
+
+    let client = cluster.client(&edge).await;
+    let mut stream = client
+        .generate_stream(GenerateRequest::new(SMOLLM2, PROMPT).max_tokens(8))
+        .await
+        .unwrap();
+    let mut executed_by = None;
+    while let Some(event) = stream.next().await {
+        if let StreamEvent::Final(response) = event.unwrap() {
+            executed_by = Some(response.route.executed_by);
+        }
+    }
+    assert_eq!(executed_by.as_deref(), Some("r2"));
+    drop(streams);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_host_is_a_clear_error_and_forwarding_never_loops() {
+    ensure_models();
+    let cluster = Cluster::new("no-loop");
+
+    // Nobody hosts the LLM.
+    let a = cluster.start("a", &[], &["--host", MINILM]);
+    let b = cluster.start("b", &[a.quic], &["--host", MINILM]);
+    eventually(Duration::from_secs(10), "a and b meet", || async {
+        b.peer("a").await.map(|_| ())
+    })
+    .await;
+    let client = cluster.client(&a).await;
+    let err = client
+        .generate(GenerateRequest::new(SMOLLM2, PROMPT))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unavailable), "{err}");
+    assert!(
+        err.to_string().contains(SMOLLM2) && err.to_string().contains("no reachable peer hosts it"),
+        "{err}"
+    );
+    drop((a, b));
+
+    // Three nodes that all host it but are all full can only hand the request among
+    // themselves: each hands it on once, nobody takes it back, and the client gets one error
+    // naming every attempt.
+    let full = [
+        "--host",
+        SMOLLM2,
+        "--model-concurrency",
+        "1",
+        "--model-queue",
+        "0",
+    ];
+    let x = cluster.start("x", &[], &full);
+    let y = cluster.start("y", &[x.quic], &full);
+    let z = cluster.start("z", &[x.quic], &full);
+    for node in [&x, &y, &z] {
+        eventually(
+            Duration::from_secs(20),
+            "full mesh with adverts",
+            || async {
+                let peers = node.json("/admin/peers").await;
+                let ready = peers
+                    .as_array()?
+                    .iter()
+                    .filter(|p| {
+                        p["state"] == "connected"
+                            && p["models"].as_array().is_some_and(|m| !m.is_empty())
+                    })
+                    .count();
+                (ready == 2).then_some(())
+            },
+        )
+        .await;
+    }
+    let long = || {
+        GenerateRequest::new(SMOLLM2, "Tell me a very long story about the sea.").max_tokens(800)
+    };
+    let mut busy = Vec::new();
+    for node in [&x, &y, &z] {
+        let c = cluster.client(node).await;
+        let mut s = c.generate_stream(long()).await.unwrap();
+        assert!(matches!(s.next().await, Some(Ok(StreamEvent::Delta(_)))));
+        busy.push((c, s));
+    }
+    let client = cluster.client(&x).await;
+    let started = Instant::now();
+    let err = client
+        .generate(GenerateRequest::new(SMOLLM2, PROMPT))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let message = err.to_string();
+    assert_eq!(err.code(), Some(ErrorCode::Overloaded), "{message}");
+    for node in ["x", "y", "z"] {
+        assert!(
+            message.contains(&format!("{node}:")),
+            "{node} missing from {message}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_cancelling_mid_stream_frees_the_slot_two_hops_away() {
+    ensure_models();
+    let cluster = Cluster::new("cancel-two-hops");
+    // far: hosts the LLM behind a slow link. mid: hosts it too but is kept busy (no queue),
+    // so it hands requests on to far. The edge prefers mid (no RTT, one short request ahead)
+    // over far (1 s RTT).
+    let (far, far_relay) = regional(
+        &cluster,
+        "far",
+        Duration::from_millis(500),
+        &["--model-concurrency", "1"],
+    )
+    .await;
+    let mid_args = [
+        "--host",
+        SMOLLM2,
+        "--model-concurrency",
+        "1",
+        "--model-queue",
+        "0",
+        "--liveness-timeout",
+        "2s",
+    ];
+    let mid = cluster.start("mid", &[far_relay.addr], &mid_args);
+    let edge = edge(&cluster, "west-edge", &[mid.quic, far_relay.addr]);
+    sees_hosts(&edge, &["mid", "far"]).await;
+    sees_hosts(&mid, &["far"]).await;
+
+    let mid_client = cluster.client(&mid).await;
+    mid_client
+        .generate(GenerateRequest::new(SMOLLM2, PROMPT).max_tokens(2))
+        .await
+        .unwrap();
+    let mut keep_mid_busy = mid_client
+        .generate_stream(
+            GenerateRequest::new(SMOLLM2, "Tell me a very long story.").max_tokens(1500),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        keep_mid_busy.next().await,
+        Some(Ok(StreamEvent::Delta(_)))
+    ));
+    eventually(
+        Duration::from_secs(10),
+        "the edge sees mid busy",
+        || async {
+            let v = edge.peer("mid").await?;
+            let l = v["loads"]
+                .as_array()?
+                .iter()
+                .find(|l| l["model"] == SMOLLM2)?
+                .clone();
+            (l["in_flight"] == 1).then_some(())
+        },
+    )
+    .await;
+
+    let client = cluster.client(&edge).await;
+    let mut stream = client
+        .generate_stream(
+            GenerateRequest::new(SMOLLM2, "Tell me a very long story about a lighthouse.")
+                .max_tokens(1500),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        stream.next().await,
+        Some(Ok(StreamEvent::Delta(_)))
+    ));
+    assert_eq!(
+        far.model_status(SMOLLM2).await["stats"]["in_flight"],
+        1,
+        "far runs it, two hops from the client"
+    );
+    let routing = edge.json("/admin/routing").await;
+    assert_eq!(routing["peers"]["mid"]["forwarded"], 1, "{routing}");
+    let routing = mid.json("/admin/routing").await;
+    assert_eq!(routing["peers"]["far"]["forwarded"], 1, "{routing}");
+
+    drop(stream);
+    client.close().await;
+    eventually(
+        Duration::from_secs(10),
+        "cancellation reaches far and frees its slot",
+        || async {
+            let stats = far.model_status(SMOLLM2).await["stats"].clone();
+            (stats["in_flight"] == 0 && stats["failed"] == 1).then_some(())
+        },
+    )
+    .await;
+    drop(keep_mid_busy);
+}
