@@ -28,7 +28,7 @@ async fn regional(
     extra: &[&str],
 ) -> (Node, UdpRelay) {
     let listen = free_udp_addr();
-    let relay = UdpRelay::start(listen, one_way).await;
+    let relay = UdpRelay::start(listen, one_way).await.unwrap();
     let (listen, advertise) = (listen.to_string(), relay.addr.to_string());
     let mut args = vec![
         "--listen",

@@ -306,65 +306,10 @@ impl Node {
     }
 }
 
-/// A UDP relay that delays every datagram by a fixed one-way time, in both directions, so
-/// that real node processes on loopback see real, different round-trip times (`tc netem` is
-/// not available here). Point a node's `--advertise` at `addr` and peers dial through it.
-pub struct UdpRelay {
-    pub addr: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl UdpRelay {
-    pub async fn start(target: SocketAddr, one_way: Duration) -> Self {
-        use std::collections::HashMap;
-        use std::sync::Arc;
-        use tokio::net::UdpSocket;
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let addr = front.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            // One upstream socket per client, so answers can be sent back to the right one.
-            let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-            let mut buf = vec![0u8; 65536];
-            loop {
-                let Ok((n, client)) = front.recv_from(&mut buf).await else {
-                    return;
-                };
-                let upstream = match upstreams.get(&client) {
-                    Some(socket) => socket.clone(),
-                    None => {
-                        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-                        socket.connect(target).await.unwrap();
-                        let (back, front) = (socket.clone(), front.clone());
-                        tokio::spawn(async move {
-                            let mut buf = vec![0u8; 65536];
-                            while let Ok(n) = back.recv(&mut buf).await {
-                                let (front, packet) = (front.clone(), buf[..n].to_vec());
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(one_way).await;
-                                    let _ = front.send_to(&packet, client).await;
-                                });
-                            }
-                        });
-                        upstreams.insert(client, socket.clone());
-                        socket
-                    }
-                };
-                let packet = buf[..n].to_vec();
-                tokio::spawn(async move {
-                    tokio::time::sleep(one_way).await;
-                    let _ = upstream.send(&packet).await;
-                });
-            }
-        });
-        Self { addr, task }
-    }
-}
-
-impl Drop for UdpRelay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+#[path = "relay.rs"]
+mod relay;
+#[allow(unused_imports)] // not every test file uses it
+pub use relay::UdpRelay;
 
 /// A free UDP port on loopback (bound and released; for nodes that must know their address
 /// before they start, such as those behind a relay).

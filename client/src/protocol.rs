@@ -226,12 +226,14 @@ pub struct Attempt {
     pub reason: String,
 }
 
-/// Time a request spent from arrival at a node to its final frame there.
+/// Time a request spent at one node of its path.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HopTime {
     /// The node.
     pub node: String,
-    /// Milliseconds.
+    /// Milliseconds from arrival to the first generated token passing through (text only).
+    pub first_token_ms: Option<f64>,
+    /// Milliseconds from arrival to the final frame.
     pub total_ms: f64,
 }
 

@@ -195,7 +195,7 @@ fn final_json(response: &FinalResponse) -> serde_json::Value {
             "path": response.route.path,
             "hops": response.route.hops(),
             "attempts": response.route.attempts.iter().map(|a| serde_json::json!({ "node": a.node, "reason": a.reason })).collect::<Vec<_>>(),
-            "per_hop": response.route.per_hop.iter().map(|h| serde_json::json!({ "node": h.node, "total_ms": h.total_ms })).collect::<Vec<_>>(),
+            "per_hop": response.route.per_hop.iter().map(|h| serde_json::json!({ "node": h.node, "first_token_ms": h.first_token_ms, "total_ms": h.total_ms })).collect::<Vec<_>>(),
         },
     });
     match &response.output {

@@ -460,6 +460,10 @@ async fn handoff(
             }
             Ok(Some(ResponseFrame::Final(mut response))) => {
                 let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                // This node's own view replaces the downstream one in the timings; the route
+                // keeps every node's.
+                let first_token_ms = first_output.map(|first| ms(first - received));
+                let total_ms = ms(received.elapsed());
                 let route = &mut response.route;
                 route.path.insert(0, node.to_owned());
                 route.entry = node.to_owned();
@@ -468,14 +472,13 @@ async fn handoff(
                     0,
                     HopTime {
                         node: node.to_owned(),
-                        total_ms: ms(received.elapsed()),
+                        first_token_ms,
+                        total_ms,
                     },
                 );
-                response.timings.total_ms = ms(received.elapsed());
-                if let Some(first) =
-                    first_output.or_else(|| response.timings.first_token_ms.map(|_| Instant::now()))
-                {
-                    response.timings.first_token_ms = Some(ms(first - received));
+                response.timings.total_ms = total_ms;
+                if first_token_ms.is_some() {
+                    response.timings.first_token_ms = first_token_ms;
                 }
                 if write_frame(
                     send,

@@ -307,6 +307,7 @@ async fn run(
             attempts: Vec::new(),
             per_hop: vec![HopTime {
                 node: node.to_owned(),
+                first_token_ms: first_token_at.map(|t| ms(t - job.received)),
                 total_ms: ms(job.received.elapsed()),
             }],
         },

@@ -59,8 +59,18 @@ pub fn rank<'a>(candidates: &'a [Candidate], path: &[String], limit: usize) -> V
         .map(|c| (score(c), c))
         .collect();
     // Ties broken by name so that every router decides the same way from the same facts.
-    eligible.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
-    eligible.truncate(limit);
+    let order = |a: &(Duration, &Candidate), b: &(Duration, &Candidate)| {
+        a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name))
+    };
+    if limit == 0 {
+        return Vec::new();
+    }
+    // Only the best `limit` are wanted: partition around the limit (linear), then sort those.
+    if eligible.len() > limit {
+        eligible.select_nth_unstable_by(limit - 1, order);
+        eligible.truncate(limit);
+    }
+    eligible.sort_by(order);
     eligible.into_iter().map(|(_, c)| c).collect()
 }
 
