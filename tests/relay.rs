@@ -16,6 +16,16 @@ pub struct UdpRelay {
 impl UdpRelay {
     /// Relays datagrams for `target`, delaying each by `one_way` in each direction.
     pub async fn start(target: SocketAddr, one_way: Duration) -> std::io::Result<Self> {
+        Self::start_for(target, one_way, Vec::new()).await
+    }
+
+    /// Like [`Self::start`], but only for datagrams from the `allowed` addresses (all when
+    /// empty): everyone else finds the target unreachable, as behind a partition.
+    pub async fn start_for(
+        target: SocketAddr,
+        one_way: Duration,
+        allowed: Vec<SocketAddr>,
+    ) -> std::io::Result<Self> {
         use std::collections::HashMap;
         use std::sync::Arc;
         use tokio::net::UdpSocket;
@@ -29,6 +39,9 @@ impl UdpRelay {
                 let Ok((n, client)) = front.recv_from(&mut buf).await else {
                     return;
                 };
+                if !allowed.is_empty() && !allowed.contains(&client) {
+                    continue;
+                }
                 let upstream = match upstreams.get(&client) {
                     Some(socket) => socket.clone(),
                     None => {

@@ -24,3 +24,20 @@ pub mod router;
 /// Timeout of calls between a node's own actors; they answer from memory, so anything slower
 /// means an actor is stuck.
 pub const LOCAL_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Calls one of this node's actors within [`LOCAL_CALL_TIMEOUT`]; `Err` says why no answer came.
+pub(crate) async fn call_local<M, T>(
+    actor: &ractor::ActorRef<M>,
+    msg: impl FnOnce(ractor::RpcReplyPort<T>) -> M,
+) -> Result<T, String>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    match actor.call(msg, Some(LOCAL_CALL_TIMEOUT)).await {
+        Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
+        Ok(ractor::rpc::CallResult::Timeout) => Err("timed out".into()),
+        Ok(_) => Err("reply dropped".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}

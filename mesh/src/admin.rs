@@ -242,27 +242,19 @@ async fn session_nodes() -> HashMap<u64, String> {
         return HashMap::new();
     };
     let server: ractor::ActorRef<ractor_cluster::NodeServerMessage> = server.into();
-    match server
-        .call(
-            ractor_cluster::NodeServerMessage::GetSessions,
-            Some(crate::actors::LOCAL_CALL_TIMEOUT),
-        )
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(sessions)) => sessions
-            .into_iter()
-            .filter_map(|(id, s)| {
-                let name = s.peer_name?.name;
-                Some((
-                    id,
-                    name.strip_suffix(&format!("@{}", cluster_host::CLUSTER_HOST))
-                        .unwrap_or(&name)
-                        .to_owned(),
-                ))
-            })
-            .collect(),
-        _ => HashMap::new(),
-    }
+    let Ok(sessions) =
+        crate::actors::call_local(&server, ractor_cluster::NodeServerMessage::GetSessions).await
+    else {
+        return HashMap::new();
+    };
+    let suffix = format!("@{}", cluster_host::CLUSTER_HOST);
+    sessions
+        .into_iter()
+        .filter_map(|(id, s)| {
+            let name = s.peer_name?.name;
+            Some((id, name.strip_suffix(&suffix).unwrap_or(&name).to_owned()))
+        })
+        .collect()
 }
 
 async fn actors(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {

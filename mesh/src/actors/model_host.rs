@@ -431,30 +431,13 @@ impl ModelHostHandle {
                 format!("model host did not answer: {why}"),
             )
         };
-        match self
-            .0
-            .call(
-                |reply| Msg::Submit(Box::new(job), reply),
-                Some(super::LOCAL_CALL_TIMEOUT),
-            )
+        super::call_local(&self.0, |reply| Msg::Submit(Box::new(job), reply))
             .await
-        {
-            Ok(ractor::rpc::CallResult::Success(admitted)) => admitted,
-            Ok(ractor::rpc::CallResult::Timeout) => Err(unavailable("timed out".into())),
-            Ok(_) => Err(unavailable("reply dropped".into())),
-            Err(e) => Err(unavailable(e.to_string())),
-        }
+            .unwrap_or_else(|why| Err(unavailable(why)))
     }
 
     /// Load and traffic counters.
     pub async fn stats(&self) -> Option<ModelStats> {
-        match self
-            .0
-            .call(Msg::Stats, Some(super::LOCAL_CALL_TIMEOUT))
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(stats)) => Some(stats),
-            _ => None,
-        }
+        super::call_local(&self.0, Msg::Stats).await.ok()
     }
 }

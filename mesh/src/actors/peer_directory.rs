@@ -259,10 +259,13 @@ impl State {
         PeerAdvert {
             name: self.name.clone(),
             addr: self.advertise,
+            // Only peers whose own advert has arrived: until then the address they want to be
+            // dialed at (`--advertise`, e.g. behind NAT) is not known, and the address their
+            // packets come from may be one that others cannot reach.
             peers: self
                 .peers
                 .iter()
-                .filter(|(_, e)| e.state() == PeerState::Connected)
+                .filter(|(_, e)| e.state() == PeerState::Connected && e.advert.is_some())
                 .map(|(name, e)| KnownPeer {
                     name: name.clone(),
                     addr: e.address(),
@@ -546,12 +549,9 @@ impl PeerDirectoryHandle {
         &self,
         msg: impl FnOnce(RpcReplyPort<T>) -> Msg,
     ) -> Result<T, DirectoryUnavailable> {
-        match self.0.call(msg, Some(super::LOCAL_CALL_TIMEOUT)).await {
-            Ok(ractor::rpc::CallResult::Success(value)) => Ok(value),
-            Ok(ractor::rpc::CallResult::Timeout) => Err(DirectoryUnavailable("timed out".into())),
-            Ok(_) => Err(DirectoryUnavailable("reply dropped".into())),
-            Err(e) => Err(DirectoryUnavailable(e.to_string())),
-        }
+        super::call_local(&self.0, msg)
+            .await
+            .map_err(DirectoryUnavailable)
     }
 }
 

@@ -231,17 +231,9 @@ impl RouterHandle {
     /// Ranked peers for `model`, leaving out `path`; empty when none (or the router is gone).
     pub async fn plan(&self, model: &str, path: &[String]) -> Vec<Target> {
         let (model, path) = (model.to_owned(), path.to_vec());
-        match self
-            .0
-            .call(
-                |reply| Msg::Plan { model, path, reply },
-                Some(super::LOCAL_CALL_TIMEOUT),
-            )
+        super::call_local(&self.0, |reply| Msg::Plan { model, path, reply })
             .await
-        {
-            Ok(ractor::rpc::CallResult::Success(targets)) => targets,
-            _ => Vec::new(),
-        }
+            .unwrap_or_default()
     }
 
     /// Records a request admitted locally.
@@ -269,13 +261,6 @@ impl RouterHandle {
 
     /// Routing counters.
     pub async fn stats(&self) -> Option<RoutingStats> {
-        match self
-            .0
-            .call(Msg::Stats, Some(super::LOCAL_CALL_TIMEOUT))
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(stats)) => Some(stats),
-            _ => None,
-        }
+        super::call_local(&self.0, Msg::Stats).await.ok()
     }
 }
