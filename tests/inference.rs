@@ -216,7 +216,7 @@ async fn a_client_that_disconnects_mid_generation_frees_the_slot() {
     let client = cluster.client(&node).await;
     let mut stream = client
         .generate_stream(
-            GenerateRequest::new(SMOLLM2, "Count from one to one thousand in words.")
+            GenerateRequest::new(SMOLLM2, "Tell me a very long story about a lighthouse.")
                 .max_tokens(1500),
         )
         .await
