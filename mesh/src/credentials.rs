@@ -108,7 +108,7 @@ impl ClusterSecrets {
         Ok(Self {
             ca_cert_pem: cert.pem(),
             ca_key_pem: key.serialize_pem(),
-            cookie: random_cookie(),
+            cookie: random_secret(),
         })
     }
 
@@ -145,7 +145,8 @@ impl ClusterSecrets {
     }
 }
 
-fn random_cookie() -> String {
+/// A random secret of 24 bytes, hex-encoded (cluster cookies, generated admin tokens).
+pub fn random_secret() -> String {
     use rand::Rng;
     let bytes: [u8; 24] = rand::rng().random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()

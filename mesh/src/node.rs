@@ -243,11 +243,7 @@ fn generated_token(path: &std::path::Path) -> Result<String, StartError> {
     {
         return Ok(token.trim().to_owned());
     }
-    let token: String = {
-        use rand::Rng;
-        let bytes: [u8; 24] = rand::rng().random();
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    };
+    let token = crate::credentials::random_secret();
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

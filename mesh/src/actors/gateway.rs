@@ -546,33 +546,25 @@ async fn reply(send: &mut quinn::SendStream, frame: ResponseFrame) {
     }
 }
 
-/// Peers (and this node) hosting `model`, by their adverts.
-async fn hosts_of(shared: &Shared, model: &str) -> Vec<String> {
-    let mut hosts: Vec<String> = shared
-        .hosts
-        .get(model)
-        .map(|_| shared.node.clone())
-        .into_iter()
-        .collect();
-    if let Ok(peers) = shared.directory.list().await {
-        hosts.extend(
-            peers
-                .into_iter()
-                .filter(|p| p.models.iter().any(|m| m == model))
-                .map(|p| p.name),
-        );
-    }
-    hosts
-}
-
+/// The catalog, each model with the nodes hosting it: this node, and peers by their adverts
+/// (one directory query for the whole listing).
 async fn list_models(shared: &Shared) -> Vec<ModelListing> {
-    let mut listing = Vec::new();
-    for spec in shared.catalog.models() {
-        listing.push(ModelListing {
-            id: spec.id.clone(),
-            task: spec.task.as_str().to_owned(),
-            hosted_by: hosts_of(shared, &spec.id).await,
-        });
-    }
-    listing
+    let peers = shared.directory.list().await.unwrap_or_default();
+    shared
+        .catalog
+        .models()
+        .iter()
+        .map(|spec| {
+            let here = shared.hosts.get(&spec.id).map(|_| shared.node.clone());
+            let there = peers
+                .iter()
+                .filter(|p| p.models.contains(&spec.id))
+                .map(|p| p.name.clone());
+            ModelListing {
+                id: spec.id.clone(),
+                task: spec.task.as_str().to_owned(),
+                hosted_by: here.into_iter().chain(there).collect(),
+            }
+        })
+        .collect()
 }
