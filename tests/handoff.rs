@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ganglion_client::protocol::ErrorCode;
 use ganglion_client::{GenerateRequest, StreamEvent};
-use harness::{Cluster, MINILM, Node, SMOLLM2, UdpRelay, ensure_models, eventually, free_udp_addr};
+use harness::{
+    Cluster, MINILM, Node, SMOLLM2, UdpRelay, ensure_models, eventually, free_udp_addr,
+    running_generation,
+};
 
 const PROMPT: &str = "What is the capital of France? Answer in one sentence.";
 const LIVENESS: [&str; 2] = ["--liveness-timeout", "2s"];
@@ -240,14 +243,10 @@ async fn no_host_is_a_clear_error_and_forwarding_never_loops() {
         )
         .await;
     }
-    let long = || {
-        GenerateRequest::new(SMOLLM2, "Tell me a very long story about the sea.").max_tokens(800)
-    };
     let mut busy = Vec::new();
     for node in [&x, &y, &z] {
         let c = cluster.client(node).await;
-        let mut s = c.generate_stream(long()).await.unwrap();
-        assert!(matches!(s.next().await, Some(Ok(StreamEvent::Delta(_)))));
+        let s = running_generation(&c, 800).await;
         busy.push((c, s));
     }
     let client = cluster.client(&x).await;
@@ -325,29 +324,10 @@ async fn a_client_cancelling_mid_stream_frees_the_slot_two_hops_away() {
     sees_hosts(&mid, &["far"]).await;
 
     let mid_client = cluster.client(&mid).await;
-    let mut keep_mid_busy = mid_client
-        .generate_stream(
-            GenerateRequest::new(SMOLLM2, "Tell me a very long story.").max_tokens(1500),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(
-        keep_mid_busy.next().await,
-        Some(Ok(StreamEvent::Delta(_)))
-    ));
+    let keep_mid_busy = running_generation(&mid_client, 1500).await;
 
     let client = cluster.client(&edge).await;
-    let mut stream = client
-        .generate_stream(
-            GenerateRequest::new(SMOLLM2, "Tell me a very long story about a lighthouse.")
-                .max_tokens(1500),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(
-        stream.next().await,
-        Some(Ok(StreamEvent::Delta(_)))
-    ));
+    let stream = running_generation(&client, 1500).await;
     assert_eq!(
         far.model_status(SMOLLM2).await["stats"]["in_flight"],
         1,

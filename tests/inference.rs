@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use ganglion_client::protocol::{ErrorCode, MAX_EMBED_BATCH, MAX_PROMPT_BYTES, Output};
 use ganglion_client::{GenerateRequest, StreamEvent};
-use harness::{Cluster, MINILM, SMOLLM2, ensure_models, eventually};
+use harness::{Cluster, MINILM, SMOLLM2, ensure_models, eventually, running_generation};
 
 const CAPITAL: &str = "What is the capital of France? Answer in one sentence.";
 
@@ -175,11 +175,7 @@ async fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
     let long = || {
         GenerateRequest::new(SMOLLM2, "Tell me a very long story about the sea.").max_tokens(400)
     };
-    let mut running = client.generate_stream(long()).await.unwrap();
-    assert!(matches!(
-        running.next().await,
-        Some(Ok(StreamEvent::Delta(_)))
-    ));
+    let running = running_generation(&client, 400).await;
     let queued = client.generate_stream(long()).await.unwrap();
     eventually(Duration::from_secs(10), "second request queued", || async {
         (node.model_status(SMOLLM2).await["stats"]["queued"] == 1).then_some(())
@@ -214,17 +210,7 @@ async fn a_client_that_disconnects_mid_generation_frees_the_slot() {
         &["--host", SMOLLM2, "--model-concurrency", "1"],
     );
     let client = cluster.client(&node).await;
-    let mut stream = client
-        .generate_stream(
-            GenerateRequest::new(SMOLLM2, "Tell me a very long story about a lighthouse.")
-                .max_tokens(1500),
-        )
-        .await
-        .unwrap();
-    assert!(matches!(
-        stream.next().await,
-        Some(Ok(StreamEvent::Delta(_)))
-    ));
+    let stream = running_generation(&client, 1500).await;
     assert_eq!(node.model_status(SMOLLM2).await["stats"]["in_flight"], 1);
     client.close().await;
     drop(stream);
