@@ -5,6 +5,8 @@
 # asking an edge node, and the route each answer took.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ganglion/target}"
+# The same target folder as `cargo test` (./target unless CARGO_TARGET_DIR says otherwise), so
+# the README's two commands share one build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --quiet --workspace --all-targets
 exec "$CARGO_TARGET_DIR/debug/examples/edge-mesh"

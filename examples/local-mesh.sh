@@ -7,13 +7,15 @@
 #   a  a regional node: hosts SmolLM2-135M-Instruct and all-MiniLM-L6-v2
 #   b  an edge box (--memory-limit 256MiB): the LLM does not fit, it hosts the embedder
 #   c  an edge box like b
-# b and c know only a; the mesh forms by itself. Then a real prompt is answered by SmolLM2,
-# streamed token by token, and the catalog shows who hosts what.
+# b and c know only a; the mesh forms by itself. Then a real prompt goes to edge box b, which
+# hands it to a: SmolLM2 answers token by token, and the route shows the hop b → a and the time
+# each node saw.
 # With --keep the mesh keeps running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/ganglion/target}"
-# Same targets as the test suite, so the two share one build.
+# The same target folder as `cargo test` (./target unless CARGO_TARGET_DIR says otherwise), so
+# the README's two commands share one build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --quiet --workspace --all-targets
 bin="$CARGO_TARGET_DIR/debug"
 
@@ -74,11 +76,12 @@ conn=(--node "$(field a quic)" --ca "$work/cluster/ca.crt")
 "${ganglion[@]}" models "${conn[@]}"
 echo
 prompt="What is the capital of France? Answer in one sentence."
-echo "== prompt to node a: $prompt"
-"${ganglion[@]}" generate "${conn[@]}" --model "$llm" --max-tokens 48 "$prompt"
+edge=(--node "$(field b quic)" --ca "$work/cluster/ca.crt")
+echo "== prompt to node b (an edge box without the LLM): $prompt"
+"${ganglion[@]}" generate "${edge[@]}" --model "$llm" --max-tokens 48 "$prompt"
 echo
-echo "== the same, as JSON (usage, timings, route):"
-"${ganglion[@]}" generate "${conn[@]}" --model "$llm" --max-tokens 48 --json "$prompt"
+echo "== the same, as JSON (usage, timings, the route b → a with each node's time):"
+"${ganglion[@]}" generate "${edge[@]}" --model "$llm" --max-tokens 48 --json "$prompt"
 echo
 echo "== embeddings from node b (an edge box):"
 "${ganglion[@]}" embed --node "$(field b quic)" --ca "$work/cluster/ca.crt" --model "$embedder" "edge inference" "inference at the edge"

@@ -91,7 +91,8 @@ impl ClientBuilder {
 
     /// Trusts the cluster CA in PEM text.
     pub fn ca_pem(mut self, pem: &[u8]) -> Result<Self, ClientError> {
-        let certs = rustls_pemfile::certs(&mut &pem[..])
+        use rustls_pki_types::pem::PemObject;
+        let certs = CertificateDer::pem_slice_iter(pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
         if certs.is_empty() {

@@ -18,6 +18,9 @@ pub const MAX_FRAME_LEN: usize = 4 * 1024 * 1024;
 
 const HEADER_LEN: usize = 5;
 
+/// What a frame's buffer starts with before its bytes arrive.
+const INITIAL_PAYLOAD_CAPACITY: usize = 16 * 1024;
+
 /// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -129,14 +132,17 @@ where
         filled += n;
     }
     let len = check_header(header, max)?;
-    let mut payload = vec![0u8; len];
-    reader
-        .read_exact(&mut payload)
+    // The buffer grows as bytes arrive rather than from the declared length: a sender that
+    // announces a large frame and stalls holds only what it actually sent.
+    let mut payload = Vec::with_capacity(len.min(INITIAL_PAYLOAD_CAPACITY));
+    let read = (&mut *reader)
+        .take(len as u64)
+        .read_to_end(&mut payload)
         .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
-            _ => FrameError::Io(e),
-        })?;
+        .map_err(FrameError::Io)?;
+    if read != len {
+        return Err(FrameError::Truncated);
+    }
     decode_payload(&payload).map(Some)
 }
 

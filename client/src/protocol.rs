@@ -26,6 +26,8 @@ pub enum PeerStreamKind {
     /// A request handed over by a peer: from here on, exactly a client's data-plane stream
     /// (one `ClientRequest`, then response frames).
     Data,
+    /// A unidirectional stream carrying one advert of the sending node (a bounded frame).
+    Advert,
 }
 
 /// Bound on a client's request frame (prompt and texts included).
@@ -40,6 +42,20 @@ pub const MAX_OUTPUT_TOKENS: u32 = 2048;
 pub const MAX_EMBED_BATCH: usize = 64;
 /// Longest text to embed, in bytes.
 pub const MAX_EMBED_TEXT_BYTES: usize = 8 * 1024;
+/// Most chat messages in one request.
+pub const MAX_MESSAGES: usize = 256;
+/// Most stop strings in one request.
+pub const MAX_STOP_SEQUENCES: usize = 4;
+/// Longest stop string, in bytes.
+pub const MAX_STOP_BYTES: usize = 64;
+/// Longest model id, in bytes.
+pub const MAX_MODEL_ID_BYTES: usize = 128;
+/// Most nodes a request's path may name (well above any hop budget a node grants).
+pub const MAX_PATH_NODES: usize = 16;
+/// Longest node name on a path, in bytes.
+pub const MAX_NODE_NAME_BYTES: usize = 64;
+/// Largest hop budget a request may carry; nodes clamp a client's to [`DEFAULT_HOP_BUDGET`].
+pub const MAX_HOP_BUDGET: u8 = 8;
 
 /// What a client asks for on a fresh stream (the stream's first and only client frame).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,7 +238,9 @@ impl Route {
 pub struct Attempt {
     /// The node tried.
     pub node: String,
-    /// Why it did not serve.
+    /// Why it did not serve, as a matchable code.
+    pub code: ErrorCode,
+    /// Why it did not serve, for people.
     pub reason: String,
 }
 
@@ -292,6 +310,10 @@ pub enum ErrorCode {
     Internal,
     /// The node running the request was lost after output had started (see `partial`).
     PeerLost,
+    /// The request was cancelled: the requester went away, or read too slowly to keep up.
+    Cancelled,
+    /// Prompt tokens plus `max_tokens` exceed the model's context window.
+    ContextLengthExceeded,
 }
 
 impl ErrorCode {
@@ -306,6 +328,8 @@ impl ErrorCode {
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Internal => "internal",
             Self::PeerLost => "peer_lost",
+            Self::Cancelled => "cancelled",
+            Self::ContextLengthExceeded => "context_length_exceeded",
         }
     }
 }
@@ -317,8 +341,49 @@ impl std::fmt::Display for ErrorCode {
 }
 
 /// Checks a request against the protocol's bounds; nodes call this before queueing anything.
+/// Every field a client controls is bounded here: sizes, counts, numbers.
 pub fn validate(request: &Request) -> Result<(), WireError> {
     let p = &request.parameters;
+    let invalid = |message: String| Err(WireError::new(ErrorCode::InvalidInput, message));
+    let too_large = |message: String| Err(WireError::new(ErrorCode::TooLarge, message));
+    if request.model.is_empty() || request.model.len() > MAX_MODEL_ID_BYTES {
+        return invalid(format!(
+            "model id must be 1 to {MAX_MODEL_ID_BYTES} bytes, got {}",
+            request.model.len()
+        ));
+    }
+    if request.path.len() > MAX_PATH_NODES
+        || request
+            .path
+            .iter()
+            .any(|n| n.is_empty() || n.len() > MAX_NODE_NAME_BYTES)
+    {
+        return invalid(format!(
+            "path must name at most {MAX_PATH_NODES} nodes of 1 to {MAX_NODE_NAME_BYTES} bytes"
+        ));
+    }
+    if request.hop_budget > MAX_HOP_BUDGET {
+        return invalid(format!(
+            "hop budget {} exceeds the limit of {MAX_HOP_BUDGET}",
+            request.hop_budget
+        ));
+    }
+    if p.stop.len() > MAX_STOP_SEQUENCES {
+        return too_large(format!(
+            "{} stop strings exceed the limit of {MAX_STOP_SEQUENCES}",
+            p.stop.len()
+        ));
+    }
+    if let Some(bad) = p
+        .stop
+        .iter()
+        .find(|s| s.is_empty() || s.len() > MAX_STOP_BYTES)
+    {
+        return invalid(format!(
+            "stop strings must be 1 to {MAX_STOP_BYTES} bytes, got one of {}",
+            bad.len()
+        ));
+    }
     if let Some(max) = p.max_tokens {
         if max == 0 {
             return Err(WireError::new(
@@ -353,6 +418,12 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
         Input::Chat(messages) => {
             if messages.is_empty() {
                 return Err(WireError::new(ErrorCode::InvalidInput, "no chat messages"));
+            }
+            if messages.len() > MAX_MESSAGES {
+                return too_large(format!(
+                    "{} chat messages exceed the limit of {MAX_MESSAGES}",
+                    messages.len()
+                ));
             }
             let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
             if bytes > MAX_PROMPT_BYTES {
@@ -429,6 +500,43 @@ mod tests {
         r.parameters = Parameters::default();
         assert_eq!(validate(&r).unwrap_err().code, ErrorCode::TooLarge);
         r.input = Input::Embed(vec![]);
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+    }
+
+    #[test]
+    fn everything_a_client_sends_is_bounded() {
+        let mut r = chat("hi");
+        r.parameters.stop = vec!["x".into(); MAX_STOP_SEQUENCES + 1];
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::TooLarge);
+        r.parameters.stop = vec!["x".repeat(MAX_STOP_BYTES + 1)];
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        r.parameters.stop = vec![String::new()];
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        r.parameters.stop = vec!["x".repeat(MAX_STOP_BYTES); MAX_STOP_SEQUENCES];
+        assert!(validate(&r).is_ok());
+
+        let mut r = chat("hi");
+        r.input = Input::Chat(
+            (0..=MAX_MESSAGES)
+                .map(|_| ChatMessage {
+                    role: Role::User,
+                    content: "a".into(),
+                })
+                .collect(),
+        );
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::TooLarge);
+
+        let mut r = chat("hi");
+        r.model = "m".repeat(MAX_MODEL_ID_BYTES + 1);
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        let mut r = chat("hi");
+        r.path = vec!["n".into(); MAX_PATH_NODES + 1];
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        let mut r = chat("hi");
+        r.path = vec!["n".repeat(MAX_NODE_NAME_BYTES + 1)];
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        let mut r = chat("hi");
+        r.hop_budget = u8::MAX;
         assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
     }
 

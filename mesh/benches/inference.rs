@@ -76,7 +76,13 @@ async fn run() {
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let start = Instant::now();
         let done = local
-            .generate(&messages, &parameters, MAX_TOKENS, &tx)
+            .generate(
+                &messages,
+                &parameters,
+                MAX_TOKENS,
+                Instant::now() + Duration::from_secs(600),
+                &tx,
+            )
             .await
             .expect("generate");
         let end = Instant::now();
@@ -212,5 +218,11 @@ fn bench_config(
         memory_limit: None,
         model_concurrency: 1,
         model_queue_depth: 16,
+        request_limits: ganglion::request::Limits {
+            default_deadline: Duration::from_secs(600),
+            max_deadline: Duration::from_secs(600),
+        },
+        connection_limits: ganglion::transport::limits::ConnectionLimits::new(64, 64, false),
+        fault_injection: false,
     }
 }

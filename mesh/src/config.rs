@@ -62,6 +62,37 @@ pub struct ConfigFile {
     /// The `[models]` section.
     #[serde(default)]
     pub models: ModelsSection,
+    /// The `[requests]` section.
+    #[serde(default)]
+    pub requests: RequestsSection,
+    /// The `[clients]` section.
+    #[serde(default)]
+    pub clients: ClientsSection,
+}
+
+/// `[requests]`: what the node grants each request.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestsSection {
+    /// Deadline of a request that names none (e.g. "120s").
+    #[serde(default, with = "humantime_serde")]
+    pub default_deadline: Option<Duration>,
+    /// Longest deadline a request may ask for; longer ones are cut to it.
+    #[serde(default, with = "humantime_serde")]
+    pub max_deadline: Option<Duration>,
+}
+
+/// `[clients]`: who may connect to the data plane, and how many at once.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientsSection {
+    /// Accept client connections from beyond loopback. Off by default: clients do not
+    /// authenticate yet (API keys come with metering).
+    pub allow_remote: Option<bool>,
+    /// Most incoming connections at once (clients and peers).
+    pub max_connections: Option<usize>,
+    /// Most incoming connections from one address.
+    pub max_connections_per_address: Option<usize>,
 }
 
 /// `[models]`: what this node hosts and where model files live.
@@ -175,7 +206,18 @@ pub struct Config {
     pub model_concurrency: usize,
     /// Requests each model lets wait.
     pub model_queue_depth: usize,
+    /// Deadlines granted to requests.
+    pub request_limits: crate::request::Limits,
+    /// Caps on incoming connections, and whether clients may come from beyond loopback.
+    pub connection_limits: crate::transport::limits::ConnectionLimits,
+    /// Whether the fault-injection admin routes are on (tests only).
+    pub fault_injection: bool,
 }
+
+/// Default deadline of a request that names none.
+pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(120);
+/// Default longest deadline a request may ask for.
+pub const DEFAULT_MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(600);
 
 /// Default requests run at once per model.
 pub const DEFAULT_MODEL_CONCURRENCY: usize = 2;
@@ -290,8 +332,58 @@ impl ConfigFile {
             ));
         }
 
+        let default_deadline = self
+            .requests
+            .default_deadline
+            .unwrap_or(DEFAULT_REQUEST_DEADLINE);
+        let max_deadline = self
+            .requests
+            .max_deadline
+            .unwrap_or(DEFAULT_MAX_REQUEST_DEADLINE);
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&max_deadline) {
+            return Err(ConfigError::new(
+                "requests.max_deadline",
+                "must be between 1s and 1h",
+            ));
+        }
+        if default_deadline.is_zero() || default_deadline > max_deadline {
+            return Err(ConfigError::new(
+                "requests.default_deadline",
+                format!("must be above 0 and at most requests.max_deadline ({max_deadline:?})"),
+            ));
+        }
+        let max_connections = self
+            .clients
+            .max_connections
+            .unwrap_or(crate::transport::limits::DEFAULT_MAX_CONNECTIONS);
+        if !(1..=100_000).contains(&max_connections) {
+            return Err(ConfigError::new(
+                "clients.max_connections",
+                "must be between 1 and 100000",
+            ));
+        }
+        let per_address = self.clients.max_connections_per_address.unwrap_or(
+            crate::transport::limits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS.min(max_connections),
+        );
+        if !(1..=max_connections).contains(&per_address) {
+            return Err(ConfigError::new(
+                "clients.max_connections_per_address",
+                "must be between 1 and clients.max_connections",
+            ));
+        }
+
         let models = self.models.validate()?;
         Ok(Config {
+            request_limits: crate::request::Limits {
+                default_deadline,
+                max_deadline,
+            },
+            connection_limits: crate::transport::limits::ConnectionLimits::new(
+                max_connections,
+                per_address,
+                self.clients.allow_remote.unwrap_or(false),
+            ),
+            fault_injection: false,
             catalog: models.catalog,
             models_dir: models.dir,
             host: models.host,
@@ -483,6 +575,16 @@ mod tests {
             ("[models]\nmemory_limit = \"lots\"", "models.memory_limit"),
             ("[models]\nconcurrency = 0", "models.concurrency"),
             ("[admin]\ntoken = \"short\"", "admin.token"),
+            (
+                "[requests]\ndefault_deadline = \"20m\"",
+                "requests.default_deadline",
+            ),
+            ("[requests]\nmax_deadline = \"2h\"", "requests.max_deadline"),
+            ("[clients]\nmax_connections = 0", "clients.max_connections"),
+            (
+                "[clients]\nmax_connections_per_address = 1000",
+                "clients.max_connections_per_address",
+            ),
         ];
         for (text, field) in cases {
             let err = parse(text).expect_err(text);

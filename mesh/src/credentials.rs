@@ -7,17 +7,22 @@
 //! Every node certificate names the node twice: as its common name (the node's identity in the
 //! mesh) and as a DNS subject-alternative name, beside the shared [`NODE_SERVER_NAME`] that
 //! peers dial when they know an address but not yet a name.
+//!
+//! Secret files (`ca.key`, `node.key`, `cookie`, the generated admin token) are created afresh
+//! with mode 0600, never through a symbolic link, and are used again only while they are regular
+//! files that their group and others cannot access.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// DNS name every node certificate carries besides its own; dialers (peers and clients) verify
 /// it when they know only an address.
@@ -31,6 +36,16 @@ const NODE_KEY: &str = "node.key";
 
 /// Node names are DNS labels: they travel in certificates and in ractor_cluster node names.
 const MAX_NAME_LEN: usize = 63;
+
+/// Mode of secret files: read and write for the owner only.
+const SECRET_MODE: u32 = 0o600;
+/// Mode of certificate files, which are public.
+const PUBLIC_MODE: u32 = 0o644;
+/// Permission bits of group and others; a secret file with any of them set is refused.
+const GROUP_OTHER_BITS: u32 = 0o077;
+/// A generated admin token shorter than this (an empty or truncated file) is replaced; the
+/// configured token has the same minimum.
+const MIN_TOKEN_LEN: usize = 16;
 
 /// Why credentials could not be created or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +78,20 @@ pub enum CredentialsError {
         path: PathBuf,
         /// What is wrong with it.
         what: String,
+    },
+    /// A secret file is a symbolic link or not a regular file: following it could read or
+    /// overwrite a file chosen by whoever planted it.
+    #[error("{0} is a symbolic link or not a regular file; refusing to use it")]
+    NotRegularFile(PathBuf),
+    /// A secret file can be accessed by its group or by others.
+    #[error(
+        "{path} is accessible by group or others (mode {mode:03o}); restrict it with `chmod 600` or remove it"
+    )]
+    TooOpen {
+        /// The file concerned.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
 }
 
@@ -159,9 +188,9 @@ pub fn init_cluster(dir: &Path) -> Result<(), CredentialsError> {
     }
     create_dir(dir)?;
     let secrets = ClusterSecrets::generate()?;
-    write_file(&dir.join(CA_CERT), &secrets.ca_cert_pem, 0o644)?;
-    write_file(&dir.join(CA_KEY), &secrets.ca_key_pem, 0o600)?;
-    write_file(&dir.join(COOKIE), &secrets.cookie, 0o600)?;
+    write_file(&dir.join(CA_CERT), &secrets.ca_cert_pem, PUBLIC_MODE)?;
+    write_file(&dir.join(CA_KEY), &secrets.ca_key_pem, SECRET_MODE)?;
+    write_file(&dir.join(COOKIE), &secrets.cookie, SECRET_MODE)?;
     Ok(())
 }
 
@@ -170,15 +199,15 @@ pub fn issue_cert(cluster_dir: &Path, name: &str, out: &Path) -> Result<(), Cred
     validate_node_name(name)?;
     let secrets = ClusterSecrets {
         ca_cert_pem: read_file(&cluster_dir.join(CA_CERT))?,
-        ca_key_pem: read_file(&cluster_dir.join(CA_KEY))?,
-        cookie: read_file(&cluster_dir.join(COOKIE))?.trim().to_owned(),
+        ca_key_pem: read_secret(&cluster_dir.join(CA_KEY))?,
+        cookie: read_secret(&cluster_dir.join(COOKIE))?.trim().to_owned(),
     };
     let (cert, key) = secrets.issue(name)?;
     create_dir(out)?;
-    write_file(&out.join(NODE_CERT), &cert, 0o644)?;
-    write_file(&out.join(NODE_KEY), &key, 0o600)?;
-    write_file(&out.join(CA_CERT), &secrets.ca_cert_pem, 0o644)?;
-    write_file(&out.join(COOKIE), &secrets.cookie, 0o600)?;
+    write_file(&out.join(NODE_CERT), &cert, PUBLIC_MODE)?;
+    write_file(&out.join(NODE_KEY), &key, SECRET_MODE)?;
+    write_file(&out.join(CA_CERT), &secrets.ca_cert_pem, PUBLIC_MODE)?;
+    write_file(&out.join(COOKIE), &secrets.cookie, SECRET_MODE)?;
     Ok(())
 }
 
@@ -220,10 +249,10 @@ impl Identity {
         })?;
         validate_node_name(&name)?;
         let key_path = dir.join(NODE_KEY);
-        let key = parse_key(&key_path, &read_file(&key_path)?)?;
+        let key = parse_key(&key_path, &read_secret(&key_path)?)?;
         let ca_path = dir.join(CA_CERT);
         let ca_cert = parse_certs(&ca_path, &read_file(&ca_path)?)?.remove(0);
-        let cookie = read_file(&dir.join(COOKIE))?.trim().to_owned();
+        let cookie = read_secret(&dir.join(COOKIE))?.trim().to_owned();
         Ok(Self {
             name,
             cert_chain,
@@ -241,8 +270,22 @@ pub fn certificate_name(cert: &CertificateDer<'_>) -> Option<String> {
     cn.as_str().ok().map(str::to_owned)
 }
 
+/// Reads the admin token a node generated into `path` earlier, or generates one there (mode
+/// 0600) on first start. An empty or truncated token file is replaced.
+pub(crate) fn generated_token(path: &Path) -> Result<String, CredentialsError> {
+    match read_secret(path) {
+        Ok(token) if token.trim().len() >= MIN_TOKEN_LEN => return Ok(token.trim().to_owned()),
+        Ok(_) => {}
+        Err(CredentialsError::Io { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let token = random_secret();
+    write_file(path, &token, SECRET_MODE)?;
+    Ok(token)
+}
+
 fn parse_certs(path: &Path, pem: &str) -> Result<Vec<CertificateDer<'static>>, CredentialsError> {
-    let certs = rustls_pemfile::certs(&mut pem.as_bytes())
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| CredentialsError::Invalid {
             path: path.to_owned(),
@@ -258,15 +301,13 @@ fn parse_certs(path: &Path, pem: &str) -> Result<Vec<CertificateDer<'static>>, C
 }
 
 fn parse_key(path: &Path, pem: &str) -> Result<PrivateKeyDer<'static>, CredentialsError> {
-    rustls_pemfile::private_key(&mut pem.as_bytes())
-        .map_err(|e| CredentialsError::Invalid {
-            path: path.to_owned(),
-            what: e.to_string(),
-        })?
-        .ok_or_else(|| CredentialsError::Invalid {
-            path: path.to_owned(),
-            what: "no private key in file".into(),
-        })
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| CredentialsError::Invalid {
+        path: path.to_owned(),
+        what: match e {
+            rustls_pki_types::pem::Error::NoItemsFound => "no private key in file".into(),
+            other => other.to_string(),
+        },
+    })
 }
 
 fn read_file(path: &Path) -> Result<String, CredentialsError> {
@@ -276,6 +317,36 @@ fn read_file(path: &Path) -> Result<String, CredentialsError> {
     })
 }
 
+/// Reads a secret file, which must be a regular file (not a symbolic link) that its group and
+/// others cannot access.
+fn read_secret(path: &Path) -> Result<String, CredentialsError> {
+    let io = |source| CredentialsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let seen = fs::symlink_metadata(path).map_err(io)?;
+    if !seen.file_type().is_file() {
+        return Err(CredentialsError::NotRegularFile(path.to_owned()));
+    }
+    let mut file = fs::File::open(path).map_err(io)?;
+    let opened = file.metadata().map_err(io)?;
+    // Opening follows links: the file opened must be the one inspected, not a link swapped in
+    // since.
+    if opened.dev() != seen.dev() || opened.ino() != seen.ino() {
+        return Err(CredentialsError::NotRegularFile(path.to_owned()));
+    }
+    let mode = opened.mode() & 0o777;
+    if mode & GROUP_OTHER_BITS != 0 {
+        return Err(CredentialsError::TooOpen {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).map_err(io)?;
+    Ok(text)
+}
+
 fn create_dir(dir: &Path) -> Result<(), CredentialsError> {
     fs::create_dir_all(dir).map_err(|source| CredentialsError::Io {
         path: dir.to_owned(),
@@ -283,24 +354,67 @@ fn create_dir(dir: &Path) -> Result<(), CredentialsError> {
     })
 }
 
+/// Writes `contents` into a new file at `path` with `mode`, replacing a regular file there. The
+/// file is created exclusively (`O_CREAT | O_EXCL`), so a symbolic link at `path` is never
+/// followed (creation fails instead) and an old file's looser permissions are not inherited.
 fn write_file(path: &Path, contents: &str, mode: u32) -> Result<(), CredentialsError> {
     let io = |source| CredentialsError::Io {
         path: path.to_owned(),
         source,
     };
+    match fs::symlink_metadata(path) {
+        Ok(stale) if stale.file_type().is_file() => fs::remove_file(path).map_err(io)?,
+        Ok(_) => return Err(CredentialsError::NotRegularFile(path.to_owned())),
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
     let mut file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(mode)
         .open(path)
         .map_err(io)?;
-    file.write_all(contents.as_bytes()).map_err(io)
+    file.write_all(contents.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+
+    /// A fresh folder under the system temp folder, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(label: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("ganglion-cred-{}-{label}", std::process::id()));
+            // A leftover of an earlier run whose process had the same id.
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).expect("create temp folder");
+            Self(dir)
+        }
+
+        fn join(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::symlink_metadata(path).expect("metadata").mode() & 0o777
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
 
     #[test]
     fn node_names_are_dns_labels() {
@@ -325,7 +439,7 @@ mod tests {
 
     #[test]
     fn cluster_and_identity_folders_round_trip() {
-        let root = std::env::temp_dir().join(format!("ganglion-cred-{}", std::process::id()));
+        let root = TempDir::new("round-trip");
         let cluster = root.join("cluster");
         init_cluster(&cluster).expect("init");
         assert!(matches!(
@@ -339,6 +453,123 @@ mod tests {
             issue_cert(&cluster, "Bad Name", &root.join("b")),
             Err(CredentialsError::InvalidName(_))
         ));
-        fs::remove_dir_all(&root).expect("cleanup");
+    }
+
+    #[test]
+    fn secret_files_are_owner_only_and_certificates_readable() {
+        let root = TempDir::new("modes");
+        let (cluster, id) = (root.join("cluster"), root.join("id"));
+        init_cluster(&cluster).expect("init");
+        issue_cert(&cluster, "node-a", &id).expect("issue");
+        for secret in [
+            cluster.join(CA_KEY),
+            cluster.join(COOKIE),
+            id.join(NODE_KEY),
+            id.join(COOKIE),
+        ] {
+            let mode = mode_of(&secret);
+            assert_eq!(mode & GROUP_OTHER_BITS, 0, "{}: {mode:o}", secret.display());
+            assert_eq!(mode & 0o600, 0o600, "{}: {mode:o}", secret.display());
+        }
+        assert_eq!(mode_of(&id.join(NODE_CERT)) & 0o400, 0o400);
+    }
+
+    #[test]
+    fn reissuing_replaces_files_and_tightens_loose_ones() {
+        let root = TempDir::new("reissue");
+        let (cluster, id) = (root.join("cluster"), root.join("id"));
+        init_cluster(&cluster).expect("init");
+        issue_cert(&cluster, "node-a", &id).expect("issue");
+        let first = fs::read_to_string(id.join(NODE_KEY)).expect("key");
+        chmod(&id.join(NODE_KEY), 0o644);
+        issue_cert(&cluster, "node-a", &id).expect("reissue");
+        assert_ne!(fs::read_to_string(id.join(NODE_KEY)).expect("key"), first);
+        assert_eq!(mode_of(&id.join(NODE_KEY)) & GROUP_OTHER_BITS, 0);
+        Identity::load(&id).expect("load");
+    }
+
+    #[test]
+    fn readable_key_or_cookie_is_refused() {
+        let root = TempDir::new("too-open");
+        let (cluster, id) = (root.join("cluster"), root.join("id"));
+        init_cluster(&cluster).expect("init");
+        issue_cert(&cluster, "node-a", &id).expect("issue");
+        for file in [NODE_KEY, COOKIE] {
+            chmod(&id.join(file), 0o640);
+            assert!(
+                matches!(
+                    Identity::load(&id),
+                    Err(CredentialsError::TooOpen { mode: 0o640, .. })
+                ),
+                "{file}"
+            );
+            chmod(&id.join(file), 0o600);
+        }
+        chmod(&cluster.join(CA_KEY), 0o604);
+        assert!(matches!(
+            issue_cert(&cluster, "node-b", &root.join("b")),
+            Err(CredentialsError::TooOpen { mode: 0o604, .. })
+        ));
+    }
+
+    #[test]
+    fn symlinked_secrets_are_neither_read_nor_written_through() {
+        let root = TempDir::new("symlink");
+        let (cluster, id) = (root.join("cluster"), root.join("id"));
+        init_cluster(&cluster).expect("init");
+        issue_cert(&cluster, "node-a", &id).expect("issue");
+
+        // Reading: a cookie that links elsewhere is refused, however tight the target's mode.
+        let elsewhere = root.join("elsewhere");
+        fs::copy(id.join(COOKIE), &elsewhere).expect("copy");
+        chmod(&elsewhere, 0o600);
+        fs::remove_file(id.join(COOKIE)).expect("remove");
+        std::os::unix::fs::symlink(&elsewhere, id.join(COOKIE)).expect("symlink");
+        assert!(matches!(
+            Identity::load(&id),
+            Err(CredentialsError::NotRegularFile(_))
+        ));
+
+        // Writing: the file a planted link points to stays untouched.
+        let victim = root.join("victim");
+        fs::write(&victim, "keep").expect("victim");
+        let out = root.join("b");
+        fs::create_dir_all(&out).expect("out");
+        std::os::unix::fs::symlink(&victim, out.join(NODE_KEY)).expect("symlink");
+        assert!(matches!(
+            issue_cert(&cluster, "node-b", &out),
+            Err(CredentialsError::NotRegularFile(_))
+        ));
+        let token = root.join("admin-token");
+        std::os::unix::fs::symlink(&victim, &token).expect("symlink");
+        assert!(matches!(
+            generated_token(&token),
+            Err(CredentialsError::NotRegularFile(_))
+        ));
+        assert_eq!(fs::read_to_string(&victim).expect("victim"), "keep");
+    }
+
+    #[test]
+    fn generated_token_is_created_once_then_reused() {
+        let root = TempDir::new("token");
+        let path = root.join("admin-token");
+        let token = generated_token(&path).expect("create");
+        assert!(token.len() >= MIN_TOKEN_LEN);
+        assert_eq!(mode_of(&path) & GROUP_OTHER_BITS, 0);
+        assert_eq!(generated_token(&path).expect("reuse"), token);
+
+        chmod(&path, 0o644);
+        assert!(matches!(
+            generated_token(&path),
+            Err(CredentialsError::TooOpen { mode: 0o644, .. })
+        ));
+
+        // A truncated token file is replaced by a fresh token.
+        fs::remove_file(&path).expect("remove");
+        fs::write(&path, "short").expect("write");
+        chmod(&path, 0o600);
+        let fresh = generated_token(&path).expect("replace");
+        assert!(fresh.len() >= MIN_TOKEN_LEN && fresh != token);
+        assert_eq!(fs::read_to_string(&path).expect("read"), fresh);
     }
 }

@@ -47,6 +47,12 @@ pub enum BackendError {
     /// The requester went away; the work was stopped.
     #[error("cancelled: the requester went away")]
     Cancelled,
+    /// The request's deadline passed; the work was stopped.
+    #[error("the deadline passed")]
+    DeadlineExceeded,
+    /// The requester read too slowly: its buffer filled up, so the work was stopped.
+    #[error("cancelled: the requester did not keep up with the output")]
+    SlowConsumer,
 }
 
 /// Loads the backend of `spec` from the model store, with room for `concurrency` requests.

@@ -9,14 +9,16 @@
 //! Start one with [`config::ConfigFile::validate`] and [`node::start`].
 
 pub mod actors;
-pub mod admin;
 pub mod config;
 pub mod credentials;
+pub mod facts;
+pub mod faults;
 pub mod hardware;
 pub mod inference;
 pub mod membership;
 pub mod models;
 pub mod node;
+pub mod request;
 pub mod routing;
 pub mod transport;
 

@@ -7,8 +7,8 @@ use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 
 use crate::actors::node_supervisor::{self, ClusterArguments, NodeSupervisor};
-use crate::admin::{Addresses, ModelStatus, NodeInfo};
 use crate::config::Config;
+use crate::facts::{Addresses, ModelStatus, NodeInfo};
 use crate::hardware::{Hardware, Hosting, mib, plan_hosting};
 use crate::inference::{self, Backend};
 use crate::models::{Catalog, ModelSpec, ModelStore};
@@ -28,6 +28,9 @@ pub enum StartError {
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The generated admin token could not be read or written safely.
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::CredentialsError),
     /// A socket could not be bound or a file written.
     #[error("{what}: {source}")]
     Io {
@@ -93,7 +96,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         Some(token) => (token, None),
         None => {
             let path = config.data_dir.join(ADMIN_TOKEN_FILE);
-            (generated_token(&path)?, Some(path))
+            (crate::credentials::generated_token(&path)?, Some(path))
         }
     };
 
@@ -110,12 +113,13 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         .map_err(io("cannot read QUIC address"))?;
     let advertise = config.advertise.unwrap_or(quic);
     let cluster_tcp = pick_loopback_port(config.cluster_tcp_listen)?;
-    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(io(format!(
-            "cannot bind admin endpoint on {}",
-            config.admin_listen
-        )))?;
+    let admin_listener = std::net::TcpListener::bind(config.admin_listen).map_err(io(format!(
+        "cannot bind admin endpoint on {}",
+        config.admin_listen
+    )))?;
+    admin_listener
+        .set_nonblocking(true)
+        .map_err(io("cannot configure the admin listener"))?;
     let admin = admin_listener
         .local_addr()
         .map_err(io("cannot read admin address"))?;
@@ -156,7 +160,10 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
             seeds: config.seeds,
             liveness,
             cluster_tcp,
+            limits: config.connection_limits,
         },
+        request_limits: config.request_limits,
+        fault_injection: config.fault_injection,
         admin_listener,
         node_info: info.clone(),
         admin_token: Some(admin_token),
@@ -232,26 +239,4 @@ fn pick_loopback_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
     }
     let probe = std::net::TcpListener::bind(addr).map_err(io(format!("cannot bind {addr}")))?;
     probe.local_addr().map_err(io("cannot read probe address"))
-}
-
-/// Reads the generated admin token, creating it (owner-only) on first start.
-fn generated_token(path: &std::path::Path) -> Result<String, StartError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(token) = std::fs::read_to_string(path)
-        && token.trim().len() >= 16
-    {
-        return Ok(token.trim().to_owned());
-    }
-    let token = crate::credentials::random_secret();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io(format!("cannot write {}", path.display())))?;
-    file.write_all(token.as_bytes())
-        .map_err(io(format!("cannot write {}", path.display())))?;
-    Ok(token)
 }

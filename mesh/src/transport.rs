@@ -5,10 +5,13 @@
 //!   listener of ractor_cluster (client certificates required), and the dialer side.
 //! - [`endpoint`] configures quinn (keep-alive and idle timeout, which are the node's liveness
 //!   detector) and inspects established connections (ALPN, peer name).
-//! - [`cluster_stream`] turns a QUIC bidirectional stream into a ractor_cluster transport.
+//! - [`cluster_stream`] turns a QUIC bidirectional stream into a ractor_cluster transport, and
+//!   checks the node name a peer claims on it.
+//! - [`limits`] caps incoming connections, in total and per source address.
 
 pub mod cluster_stream;
 pub mod endpoint;
+pub mod limits;
 pub mod tls;
 
 pub use endpoint::{CloseCode, PeerConnection, TransportError};

@@ -116,6 +116,24 @@ struct RunArgs {
     /// Requests each model lets wait beyond those running.
     #[arg(long)]
     model_queue: Option<usize>,
+    /// Deadline of a request that names none, e.g. "120s".
+    #[arg(long, value_parser = humantime_duration)]
+    default_deadline: Option<Duration>,
+    /// Longest deadline a request may ask for, e.g. "10m".
+    #[arg(long, value_parser = humantime_duration)]
+    max_deadline: Option<Duration>,
+    /// Accept client connections from beyond loopback (clients do not authenticate yet).
+    #[arg(long)]
+    allow_remote_clients: bool,
+    /// Most incoming connections at once (clients and peers).
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Most incoming connections from one address.
+    #[arg(long)]
+    max_connections_per_address: Option<usize>,
+    /// Test only: admin routes that crash actors and jobs on demand.
+    #[arg(long, hide = true)]
+    fault_injection: bool,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -148,6 +166,16 @@ impl RunArgs {
         set(&mut file.models.dir, self.models_dir);
         set(&mut file.models.concurrency, self.model_concurrency);
         set(&mut file.models.queue_depth, self.model_queue);
+        set(&mut file.requests.default_deadline, self.default_deadline);
+        set(&mut file.requests.max_deadline, self.max_deadline);
+        if self.allow_remote_clients {
+            file.clients.allow_remote = Some(true);
+        }
+        set(&mut file.clients.max_connections, self.max_connections);
+        set(
+            &mut file.clients.max_connections_per_address,
+            self.max_connections_per_address,
+        );
         set(&mut file.admin.token, env::admin_token());
         set(&mut file.admin.token, self.admin_token);
         Ok(file)
@@ -187,8 +215,12 @@ fn main() -> ExitCode {
         })),
         Command::Models(command) => models(command),
         Command::Run(args) => {
+            let fault_injection = args.fault_injection;
             let config = match args.into_config_file().and_then(ConfigFile::validate) {
-                Ok(config) => config,
+                Ok(mut config) => {
+                    config.fault_injection = fault_injection;
+                    config
+                }
                 Err(e) => {
                     eprintln!("ganglion-node: {e}");
                     return ExitCode::from(EX_USAGE);
@@ -317,7 +349,7 @@ fn run(config: ganglion::Config) -> ExitCode {
 /// actual addresses from it (ports may have been chosen by the OS).
 fn announce(
     name: &str,
-    addresses: &ganglion::admin::Addresses,
+    addresses: &ganglion::facts::Addresses,
     token_file: Option<&std::path::Path>,
 ) {
     let line = format!(

@@ -135,7 +135,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     StreamEvent::Final(response) if json => {
                         println!("{}", serde_json::to_string_pretty(&final_json(&response))?)
                     }
-                    StreamEvent::Final(_) => println!(),
+                    StreamEvent::Final(response) => {
+                        println!();
+                        eprintln!("route: {}", route_summary(&response.route));
+                    }
                 }
             }
             client.close().await;
@@ -194,7 +197,7 @@ fn final_json(response: &FinalResponse) -> serde_json::Value {
             "executed_by": response.route.executed_by,
             "path": response.route.path,
             "hops": response.route.hops(),
-            "attempts": response.route.attempts.iter().map(|a| serde_json::json!({ "node": a.node, "reason": a.reason })).collect::<Vec<_>>(),
+            "attempts": response.route.attempts.iter().map(|a| serde_json::json!({ "node": a.node, "code": a.code.as_str(), "reason": a.reason })).collect::<Vec<_>>(),
             "per_hop": response.route.per_hop.iter().map(|h| serde_json::json!({ "node": h.node, "first_token_ms": h.first_token_ms, "total_ms": h.total_ms })).collect::<Vec<_>>(),
         },
     });
@@ -210,4 +213,20 @@ fn final_json(response: &FinalResponse) -> serde_json::Value {
         _ => {}
     }
     value
+}
+
+/// One line for people: the path, then how long the request took as seen from each node.
+fn route_summary(route: &ganglion_client::protocol::Route) -> String {
+    let hops = route.hops();
+    let times: Vec<String> = route
+        .per_hop
+        .iter()
+        .map(|h| format!("{} {:.0} ms", h.node, h.total_ms))
+        .collect();
+    format!(
+        "{} ({hops} hop{}; total as seen by {})",
+        route.path.join(" → "),
+        if hops == 1 { "" } else { "s" },
+        times.join(", ")
+    )
 }

@@ -1,12 +1,15 @@
-//! Admin: the node's HTTP introspection endpoint. A child of `NodeSupervisor`.
+//! Admin: the node's HTTP introspection endpoint. A child of `NodeSupervisor`, restarted by it
+//! on failure (serving the same listener again).
 //!
-//! The actor owns the HTTP server task (routes in [`crate::admin`]) and stops it when it stops;
-//! it takes no messages.
+//! The actor owns the HTTP server task (routes in [`routes`]) and stops it when it stops, or
+//! fails; it takes no messages.
+
+pub mod routes;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
-use crate::admin::AdminContext;
+pub use routes::{Context, ContextParts};
 
 /// The admin actor.
 #[derive(Debug, Default)]
@@ -24,13 +27,23 @@ pub struct Arguments {
     /// The admin listener, bound before any actor started.
     pub listener: tokio::net::TcpListener,
     /// What the routes need.
-    pub context: AdminContext,
+    pub context: Context,
 }
 
-/// The admin actor's state.
+/// The admin actor's state: the server task, aborted when the state is dropped (a failed or
+/// killed actor skips `post_stop`, and its listener must not keep a second server alive).
 #[derive(Debug)]
 pub struct State {
-    server: JoinHandle<()>,
+    server: AbortOnDrop,
+}
+
+#[derive(Debug)]
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl Actor for Admin {
@@ -43,13 +56,15 @@ impl Actor for Admin {
         _myself: ActorRef<Msg>,
         args: Arguments,
     ) -> Result<State, ActorProcessingErr> {
-        let router = crate::admin::router(args.context);
+        let router = routes::router(args.context);
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(args.listener, router).await {
                 tracing::error!(error = %e, "admin endpoint stopped");
             }
         });
-        Ok(State { server })
+        Ok(State {
+            server: AbortOnDrop(server),
+        })
     }
 
     async fn post_stop(
@@ -57,7 +72,7 @@ impl Actor for Admin {
         _myself: ActorRef<Msg>,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        state.server.abort();
+        state.server.0.abort();
         Ok(())
     }
 

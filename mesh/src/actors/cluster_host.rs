@@ -1,11 +1,15 @@
-//! ClusterHost: the node's place in the mesh. A child of `NodeSupervisor`; supervises
-//! ractor_cluster's `NodeServer`.
+//! ClusterHost: the node's place in the mesh. A child of `NodeSupervisor` (restarted by it on
+//! failure); supervises ractor_cluster's `NodeServer`.
 //!
 //! It owns the QUIC endpoint: accepts and dials peer connections (mutual TLS), keeps exactly one
 //! connection per peer, carries each peer's ractor_cluster session over one bidirectional stream
-//! of that connection, binds the session's node name to the certificate's name, and retries
-//! seeds and advertised peers with backoff. Liveness is QUIC's: keep-alives and the idle timeout
-//! close a silent connection, which ends its session and its process-group members.
+//! of that connection, binds the session's node name to the certificate's name (before
+//! ractor_cluster can elect between sessions, see [`crate::transport::cluster_stream`]), and
+//! retries seeds and advertised peers with backoff. A connection whose session does not come
+//! up in time is closed, so the dial book redials it. Adverts arrive on unidirectional streams
+//! and are handed to the directory under the connection's certificate name. Liveness is QUIC's:
+//! keep-alives and the idle timeout close a silent connection, which ends its session and its
+//! process-group members.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -24,11 +28,12 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::gateway::GatewayHandle;
-use super::peer_directory::PeerDirectoryHandle;
+use super::peer_directory::{MAX_ADVERT_LEN, PeerAdvert, PeerDirectoryHandle};
 use crate::credentials::Identity;
 use crate::membership::{Direction, Keep, resolve_duplicate, retry_delay};
 use crate::transport::cluster_stream::{QuicClusterStream, SessionLabel};
 use crate::transport::endpoint::{self, Accepted, Liveness};
+use crate::transport::limits::ConnectionLimits;
 use crate::transport::{CloseCode, PeerConnection, tls};
 
 /// Host part of every ractor_cluster node name (`<name>@ganglion`); the name part is the
@@ -44,8 +49,15 @@ const TICK: Duration = Duration::from_millis(250);
 const RETRY_BASE: Duration = Duration::from_millis(250);
 /// Longest wait between dials of a seed, so a restarted seed is found within it.
 const RETRY_MAX: Duration = Duration::from_secs(2);
-/// A stream must name its purpose within this time after opening.
+/// A stream must name its purpose (and an advert arrive whole) within this time after opening.
 const STREAM_OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A peer connection whose cluster session is not up this long after it connected is closed
+/// (and redialed by whoever dials it).
+const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most addresses learned from adverts kept in the dial book (seeds come on top).
+const MAX_LEARNED_ADDRESSES: usize = 64;
+/// Most new dials started per tick, so that adverts cannot turn a node into a dialing storm.
+const MAX_DIALS_PER_TICK: usize = 4;
 /// QUIC stream error code sent when a stream is refused.
 const STREAM_REFUSED: u32 = 1;
 
@@ -58,8 +70,8 @@ pub fn cluster_name(name: &str) -> String {
 #[derive(Debug, Default)]
 pub struct ClusterHost;
 
-/// Start-up arguments.
-#[derive(Debug)]
+/// Start-up arguments (kept by the supervisor to restart the host).
+#[derive(Debug, Clone)]
 pub struct Arguments {
     /// This node's identity.
     pub identity: Arc<Identity>,
@@ -75,6 +87,8 @@ pub struct Arguments {
     pub directory: PeerDirectoryHandle,
     /// Where client connections go.
     pub gateway: GatewayHandle,
+    /// Caps on incoming connections.
+    pub limits: crate::transport::limits::ConnectionLimits,
 }
 
 /// A ractor_cluster session event, forwarded from the `NodeServer`.
@@ -118,6 +132,8 @@ pub enum Msg {
     Tick,
     /// A ractor_cluster session event.
     Session(SessionEvent),
+    /// Tell the directory about every link again (it was restarted).
+    ReplayLinks,
 }
 
 impl ractor::Message for Msg {}
@@ -125,6 +141,8 @@ impl ractor::Message for Msg {}
 struct Link {
     connection: quinn::Connection,
     direction: Direction,
+    since: Instant,
+    session_ready: bool,
 }
 
 /// What the host remembers about an address it dials.
@@ -192,7 +210,8 @@ impl Actor for ClusterHost {
             )?)),
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(args.cluster_tcp.ip());
+        .with_listen_addr(args.cluster_tcp.ip())
+        .with_max_inbound_frame_size(crate::transport::cluster_stream::MAX_CLUSTER_FRAME);
         let (node_server, _) = Actor::spawn_linked(
             Some(NODE_SERVER_NAME.into()),
             node_server,
@@ -205,12 +224,16 @@ impl Actor for ClusterHost {
             subscription: Box::new(SessionEvents(myself.clone())),
         })?;
 
+        // A restarted host starts from nothing: connections of an earlier incarnation are no
+        // longer served, so the directory forgets them (and peers redial).
+        args.directory.reset();
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_loop(
             args.endpoint.clone(),
             args.liveness.idle_timeout,
             myself.clone(),
             args.gateway.clone(),
+            args.limits.clone(),
         ));
         myself.send_interval(TICK, || Msg::Tick);
 
@@ -247,11 +270,9 @@ impl Actor for ClusterHost {
         _myself: ActorRef<Msg>,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
+        // The endpoint stays open: a restarted host serves it again (the supervisor closes it
+        // when the node stops).
         state.tasks.abort_all();
-        state.endpoint.close(
-            quinn::VarInt::from_u32(CloseCode::Shutdown as u32),
-            b"node shutting down",
-        );
         Ok(())
     }
 
@@ -281,9 +302,22 @@ impl Actor for ClusterHost {
             Msg::DialDone { addr, outcome } => state.dial_done(addr, outcome),
             Msg::Tick => {
                 while state.tasks.try_join_next().is_some() {}
+                state.close_stalled_links();
                 state.dial_due(&myself).await;
             }
             Msg::Session(event) => state.session_event(event),
+            Msg::ReplayLinks => {
+                for (peer, link) in &state.links {
+                    state
+                        .directory
+                        .link_up(peer.clone(), link.connection.clone(), link.direction);
+                    if link.session_ready {
+                        state
+                            .directory
+                            .session_up(peer.clone(), link.connection.stable_id());
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -318,6 +352,8 @@ impl State {
             Link {
                 connection: connection.clone(),
                 direction,
+                since: Instant::now(),
+                session_ready: false,
             },
         );
         self.directory
@@ -326,6 +362,7 @@ impl State {
         let owners = StreamOwners {
             node_server: self.node_server.clone(),
             gateway: self.gateway.clone(),
+            directory: self.directory.clone(),
         };
         self.tasks
             .spawn(serve_connection(myself, owners, name, connection, direction).instrument(span));
@@ -359,20 +396,59 @@ impl State {
         }
     }
 
-    /// Dials every seed and advertised peer that is not connected and is due.
+    /// Closes connections whose cluster session never came up, so that they are redialed
+    /// rather than left `connecting` for ever.
+    fn close_stalled_links(&mut self) {
+        for (peer, link) in &self.links {
+            if !link.session_ready && link.since.elapsed() > SESSION_SETUP_TIMEOUT {
+                tracing::warn!(%peer, "cluster session did not come up in time; closing the connection");
+                CloseCode::SessionTimeout.close(&link.connection);
+            }
+        }
+    }
+
+    /// Dials every seed and advertised peer that is not connected and is due: at most
+    /// [`MAX_DIALS_PER_TICK`] at a time, and at most [`MAX_LEARNED_ADDRESSES`] learned ones.
     async fn dial_due(&mut self, myself: &ActorRef<Msg>) {
         match self.directory.dial_targets().await {
             Ok(targets) => {
+                // Learned addresses live only while some peer still advertises them (and
+                // the peer is not connected): a member cannot fill the book for good.
+                let advertised: std::collections::HashSet<SocketAddr> = targets
+                    .iter()
+                    .filter(|t| !self.links.contains_key(&t.name))
+                    .map(|t| t.addr)
+                    .collect();
+                self.dial_book
+                    .retain(|addr, e| e.seed || advertised.contains(addr));
                 for target in targets {
-                    if !self.links.contains_key(&target.name) {
-                        self.dial_book.entry(target.addr).or_default().peer = Some(target.name);
+                    if self.links.contains_key(&target.name) {
+                        continue;
+                    }
+                    let learned = self.dial_book.values().filter(|e| !e.seed).count();
+                    match self.dial_book.get_mut(&target.addr) {
+                        // A seed is known by the name it answered with, not by what adverts say.
+                        Some(entry) if entry.seed => {}
+                        Some(entry) => entry.peer = Some(target.name),
+                        None if learned >= MAX_LEARNED_ADDRESSES => {
+                            tracing::debug!(addr = %target.addr, "dial book full; advertised address ignored");
+                        }
+                        None => {
+                            self.dial_book.insert(
+                                target.addr,
+                                DialEntry {
+                                    peer: Some(target.name),
+                                    ..Default::default()
+                                },
+                            );
+                        }
                     }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read dial targets"),
         }
         let now = Instant::now();
-        let due: Vec<SocketAddr> = self
+        let mut due: Vec<(bool, SocketAddr)> = self
             .dial_book
             .iter()
             .filter(|(addr, e)| {
@@ -381,7 +457,14 @@ impl State {
                     && !e.peer.as_ref().is_some_and(|p| self.links.contains_key(p))
                     && e.next_attempt.is_none_or(|t| t <= now)
             })
-            .map(|(addr, _)| *addr)
+            .map(|(addr, e)| (e.seed, *addr))
+            .collect();
+        // Seeds first, then learned addresses; a few at a time.
+        due.sort_by_key(|(seed, addr)| (!seed, *addr));
+        let due: Vec<SocketAddr> = due
+            .into_iter()
+            .map(|(_, addr)| addr)
+            .take(MAX_DIALS_PER_TICK.saturating_sub(self.dialing.len()))
             .collect();
         for addr in due {
             self.dialing.insert(addr);
@@ -430,10 +513,22 @@ impl State {
                 }
             }
             (SessionEvent::Ready(_), Some(label)) => {
+                if let Some(link) = self.links.get_mut(&label.peer)
+                    && link.connection.stable_id() == label.connection_id
+                {
+                    link.session_ready = true;
+                }
                 self.directory.session_up(label.peer, label.connection_id);
             }
             (SessionEvent::Disconnected(_), Some(label)) => {
                 tracing::info!(peer = %label.peer, "cluster session ended");
+                if let Some(link) = self.links.get(&label.peer)
+                    && link.connection.stable_id() == label.connection_id
+                {
+                    // A live connection without its session is of no use: close it, so that
+                    // the peers reconnect and open a fresh session.
+                    CloseCode::SessionTimeout.close(&link.connection);
+                }
                 self.directory.session_down(label.peer, label.connection_id);
             }
             _ => {}
@@ -443,29 +538,61 @@ impl State {
 
 /// Accepts incoming connections; each handshake runs in its own task so a slow one cannot hold
 /// up the others. Peers join the mesh; clients go to the gateway.
+///
+/// Every incoming connection holds a place under [`ConnectionLimits`] (in total and per source
+/// address) from its first packet until it closes; past a cap, new ones are refused before
+/// the handshake. Client connections from beyond loopback are refused unless allowed.
 async fn accept_loop(
     endpoint: quinn::Endpoint,
     handshake_timeout: Duration,
     host: ActorRef<Msg>,
     gateway: GatewayHandle,
+    limits: ConnectionLimits,
 ) {
-    let mut handshakes = JoinSet::new();
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let (host, gateway) = (host.clone(), gateway.clone());
-                handshakes.spawn(async move {
-                    match endpoint::accept(incoming, handshake_timeout).await {
+                // Under pressure, a source must prove its address (a QUIC retry costs it one
+                // round trip) before it may hold a place: spoofed Initials cannot fill them.
+                if limits.under_pressure() && !incoming.remote_address_validated() && incoming.may_retry() {
+                    let _ = incoming.retry();
+                    continue;
+                }
+                let Some(place) = limits.admit(incoming.remote_address().ip()) else {
+                    tracing::debug!(remote = %incoming.remote_address(), "connection refused: too many connections");
+                    incoming.refuse();
+                    continue;
+                };
+                let (host, gateway, limits) = (host.clone(), gateway.clone(), limits.clone());
+                connections.spawn(async move {
+                    let connection = match endpoint::accept(incoming, handshake_timeout).await {
                         Ok(Accepted::Peer(peer)) => {
+                            let connection = peer.connection.clone();
+                            endpoint::widen_for_peer(&connection);
                             let _ = host.cast(Msg::Connected { peer, direction: Direction::Accepted });
+                            connection
                         }
-                        Ok(Accepted::Client(connection)) => gateway.connection(connection),
-                        Err(e) => tracing::warn!(error = %e, "incoming connection refused"),
-                    }
+                        Ok(Accepted::Client(connection)) => {
+                            if !limits.client_allowed(connection.remote_address().ip()) {
+                                CloseCode::ClientsLoopbackOnly.close(&connection);
+                                return;
+                            }
+                            gateway.connection(connection.clone());
+                            connection
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "incoming connection refused");
+                            return;
+                        }
+                    };
+                    // The place is held until the connection closes.
+                    connection.closed().await;
+                    drop(place);
                 });
             }
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
 }
@@ -477,6 +604,8 @@ struct StreamOwners {
     node_server: ActorRef<NodeServerMessage>,
     /// `Data` streams: requests handed over by the peer.
     gateway: GatewayHandle,
+    /// `Advert` streams: the peer's adverts.
+    directory: PeerDirectoryHandle,
 }
 
 /// Runs one peer connection: opens the cluster session (when this node dialed), serves the
@@ -492,10 +621,22 @@ async fn serve_connection(
         peer: peer.clone(),
         connection_id: connection.stable_id(),
     };
-    if direction == Direction::Dialed
-        && let Err(e) = open_cluster_session(&owners.node_server, &connection, label.clone()).await
-    {
-        tracing::warn!(error = %e, "cannot open cluster session");
+    if direction == Direction::Dialed {
+        let opened = tokio::time::timeout(
+            SESSION_SETUP_TIMEOUT,
+            open_cluster_session(&owners.node_server, &connection, label.clone()),
+        )
+        .await;
+        let failure = match opened {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("timed out".to_owned()),
+        };
+        if let Some(error) = failure {
+            // Without a session the connection is useless: close it, so the dial book redials.
+            tracing::warn!(%error, "cannot open cluster session; closing the connection");
+            CloseCode::SessionTimeout.close(&connection);
+        }
     }
     let cluster_opened = Arc::new(AtomicBool::new(direction == Direction::Dialed));
     let mut streams = JoinSet::new();
@@ -503,8 +644,15 @@ async fn serve_connection(
         tokio::select! {
             accepted = connection.accept_bi() => match accepted {
                 Ok((send, recv)) => {
-                    let stream = serve_stream(owners.clone(), send, recv, label.clone(), cluster_opened.clone());
+                    let stream = serve_stream(owners.clone(), send, recv, label.clone(), connection.clone(), cluster_opened.clone());
                     streams.spawn(stream.in_current_span());
+                }
+                Err(e) => break e.to_string(),
+            },
+            accepted = connection.accept_uni() => match accepted {
+                Ok(recv) => {
+                    let advert = receive_advert(owners.directory.clone(), label.peer.clone(), recv);
+                    streams.spawn(advert.in_current_span());
                 }
                 Err(e) => break e.to_string(),
             },
@@ -525,13 +673,46 @@ async fn open_cluster_session(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (mut send, recv) = connection.open_bi().await?;
     write_frame(&mut send, &PeerStreamKind::Cluster, MAX_OPEN_FRAME_LEN).await?;
-    ractor_cluster::client_connect_external(
-        node_server,
-        Box::new(QuicClusterStream { send, recv, label }),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let stream = QuicClusterStream {
+        send,
+        recv,
+        expected_name: cluster_name(&label.peer),
+        label,
+        connection: connection.clone(),
+    };
+    ractor_cluster::client_connect_external(node_server, Box::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Reads one advert from a unidirectional stream and hands it to the directory under the
+/// connection's certificate name; anything else on such a stream is dropped.
+async fn receive_advert(directory: PeerDirectoryHandle, peer: String, mut recv: quinn::RecvStream) {
+    let read = tokio::time::timeout(STREAM_OPEN_TIMEOUT, async {
+        match read_frame::<_, PeerStreamKind>(&mut recv, MAX_OPEN_FRAME_LEN).await {
+            Ok(Some(PeerStreamKind::Advert)) => {}
+            Ok(_) => return Err("not an advert stream".to_owned()),
+            Err(e) => return Err(e.to_string()),
+        }
+        match read_frame::<_, PeerAdvert>(&mut recv, MAX_ADVERT_LEN).await {
+            Ok(Some(advert)) => Ok(advert),
+            Ok(None) => Err("stream ended before the advert".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+    match read {
+        Ok(Ok(advert)) => directory.advert(peer, advert),
+        Ok(Err(reason)) => {
+            tracing::warn!(%reason, "advert stream refused");
+            let _ = recv.stop(quinn::VarInt::from_u32(STREAM_REFUSED));
+        }
+        Err(_) => {
+            tracing::debug!("advert did not arrive in time");
+            let _ = recv.stop(quinn::VarInt::from_u32(STREAM_REFUSED));
+        }
+    }
 }
 
 /// Reads a stream's opening frame and hands the stream to its owner; anything malformed,
@@ -541,6 +722,7 @@ async fn serve_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     label: SessionLabel,
+    connection: quinn::Connection,
     cluster_opened: Arc<AtomicBool>,
 ) {
     let opening = tokio::time::timeout(
@@ -550,7 +732,13 @@ async fn serve_stream(
     .await;
     let refusal = match opening {
         Ok(Ok(Some(PeerStreamKind::Cluster))) if !cluster_opened.swap(true, Ordering::SeqCst) => {
-            let stream = Box::new(QuicClusterStream { send, recv, label });
+            let stream = Box::new(QuicClusterStream {
+                send,
+                recv,
+                expected_name: cluster_name(&label.peer),
+                label,
+                connection,
+            });
             if let Err(e) = owners
                 .node_server
                 .cast(NodeServerMessage::ConnectionOpenedExternal {

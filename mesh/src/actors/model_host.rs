@@ -1,16 +1,23 @@
-//! ModelHost: one per hosted model. A child of `NodeSupervisor`.
+//! ModelHost: one per hosted model. A child of `NodeSupervisor`, restarted by it on failure.
 //!
 //! It owns the model's backend (mistralrs text generation or candle embeddings), admits
 //! requests into a bounded queue (a full queue is a clear `overloaded` error), runs at most
-//! `concurrency` of them at once, and frees a slot as soon as a request ends, fails, passes its
-//! deadline or loses its requester (the response channel closes). It joins process group
-//! `ganglion.model.<id>`, so every node sees who hosts what; requests themselves arrive over
-//! data-plane streams, never as actor messages.
+//! `concurrency` of them at once, and frees a slot only once a request's work has really
+//! stopped: the model finished, or let go of a cancelled sequence, or a blocking embedding
+//! call returned. A queued request whose deadline passed or whose requester left is dropped
+//! when its turn comes. A job that panics frees its slot and answers `internal`.
+//!
+//! Each request has its own bounded response buffer ([`RESPONSE_BUFFER`] frames): the model
+//! never waits on a requester, and a requester that lets its buffer fill up is cancelled.
+//! It joins process group `ganglion.model.<id>`, so every node sees who hosts what; requests
+//! themselves arrive over data-plane streams, never as actor messages.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use ganglion_client::protocol::{
     ErrorCode, FinalResponse, HopTime, Input, Output, Request, ResponseFrame, Route, Timings,
     Usage, WireError,
@@ -21,11 +28,19 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::{ActorSlot, LocalCallError};
+use crate::facts::{ModelState, ModelStates};
+use crate::faults::Faults;
 use crate::inference::{Backend, BackendError};
 use crate::models::ModelSpec;
 
-/// Capacity of a request's response channel: deltas wait here while the stream is written.
-pub const RESPONSE_CHANNEL_CAPACITY: usize = 64;
+/// Frames a request's response buffer holds: deltas wait here while the requester's stream is
+/// written. A requester that falls this far behind is cancelled rather than allowed to hold
+/// the model (at 60 tokens a second, about four seconds of output).
+pub const RESPONSE_BUFFER: usize = 256;
+
+/// How long the last frame of a request may wait for room in its buffer.
+const LAST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Process group of the hosts of model `id`.
 pub fn group(id: &str) -> String {
@@ -44,9 +59,9 @@ pub struct Job {
     pub request: Request,
     /// When the node received it.
     pub received: Instant,
-    /// The latest moment to finish, if any.
-    pub deadline: Option<Instant>,
-    /// Where response frames go; closing it cancels the job.
+    /// The latest moment to finish.
+    pub deadline: Instant,
+    /// Where response frames go ([`RESPONSE_BUFFER`] of them); closing it cancels the job.
     pub frames: mpsc::Sender<ResponseFrame>,
 }
 
@@ -54,7 +69,7 @@ pub struct Job {
 pub enum Msg {
     /// Admit a job: queued or started, or refused with `overloaded`.
     Submit(Box<Job>, RpcReplyPort<Result<(), WireError>>),
-    /// A running job ended; its slot is free.
+    /// A running job's work has stopped; its slot is free.
     Finished {
         /// Whether it produced a final response.
         ok: bool,
@@ -78,7 +93,7 @@ impl ractor::Message for Msg {
 pub struct ModelStats {
     /// Requests waiting for a slot.
     pub queued: usize,
-    /// Requests running.
+    /// Requests running (cancelled ones included until the model has let go of them).
     pub in_flight: usize,
     /// Slots.
     pub concurrency: usize,
@@ -90,6 +105,8 @@ pub struct ModelStats {
     pub failed: u64,
     /// Requests refused because the queue was full.
     pub rejected: u64,
+    /// Queued requests dropped because their deadline passed before their turn.
+    pub expired: u64,
     /// Recent time to serve one request, in milliseconds (exponentially weighted).
     pub service_ms: f64,
 }
@@ -98,12 +115,12 @@ pub struct ModelStats {
 #[derive(Debug, Default)]
 pub struct ModelHost;
 
-/// Start-up arguments.
-#[derive(Debug)]
+/// Start-up arguments (kept by the supervisor to restart the host).
+#[derive(Debug, Clone)]
 pub struct Arguments {
     /// The catalog entry.
     pub spec: ModelSpec,
-    /// The loaded backend.
+    /// The loaded backend (survives restarts of the host).
     pub backend: Arc<Backend>,
     /// Requests run at once.
     pub concurrency: usize,
@@ -111,6 +128,8 @@ pub struct Arguments {
     pub queue_capacity: usize,
     /// This node's name (for routes and logs).
     pub node: String,
+    /// Injected faults.
+    pub faults: Arc<Faults>,
 }
 
 /// The host's state.
@@ -118,6 +137,7 @@ pub struct State {
     spec: Arc<ModelSpec>,
     backend: Arc<Backend>,
     node: Arc<str>,
+    faults: Arc<Faults>,
     queue: VecDeque<Job>,
     running: JoinSet<()>,
     stats: ModelStats,
@@ -143,11 +163,13 @@ impl Actor for ModelHost {
                 completed: 0,
                 failed: 0,
                 rejected: 0,
+                expired: 0,
                 service_ms: 0.0,
             },
             spec: Arc::new(args.spec),
             backend: args.backend,
             node: args.node.into(),
+            faults: args.faults,
             queue: VecDeque::new(),
             running: JoinSet::new(),
         })
@@ -158,6 +180,13 @@ impl Actor for ModelHost {
         _myself: ActorRef<Msg>,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
+        // Requests still waiting get an answer, not a stream that just ends.
+        for job in state.queue.drain(..) {
+            let _ = job.frames.try_send(ResponseFrame::Error(WireError::new(
+                ErrorCode::Unavailable,
+                format!("model `{}` stopped on node `{}`", state.spec.id, state.node),
+            )));
+        }
         state.running.abort_all();
         Ok(())
     }
@@ -194,7 +223,7 @@ impl Actor for ModelHost {
             }
             Msg::Finished { ok, took } => {
                 while state.running.try_join_next().is_some() {}
-                state.stats.in_flight -= 1;
+                state.stats.in_flight = state.stats.in_flight.saturating_sub(1);
                 if ok {
                     // Exponentially weighted, so routers see the recent service time.
                     let took = ms(took);
@@ -203,8 +232,6 @@ impl Actor for ModelHost {
                     } else {
                         0.8 * state.stats.service_ms + 0.2 * took
                     };
-                }
-                if ok {
                     state.stats.completed += 1;
                 } else {
                     state.stats.failed += 1;
@@ -225,10 +252,23 @@ impl State {
     /// Starts queued jobs while slots are free, dropping those whose requester left or whose
     /// deadline passed while they waited.
     fn start_queued(&mut self, myself: &ActorRef<Msg>) {
+        let now = Instant::now();
         while self.stats.in_flight < self.stats.concurrency {
             let Some(job) = self.queue.pop_front() else {
                 break;
             };
+            if job.deadline <= now {
+                self.stats.expired += 1;
+                let _ = job.frames.try_send(ResponseFrame::Error(WireError::new(
+                    ErrorCode::DeadlineExceeded,
+                    format!(
+                        "deadline passed after {:.0} ms in the queue of model `{}`",
+                        ms(now - job.received),
+                        self.spec.id
+                    ),
+                )));
+                continue;
+            }
             if job.frames.is_closed() {
                 self.stats.failed += 1;
                 continue;
@@ -240,29 +280,42 @@ impl State {
     fn start(&mut self, myself: &ActorRef<Msg>, job: Job) {
         self.stats.in_flight += 1;
         let span = tracing::info_span!("request", node = %self.node, model = %self.spec.id, request_id = %job.request.id);
-        let (spec, backend, node, myself) = (
+        let (spec, backend, node, faults, myself) = (
             self.spec.clone(),
             self.backend.clone(),
             self.node.clone(),
+            self.faults.clone(),
             myself.clone(),
         );
         self.running.spawn(
             async move {
                 let frames = job.frames.clone();
                 let started = Instant::now();
-                let outcome = run(&spec, &backend, &node, job).await;
+                let work = async {
+                    if faults.take_job_panic() {
+                        panic!("injected fault: job panics");
+                    }
+                    run(&spec, &backend, &node, job).await
+                };
+                let outcome = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|_| {
+                    tracing::error!("a job panicked; its slot is freed");
+                    Err(WireError::new(
+                        ErrorCode::Internal,
+                        "the model failed while running this request",
+                    ))
+                });
                 let took = started.elapsed();
                 let ok = outcome.is_ok();
-                match outcome {
-                    Ok(final_response) => {
-                        let _ = frames.send(ResponseFrame::Final(final_response)).await;
-                    }
+                // The work has stopped: free the slot before waiting to deliver the last frame.
+                let _ = myself.cast(Msg::Finished { ok, took });
+                let last = match outcome {
+                    Ok(final_response) => ResponseFrame::Final(final_response),
                     Err(error) => {
                         tracing::debug!(code = %error.code, message = %error.message, "request failed");
-                        let _ = frames.send(ResponseFrame::Error(error)).await;
+                        ResponseFrame::Error(error)
                     }
-                }
-                let _ = myself.cast(Msg::Finished { ok, took });
+                };
+                let _ = frames.send_timeout(last, LAST_FRAME_TIMEOUT).await;
             }
             .instrument(span),
         );
@@ -278,27 +331,17 @@ async fn run(
 ) -> Result<FinalResponse, WireError> {
     let started = Instant::now();
     let queue_ms = ms(started - job.received);
-    let work = execute(spec, backend, &job);
-    let result = match job.deadline {
-        Some(deadline) => tokio::time::timeout_at(deadline.into(), work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(WireError::new(
-                    ErrorCode::DeadlineExceeded,
-                    format!("deadline passed after {:.0} ms", ms(job.received.elapsed())),
-                ))
-            }),
-        None => work.await,
-    }?;
-    let (output, usage, first_token_at) = result;
+    let (output, usage, first_token_at) = execute(spec, backend, &job).await?;
+    let first_token_ms = first_token_at.map(|t| ms(t - job.received));
+    let total_ms = ms(job.received.elapsed());
     Ok(FinalResponse {
         id: job.request.id,
         output,
         usage,
         timings: Timings {
             queue_ms,
-            first_token_ms: first_token_at.map(|t| ms(t - job.received)),
-            total_ms: ms(job.received.elapsed()),
+            first_token_ms,
+            total_ms,
         },
         route: Route {
             entry: node.to_owned(),
@@ -307,8 +350,8 @@ async fn run(
             attempts: Vec::new(),
             per_hop: vec![HopTime {
                 node: node.to_owned(),
-                first_token_ms: first_token_at.map(|t| ms(t - job.received)),
-                total_ms: ms(job.received.elapsed()),
+                first_token_ms,
+                total_ms,
             }],
         },
     })
@@ -316,35 +359,57 @@ async fn run(
 
 type Executed = (Output, Usage, Option<Instant>);
 
+/// What the embedding thread returns: one vector per text, and the tokens read.
+type Embedded = Result<(Vec<Vec<f32>>, u32), BackendError>;
+
 async fn execute(
     spec: &ModelSpec,
     backend: &Arc<Backend>,
     job: &Job,
 ) -> Result<Executed, WireError> {
-    let wrong_input = |task: &str| {
+    let wrong_input = |task: &str, takes: &str| {
         Err(WireError::new(
             ErrorCode::InvalidInput,
-            format!(
-                "model `{}` is a {task} model and takes {}",
-                spec.id,
-                match task {
-                    "text-generation" => "chat messages",
-                    _ => "texts to embed",
-                }
-            ),
+            format!("model `{}` is a {task} model and takes {takes}", spec.id),
         ))
     };
+    let deadline_passed =
+        || backend_error(BackendError::DeadlineExceeded, Some(job.received.elapsed()));
     match (&**backend, &job.request.input) {
         (Backend::Text(generator), Input::Chat(messages)) => {
-            let completion = generator
-                .generate(
-                    messages,
-                    &job.request.parameters,
-                    spec.default_max_tokens,
-                    &job.frames,
-                )
+            let max_tokens = job
+                .request
+                .parameters
+                .max_tokens
+                .unwrap_or(spec.default_max_tokens);
+            let prompt_tokens = generator
+                .count_prompt_tokens(messages, job.deadline)
                 .await
-                .map_err(backend_error)?;
+                .map_err(|e| match e {
+                    BackendError::DeadlineExceeded => deadline_passed(),
+                    other => backend_error(other, None),
+                })?;
+            let context = generator.context_tokens();
+            if prompt_tokens.saturating_add(max_tokens as usize) > context {
+                return Err(WireError::new(
+                    ErrorCode::ContextLengthExceeded,
+                    format!(
+                        "{prompt_tokens} prompt tokens plus max_tokens {max_tokens} exceed the context of model `{}` ({context} tokens)",
+                        spec.id
+                    ),
+                ));
+            }
+            let generation = generator.generate(
+                messages,
+                &job.request.parameters,
+                max_tokens,
+                job.deadline,
+                &job.frames,
+            );
+            let completion = generation.await.map_err(|e| match e {
+                BackendError::DeadlineExceeded => deadline_passed(),
+                other => backend_error(other, None),
+            })?;
             Ok((
                 Output::Text {
                     text: completion.text,
@@ -355,34 +420,61 @@ async fn execute(
             ))
         }
         (Backend::Embed(_), Input::Embed(texts)) => {
-            // The embedder is CPU-bound: run it on a blocking thread, and stop waiting (freeing
-            // the slot) if the requester leaves meanwhile.
+            // The embedder is CPU-bound and cannot be interrupted: it runs on a blocking
+            // thread, and the slot stays taken until that thread is done, even when the
+            // requester leaves or the deadline passes meanwhile.
             let (backend, texts) = (backend.clone(), texts.clone());
-            let work = tokio::task::spawn_blocking(move || match &*backend {
+            let mut work = tokio::task::spawn_blocking(move || match &*backend {
                 Backend::Embed(embedder) => embedder.embed(&texts),
                 Backend::Text(_) => Err(BackendError::Run("not an embedding model".into())),
             });
-            let (vectors, tokens) = tokio::select! {
-                joined = work => joined.map_err(|e| WireError::new(ErrorCode::Internal, e.to_string()))?.map_err(backend_error)?,
-                () = job.frames.closed() => return Err(backend_error(BackendError::Cancelled)),
+            let stopped_early = tokio::select! {
+                joined = &mut work => return embedded(joined),
+                () = job.frames.closed() => BackendError::Cancelled,
+                () = tokio::time::sleep_until(job.deadline.into()) => BackendError::DeadlineExceeded,
             };
-            Ok((
-                Output::Embeddings(vectors),
-                Usage {
-                    input_tokens: tokens,
-                    output_tokens: 0,
-                },
-                None,
-            ))
+            let _ = work.await;
+            Err(match stopped_early {
+                BackendError::DeadlineExceeded => deadline_passed(),
+                other => backend_error(other, None),
+            })
         }
-        (Backend::Text(_), _) => wrong_input("text-generation"),
-        (Backend::Embed(_), _) => wrong_input("text-embeddings"),
+        (Backend::Text(_), _) => wrong_input("text-generation", "chat messages"),
+        (Backend::Embed(_), _) => wrong_input("text-embeddings", "texts to embed"),
     }
 }
 
-fn backend_error(e: BackendError) -> WireError {
+fn embedded(joined: Result<Embedded, tokio::task::JoinError>) -> Result<Executed, WireError> {
+    let (vectors, tokens) = joined
+        .map_err(|e| {
+            WireError::new(
+                ErrorCode::Internal,
+                format!("the embedding model failed: {e}"),
+            )
+        })?
+        .map_err(|e| backend_error(e, None))?;
+    Ok((
+        Output::Embeddings(vectors),
+        Usage {
+            input_tokens: tokens,
+            output_tokens: 0,
+        },
+        None,
+    ))
+}
+
+fn backend_error(e: BackendError, elapsed: Option<Duration>) -> WireError {
     match e {
-        BackendError::Cancelled => WireError::new(ErrorCode::Internal, "cancelled"),
+        BackendError::Cancelled | BackendError::SlowConsumer => {
+            WireError::new(ErrorCode::Cancelled, e.to_string())
+        }
+        BackendError::DeadlineExceeded => WireError::new(
+            ErrorCode::DeadlineExceeded,
+            format!(
+                "deadline passed after {:.0} ms",
+                elapsed.map(ms).unwrap_or_default()
+            ),
+        ),
         other => WireError::new(ErrorCode::Internal, other.to_string()),
     }
 }
@@ -391,53 +483,69 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Typed handle to a model host.
+/// Typed handle to a model host; follows the host across restarts.
 #[derive(Debug, Clone)]
-pub struct ModelHostHandle(pub(crate) ActorRef<Msg>);
+pub struct ModelHostHandle(pub(crate) ActorSlot<Msg>);
 
-/// The model hosts of this node, by model id.
+/// The model hosts of this node, by model id, with their live state.
 ///
 /// Kept by the node itself rather than looked up in ractor's name registry: ractor unregisters
 /// a name when any actor of that name stops, remote stand-ins included, so a peer's model host
 /// going away (a peer disconnecting) would erase the local host's registration.
 #[derive(Debug, Clone, Default)]
-pub struct LocalModels(std::sync::Arc<std::collections::BTreeMap<String, ModelHostHandle>>);
+pub struct LocalModels {
+    hosts: Arc<std::collections::BTreeMap<String, ModelHostHandle>>,
+    states: ModelStates,
+}
 
 impl LocalModels {
-    /// Wraps the hosts started by the supervisor.
-    pub fn new(hosts: std::collections::BTreeMap<String, ModelHostHandle>) -> Self {
-        Self(std::sync::Arc::new(hosts))
+    /// Wraps the hosts started by the supervisor and the states it keeps.
+    pub fn new(
+        hosts: std::collections::BTreeMap<String, ModelHostHandle>,
+        states: ModelStates,
+    ) -> Self {
+        Self {
+            hosts: Arc::new(hosts),
+            states,
+        }
     }
 
-    /// The host of model `id` on this node, if it runs.
+    /// The host of model `id` on this node, if it serves now.
     pub fn get(&self, id: &str) -> Option<&ModelHostHandle> {
-        self.0
+        if self.states.get(id) != Some(ModelState::Hosted) {
+            return None;
+        }
+        self.hosts
             .get(id)
-            .filter(|h| h.0.get_status() == ractor::ActorStatus::Running)
+            .filter(|h| h.0.get().get_status() == ractor::ActorStatus::Running)
     }
 
-    /// Ids of the models hosted here.
+    /// Ids of the models configured here (whatever their state).
     pub fn ids(&self) -> Vec<String> {
-        self.0.keys().cloned().collect()
+        self.hosts.keys().cloned().collect()
+    }
+
+    /// The live state of every model hosted here.
+    pub fn states(&self) -> &ModelStates {
+        &self.states
     }
 }
 
 impl ModelHostHandle {
     /// Admits a job (queued or started), or says why not.
     pub async fn submit(&self, job: Job) -> Result<(), WireError> {
-        let unavailable = |why: String| {
-            WireError::new(
-                ErrorCode::Unavailable,
-                format!("model host did not answer: {why}"),
-            )
-        };
-        super::call_local(&self.0, |reply| Msg::Submit(Box::new(job), reply))
+        super::call_local(&self.0.get(), |reply| Msg::Submit(Box::new(job), reply))
             .await
-            .unwrap_or_else(|why| Err(unavailable(why)))
+            .unwrap_or_else(|why| {
+                Err(WireError::new(
+                    ErrorCode::Unavailable,
+                    format!("model host did not answer: {why}"),
+                ))
+            })
     }
 
     /// Load and traffic counters.
-    pub async fn stats(&self) -> Option<ModelStats> {
-        super::call_local(&self.0, Msg::Stats).await.ok()
+    pub async fn stats(&self) -> Result<ModelStats, LocalCallError> {
+        super::call_local(&self.0.get(), Msg::Stats).await
     }
 }

@@ -1,23 +1,74 @@
 //! NodeSupervisor: the root of a node's actor tree.
 //!
-//! It starts the directory, the cluster host and the admin endpoint as linked children. A child
-//! that fails stops the node (and so the process, which reports it and exits non-zero): a half
-//! node that still answers health checks would be worse than a restart by the service manager.
+//! It starts every child linked to itself and restarts any child that fails or stops on its
+//! own, with the arguments it was first started with; handles held elsewhere follow the new
+//! actor through their [`ActorSlot`]. Restarts are bounded ([`MAX_RESTARTS`] per
+//! [`RESTART_WINDOW`] per child): a model host over budget is given up on (its model shows
+//! `failed`, the node serves the rest); a core actor over budget stops the node, since a node
+//! that keeps failing is better restarted by its service manager.
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::{admin, cluster_host, gateway, model_host, peer_directory, router};
-use crate::admin::AdminContext;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::{ActorSlot, admin, cluster_host, gateway, model_host, peer_directory, router};
+use crate::facts::{ModelState, ModelStates, ModelStatus, NodeInfo};
+use crate::faults::Faults;
 use crate::inference::Backend;
 use crate::models::{Catalog, ModelSpec};
+use crate::request;
+
+/// Most restarts of one child within [`RESTART_WINDOW`].
+pub const MAX_RESTARTS: usize = 5;
+/// The window over which restarts are counted.
+pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Attempts at restarting the cluster host while its old listener lets go of its port.
+const CLUSTER_RESTART_ATTEMPTS: u32 = 25;
 
 /// The supervisor actor.
 #[derive(Debug, Default)]
 pub struct NodeSupervisor;
 
-/// The supervisor takes no messages; it reacts to its children's supervision events.
-#[derive(Debug)]
-pub enum Msg {}
+/// A child of the supervisor, by role.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Child {
+    /// The peer directory.
+    Directory,
+    /// The router.
+    Router,
+    /// The gateway.
+    Gateway,
+    /// The cluster host (and its NodeServer).
+    ClusterHost,
+    /// The admin endpoint.
+    Admin,
+    /// The host of a model.
+    Model(String),
+}
+
+impl Child {
+    /// Parses the names the fault-injection route takes: `directory`, `router`, `gateway`,
+    /// `cluster_host`, `admin`, or `model:<id>`.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "directory" => Self::Directory,
+            "router" => Self::Router,
+            "gateway" => Self::Gateway,
+            "cluster_host" => Self::ClusterHost,
+            "admin" => Self::Admin,
+            other => Self::Model(other.strip_prefix("model:")?.to_owned()),
+        })
+    }
+}
+
+/// Messages of the supervisor.
+pub enum Msg {
+    /// Fault injection (only with `run --fault-injection`): kill a child as a crash would.
+    Kill(Child),
+}
 
 impl ractor::Message for Msg {}
 
@@ -28,29 +79,33 @@ pub struct Arguments {
     pub advertise: std::net::SocketAddr,
     /// Cluster host arguments (its `directory` handle is filled in here).
     pub cluster: ClusterArguments,
-    /// The bound admin listener.
-    pub admin_listener: tokio::net::TcpListener,
+    /// The bound admin listener (kept, so that a restarted admin actor serves it again).
+    pub admin_listener: std::net::TcpListener,
     /// Static node facts for the admin routes.
-    pub node_info: crate::admin::NodeInfo,
+    pub node_info: NodeInfo,
     /// Admin bearer token.
     pub admin_token: Option<String>,
     /// The model catalog.
-    pub catalog: std::sync::Arc<Catalog>,
+    pub catalog: Arc<Catalog>,
     /// Models loaded for hosting, each with its backend.
-    pub models: Vec<(ModelSpec, std::sync::Arc<Backend>)>,
+    pub models: Vec<(ModelSpec, Arc<Backend>)>,
     /// Requests each model runs at once.
     pub model_concurrency: usize,
     /// Requests each model lets wait.
     pub model_queue_depth: usize,
     /// Hosting decisions, for `/admin/models`.
-    pub hosting: Vec<crate::admin::ModelStatus>,
+    pub hosting: Vec<ModelStatus>,
+    /// Deadlines the node grants.
+    pub request_limits: request::Limits,
+    /// Whether the fault-injection admin route is on.
+    pub fault_injection: bool,
 }
 
 /// Cluster host arguments before the directory exists.
 #[derive(Debug)]
 pub struct ClusterArguments {
     /// This node's identity.
-    pub identity: std::sync::Arc<crate::credentials::Identity>,
+    pub identity: Arc<crate::credentials::Identity>,
     /// The bound QUIC endpoint.
     pub endpoint: quinn::Endpoint,
     /// Seeds.
@@ -59,12 +114,33 @@ pub struct ClusterArguments {
     pub liveness: crate::transport::endpoint::Liveness,
     /// ractor_cluster's loopback TCP address.
     pub cluster_tcp: std::net::SocketAddr,
+    /// Caps on incoming connections.
+    pub limits: crate::transport::limits::ConnectionLimits,
 }
 
-/// The supervisor's state: its children.
-#[derive(Debug)]
+/// How to start each child again.
+struct Specs {
+    directory: peer_directory::Arguments,
+    router: router::Arguments,
+    gateway: gateway::Arguments,
+    cluster: cluster_host::Arguments,
+    admin_listener: std::net::TcpListener,
+    admin: admin::Context,
+    models: BTreeMap<String, model_host::Arguments>,
+}
+
+/// The supervisor's state.
 pub struct State {
-    children: Vec<ActorCell>,
+    specs: Specs,
+    live: HashMap<ActorId, Child>,
+    cells: HashMap<Child, ActorCell>,
+    restarts: HashMap<Child, VecDeque<Instant>>,
+    directory: ActorSlot<peer_directory::Msg>,
+    router: ActorSlot<router::Msg>,
+    gateway: ActorSlot<gateway::Msg>,
+    cluster: Option<ActorRef<cluster_host::Msg>>,
+    hosts: BTreeMap<String, ActorSlot<model_host::Msg>>,
+    states: ModelStates,
 }
 
 impl Actor for NodeSupervisor {
@@ -79,116 +155,183 @@ impl Actor for NodeSupervisor {
     ) -> Result<State, ActorProcessingErr> {
         let cell = myself.get_cell();
         let name = args.node_info.name.clone();
-        let mut hosts = std::collections::BTreeMap::new();
+        let states = ModelStates::default();
+        let faults = Arc::new(Faults::new(args.fault_injection));
+        let supervisor = myself.clone();
+        faults.install_kill_switch(Box::new(move |name| {
+            Child::parse(name).is_some_and(|child| supervisor.cast(Msg::Kill(child)).is_ok())
+        }));
+        let mut live = HashMap::new();
+        let mut cells = HashMap::new();
+        let mut remember = |child: Child, actor: ActorCell| {
+            live.insert(actor.get_id(), child.clone());
+            cells.insert(child, actor);
+        };
+
+        let mut model_specs = BTreeMap::new();
+        let mut hosts = BTreeMap::new();
+        let mut handles = BTreeMap::new();
         for (spec, backend) in args.models {
             let id = spec.id.clone();
-            let host = model_host::Arguments {
+            let host_args = model_host::Arguments {
                 spec,
                 backend,
                 concurrency: args.model_concurrency,
                 queue_capacity: args.model_queue_depth,
                 node: name.clone(),
+                faults: faults.clone(),
             };
-            let (host, _) = Actor::spawn_linked(
-                Some(model_host::actor_name(&id)),
+            states.set(&id, ModelState::Loading);
+            let host = spawn(
+                model_host::actor_name(&id),
                 model_host::ModelHost,
-                host,
-                cell.clone(),
+                host_args.clone(),
+                &cell,
             )
             .await?;
-            hosts.insert(id, model_host::ModelHostHandle(host));
+            states.set(&id, ModelState::Hosted);
+            remember(Child::Model(id.clone()), host.get_cell());
+            let slot = ActorSlot::new(host);
+            handles.insert(id.clone(), model_host::ModelHostHandle(slot.clone()));
+            hosts.insert(id.clone(), slot);
+            model_specs.insert(id, host_args);
         }
-        let hosts = model_host::LocalModels::new(hosts);
+        let local_models = model_host::LocalModels::new(handles, states.clone());
+
         let directory_args = peer_directory::Arguments {
             name: name.clone(),
             advertise: args.advertise,
-            hosts: hosts.clone(),
+            hosts: local_models.clone(),
             hardware: args.node_info.hardware.clone(),
         };
-        let (directory, _) = Actor::spawn_linked(
-            Some("ganglion.peer_directory".into()),
+        let directory = spawn(
+            "ganglion.peer_directory".into(),
             peer_directory::PeerDirectory,
-            directory_args,
-            cell.clone(),
+            directory_args.clone(),
+            &cell,
         )
         .await?;
-        let directory = peer_directory::PeerDirectoryHandle(directory);
-        let (router, _) = Actor::spawn_linked(
-            Some("ganglion.router".into()),
+        remember(Child::Directory, directory.get_cell());
+        let directory = ActorSlot::new(directory);
+        let directory_handle = peer_directory::PeerDirectoryHandle(directory.clone());
+
+        let router_args = router::Arguments {
+            directory: directory_handle.clone(),
+        };
+        let router = spawn(
+            "ganglion.router".into(),
             router::Router,
-            router::Arguments {
-                directory: directory.clone(),
-            },
-            cell.clone(),
+            router_args.clone(),
+            &cell,
         )
         .await?;
-        let router = router::RouterHandle(router);
-        let (gateway, _) = Actor::spawn_linked(
-            Some("ganglion.gateway".into()),
-            gateway::Gateway,
-            gateway::Arguments {
-                node: name,
+        remember(Child::Router, router.get_cell());
+        let router = ActorSlot::new(router);
+        let router_handle = router::RouterHandle(router.clone());
+
+        let gateway_args = gateway::Arguments {
+            context: request::Context {
+                node: name.clone(),
                 catalog: args.catalog.clone(),
-                hosts: hosts.clone(),
-                directory: directory.clone(),
-                router: router.clone(),
+                hosts: local_models.clone(),
+                router: router_handle.clone(),
+                limits: args.request_limits,
             },
-            cell.clone(),
+            directory: directory_handle.clone(),
+        };
+        let gateway = spawn(
+            "ganglion.gateway".into(),
+            gateway::Gateway,
+            gateway_args.clone(),
+            &cell,
         )
         .await?;
+        remember(Child::Gateway, gateway.get_cell());
+        let gateway = ActorSlot::new(gateway);
+
         let c = args.cluster;
-        let (cluster, _) = Actor::spawn_linked(
-            Some("ganglion.cluster_host".into()),
+        let cluster_args = cluster_host::Arguments {
+            identity: c.identity,
+            endpoint: c.endpoint,
+            seeds: c.seeds,
+            liveness: c.liveness,
+            cluster_tcp: c.cluster_tcp,
+            directory: directory_handle.clone(),
+            gateway: gateway::GatewayHandle(gateway.clone()),
+            limits: c.limits,
+        };
+        let cluster = spawn(
+            "ganglion.cluster_host".into(),
             cluster_host::ClusterHost,
-            cluster_host::Arguments {
-                identity: c.identity,
-                endpoint: c.endpoint,
-                seeds: c.seeds,
-                liveness: c.liveness,
-                cluster_tcp: c.cluster_tcp,
-                directory: directory.clone(),
-                gateway: gateway::GatewayHandle(gateway.clone()),
-            },
-            cell.clone(),
+            cluster_args.clone(),
+            &cell,
         )
         .await?;
-        let context = AdminContext::new(
-            args.node_info,
-            args.admin_token,
-            directory.clone(),
-            cell.clone(),
-            args.hosting,
-            router.clone(),
-            hosts,
-        );
-        let (admin, _) = Actor::spawn_linked(
-            Some("ganglion.admin".into()),
-            admin::Admin,
-            admin::Arguments {
-                listener: args.admin_listener,
-                context,
-            },
-            cell,
-        )
-        .await?;
+        remember(Child::ClusterHost, cluster.get_cell());
+
+        let admin_context = admin::Context::new(admin::ContextParts {
+            info: args.node_info,
+            token: args.admin_token,
+            directory: directory_handle,
+            root: cell.clone(),
+            faults: faults.clone(),
+            hosting: args.hosting,
+            router: router_handle,
+            hosts: local_models,
+        });
+        let admin = spawn_admin(&args.admin_listener, admin_context.clone(), &cell).await?;
+        remember(Child::Admin, admin.get_cell());
+
         Ok(State {
-            children: vec![
-                directory.0.get_cell(),
-                router.0.get_cell(),
-                gateway.get_cell(),
-                cluster.get_cell(),
-                admin.get_cell(),
-            ],
+            specs: Specs {
+                directory: directory_args,
+                router: router_args,
+                gateway: gateway_args,
+                cluster: cluster_args,
+                admin_listener: args.admin_listener,
+                admin: admin_context,
+                models: model_specs,
+            },
+            live,
+            cells,
+            restarts: HashMap::new(),
+            directory,
+            router,
+            gateway,
+            cluster: Some(cluster),
+            hosts,
+            states,
         })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Msg>,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        // A stopping node closes its endpoint once, here (a restarted cluster host reuses it).
+        state.specs.cluster.endpoint.close(
+            quinn::VarInt::from_u32(crate::transport::CloseCode::Shutdown as u32),
+            b"node shutting down",
+        );
+        Ok(())
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<Msg>,
         msg: Msg,
-        _state: &mut State,
+        state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {}
+        match msg {
+            Msg::Kill(child) => {
+                if let Some(cell) = state.cells.get(&child) {
+                    tracing::warn!(?child, "fault injection: killing a child");
+                    cell.kill();
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn handle_supervisor_evt(
@@ -197,28 +340,220 @@ impl Actor for NodeSupervisor {
         event: SupervisionEvent,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(child, error) if state.is_child(&child) => {
-                tracing::error!(actor = ?child.get_name(), %error, "node actor failed; stopping the node");
-                myself.stop(Some(format!("{:?} failed: {error}", child.get_name())));
+        let (cell, why) = match &event {
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.clone().unwrap_or_else(|| "stopped".to_owned()))
             }
-            SupervisionEvent::ActorTerminated(child, _, reason) if state.is_child(&child) => {
-                tracing::error!(actor = ?child.get_name(), ?reason, "node actor stopped; stopping the node");
-                myself.stop(Some(format!("{:?} stopped", child.get_name())));
+            _ => return Ok(()),
+        };
+        let Some(child) = state.live.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        state.cells.remove(&child);
+        tracing::error!(?child, %why, "node actor ended; restarting it");
+        if !state.may_restart(&child) {
+            if let Child::Model(id) = &child {
+                tracing::error!(model = %id, "model host failed too often; its model is no longer served");
+                state.states.set(id, ModelState::Failed);
+                return Ok(());
             }
-            // A model host is not worth the node: its model becomes unavailable (requests get a
-            // clear error), everything else keeps serving.
-            SupervisionEvent::ActorFailed(child, error) => {
-                tracing::error!(actor = ?child.get_name(), %error, "model host failed; its model is no longer served");
+            tracing::error!(?child, "node actor failed too often; stopping the node");
+            myself.stop(Some(format!("{child:?} failed too often: {why}")));
+            return Ok(());
+        }
+        if let Err(e) = state.restart(&child, &myself.get_cell()).await {
+            if let Child::Model(id) = &child {
+                tracing::error!(model = %id, error = %e, "model host did not restart; its model is no longer served");
+                state.states.set(id, ModelState::Failed);
+                return Ok(());
             }
-            _ => {}
+            tracing::error!(?child, error = %e, "node actor did not restart; stopping the node");
+            myself.stop(Some(format!("{child:?} did not restart: {e}")));
         }
         Ok(())
     }
 }
 
 impl State {
-    fn is_child(&self, cell: &ActorCell) -> bool {
-        self.children.iter().any(|c| c.get_id() == cell.get_id())
+    /// Records a restart of `child` if its budget allows one.
+    fn may_restart(&mut self, child: &Child) -> bool {
+        let now = Instant::now();
+        let times = self.restarts.entry(child.clone()).or_default();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > RESTART_WINDOW)
+        {
+            times.pop_front();
+        }
+        if times.len() >= MAX_RESTARTS {
+            return false;
+        }
+        times.push_back(now);
+        true
+    }
+
+    async fn restart(&mut self, child: &Child, me: &ActorCell) -> Result<(), ActorProcessingErr> {
+        let cell = match child {
+            Child::Directory => {
+                let actor = spawn(
+                    "ganglion.peer_directory".into(),
+                    peer_directory::PeerDirectory,
+                    self.specs.directory.clone(),
+                    me,
+                )
+                .await?;
+                self.directory.replace(actor.clone());
+                // The new directory knows no peer yet: the cluster host tells it again.
+                if let Some(cluster) = &self.cluster {
+                    let _ = cluster.cast(cluster_host::Msg::ReplayLinks);
+                }
+                actor.get_cell()
+            }
+            Child::Router => {
+                let actor = spawn(
+                    "ganglion.router".into(),
+                    router::Router,
+                    self.specs.router.clone(),
+                    me,
+                )
+                .await?;
+                self.router.replace(actor.clone());
+                actor.get_cell()
+            }
+            Child::Gateway => {
+                let actor = spawn(
+                    "ganglion.gateway".into(),
+                    gateway::Gateway,
+                    self.specs.gateway.clone(),
+                    me,
+                )
+                .await?;
+                self.gateway.replace(actor.clone());
+                actor.get_cell()
+            }
+            Child::ClusterHost => {
+                self.cluster = None;
+                // The old host's NodeServer (and with it every session) goes first; peers
+                // reconnect to the new one.
+                if let Some(server) = ractor::registry::where_is(cluster_host::NODE_SERVER_NAME) {
+                    let _ = server
+                        .stop_and_wait(
+                            Some("cluster host restarting".into()),
+                            Some(Duration::from_secs(5)),
+                        )
+                        .await;
+                }
+                // ractor_cluster's TCP listener of the old host releases its port only as its
+                // actor winds down: retry for a little while.
+                let mut attempt = 0;
+                let actor = loop {
+                    let spawned = spawn(
+                        "ganglion.cluster_host".into(),
+                        cluster_host::ClusterHost,
+                        self.specs.cluster.clone(),
+                        me,
+                    )
+                    .await;
+                    match spawned {
+                        Ok(actor) => break actor,
+                        Err(e) if attempt < CLUSTER_RESTART_ATTEMPTS => {
+                            attempt += 1;
+                            tracing::debug!(error = %e, attempt, "cluster host not restarted yet; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
+                self.cluster = Some(actor.clone());
+                actor.get_cell()
+            }
+            Child::Admin => spawn_admin(&self.specs.admin_listener, self.specs.admin.clone(), me)
+                .await?
+                .get_cell(),
+            Child::Model(id) => {
+                let Some(args) = self.specs.models.get(id) else {
+                    return Ok(());
+                };
+                self.states.set(id, ModelState::Restarting);
+                let actor = spawn(
+                    model_host::actor_name(id),
+                    model_host::ModelHost,
+                    args.clone(),
+                    me,
+                )
+                .await?;
+                if let Some(slot) = self.hosts.get(id) {
+                    slot.replace(actor.clone());
+                }
+                self.states.set(id, ModelState::Hosted);
+                actor.get_cell()
+            }
+        };
+        tracing::info!(?child, "node actor restarted");
+        self.live.insert(cell.get_id(), child.clone());
+        self.cells.insert(child.clone(), cell);
+        Ok(())
+    }
+}
+
+/// Spawns a child linked to `supervisor` under `name`; if the name is still held (a stopped
+/// actor's registration not yet released), without it.
+async fn spawn<A: Actor + Default>(
+    name: String,
+    _actor: A,
+    args: A::Arguments,
+    supervisor: &ActorCell,
+) -> Result<ActorRef<A::Msg>, ActorProcessingErr>
+where
+    A::Arguments: Clone,
+{
+    let named = A::spawn_linked(
+        Some(name.clone()),
+        A::default(),
+        args.clone(),
+        supervisor.clone(),
+    )
+    .await;
+    match named {
+        Ok((actor, _)) => Ok(actor),
+        Err(ractor::SpawnErr::ActorAlreadyRegistered(_)) => {
+            tracing::warn!(%name, "name still registered; starting the actor unnamed");
+            let (actor, _) = A::spawn_linked(None, A::default(), args, supervisor.clone()).await?;
+            Ok(actor)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn spawn_admin(
+    listener: &std::net::TcpListener,
+    context: admin::Context,
+    supervisor: &ActorCell,
+) -> Result<ActorRef<admin::Msg>, ActorProcessingErr> {
+    let arguments = || -> std::io::Result<admin::Arguments> {
+        Ok(admin::Arguments {
+            listener: tokio::net::TcpListener::from_std(listener.try_clone()?)?,
+            context: context.clone(),
+        })
+    };
+    let name = "ganglion.admin".to_owned();
+    match admin::Admin::spawn_linked(
+        Some(name.clone()),
+        admin::Admin,
+        arguments()?,
+        supervisor.clone(),
+    )
+    .await
+    {
+        Ok((actor, _)) => Ok(actor),
+        Err(ractor::SpawnErr::ActorAlreadyRegistered(_)) => {
+            tracing::warn!(%name, "name still registered; starting the actor unnamed");
+            let (actor, _) =
+                admin::Admin::spawn_linked(None, admin::Admin, arguments()?, supervisor.clone())
+                    .await?;
+            Ok(actor)
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -1,34 +1,48 @@
-//! PeerDirectory: the node's live view of its peers. A child of `NodeSupervisor`.
+//! PeerDirectory: the node's live view of its peers. A child of `NodeSupervisor`, restarted by
+//! it on failure (the cluster host then replays the links it holds).
 //!
 //! It learns about connections and ractor_cluster sessions from `ClusterHost`, and about what
-//! each peer knows from adverts that peers' directories send one another over the control plane
-//! (every directory joins process group [`GROUP`]). Adverts carry the peer list that drives
-//! peer exchange, and have room for what later subsystems publish (hardware, hosted models,
-//! load).
+//! each peer knows from adverts. Every second it sends its own advert to each connected peer
+//! on a unidirectional stream of that peer's QUIC connection; an advert that arrives is filed
+//! under the name of the certificate of the connection it came on, never under the name it
+//! claims (a mismatch is dropped and logged), and only after every field was checked against
+//! its bounds ([`PeerAdvert::check`]). Adverts carry the peer list that drives peer exchange,
+//! the sender's hardware, and the live state and load of each model it hosts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
-use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ganglion_client::protocol::{MAX_MODEL_ID_BYTES, MAX_NODE_NAME_BYTES, MAX_OPEN_FRAME_LEN};
+use ganglion_client::{PeerStreamKind, write_frame};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
 
+use super::{ActorSlot, LocalCallError};
 use crate::actors::model_host::LocalModels;
+use crate::facts::ModelState;
 use crate::hardware::Hardware;
 use crate::membership::{Direction, KnownPeer, dial_targets};
+use crate::routing::placement::MAX_SERVICE_TIME;
 
-/// Process group every node's directory joins; its remote members are the adverts' audience.
+/// Process group every node's directory joins (it shows the mesh's directories in
+/// `/admin/actors`; adverts travel on QUIC streams, not through the group).
 pub const GROUP: &str = "ganglion.peers";
 
 /// How often a directory sends its advert to every peer.
 pub const ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Bound on an encoded advert; a larger one is dropped on arrival.
-const MAX_ADVERT_LEN: usize = 256 * 1024;
+/// Bound on an encoded advert; a larger one is refused on arrival.
+pub const MAX_ADVERT_LEN: usize = 64 * 1024;
 
-/// Cast variant name of adverts on the wire.
-const ADVERT_VARIANT: &str = "Advert";
+/// Most peers an advert may list.
+pub const MAX_ADVERT_PEERS: usize = 256;
+/// Most models an advert may list.
+pub const MAX_ADVERT_MODELS: usize = 64;
+/// Most accelerators an advert may list, and the longest name of one.
+const MAX_ACCELERATORS: usize = 16;
+const MAX_ACCELERATOR_NAME: usize = 128;
 
 /// What a node tells every peer about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,12 +53,111 @@ pub struct PeerAdvert {
     pub addr: SocketAddr,
     /// Peers the sender has a live session with.
     pub peers: Vec<KnownPeer>,
-    /// Catalog ids of the models the sender hosts.
-    pub models: Vec<String>,
+    /// The models the sender was configured to host, each with its live state.
+    pub models: Vec<AdvertisedModel>,
     /// The sender's hardware.
     pub hardware: Hardware,
     /// Load of each hosted model, at most one advert interval old.
     pub loads: Vec<ModelLoad>,
+}
+
+/// A model in an advert, with its live state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdvertisedModel {
+    /// Catalog id.
+    pub id: String,
+    /// Whether it serves now.
+    pub state: ModelState,
+}
+
+/// Why an advert was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdvertRefused {
+    /// It names a node other than the certificate of the connection it came on.
+    #[error("advert claims to be from `{claimed}` but arrived on the connection of `{peer}`")]
+    WrongSender {
+        /// The name in the advert.
+        claimed: String,
+        /// The certificate's name.
+        peer: String,
+    },
+    /// A field is out of bounds.
+    #[error("advert field `{0}` is out of bounds")]
+    OutOfBounds(&'static str),
+}
+
+impl PeerAdvert {
+    /// Checks that the advert is `peer`'s own and that every field is within its bounds.
+    pub fn check(&self, peer: &str) -> Result<(), AdvertRefused> {
+        let bad = |field| Err(AdvertRefused::OutOfBounds(field));
+        if self.name != peer {
+            return Err(AdvertRefused::WrongSender {
+                claimed: self.name.clone(),
+                peer: peer.to_owned(),
+            });
+        }
+        // A node listening on a wildcard address without `--advertise` advertises it as is; its
+        // peers then dial the address its packets come from (see `Entry::address`).
+        if self.addr.port() == 0 || self.addr.ip().is_multicast() {
+            return bad("addr");
+        }
+        if self.peers.len() > MAX_ADVERT_PEERS
+            || self
+                .peers
+                .iter()
+                .any(|p| !node_name_ok(&p.name) || !dialable(p.addr))
+        {
+            return bad("peers");
+        }
+        if self.models.len() > MAX_ADVERT_MODELS || self.models.iter().any(|m| !model_id_ok(&m.id))
+        {
+            return bad("models");
+        }
+        let max_ms = MAX_SERVICE_TIME.as_secs_f64() * 1000.0;
+        if self.loads.len() > MAX_ADVERT_MODELS
+            || self.loads.iter().any(|l| {
+                !model_id_ok(&l.model)
+                    || !l.service_ms.is_finite()
+                    || !(0.0..=max_ms).contains(&l.service_ms)
+            })
+        {
+            return bad("loads");
+        }
+        let h = &self.hardware;
+        if h.accelerators.len() > MAX_ACCELERATORS
+            || h.accelerators
+                .iter()
+                .any(|a| a.len() > MAX_ACCELERATOR_NAME)
+        {
+            return bad("hardware.accelerators");
+        }
+        Ok(())
+    }
+
+    /// Ids of the models the sender serves now.
+    pub fn serving(&self) -> impl Iterator<Item = &str> {
+        self.models
+            .iter()
+            .filter(|m| m.state == ModelState::Hosted)
+            .map(|m| m.id.as_str())
+    }
+}
+
+fn node_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NODE_NAME_BYTES
+}
+
+fn model_id_ok(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_MODEL_ID_BYTES
+}
+
+/// An address worth dialing: a concrete unicast address with a port.
+fn dialable(addr: SocketAddr) -> bool {
+    let ip = addr.ip();
+    addr.port() != 0
+        && !ip.is_unspecified()
+        && !ip.is_multicast()
+        && !matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
 }
 
 /// The load of one hosted model, as advertised.
@@ -104,8 +217,10 @@ pub struct PeerView {
     pub last_advert_ms: Option<u64>,
     /// Peers this peer reports a live session with.
     pub peers: Vec<String>,
-    /// Models this peer hosts.
+    /// Models this peer serves now.
     pub models: Vec<String>,
+    /// Every model this peer was configured to host, with its live state.
+    pub model_states: Vec<AdvertisedModel>,
     /// This peer's hardware, once advertised.
     pub hardware: Option<Hardware>,
     /// Its advertised load per hosted model.
@@ -144,10 +259,17 @@ pub enum Msg {
         /// The connection the session ran on.
         connection_id: usize,
     },
-    /// An advert from a peer's directory (the only message that crosses nodes).
-    Advert(PeerAdvert),
+    /// An advert that arrived on the connection of `peer` (not yet checked).
+    Advert {
+        /// The certificate name of the connection it came on.
+        peer: String,
+        /// The advert.
+        advert: Box<PeerAdvert>,
+    },
     /// Periodic: send this node's advert to every peer.
     Tick,
+    /// Forget every peer (a restarted cluster host replays the links it holds).
+    Reset,
     /// The peers as `/admin/peers` shows them.
     List(RpcReplyPort<Vec<PeerView>>),
     /// Advertised peers this node is not connected to.
@@ -156,46 +278,11 @@ pub enum Msg {
     HostsOf(String, RpcReplyPort<Vec<HostingPeer>>),
 }
 
+// Serializable only so that the directory can be a member of a process group that other
+// nodes see; no variant ever crosses the wire (adverts travel on QUIC streams).
 impl ractor::Message for Msg {
     fn serializable() -> bool {
         true
-    }
-
-    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
-        match self {
-            Msg::Advert(advert) => Ok(SerializedMessage::Cast {
-                variant: ADVERT_VARIANT.to_owned(),
-                args: ganglion_client::codec::encode(&advert, MAX_ADVERT_LEN)
-                    .map_err(|_| BoxedDowncastErr)?,
-                metadata: None,
-            }),
-            _ => Err(BoxedDowncastErr),
-        }
-    }
-
-    fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
-        let SerializedMessage::Cast { variant, args, .. } = message else {
-            return Err(BoxedDowncastErr);
-        };
-        if variant != ADVERT_VARIANT {
-            return Err(BoxedDowncastErr);
-        }
-        let mut frame = args.as_slice();
-        let len = ganglion_client::codec::check_header(
-            frame
-                .get(..5)
-                .and_then(|h| h.try_into().ok())
-                .ok_or(BoxedDowncastErr)?,
-            MAX_ADVERT_LEN,
-        )
-        .map_err(|_| BoxedDowncastErr)?;
-        frame = &frame[5..];
-        if frame.len() != len {
-            return Err(BoxedDowncastErr);
-        }
-        ganglion_client::codec::decode_payload(frame)
-            .map(Msg::Advert)
-            .map_err(|_| BoxedDowncastErr)
     }
 }
 
@@ -203,8 +290,8 @@ impl ractor::Message for Msg {
 #[derive(Debug, Default)]
 pub struct PeerDirectory;
 
-/// Start-up arguments.
-#[derive(Debug)]
+/// Start-up arguments (kept by the supervisor to restart the directory).
+#[derive(Debug, Clone)]
 pub struct Arguments {
     /// This node's name.
     pub name: String,
@@ -248,10 +335,11 @@ impl Entry {
 pub struct State {
     name: String,
     advertise: SocketAddr,
-    models: Vec<String>,
     hosts: LocalModels,
     hardware: Hardware,
     peers: BTreeMap<String, Entry>,
+    /// Adverts being sent, one task per peer and tick, each bounded by the advert interval.
+    sending: JoinSet<()>,
 }
 
 impl State {
@@ -271,7 +359,13 @@ impl State {
                     addr: e.address(),
                 })
                 .collect(),
-            models: self.models.clone(),
+            models: self
+                .hosts
+                .states()
+                .all()
+                .into_iter()
+                .map(|(id, state)| AdvertisedModel { id, state })
+                .collect(),
             hardware: self.hardware.clone(),
             loads: Vec::new(),
         }
@@ -284,13 +378,16 @@ impl State {
             .filter(|(_, e)| e.state() == PeerState::Connected)
             .filter_map(|(name, e)| {
                 let (advert, _) = e.advert.as_ref()?;
+                if !advert.serving().any(|m| m == model) {
+                    return None;
+                }
                 let load = advert
                     .loads
                     .iter()
                     .find(|l| l.model == model)
                     .cloned()
                     .or_else(|| {
-                        advert.models.iter().any(|m| m == model).then(|| ModelLoad {
+                        Some(ModelLoad {
                             model: model.to_owned(),
                             queued: 0,
                             in_flight: 0,
@@ -326,6 +423,11 @@ impl State {
                 .map(|(a, _)| a.peers.iter().map(|p| p.name.clone()).collect())
                 .unwrap_or_default(),
             models: entry
+                .advert
+                .as_ref()
+                .map(|(a, _)| a.serving().map(str::to_owned).collect())
+                .unwrap_or_default(),
+            model_states: entry
                 .advert
                 .as_ref()
                 .map(|(a, _)| a.models.clone())
@@ -368,10 +470,10 @@ impl Actor for PeerDirectory {
         Ok(State {
             name: args.name,
             advertise: args.advertise,
-            models: args.hosts.ids(),
             hosts: args.hosts,
             hardware: args.hardware,
             peers: BTreeMap::new(),
+            sending: JoinSet::new(),
         })
     }
 
@@ -430,22 +532,47 @@ impl Actor for PeerDirectory {
                     entry.session = None;
                 }
             }
-            Msg::Advert(advert) => match state.peers.get_mut(&advert.name) {
-                Some(entry) => entry.advert = Some((advert, Instant::now())),
-                None => {
-                    tracing::debug!(peer = %advert.name, "advert from a peer without a connection")
+            Msg::Advert { peer, advert } => {
+                if let Err(e) = advert.check(&peer) {
+                    tracing::warn!(%peer, error = %e, "advert refused");
+                } else if let Some(entry) = state.peers.get_mut(&peer) {
+                    entry.advert = Some((*advert, Instant::now()));
+                } else {
+                    tracing::debug!(%peer, "advert from a peer without a connection");
                 }
-            },
+            }
             Msg::Tick => {
+                while state.sending.try_join_next().is_some() {}
                 let mut advert = state.advert();
                 advert.loads = local_loads(&state.hosts).await;
-                for member in ractor::pg::get_members(&GROUP.to_owned()) {
-                    if !member.get_id().is_local()
-                        && let Err(e) = member.send_message(Msg::Advert(advert.clone()))
-                    {
-                        tracing::debug!(error = %e, "advert not sent");
+                let frame = match ganglion_client::codec::encode(&advert, MAX_ADVERT_LEN) {
+                    Ok(frame) => std::sync::Arc::new(frame),
+                    Err(e) => {
+                        tracing::error!(error = %e, "own advert does not encode");
+                        return Ok(());
                     }
+                };
+                for (peer, entry) in &state.peers {
+                    if entry.state() != PeerState::Connected {
+                        continue;
+                    }
+                    let (connection, frame) = (entry.connection.clone(), frame.clone());
+                    let peer = peer.clone();
+                    state.sending.spawn(async move {
+                        let sent =
+                            tokio::time::timeout(ADVERT_INTERVAL, send_advert(&connection, &frame))
+                                .await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            tracing::debug!(%peer, "advert not sent in time");
+                        }
+                    });
                 }
+            }
+            Msg::Reset => {
+                if !state.peers.is_empty() {
+                    tracing::info!(peers = state.peers.len(), "peer directory reset");
+                }
+                state.peers.clear();
             }
             Msg::List(reply) => {
                 let _ = reply.send(state.peers.iter().map(|(n, e)| state.view(n, e)).collect());
@@ -461,6 +588,16 @@ impl Actor for PeerDirectory {
     }
 }
 
+/// Sends one encoded advert on a fresh unidirectional stream.
+async fn send_advert(connection: &quinn::Connection, frame: &[u8]) -> Result<(), String> {
+    let mut stream = connection.open_uni().await.map_err(|e| e.to_string())?;
+    write_frame(&mut stream, &PeerStreamKind::Advert, MAX_OPEN_FRAME_LEN)
+        .await
+        .map_err(|e| e.to_string())?;
+    stream.write_all(frame).await.map_err(|e| e.to_string())?;
+    stream.finish().map_err(|e| e.to_string())
+}
+
 /// The load of every model hosted here, from the model hosts.
 async fn local_loads(hosts: &LocalModels) -> Vec<ModelLoad> {
     let mut loads = Vec::new();
@@ -468,7 +605,7 @@ async fn local_loads(hosts: &LocalModels) -> Vec<ModelLoad> {
         let Some(host) = hosts.get(&model) else {
             continue;
         };
-        if let Some(stats) = host.stats().await {
+        if let Ok(stats) = host.stats().await {
             loads.push(ModelLoad {
                 model,
                 queued: stats.queued as u32,
@@ -481,19 +618,28 @@ async fn local_loads(hosts: &LocalModels) -> Vec<ModelLoad> {
     loads
 }
 
-/// Why a directory query failed.
-#[derive(Debug, thiserror::Error)]
-#[error("peer directory did not answer: {0}")]
-pub struct DirectoryUnavailable(String);
-
-/// Typed handle to the directory.
+/// Typed handle to the directory; follows it across restarts.
 #[derive(Debug, Clone)]
-pub struct PeerDirectoryHandle(pub(crate) ActorRef<Msg>);
+pub struct PeerDirectoryHandle(pub(crate) ActorSlot<Msg>);
 
 impl PeerDirectoryHandle {
     fn cast(&self, msg: Msg) {
-        // The directory lives as long as the node; a failed cast means the node is stopping.
-        let _ = self.0.cast(msg);
+        // A failed cast means the node is stopping or the directory is being restarted (the
+        // cluster host replays its links to the new one).
+        let _ = self.0.get().cast(msg);
+    }
+
+    /// Hands over an advert that arrived on `peer`'s connection.
+    pub fn advert(&self, peer: String, advert: PeerAdvert) {
+        self.cast(Msg::Advert {
+            peer,
+            advert: Box::new(advert),
+        });
+    }
+
+    /// Forgets every peer (their connections are dropped with them).
+    pub fn reset(&self) {
+        self.cast(Msg::Reset);
     }
 
     /// Records a new connection to `peer`.
@@ -530,17 +676,17 @@ impl PeerDirectoryHandle {
     }
 
     /// The peers, for the admin endpoint.
-    pub async fn list(&self) -> Result<Vec<PeerView>, DirectoryUnavailable> {
+    pub async fn list(&self) -> Result<Vec<PeerView>, LocalCallError> {
         self.call(Msg::List).await
     }
 
     /// Advertised peers not yet connected.
-    pub async fn dial_targets(&self) -> Result<Vec<KnownPeer>, DirectoryUnavailable> {
+    pub async fn dial_targets(&self) -> Result<Vec<KnownPeer>, LocalCallError> {
         self.call(Msg::DialTargets).await
     }
 
     /// Connected peers hosting `model`, with their advertised load.
-    pub async fn hosts_of(&self, model: &str) -> Result<Vec<HostingPeer>, DirectoryUnavailable> {
+    pub async fn hosts_of(&self, model: &str) -> Result<Vec<HostingPeer>, LocalCallError> {
         let model = model.to_owned();
         self.call(|reply| Msg::HostsOf(model, reply)).await
     }
@@ -548,17 +694,14 @@ impl PeerDirectoryHandle {
     async fn call<T: Send + 'static>(
         &self,
         msg: impl FnOnce(RpcReplyPort<T>) -> Msg,
-    ) -> Result<T, DirectoryUnavailable> {
-        super::call_local(&self.0, msg)
-            .await
-            .map_err(DirectoryUnavailable)
+    ) -> Result<T, LocalCallError> {
+        super::call_local(&self.0.get(), msg).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ractor::Message;
 
     fn advert() -> PeerAdvert {
         PeerAdvert {
@@ -568,7 +711,10 @@ mod tests {
                 name: "b".into(),
                 addr: "127.0.0.1:7401".parse().expect("addr"),
             }],
-            models: vec!["@ganglion/all-minilm-l6-v2".into()],
+            models: vec![AdvertisedModel {
+                id: "@ganglion/all-minilm-l6-v2".into(),
+                state: ModelState::Hosted,
+            }],
             hardware: Hardware {
                 cores: 2,
                 memory_total: 8 << 30,
@@ -587,27 +733,85 @@ mod tests {
     }
 
     #[test]
-    fn adverts_survive_the_wire_and_garbage_is_refused() {
-        let wire = Msg::Advert(advert()).serialize().expect("serializable");
-        match Msg::deserialize(wire) {
-            Ok(Msg::Advert(back)) => assert_eq!(back, advert()),
-            _ => panic!("advert did not round-trip"),
-        }
-        let garbage = SerializedMessage::Cast {
-            variant: ADVERT_VARIANT.into(),
-            args: vec![1, 255, 255, 255, 255],
-            metadata: None,
+    fn adverts_survive_the_wire() {
+        let frame = ganglion_client::codec::encode(&advert(), MAX_ADVERT_LEN).expect("encode");
+        let back: PeerAdvert = ganglion_client::codec::decode_payload(&frame[5..]).expect("decode");
+        assert_eq!(back, advert());
+        assert!(back.check("a").is_ok());
+    }
+
+    #[test]
+    fn a_node_on_a_wildcard_address_is_heard() {
+        let mut a = advert();
+        a.addr = "0.0.0.0:7400".parse().expect("addr");
+        assert!(a.check("a").is_ok());
+    }
+
+    #[test]
+    fn an_advert_counts_only_for_the_connection_it_came_on() {
+        assert!(matches!(
+            advert().check("b"),
+            Err(AdvertRefused::WrongSender { .. })
+        ));
+    }
+
+    #[test]
+    fn out_of_bounds_adverts_are_refused() {
+        let refused = |change: &dyn Fn(&mut PeerAdvert), field: &str| {
+            let mut a = advert();
+            change(&mut a);
+            assert_eq!(
+                a.check("a"),
+                Err(AdvertRefused::OutOfBounds(match field {
+                    "addr" => "addr",
+                    "peers" => "peers",
+                    "models" => "models",
+                    "loads" => "loads",
+                    _ => "hardware.accelerators",
+                })),
+                "{field}"
+            );
         };
-        assert!(Msg::deserialize(garbage).is_err());
-        let wrong = SerializedMessage::Cast {
-            variant: "Other".into(),
-            args: vec![],
-            metadata: None,
-        };
-        assert!(Msg::deserialize(wrong).is_err());
-        assert!(
-            Msg::Tick.serialize().is_err(),
-            "local messages never cross nodes"
+        refused(&|a| a.loads[0].service_ms = f64::INFINITY, "loads");
+        refused(&|a| a.loads[0].service_ms = f64::NAN, "loads");
+        refused(&|a| a.loads[0].service_ms = -1.0, "loads");
+        refused(&|a| a.loads[0].service_ms = 1e300, "loads");
+        refused(
+            &|a| a.addr = "224.0.0.1:7400".parse().expect("addr"),
+            "addr",
         );
+        refused(&|a| a.addr.set_port(0), "addr");
+        refused(
+            &|a| a.peers = vec![a.peers[0].clone(); MAX_ADVERT_PEERS + 1],
+            "peers",
+        );
+        refused(
+            &|a| a.peers[0].addr = "224.0.0.1:5".parse().expect("addr"),
+            "peers",
+        );
+        refused(
+            &|a| a.peers[0].name = "x".repeat(MAX_NODE_NAME_BYTES + 1),
+            "peers",
+        );
+        refused(&|a| a.models[0].id = String::new(), "models");
+        refused(
+            &|a| a.models = vec![a.models[0].clone(); MAX_ADVERT_MODELS + 1],
+            "models",
+        );
+        refused(
+            &|a| a.hardware.accelerators = vec![String::new(); MAX_ACCELERATORS + 1],
+            "accelerators",
+        );
+    }
+
+    #[test]
+    fn only_hosted_models_count_as_served() {
+        let mut a = advert();
+        assert_eq!(
+            a.serving().collect::<Vec<_>>(),
+            ["@ganglion/all-minilm-l6-v2"]
+        );
+        a.models[0].state = ModelState::Restarting;
+        assert_eq!(a.serving().count(), 0);
     }
 }

@@ -1,4 +1,5 @@
-//! Router: where each request runs. A child of `NodeSupervisor`.
+//! Router: where each request runs. A child of `NodeSupervisor`, restarted by it on failure
+//! (its counters start again).
 //!
 //! The gateway asks it for a plan when the local model host cannot take a request (the model is
 //! not hosted here, or its queue is full): the peers that host the model, ranked by
@@ -13,6 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
 use super::peer_directory::PeerDirectoryHandle;
+use super::{ActorSlot, LocalCallError};
 use crate::routing::placement::{self, Candidate};
 
 /// Most candidates one node tries for one request.
@@ -40,8 +42,9 @@ pub enum Msg {
         model: String,
         /// Nodes the request has visited (this one included).
         path: Vec<String>,
-        /// The ranked targets, best first, at most [`MAX_ATTEMPTS`].
-        reply: RpcReplyPort<Vec<Target>>,
+        /// The ranked targets, best first, at most [`MAX_ATTEMPTS`]; `Err` when the
+        /// directory did not answer.
+        reply: RpcReplyPort<Result<Vec<Target>, LocalCallError>>,
     },
     /// A request for `model` was admitted by the local model host.
     RanLocally {
@@ -106,7 +109,7 @@ pub struct PeerCounters {
 pub struct Router;
 
 /// Start-up arguments.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Arguments {
     /// Where peers' loads and connections are known.
     pub directory: PeerDirectoryHandle,
@@ -142,7 +145,10 @@ impl Actor for Router {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             Msg::Plan { model, path, reply } => {
-                let targets = state.plan(&model, &path).await;
+                let targets = state.plan(&model, &path).await.map_err(|e| {
+                    tracing::warn!(error = %e, "no routing view");
+                    e
+                });
                 let _ = reply.send(targets);
             }
             Msg::RanLocally { model } => state.stats.models.entry(model).or_default().local += 1,
@@ -169,14 +175,8 @@ impl Actor for Router {
 }
 
 impl State {
-    async fn plan(&mut self, model: &str, path: &[String]) -> Vec<Target> {
-        let hosts = match self.directory.hosts_of(model).await {
-            Ok(hosts) => hosts,
-            Err(e) => {
-                tracing::warn!(error = %e, "no routing view");
-                return Vec::new();
-            }
-        };
+    async fn plan(&mut self, model: &str, path: &[String]) -> Result<Vec<Target>, LocalCallError> {
+        let hosts = self.directory.hosts_of(model).await?;
         let now = Instant::now();
         let candidates: Vec<Candidate> = hosts
             .iter()
@@ -195,7 +195,7 @@ impl State {
                     queued: h.load.queued,
                     in_flight: h.load.in_flight,
                     concurrency: h.load.concurrency,
-                    service_time: Duration::from_secs_f64(h.load.service_ms.max(0.0) / 1000.0),
+                    service_time: placement::service_time(h.load.service_ms),
                     sent_by_us: counters.outstanding,
                     recent_failures: counters.recent_failures.len() as u32,
                 }
@@ -209,7 +209,7 @@ impl State {
                     .insert(model.to_owned(), score.as_secs_f64() * 1000.0);
             }
         }
-        placement::rank(&candidates, path, MAX_ATTEMPTS)
+        Ok(placement::rank(&candidates, path, MAX_ATTEMPTS)
             .into_iter()
             .filter_map(|c| {
                 let host = hosts.iter().find(|h| h.name == c.name)?;
@@ -219,33 +219,32 @@ impl State {
                     score: placement::score(c),
                 })
             })
-            .collect()
+            .collect())
     }
 }
 
-/// Typed handle to the router.
+/// Typed handle to the router; follows it across restarts.
 #[derive(Debug, Clone)]
-pub struct RouterHandle(pub(crate) ActorRef<Msg>);
+pub struct RouterHandle(pub(crate) ActorSlot<Msg>);
 
 impl RouterHandle {
-    /// Ranked peers for `model`, leaving out `path`; empty when none (or the router is gone).
-    pub async fn plan(&self, model: &str, path: &[String]) -> Vec<Target> {
+    /// Ranked peers for `model`, leaving out `path` (empty when none host it); `Err` when the
+    /// router or the directory did not answer, which is not the same as "no peer".
+    pub async fn plan(&self, model: &str, path: &[String]) -> Result<Vec<Target>, LocalCallError> {
         let (model, path) = (model.to_owned(), path.to_vec());
-        super::call_local(&self.0, |reply| Msg::Plan { model, path, reply })
-            .await
-            .unwrap_or_default()
+        super::call_local(&self.0.get(), |reply| Msg::Plan { model, path, reply }).await?
     }
 
     /// Records a request admitted locally.
     pub fn ran_locally(&self, model: &str) {
-        let _ = self.0.cast(Msg::RanLocally {
+        let _ = self.0.get().cast(Msg::RanLocally {
             model: model.to_owned(),
         });
     }
 
     /// Records a handoff starting.
     pub fn forwarded(&self, model: &str, peer: &str) {
-        let _ = self.0.cast(Msg::Forwarded {
+        let _ = self.0.get().cast(Msg::Forwarded {
             model: model.to_owned(),
             peer: peer.to_owned(),
         });
@@ -253,14 +252,14 @@ impl RouterHandle {
 
     /// Records a handoff ending.
     pub fn ended(&self, peer: &str, ok: bool) {
-        let _ = self.0.cast(Msg::Ended {
+        let _ = self.0.get().cast(Msg::Ended {
             peer: peer.to_owned(),
             ok,
         });
     }
 
     /// Routing counters.
-    pub async fn stats(&self) -> Option<RoutingStats> {
-        super::call_local(&self.0, Msg::Stats).await.ok()
+    pub async fn stats(&self) -> Result<RoutingStats, LocalCallError> {
+        super::call_local(&self.0.get(), Msg::Stats).await
     }
 }

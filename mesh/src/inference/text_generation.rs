@@ -1,21 +1,41 @@
 //! Text generation on GGUF chat models through mistralrs.
+//!
+//! mistralrs runs every sequence of a model in one engine loop and waits, per token, on a
+//! one-slot channel to each sequence's consumer: a consumer that stops reading stalls every
+//! other sequence. So this module never stops reading the engine. Each new piece of text goes
+//! into the request's own bounded buffer without waiting; a full buffer (the requester reads
+//! too slowly) or a closed one (it went away) cancels that request only. A cancelled sequence
+//! keeps its slot until mistralrs has really dropped it: the engine's channel is closed (its
+//! next send fails, which ends the sequence) and then drained until the engine lets go of it.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use either::Either;
 use ganglion_client::protocol::{
     ChatMessage, FinishReason, Parameters, ResponseFrame, Role, Usage,
 };
-use mistralrs::{GgufModelBuilder, RequestBuilder, Response, TextMessageRole};
+use mistralrs::{
+    GgufModelBuilder, NormalRequest, Request, RequestBuilder, RequestLike, Response,
+    TextMessageRole, TextMessages,
+};
 use tokio::sync::mpsc;
 
 use super::BackendError;
 use super::sampling::SeededSampler;
 
+/// Context length assumed when the GGUF file does not say (mistralrs's own fallback).
+const DEFAULT_CONTEXT_TOKENS: usize = 4096;
+
+/// Longest a cancelled sequence may take to leave the engine before its slot is freed anyway
+/// (a step of a small model takes milliseconds; this only guards against an engine bug).
+const CANCEL_SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
 /// A loaded chat model.
 pub struct TextGenerator {
     model: Arc<mistralrs::Model>,
+    context_tokens: usize,
 }
 
 /// What a finished generation produced.
@@ -46,110 +66,190 @@ impl TextGenerator {
             .build()
             .await
             .map_err(load_err)?;
+        let context_tokens = model
+            .max_sequence_length()
+            .ok()
+            .flatten()
+            .unwrap_or(DEFAULT_CONTEXT_TOKENS);
         Ok(Self {
             model: Arc::new(model),
+            context_tokens,
         })
     }
 
-    /// Generates an answer, sending each new piece of text to `deltas` as it is produced.
-    /// A closed `deltas` channel (the requester went away) stops the generation.
+    /// The model's context window, in tokens (prompt and output together).
+    pub fn context_tokens(&self) -> usize {
+        self.context_tokens
+    }
+
+    /// Prompt tokens of `messages` with the chat template applied, as generation counts them;
+    /// `DeadlineExceeded` if the engine has not answered by `deadline`.
+    pub async fn count_prompt_tokens(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+    ) -> Result<usize, BackendError> {
+        let mut template = TextMessages::new();
+        for m in messages {
+            template = template.add_message(role(m.role), &m.content);
+        }
+        // mistralrs's engine panics if a tokenize request's reply channel is dropped before it
+        // answers, so the call runs in a task of its own that nothing cancels.
+        // Waiting for that task may stop at the deadline; the task itself runs to its end.
+        let model = self.model.clone();
+        let counting = tokio::spawn(async move {
+            model
+                .tokenize(Either::Left(template), None, true, true, None)
+                .await
+                .map(|t| t.len())
+        });
+        let tokens = tokio::time::timeout_at(deadline.into(), counting)
+            .await
+            .map_err(|_| BackendError::DeadlineExceeded)?
+            .map_err(|e| BackendError::Run(format!("tokenizer task failed: {e}")))?
+            .map_err(|e| BackendError::Run(format!("cannot count prompt tokens: {e}")))?;
+        Ok(tokens)
+    }
+
+    /// Generates an answer, putting each new piece of text into `deltas` without ever waiting
+    /// on it. A full `deltas` (the requester reads too slowly) or a closed one (it went away)
+    /// cancels this generation, as does passing `deadline`; it returns once mistralrs has let go
+    /// of the sequence.
     pub async fn generate(
         &self,
         messages: &[ChatMessage],
         parameters: &Parameters,
-        default_max_tokens: u32,
+        max_tokens: u32,
+        deadline: Instant,
         deltas: &mpsc::Sender<ResponseFrame>,
     ) -> Result<Completion, BackendError> {
-        let request = build_request(messages, parameters, default_max_tokens);
-        let mut stream = self
+        let (tx, mut rx) = mpsc::channel(1);
+        let mut builder = build_request(messages, parameters, max_tokens);
+        if let Ok(config) = self.model.config() {
+            builder.resolve_pending_prefixes(&config.category);
+        }
+        let request = normal_request(builder, tx);
+        let engine = self
             .model
-            .stream_chat_request(request)
-            .await
+            .inner()
+            .get_sender(None)
             .map_err(|e| BackendError::Run(e.to_string()))?;
-        let mut text = String::new();
-        let mut first_token_at = None;
-        let mut finish_reason = FinishReason::Stop;
-        let mut usage = Usage::default();
-        loop {
-            let next = tokio::select! {
-                next = stream.next() => next,
-                () = deltas.closed() => return Err(BackendError::Cancelled),
-            };
-            let Some(response) = next else { break };
-            match response {
-                Response::Chunk(chunk) => {
-                    if let Some(u) = &chunk.usage {
-                        usage = Usage {
-                            input_tokens: u.prompt_tokens as u32,
-                            output_tokens: u.completion_tokens as u32,
-                        };
-                    }
-                    for choice in chunk.choices {
-                        if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
-                            first_token_at.get_or_insert_with(Instant::now);
-                            text.push_str(&piece);
-                            if deltas.send(ResponseFrame::Delta(piece)).await.is_err() {
-                                return Err(BackendError::Cancelled);
-                            }
-                        }
-                        if let Some(reason) = choice.finish_reason {
-                            finish_reason = if reason == "length" {
-                                FinishReason::Length
-                            } else {
-                                FinishReason::Stop
-                            };
-                        }
-                    }
-                    if usage.output_tokens > 0 && chunk.usage.is_some() {
-                        break;
-                    }
-                }
-                Response::Done(done) => {
-                    usage = Usage {
-                        input_tokens: done.usage.prompt_tokens as u32,
-                        output_tokens: done.usage.completion_tokens as u32,
-                    };
-                    break;
-                }
-                Response::InternalError(e) | Response::ValidationError(e) => {
-                    return Err(BackendError::Run(e.to_string()));
-                }
-                Response::ModelError(e, _) => return Err(BackendError::Run(e)),
-                _ => {
-                    return Err(BackendError::Run(
-                        "unexpected response kind from mistralrs".into(),
-                    ));
-                }
+        // Dropping this send at the deadline is safe: the request then never reaches the engine.
+        tokio::time::timeout_at(deadline.into(), engine.send(request))
+            .await
+            .map_err(|_| BackendError::DeadlineExceeded)?
+            .map_err(|e| BackendError::Run(format!("engine gone: {e}")))?;
+        let outcome = read_responses(&mut rx, deadline, deltas).await;
+        if outcome.is_err() {
+            // Closing makes the engine's next send fail, which ends the sequence; the channel
+            // then reports its end once the engine has dropped the sequence.
+            rx.close();
+            let drained = tokio::time::timeout(CANCEL_SETTLE_LIMIT, async {
+                while rx.recv().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!("a cancelled sequence did not leave the engine in time");
             }
         }
-        Ok(Completion {
-            text,
-            finish_reason,
-            usage,
-            first_token_at,
-        })
+        outcome
     }
 }
 
-fn build_request(
-    messages: &[ChatMessage],
-    p: &Parameters,
-    default_max_tokens: u32,
-) -> RequestBuilder {
+/// Reads the engine's responses for one sequence until it finishes, passing text on.
+async fn read_responses(
+    rx: &mut mpsc::Receiver<Response>,
+    deadline: Instant,
+    deltas: &mpsc::Sender<ResponseFrame>,
+) -> Result<Completion, BackendError> {
+    let mut text = String::new();
+    let mut first_token_at = None;
+    let mut finish_reason = FinishReason::Stop;
+    let mut usage = Usage::default();
+    loop {
+        let next = tokio::select! {
+            next = rx.recv() => next,
+            () = deltas.closed() => return Err(BackendError::Cancelled),
+            () = tokio::time::sleep_until(deadline.into()) => return Err(BackendError::DeadlineExceeded),
+        };
+        let Some(response) = next else { break };
+        match response {
+            Response::Chunk(chunk) => {
+                if let Some(u) = &chunk.usage {
+                    usage = usage_of(u);
+                }
+                for choice in chunk.choices {
+                    if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
+                        first_token_at.get_or_insert_with(Instant::now);
+                        text.push_str(&piece);
+                        deltas
+                            .try_send(ResponseFrame::Delta(piece))
+                            .map_err(|e| match e {
+                                mpsc::error::TrySendError::Full(_) => BackendError::SlowConsumer,
+                                mpsc::error::TrySendError::Closed(_) => BackendError::Cancelled,
+                            })?;
+                    }
+                    if let Some(reason) = choice.finish_reason {
+                        finish_reason = if reason == "length" {
+                            FinishReason::Length
+                        } else {
+                            FinishReason::Stop
+                        };
+                    }
+                }
+                if usage.output_tokens > 0 && chunk.usage.is_some() {
+                    break;
+                }
+            }
+            Response::Done(done) => {
+                usage = usage_of(&done.usage);
+                break;
+            }
+            Response::InternalError(e) | Response::ValidationError(e) => {
+                return Err(BackendError::Run(e.to_string()));
+            }
+            Response::ModelError(e, _) => return Err(BackendError::Run(e)),
+            _ => {
+                return Err(BackendError::Run(
+                    "unexpected response kind from mistralrs".into(),
+                ));
+            }
+        }
+    }
+    Ok(Completion {
+        text,
+        finish_reason,
+        usage,
+        first_token_at,
+    })
+}
+
+fn usage_of(u: &mistralrs::Usage) -> Usage {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    Usage {
+        input_tokens: count(u.prompt_tokens),
+        output_tokens: count(u.completion_tokens),
+    }
+}
+
+fn role(role: Role) -> TextMessageRole {
+    match role {
+        Role::System => TextMessageRole::System,
+        Role::User => TextMessageRole::User,
+        Role::Assistant => TextMessageRole::Assistant,
+    }
+}
+
+fn build_request(messages: &[ChatMessage], p: &Parameters, max_tokens: u32) -> RequestBuilder {
     let mut request = RequestBuilder::new();
     for m in messages {
-        let role = match m.role {
-            Role::System => TextMessageRole::System,
-            Role::User => TextMessageRole::User,
-            Role::Assistant => TextMessageRole::Assistant,
-        };
-        request = request.add_message(role, &m.content);
+        request = request.add_message(role(m.role), &m.content);
     }
     // mistralrs always decodes greedily; sampling, when asked for, is done by a seeded logits
     // processor so that a seed reproduces its output.
     request = request
         .set_deterministic_sampler()
-        .set_sampler_max_len(p.max_tokens.unwrap_or(default_max_tokens) as usize);
+        .set_sampler_max_len(max_tokens as usize);
     if let Some(t) = p.temperature.filter(|t| *t > 0.0) {
         let seed = p.seed.unwrap_or_else(rand::random);
         request = request.add_logits_processor(Arc::new(SeededSampler::new(t, p.top_p, seed)));
@@ -158,4 +258,30 @@ fn build_request(
         request = request.set_sampler_stop_toks(mistralrs::StopTokens::Seqs(p.stop.clone()));
     }
     request
+}
+
+/// The engine request for `builder`, answering on `tx` (a channel this module owns, so that it
+/// can close it on cancellation; `Model::stream_chat_request` keeps its own private).
+fn normal_request(mut builder: RequestBuilder, tx: mpsc::Sender<Response>) -> Request {
+    let (tools, tool_choice) = match builder.take_tools() {
+        Some((tools, choice)) => (Some(tools), Some(choice)),
+        None => (None, None),
+    };
+    Request::Normal(Box::new(NormalRequest {
+        messages: builder.take_messages(),
+        sampling_params: builder.take_sampling_params(),
+        response: tx,
+        return_logprobs: RequestLike::return_logprobs(&builder),
+        is_streaming: true,
+        id: 0,
+        constraint: builder.take_constraint(),
+        suffix: None,
+        tools,
+        tool_choice,
+        logits_processors: builder.take_logits_processors(),
+        return_raw_logits: false,
+        web_search_options: builder.take_web_search_options(),
+        model_id: None,
+        truncate_sequence: builder.truncate_sequence(),
+    }))
 }

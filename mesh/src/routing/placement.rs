@@ -32,10 +32,28 @@ pub struct Candidate {
     pub recent_failures: u32,
 }
 
-/// Expected time before a new request would start running at `c`.
+/// Longest service time a peer's advert is believed for; anything above (or not a number) is
+/// taken as this, so that no advertised figure can overflow the arithmetic below.
+pub const MAX_SERVICE_TIME: Duration = Duration::from_secs(3600);
+
+/// The service time an advert's milliseconds stand for: negative or not-a-number is zero,
+/// anything huge (infinity included) is [`MAX_SERVICE_TIME`].
+pub fn service_time(advertised_ms: f64) -> Duration {
+    if advertised_ms.is_nan() || advertised_ms <= 0.0 {
+        return Duration::ZERO;
+    }
+    let max_ms = MAX_SERVICE_TIME.as_secs_f64() * 1000.0;
+    Duration::from_secs_f64(advertised_ms.min(max_ms) / 1000.0)
+}
+
+/// Expected time before a new request would start running at `c`. Saturates: no advertised
+/// count or time can overflow it.
 pub fn expected_wait(c: &Candidate) -> Duration {
     let concurrency = c.concurrency.max(1);
-    let ahead = c.queued + c.in_flight + c.sent_by_us;
+    let ahead = c
+        .queued
+        .saturating_add(c.in_flight)
+        .saturating_add(c.sent_by_us);
     if ahead < concurrency {
         return Duration::ZERO;
     }
@@ -47,7 +65,9 @@ pub fn expected_wait(c: &Candidate) -> Duration {
 
 /// The candidate's score: lower is better.
 pub fn score(c: &Candidate) -> Duration {
-    c.rtt + expected_wait(c) + FAILURE_PENALTY.saturating_mul(c.recent_failures)
+    c.rtt
+        .saturating_add(expected_wait(c))
+        .saturating_add(FAILURE_PENALTY.saturating_mul(c.recent_failures))
 }
 
 /// Candidates ranked best first, leaving out every node on the request's path (so a request
@@ -98,6 +118,24 @@ mod tests {
             sent_by_us: 0,
             recent_failures: 0,
         }
+    }
+
+    #[test]
+    fn extreme_adverts_saturate_instead_of_panicking() {
+        assert_eq!(service_time(f64::INFINITY), MAX_SERVICE_TIME);
+        assert_eq!(service_time(f64::NAN), Duration::ZERO);
+        assert_eq!(service_time(-5.0), Duration::ZERO);
+        assert_eq!(service_time(f64::MAX), MAX_SERVICE_TIME);
+        assert_eq!(service_time(250.0), Duration::from_millis(250));
+        let mut wild = peer("wild", u64::MAX);
+        wild.queued = u32::MAX;
+        wild.in_flight = u32::MAX;
+        wild.sent_by_us = u32::MAX;
+        wild.concurrency = 0;
+        wild.recent_failures = u32::MAX;
+        wild.service_time = service_time(f64::INFINITY);
+        assert!(score(&wild) >= Duration::from_millis(u64::MAX));
+        assert_eq!(rank(&[wild, peer("sane", 5)], &[], 3)[0].name, "sane");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum CloseCode {
     SelfConnection = 4,
     /// An ALPN this node does not serve.
     UnsupportedProtocol = 5,
+    /// The cluster session did not come up (or ended) on this connection.
+    SessionTimeout = 6,
+    /// Client connections are accepted from loopback only on this node.
+    ClientsLoopbackOnly = 7,
 }
 
 impl CloseCode {
@@ -49,6 +53,8 @@ impl CloseCode {
             Self::NameMismatch => "cluster node name does not match certificate",
             Self::SelfConnection => "connected to itself",
             Self::UnsupportedProtocol => "protocol not served",
+            Self::SessionTimeout => "cluster session not up",
+            Self::ClientsLoopbackOnly => "this node serves clients on loopback only",
         }
     }
 }
@@ -111,14 +117,59 @@ pub struct Liveness {
     pub keep_alive: Duration,
 }
 
-fn transport_config(liveness: Liveness) -> Arc<quinn::TransportConfig> {
+/// Limits of one kind of connection: what a client may hold open, or what a peer may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Bidirectional streams the other side may have open at once.
+    pub bidi_streams: u32,
+    /// Unidirectional streams the other side may have open at once.
+    pub uni_streams: u32,
+    /// Bytes the other side may have in flight on the whole connection.
+    pub receive_window: u32,
+}
+
+/// A client: one request per stream, 16 at once, no unidirectional streams; its requests (at
+/// most 1 MiB each) may be in flight two at a time.
+pub const CLIENT_LIMITS: StreamLimits = StreamLimits {
+    bidi_streams: 16,
+    uni_streams: 0,
+    receive_window: 2 * 1024 * 1024,
+};
+
+/// A peer: its handoffs, its cluster session, and a few adverts in flight.
+pub const PEER_LIMITS: StreamLimits = StreamLimits {
+    bidi_streams: 256,
+    uni_streams: 16,
+    receive_window: 16 * 1024 * 1024,
+};
+
+/// Bytes one stream may have in flight: a whole request frame, and a little more.
+const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024 + 64 * 1024;
+
+/// Every connection starts with a client's limits (its ALPN, and so its kind, is only known
+/// once the handshake is done); a connection that turns out to be a peer's is widened by
+/// [`widen_for_peer`]. Datagrams are off: nothing uses them.
+fn transport_config(liveness: Liveness, limits: StreamLimits) -> Arc<quinn::TransportConfig> {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(liveness.keep_alive));
     transport.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(liveness.idle_timeout)
             .expect("validated to a few minutes at most"),
     ));
+    transport
+        .max_concurrent_bidi_streams(limits.bidi_streams.into())
+        .max_concurrent_uni_streams(limits.uni_streams.into())
+        .receive_window(limits.receive_window.into())
+        .stream_receive_window(STREAM_RECEIVE_WINDOW.into())
+        .datagram_receive_buffer_size(None);
     Arc::new(transport)
+}
+
+/// Raises an accepted connection's limits from a client's to a peer's.
+pub fn widen_for_peer(connection: &quinn::Connection) {
+    connection.set_max_concurrent_bi_streams(PEER_LIMITS.bidi_streams.into());
+    connection.set_max_concurrent_uni_streams(PEER_LIMITS.uni_streams.into());
+    connection.set_receive_window(PEER_LIMITS.receive_window.into());
 }
 
 /// Binds the node's QUIC endpoint: serving both ALPNs, dialing peers with its certificate.
@@ -127,13 +178,12 @@ pub fn bind(
     addr: SocketAddr,
     liveness: Liveness,
 ) -> Result<quinn::Endpoint, TransportError> {
-    let transport = transport_config(liveness);
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls::quic_server(identity)?));
-    server.transport_config(transport.clone());
+    server.transport_config(transport_config(liveness, CLIENT_LIMITS));
     let mut endpoint = quinn::Endpoint::server(server, addr)
         .map_err(|source| TransportError::Bind { addr, source })?;
     let mut client = quinn::ClientConfig::new(Arc::new(tls::quic_peer_client(identity)?));
-    client.transport_config(transport);
+    client.transport_config(transport_config(liveness, PEER_LIMITS));
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }

@@ -46,16 +46,10 @@ fn roots(identity: &Identity) -> Result<Arc<RootCertStore>, TlsError> {
 }
 
 /// Server side: mutual TLS for peers, optional client certificates for clients.
-fn server_config(
-    identity: &Identity,
-    require_client_cert: bool,
-) -> Result<rustls::ServerConfig, TlsError> {
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider());
-    let verifier = if require_client_cert {
-        verifier.build()?
-    } else {
-        verifier.allow_unauthenticated().build()?
-    };
+fn server_config(identity: &Identity) -> Result<rustls::ServerConfig, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(identity)?, provider())
+        .allow_unauthenticated()
+        .build()?;
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -67,7 +61,7 @@ fn server_config(
 pub fn quic_server(
     identity: &Identity,
 ) -> Result<quinn::crypto::rustls::QuicServerConfig, TlsError> {
-    let mut config = server_config(identity, false)?;
+    let mut config = server_config(identity)?;
     config.alpn_protocols = vec![ALPN_PEER.to_vec(), ALPN_CLIENT.to_vec()];
     quinn::crypto::rustls::QuicServerConfig::try_from(config)
         .map_err(|e| TlsError::Quic(e.to_string()))
@@ -87,10 +81,57 @@ pub fn quic_peer_client(
         .map_err(|e| TlsError::Quic(e.to_string()))
 }
 
-/// The acceptor for ractor_cluster's own TCP listener: TLS with a mandatory client certificate
-/// from the cluster CA, so nothing reaches the actor system through that port without one.
+/// The acceptor for ractor_cluster's own TCP listener, which ractor_cluster always opens but
+/// the mesh never uses (sessions run over QUIC, where the claimed node name is checked against
+/// the certificate before ractor_cluster sees it). It refuses every handshake, certificate or
+/// not, so no session can reach the actor system through that port.
 pub fn cluster_tcp_acceptor(identity: &Identity) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config(
-        identity, true,
-    )?)))
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(RefuseEveryClient))
+        .with_single_cert(identity.cert_chain.clone(), identity.key.clone_key())?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A client-certificate verifier that accepts no client at all.
+#[derive(Debug)]
+struct RefuseEveryClient;
+
+impl rustls::server::danger::ClientCertVerifier for RefuseEveryClient {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Err(rustls::Error::General("sessions run over QUIC only".into()))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("sessions run over QUIC only".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls::pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("sessions run over QUIC only".into()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }

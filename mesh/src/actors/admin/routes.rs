@@ -1,4 +1,5 @@
-//! Routes of the admin introspection endpoint (served by the [`crate::actors::admin`] actor).
+//! Routes of the admin introspection endpoint, served by the [`super::Admin`] actor. They reach
+//! actors only through typed handles.
 //!
 //! `GET /healthz` is open; every other route needs `Authorization: Bearer <token>`.
 //! - `GET /admin/node`: name, version, uptime, addresses
@@ -7,139 +8,107 @@
 //! - `GET /admin/models`: configured models, hosted or why not, queue and traffic counters
 //! - `GET /admin/routing`: per model, requests run here vs handed to peers; per peer, handoffs,
 //!   failures, handoffs under way and its current score
+//! - `POST /admin/faults/kill/{*child}` and `POST /admin/faults/panic-next-job`: fault injection
+//!   for tests, present only when the node runs with `--fault-injection`
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ractor::{ActorCell, ActorId};
 use serde::Serialize;
 
+use crate::actors::cluster_host;
 use crate::actors::model_host::LocalModels;
 use crate::actors::peer_directory::PeerDirectoryHandle;
 use crate::actors::router::RouterHandle;
-use crate::actors::{admin, cluster_host, node_supervisor, peer_directory};
-
-/// Addresses a node is reachable at.
-#[derive(Debug, Clone, Serialize)]
-pub struct Addresses {
-    /// Bound QUIC endpoint.
-    pub quic: SocketAddr,
-    /// Address advertised to peers.
-    pub advertise: SocketAddr,
-    /// Admin endpoint.
-    pub admin: SocketAddr,
-    /// ractor_cluster's loopback TCP listener (TLS, client certificate required).
-    pub cluster_tcp: SocketAddr,
-}
-
-/// Static facts about a node.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeInfo {
-    /// The node's name.
-    pub name: String,
-    /// Build version.
-    pub version: &'static str,
-    /// Where it listens.
-    pub addresses: Addresses,
-    /// Its hardware.
-    pub hardware: crate::hardware::Hardware,
-}
+use crate::facts::{ModelStatus, NodeInfo};
+use crate::faults::Faults;
 
 /// What the routes read.
 #[derive(Debug, Clone)]
-pub struct AdminContext(Arc<Inner>);
+pub struct Context(Arc<Inner>);
 
-/// Whether a configured model is hosted here, and why not.
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelStatus {
-    /// Catalog id.
-    pub id: String,
-    /// Task name.
-    pub task: &'static str,
-    /// Memory the model needs.
-    pub memory_bytes: u64,
-    /// Whether a model host serves it.
-    pub hosted: bool,
-    /// Why it is not hosted.
-    pub reason: Option<String>,
+/// The parts of a [`Context`].
+#[derive(Debug)]
+pub struct ContextParts {
+    /// Static node facts.
+    pub info: NodeInfo,
+    /// The bearer token; with none, every route but `/healthz` answers 401.
+    pub token: Option<String>,
+    /// The peer directory.
+    pub directory: PeerDirectoryHandle,
+    /// The root of the actor tree.
+    pub root: ActorCell,
+    /// Fault injection (its routes exist only when it is on).
+    pub faults: Arc<Faults>,
+    /// Hosting decisions made at start-up.
+    pub hosting: Vec<ModelStatus>,
+    /// The router.
+    pub router: RouterHandle,
+    /// The model hosts and their live state.
+    pub hosts: LocalModels,
 }
 
 #[derive(Debug)]
 struct Inner {
-    hosting: Vec<ModelStatus>,
-    hosts: LocalModels,
-    router: RouterHandle,
-    info: NodeInfo,
-    token: Option<String>,
-    directory: PeerDirectoryHandle,
-    root: ActorCell,
+    parts: ContextParts,
     started: Instant,
     started_at: SystemTime,
 }
 
-impl AdminContext {
-    /// Bundles what the routes need. With no token, every route but `/healthz` answers 401.
-    pub fn new(
-        info: NodeInfo,
-        token: Option<String>,
-        directory: PeerDirectoryHandle,
-        root: ActorCell,
-        hosting: Vec<ModelStatus>,
-        router: RouterHandle,
-        hosts: LocalModels,
-    ) -> Self {
+impl Context {
+    /// Bundles what the routes need.
+    pub fn new(parts: ContextParts) -> Self {
         Self(Arc::new(Inner {
-            hosting,
-            hosts,
-            router,
-            info,
-            token,
-            directory,
-            root,
+            parts,
             started: Instant::now(),
             started_at: SystemTime::now(),
         }))
     }
+
+    fn parts(&self) -> &ContextParts {
+        &self.0.parts
+    }
 }
 
 /// The admin router.
-pub fn router(context: AdminContext) -> Router {
-    let protected = Router::new()
+pub fn router(context: Context) -> Router {
+    let mut protected = Router::new()
         .route("/admin/node", get(node))
         .route("/admin/peers", get(peers))
         .route("/admin/actors", get(actors))
         .route("/admin/models", get(models))
-        .route("/admin/routing", get(routing))
-        .route_layer(middleware::from_fn_with_state(
-            context.clone(),
-            require_token,
-        ));
+        .route("/admin/routing", get(routing));
+    if context.parts().faults.enabled() {
+        protected = protected
+            .route("/admin/faults/kill/{*child}", post(kill))
+            .route("/admin/faults/panic-next-job", post(panic_next_job));
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        context.clone(),
+        require_token,
+    ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(protected)
         .with_state(context)
 }
 
-async fn require_token(State(ctx): State<AdminContext>, request: Request, next: Next) -> Response {
+async fn require_token(State(ctx): State<Context>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match (&ctx.0.token, presented) {
-        (Some(expected), Some(given))
-            if constant_time_eq(expected.as_bytes(), given.as_bytes()) =>
-        {
-            next.run(request).await
-        }
+    match (&ctx.parts().token, presented) {
+        (Some(expected), Some(given)) if token_matches(expected, given) => next.run(request).await,
         _ => (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -149,23 +118,30 @@ async fn require_token(State(ctx): State<AdminContext>, request: Request, next: 
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Compares the presented bearer token with the expected one in constant time. Both are hashed
+/// first, so neither the comparison's duration nor an early length check reveals how long the
+/// token is or how much of a guess was right.
+fn token_matches(expected: &str, given: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let expected = Sha256::digest(expected.as_bytes());
+    let given = Sha256::digest(given.as_bytes());
+    expected.as_slice().ct_eq(given.as_slice()).into()
 }
 
-async fn node(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
-    let inner = &ctx.0;
+async fn node(State(ctx): State<Context>) -> Json<serde_json::Value> {
+    let info = &ctx.parts().info;
     Json(serde_json::json!({
-        "name": inner.info.name,
-        "version": inner.info.version,
-        "started_at": humantime::format_rfc3339_seconds(inner.started_at).to_string(),
-        "uptime_s": inner.started.elapsed().as_secs_f64(),
-        "addresses": inner.info.addresses,
+        "name": info.name,
+        "version": info.version,
+        "started_at": humantime::format_rfc3339_seconds(ctx.0.started_at).to_string(),
+        "uptime_s": ctx.0.started.elapsed().as_secs_f64(),
+        "addresses": info.addresses,
     }))
 }
 
-async fn peers(State(ctx): State<AdminContext>) -> Response {
-    match ctx.0.directory.list().await {
+async fn peers(State(ctx): State<Context>) -> Response {
+    match ctx.parts().directory.list().await {
         Ok(peers) => Json(peers).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -175,14 +151,20 @@ async fn peers(State(ctx): State<AdminContext>) -> Response {
     }
 }
 
-async fn models(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
-    let peers = ctx.0.directory.list().await.unwrap_or_default();
+async fn models(State(ctx): State<Context>) -> Response {
+    let parts = ctx.parts();
+    let peers = match parts.directory.list().await {
+        Ok(peers) => peers,
+        Err(e) => return unavailable(&format!("peer directory did not answer: {e}")),
+    };
+    let states = parts.hosts.states().all();
     let mut entries = Vec::new();
-    for status in &ctx.0.hosting {
-        let stats = match ctx.0.hosts.get(&status.id) {
-            Some(host) => host.stats().await,
+    for status in &parts.hosting {
+        let stats = match parts.hosts.get(&status.id) {
+            Some(host) => host.stats().await.ok(),
             None => None,
         };
+        let state = states.get(&status.id).copied();
         let hosted_by_peers: Vec<&str> = peers
             .iter()
             .filter(|p| p.models.contains(&status.id))
@@ -192,25 +174,50 @@ async fn models(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
             "id": status.id,
             "task": status.task,
             "memory_bytes": status.memory_bytes,
-            "hosted": status.hosted && stats.is_some(),
-            "reason": if status.hosted && stats.is_none() { Some("model host stopped after a failure".to_owned()) } else { status.reason.clone() },
+            "hosted": state == Some(crate::facts::ModelState::Hosted),
+            "state": state,
+            "reason": status.reason,
             "stats": stats,
             "hosted_by_peers": hosted_by_peers,
         }));
     }
-    Json(
-        serde_json::json!({ "node": ctx.0.info.name, "hardware": ctx.0.info.hardware, "models": entries }),
-    )
+    Json(serde_json::json!({
+        "node": parts.info.name,
+        "hardware": parts.info.hardware,
+        "models": entries,
+    }))
+    .into_response()
 }
 
-async fn routing(State(ctx): State<AdminContext>) -> Response {
-    match ctx.0.router.stats().await {
-        Some(stats) => Json(stats).into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "error": "router did not answer" })),
+fn unavailable(message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(serde_json::json!({ "error": message })),
+    )
+        .into_response()
+}
+
+async fn kill(State(ctx): State<Context>, Path(child): Path<String>) -> Response {
+    if ctx.parts().faults.kill(&child) {
+        Json(serde_json::json!({ "killed": child })).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "no such child; use directory, router, gateway, cluster_host, admin or model:<id>" })),
         )
-            .into_response(),
+            .into_response()
+    }
+}
+
+async fn panic_next_job(State(ctx): State<Context>) -> Json<serde_json::Value> {
+    ctx.parts().faults.arm_job_panic();
+    Json(serde_json::json!({ "armed": true }))
+}
+
+async fn routing(State(ctx): State<Context>) -> Response {
+    match ctx.parts().router.stats().await {
+        Ok(stats) => Json(stats).into_response(),
+        Err(e) => unavailable(&format!("router did not answer: {e}")),
     }
 }
 
@@ -257,10 +264,10 @@ async fn session_nodes() -> HashMap<u64, String> {
         .collect()
 }
 
-async fn actors(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
+async fn actors(State(ctx): State<Context>) -> Json<serde_json::Value> {
     let nodes = session_nodes().await;
     let node_of = |id: ActorId| match id {
-        ActorId::Local(_) => ctx.0.info.name.clone(),
+        ActorId::Local(_) => ctx.parts().info.name.clone(),
         ActorId::Remote { node_id, .. } => nodes
             .get(&node_id)
             .cloned()
@@ -293,7 +300,7 @@ async fn actors(State(ctx): State<AdminContext>) -> Json<serde_json::Value> {
         );
     }
     Json(serde_json::json!({
-        "tree": describe(&ctx.0.root, &membership, &node_of),
+        "tree": describe(&ctx.parts().root, &membership, &node_of),
         "process_groups": groups,
     }))
 }
@@ -319,29 +326,22 @@ fn describe(
     }
 }
 
+/// An actor's kind, from the name it registers (each actor of this node registers one that
+/// says what it is).
 fn kind_of(cell: &ActorCell) -> &'static str {
-    let is = |yes: Option<bool>| yes == Some(true);
     if !cell.get_id().is_local() {
-        "RemoteActor"
-    } else if is(cell.is_message_type_of::<node_supervisor::Msg>()) {
-        "NodeSupervisor"
-    } else if is(cell.is_message_type_of::<cluster_host::Msg>()) {
-        "ClusterHost"
-    } else if is(cell.is_message_type_of::<peer_directory::Msg>()) {
-        "PeerDirectory"
-    } else if is(cell.is_message_type_of::<crate::actors::model_host::Msg>()) {
-        "ModelHost"
-    } else if is(cell.is_message_type_of::<crate::actors::router::Msg>()) {
-        "Router"
-    } else if is(cell.is_message_type_of::<crate::actors::gateway::Msg>()) {
-        "Gateway"
-    } else if is(cell.is_message_type_of::<admin::Msg>()) {
-        "Admin"
-    } else if is(cell.is_message_type_of::<ractor_cluster::NodeServerMessage>()) {
-        "NodeServer"
-    } else if is(cell.is_message_type_of::<ractor_cluster::NodeSessionMessage>()) {
-        "NodeSession"
-    } else {
-        "ractor_cluster internal"
+        return "RemoteActor";
+    }
+    let name = cell.get_name().unwrap_or_default();
+    match name.as_str() {
+        "ganglion.node" => "NodeSupervisor",
+        "ganglion.cluster_host" => "ClusterHost",
+        "ganglion.peer_directory" => "PeerDirectory",
+        "ganglion.router" => "Router",
+        "ganglion.gateway" => "Gateway",
+        "ganglion.admin" => "Admin",
+        cluster_host::NODE_SERVER_NAME => "NodeServer",
+        n if n.starts_with("ganglion.model_host.") => "ModelHost",
+        _ => "ractor_cluster internal",
     }
 }

@@ -1,0 +1,95 @@
+//! Facts about this node that several parts report: where it listens, its hardware, and the
+//! state of each model it was configured to host. A leaf module: it imports no actor, so the
+//! supervisor, the directory's adverts and the admin routes can all read it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+/// Addresses a node is reachable at.
+#[derive(Debug, Clone, Serialize)]
+pub struct Addresses {
+    /// Bound QUIC endpoint.
+    pub quic: SocketAddr,
+    /// Address advertised to peers.
+    pub advertise: SocketAddr,
+    /// Admin endpoint.
+    pub admin: SocketAddr,
+    /// ractor_cluster's loopback TCP listener (refuses every handshake: sessions run over QUIC).
+    pub cluster_tcp: SocketAddr,
+}
+
+/// Static facts about a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// The node's name.
+    pub name: String,
+    /// Build version.
+    pub version: &'static str,
+    /// Where it listens.
+    pub addresses: Addresses,
+    /// Its hardware.
+    pub hardware: crate::hardware::Hardware,
+}
+
+/// Whether a configured model was loaded at start-up, and why not.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelStatus {
+    /// Catalog id.
+    pub id: String,
+    /// Task name.
+    pub task: &'static str,
+    /// Memory the model needs.
+    pub memory_bytes: u64,
+    /// Whether it was loaded for hosting.
+    pub hosted: bool,
+    /// Why it is not hosted.
+    pub reason: Option<String>,
+}
+
+/// Live state of a model this node hosts, as `/admin/models` and adverts show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelState {
+    /// Being loaded; not serving yet.
+    Loading,
+    /// Serving.
+    Hosted,
+    /// Its host failed and is being restarted; requests go elsewhere meanwhile.
+    Restarting,
+    /// Its host failed too often and was given up on.
+    Failed,
+}
+
+/// The live state of every model hosted here, written by the supervisor, read by the
+/// directory (adverts) and the admin routes.
+#[derive(Debug, Clone, Default)]
+pub struct ModelStates(Arc<RwLock<BTreeMap<String, ModelState>>>);
+
+impl ModelStates {
+    /// Records the state of `model`.
+    pub fn set(&self, model: &str, state: ModelState) {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(model.to_owned(), state);
+    }
+
+    /// The state of `model`, if it is hosted here.
+    pub fn get(&self, model: &str) -> Option<ModelState> {
+        self.read().get(model).copied()
+    }
+
+    /// Every hosted model with its state.
+    pub fn all(&self) -> BTreeMap<String, ModelState> {
+        self.read().clone()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ModelState>> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

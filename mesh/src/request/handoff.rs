@@ -1,0 +1,274 @@
+//! Stage 3: hand the request to the best peers that host its model, one after another until
+//! one answers, before any output; relay that peer's answer, adding this node to its route.
+//!
+//! Every wait on the peer is bounded: opening the stream and sending the request by
+//! [`OPEN_TIMEOUT`], every response frame by the request's deadline.
+
+use std::time::{Duration, Instant};
+
+use ganglion_client::protocol::{
+    Attempt, ClientRequest, ErrorCode, HopTime, MAX_OPEN_FRAME_LEN, MAX_REQUEST_FRAME_LEN,
+    MAX_RESPONSE_FRAME_LEN, Request, ResponseFrame, WireError,
+};
+use ganglion_client::{PeerStreamKind, read_frame, write_frame};
+use tracing::Instrument;
+
+use super::admit::Admitted;
+use super::{Context, Responder, fail, ms, retryable, unserved};
+use crate::actors::router::Target;
+
+/// Opening a data stream to a peer and sending it the request must take no longer.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// QUIC stream error code sent to a peer when this node gives up on a handoff.
+const HANDOFF_ABANDONED: u32 = 2;
+
+/// Hands the request to peers in the router's order; `attempts` holds why this node (or
+/// earlier candidates) did not serve it.
+pub async fn run(
+    ctx: &Context,
+    admitted: &Admitted,
+    mut attempts: Vec<Attempt>,
+    out: &mut impl Responder,
+) {
+    let request = &admitted.request;
+    let route_text = request.path.join(" → ");
+    if request.hop_budget == 0 {
+        let why = format!("the hop budget is exhausted (path {route_text})");
+        return fail(out, unserved(&request.model, &attempts, &why)).await;
+    }
+    let targets = match ctx.router.plan(&request.model, &request.path).await {
+        Ok(targets) => targets,
+        Err(e) => {
+            let error = WireError::new(
+                ErrorCode::Unavailable,
+                format!("cannot place model `{}`: {e}", request.model),
+            );
+            return fail(out, error).await;
+        }
+    };
+    if targets.is_empty() {
+        let why = if request.path.len() > 1 {
+            format!("no reachable peer off the request's path ({route_text}) hosts it")
+        } else {
+            "no reachable peer hosts it".to_owned()
+        };
+        return fail(out, unserved(&request.model, &attempts, &why)).await;
+    }
+    for target in targets {
+        let left = admitted.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let error = WireError::new(
+                ErrorCode::DeadlineExceeded,
+                "deadline passed before a node could take the request",
+            );
+            return fail(out, error).await;
+        }
+        let mut handed = request.clone();
+        handed.hop_budget -= 1;
+        handed.deadline_ms = Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
+        let mut underway = Underway::start(ctx, &request.model, &target.name);
+        let span = tracing::info_span!("handoff", peer = %target.name);
+        let outcome = hand_to(ctx, &target, &handed, admitted, &attempts, out)
+            .instrument(span)
+            .await;
+        match outcome {
+            Handoff::Served | Handoff::Cancelled => return,
+            Handoff::Refused(error) => {
+                tracing::info!(peer = %target.name, code = %error.code, reason = %error.message, "handoff refused before output; trying the next candidate");
+                underway.failed();
+                attempts.push(Attempt {
+                    node: target.name.clone(),
+                    code: error.code,
+                    reason: error.message,
+                });
+            }
+            Handoff::Failed(error) => {
+                underway.failed();
+                drop(underway);
+                return fail(out, error).await;
+            }
+        }
+    }
+    fail(
+        out,
+        unserved(&request.model, &attempts, "every candidate failed"),
+    )
+    .await;
+}
+
+/// A handoff the router counts as outstanding until this is dropped, however the request ends
+/// (including its task being aborted when the requester's connection goes).
+struct Underway<'a> {
+    ctx: &'a Context,
+    peer: &'a str,
+    ok: bool,
+}
+
+impl<'a> Underway<'a> {
+    fn start(ctx: &'a Context, model: &str, peer: &'a str) -> Self {
+        ctx.router.forwarded(model, peer);
+        Self {
+            ctx,
+            peer,
+            ok: true,
+        }
+    }
+
+    /// The peer failed this request.
+    fn failed(&mut self) {
+        self.ok = false;
+    }
+}
+
+impl Drop for Underway<'_> {
+    fn drop(&mut self) {
+        self.ctx.router.ended(self.peer, self.ok);
+    }
+}
+
+/// How a handoff to one peer ended.
+enum Handoff {
+    /// The final response was relayed.
+    Served,
+    /// The requester went away; the handoff was dropped, cancelling it downstream.
+    Cancelled,
+    /// The peer could not take it, before any output: try the next candidate.
+    Refused(WireError),
+    /// It failed for good (after output had started, or with an error no other node would
+    /// avoid).
+    Failed(WireError),
+}
+
+/// Hands `request` to `target` over a data stream of the peer connection and relays its
+/// answer, adding this node to the route of the final response.
+async fn hand_to(
+    ctx: &Context,
+    target: &Target,
+    request: &Request,
+    admitted: &Admitted,
+    attempts: &[Attempt],
+    out: &mut impl Responder,
+) -> Handoff {
+    let unavailable = |what: &str, e: &dyn std::fmt::Display| {
+        Handoff::Refused(WireError::new(
+            ErrorCode::Unavailable,
+            format!("{what}: {e}"),
+        ))
+    };
+    let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
+        let (mut peer_send, peer_recv) = target
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| e.to_string())?;
+        write_frame(&mut peer_send, &PeerStreamKind::Data, MAX_OPEN_FRAME_LEN)
+            .await
+            .map_err(|e| e.to_string())?;
+        write_frame(
+            &mut peer_send,
+            &ClientRequest::Infer(request.clone()),
+            MAX_REQUEST_FRAME_LEN,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        peer_send.finish().map_err(|e| e.to_string())?;
+        Ok::<_, String>((peer_send, peer_recv))
+    })
+    .await;
+    let (_peer_send, mut peer_recv) = match opened {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => return unavailable("cannot open a stream", &e),
+        Err(_) => return unavailable("cannot open a stream", &"timed out"),
+    };
+    // Dropping `peer_recv` unread would leave the peer writing into flow control until its
+    // own timeout; stop the stream explicitly whenever this node gives up on it.
+    let abandon = |recv: &mut quinn::RecvStream| {
+        let _ = recv.stop(quinn::VarInt::from_u32(HANDOFF_ABANDONED));
+    };
+    let gone = out.gone();
+    tokio::pin!(gone);
+    let mut first_output: Option<Instant> = None;
+    loop {
+        let next = tokio::select! {
+            next = tokio::time::timeout_at(
+                admitted.deadline.into(),
+                read_frame::<_, ResponseFrame>(&mut peer_recv, MAX_RESPONSE_FRAME_LEN),
+            ) => next,
+            () = &mut gone => {
+                abandon(&mut peer_recv);
+                return Handoff::Cancelled;
+            }
+        };
+        let lost = |why: String| match first_output {
+            None => Handoff::Refused(WireError::new(
+                ErrorCode::Unavailable,
+                format!("connection lost: {why}"),
+            )),
+            Some(_) => Handoff::Failed(WireError {
+                code: ErrorCode::PeerLost,
+                message: format!(
+                    "node `{}` was lost after output had started: {why}",
+                    target.name
+                ),
+                partial: true,
+            }),
+        };
+        let next = match next {
+            Ok(next) => next,
+            Err(_) => {
+                abandon(&mut peer_recv);
+                return Handoff::Failed(WireError {
+                    code: ErrorCode::DeadlineExceeded,
+                    message: format!("node `{}` did not answer by the deadline", target.name),
+                    partial: first_output.is_some(),
+                });
+            }
+        };
+        match next {
+            Ok(Some(ResponseFrame::Delta(text))) => {
+                first_output.get_or_insert_with(Instant::now);
+                if out.send(ResponseFrame::Delta(text)).await.is_err() {
+                    abandon(&mut peer_recv);
+                    return Handoff::Cancelled;
+                }
+            }
+            Ok(Some(ResponseFrame::Final(mut response))) => {
+                // This node's own view replaces the downstream one in the timings; the route
+                // keeps every node's.
+                let first_token_ms = first_output.map(|first| ms(first - admitted.received));
+                let total_ms = ms(admitted.received.elapsed());
+                let route = &mut response.route;
+                route.path.insert(0, ctx.node.clone());
+                route.entry = ctx.node.clone();
+                route.attempts.splice(0..0, attempts.iter().cloned());
+                route.per_hop.insert(
+                    0,
+                    HopTime {
+                        node: ctx.node.clone(),
+                        first_token_ms,
+                        total_ms,
+                    },
+                );
+                response.timings.total_ms = total_ms;
+                if first_token_ms.is_some() {
+                    response.timings.first_token_ms = first_token_ms;
+                }
+                let _ = out.send(ResponseFrame::Final(response)).await;
+                return Handoff::Served;
+            }
+            Ok(Some(ResponseFrame::Error(error)))
+                if first_output.is_none() && retryable(error.code) =>
+            {
+                return Handoff::Refused(error);
+            }
+            Ok(Some(ResponseFrame::Error(error))) => return Handoff::Failed(error),
+            Ok(Some(_)) => {
+                abandon(&mut peer_recv);
+                return lost("unexpected frame".to_owned());
+            }
+            Ok(None) => return lost("the stream ended without an answer".to_owned()),
+            Err(e) => return lost(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! Attacks from a client or a member against real node processes: each must leave the node
+//! serving its other clients. (Closing note of the "Harden the core" issue: attack → before →
+//! now → test.)
+
+#![allow(clippy::unwrap_used)] // tests may panic on the unexpected
+
+mod harness;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ganglion::Identity;
+use ganglion::credentials::NODE_SERVER_NAME;
+use ganglion::transport::CloseCode;
+use ganglion_client::protocol::{
+    ChatMessage, ClientRequest, ErrorCode, Input, MAX_OPEN_FRAME_LEN, MAX_REQUEST_FRAME_LEN,
+    MAX_RESPONSE_FRAME_LEN, Parameters, Request, ResponseFrame, Role,
+};
+use ganglion_client::{
+    ALPN_CLIENT, ALPN_PEER, GenerateRequest, PeerStreamKind, codec, read_frame, write_frame,
+};
+use harness::{Cluster, MINILM, SMOLLM2, TOKEN, ensure_models, eventually, names};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A raw QUIC endpoint speaking `alpn`, trusting the cluster CA, presenting `present`'s
+/// certificate if given, with `transport` settings.
+fn raw_endpoint(
+    ca: &Identity,
+    present: Option<&Identity>,
+    alpn: &[u8],
+    transport: quinn::TransportConfig,
+) -> quinn::Endpoint {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.ca_cert.clone()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut tls = match present {
+        Some(id) => builder
+            .with_client_auth_cert(id.cert_chain.clone(), id.key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+async fn connect(endpoint: &quinn::Endpoint, node: std::net::SocketAddr) -> quinn::Connection {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(node, NODE_SERVER_NAME).unwrap(),
+    )
+    .await
+    .expect("handshake in time")
+    .unwrap()
+}
+
+fn chat(model: &str, prompt: &str, max_tokens: u32) -> Request {
+    Request {
+        id: rand_id(),
+        model: model.into(),
+        input: Input::Chat(vec![ChatMessage {
+            role: Role::User,
+            content: prompt.into(),
+        }]),
+        parameters: Parameters {
+            max_tokens: Some(max_tokens),
+            ..Parameters::default()
+        },
+        deadline_ms: None,
+        hop_budget: 3,
+        path: Vec::new(),
+    }
+}
+
+fn rand_id() -> u128 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    u128::from(NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Sends `request` on a new stream and returns the first frame of the answer.
+async fn ask(connection: &quinn::Connection, request: Request) -> ResponseFrame {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    write_frame(
+        &mut send,
+        &ClientRequest::Infer(request),
+        MAX_REQUEST_FRAME_LEN,
+    )
+    .await
+    .unwrap();
+    let _ = send.finish();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        read_frame::<_, ResponseFrame>(&mut recv, MAX_RESPONSE_FRAME_LEN),
+    )
+    .await
+    .expect("answered in time")
+    .unwrap()
+    .expect("a frame")
+}
+
+fn error_code(frame: &ResponseFrame) -> Option<ErrorCode> {
+    match frame {
+        ResponseFrame::Error(e) => Some(e.code),
+        _ => None,
+    }
+}
+
+async fn in_flight(node: &harness::Node, model: &str) -> u64 {
+    node.model_status(model).await["stats"]["in_flight"]
+        .as_u64()
+        .unwrap_or(u64::MAX)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_never_reads_stalls_nothing_but_its_own_request() {
+    ensure_models();
+    let cluster = Cluster::new("never-reads");
+    let a = cluster.start("a", &[], &["--host", SMOLLM2]);
+    let ca = Identity::load(&cluster.identity("a")).unwrap();
+
+    // A client with a 64-byte receive window asks for 1,500 tokens and never reads.
+    let mut tiny = quinn::TransportConfig::default();
+    tiny.stream_receive_window(64u32.into())
+        .receive_window(64u32.into());
+    let stalled = raw_endpoint(&ca, None, ALPN_CLIENT, tiny);
+    let stalled = connect(&stalled, a.quic).await;
+    let (mut send, recv) = stalled.open_bi().await.unwrap();
+    write_frame(
+        &mut send,
+        &ClientRequest::Infer(chat(SMOLLM2, harness::LONG_STORY, 1500)),
+        MAX_REQUEST_FRAME_LEN,
+    )
+    .await
+    .unwrap();
+    let _ = send.finish();
+    eventually(
+        Duration::from_secs(30),
+        "the stalled request runs",
+        || async { (in_flight(&a, SMOLLM2).await >= 1).then_some(()) },
+    )
+    .await;
+
+    // Another client is served meanwhile.
+    let client = cluster.client(&a).await;
+    let answer = client
+        .generate(GenerateRequest::new(SMOLLM2, "Say hello.").max_tokens(8))
+        .await
+        .expect("served while the other client stalls");
+    assert!(answer.response.usage.output_tokens > 0);
+
+    // The stalled request is cancelled (its buffer filled, or a write timed out) and its slot
+    // freed: nothing stays taken.
+    eventually(
+        Duration::from_secs(60),
+        "the stalled request lets go of its slot",
+        || async { (in_flight(&a, SMOLLM2).await == 0).then_some(()) },
+    )
+    .await;
+    drop(recv);
+
+    // A prompt whose tokens plus max_tokens exceed the context is refused before it runs.
+    let connection = connect(
+        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        a.quic,
+    )
+    .await;
+    // About one token per two bytes: some 15,000 tokens, beyond any small model's context.
+    let long_prompt = "7 3 9 1 5 ".repeat(3000);
+    let frame = ask(&connection, chat(SMOLLM2, &long_prompt, 2048)).await;
+    assert_eq!(
+        error_code(&frame),
+        Some(ErrorCode::ContextLengthExceeded),
+        "{frame:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancel_and_resubmit_loop_leaves_no_slot_taken() {
+    ensure_models();
+    let cluster = Cluster::new("cancel-loop");
+    let a = cluster.start("a", &[], &["--host", SMOLLM2]);
+    let ca = Identity::load(&cluster.identity("a")).unwrap();
+    let connection = connect(
+        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        a.quic,
+    )
+    .await;
+    for _ in 0..12 {
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        write_frame(
+            &mut send,
+            &ClientRequest::Infer(chat(SMOLLM2, harness::LONG_STORY, 1024)),
+            MAX_REQUEST_FRAME_LEN,
+        )
+        .await
+        .unwrap();
+        let _ = send.finish();
+        // Wait for output (or a refusal when every slot is still held), then walk away.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            read_frame::<_, ResponseFrame>(&mut recv, MAX_RESPONSE_FRAME_LEN),
+        )
+        .await;
+        let _ = recv.stop(0u32.into());
+        let stats = a.model_status(SMOLLM2).await["stats"].clone();
+        assert!(
+            stats["in_flight"].as_u64().unwrap() <= stats["concurrency"].as_u64().unwrap(),
+            "{stats}"
+        );
+    }
+    eventually(
+        Duration::from_secs(30),
+        "every cancelled sequence is gone",
+        || async { (in_flight(&a, SMOLLM2).await == 0).then_some(()) },
+    )
+    .await;
+    let client = cluster.client(&a).await;
+    client
+        .generate(GenerateRequest::new(SMOLLM2, "Say hello.").max_tokens(8))
+        .await
+        .expect("served after the loop");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn everything_a_client_sends_is_bounded_and_answered_with_a_typed_error() {
+    let cluster = Cluster::new("bounds");
+    let a = cluster.start("a", &[], &[]);
+    let ca = Identity::load(&cluster.identity("a")).unwrap();
+    let connection = connect(
+        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        a.quic,
+    )
+    .await;
+    let base = || chat(SMOLLM2, "hi", 8);
+    let mut many_stops = base();
+    many_stops.parameters.stop = vec!["x".into(); 5];
+    let mut long_stop = base();
+    long_stop.parameters.stop = vec!["x".repeat(65)];
+    let mut many_messages = base();
+    many_messages.input = Input::Chat(vec![
+        ChatMessage {
+            role: Role::User,
+            content: "a".into()
+        };
+        300
+    ]);
+    let mut long_model = base();
+    long_model.model = "m".repeat(200);
+    let mut hops = base();
+    hops.hop_budget = 200;
+    let mut long_path = base();
+    long_path.path = vec!["n".into(); 20];
+    let cases = [
+        ("five stop strings", many_stops, ErrorCode::TooLarge),
+        ("a 65-byte stop string", long_stop, ErrorCode::InvalidInput),
+        ("300 messages", many_messages, ErrorCode::TooLarge),
+        ("a 200-byte model id", long_model, ErrorCode::InvalidInput),
+        ("a hop budget of 200", hops, ErrorCode::InvalidInput),
+        ("a path of 20 nodes", long_path, ErrorCode::InvalidInput),
+    ];
+    for (what, request, code) in cases {
+        let frame = ask(&connection, request).await;
+        assert_eq!(error_code(&frame), Some(code), "{what}: {frame:?}");
+    }
+    // A client's path is not trusted: naming this node on it does not make it a loop.
+    let mut spoofed = base();
+    spoofed.path = vec!["a".into()];
+    let frame = ask(&connection, spoofed).await;
+    assert_eq!(
+        error_code(&frame),
+        Some(ErrorCode::Unavailable),
+        "the request is simply not served here: {frame:?}"
+    );
+    assert_eq!(a.get("/healthz", None).await.status(), 200);
+}
+
+/// Resident memory of a process, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_flood_of_stalled_frames_does_not_grow_the_node() {
+    let cluster = Cluster::new("flood");
+    let a = cluster.start("a", &[], &["--max-connections", "13"]);
+    let ca = Identity::load(&cluster.identity("a")).unwrap();
+    let before = rss(a.child.id());
+
+    // 10 connections × 100 streams, each declaring a 1 MiB request and stalling one byte short.
+    let mut flood = tokio::task::JoinSet::new();
+    let mut connections = Vec::new();
+    for _ in 0..10 {
+        let endpoint = raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default());
+        let connection = connect(&endpoint, a.quic).await;
+        connections.push((endpoint, connection.clone()));
+        for _ in 0..100 {
+            let connection = connection.clone();
+            flood.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(4), async {
+                    let (mut send, _recv) = connection.open_bi().await?;
+                    let len = (MAX_REQUEST_FRAME_LEN) as u32;
+                    let mut header = vec![codec::FRAME_VERSION];
+                    header.extend_from_slice(&len.to_be_bytes());
+                    send.write_all(&header).await?;
+                    let chunk = vec![0u8; 64 * 1024];
+                    let mut left = MAX_REQUEST_FRAME_LEN - 1;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        send.write_all(&chunk[..n]).await?;
+                        left -= n;
+                    }
+                    std::future::pending::<()>().await;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                })
+                .await;
+            });
+        }
+    }
+    while flood.join_next().await.is_some() {}
+    let grown = rss(a.child.id()).saturating_sub(before);
+    assert!(
+        grown < 150 << 20,
+        "the node grew by {} MiB under the flood",
+        grown >> 20
+    );
+
+    // It still serves a well-behaved client, and connections past the cap are refused.
+    let client = cluster.client(&a).await;
+    assert!(!client.list_models().await.unwrap().is_empty());
+    let mut extra = Vec::new();
+    let mut refused = 0;
+    for _ in 0..8 {
+        let endpoint = raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default());
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            endpoint.connect(a.quic, NODE_SERVER_NAME).unwrap(),
+        )
+        .await
+        {
+            Ok(Ok(connection)) => extra.push((endpoint, connection)),
+            _ => refused += 1,
+        }
+    }
+    assert!(
+        refused > 0,
+        "no connection was refused past the per-address cap"
+    );
+    drop(connections);
+}
+
+/// An advert frame as a member would send it on a unidirectional stream.
+async fn send_advert(connection: &quinn::Connection, advert: &serde_json::Value) {
+    // Adverts are bincode; build one through the node's own type from JSON.
+    let advert: ganglion::actors::peer_directory::PeerAdvert =
+        serde_json::from_value(advert.clone()).unwrap();
+    let mut stream = connection.open_uni().await.unwrap();
+    write_frame(&mut stream, &PeerStreamKind::Advert, MAX_OPEN_FRAME_LEN)
+        .await
+        .unwrap();
+    write_frame(
+        &mut stream,
+        &advert,
+        ganglion::actors::peer_directory::MAX_ADVERT_LEN,
+    )
+    .await
+    .unwrap();
+    stream.finish().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spoofed_and_extreme_adverts_are_refused_and_panic_nothing() {
+    ensure_models();
+    let cluster = Cluster::new("adverts");
+    let a = cluster.start("a", &[], &["--host", MINILM]);
+    let b = cluster.start("b", &[a.quic], &[]);
+    eventually(Duration::from_secs(15), "a and b connect", || async {
+        (b.connected_peers().await == names(&["a"])).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(10), "b learns what a hosts", || async {
+        let a_seen = b.peer("a").await?;
+        a_seen["models"]
+            .as_array()?
+            .iter()
+            .any(|m| m == MINILM)
+            .then_some(())
+    })
+    .await;
+    let rogue = Identity::load(&cluster.identity("m")).unwrap();
+    let endpoint = raw_endpoint(
+        &rogue,
+        Some(&rogue),
+        ALPN_PEER,
+        quinn::TransportConfig::default(),
+    );
+    let connection = connect(&endpoint, b.quic).await;
+    let advert = |name: &str, service_ms: f64| {
+        serde_json::json!({
+            "name": name,
+            "addr": "127.0.0.1:9",
+            "peers": [],
+            "models": [{ "id": SMOLLM2, "state": "hosted" }],
+            "hardware": { "cores": 64, "memory_total": 1u64 << 40, "memory_available": 1u64 << 40,
+                          "memory_limit": null, "accelerators": [] },
+            "loads": [{ "model": SMOLLM2, "queued": u32::MAX, "in_flight": u32::MAX,
+                        "concurrency": 0, "service_ms": service_ms }],
+        })
+    };
+    // Under another member's name; then under its own, with an infinite service time (JSON
+    // cannot say infinity, so the largest double stands in; both are out of bounds).
+    send_advert(&connection, &advert("a", 1.0)).await;
+    send_advert(&connection, &advert("m", f64::MAX)).await;
+    eventually(Duration::from_secs(10), "both adverts refused", || async {
+        (b.log_text().matches("advert refused").count() >= 2).then_some(())
+    })
+    .await;
+    let a_seen = b.peer("a").await.unwrap();
+    assert!(
+        !a_seen["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == SMOLLM2),
+        "a spoofed advert changed what b believes of a: {a_seen}"
+    );
+    if let Some(m) = b.peer("m").await {
+        assert!(m["last_advert_ms"].is_null(), "{m}");
+    }
+    // b keeps routing: an embedding request goes to a.
+    let client = cluster.client(&b).await;
+    let vectors = client
+        .embed(MINILM, vec!["still serving".into()])
+        .await
+        .expect("served");
+    assert_eq!(vectors.len(), 1);
+    assert_eq!(b.get("/healthz", None).await.status(), 200);
+}
+
+/// Protobuf field `field` with wire type 2 (length-delimited) holding `bytes`.
+fn field(field: u8, bytes: &[u8]) -> Vec<u8> {
+    assert!(bytes.len() < 128, "one-byte lengths only");
+    let mut out = vec![(field << 3) | 2, bytes.len() as u8];
+    out.extend_from_slice(bytes);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_cannot_join_under_another_members_name_or_evict_it() {
+    let cluster = Cluster::new("eviction");
+    let a = cluster.start("a", &[], &[]);
+    let _b = cluster.start("b", &[a.quic], &[]);
+    eventually(Duration::from_secs(15), "a and b connect", || async {
+        (a.connected_peers().await == names(&["b"])).then_some(())
+    })
+    .await;
+
+    // Member m dials a over QUIC and opens a cluster session claiming to be b.
+    let rogue = Identity::load(&cluster.identity("m")).unwrap();
+    let endpoint = raw_endpoint(
+        &rogue,
+        Some(&rogue),
+        ALPN_PEER,
+        quinn::TransportConfig::default(),
+    );
+    let connection = connect(&endpoint, a.quic).await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    write_frame(&mut send, &PeerStreamKind::Cluster, MAX_OPEN_FRAME_LEN)
+        .await
+        .unwrap();
+    // NetworkMessage { auth: AuthenticationMessage { name: NameMessage { name: "b@ganglion",
+    // connection_string: "127.0.0.1:1", connection_id: 42 } } }
+    let mut name = field(1, b"b@ganglion");
+    name.extend(field(3, b"127.0.0.1:1"));
+    name.extend([4 << 3, 42]);
+    let message = field(1, &field(1, &name));
+    let mut frame = (message.len() as u64).to_be_bytes().to_vec();
+    frame.extend(message);
+    send.write_all(&frame).await.unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), connection.closed())
+        .await
+        .expect("closed in time")
+    {
+        quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(
+            close.error_code,
+            quinn::VarInt::from_u32(CloseCode::NameMismatch as u32)
+        ),
+        other => panic!("expected a name-mismatch close, got {other:?}"),
+    }
+    // The real b was never disturbed.
+    for _ in 0..10 {
+        assert_eq!(a.connected_peers().await, names(&["b"]));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(a.log_text().contains("claimed node name does not match"));
+}
+
+async fn post(node: &harness::Node, path: &str) -> reqwest::Result<reqwest::StatusCode> {
+    reqwest::Client::new()
+        .post(format!("http://{}{path}", node.admin))
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map(|r| r.status())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_actor_that_fails_is_restarted_and_the_node_keeps_serving() {
+    ensure_models();
+    let cluster = Cluster::new("supervision");
+    let a = cluster.start("a", &[], &["--host", MINILM, "--fault-injection"]);
+    let b = cluster.start("b", &[a.quic], &[]);
+    let mesh = || async {
+        (a.connected_peers().await == names(&["b"]) && b.connected_peers().await == names(&["a"]))
+            .then_some(())
+    };
+    eventually(Duration::from_secs(15), "a and b connect", mesh).await;
+    let ca = cluster.ca_dir().join("ca.crt");
+    let embed = || async {
+        let client = ganglion_client::Client::builder()
+            .node(b.quic)
+            .ca_file(&ca)
+            .ok()?
+            .request_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .ok()?;
+        let served = client
+            .embed(MINILM, vec!["after a crash".into()])
+            .await
+            .ok();
+        client.close().await;
+        served.map(|_| ())
+    };
+    eventually(Duration::from_secs(10), "b serves through a", embed).await;
+
+    let children = [
+        "router".to_owned(),
+        "gateway".to_owned(),
+        "directory".to_owned(),
+        "admin".to_owned(),
+        format!("model:{MINILM}"),
+        "cluster_host".to_owned(),
+    ];
+    for child in children {
+        // The admin endpoint may go down before its own answer is out.
+        match post(&a, &format!("/admin/faults/kill/{child}")).await {
+            Ok(status) => assert!(status.is_success(), "{child}: {status}"),
+            Err(e) => assert_eq!(child, "admin", "{e}"),
+        }
+        eventually(
+            Duration::from_secs(20),
+            &format!("the mesh serves after {child} died"),
+            || async {
+                let healthy = reqwest::get(format!("http://{}/healthz", a.admin))
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                (healthy && mesh().await.is_some() && embed().await.is_some()).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(a.model_status(MINILM).await["state"], "hosted", "{child}");
+    }
+    assert!(a.log_text().contains("node actor restarted"));
+
+    // A job that panics answers `internal`, frees its slot, and the next one is served.
+    assert!(
+        post(&a, "/admin/faults/panic-next-job")
+            .await
+            .unwrap()
+            .is_success()
+    );
+    let client = cluster.client(&a).await;
+    let error = client
+        .embed(MINILM, vec!["boom".into()])
+        .await
+        .expect_err("the job panicked");
+    assert_eq!(error.code(), Some(ErrorCode::Internal));
+    client
+        .embed(MINILM, vec!["fine".into()])
+        .await
+        .expect("served after the panic");
+    eventually(Duration::from_secs(5), "no slot held", || async {
+        (in_flight(&a, MINILM).await == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_queued_request_whose_deadline_passed_is_dropped_when_its_turn_comes() {
+    ensure_models();
+    let cluster = Cluster::new("deadline");
+    let a = cluster.start("a", &[], &["--host", SMOLLM2, "--model-concurrency", "1"]);
+    let client = cluster.client(&a).await;
+    let mut busy = harness::running_generation(&client, 160).await;
+    let ca = Identity::load(&cluster.identity("a")).unwrap();
+    let connection = connect(
+        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        a.quic,
+    )
+    .await;
+    let mut late = chat(SMOLLM2, "Say hello.", 8);
+    late.deadline_ms = Some(200);
+    let frame = ask(&connection, late).await;
+    assert_eq!(
+        error_code(&frame),
+        Some(ErrorCode::DeadlineExceeded),
+        "{frame:?}"
+    );
+    while let Some(event) = busy.next().await {
+        event.unwrap();
+    }
+    assert_eq!(a.model_status(SMOLLM2).await["stats"]["expired"], 1);
+}
