@@ -6,7 +6,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Cluster, eventually, names};
+use harness::{Cluster, eventually, names, stays};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_form_a_full_mesh_from_one_seed() {
@@ -102,10 +102,11 @@ async fn two_nodes_dialing_each_other_at_once_keep_one_session() {
         })
         .await;
     }
-    // Stable: a second look a few adverts later still shows one connected session each way.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(a.connected_peers().await, names(&["b"]));
-    assert_eq!(b.connected_peers().await, names(&["a"]));
+    // Stable: over a few adverts, one connected session each way, all along.
+    stays(Duration::from_secs(2), "one session each way", || async {
+        a.connected_peers().await == names(&["b"]) && b.connected_peers().await == names(&["a"])
+    })
+    .await;
     assert_eq!(a.group_nodes("ganglion.peers").await, names(&["a", "b"]));
 }
 

@@ -16,8 +16,7 @@ use futures::StreamExt;
 use ganglion_client::protocol::ErrorCode;
 use ganglion_client::{GenerateRequest, StreamEvent};
 use harness::{
-    Cluster, MINILM, Node, SMOLLM2, UdpRelay, ensure_models, eventually, free_udp_addr,
-    running_generation,
+    Cluster, MINILM, Node, SMOLLM2, UdpRelay, ensure_models, eventually, running_generation,
 };
 
 const PROMPT: &str = "What is the capital of France? Answer in one sentence.";
@@ -30,20 +29,14 @@ async fn regional(
     one_way: Duration,
     extra: &[&str],
 ) -> (Node, UdpRelay) {
-    let listen = free_udp_addr();
-    let relay = UdpRelay::start(listen, one_way).await.unwrap();
-    let (listen, advertise) = (listen.to_string(), relay.addr.to_string());
-    let mut args = vec![
-        "--listen",
-        listen.as_str(),
-        "--advertise",
-        advertise.as_str(),
-        "--host",
-        SMOLLM2,
-    ];
+    let relay = UdpRelay::bind(one_way).await.unwrap();
+    let advertise = relay.addr.to_string();
+    let mut args = vec!["--advertise", advertise.as_str(), "--host", SMOLLM2];
     args.extend_from_slice(&LIVENESS);
     args.extend_from_slice(extra);
-    (cluster.start(name, &[], &args), relay)
+    let node = cluster.start(name, &[], &args);
+    relay.route_to(node.quic);
+    (node, relay)
 }
 
 /// An edge box: too little memory for the LLM, hosts the embedder.
@@ -278,20 +271,13 @@ async fn a_client_cancelling_mid_stream_frees_the_slot_two_hops_away() {
     // A partition decides the path, not timing: the edge and `far` can each reach only `mid`
     // (their relays drop everyone else's datagrams). `mid` hosts the LLM but is kept full
     // (one slot, no queue), so it hands the edge's request on to `far`: two hops.
-    let (mid_addr, far_addr, edge_addr) = (free_udp_addr(), free_udp_addr(), free_udp_addr());
-    let far_relay = UdpRelay::start_for(far_addr, Duration::from_millis(1), vec![mid_addr])
-        .await
-        .unwrap();
-    let edge_relay = UdpRelay::start_for(edge_addr, Duration::from_millis(1), vec![mid_addr])
-        .await
-        .unwrap();
+    let far_relay = UdpRelay::bind(Duration::from_millis(1)).await.unwrap();
+    let edge_relay = UdpRelay::bind(Duration::from_millis(1)).await.unwrap();
     let addr = |a: std::net::SocketAddr| a.to_string();
     let far = cluster.start(
         "far",
         &[],
         &[
-            "--listen",
-            &addr(far_addr),
             "--advertise",
             &addr(far_relay.addr),
             "--host",
@@ -301,8 +287,6 @@ async fn a_client_cancelling_mid_stream_frees_the_slot_two_hops_away() {
         ],
     );
     let mid_args = [
-        "--listen",
-        &addr(mid_addr),
         "--host",
         SMOLLM2,
         "--model-concurrency",
@@ -311,15 +295,12 @@ async fn a_client_cancelling_mid_stream_frees_the_slot_two_hops_away() {
         "0",
     ];
     let mid = cluster.start("mid", &[far_relay.addr], &mid_args);
-    let edge_args = [
-        "--listen",
-        &addr(edge_addr),
-        "--advertise",
-        &addr(edge_relay.addr),
-        "--host",
-        MINILM,
-    ];
-    let edge = cluster.start("west-edge", &[mid_addr], &edge_args);
+    far_relay.only_from(vec![mid.quic]);
+    far_relay.route_to(far.quic);
+    edge_relay.only_from(vec![mid.quic]);
+    let edge_args = ["--advertise", &addr(edge_relay.addr), "--host", MINILM];
+    let edge = cluster.start("west-edge", &[mid.quic], &edge_args);
+    edge_relay.route_to(edge.quic);
     sees_hosts(&edge, &["mid"]).await;
     sees_hosts(&mid, &["far"]).await;
 

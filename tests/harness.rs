@@ -178,7 +178,9 @@ impl Node {
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = reqwest::Client::new().get(format!("http://{}{path}", self.admin));
+        let mut request = reqwest::Client::new()
+            .get(format!("http://{}{path}", self.admin))
+            .timeout(Duration::from_secs(10));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -249,6 +251,24 @@ where
         assert!(
             start.elapsed() < deadline,
             "not within {deadline:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `check` every 100 ms for `period`, panicking the first time it fails: for what must
+/// stay true, not merely become true.
+pub async fn stays<F, Fut>(period: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < period {
+        assert!(
+            check().await,
+            "stopped holding after {:?}: {what}",
+            start.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -329,15 +349,6 @@ impl Node {
 mod relay;
 #[allow(unused_imports)] // not every test file uses it
 pub use relay::UdpRelay;
-
-/// A free UDP port on loopback (bound and released; for nodes that must know their address
-/// before they start, such as those behind a relay).
-pub fn free_udp_addr() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 impl Node {
     /// The `/admin/peers` entry of `peer`, if listed.

@@ -7,30 +7,45 @@ use std::time::Duration;
 
 /// A UDP relay that delays every datagram by a fixed one-way time, in both directions. Point a
 /// node's `--advertise` at `addr` and peers dial it through the relay.
+///
+/// It binds its own address first ([`Self::bind`]) and learns its target later
+/// ([`Self::route_to`]), so that a node can be started on an OS-chosen port with the relay as
+/// its advertised address; datagrams that arrive before the route is set are dropped (QUIC
+/// sends them again).
 pub struct UdpRelay {
     /// The address to dial instead of the target's.
     pub addr: SocketAddr,
+    route: std::sync::Arc<std::sync::RwLock<Route>>,
     task: tokio::task::JoinHandle<()>,
 }
 
+#[derive(Default)]
+struct Route {
+    target: Option<SocketAddr>,
+    allowed: Vec<SocketAddr>,
+}
+
 impl UdpRelay {
-    /// Relays datagrams for `target`, delaying each by `one_way` in each direction.
-    pub async fn start(target: SocketAddr, one_way: Duration) -> std::io::Result<Self> {
-        Self::start_for(target, one_way, Vec::new()).await
+    /// Where datagrams go from now on.
+    pub fn route_to(&self, target: SocketAddr) {
+        self.route.write().unwrap().target = Some(target);
     }
 
-    /// Like [`Self::start`], but only for datagrams from the `allowed` addresses (all when
-    /// empty): everyone else finds the target unreachable, as behind a partition.
-    pub async fn start_for(
-        target: SocketAddr,
-        one_way: Duration,
-        allowed: Vec<SocketAddr>,
-    ) -> std::io::Result<Self> {
+    /// Relays only datagrams from the `allowed` addresses (all when empty): everyone else finds
+    /// the target unreachable, as behind a partition.
+    pub fn only_from(&self, allowed: Vec<SocketAddr>) {
+        self.route.write().unwrap().allowed = allowed;
+    }
+
+    /// Binds the relay's address; nothing is relayed until [`Self::route_to`].
+    pub async fn bind(one_way: Duration) -> std::io::Result<Self> {
         use std::collections::HashMap;
         use std::sync::Arc;
         use tokio::net::UdpSocket;
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = front.local_addr()?;
+        let route = Arc::new(std::sync::RwLock::new(Route::default()));
+        let routing = route.clone();
         let task = tokio::spawn(async move {
             // One upstream socket per client, so answers can be sent back to the right one.
             let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
@@ -39,9 +54,16 @@ impl UdpRelay {
                 let Ok((n, client)) = front.recv_from(&mut buf).await else {
                     return;
                 };
-                if !allowed.is_empty() && !allowed.contains(&client) {
-                    continue;
-                }
+                let target = {
+                    let route = routing.read().unwrap();
+                    if !route.allowed.is_empty() && !route.allowed.contains(&client) {
+                        continue;
+                    }
+                    match route.target {
+                        Some(target) => target,
+                        None => continue,
+                    }
+                };
                 let upstream = match upstreams.get(&client) {
                     Some(socket) => socket.clone(),
                     None => {
@@ -74,7 +96,7 @@ impl UdpRelay {
                 });
             }
         });
-        Ok(Self { addr, task })
+        Ok(Self { addr, route, task })
     }
 }
 
