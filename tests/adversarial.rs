@@ -630,3 +630,67 @@ async fn a_queued_request_whose_deadline_passed_is_dropped_when_its_turn_comes()
     }
     assert_eq!(a.model_status(SMOLLM2).await["stats"]["expired"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_host_that_dies_answers_its_requests_with_an_error_and_comes_back() {
+    ensure_models();
+    let cluster = Cluster::new("host-dies");
+    let a = cluster.start(
+        "a",
+        &[],
+        &[
+            "--host",
+            SMOLLM2,
+            "--model-concurrency",
+            "1",
+            "--fault-injection",
+        ],
+    );
+    let client = cluster.client(&a).await;
+    let mut running = harness::running_generation(&client, 1500).await;
+    let ca = Identity::load(&cluster.identity("a")).unwrap();
+    let connection = connect(
+        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        a.quic,
+    )
+    .await;
+    let queued =
+        tokio::spawn(async move { ask(&connection, chat(SMOLLM2, "Say hello.", 8)).await });
+    eventually(
+        Duration::from_secs(10),
+        "the second request waits",
+        || async { (a.model_status(SMOLLM2).await["stats"]["queued"] == 1).then_some(()) },
+    )
+    .await;
+
+    let killed = post(&a, &format!("/admin/faults/kill/model:{SMOLLM2}"))
+        .await
+        .unwrap();
+    assert!(killed.is_success());
+
+    // Both get an error frame, never a stream that just ends.
+    let frame = queued.await.unwrap();
+    assert!(error_code(&frame).is_some(), "{frame:?}");
+    let ended = loop {
+        match running.next().await {
+            Some(Ok(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(&ended, Some(Err(e)) if e.code().is_some()),
+        "the running request ended without an error frame: {ended:?}"
+    );
+
+    // The host is back, and serves.
+    eventually(
+        Duration::from_secs(10),
+        "the model is hosted again",
+        || async { (a.model_status(SMOLLM2).await["state"] == "hosted").then_some(()) },
+    )
+    .await;
+    client
+        .generate(GenerateRequest::new(SMOLLM2, "Say hello.").max_tokens(8))
+        .await
+        .expect("served after the restart");
+}
