@@ -154,10 +154,15 @@ async fn a_client_that_never_reads_stalls_nothing_but_its_own_request() {
 
     // Another client is served meanwhile.
     let client = cluster.client(&a).await;
+    let asked = std::time::Instant::now();
     let answer = client
         .generate(GenerateRequest::new(SMOLLM2, "Say hello.").max_tokens(8))
         .await
         .expect("served while the other client stalls");
+    eprintln!(
+        "8 tokens beside a stalled client took {:?}",
+        asked.elapsed()
+    );
     assert!(answer.response.usage.output_tokens > 0);
 
     // The stalled request is cancelled (its buffer filled, or a write timed out) and its slot
@@ -336,6 +341,11 @@ async fn a_stream_flood_of_stalled_frames_does_not_grow_the_node() {
     }
     while flood.join_next().await.is_some() {}
     let grown = rss(a.child.id()).saturating_sub(before);
+    eprintln!(
+        "the flood grew the node by {} MiB (from {} MiB)",
+        grown >> 20,
+        before >> 20
+    );
     assert!(
         grown < 150 << 20,
         "the node grew by {} MiB under the flood",
@@ -693,4 +703,44 @@ async fn a_model_host_that_dies_answers_its_requests_with_an_error_and_comes_bac
         .generate(GenerateRequest::new(SMOLLM2, "Say hello.").max_tokens(8))
         .await
         .expect("served after the restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_whose_cluster_session_never_comes_up_is_disconnected() {
+    let cluster = Cluster::new("no-session");
+    let a = cluster.start("a", &[], &[]);
+    // A member dials and then never opens its cluster session.
+    let lazy = Identity::load(&cluster.identity("m")).unwrap();
+    let endpoint = raw_endpoint(
+        &lazy,
+        Some(&lazy),
+        ALPN_PEER,
+        quinn::TransportConfig::default(),
+    );
+    let connection = connect(&endpoint, a.quic).await;
+    eventually(
+        Duration::from_secs(5),
+        "a lists m as connecting",
+        || async {
+            let m = a.peer("m").await?;
+            (m["state"] == "connecting").then_some(())
+        },
+    )
+    .await;
+    match tokio::time::timeout(Duration::from_secs(20), connection.closed())
+        .await
+        .expect("closed in time")
+    {
+        quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(
+            close.error_code,
+            quinn::VarInt::from_u32(CloseCode::SessionTimeout as u32)
+        ),
+        other => panic!("expected a session-timeout close, got {other:?}"),
+    }
+    eventually(
+        Duration::from_secs(5),
+        "m is gone from a's directory",
+        || async { a.peer("m").await.is_none().then_some(()) },
+    )
+    .await;
 }

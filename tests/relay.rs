@@ -28,13 +28,13 @@ struct Route {
 impl UdpRelay {
     /// Where datagrams go from now on.
     pub fn route_to(&self, target: SocketAddr) {
-        self.route.write().unwrap().target = Some(target);
+        self.route.write().expect("relay route lock").target = Some(target);
     }
 
     /// Relays only datagrams from the `allowed` addresses (all when empty): everyone else finds
     /// the target unreachable, as behind a partition.
     pub fn only_from(&self, allowed: Vec<SocketAddr>) {
-        self.route.write().unwrap().allowed = allowed;
+        self.route.write().expect("relay route lock").allowed = allowed;
     }
 
     /// Binds the relay's address; nothing is relayed until [`Self::route_to`].
@@ -55,7 +55,7 @@ impl UdpRelay {
                     return;
                 };
                 let target = {
-                    let route = routing.read().unwrap();
+                    let route = routing.read().expect("relay route lock");
                     if !route.allowed.is_empty() && !route.allowed.contains(&client) {
                         continue;
                     }
