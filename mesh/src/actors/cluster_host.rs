@@ -111,6 +111,9 @@ pub enum Msg {
         peer: PeerConnection,
         /// Who dialed.
         direction: Direction,
+        /// For a dial to an advertised address, the name it was advertised under: a
+        /// connection that answers with another name is closed without touching any link.
+        expected: Option<String>,
     },
     /// A peer connection ended.
     Closed {
@@ -152,8 +155,12 @@ struct DialEntry {
     seed: bool,
     /// The node's own address (a seed list that includes it): never dialed again.
     is_self: bool,
-    /// The peer last reached at this address.
+    /// The peer last reached at this address (for a learned one: the name it is advertised
+    /// under).
     peer: Option<String>,
+    /// A learned address that answered with a name other than the advertised one: not dialed
+    /// again while it stays advertised so.
+    mismatched: bool,
     failures: u32,
     next_attempt: Option<Instant>,
 }
@@ -283,7 +290,18 @@ impl Actor for ClusterHost {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            Msg::Connected { peer, direction } => state.admit(myself, peer, direction),
+            Msg::Connected {
+                peer,
+                direction,
+                expected,
+            } => {
+                if let Some(expected) = expected.filter(|e| *e != peer.name) {
+                    tracing::warn!(advertised = %expected, answered = %peer.name, "an advertised address answers with another name; not connecting");
+                    CloseCode::Duplicate.close(&peer.connection);
+                } else {
+                    state.admit(myself, peer, direction);
+                }
+            }
             Msg::Closed {
                 peer,
                 connection_id,
@@ -375,12 +393,17 @@ impl State {
         };
         match outcome {
             Ok(peer) => {
-                entry.is_self = peer == self.name;
-                entry.peer = Some(peer);
                 entry.failures = 0;
                 entry.next_attempt = None;
-                if !entry.seed {
+                if peer == self.name {
+                    entry.is_self = true;
+                } else if entry.seed {
+                    entry.peer = Some(peer);
+                } else if entry.peer.as_deref() == Some(peer.as_str()) {
                     self.dial_book.remove(&addr);
+                } else {
+                    // Kept (until no longer advertised), so that it is not dialed again.
+                    entry.mismatched = true;
                 }
             }
             Err(error) => {
@@ -453,6 +476,7 @@ impl State {
             .iter()
             .filter(|(addr, e)| {
                 !e.is_self
+                    && !e.mismatched
                     && !self.dialing.contains(*addr)
                     && !e.peer.as_ref().is_some_and(|p| self.links.contains_key(p))
                     && e.next_attempt.is_none_or(|t| t <= now)
@@ -468,6 +492,11 @@ impl State {
             .collect();
         for addr in due {
             self.dialing.insert(addr);
+            let expected = self
+                .dial_book
+                .get(&addr)
+                .filter(|e| !e.seed)
+                .and_then(|e| e.peer.clone());
             let endpoint = self.endpoint.clone();
             let timeout = self.liveness.idle_timeout;
             let myself = myself.clone();
@@ -478,6 +507,7 @@ impl State {
                         let _ = myself.cast(Msg::Connected {
                             peer,
                             direction: Direction::Dialed,
+                            expected,
                         });
                         Ok(name)
                     }
@@ -571,7 +601,7 @@ async fn accept_loop(
                         Ok(Accepted::Peer(peer)) => {
                             let connection = peer.connection.clone();
                             endpoint::widen_for_peer(&connection);
-                            let _ = host.cast(Msg::Connected { peer, direction: Direction::Accepted });
+                            let _ = host.cast(Msg::Connected { peer, direction: Direction::Accepted, expected: None });
                             connection
                         }
                         Ok(Accepted::Client(connection)) => {

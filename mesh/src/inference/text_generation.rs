@@ -36,7 +36,11 @@ const CANCEL_SETTLE_LIMIT: Duration = Duration::from_secs(30);
 pub struct TextGenerator {
     model: Arc<mistralrs::Model>,
     context_tokens: usize,
+    tokenizing: Arc<tokio::sync::Semaphore>,
 }
+
+/// Prompt-counting tasks a model runs at once (each may outlive the request that started it).
+const TOKENIZING_AT_ONCE: usize = 4;
 
 /// What a finished generation produced.
 #[derive(Debug, Clone)]
@@ -74,6 +78,7 @@ impl TextGenerator {
         Ok(Self {
             model: Arc::new(model),
             context_tokens,
+            tokenizing: Arc::new(tokio::sync::Semaphore::new(TOKENIZING_AT_ONCE)),
         })
     }
 
@@ -96,8 +101,16 @@ impl TextGenerator {
         // mistralrs's engine panics if a tokenize request's reply channel is dropped before it
         // answers, so the call runs in a task of its own that nothing cancels.
         // Waiting for that task may stop at the deadline; the task itself runs to its end.
+        // A permit bounds how many of those tasks a model has at once, so that requests with
+        // short deadlines cannot pile up tokenizer work that outlives them.
+        let permit =
+            tokio::time::timeout_at(deadline.into(), self.tokenizing.clone().acquire_owned())
+                .await
+                .map_err(|_| BackendError::DeadlineExceeded)?
+                .map_err(|_| BackendError::Run("tokenizer closed".into()))?;
         let model = self.model.clone();
         let counting = tokio::spawn(async move {
+            let _permit = permit;
             model
                 .tokenize(Either::Left(template), None, true, true, None)
                 .await

@@ -320,12 +320,13 @@ fn frame_length(buf: &[u8]) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-/// A write half whose writes fail once they make no progress for `timeout`; `on_stall` runs
-/// once when that happens.
+/// A write half on which each batch of writes (up to the flush that ends it) must be done
+/// within `timeout`, or it fails; `on_stall` runs once when that happens. Timing the whole batch,
+/// not each write, means a peer that takes a byte now and then cannot keep a batch going.
 pub struct TimedWrite<W> {
     inner: W,
     timeout: Duration,
-    stalled_since: Option<Pin<Box<tokio::time::Sleep>>>,
+    batch_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
     on_stall: Option<Box<dyn FnOnce() + Send>>,
 }
 
@@ -335,42 +336,27 @@ impl<W> TimedWrite<W> {
         Self {
             inner,
             timeout,
-            stalled_since: None,
+            batch_deadline: None,
             on_stall: Some(Box::new(on_stall)),
         }
     }
 
-    /// Polls `op` on the inner writer; a pending result starts (or checks) the stall clock.
-    fn timed<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        op: impl FnOnce(Pin<&mut W>, &mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>>
-    where
-        W: Unpin,
-    {
-        match op(Pin::new(&mut self.inner), cx) {
-            Poll::Ready(result) => {
-                self.stalled_since = None;
-                Poll::Ready(result)
+    /// Fails the batch if its time is up (registering the timer's wake-up otherwise).
+    fn check_deadline(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let timeout = self.timeout;
+        let deadline = self
+            .batch_deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            if let Some(hook) = self.on_stall.take() {
+                hook();
             }
-            Poll::Pending => {
-                let timeout = self.timeout;
-                let sleep = self
-                    .stalled_since
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if sleep.as_mut().poll(cx).is_ready() {
-                    if let Some(hook) = self.on_stall.take() {
-                        hook();
-                    }
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the peer did not take cluster traffic in time",
-                    )));
-                }
-                Poll::Pending
-            }
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer did not take cluster traffic in time",
+            ));
         }
+        Ok(())
     }
 }
 
@@ -380,15 +366,21 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for TimedWrite<W> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.timed(cx, |w, cx| w.poll_write(cx, buf))
+        self.check_deadline(cx)?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.timed(cx, |w, cx| w.poll_flush(cx))
+        self.check_deadline(cx)?;
+        let flushed = ready!(Pin::new(&mut self.inner).poll_flush(cx));
+        // The batch is done: the next write starts a new one.
+        self.batch_deadline = None;
+        Poll::Ready(flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.timed(cx, |w, cx| w.poll_shutdown(cx))
+        self.check_deadline(cx)?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -515,6 +507,29 @@ mod tests {
         let (read, tripped) = read_all(frame(&challenge)).await;
         assert!(read.is_err());
         assert!(tripped);
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_does_not_finish_in_time_fails_and_a_finished_one_resets_the_clock() {
+        use tokio::io::AsyncWriteExt;
+        let tripped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = tripped.clone();
+        // A pipe whose reader takes nothing: the second write blocks.
+        let (writer, _reader) = tokio::io::duplex(8);
+        let mut timed = TimedWrite::new(writer, Duration::from_millis(100), move || {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        });
+        timed.write_all(b"1234").await.expect("room");
+        timed.flush().await.expect("flushed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A new batch starts its own clock: the idle time before it does not count.
+        timed.write_all(b"5678").await.expect("room");
+        let stuck = timed.write_all(b"more than fits").await;
+        assert_eq!(
+            stuck.expect_err("timed out").kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert!(tripped.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]

@@ -49,10 +49,11 @@ impl ConnectionLimits {
 
     /// A place for a connection from `address`, or `None` when a cap is reached.
     pub fn admit(&self, address: IpAddr) -> Option<Place> {
+        let loopback = is_loopback(address);
         let address = source_key(address);
         let mut counts = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let from_address = counts.per_address.get(&address).copied().unwrap_or(0);
-        let capped = !is_loopback(address) && from_address >= self.max_per_address;
+        let capped = !loopback && from_address >= self.max_per_address;
         if counts.total >= self.max_total || capped {
             return None;
         }
