@@ -210,9 +210,20 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let ca = dir.join("cluster/ca.crt");
+    let key = ganglion::credentials::issue_key(
+        &dir.join("cluster"),
+        &ganglion::credentials::api_keys::KeyClaims {
+            kid: ganglion::credentials::api_keys::new_key_id(),
+            account: "edge-demo".into(),
+            plan: ganglion::credentials::api_keys::Plan::Free,
+            daily_limit: None,
+            expires: None,
+        },
+    )?;
     let client = Client::builder()
         .node(edge1.quic)
         .ca_file(&ca)?
+        .api_key(key.clone())
         .connect()
         .await?;
     let prompt = "What is the capital of France? Answer in one sentence.";
@@ -229,6 +240,7 @@ async fn main() -> anyhow::Result<()> {
     let client2 = Client::builder()
         .node(edge2.quic)
         .ca_file(&ca)?
+        .api_key(key)
         .connect()
         .await?;
     let embedded = client2

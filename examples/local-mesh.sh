@@ -7,7 +7,7 @@
 #   a  a regional node: hosts SmolLM2-135M-Instruct and all-MiniLM-L6-v2
 #   b  an edge box (--memory-limit 256MiB): the LLM does not fit, it hosts the embedder
 #   c  an edge box like b
-# b and c know only a; the mesh forms by itself. Then a real prompt goes to edge box b, which
+# b and c know only a; the mesh forms by itself. Requests carry an API key issued for the demo. Then a real prompt goes to edge box b, which
 # hands it to a: SmolLM2 answers token by token, and the route shows the hop b → a and the time
 # each node saw.
 # With --keep the mesh keeps running until Ctrl-C.
@@ -35,6 +35,8 @@ trap cleanup EXIT
 for name in a b c; do
   "$bin/ganglion-node" issue-cert --cluster-dir "$work/cluster" --name "$name" --out "$work/$name" >/dev/null
 done
+# An API key for the demo's requests: signed claims that every node checks on its own.
+export GANGLION_API_KEY=$("$bin/ganglion-node" issue-key --cluster-dir "$work/cluster" --account demo 2>/dev/null)
 
 # start NAME [FLAGS...]: ports are chosen by the OS and read back from the node's "ready" line.
 start() {

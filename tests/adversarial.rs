@@ -80,6 +80,8 @@ fn chat(model: &str, prompt: &str, max_tokens: u32) -> Request {
         deadline_ms: None,
         hop_budget: 3,
         path: Vec::new(),
+        api_key: None,
+        account: None,
     }
 }
 
@@ -432,6 +434,7 @@ async fn spoofed_and_extreme_adverts_are_refused_and_panic_nothing() {
                           "memory_limit": null, "accelerators": [] },
             "loads": [{ "model": SMOLLM2, "queued": u32::MAX, "in_flight": u32::MAX,
                         "concurrency": 0, "service_ms": service_ms }],
+            "revoked_keys": [],
         })
     };
     // Under another member's name; then under its own, with an infinite service time (JSON
@@ -743,4 +746,98 @@ async fn a_peer_whose_cluster_session_never_comes_up_is_disconnected() {
         || async { a.peer("m").await.is_none().then_some(()) },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_valid_keys_are_served_and_a_revocation_reaches_every_node() {
+    ensure_models();
+    let cluster = Cluster::new("keys");
+    let keys_required = harness::KEYS_REQUIRED;
+    let a = cluster.start("a", &[], &["--host", MINILM, keys_required]);
+    let b = cluster.start("b", &[a.quic], &[keys_required]);
+    eventually(Duration::from_secs(15), "b learns what a hosts", || async {
+        let a_seen = b.peer("a").await?;
+        a_seen["models"]
+            .as_array()?
+            .iter()
+            .any(|m| m == MINILM)
+            .then_some(())
+    })
+    .await;
+    let ca = cluster.ca_dir().join("ca.crt");
+    let embed = |node: std::net::SocketAddr, key: Option<String>| {
+        let ca = ca.clone();
+        async move {
+            let mut builder = ganglion_client::Client::builder()
+                .node(node)
+                .ca_file(&ca)
+                .unwrap();
+            if let Some(key) = key {
+                builder = builder.api_key(key);
+            }
+            let client = builder.connect().await.unwrap();
+            let result = client.embed(MINILM, vec!["keys".into()]).await;
+            client.close().await;
+            result.map(|_| ()).map_err(|e| e.code())
+        }
+    };
+    let unauthenticated = Err(Some(ErrorCode::Unauthenticated));
+
+    // No key, a key from another cluster, an expired key: refused, nothing runs.
+    assert_eq!(embed(b.quic, None).await, unauthenticated);
+    let other = Cluster::new("keys-other");
+    assert_eq!(
+        embed(b.quic, Some(other.issue_key("acme", &[]))).await,
+        unauthenticated
+    );
+    let expired = cluster.issue_key("acme", &["--expires", "1s"]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(embed(b.quic, Some(expired)).await, unauthenticated);
+
+    // A valid key is served, also when its request is handed from b to a.
+    let key = cluster.issue_key("acme", &["--plan", "paid"]);
+    embed(b.quic, Some(key.clone())).await.expect("served");
+    embed(a.quic, Some(key.clone())).await.expect("served");
+
+    // Revoked through a: refused on b within 2 s, and still refused after b restarts.
+    let out = std::process::Command::new(harness::binary())
+        .args([
+            "revoke-key",
+            "--admin",
+            &a.admin.to_string(),
+            "--admin-token",
+            TOKEN,
+            &key,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(embed(a.quic, Some(key.clone())).await, unauthenticated);
+    let knows = |node: &str| {
+        let file = cluster.dir.join("data").join(node).join("revoked-keys");
+        std::fs::read_to_string(file).is_ok_and(|ids| !ids.trim().is_empty())
+    };
+    eventually(
+        Duration::from_secs(2),
+        "b has stored the revocation",
+        || async { knows("b").then_some(()) },
+    )
+    .await;
+    assert_eq!(embed(b.quic, Some(key.clone())).await, unauthenticated);
+    drop(b);
+    let b = cluster.start("b", &[], &[keys_required]);
+    assert_eq!(embed(b.quic, Some(key.clone())).await, unauthenticated);
+    // A node that joins later learns it from its peers.
+    let c = cluster.start("c", &[a.quic], &[keys_required]);
+    eventually(
+        Duration::from_secs(10),
+        "c learns the revocation",
+        || async { knows("c").then_some(()) },
+    )
+    .await;
+    assert_eq!(embed(c.quic, Some(key)).await, unauthenticated);
 }

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
+/// Passed among a node's extra flags, makes the harness start it without `--allow-anonymous`,
+/// so that every request needs an API key (the flag itself is not passed on).
+pub const KEYS_REQUIRED: &str = "--keys-required";
+
 /// The `ganglion-node` binary. Tests of the node package get its path from cargo; tests of the
 /// client package (the `ganglion` CLI) find it beside their own binary, which `cargo test
 /// --workspace` builds in the same folder.
@@ -80,6 +84,26 @@ impl Cluster {
         );
     }
 
+    /// Issues an API key for `account` with extra `issue-key` flags (e.g. `--plan paid`).
+    pub fn issue_key(&self, account: &str, extra: &[&str]) -> String {
+        let out = Command::new(binary())
+            .args([
+                "issue-key",
+                "--cluster-dir",
+                self.ca_dir().to_str().unwrap(),
+            ])
+            .args(["--account", account])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "issue-key: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     /// Starts node `name` seeded with `seeds`, plus any extra flags.
     pub fn start(&self, name: &str, seeds: &[SocketAddr], extra: &[&str]) -> Node {
         Node::start(self, name, &self.identity(name), seeds, extra)
@@ -120,7 +144,11 @@ impl Node {
                 "--data-dir",
                 cluster.dir.join("data").join(name).to_str().unwrap(),
             ])
-            .args(extra);
+            .args(extra.iter().filter(|a| **a != KEYS_REQUIRED));
+        if !extra.contains(&KEYS_REQUIRED) {
+            // Most tests are about something else than keys.
+            cmd.arg("--allow-anonymous");
+        }
         if !extra.contains(&"--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }

@@ -69,6 +69,7 @@ pub struct ClientBuilder {
     ca: Vec<CertificateDer<'static>>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    api_key: Option<ApiKey>,
 }
 
 impl Default for ClientBuilder {
@@ -78,6 +79,7 @@ impl Default for ClientBuilder {
             ca: Vec::new(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(120),
+            api_key: None,
         }
     }
 }
@@ -119,6 +121,12 @@ impl ClientBuilder {
     /// Time allowed for a whole request (also sent to the node as its deadline).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
+        self
+    }
+
+    /// The API key every request carries (`ganglion-node issue-key` makes one).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(ApiKey(key.into()));
         self
     }
 
@@ -176,6 +184,7 @@ impl ClientBuilder {
                         connection,
                         node: *node,
                         request_timeout: self.request_timeout,
+                        api_key: self.api_key.clone(),
                     });
                 }
                 Ok(Err(e)) => tried.push((*node, e)),
@@ -215,6 +224,17 @@ pub struct Client {
     connection: quinn::Connection,
     node: SocketAddr,
     request_timeout: Duration,
+    api_key: Option<ApiKey>,
+}
+
+/// An API key, kept out of `Debug` output.
+#[derive(Clone)]
+struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
 }
 
 /// A text-generation request.
@@ -427,6 +447,8 @@ impl Client {
             deadline_ms: Some(self.request_timeout.as_millis() as u64),
             hop_budget: crate::protocol::DEFAULT_HOP_BUDGET,
             path: Vec::new(),
+            api_key: self.api_key.as_ref().map(|k| k.0.clone()),
+            account: None,
         }
     }
 

@@ -56,10 +56,14 @@ pub const MAX_PATH_NODES: usize = 16;
 pub const MAX_NODE_NAME_BYTES: usize = 64;
 /// Largest hop budget a request may carry; nodes clamp a client's to [`DEFAULT_HOP_BUDGET`].
 pub const MAX_HOP_BUDGET: u8 = 8;
+/// Longest API key, in bytes.
+pub const MAX_API_KEY_BYTES: usize = 1024;
 
 /// What a client asks for on a fresh stream (the stream's first and only client frame).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
+// One value per stream, decoded once: its size on the stack does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ClientRequest {
     /// Run a model.
     Infer(Request),
@@ -84,6 +88,33 @@ pub struct Request {
     pub hop_budget: u8,
     /// Nodes the request has passed through, entry first; it never returns to one of them.
     pub path: Vec<String>,
+    /// The caller's API key (from a client; a node never passes it on).
+    pub api_key: Option<String>,
+    /// The account the entry node verified (set by nodes on handoff; a client's is ignored).
+    pub account: Option<Account>,
+}
+
+/// An account, as the entry node verified it from an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The account's name.
+    pub name: String,
+    /// The key that was used (its id).
+    pub key_id: String,
+    /// The account's plan.
+    pub plan: Plan,
+    /// Most Neurons the account may use a day, if limited below its plan.
+    pub daily_limit: Option<u64>,
+}
+
+/// An account's plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    /// Stopped at its free daily allocation.
+    Free,
+    /// Keeps running past it; the overage is billable.
+    Paid,
 }
 
 /// Hops a client request may take by default (entry node plus up to three handoffs).
@@ -314,6 +345,10 @@ pub enum ErrorCode {
     Cancelled,
     /// Prompt tokens plus `max_tokens` exceed the model's context window.
     ContextLengthExceeded,
+    /// No API key, or one that is malformed, forged, expired or revoked: nothing ran.
+    Unauthenticated,
+    /// The account has no Neurons left today (or hit its daily limit): nothing ran.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -330,6 +365,8 @@ impl ErrorCode {
             Self::PeerLost => "peer_lost",
             Self::Cancelled => "cancelled",
             Self::ContextLengthExceeded => "context_length_exceeded",
+            Self::Unauthenticated => "unauthenticated",
+            Self::QuotaExceeded => "quota_exceeded",
         }
     }
 }
@@ -360,6 +397,16 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
     {
         return invalid(format!(
             "path must name at most {MAX_PATH_NODES} nodes of 1 to {MAX_NODE_NAME_BYTES} bytes"
+        ));
+    }
+    if request
+        .api_key
+        .as_ref()
+        .is_some_and(|k| k.len() > MAX_API_KEY_BYTES)
+    {
+        return Err(WireError::new(
+            ErrorCode::Unauthenticated,
+            "malformed API key",
         ));
     }
     if request.hop_budget > MAX_HOP_BUDGET {
@@ -476,6 +523,8 @@ mod tests {
             deadline_ms: None,
             hop_budget: DEFAULT_HOP_BUDGET,
             path: Vec::new(),
+            api_key: None,
+            account: None,
         }
     }
 

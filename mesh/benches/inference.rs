@@ -224,5 +224,6 @@ fn bench_config(
         },
         connection_limits: ganglion::transport::limits::ConnectionLimits::new(64, 64, false),
         fault_injection: false,
+        allow_anonymous: true,
     }
 }

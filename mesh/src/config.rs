@@ -86,8 +86,11 @@ pub struct RequestsSection {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientsSection {
-    /// Accept client connections from beyond loopback. Off by default: clients do not
-    /// authenticate yet (API keys come with metering).
+    /// Serve requests without an API key, as the free account `anonymous` (demos). Off by
+    /// default.
+    pub allow_anonymous: Option<bool>,
+    /// Accept client connections from beyond loopback. By default: yes when every request
+    /// needs an API key, no when anonymous requests are allowed.
     pub allow_remote: Option<bool>,
     /// Most incoming connections at once (clients and peers).
     pub max_connections: Option<usize>,
@@ -212,6 +215,8 @@ pub struct Config {
     pub connection_limits: crate::transport::limits::ConnectionLimits,
     /// Whether the fault-injection admin routes are on (tests only).
     pub fault_injection: bool,
+    /// Serve keyless requests as the free account `anonymous`.
+    pub allow_anonymous: bool,
 }
 
 /// Default deadline of a request that names none.
@@ -372,6 +377,7 @@ impl ConfigFile {
             ));
         }
 
+        let allow_anonymous = self.clients.allow_anonymous.unwrap_or(false);
         let models = self.models.validate()?;
         Ok(Config {
             request_limits: crate::request::Limits {
@@ -381,9 +387,10 @@ impl ConfigFile {
             connection_limits: crate::transport::limits::ConnectionLimits::new(
                 max_connections,
                 per_address,
-                self.clients.allow_remote.unwrap_or(false),
+                self.clients.allow_remote.unwrap_or(!allow_anonymous),
             ),
             fault_injection: false,
+            allow_anonymous,
             catalog: models.catalog,
             models_dir: models.dir,
             host: models.host,

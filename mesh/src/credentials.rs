@@ -1,8 +1,11 @@
-//! Cluster credentials: the cluster CA, node identities, and the ractor_cluster cookie.
+//! Cluster credentials: the cluster CA, node identities, the ractor_cluster cookie, and the
+//! key-signing key of API keys ([`api_keys`]).
 //!
-//! A cluster folder (`init-cluster`) holds `ca.crt`, `ca.key` and `cookie`. A node's identity
-//! folder (`issue-cert`) holds `node.crt`, `node.key`, the CA's `ca.crt` and the `cookie`: all a
-//! node needs to join, and nothing that could mint another node.
+//! A cluster folder (`init-cluster`) holds `ca.crt`, `ca.key`, `cookie` and the API-key
+//! signing pair `api-keys.key` / `api-keys.pub` (an older folder gets the pair on its first
+//! `issue-key` or `issue-cert`). A node's identity folder (`issue-cert`) holds `node.crt`,
+//! `node.key`, the CA's `ca.crt`, the `cookie` and `api-keys.pub`: all a node needs to join and
+//! to check API keys, and nothing that could mint another node or another key.
 //!
 //! Every node certificate names the node twice: as its common name (the node's identity in the
 //! mesh) and as a DNS subject-alternative name, beside the shared [`NODE_SERVER_NAME`] that
@@ -24,6 +27,10 @@ use rcgen::{
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub mod api_keys;
+
+use api_keys::{KeyClaims, KeySigner, KeyVerifier};
+
 /// DNS name every node certificate carries besides its own; dialers (peers and clients) verify
 /// it when they know only an address.
 pub use ganglion_client::client::NODE_SERVER_NAME;
@@ -33,6 +40,8 @@ const CA_KEY: &str = "ca.key";
 const COOKIE: &str = "cookie";
 const NODE_CERT: &str = "node.crt";
 const NODE_KEY: &str = "node.key";
+const SIGNING_KEY: &str = "api-keys.key";
+const VERIFYING_KEY: &str = "api-keys.pub";
 
 /// Node names are DNS labels: they travel in certificates and in ractor_cluster node names.
 const MAX_NAME_LEN: usize = 63;
@@ -83,6 +92,9 @@ pub enum CredentialsError {
     /// overwrite a file chosen by whoever planted it.
     #[error("{0} is a symbolic link or not a regular file; refusing to use it")]
     NotRegularFile(PathBuf),
+    /// The API-key signing key is unusable.
+    #[error("API key signing: {0}")]
+    Keys(#[from] api_keys::KeyError),
     /// A secret file can be accessed by its group or by others.
     #[error(
         "{path} is accessible by group or others (mode {mode:03o}); restrict it with `chmod 600` or remove it"
@@ -170,6 +182,7 @@ impl ClusterSecrets {
             key: parse_key(here, &key)?,
             ca_cert: parse_certs(here, &self.ca_cert_pem)?.remove(0),
             cookie: self.cookie.clone(),
+            key_verifier: None,
         })
     }
 }
@@ -191,7 +204,40 @@ pub fn init_cluster(dir: &Path) -> Result<(), CredentialsError> {
     write_file(&dir.join(CA_CERT), &secrets.ca_cert_pem, PUBLIC_MODE)?;
     write_file(&dir.join(CA_KEY), &secrets.ca_key_pem, SECRET_MODE)?;
     write_file(&dir.join(COOKIE), &secrets.cookie, SECRET_MODE)?;
+    signing_key(dir)?;
     Ok(())
+}
+
+/// The cluster's API-key signer, created (with its public half beside it) if the folder has
+/// none yet.
+fn signing_key(cluster_dir: &Path) -> Result<KeySigner, CredentialsError> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let path = cluster_dir.join(SIGNING_KEY);
+    let invalid = |what: String| CredentialsError::Invalid {
+        path: path.clone(),
+        what,
+    };
+    if path.exists() || path.symlink_metadata().is_ok() {
+        let pkcs8 = STANDARD
+            .decode(read_secret(&path)?.trim())
+            .map_err(|e| invalid(e.to_string()))?;
+        return Ok(KeySigner::from_pkcs8(&pkcs8)?);
+    }
+    let (signer, pkcs8) = KeySigner::generate()?;
+    write_file(&path, &STANDARD.encode(pkcs8), SECRET_MODE)?;
+    write_file(
+        &cluster_dir.join(VERIFYING_KEY),
+        &STANDARD.encode(signer.public_key()),
+        PUBLIC_MODE,
+    )?;
+    Ok(signer)
+}
+
+/// Signs an API key for `claims` with the cluster folder's key-signing key (created on first
+/// use).
+pub fn issue_key(cluster_dir: &Path, claims: &KeyClaims) -> Result<String, CredentialsError> {
+    Ok(signing_key(cluster_dir)?.sign(claims)?)
 }
 
 /// Issues the identity of node `name` from the cluster folder into `out` (created if missing).
@@ -208,6 +254,13 @@ pub fn issue_cert(cluster_dir: &Path, name: &str, out: &Path) -> Result<(), Cred
     write_file(&out.join(NODE_KEY), &key, SECRET_MODE)?;
     write_file(&out.join(CA_CERT), &secrets.ca_cert_pem, PUBLIC_MODE)?;
     write_file(&out.join(COOKIE), &secrets.cookie, SECRET_MODE)?;
+    let public = signing_key(cluster_dir)?.public_key();
+    use base64::Engine;
+    write_file(
+        &out.join(VERIFYING_KEY),
+        &base64::engine::general_purpose::STANDARD.encode(public),
+        PUBLIC_MODE,
+    )?;
     Ok(())
 }
 
@@ -224,6 +277,9 @@ pub struct Identity {
     pub ca_cert: CertificateDer<'static>,
     /// The ractor_cluster cookie.
     pub cookie: String,
+    /// Verifies API keys (`None` for an identity issued before API keys existed: its node
+    /// accepts no key; issue the identity again).
+    pub key_verifier: Option<KeyVerifier>,
 }
 
 impl Clone for Identity {
@@ -234,6 +290,7 @@ impl Clone for Identity {
             key: self.key.clone_key(),
             ca_cert: self.ca_cert.clone(),
             cookie: self.cookie.clone(),
+            key_verifier: self.key_verifier.clone(),
         }
     }
 }
@@ -253,12 +310,26 @@ impl Identity {
         let ca_path = dir.join(CA_CERT);
         let ca_cert = parse_certs(&ca_path, &read_file(&ca_path)?)?.remove(0);
         let cookie = read_secret(&dir.join(COOKIE))?.trim().to_owned();
+        let verifying = dir.join(VERIFYING_KEY);
+        let key_verifier = if verifying.exists() {
+            use base64::Engine;
+            let public = base64::engine::general_purpose::STANDARD
+                .decode(read_file(&verifying)?.trim())
+                .map_err(|e| CredentialsError::Invalid {
+                    path: verifying.clone(),
+                    what: e.to_string(),
+                })?;
+            Some(KeyVerifier::new(public))
+        } else {
+            None
+        };
         Ok(Self {
             name,
             cert_chain,
             key,
             ca_cert,
             cookie,
+            key_verifier,
         })
     }
 }

@@ -17,6 +17,8 @@ use crate::transport::{TransportError, tls::TlsError};
 
 /// File in the data folder holding the admin token generated when none is configured.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+/// File in the data folder holding the ids of revoked API keys.
+pub const REVOKED_KEYS_FILE: &str = "revoked-keys";
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,16 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         }
     };
 
+    let revoked_file = config.data_dir.join(REVOKED_KEYS_FILE);
+    let revoked = crate::credentials::api_keys::RevokedKeys::load(&revoked_file).map_err(io(
+        format!("cannot read revoked keys from {}", revoked_file.display()),
+    ))?;
+    let key_verifier = config.identity.key_verifier.clone();
+    if key_verifier.is_none() {
+        tracing::warn!(
+            "this identity has no api-keys.pub (issued before API keys): the node accepts no API key; issue it again"
+        );
+    }
     let identity = Arc::new(config.identity);
     // QUIC restarts its idle timer once more when it sends a keep-alive into silence, so a dead
     // peer is noticed within idle timeout + keep-alive interval: split the budget accordingly.
@@ -164,6 +176,12 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         },
         request_limits: config.request_limits,
         fault_injection: config.fault_injection,
+        auth: crate::request::authenticate::Auth {
+            verifier: key_verifier,
+            revoked,
+            allow_anonymous: config.allow_anonymous,
+        },
+        revoked_file,
         admin_listener,
         node_info: info.clone(),
         admin_token: Some(admin_token),

@@ -1,8 +1,9 @@
 //! The way every inference request takes through a node, one stage per module, in order:
 //!
 //! 1. [`admit`]: bounds, catalog, path and hop budget, the request's deadline;
-//! 2. [`local`]: run on this node's model host when it hosts the model and has room;
-//! 3. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
+//! 2. [`authenticate`]: the account, from the client's API key or the handing peer;
+//! 3. [`local`]: run on this node's model host when it hosts the model and has room;
+//! 4. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
 //!    one answers, before any output;
 //!
 //! each stage relaying the answer to the requester through a [`Responder`]. Quota, cache and
@@ -10,6 +11,7 @@
 //! later HTTP API) the request came through: the door supplies the [`Responder`].
 
 pub mod admit;
+pub mod authenticate;
 pub mod handoff;
 pub mod local;
 
@@ -45,6 +47,8 @@ pub struct Context {
     pub router: RouterHandle,
     /// Deadlines.
     pub limits: Limits,
+    /// API keys.
+    pub auth: authenticate::Auth,
 }
 
 /// Who sent a request to this node.
@@ -78,7 +82,7 @@ pub async fn run(
     received: Instant,
     out: &mut impl Responder,
 ) {
-    let admitted = match admit::admit(
+    let mut admitted = match admit::admit(
         &ctx.node,
         &ctx.catalog,
         ctx.limits,
@@ -89,6 +93,12 @@ pub async fn run(
         Ok(admitted) => admitted,
         Err(error) => return fail(out, error).await,
     };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(error) = authenticate::authenticate(&ctx.auth, &origin, &mut admitted.request, now) {
+        return fail(out, error).await;
+    }
     let mut attempts = Vec::new();
     match local::run(ctx, &admitted, out).await {
         local::Outcome::Answered => return,

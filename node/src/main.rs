@@ -46,6 +46,36 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Issue an API key: prints the key on stdout and its id on stderr. Creates the cluster's
+    /// key-signing key on first use.
+    IssueKey {
+        /// Cluster folder written by `init-cluster`.
+        #[arg(long)]
+        cluster_dir: PathBuf,
+        /// The account the key bills.
+        #[arg(long)]
+        account: String,
+        /// `free` (stopped at the daily allocation) or `paid` (billed past it).
+        #[arg(long, default_value = "free")]
+        plan: String,
+        /// Most Neurons the account may use a day.
+        #[arg(long)]
+        daily_limit: Option<u64>,
+        /// How long the key is valid, e.g. "30d" (no expiry when absent).
+        #[arg(long, value_parser = humantime_duration)]
+        expires: Option<Duration>,
+    },
+    /// Revoke an API key on every node: tell one node, which stores it and tells its peers.
+    RevokeKey {
+        /// Admin address of a running node.
+        #[arg(long)]
+        admin: std::net::SocketAddr,
+        /// Its admin token (also from GANGLION_ADMIN_TOKEN).
+        #[arg(long, env = "GANGLION_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        /// The key itself, or its id.
+        key: String,
+    },
     /// Run a node. Flags override the config file.
     Run(Box<RunArgs>),
     /// Fetch and inspect models.
@@ -134,6 +164,10 @@ struct RunArgs {
     /// Test only: admin routes that crash actors and jobs on demand.
     #[arg(long, hide = true)]
     fault_injection: bool,
+    /// Serve requests without an API key as the free account `anonymous` (demos; implies
+    /// loopback-only clients unless --allow-remote-clients).
+    #[arg(long)]
+    allow_anonymous: bool,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -170,6 +204,9 @@ impl RunArgs {
         set(&mut file.requests.max_deadline, self.max_deadline);
         if self.allow_remote_clients {
             file.clients.allow_remote = Some(true);
+        }
+        if self.allow_anonymous {
+            file.clients.allow_anonymous = Some(true);
         }
         set(&mut file.clients.max_connections, self.max_connections);
         set(
@@ -214,6 +251,18 @@ fn main() -> ExitCode {
             println!("identity of `{name}` written to {}", out.display());
         })),
         Command::Models(command) => models(command),
+        Command::IssueKey {
+            cluster_dir,
+            account,
+            plan,
+            daily_limit,
+            expires,
+        } => issue_key(&cluster_dir, account, &plan, daily_limit, expires),
+        Command::RevokeKey {
+            admin,
+            admin_token,
+            key,
+        } => revoke_key(admin, &admin_token, &key),
         Command::Run(args) => {
             let fault_injection = args.fault_injection;
             let config = match args.into_config_file().and_then(ConfigFile::validate) {
@@ -296,6 +345,75 @@ fn models(command: ModelsCommand) -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn issue_key(
+    cluster_dir: &std::path::Path,
+    account: String,
+    plan: &str,
+    daily_limit: Option<u64>,
+    expires: Option<Duration>,
+) -> ExitCode {
+    use ganglion::credentials::api_keys::{KeyClaims, Plan, new_key_id};
+    let plan = match plan {
+        "free" => Plan::Free,
+        "paid" => Plan::Paid,
+        other => {
+            eprintln!("ganglion-node: --plan must be free or paid, not `{other}`");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    let expires = expires.map(|valid| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_add(valid)
+            .as_secs()
+    });
+    let claims = KeyClaims {
+        kid: new_key_id(),
+        account,
+        plan,
+        daily_limit,
+        expires,
+    };
+    match ganglion::credentials::issue_key(cluster_dir, &claims) {
+        Ok(key) => {
+            println!("{key}");
+            eprintln!("key id {} for account `{}`", claims.kid, claims.account);
+            ExitCode::SUCCESS
+        }
+        Err(e @ ganglion::credentials::CredentialsError::Keys(_)) => {
+            eprintln!("ganglion-node: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(e) => {
+            eprintln!("ganglion-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn revoke_key(admin: std::net::SocketAddr, token: &str, key: &str) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ganglion-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ganglion::actors::admin::client::revoke_key(
+        admin, token, key,
+    )) {
+        Ok(kid) => {
+            println!("revoked key {kid}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ganglion-node: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -39,6 +39,9 @@ struct Connection {
     /// Seconds allowed for the whole request.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    /// API key (from `ganglion-node issue-key`).
+    #[arg(long, env = "GANGLION_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +106,9 @@ async fn connect(c: &Connection) -> anyhow::Result<Client> {
         .request_timeout(Duration::from_secs(c.timeout));
     for node in &c.nodes {
         builder = builder.node(*node);
+    }
+    if let Some(key) = &c.api_key {
+        builder = builder.api_key(key.clone());
     }
     Ok(builder.connect().await?)
 }

@@ -99,6 +99,10 @@ pub struct Arguments {
     pub request_limits: request::Limits,
     /// Whether the fault-injection admin route is on.
     pub fault_injection: bool,
+    /// API keys: verifier, revoked set, anonymous access.
+    pub auth: request::authenticate::Auth,
+    /// Where the revoked set is stored.
+    pub revoked_file: std::path::PathBuf,
 }
 
 /// Cluster host arguments before the directory exists.
@@ -203,6 +207,8 @@ impl Actor for NodeSupervisor {
             advertise: args.advertise,
             hosts: local_models.clone(),
             hardware: args.node_info.hardware.clone(),
+            revoked: args.auth.revoked.clone(),
+            revoked_file: args.revoked_file.clone(),
         };
         let directory = spawn(
             "ganglion.peer_directory".into(),
@@ -236,6 +242,7 @@ impl Actor for NodeSupervisor {
                 hosts: local_models.clone(),
                 router: router_handle.clone(),
                 limits: args.request_limits,
+                auth: args.auth.clone(),
             },
             directory: directory_handle.clone(),
         };
@@ -278,6 +285,9 @@ impl Actor for NodeSupervisor {
             hosting: args.hosting,
             router: router_handle,
             hosts: local_models,
+            revoked: args.auth.revoked.clone(),
+            revoked_file: args.revoked_file,
+            key_verifier: args.auth.verifier.clone(),
         });
         let admin = spawn_admin(&args.admin_listener, admin_context.clone(), &cell).await?;
         remember(Child::Admin, admin.get_cell());

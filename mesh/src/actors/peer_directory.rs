@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 
 use super::{ActorSlot, LocalCallError};
 use crate::actors::model_host::LocalModels;
+use crate::credentials::api_keys::{RevokedKeys, is_key_id};
 use crate::facts::ModelState;
 use crate::hardware::Hardware;
 use crate::membership::{Direction, KnownPeer, dial_targets};
@@ -40,6 +41,8 @@ pub const MAX_ADVERT_LEN: usize = 64 * 1024;
 pub const MAX_ADVERT_PEERS: usize = 256;
 /// Most models an advert may list.
 pub const MAX_ADVERT_MODELS: usize = 64;
+/// Most revoked key ids an advert may carry (17 bytes each on the wire).
+pub const MAX_ADVERT_REVOKED: usize = 2048;
 /// Most accelerators an advert may list, and the longest name of one.
 const MAX_ACCELERATORS: usize = 16;
 const MAX_ACCELERATOR_NAME: usize = 128;
@@ -59,6 +62,10 @@ pub struct PeerAdvert {
     pub hardware: Hardware,
     /// Load of each hosted model, at most one advert interval old.
     pub loads: Vec<ModelLoad>,
+    /// Ids of the API keys revoked in the cluster, as the sender knows them (a grow-only set:
+    /// every node adds what it hears, so a revocation reaches every live node and any that
+    /// joins later).
+    pub revoked_keys: Vec<String>,
 }
 
 /// A model in an advert, with its live state.
@@ -122,6 +129,11 @@ impl PeerAdvert {
             })
         {
             return bad("loads");
+        }
+        if self.revoked_keys.len() > MAX_ADVERT_REVOKED
+            || !self.revoked_keys.iter().all(|k| is_key_id(k))
+        {
+            return bad("revoked_keys");
         }
         let h = &self.hardware;
         if h.accelerators.len() > MAX_ACCELERATORS
@@ -301,6 +313,10 @@ pub struct Arguments {
     pub hosts: LocalModels,
     /// This node's hardware.
     pub hardware: Hardware,
+    /// Revoked API keys: gossiped in adverts, grown from peers' adverts.
+    pub revoked: RevokedKeys,
+    /// Where the revoked set is kept across restarts.
+    pub revoked_file: std::path::PathBuf,
 }
 
 struct Entry {
@@ -340,6 +356,8 @@ pub struct State {
     peers: BTreeMap<String, Entry>,
     /// Adverts being sent, one task per peer and tick, each bounded by the advert interval.
     sending: JoinSet<()>,
+    revoked: RevokedKeys,
+    revoked_file: std::path::PathBuf,
 }
 
 impl State {
@@ -368,6 +386,12 @@ impl State {
                 .collect(),
             hardware: self.hardware.clone(),
             loads: Vec::new(),
+            revoked_keys: self
+                .revoked
+                .all()
+                .into_iter()
+                .take(MAX_ADVERT_REVOKED)
+                .collect(),
         }
     }
 
@@ -474,6 +498,8 @@ impl Actor for PeerDirectory {
             hardware: args.hardware,
             peers: BTreeMap::new(),
             sending: JoinSet::new(),
+            revoked: args.revoked,
+            revoked_file: args.revoked_file,
         })
     }
 
@@ -536,6 +562,13 @@ impl Actor for PeerDirectory {
                 if let Err(e) = advert.check(&peer) {
                     tracing::warn!(%peer, error = %e, "advert refused");
                 } else if let Some(entry) = state.peers.get_mut(&peer) {
+                    let learned = state.revoked.add(advert.revoked_keys.iter().cloned());
+                    if !learned.is_empty() {
+                        tracing::info!(%peer, revoked = ?learned, "API keys revoked");
+                        if let Err(e) = state.revoked.save(&state.revoked_file) {
+                            tracing::error!(error = %e, "cannot store revoked keys");
+                        }
+                    }
                     entry.advert = Some((*advert, Instant::now()));
                 } else {
                     tracing::debug!(%peer, "advert from a peer without a connection");
@@ -729,6 +762,7 @@ mod tests {
                 concurrency: 2,
                 service_ms: 12.5,
             }],
+            revoked_keys: vec!["0123456789abcdef".into()],
         }
     }
 
@@ -767,6 +801,7 @@ mod tests {
                     "peers" => "peers",
                     "models" => "models",
                     "loads" => "loads",
+                    "revoked_keys" => "revoked_keys",
                     _ => "hardware.accelerators",
                 })),
                 "{field}"
@@ -801,6 +836,10 @@ mod tests {
         refused(
             &|a| a.hardware.accelerators = vec![String::new(); MAX_ACCELERATORS + 1],
             "accelerators",
+        );
+        refused(
+            &|a| a.revoked_keys = vec!["not-a-key-id".into()],
+            "revoked_keys",
         );
     }
 

@@ -99,6 +99,8 @@ mod tests {
             deadline_ms: None,
             hop_budget,
             path: path.iter().map(|s| s.to_string()).collect(),
+            api_key: None,
+            account: None,
         }
     }
 

@@ -8,6 +8,8 @@
 //! - `GET /admin/models`: configured models, hosted or why not, queue and traffic counters
 //! - `GET /admin/routing`: per model, requests run here vs handed to peers; per peer, handoffs,
 //!   failures, handoffs under way and its current score
+//! - `POST /admin/keys/revoke` with `{"key": KEY}` (the key itself or its id): revokes it here,
+//!   stores it, and adverts carry it to every other node
 //! - `POST /admin/faults/kill/{*child}` and `POST /admin/faults/panic-next-job`: fault injection
 //!   for tests, present only when the node runs with `--fault-injection`
 
@@ -28,6 +30,7 @@ use crate::actors::cluster_host;
 use crate::actors::model_host::LocalModels;
 use crate::actors::peer_directory::PeerDirectoryHandle;
 use crate::actors::router::RouterHandle;
+use crate::credentials::api_keys::{KeyVerifier, RevokedKeys, is_key_id};
 use crate::facts::{ModelStatus, NodeInfo};
 use crate::faults::Faults;
 
@@ -54,6 +57,12 @@ pub struct ContextParts {
     pub router: RouterHandle,
     /// The model hosts and their live state.
     pub hosts: LocalModels,
+    /// Revoked API keys, and where they are kept.
+    pub revoked: RevokedKeys,
+    /// The file the revoked set is stored in.
+    pub revoked_file: std::path::PathBuf,
+    /// Verifies API keys (to find the id of a key being revoked).
+    pub key_verifier: Option<KeyVerifier>,
 }
 
 #[derive(Debug)]
@@ -85,7 +94,8 @@ pub fn router(context: Context) -> Router {
         .route("/admin/peers", get(peers))
         .route("/admin/actors", get(actors))
         .route("/admin/models", get(models))
-        .route("/admin/routing", get(routing));
+        .route("/admin/routing", get(routing))
+        .route("/admin/keys/revoke", post(revoke));
     if context.parts().faults.enabled() {
         protected = protected
             .route("/admin/faults/kill/{*child}", post(kill))
@@ -195,6 +205,45 @@ fn unavailable(message: &str) -> Response {
         Json(serde_json::json!({ "error": message })),
     )
         .into_response()
+}
+
+/// Body of a revocation.
+#[derive(Debug, serde::Deserialize)]
+struct Revoke {
+    /// The key, or its id.
+    key: String,
+}
+
+async fn revoke(State(ctx): State<Context>, Json(body): Json<Revoke>) -> Response {
+    let parts = ctx.parts();
+    let kid = if is_key_id(&body.key) {
+        body.key
+    } else {
+        match parts
+            .key_verifier
+            .as_ref()
+            .map(|v| v.verify_signature(&body.key))
+        {
+            Some(Ok(claims)) => claims.kid,
+            _ => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(serde_json::json!({ "error": "not a key of this cluster, nor a key id" })),
+                )
+                    .into_response();
+            }
+        }
+    };
+    let new = !parts.revoked.add([kid.clone()]).is_empty();
+    if new {
+        let (revoked, file) = (parts.revoked.clone(), parts.revoked_file.clone());
+        let stored = tokio::task::spawn_blocking(move || revoked.save(&file)).await;
+        if !matches!(stored, Ok(Ok(()))) {
+            return unavailable("the revocation took effect but could not be stored");
+        }
+        tracing::info!(%kid, "API key revoked");
+    }
+    Json(serde_json::json!({ "kid": kid, "revoked": true, "new": new })).into_response()
 }
 
 async fn kill(State(ctx): State<Context>, Path(child): Path<String>) -> Response {
