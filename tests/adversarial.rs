@@ -82,6 +82,7 @@ fn chat(model: &str, prompt: &str, max_tokens: u32) -> Request {
         path: Vec::new(),
         api_key: None,
         account: None,
+        charge_id: None,
     }
 }
 
@@ -435,6 +436,7 @@ async fn spoofed_and_extreme_adverts_are_refused_and_panic_nothing() {
             "loads": [{ "model": SMOLLM2, "queued": u32::MAX, "in_flight": u32::MAX,
                         "concurrency": 0, "service_ms": service_ms }],
             "revoked_keys": [],
+            "usage": [],
         })
     };
     // Under another member's name; then under its own, with an infinite service time (JSON
@@ -569,6 +571,7 @@ async fn every_actor_that_fails_is_restarted_and_the_node_keeps_serving() {
         "router".to_owned(),
         "gateway".to_owned(),
         "directory".to_owned(),
+        "meter".to_owned(),
         "admin".to_owned(),
         format!("model:{MINILM}"),
         "cluster_host".to_owned(),

@@ -65,7 +65,14 @@ async fn three_nodes_form_a_full_mesh_from_one_seed() {
     assert_eq!(actors["tree"]["kind"], "NodeSupervisor");
     assert_eq!(
         kinds,
-        vec!["Admin", "ClusterHost", "Gateway", "PeerDirectory", "Router"]
+        vec![
+            "Admin",
+            "ClusterHost",
+            "Gateway",
+            "Meter",
+            "PeerDirectory",
+            "Router"
+        ]
     );
 }
 

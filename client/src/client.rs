@@ -449,6 +449,7 @@ impl Client {
             path: Vec::new(),
             api_key: self.api_key.as_ref().map(|k| k.0.clone()),
             account: None,
+            charge_id: None,
         }
     }
 

@@ -92,6 +92,9 @@ pub struct Request {
     pub api_key: Option<String>,
     /// The account the entry node verified (set by nodes on handoff; a client's is ignored).
     pub account: Option<Account>,
+    /// The charge id the entry node gave the request (set by nodes; a client's is ignored): the
+    /// ledger charges it once, however often it is handed on.
+    pub charge_id: Option<u128>,
 }
 
 /// An account, as the entry node verified it from an API key.
@@ -228,6 +231,8 @@ pub struct Usage {
     pub input_tokens: u32,
     /// Generated tokens.
     pub output_tokens: u32,
+    /// What the request cost, in micro-Neurons (millionths of a Neuron).
+    pub micro_neurons: u64,
 }
 
 /// Where the time went, in milliseconds.
@@ -525,6 +530,7 @@ mod tests {
             path: Vec::new(),
             api_key: None,
             account: None,
+            charge_id: None,
         }
     }
 

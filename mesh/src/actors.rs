@@ -6,6 +6,7 @@
 //! ├── Router          per request: local model host, or the best peer that hosts the model
 //! ├── Gateway         data plane: one QUIC stream per request, from clients and peers
 //! ├── ModelHost × n   one per hosted model; joins process group `ganglion.model.<id>`
+//! ├── Meter           Neurons: usage counters (own and peers'), reservations
 //! ├── ClusterHost     QUIC endpoint, dialing and accepting peers, liveness
 //! │   └── NodeServer  ractor_cluster, one NodeSession per peer (over a QUIC stream)
 //! └── Admin           the HTTP introspection endpoint
@@ -18,6 +19,7 @@
 pub mod admin;
 pub mod cluster_host;
 pub mod gateway;
+pub mod meter;
 pub mod model_host;
 pub mod node_supervisor;
 pub mod peer_directory;

@@ -19,6 +19,11 @@ use crate::transport::{TransportError, tls::TlsError};
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// File in the data folder holding the ids of revoked API keys.
 pub const REVOKED_KEYS_FILE: &str = "revoked-keys";
+/// File in the data folder holding the ledger.
+pub const LEDGER_FILE: &str = "ledger.redb";
+/// File in the data folder holding the admin endpoint's address while the node runs (so that
+/// `ganglion-node ledger` can read the ledger through it).
+pub const ADMIN_ADDRESS_FILE: &str = "admin-address";
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +50,9 @@ pub enum StartError {
     /// The actor tree did not start.
     #[error("actor tree failed to start: {0}")]
     Actors(String),
+    /// The ledger could not be opened (another node may be using this data folder).
+    #[error("cannot open the ledger {0}: {1}")]
+    Ledger(String, String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -106,6 +114,11 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let revoked = crate::credentials::api_keys::RevokedKeys::load(&revoked_file).map_err(io(
         format!("cannot read revoked keys from {}", revoked_file.display()),
     ))?;
+    let ledger_file = config.data_dir.join(LEDGER_FILE);
+    let ledger = Arc::new(
+        crate::metering::ledger::Ledger::open(&ledger_file)
+            .map_err(|e| StartError::Ledger(ledger_file.display().to_string(), e.to_string()))?,
+    );
     let key_verifier = config.identity.key_verifier.clone();
     if key_verifier.is_none() {
         tracing::warn!(
@@ -135,6 +148,8 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let admin = admin_listener
         .local_addr()
         .map_err(io("cannot read admin address"))?;
+    std::fs::write(config.data_dir.join(ADMIN_ADDRESS_FILE), admin.to_string())
+        .map_err(io("cannot write the admin address file"))?;
 
     let hardware = Hardware::detect(config.memory_limit);
     let catalog = Arc::new(config.catalog);
@@ -182,6 +197,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
             allow_anonymous: config.allow_anonymous,
         },
         revoked_file,
+        ledger,
         admin_listener,
         node_info: info.clone(),
         admin_token: Some(admin_token),

@@ -2,8 +2,10 @@
 //!
 //! 1. [`admit`]: bounds, catalog, path and hop budget, the request's deadline;
 //! 2. [`authenticate`]: the account, from the client's API key or the handing peer;
-//! 3. [`local`]: run on this node's model host when it hosts the model and has room;
-//! 4. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
+//! 3. [`quota`]: the charge id, and a hold on the most the request could cost;
+//! 4. [`local`]: run on this node's model host when it hosts the model and has room (the
+//!    executing node charges the request in its ledger before the final frame leaves);
+//! 5. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
 //!    one answers, before any output;
 //!
 //! each stage relaying the answer to the requester through a [`Responder`]. Quota, cache and
@@ -14,6 +16,7 @@ pub mod admit;
 pub mod authenticate;
 pub mod handoff;
 pub mod local;
+pub mod quota;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,6 +52,8 @@ pub struct Context {
     pub limits: Limits,
     /// API keys.
     pub auth: authenticate::Auth,
+    /// Neurons: reservations and counters.
+    pub meter: crate::actors::meter::MeterHandle,
 }
 
 /// Who sent a request to this node.
@@ -99,6 +104,19 @@ pub async fn run(
     if let Err(error) = authenticate::authenticate(&ctx.auth, &origin, &mut admitted.request, now) {
         return fail(out, error).await;
     }
+    let Some(spec) = ctx.catalog.get(&admitted.request.model) else {
+        let error = WireError::new(ErrorCode::UnknownModel, "model left the catalog");
+        return fail(out, error).await;
+    };
+    let hold = match quota::reserve(&ctx.meter, spec, &origin, &mut admitted.request, now).await {
+        Ok(hold) => hold,
+        Err(error) => return fail(out, error).await,
+    };
+    let out = &mut quota::Watched {
+        inner: out,
+        hold,
+        node: &ctx.node,
+    };
     let mut attempts = Vec::new();
     match local::run(ctx, &admitted, out).await {
         local::Outcome::Answered => return,

@@ -76,6 +76,23 @@ enum Command {
         /// The key itself, or its id.
         key: String,
     },
+    /// Print a node's ledger as JSON lines (one record per charged request). Reads the file
+    /// directly when the node is stopped, through its admin endpoint while it runs.
+    Ledger {
+        /// The node's data folder.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Only this UTC day (YYYY-MM-DD).
+        #[arg(long)]
+        day: Option<String>,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Admin token of the running node (default: GANGLION_ADMIN_TOKEN, or the token the
+        /// node generated in its data folder).
+        #[arg(long, env = "GANGLION_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
     /// Run a node. Flags override the config file.
     Run(Box<RunArgs>),
     /// Fetch and inspect models.
@@ -263,6 +280,12 @@ fn main() -> ExitCode {
             admin_token,
             key,
         } => revoke_key(admin, &admin_token, &key),
+        Command::Ledger {
+            data_dir,
+            day,
+            account,
+            admin_token,
+        } => ledger(&data_dir, day, account, admin_token),
         Command::Run(args) => {
             let fault_injection = args.fault_injection;
             let config = match args.into_config_file().and_then(ConfigFile::validate) {
@@ -394,6 +417,82 @@ fn issue_key(
             ExitCode::FAILURE
         }
     }
+}
+
+fn ledger(
+    data_dir: &std::path::Path,
+    day: Option<String>,
+    account: Option<String>,
+    admin_token: Option<String>,
+) -> ExitCode {
+    use ganglion::actors::admin::routes::parse_day;
+    let wanted_day = match day.as_deref().map(parse_day) {
+        Some(None) => {
+            eprintln!("ganglion-node: --day must be YYYY-MM-DD");
+            return ExitCode::from(EX_USAGE);
+        }
+        Some(day) => day,
+        None => None,
+    };
+    let path = data_dir.join(ganglion::node::LEDGER_FILE);
+    let records = match ganglion::metering::ledger::read_stopped(&path) {
+        Ok(records) => records
+            .into_iter()
+            .filter(|r| wanted_day.is_none_or(|d| r.day == d))
+            .filter(|r| account.as_ref().is_none_or(|a| *a == r.account))
+            .collect(),
+        Err(Some(e)) => {
+            eprintln!("ganglion-node: {e}");
+            return ExitCode::FAILURE;
+        }
+        // A running node holds the file: ask it.
+        Err(None) => {
+            let address =
+                std::fs::read_to_string(data_dir.join(ganglion::node::ADMIN_ADDRESS_FILE))
+                    .ok()
+                    .and_then(|a| a.trim().parse().ok());
+            let token = admin_token.or_else(|| {
+                std::fs::read_to_string(data_dir.join(ganglion::node::ADMIN_TOKEN_FILE))
+                    .ok()
+                    .map(|t| t.trim().to_owned())
+            });
+            let (Some(address), Some(token)) = (address, token) else {
+                eprintln!(
+                    "ganglion-node: the node is running and its admin address or token is unknown; pass --admin-token"
+                );
+                return ExitCode::FAILURE;
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("ganglion-node: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(ganglion::actors::admin::client::ledger(
+                address,
+                &token,
+                day.as_deref(),
+                account.as_deref(),
+            )) {
+                Ok(records) => records,
+                Err(e) => {
+                    eprintln!("ganglion-node: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    for record in records {
+        match serde_json::to_string(&record) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("ganglion-node: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn revoke_key(admin: std::net::SocketAddr, token: &str, key: &str) -> ExitCode {

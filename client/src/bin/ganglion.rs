@@ -192,7 +192,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn final_json(response: &FinalResponse) -> serde_json::Value {
     let mut value = serde_json::json!({
         "id": response.id.to_string(),
-        "usage": { "input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens },
+        "usage": {
+            "input_tokens": response.usage.input_tokens,
+            "output_tokens": response.usage.output_tokens,
+            "neurons": response.usage.micro_neurons as f64 / 1e6,
+            "micro_neurons": response.usage.micro_neurons,
+        },
         "timings": {
             "queue_ms": response.timings.queue_ms,
             "first_token_ms": response.timings.first_token_ms,

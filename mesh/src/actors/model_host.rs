@@ -28,10 +28,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::meter::MeterHandle;
 use super::{ActorSlot, LocalCallError};
 use crate::facts::{ModelState, ModelStates};
 use crate::faults::Faults;
 use crate::inference::{Backend, BackendError};
+use crate::metering::ledger::{LedgerWriter, Record};
+use crate::metering::pricing;
 use crate::models::ModelSpec;
 
 /// Frames a request's response buffer holds: deltas wait here while the requester's stream is
@@ -130,6 +133,10 @@ pub struct Arguments {
     pub node: String,
     /// Injected faults.
     pub faults: Arc<Faults>,
+    /// Where charges are recorded, durably, before a final frame leaves this node.
+    pub ledger: LedgerWriter,
+    /// Where charges are counted.
+    pub meter: MeterHandle,
 }
 
 /// The host's state.
@@ -138,6 +145,8 @@ pub struct State {
     backend: Arc<Backend>,
     node: Arc<str>,
     faults: Arc<Faults>,
+    ledger: LedgerWriter,
+    meter: MeterHandle,
     queue: VecDeque<Job>,
     running: JoinSet<()>,
     stats: ModelStats,
@@ -170,6 +179,8 @@ impl Actor for ModelHost {
             backend: args.backend,
             node: args.node.into(),
             faults: args.faults,
+            ledger: args.ledger,
+            meter: args.meter,
             queue: VecDeque::new(),
             running: JoinSet::new(),
         })
@@ -287,6 +298,7 @@ impl State {
             self.faults.clone(),
             myself.clone(),
         );
+        let (ledger, meter) = (self.ledger.clone(), self.meter.clone());
         self.running.spawn(
             async move {
                 let frames = job.frames.clone();
@@ -295,7 +307,9 @@ impl State {
                     if faults.take_job_panic() {
                         panic!("injected fault: job panics");
                     }
-                    run(&spec, &backend, &node, job).await
+                    let mut response = run(&spec, &backend, &node, &job).await?;
+                    charge(&spec, &node, &job, &mut response, &ledger, &meter).await?;
+                    Ok(response)
                 };
                 let outcome = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|_| {
                     tracing::error!("a job panicked; its slot is freed");
@@ -322,16 +336,84 @@ impl State {
     }
 }
 
+/// Prices what ran, records it in the ledger durably and counts it, before the final frame
+/// leaves: a final response a client receives always has its ledger record.
+async fn charge(
+    spec: &ModelSpec,
+    node: &str,
+    job: &Job,
+    response: &mut FinalResponse,
+    ledger: &LedgerWriter,
+    meter: &MeterHandle,
+) -> Result<(), WireError> {
+    let request = &job.request;
+    let (Some(account), Some(charge_id)) = (&request.account, request.charge_id) else {
+        return Err(WireError::new(
+            ErrorCode::Internal,
+            "a request reached a model without an account or charge id",
+        ));
+    };
+    let items = match &request.input {
+        Input::Embed(texts) => texts.len() as u64,
+        _ => 0,
+    };
+    let usage = response.usage;
+    let micro = pricing::cost(
+        spec.pricing,
+        pricing::Metered {
+            input_tokens: u64::from(usage.input_tokens),
+            output_tokens: u64::from(usage.output_tokens),
+            items,
+        },
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let day = crate::metering::usage::day_of(now.as_secs());
+    let record = Record {
+        charge_id: format!("{charge_id:x}"),
+        request_id: format!("{:x}", request.id),
+        account: account.name.clone(),
+        key_id: account.key_id.clone(),
+        model: spec.id.clone(),
+        input_tokens: u64::from(usage.input_tokens),
+        output_tokens: u64::from(usage.output_tokens),
+        micro_neurons: micro,
+        entry: request
+            .path
+            .first()
+            .cloned()
+            .unwrap_or_else(|| node.to_owned()),
+        executor: node.to_owned(),
+        at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+        day,
+    };
+    match ledger.commit(record).await {
+        Ok(true) => meter.charged(day, &account.name, micro),
+        // Charged already (a handoff retried after this node had answered): not twice.
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "charge not recorded; the answer is withheld");
+            return Err(WireError::new(
+                ErrorCode::Internal,
+                "the charge for this request could not be recorded",
+            ));
+        }
+    }
+    response.usage.micro_neurons = micro;
+    Ok(())
+}
+
 /// Runs one job on the backend, within its deadline.
 async fn run(
     spec: &ModelSpec,
     backend: &Arc<Backend>,
     node: &str,
-    job: Job,
+    job: &Job,
 ) -> Result<FinalResponse, WireError> {
     let started = Instant::now();
     let queue_ms = ms(started - job.received);
-    let (output, usage, first_token_at) = execute(spec, backend, &job).await?;
+    let (output, usage, first_token_at) = execute(spec, backend, job).await?;
     let first_token_ms = first_token_at.map(|t| ms(t - job.received));
     let total_ms = ms(job.received.elapsed());
     Ok(FinalResponse {
@@ -458,6 +540,7 @@ fn embedded(joined: Result<Embedded, tokio::task::JoinError>) -> Result<Executed
         Usage {
             input_tokens: tokens,
             output_tokens: 0,
+            micro_neurons: 0,
         },
         None,
     ))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::{ActorSlot, admin, cluster_host, gateway, model_host, peer_directory, router};
+use super::{ActorSlot, admin, cluster_host, gateway, meter, model_host, peer_directory, router};
 use crate::facts::{ModelState, ModelStates, ModelStatus, NodeInfo};
 use crate::faults::Faults;
 use crate::inference::Backend;
@@ -37,6 +37,8 @@ pub struct NodeSupervisor;
 pub enum Child {
     /// The peer directory.
     Directory,
+    /// The meter.
+    Meter,
     /// The router.
     Router,
     /// The gateway.
@@ -55,6 +57,7 @@ impl Child {
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "directory" => Self::Directory,
+            "meter" => Self::Meter,
             "router" => Self::Router,
             "gateway" => Self::Gateway,
             "cluster_host" => Self::ClusterHost,
@@ -103,6 +106,8 @@ pub struct Arguments {
     pub auth: request::authenticate::Auth,
     /// Where the revoked set is stored.
     pub revoked_file: std::path::PathBuf,
+    /// The ledger (opened by the node, held by the meter and the writer).
+    pub ledger: Arc<crate::metering::ledger::Ledger>,
 }
 
 /// Cluster host arguments before the directory exists.
@@ -131,6 +136,7 @@ struct Specs {
     admin_listener: std::net::TcpListener,
     admin: admin::Context,
     models: BTreeMap<String, model_host::Arguments>,
+    meter: meter::Arguments,
 }
 
 /// The supervisor's state.
@@ -140,6 +146,7 @@ pub struct State {
     cells: HashMap<Child, ActorCell>,
     restarts: HashMap<Child, VecDeque<Instant>>,
     directory: ActorSlot<peer_directory::Msg>,
+    meter: ActorSlot<meter::Msg>,
     router: ActorSlot<router::Msg>,
     gateway: ActorSlot<gateway::Msg>,
     cluster: Option<ActorRef<cluster_host::Msg>>,
@@ -172,6 +179,22 @@ impl Actor for NodeSupervisor {
             cells.insert(child, actor);
         };
 
+        let meter_args = meter::Arguments {
+            node: name.clone(),
+            ledger: args.ledger.clone(),
+        };
+        let meter_actor = spawn(
+            "ganglion.meter".into(),
+            meter::Meter,
+            meter_args.clone(),
+            &cell,
+        )
+        .await?;
+        remember(Child::Meter, meter_actor.get_cell());
+        let meter_slot = ActorSlot::new(meter_actor);
+        let meter_handle = meter::MeterHandle(meter_slot.clone());
+        let ledger_writer = crate::metering::ledger::LedgerWriter::start(args.ledger.clone());
+
         let mut model_specs = BTreeMap::new();
         let mut hosts = BTreeMap::new();
         let mut handles = BTreeMap::new();
@@ -184,6 +207,8 @@ impl Actor for NodeSupervisor {
                 queue_capacity: args.model_queue_depth,
                 node: name.clone(),
                 faults: faults.clone(),
+                ledger: ledger_writer.clone(),
+                meter: meter_handle.clone(),
             };
             states.set(&id, ModelState::Loading);
             let host = spawn(
@@ -209,6 +234,7 @@ impl Actor for NodeSupervisor {
             hardware: args.node_info.hardware.clone(),
             revoked: args.auth.revoked.clone(),
             revoked_file: args.revoked_file.clone(),
+            meter: meter_handle.clone(),
         };
         let directory = spawn(
             "ganglion.peer_directory".into(),
@@ -243,6 +269,7 @@ impl Actor for NodeSupervisor {
                 router: router_handle.clone(),
                 limits: args.request_limits,
                 auth: args.auth.clone(),
+                meter: meter_handle.clone(),
             },
             directory: directory_handle.clone(),
         };
@@ -288,6 +315,8 @@ impl Actor for NodeSupervisor {
             revoked: args.auth.revoked.clone(),
             revoked_file: args.revoked_file,
             key_verifier: args.auth.verifier.clone(),
+            meter: meter_handle,
+            ledger: args.ledger.clone(),
         });
         let admin = spawn_admin(&args.admin_listener, admin_context.clone(), &cell).await?;
         remember(Child::Admin, admin.get_cell());
@@ -301,11 +330,13 @@ impl Actor for NodeSupervisor {
                 admin_listener: args.admin_listener,
                 admin: admin_context,
                 models: model_specs,
+                meter: meter_args,
             },
             live,
             cells,
             restarts: HashMap::new(),
             directory,
+            meter: meter_slot,
             router,
             gateway,
             cluster: Some(cluster),
@@ -405,6 +436,17 @@ impl State {
 
     async fn restart(&mut self, child: &Child, me: &ActorCell) -> Result<(), ActorProcessingErr> {
         let cell = match child {
+            Child::Meter => {
+                let actor = spawn(
+                    "ganglion.meter".into(),
+                    meter::Meter,
+                    self.specs.meter.clone(),
+                    me,
+                )
+                .await?;
+                self.meter.replace(actor.clone());
+                actor.get_cell()
+            }
             Child::Directory => {
                 let actor = spawn(
                     "ganglion.peer_directory".into(),

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 
 use super::{ActorSlot, LocalCallError};
 use crate::actors::model_host::LocalModels;
-use crate::credentials::api_keys::{RevokedKeys, is_key_id};
+use crate::credentials::api_keys::{MAX_ACCOUNT_LEN, RevokedKeys, is_key_id};
 use crate::facts::ModelState;
 use crate::hardware::Hardware;
 use crate::membership::{Direction, KnownPeer, dial_targets};
@@ -43,6 +43,8 @@ pub const MAX_ADVERT_PEERS: usize = 256;
 pub const MAX_ADVERT_MODELS: usize = 64;
 /// Most revoked key ids an advert may carry (17 bytes each on the wire).
 pub const MAX_ADVERT_REVOKED: usize = 2048;
+/// Most accounts whose usage an advert may carry.
+pub const MAX_ADVERT_ACCOUNTS: usize = 512;
 /// Most accelerators an advert may list, and the longest name of one.
 const MAX_ACCELERATORS: usize = 16;
 const MAX_ACCELERATOR_NAME: usize = 128;
@@ -66,6 +68,8 @@ pub struct PeerAdvert {
     /// every node adds what it hears, so a revocation reaches every live node and any that
     /// joins later).
     pub revoked_keys: Vec<String>,
+    /// The sender's own usage totals per account, today (grow-only counters).
+    pub usage: Vec<crate::metering::usage::NodeUsage>,
 }
 
 /// A model in an advert, with its live state.
@@ -134,6 +138,14 @@ impl PeerAdvert {
             || !self.revoked_keys.iter().all(|k| is_key_id(k))
         {
             return bad("revoked_keys");
+        }
+        if self.usage.len() > MAX_ADVERT_ACCOUNTS
+            || self
+                .usage
+                .iter()
+                .any(|u| u.account.is_empty() || u.account.len() > MAX_ACCOUNT_LEN)
+        {
+            return bad("usage");
         }
         let h = &self.hardware;
         if h.accelerators.len() > MAX_ACCELERATORS
@@ -317,6 +329,8 @@ pub struct Arguments {
     pub revoked: RevokedKeys,
     /// Where the revoked set is kept across restarts.
     pub revoked_file: std::path::PathBuf,
+    /// Where usage counters are kept (advertised, and merged from peers' adverts).
+    pub meter: crate::actors::meter::MeterHandle,
 }
 
 struct Entry {
@@ -358,6 +372,7 @@ pub struct State {
     sending: JoinSet<()>,
     revoked: RevokedKeys,
     revoked_file: std::path::PathBuf,
+    meter: crate::actors::meter::MeterHandle,
 }
 
 impl State {
@@ -392,6 +407,7 @@ impl State {
                 .into_iter()
                 .take(MAX_ADVERT_REVOKED)
                 .collect(),
+            usage: Vec::new(),
         }
     }
 
@@ -500,6 +516,7 @@ impl Actor for PeerDirectory {
             sending: JoinSet::new(),
             revoked: args.revoked,
             revoked_file: args.revoked_file,
+            meter: args.meter,
         })
     }
 
@@ -569,6 +586,7 @@ impl Actor for PeerDirectory {
                             tracing::error!(error = %e, "cannot store revoked keys");
                         }
                     }
+                    state.meter.merge(&peer, advert.usage.clone());
                     entry.advert = Some((*advert, Instant::now()));
                 } else {
                     tracing::debug!(%peer, "advert from a peer without a connection");
@@ -578,6 +596,16 @@ impl Actor for PeerDirectory {
                 while state.sending.try_join_next().is_some() {}
                 let mut advert = state.advert();
                 advert.loads = local_loads(&state.hosts).await;
+                let today = crate::metering::usage::day_of(crate::actors::meter::unix_now());
+                match state.meter.own(today).await {
+                    Ok(mut usage) => {
+                        usage.truncate(MAX_ADVERT_ACCOUNTS);
+                        advert.usage = usage;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "meter did not answer; advert without usage")
+                    }
+                }
                 let frame = match ganglion_client::codec::encode(&advert, MAX_ADVERT_LEN) {
                     Ok(frame) => std::sync::Arc::new(frame),
                     Err(e) => {
@@ -763,6 +791,7 @@ mod tests {
                 service_ms: 12.5,
             }],
             revoked_keys: vec!["0123456789abcdef".into()],
+            usage: vec![],
         }
     }
 

@@ -242,6 +242,7 @@ fn usage_of(u: &mistralrs::Usage) -> Usage {
     Usage {
         input_tokens: count(u.prompt_tokens),
         output_tokens: count(u.completion_tokens),
+        micro_neurons: 0,
     }
 }
 

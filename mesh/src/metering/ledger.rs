@@ -125,11 +125,18 @@ fn read_all(db: &impl ReadableDatabase) -> Result<Vec<Record>, LedgerError> {
 }
 
 /// Reads the ledger at `path` without a running node (the file is locked while one runs:
-/// then `Err(None)`).
+/// then `Err(None)`). A ledger left by a node that was killed is repaired first (opening it
+/// for writing does that; the lock guarantees no node holds it), which recovers every
+/// committed record.
 pub fn read_stopped(path: &Path) -> Result<Vec<Record>, Option<LedgerError>> {
     match redb::ReadOnlyDatabase::open(path) {
         Ok(db) => read_all(&db).map_err(Some),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(None),
+        Err(redb::DatabaseError::RepairAborted) => match redb::Database::open(path) {
+            Ok(db) => read_all(&db).map_err(Some),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(None),
+            Err(e) => Err(Some(error(e))),
+        },
         Err(e) => Err(Some(error(e))),
     }
 }

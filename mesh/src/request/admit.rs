@@ -101,6 +101,7 @@ mod tests {
             path: path.iter().map(|s| s.to_string()).collect(),
             api_key: None,
             account: None,
+            charge_id: None,
         }
     }
 

@@ -96,6 +96,7 @@ mod tests {
             path: vec![],
             api_key: key,
             account: None,
+            charge_id: None,
         }
     }
 

@@ -54,3 +54,37 @@ pub async fn revoke_key(
     }
     Ok(body["kid"].as_str().unwrap_or_default().to_owned())
 }
+
+/// The ledger records of the node whose admin endpoint is at `addr`, filtered by `day`
+/// (`YYYY-MM-DD`) and `account`.
+pub async fn ledger(
+    addr: SocketAddr,
+    token: &str,
+    day: Option<&str>,
+    account: Option<&str>,
+) -> Result<Vec<crate::metering::ledger::Record>, AdminCallError> {
+    let unreachable = |source| AdminCallError::Unreachable { addr, source };
+    let mut query = Vec::new();
+    if let Some(day) = day {
+        query.push(("day", day));
+    }
+    if let Some(account) = account {
+        query.push(("account", account));
+    }
+    let response = reqwest::Client::new()
+        .get(format!("http://{addr}/admin/ledger"))
+        .query(&query)
+        .bearer_auth(token)
+        .timeout(TIMEOUT)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(AdminCallError::Refused {
+            status: status.as_u16(),
+            body: response.text().await.unwrap_or_default(),
+        });
+    }
+    response.json().await.map_err(unreachable)
+}

@@ -8,6 +8,9 @@
 //! - `GET /admin/models`: configured models, hosted or why not, queue and traffic counters
 //! - `GET /admin/routing`: per model, requests run here vs handed to peers; per peer, handoffs,
 //!   failures, handoffs under way and its current score
+//! - `GET /admin/usage[?account=NAME]`: mesh-wide usage per account today: Neurons, requests,
+//!   free allocation used, billable
+//! - `GET /admin/ledger[?day=YYYY-MM-DD&account=NAME]`: this node's ledger records
 //! - `POST /admin/keys/revoke` with `{"key": KEY}` (the key itself or its id): revokes it here,
 //!   stores it, and adverts carry it to every other node
 //! - `POST /admin/faults/kill/{*child}` and `POST /admin/faults/panic-next-job`: fault injection
@@ -63,6 +66,10 @@ pub struct ContextParts {
     pub revoked_file: std::path::PathBuf,
     /// Verifies API keys (to find the id of a key being revoked).
     pub key_verifier: Option<KeyVerifier>,
+    /// Usage counters.
+    pub meter: crate::actors::meter::MeterHandle,
+    /// This node's ledger (read by `/admin/ledger`).
+    pub ledger: Arc<crate::metering::ledger::Ledger>,
 }
 
 #[derive(Debug)]
@@ -95,7 +102,9 @@ pub fn router(context: Context) -> Router {
         .route("/admin/actors", get(actors))
         .route("/admin/models", get(models))
         .route("/admin/routing", get(routing))
-        .route("/admin/keys/revoke", post(revoke));
+        .route("/admin/keys/revoke", post(revoke))
+        .route("/admin/usage", get(usage))
+        .route("/admin/ledger", get(ledger));
     if context.parts().faults.enabled() {
         protected = protected
             .route("/admin/faults/kill/{*child}", post(kill))
@@ -205,6 +214,94 @@ fn unavailable(message: &str) -> Response {
         Json(serde_json::json!({ "error": message })),
     )
         .into_response()
+}
+
+/// Query of `/admin/usage` and `/admin/ledger`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct UsageQuery {
+    account: Option<String>,
+    day: Option<String>,
+}
+
+/// The UTC day of `YYYY-MM-DD`.
+pub fn parse_day(text: &str) -> Option<crate::metering::usage::Day> {
+    let at = humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).ok()?;
+    let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(crate::metering::usage::day_of(secs))
+}
+
+/// `YYYY-MM-DD` of a UTC day.
+pub fn day_text(day: crate::metering::usage::Day) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(day * 86_400);
+    humantime::format_rfc3339_seconds(at).to_string()[..10].to_owned()
+}
+
+async fn usage(
+    State(ctx): State<Context>,
+    axum::extract::Query(query): axum::extract::Query<UsageQuery>,
+) -> Response {
+    use crate::metering::usage::{FREE_DAILY_NEURONS, day_of, reset_at};
+    use crate::metering::{MICRO, neurons_text};
+    let today = day_of(crate::actors::meter::unix_now());
+    let accounts = match ctx.parts().meter.usage(today).await {
+        Ok(accounts) => accounts,
+        Err(e) => return unavailable(&format!("meter did not answer: {e}")),
+    };
+    let free = FREE_DAILY_NEURONS * MICRO;
+    let rows: Vec<serde_json::Value> = accounts
+        .iter()
+        .filter(|(name, _)| query.account.as_ref().is_none_or(|a| a == *name))
+        .map(|(name, totals)| {
+            let free_used = totals.micro.min(free);
+            serde_json::json!({
+                "account": name,
+                "neurons": neurons_text(totals.micro),
+                "micro_neurons": totals.micro,
+                "requests": totals.requests,
+                "free_allocation_used": neurons_text(free_used),
+                "billable": neurons_text(totals.micro - free_used),
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "node": ctx.parts().info.name,
+        "day": day_text(today),
+        "resets_at": humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(reset_at(today))
+        ).to_string(),
+        "free_allocation": FREE_DAILY_NEURONS,
+        "accounts": rows,
+    }))
+    .into_response()
+}
+
+async fn ledger(
+    State(ctx): State<Context>,
+    axum::extract::Query(query): axum::extract::Query<UsageQuery>,
+) -> Response {
+    let day = match query.day.as_deref().map(parse_day) {
+        Some(None) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": "day must be YYYY-MM-DD" })),
+            )
+                .into_response();
+        }
+        Some(day) => day,
+        None => None,
+    };
+    let ledger = ctx.parts().ledger.clone();
+    match tokio::task::spawn_blocking(move || ledger.records()).await {
+        Ok(Ok(records)) => Json(
+            records
+                .into_iter()
+                .filter(|r| day.is_none_or(|d| r.day == d))
+                .filter(|r| query.account.as_ref().is_none_or(|a| *a == r.account))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        _ => unavailable("the ledger could not be read"),
+    }
 }
 
 /// Body of a revocation.
@@ -388,6 +485,7 @@ fn kind_of(cell: &ActorCell) -> &'static str {
         "ganglion.peer_directory" => "PeerDirectory",
         "ganglion.router" => "Router",
         "ganglion.gateway" => "Gateway",
+        "ganglion.meter" => "Meter",
         "ganglion.admin" => "Admin",
         cluster_host::NODE_SERVER_NAME => "NodeServer",
         n if n.starts_with("ganglion.model_host.") => "ModelHost",

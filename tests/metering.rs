@@ -1,0 +1,119 @@
+//! Neurons metering against real node processes: charges in the executing node's durable
+//! ledger, daily limits, handoffs charged once, records that survive `kill -9`.
+
+#![allow(clippy::unwrap_used)] // tests may panic on the unexpected
+
+mod harness;
+
+use std::time::Duration;
+
+use ganglion_client::protocol::ErrorCode;
+use harness::{Cluster, KEYS_REQUIRED, MINILM, TOKEN, ensure_models, eventually};
+
+/// The node's ledger as the `ganglion-node ledger` command prints it.
+fn ledger(cluster: &Cluster, node: &str) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(harness::binary())
+        .args(["ledger", "--data-dir"])
+        .arg(cluster.dir.join("data").join(node))
+        .env("GANGLION_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ledger: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn client(cluster: &Cluster, node: &harness::Node, key: &str) -> ganglion_client::Client {
+    ganglion_client::Client::builder()
+        .node(node.quic)
+        .ca_file(cluster.ca_dir().join("ca.crt"))
+        .unwrap()
+        .api_key(key)
+        .request_timeout(Duration::from_secs(30))
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handed_off_request_is_charged_once_and_a_free_account_stops_at_its_limit() {
+    ensure_models();
+    let cluster = Cluster::new("metering");
+    let a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED]);
+    let b = cluster.start("b", &[a.quic], &[KEYS_REQUIRED]);
+    eventually(Duration::from_secs(15), "b learns what a hosts", || async {
+        let a_seen = b.peer("a").await?;
+        a_seen["models"]
+            .as_array()?
+            .iter()
+            .any(|m| m == MINILM)
+            .then_some(())
+    })
+    .await;
+    // 1 Neuron per text embedded; a free key limited to 3 Neurons a day.
+    let key = cluster.issue_key("acme", &["--daily-limit", "3"]);
+    let client = client(&cluster, &b, &key).await;
+    for i in 0..3 {
+        let response = client
+            .embed_full(MINILM, vec![format!("text {i}")])
+            .await
+            .expect("within the limit");
+        assert_eq!(response.usage.micro_neurons, 1_000_000);
+        assert_eq!(response.route.executed_by, "a");
+    }
+    let refused = client
+        .embed(MINILM, vec!["one too many".into()])
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Some(ErrorCode::QuotaExceeded));
+    assert!(refused.to_string().contains("resets at"), "{refused}");
+
+    // Charged once each, by the executing node, naming the entry node; nothing on b.
+    let records = ledger(&cluster, "a");
+    assert_eq!(records.len(), 3, "{records:?}");
+    assert!(records.iter().all(|r| r["entry"] == "b"
+        && r["executor"] == "a"
+        && r["account"] == "acme"
+        && r["micro_neurons"] == 1_000_000));
+    assert!(ledger(&cluster, "b").is_empty());
+
+    // Both nodes see the account's day mesh-wide.
+    for node in [&a, &b] {
+        eventually(Duration::from_secs(5), "usage replicated", || async {
+            let usage = node.json("/admin/usage?account=acme").await;
+            let row = usage["accounts"].as_array()?.first()?.clone();
+            (row["neurons"] == "3" && row["requests"] == 3).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_outlives_a_kill_right_after_its_answer() {
+    ensure_models();
+    let cluster = Cluster::new("metering-kill");
+    let mut a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED]);
+    let key = cluster.issue_key("acme", &["--plan", "paid"]);
+    let client = client(&cluster, &a, &key).await;
+    let response = client
+        .embed_full(MINILM, vec!["durable".into(), "charges".into()])
+        .await
+        .expect("served");
+    a.kill();
+    // The node is gone: the ledger is read from its file.
+    let records = ledger(&cluster, "a");
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["micro_neurons"], response.usage.micro_neurons);
+    assert_eq!(records[0]["micro_neurons"], 2_000_000);
+    // A restarted node counts it again for the day.
+    let a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED]);
+    let usage = a.json("/admin/usage?account=acme").await;
+    assert_eq!(usage["accounts"][0]["neurons"], "2", "{usage}");
+}
