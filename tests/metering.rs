@@ -117,3 +117,53 @@ async fn a_record_outlives_a_kill_right_after_its_answer() {
     let usage = a.json("/admin/usage?account=acme").await;
     assert_eq!(usage["accounts"][0]["neurons"], "2", "{usage}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_over_three_nodes_each_have_one_record_and_the_overshoot_is_bounded() {
+    ensure_models();
+    let cluster = Cluster::new("metering-bound");
+    let a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED]);
+    let b = cluster.start("b", &[a.quic], &["--host", MINILM, KEYS_REQUIRED]);
+    let c = cluster.start("c", &[a.quic], &["--host", MINILM, KEYS_REQUIRED]);
+    for node in [&a, &b, &c] {
+        eventually(Duration::from_secs(15), "a full mesh", || async {
+            (node.connected_peers().await.len() == 2).then_some(())
+        })
+        .await;
+    }
+    // A free account whose allocation covers 10 requests of 1 Neuron; 60 requests at once,
+    // 20 through each node.
+    let key = cluster.issue_key("acme", &["--daily-limit", "10"]);
+    let mut clients = Vec::new();
+    for node in [&a, &b, &c] {
+        clients.push(std::sync::Arc::new(client(&cluster, node, &key).await));
+    }
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let client = clients[i % 3].clone();
+        requests.spawn(async move { client.embed(MINILM, vec![format!("request {i}")]).await });
+    }
+    let (mut served, mut refused) = (0u64, 0u64);
+    while let Some(outcome) = requests.join_next().await {
+        match outcome.unwrap() {
+            Ok(_) => served += 1,
+            Err(e) if e.code() == Some(ErrorCode::QuotaExceeded) => refused += 1,
+            Err(e) => panic!("unexpected failure: {e}"),
+        }
+    }
+    // Every answer has exactly one ledger record, on the node that ran it.
+    let records: Vec<serde_json::Value> = ["a", "b", "c"]
+        .iter()
+        .flat_map(|node| ledger(&cluster, node))
+        .collect();
+    assert_eq!(records.len() as u64, served);
+    let overshoot = served.saturating_sub(10);
+    eprintln!(
+        "served {served}, refused {refused}, overshoot {overshoot} Neurons over an allocation of 10"
+    );
+    // The issue's bound: at most one request's maximum cost (here 1 Neuron) per node. Every
+    // request of the account is reserved at its home node, whichever node it enters; without
+    // that, each node would spend the allocation on its own (20 over), and without any quota
+    // all 60 would run.
+    assert!(overshoot <= 3, "overshoot {overshoot}");
+}

@@ -28,6 +28,8 @@ pub enum PeerStreamKind {
     Data,
     /// A unidirectional stream carrying one advert of the sending node (a bounded frame).
     Advert,
+    /// A quota request to an account's home node, and its answer.
+    Quota,
 }
 
 /// Bound on a client's request frame (prompt and texts included).

@@ -3,11 +3,13 @@
 //! - [`pricing`]: what a request costs, in fixed-point micro-Neurons, by its model's rule;
 //! - [`usage`]: usage per account and UTC day as grow-only counters per node, merged from
 //!   peers, and the quota decision with reservations;
+//! - [`home`]: which node decides an account's quota (rendezvous hashing);
 //!
 //! and the durable [`ledger`] of every executed request (redb).
 //!
 //! Amounts are `u64` micro-Neurons everywhere they are stored or summed: no floating point.
 
+pub mod home;
 pub mod ledger;
 pub mod pricing;
 pub mod usage;

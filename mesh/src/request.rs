@@ -54,6 +54,8 @@ pub struct Context {
     pub auth: authenticate::Auth,
     /// Neurons: reservations and counters.
     pub meter: crate::actors::meter::MeterHandle,
+    /// Peers (to reach an account's home node).
+    pub directory: crate::actors::peer_directory::PeerDirectoryHandle,
 }
 
 /// Who sent a request to this node.
@@ -108,15 +110,11 @@ pub async fn run(
         let error = WireError::new(ErrorCode::UnknownModel, "model left the catalog");
         return fail(out, error).await;
     };
-    let hold = match quota::reserve(&ctx.meter, spec, &origin, &mut admitted.request, now).await {
+    let hold = match quota::reserve(ctx, spec, &origin, &mut admitted.request, now).await {
         Ok(hold) => hold,
         Err(error) => return fail(out, error).await,
     };
-    let out = &mut quota::Watched {
-        inner: out,
-        hold,
-        node: &ctx.node,
-    };
+    let out = &mut quota::Watched { inner: out, hold };
     let mut attempts = Vec::new();
     match local::run(ctx, &admitted, out).await {
         local::Outcome::Answered => return,

@@ -89,6 +89,8 @@ pub struct Arguments {
     pub gateway: GatewayHandle,
     /// Caps on incoming connections.
     pub limits: crate::transport::limits::ConnectionLimits,
+    /// This node's meter (answers peers' quota requests).
+    pub meter: super::meter::MeterHandle,
 }
 
 /// A ractor_cluster session event, forwarded from the `NodeServer`.
@@ -174,6 +176,7 @@ pub struct State {
     node_server: ActorRef<NodeServerMessage>,
     directory: PeerDirectoryHandle,
     gateway: GatewayHandle,
+    meter: super::meter::MeterHandle,
     links: HashMap<String, Link>,
     dial_book: HashMap<SocketAddr, DialEntry>,
     dialing: BTreeSet<SocketAddr>,
@@ -265,6 +268,7 @@ impl Actor for ClusterHost {
             node_server,
             directory: args.directory,
             gateway: args.gateway,
+            meter: args.meter,
             links: HashMap::new(),
             dial_book,
             dialing: BTreeSet::new(),
@@ -381,6 +385,7 @@ impl State {
             node_server: self.node_server.clone(),
             gateway: self.gateway.clone(),
             directory: self.directory.clone(),
+            meter: self.meter.clone(),
         };
         self.tasks
             .spawn(serve_connection(myself, owners, name, connection, direction).instrument(span));
@@ -636,6 +641,8 @@ struct StreamOwners {
     gateway: GatewayHandle,
     /// `Advert` streams: the peer's adverts.
     directory: PeerDirectoryHandle,
+    /// `Quota` streams: the peer's quota requests for accounts whose home is this node.
+    meter: super::meter::MeterHandle,
 }
 
 /// Runs one peer connection: opens the cluster session (when this node dialed), serves the
@@ -785,6 +792,10 @@ async fn serve_stream(
         }
         Ok(Ok(Some(PeerStreamKind::Data))) => {
             owners.gateway.peer_stream(label.peer, send, recv);
+            return;
+        }
+        Ok(Ok(Some(PeerStreamKind::Quota))) => {
+            super::meter::serve_quota_stream(owners.meter, send, recv).await;
             return;
         }
         Ok(Ok(Some(other))) => format!("stream kind {other:?} is not served"),

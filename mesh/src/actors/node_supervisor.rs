@@ -270,6 +270,7 @@ impl Actor for NodeSupervisor {
                 limits: args.request_limits,
                 auth: args.auth.clone(),
                 meter: meter_handle.clone(),
+                directory: directory_handle.clone(),
             },
             directory: directory_handle.clone(),
         };
@@ -293,6 +294,7 @@ impl Actor for NodeSupervisor {
             directory: directory_handle.clone(),
             gateway: gateway::GatewayHandle(gateway.clone()),
             limits: c.limits,
+            meter: meter_handle.clone(),
         };
         let cluster = spawn(
             "ganglion.cluster_host".into(),

@@ -300,6 +300,8 @@ pub enum Msg {
     DialTargets(RpcReplyPort<Vec<KnownPeer>>),
     /// Connected peers hosting a model.
     HostsOf(String, RpcReplyPort<Vec<HostingPeer>>),
+    /// Connected peers, with their connections.
+    Members(RpcReplyPort<Vec<(String, quinn::Connection)>>),
 }
 
 // Serializable only so that the directory can be a member of a process group that other
@@ -641,6 +643,15 @@ impl Actor for PeerDirectory {
             Msg::DialTargets(reply) => {
                 let _ = reply.send(state.dial_targets());
             }
+            Msg::Members(reply) => {
+                let members = state
+                    .peers
+                    .iter()
+                    .filter(|(_, e)| e.state() == PeerState::Connected)
+                    .map(|(name, e)| (name.clone(), e.connection.clone()))
+                    .collect();
+                let _ = reply.send(members);
+            }
             Msg::HostsOf(model, reply) => {
                 let _ = reply.send(state.hosts_of(&model));
             }
@@ -744,6 +755,11 @@ impl PeerDirectoryHandle {
     /// Advertised peers not yet connected.
     pub async fn dial_targets(&self) -> Result<Vec<KnownPeer>, LocalCallError> {
         self.call(Msg::DialTargets).await
+    }
+
+    /// Connected peers, with their connections.
+    pub async fn members(&self) -> Result<Vec<(String, quinn::Connection)>, LocalCallError> {
+        self.call(Msg::Members).await
     }
 
     /// Connected peers hosting `model`, with their advertised load.

@@ -155,7 +155,7 @@ pub fn daily_limit(plan: ganglion_client::protocol::Plan, key_limit: Option<u64>
 }
 
 /// Why a request may not run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverQuota {
     /// Micro-Neurons used (and reserved) today.
     pub used: u64,

@@ -1,15 +1,19 @@
 //! Stage 3: can the account pay. The entry node gives the request its charge id and reserves
 //! the most it could cost (its model's flat price, or prompt tokens × input rate + `max_tokens`
-//! × output rate) against what the account has left today, mesh-wide; over the limit, nothing
-//! runs (`quota_exceeded`, with what was used, the limit and when it resets). The hold lasts
-//! until the request ends; a charge made on another node then keeps counting here until that
-//! node's adverts carry it. A request handed over by a peer was reserved at its entry node.
+//! × output rate) against what the account has left today, mesh-wide, at the account's home
+//! node ([`crate::metering::home`]), which decides for every request of that account wherever
+//! it enters; over the limit, nothing runs (`quota_exceeded`, with what was used, the limit and
+//! when it resets). The hold lasts until the request ends; a charge made on a node other than
+//! the home then keeps counting until that node's adverts carry it. If the home cannot be
+//! reached in time, the entry node decides alone (logged: the mesh-wide bound then loosens).
+//! A request handed over by a peer was reserved at its entry node.
 
 use ganglion_client::protocol::{ErrorCode, Input, Request, ResponseFrame, WireError};
 
+use super::Context;
 use super::{Gone, Origin, Responder};
-use crate::actors::meter::{Hold, MeterHandle, ReserveError};
-use crate::metering::{neurons_text, pricing, usage};
+use crate::actors::meter::{Hold, MeterHandle, QuotaRequest, ReserveError};
+use crate::metering::{home, neurons_text, pricing, usage};
 use crate::models::ModelSpec;
 
 /// Tokens the chat template may add per message, on top of one token per byte of content (a
@@ -19,7 +23,7 @@ const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 8;
 /// Gives `request` its charge id and reserves what it could cost; `None` for a handed-over
 /// request (its entry node holds the reservation).
 pub async fn reserve(
-    meter: &MeterHandle,
+    ctx: &Context,
     spec: &ModelSpec,
     origin: &Origin,
     request: &mut Request,
@@ -44,7 +48,7 @@ pub async fn reserve(
     let day = usage::day_of(now);
     let limit = usage::daily_limit(account.plan, account.daily_limit);
     let most = max_cost(spec, request);
-    match meter.reserve(&account.name, limit, day, most).await {
+    match reserve_at_home(ctx, &account.name, limit, day, most).await {
         Ok(hold) => Ok(Some(hold)),
         Err(ReserveError::OverQuota(over)) => Err(WireError::new(
             ErrorCode::QuotaExceeded,
@@ -63,6 +67,52 @@ pub async fn reserve(
             ErrorCode::Unavailable,
             format!("the meter did not answer: {e}"),
         )),
+        Err(ReserveError::Home(e)) => Err(WireError::new(
+            ErrorCode::Unavailable,
+            format!("the account's home node did not answer: {e}"),
+        )),
+    }
+}
+
+/// Reserves at the account's home node (this one, or a connected peer); falls back to this
+/// node's meter when the home cannot be asked.
+async fn reserve_at_home(
+    ctx: &Context,
+    account: &str,
+    limit: Option<u64>,
+    day: usage::Day,
+    max_cost: u64,
+) -> Result<Hold, ReserveError> {
+    let local = |meter: &MeterHandle| {
+        let meter = meter.clone();
+        async move { meter.reserve(account, limit, day, max_cost).await }
+    };
+    let peers = match ctx.directory.members().await {
+        Ok(peers) => peers,
+        Err(e) => {
+            tracing::warn!(error = %e, "no peer view; the quota is decided here");
+            return local(&ctx.meter).await;
+        }
+    };
+    let names = std::iter::once(ctx.node.as_str()).chain(peers.iter().map(|(n, _)| n.as_str()));
+    let Some(home) = home::home_of(account, names).filter(|h| *h != ctx.node) else {
+        return local(&ctx.meter).await;
+    };
+    let Some((_, connection)) = peers.iter().find(|(n, _)| n == home) else {
+        return local(&ctx.meter).await;
+    };
+    let request = QuotaRequest::Reserve {
+        account: account.to_owned(),
+        limit,
+        day,
+        max_cost,
+    };
+    match MeterHandle::reserve_at(connection, request).await {
+        Err(ReserveError::Home(e)) => {
+            tracing::warn!(%home, error = %e, "the account's home node did not answer; the quota is decided here");
+            local(&ctx.meter).await
+        }
+        decided => decided,
     }
 }
 
@@ -94,22 +144,19 @@ pub fn max_cost(spec: &ModelSpec, request: &Request) -> u64 {
     pricing::max_cost(spec.pricing, prompt_tokens, max_tokens, items)
 }
 
-/// A responder that tells the hold what another node charged, as the final frame passes.
+/// A responder that tells the hold who charged the request and how much, as the final frame
+/// passes.
 pub struct Watched<'a, R> {
     /// Where frames go.
     pub inner: &'a mut R,
     /// The entry node's hold, if this node is the entry.
     pub hold: Option<Hold>,
-    /// This node's name.
-    pub node: &'a str,
 }
 
 impl<R: Responder> Responder for Watched<'_, R> {
     async fn send(&mut self, frame: ResponseFrame) -> Result<(), Gone> {
-        if let (ResponseFrame::Final(response), Some(hold)) = (&frame, &mut self.hold)
-            && response.route.executed_by != self.node
-        {
-            hold.charged_elsewhere(response.usage.micro_neurons);
+        if let (ResponseFrame::Final(response), Some(hold)) = (&frame, &mut self.hold) {
+            hold.charged(&response.route.executed_by, response.usage.micro_neurons);
         }
         self.inner.send(frame).await
     }
