@@ -83,6 +83,15 @@ async fn a_handed_off_request_is_charged_once_and_a_free_account_stops_at_its_li
         && r["account"] == "acme"
         && r["micro_neurons"] == 1_000_000));
     assert!(ledger(&cluster, "b").is_empty());
+    let usage = a.json("/admin/usage?account=acme").await;
+    let charged: u64 = records
+        .iter()
+        .map(|r| r["micro_neurons"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        usage["accounts"][0]["charged_by_this_node"]["micro_neurons"], charged,
+        "the ledger's sum is what /admin/usage says a charged"
+    );
 
     // Both nodes see the account's day mesh-wide.
     for node in [&a, &b] {
@@ -93,6 +102,24 @@ async fn a_handed_off_request_is_charged_once_and_a_free_account_stops_at_its_li
         })
         .await;
     }
+    // The account sees its own day, through the client and the `ganglion` CLI.
+    let own = client.usage().await.expect("usage");
+    assert_eq!((own.account.as_str(), own.used_micro), ("acme", 3_000_000));
+    assert_eq!(own.limit_micro, Some(3_000_000));
+    let cli = std::process::Command::new(harness::binary().with_file_name("ganglion"))
+        .args(["usage", "--json", "--node", &b.quic.to_string(), "--ca"])
+        .arg(cluster.ca_dir().join("ca.crt"))
+        .env("GANGLION_API_KEY", &key)
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(shown["used_neurons"], 3.0);
+    assert!(shown["resets_at"].as_str().unwrap().ends_with("T00:00:00Z"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

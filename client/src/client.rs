@@ -431,6 +431,19 @@ impl Client {
         }
     }
 
+    /// The calling account's usage today (needs an API key).
+    pub async fn usage(&self) -> Result<crate::protocol::AccountUsage, ClientError> {
+        let request = ClientRequest::Usage {
+            api_key: self.api_key.as_ref().map(|k| k.0.clone()),
+        };
+        let (_send, mut recv) = self.open(&request).await?;
+        match self.read_one(&mut recv).await? {
+            ResponseFrame::Usage(usage) => Ok(usage),
+            ResponseFrame::Error(error) => Err(ClientError::Server(error)),
+            other => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
+        }
+    }
+
     /// Closes the connection.
     pub async fn close(self) {
         self.connection

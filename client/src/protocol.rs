@@ -71,6 +71,11 @@ pub enum ClientRequest {
     Infer(Request),
     /// List the catalog and which nodes host each model.
     ListModels,
+    /// The calling account's usage today (authenticated by the API key).
+    Usage {
+        /// The caller's API key.
+        api_key: Option<String>,
+    },
 }
 
 /// An inference request.
@@ -97,6 +102,27 @@ pub struct Request {
     /// The charge id the entry node gave the request (set by nodes; a client's is ignored): the
     /// ledger charges it once, however often it is handed on.
     pub charge_id: Option<u128>,
+}
+
+/// An account's usage today, mesh-wide, as the node asked knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUsage {
+    /// The account.
+    pub account: String,
+    /// Its plan.
+    pub plan: Plan,
+    /// The UTC day, `YYYY-MM-DD`.
+    pub day: String,
+    /// Micro-Neurons used today.
+    pub used_micro: u64,
+    /// Requests charged today.
+    pub requests: u64,
+    /// The free daily allocation, in micro-Neurons.
+    pub allocation_micro: u64,
+    /// The day's limit in micro-Neurons, if any.
+    pub limit_micro: Option<u64>,
+    /// When the day resets (Unix seconds).
+    pub resets_at: u64,
 }
 
 /// An account, as the entry node verified it from an API key.
@@ -182,6 +208,8 @@ pub enum ResponseFrame {
     Final(FinalResponse),
     /// The request failed; the last frame.
     Error(WireError),
+    /// Answer to [`ClientRequest::Usage`].
+    Usage(AccountUsage),
     /// Answer to [`ClientRequest::ListModels`].
     Models(Vec<ModelListing>),
 }

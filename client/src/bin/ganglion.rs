@@ -46,6 +46,14 @@ struct Connection {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Show the calling account's usage today: used, allocation, limit, reset time.
+    Usage {
+        #[command(flatten)]
+        connection: Connection,
+        /// Print the usage as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate text; streams it to stdout, or prints the final response as JSON.
     Generate {
         #[command(flatten)]
@@ -172,6 +180,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             client.close().await;
         }
+        Command::Usage { connection, json } => {
+            let client = connect(&connection).await?;
+            let usage = client.usage().await?;
+            let neurons = |micro: u64| micro as f64 / 1e6;
+            let resets = humantime_rfc3339(usage.resets_at);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "account": usage.account,
+                        "plan": usage.plan,
+                        "day": usage.day,
+                        "used_neurons": neurons(usage.used_micro),
+                        "requests": usage.requests,
+                        "free_allocation_neurons": neurons(usage.allocation_micro),
+                        "limit_neurons": usage.limit_micro.map(neurons),
+                        "resets_at": resets,
+                    }))?
+                );
+            } else {
+                let limit = usage
+                    .limit_micro
+                    .map_or("none".to_owned(), |l| format!("{}", neurons(l)));
+                println!(
+                    "account {} ({:?}) on {}: {} Neurons in {} requests; free allocation {}, limit {limit}; resets at {resets}",
+                    usage.account,
+                    usage.plan,
+                    usage.day,
+                    neurons(usage.used_micro),
+                    usage.requests,
+                    neurons(usage.allocation_micro),
+                );
+            }
+            client.close().await;
+        }
         Command::Models { connection } => {
             let client = connect(&connection).await?;
             println!("{:<36} {:<16} HOSTED BY", "MODEL", "TASK");
@@ -240,4 +283,10 @@ fn route_summary(route: &ganglion_client::protocol::Route) -> String {
         if hops == 1 { "" } else { "s" },
         times.join(", ")
     )
+}
+
+/// RFC 3339 text of Unix seconds.
+fn humantime_rfc3339(secs: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(at).to_string()
 }

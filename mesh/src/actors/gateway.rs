@@ -211,6 +211,13 @@ async fn serve_stream(
         }
     };
     match request {
+        ClientRequest::Usage { api_key } => {
+            let frame = match account_usage(&shared.context, api_key).await {
+                Ok(usage) => ResponseFrame::Usage(usage),
+                Err(error) => ResponseFrame::Error(error),
+            };
+            let _ = out.send(frame).await;
+        }
         ClientRequest::ListModels => {
             let frame = match list_models(&shared).await {
                 Ok(listing) => ResponseFrame::Models(listing),
@@ -280,6 +287,54 @@ impl Responder for QuicResponder {
             let _ = stopped.await;
         }
     }
+}
+
+/// The usage today of the account whose key this is.
+async fn account_usage(
+    ctx: &request::Context,
+    api_key: Option<String>,
+) -> Result<ganglion_client::protocol::AccountUsage, WireError> {
+    use crate::metering::{MICRO, usage};
+    let mut probe = ganglion_client::protocol::Request {
+        id: 0,
+        model: String::new(),
+        input: ganglion_client::protocol::Input::Embed(Vec::new()),
+        parameters: Default::default(),
+        deadline_ms: None,
+        hop_budget: 0,
+        path: Vec::new(),
+        api_key,
+        account: None,
+        charge_id: None,
+    };
+    let now = crate::actors::meter::unix_now();
+    request::authenticate::authenticate(&ctx.auth, &Origin::Client, &mut probe, now)?;
+    let account = probe
+        .account
+        .ok_or_else(|| WireError::new(ErrorCode::Unauthenticated, "an API key is required"))?;
+    let day = usage::day_of(now);
+    let totals = ctx
+        .meter
+        .usage(day)
+        .await
+        .map_err(|e| {
+            WireError::new(
+                ErrorCode::Unavailable,
+                format!("the meter did not answer: {e}"),
+            )
+        })?
+        .remove(&account.name)
+        .unwrap_or_default();
+    Ok(ganglion_client::protocol::AccountUsage {
+        account: account.name,
+        plan: account.plan,
+        day: crate::actors::admin::routes::day_text(day),
+        used_micro: totals.micro,
+        requests: totals.requests,
+        allocation_micro: usage::FREE_DAILY_NEURONS * MICRO,
+        limit_micro: usage::daily_limit(account.plan, account.daily_limit),
+        resets_at: usage::reset_at(day),
+    })
 }
 
 /// The catalog, each model with the nodes serving it: this node, and peers by their adverts

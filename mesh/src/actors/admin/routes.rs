@@ -9,7 +9,7 @@
 //! - `GET /admin/routing`: per model, requests run here vs handed to peers; per peer, handoffs,
 //!   failures, handoffs under way and its current score
 //! - `GET /admin/usage[?account=NAME]`: mesh-wide usage per account today: Neurons, requests,
-//!   free allocation used, billable
+//!   free allocation used, billable, and what this node charged (its ledger's sum)
 //! - `GET /admin/ledger[?day=YYYY-MM-DD&account=NAME]`: this node's ledger records
 //! - `POST /admin/keys/revoke` with `{"key": KEY}` (the key itself or its id): revokes it here,
 //!   stores it, and adverts carry it to every other node
@@ -243,9 +243,10 @@ async fn usage(
     use crate::metering::usage::{FREE_DAILY_NEURONS, day_of, reset_at};
     use crate::metering::{MICRO, neurons_text};
     let today = day_of(crate::actors::meter::unix_now());
-    let accounts = match ctx.parts().meter.usage(today).await {
-        Ok(accounts) => accounts,
-        Err(e) => return unavailable(&format!("meter did not answer: {e}")),
+    let meter = &ctx.parts().meter;
+    let (accounts, own) = match (meter.usage(today).await, meter.own(today).await) {
+        (Ok(accounts), Ok(own)) => (accounts, own),
+        (Err(e), _) | (_, Err(e)) => return unavailable(&format!("meter did not answer: {e}")),
     };
     let free = FREE_DAILY_NEURONS * MICRO;
     let rows: Vec<serde_json::Value> = accounts
@@ -253,6 +254,11 @@ async fn usage(
         .filter(|(name, _)| query.account.as_ref().is_none_or(|a| a == *name))
         .map(|(name, totals)| {
             let free_used = totals.micro.min(free);
+            let here = own
+                .iter()
+                .find(|u| u.account == *name)
+                .map(|u| u.totals)
+                .unwrap_or_default();
             serde_json::json!({
                 "account": name,
                 "neurons": neurons_text(totals.micro),
@@ -260,6 +266,11 @@ async fn usage(
                 "requests": totals.requests,
                 "free_allocation_used": neurons_text(free_used),
                 "billable": neurons_text(totals.micro - free_used),
+                "charged_by_this_node": {
+                    "neurons": neurons_text(here.micro),
+                    "micro_neurons": here.micro,
+                    "requests": here.requests,
+                },
             })
         })
         .collect();
