@@ -232,6 +232,12 @@ pub fn unix_now() -> u64 {
 pub struct MeterHandle(pub(crate) ActorSlot<Msg>);
 
 impl MeterHandle {
+    /// A handle to `meter` (the supervisor hands out handles that follow restarts; this is for
+    /// a meter started alone, as in benchmarks).
+    pub fn new(meter: ActorRef<Msg>) -> Self {
+        Self(ActorSlot::new(meter))
+    }
+
     /// Reserves `max_cost` for `account` on this node's meter; the hold releases it when
     /// dropped.
     pub async fn reserve(
