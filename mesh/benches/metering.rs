@@ -54,6 +54,7 @@ async fn run() {
         meter::Arguments {
             node: "bench".into(),
             ledger,
+            changed: Arc::default(),
         },
     )
     .await

@@ -84,6 +84,8 @@ pub struct Arguments {
     pub node: String,
     /// The ledger, to rebuild this node's own totals.
     pub ledger: std::sync::Arc<crate::metering::ledger::Ledger>,
+    /// Told whenever this node's own totals grow (the directory then advertises them at once).
+    pub changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 struct Reservation {
@@ -102,6 +104,7 @@ const HOLD_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// The meter's state.
 pub struct State {
     node: String,
+    changed: std::sync::Arc<tokio::sync::Notify>,
     counters: UsageCounters,
     reservations: BTreeMap<u64, Reservation>,
     next_id: u64,
@@ -141,6 +144,7 @@ impl Actor for Meter {
         myself.send_interval(SWEEP, || Msg::Sweep);
         Ok(State {
             node: args.node,
+            changed: args.changed,
             counters,
             reservations: BTreeMap::new(),
             next_id: 0,
@@ -195,7 +199,10 @@ impl Actor for Meter {
                 day,
                 account,
                 micro,
-            } => state.counters.charge(&state.node, day, &account, micro),
+            } => {
+                state.counters.charge(&state.node, day, &account, micro);
+                state.changed.notify_one();
+            }
             Msg::Merge { node, usage } => {
                 if node != state.node {
                     state.counters.merge(&node, &usage);

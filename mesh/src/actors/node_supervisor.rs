@@ -179,9 +179,11 @@ impl Actor for NodeSupervisor {
             cells.insert(child, actor);
         };
 
+        let usage_changed = Arc::new(tokio::sync::Notify::new());
         let meter_args = meter::Arguments {
             node: name.clone(),
             ledger: args.ledger.clone(),
+            changed: usage_changed.clone(),
         };
         let meter_actor = spawn(
             "ganglion.meter".into(),
@@ -235,6 +237,7 @@ impl Actor for NodeSupervisor {
             revoked: args.auth.revoked.clone(),
             revoked_file: args.revoked_file.clone(),
             meter: meter_handle.clone(),
+            usage_changed,
         };
         let directory = spawn(
             "ganglion.peer_directory".into(),

@@ -333,6 +333,8 @@ pub struct Arguments {
     pub revoked_file: std::path::PathBuf,
     /// Where usage counters are kept (advertised, and merged from peers' adverts).
     pub meter: crate::actors::meter::MeterHandle,
+    /// Told when this node's usage grew: an advert goes out soon, not only at the next tick.
+    pub usage_changed: std::sync::Arc<tokio::sync::Notify>,
 }
 
 struct Entry {
@@ -375,7 +377,21 @@ pub struct State {
     revoked: RevokedKeys,
     revoked_file: std::path::PathBuf,
     meter: crate::actors::meter::MeterHandle,
+    /// Sends an extra advert soon after usage grows; aborted with the state.
+    _on_usage: AbortOnDrop,
 }
+
+/// A task aborted when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Least time between two adverts sent because usage grew.
+const USAGE_ADVERT_GAP: Duration = Duration::from_millis(200);
 
 impl State {
     fn advert(&self) -> PeerAdvert {
@@ -519,6 +535,18 @@ impl Actor for PeerDirectory {
             revoked: args.revoked,
             revoked_file: args.revoked_file,
             meter: args.meter,
+            _on_usage: {
+                let (changed, myself) = (args.usage_changed, myself.clone());
+                AbortOnDrop(tokio::spawn(async move {
+                    loop {
+                        changed.notified().await;
+                        tokio::time::sleep(USAGE_ADVERT_GAP).await;
+                        if myself.cast(Msg::Tick).is_err() {
+                            return;
+                        }
+                    }
+                }))
+            },
         })
     }
 
