@@ -194,3 +194,24 @@ async fn concurrent_requests_over_three_nodes_each_have_one_record_and_the_overs
     // all 60 would run.
     assert!(overshoot <= 3, "overshoot {overshoot}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_that_reached_the_client_is_charged_however_the_request_ends() {
+    ensure_models();
+    let cluster = Cluster::new("metering-partial");
+    let a = cluster.start("a", &[], &["--host", harness::SMOLLM2, KEYS_REQUIRED]);
+    let key = cluster.issue_key("acme", &["--plan", "paid"]);
+    let client = client(&cluster, &a, &key).await;
+    // Output starts, then the client walks away before the final frame.
+    let stream = harness::running_generation(&client, 400).await;
+    drop(stream);
+    eventually(
+        Duration::from_secs(20),
+        "the streamed output is charged",
+        || async {
+            let records = ledger(&cluster, "a");
+            (records.len() == 1 && records[0]["micro_neurons"] == 3_000_000).then_some(())
+        },
+    )
+    .await;
+}

@@ -69,7 +69,7 @@ pub struct ClientBuilder {
     ca: Vec<CertificateDer<'static>>,
     connect_timeout: Duration,
     request_timeout: Duration,
-    api_key: Option<ApiKey>,
+    api_key: Option<crate::protocol::ApiKey>,
 }
 
 impl Default for ClientBuilder {
@@ -126,7 +126,7 @@ impl ClientBuilder {
 
     /// The API key every request carries (`ganglion-node issue-key` makes one).
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(ApiKey(key.into()));
+        self.api_key = Some(crate::protocol::ApiKey(key.into()));
         self
     }
 
@@ -224,17 +224,7 @@ pub struct Client {
     connection: quinn::Connection,
     node: SocketAddr,
     request_timeout: Duration,
-    api_key: Option<ApiKey>,
-}
-
-/// An API key, kept out of `Debug` output.
-#[derive(Clone)]
-struct ApiKey(String);
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(..)")
-    }
+    api_key: Option<crate::protocol::ApiKey>,
 }
 
 /// A text-generation request.
@@ -434,7 +424,7 @@ impl Client {
     /// The calling account's usage today (needs an API key).
     pub async fn usage(&self) -> Result<crate::protocol::AccountUsage, ClientError> {
         let request = ClientRequest::Usage {
-            api_key: self.api_key.as_ref().map(|k| k.0.clone()),
+            api_key: self.api_key.clone(),
         };
         let (_send, mut recv) = self.open(&request).await?;
         match self.read_one(&mut recv).await? {
@@ -460,7 +450,7 @@ impl Client {
             deadline_ms: Some(self.request_timeout.as_millis() as u64),
             hop_budget: crate::protocol::DEFAULT_HOP_BUDGET,
             path: Vec::new(),
-            api_key: self.api_key.as_ref().map(|k| k.0.clone()),
+            api_key: self.api_key.clone(),
             account: None,
             charge_id: None,
         }

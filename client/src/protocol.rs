@@ -74,7 +74,7 @@ pub enum ClientRequest {
     /// The calling account's usage today (authenticated by the API key).
     Usage {
         /// The caller's API key.
-        api_key: Option<String>,
+        api_key: Option<ApiKey>,
     },
 }
 
@@ -96,7 +96,7 @@ pub struct Request {
     /// Nodes the request has passed through, entry first; it never returns to one of them.
     pub path: Vec<String>,
     /// The caller's API key (from a client; a node never passes it on).
-    pub api_key: Option<String>,
+    pub api_key: Option<ApiKey>,
     /// The account the entry node verified (set by nodes on handoff; a client's is ignored).
     pub account: Option<Account>,
     /// The charge id the entry node gave the request (set by nodes; a client's is ignored): the
@@ -123,6 +123,17 @@ pub struct AccountUsage {
     pub limit_micro: Option<u64>,
     /// When the day resets (Unix seconds).
     pub resets_at: u64,
+}
+
+/// An API key as it travels: its `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(..)")
+    }
 }
 
 /// An account, as the entry node verified it from an API key.
@@ -437,7 +448,7 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
     if request
         .api_key
         .as_ref()
-        .is_some_and(|k| k.len() > MAX_API_KEY_BYTES)
+        .is_some_and(|k| k.0.len() > MAX_API_KEY_BYTES)
     {
         return Err(WireError::new(
             ErrorCode::Unauthenticated,

@@ -82,6 +82,7 @@ async fn run() {
                 MAX_TOKENS,
                 Instant::now() + Duration::from_secs(600),
                 &tx,
+                &std::sync::atomic::AtomicU32::new(0),
             )
             .await
             .expect("generate");

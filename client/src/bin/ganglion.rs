@@ -287,6 +287,7 @@ fn route_summary(route: &ganglion_client::protocol::Route) -> String {
 
 /// RFC 3339 text of Unix seconds.
 fn humantime_rfc3339(secs: u64) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    // humantime formats years up to 9999 only.
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.min(253_402_214_399));
     humantime::format_rfc3339_seconds(at).to_string()
 }

@@ -795,7 +795,7 @@ async fn serve_stream(
             return;
         }
         Ok(Ok(Some(PeerStreamKind::Quota))) => {
-            super::meter::serve_quota_stream(owners.meter, send, recv).await;
+            super::meter::serve_quota_stream(owners.meter, label.peer, send, recv).await;
             return;
         }
         Ok(Ok(Some(other))) => format!("stream kind {other:?} is not served"),

@@ -292,7 +292,7 @@ impl Responder for QuicResponder {
 /// The usage today of the account whose key this is.
 async fn account_usage(
     ctx: &request::Context,
-    api_key: Option<String>,
+    api_key: Option<ganglion_client::protocol::ApiKey>,
 ) -> Result<ganglion_client::protocol::AccountUsage, WireError> {
     use crate::metering::{MICRO, usage};
     let mut probe = ganglion_client::protocol::Request {

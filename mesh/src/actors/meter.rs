@@ -6,9 +6,10 @@
 //! account has a home node ([`crate::metering::home`]) whose meter decides its quota: the entry
 //! node of a request asks the home (over a `Quota` stream of their QUIC connection) to reserve
 //! the most the request could cost before it runs. The reservation counts against the account
-//! until the request ends; a charge made on a node other than the home then stays counted for
-//! [`SETTLE`], until that node's adverts carry it. One decider per account is what keeps
-//! requests entering at several nodes at once from each spending the same allocation.
+//! until the request ends; its release reports who charged it and how much, and the home counts
+//! that charge from then on (whether or not the charging node's adverts ever carry it). One
+//! decider per account is what keeps requests entering at several nodes at once from each
+//! spending the same allocation.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,10 +18,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::{ActorSlot, LocalCallError};
 use crate::metering::usage::{self, Day, NodeUsage, OverQuota, Totals, UsageCounters};
-
-/// How long a charge made on another node keeps counting at the entry node: longer than an
-/// advert takes to bring it (adverts go out every second).
-pub const SETTLE: Duration = Duration::from_secs(3);
 
 /// How often expired reservations are swept.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -37,15 +34,19 @@ pub enum Msg {
         day: Day,
         /// The most the request could cost.
         max_cost: u64,
-        /// A reservation id, or the account's state when over quota.
-        reply: RpcReplyPort<Result<u64, OverQuota>>,
+        /// The peer that asks (`None`: this node); only it may release the hold.
+        owner: Option<String>,
+        /// A reservation id, or why not.
+        reply: RpcReplyPort<Result<u64, Refused>>,
     },
     /// A reservation ended; `charged_by` is the node that charged it and how much.
     Release {
         /// The reservation.
         id: u64,
-        /// Who charged it, and micro-Neurons (kept counted for [`SETTLE`] unless this node).
+        /// Who charged it, and micro-Neurons.
         charged_by: Option<(String, u64)>,
+        /// The peer that releases it (`None`: this node); must be the one that reserved it.
+        owner: Option<String>,
     },
     /// This node charged a request it executed.
     Charged {
@@ -92,14 +93,14 @@ struct Reservation {
     day: Day,
     account: String,
     micro: u64,
-    /// Set once the request ended with a charge on another node: counted until then.
-    settles_at: Option<Instant>,
+    owner: Option<String>,
     /// A hold whose release never arrives (its entry node died) ends by itself then.
     expires_at: Instant,
 }
 
-/// Longest a hold lasts without a release: beyond any request's deadline.
-const HOLD_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// Longest a hold lasts without a release: beyond any request's deadline (at most an hour)
+/// and the relay's grace after it.
+const HOLD_LIMIT: Duration = Duration::from_secs(65 * 60);
 
 /// The meter's state.
 pub struct State {
@@ -107,8 +108,20 @@ pub struct State {
     changed: std::sync::Arc<tokio::sync::Notify>,
     counters: UsageCounters,
     reservations: BTreeMap<u64, Reservation>,
-    next_id: u64,
 }
+
+/// Why a reservation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The account has not enough left.
+    Over(OverQuota),
+    /// Too many holds outstanding (in total, or from the asking peer).
+    Busy,
+}
+
+/// Most holds a meter keeps at once, and most from one peer.
+const MAX_HOLDS: usize = 65_536;
+const MAX_HOLDS_PER_PEER: usize = 4_096;
 
 impl State {
     fn reserved(&self, day: Day, account: &str) -> u64 {
@@ -147,7 +160,6 @@ impl Actor for Meter {
             changed: args.changed,
             counters,
             reservations: BTreeMap::new(),
-            next_id: 0,
         })
     }
 
@@ -163,38 +175,62 @@ impl Actor for Meter {
                 limit,
                 day,
                 max_cost,
+                owner,
                 reply,
             } => {
+                let from_owner = state
+                    .reservations
+                    .values()
+                    .filter(|r| r.owner == owner)
+                    .count();
+                if state.reservations.len() >= MAX_HOLDS
+                    || (owner.is_some() && from_owner >= MAX_HOLDS_PER_PEER)
+                {
+                    let _ = reply.send(Err(Refused::Busy));
+                    return Ok(());
+                }
                 let used = state.counters.total(day, &account).micro;
                 let reserved = state.reserved(day, &account);
-                let decision = usage::admit(used, reserved, max_cost, limit, day).map(|()| {
-                    state.next_id += 1;
-                    state.reservations.insert(
-                        state.next_id,
-                        Reservation {
-                            day,
-                            account,
-                            micro: max_cost,
-                            settles_at: None,
-                            expires_at: Instant::now() + HOLD_LIMIT,
-                        },
-                    );
-                    state.next_id
-                });
+                let decision = usage::admit(used, reserved, max_cost, limit, day)
+                    .map(|()| {
+                        // Random ids: not guessable by another peer, and not reused after a
+                        // restart of this meter.
+                        let mut id: u64 = rand::random();
+                        while state.reservations.contains_key(&id) {
+                            id = rand::random();
+                        }
+                        state.reservations.insert(
+                            id,
+                            Reservation {
+                                day,
+                                account,
+                                micro: max_cost,
+                                owner,
+                                expires_at: Instant::now() + HOLD_LIMIT,
+                            },
+                        );
+                        id
+                    })
+                    .map_err(Refused::Over);
                 let _ = reply.send(decision);
             }
-            Msg::Release { id, charged_by } => match charged_by {
-                Some((node, micro)) if node != state.node => {
-                    if let Some(r) = state.reservations.get_mut(&id) {
-                        r.micro = micro;
-                        r.settles_at = Some(Instant::now() + SETTLE);
-                    }
+            Msg::Release {
+                id,
+                charged_by,
+                owner,
+            } => {
+                if state.reservations.get(&id).is_none_or(|r| r.owner != owner) {
+                    return Ok(());
                 }
-                // Charged here (already in the own counter), or not charged at all.
-                _ => {
-                    state.reservations.remove(&id);
+                // Charged here: already in the own counter. Charged elsewhere: counted as
+                // reported by that node from now on (its adverts may lag, or never carry it).
+                if let Some(r) = state.reservations.remove(&id)
+                    && let Some((node, micro)) = charged_by
+                    && node != state.node
+                {
+                    state.counters.report(&node, r.day, &r.account, micro);
                 }
-            },
+            }
             Msg::Charged {
                 day,
                 account,
@@ -203,7 +239,12 @@ impl Actor for Meter {
                 state.counters.charge(&state.node, day, &account, micro);
                 state.changed.notify_one();
             }
-            Msg::Merge { node, usage } => {
+            Msg::Merge { node, mut usage } => {
+                // Only days that can count: yesterday to tomorrow (clocks differ a little).
+                let today = usage::day_of(unix_now());
+                usage.retain(|u| {
+                    (today.saturating_sub(1)..=today.saturating_add(1)).contains(&u.day)
+                });
                 if node != state.node {
                     state.counters.merge(&node, &usage);
                 }
@@ -216,11 +257,11 @@ impl Actor for Meter {
             }
             Msg::Sweep => {
                 let now = Instant::now();
-                state
-                    .reservations
-                    .retain(|_, r| r.settles_at.is_none_or(|t| t > now) && r.expires_at > now);
+                state.reservations.retain(|_, r| r.expires_at > now);
                 let today = usage::day_of(unix_now());
-                state.counters.forget_before(today.saturating_sub(1));
+                state
+                    .counters
+                    .keep_days(today.saturating_sub(1), today.saturating_add(1));
             }
         }
         Ok(())
@@ -254,7 +295,7 @@ impl MeterHandle {
         day: Day,
         max_cost: u64,
     ) -> Result<Hold, ReserveError> {
-        let id = self.reserve_id(account, limit, day, max_cost).await?;
+        let id = self.reserve_id(account, limit, day, max_cost, None).await?;
         Ok(Hold {
             at: HoldAt::Local(self.clone()),
             id,
@@ -268,18 +309,24 @@ impl MeterHandle {
         limit: Option<u64>,
         day: Day,
         max_cost: u64,
+        owner: Option<String>,
     ) -> Result<u64, ReserveError> {
         let account = account.to_owned();
-        super::call_local(&self.0.get(), |reply| Msg::Reserve {
+        match super::call_local(&self.0.get(), |reply| Msg::Reserve {
             account,
             limit,
             day,
             max_cost,
+            owner,
             reply,
         })
         .await
         .map_err(ReserveError::Meter)?
-        .map_err(ReserveError::OverQuota)
+        {
+            Ok(id) => Ok(id),
+            Err(Refused::Over(over)) => Err(ReserveError::OverQuota(over)),
+            Err(Refused::Busy) => Err(ReserveError::Home("too many holds outstanding".into())),
+        }
     }
 
     /// Reserves on the meter of `home` (the account's home node) over `connection`.
@@ -326,8 +373,12 @@ impl MeterHandle {
         super::call_local(&self.0.get(), |reply| Msg::Usage(day, reply)).await
     }
 
-    fn release(&self, id: u64, charged_by: Option<(String, u64)>) {
-        let _ = self.0.get().cast(Msg::Release { id, charged_by });
+    fn release(&self, id: u64, charged_by: Option<(String, u64)>, owner: Option<String>) {
+        let _ = self.0.get().cast(Msg::Release {
+            id,
+            charged_by,
+            owner,
+        });
     }
 }
 
@@ -408,12 +459,16 @@ async fn ask_home(
     .map_err(|_| "timed out".to_owned())?
 }
 
-/// Serves one `Quota` stream a peer opened: the request, then the answer of this node's meter.
+/// Serves one `Quota` stream that `peer` opened: the request, then the answer of this node's
+/// meter. Only days around today are accepted, and a peer may release only its own holds.
 pub async fn serve_quota_stream(
     meter: MeterHandle,
+    peer: String,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    let today = usage::day_of(unix_now());
+    let plausible = |day: Day| (today.saturating_sub(1)..=today.saturating_add(1)).contains(&day);
     use ganglion_client::{read_frame, write_frame};
     let request = tokio::time::timeout(
         HOME_TIMEOUT,
@@ -426,13 +481,21 @@ pub async fn serve_quota_stream(
             limit,
             day,
             max_cost,
-        }))) => match meter.reserve_id(&account, limit, day, max_cost).await {
-            Ok(id) => QuotaReply::Reserved(id),
-            Err(ReserveError::OverQuota(over)) => QuotaReply::Over(over),
-            Err(e) => QuotaReply::Failed(format!("{e:?}")),
-        },
+        }))) if plausible(day) => {
+            match meter
+                .reserve_id(&account, limit, day, max_cost, Some(peer))
+                .await
+            {
+                Ok(id) => QuotaReply::Reserved(id),
+                Err(ReserveError::OverQuota(over)) => QuotaReply::Over(over),
+                Err(e) => QuotaReply::Failed(format!("{e:?}")),
+            }
+        }
+        Ok(Ok(Some(QuotaRequest::Reserve { .. }))) => {
+            QuotaReply::Failed("day out of range".to_owned())
+        }
         Ok(Ok(Some(QuotaRequest::Release { id, charged_by }))) => {
-            meter.release(id, charged_by);
+            meter.release(id, charged_by, Some(peer));
             QuotaReply::Released
         }
         _ => return,
@@ -474,7 +537,7 @@ impl Drop for Hold {
     fn drop(&mut self) {
         let charged_by = self.charged_by.take();
         match &self.at {
-            HoldAt::Local(meter) => meter.release(self.id, charged_by),
+            HoldAt::Local(meter) => meter.release(self.id, charged_by, None),
             HoldAt::Remote(connection) => {
                 // Dropping cannot wait: the release goes out on a task of its own, bounded by
                 // HOME_TIMEOUT. If it is lost, the home keeps counting the hold until

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -303,13 +304,34 @@ impl State {
             async move {
                 let frames = job.frames.clone();
                 let started = Instant::now();
+                let streamed = Streamed::default();
                 let work = async {
                     if faults.take_job_panic() {
                         panic!("injected fault: job panics");
                     }
-                    let mut response = run(&spec, &backend, &node, &job).await?;
-                    charge(&spec, &node, &job, &mut response, &ledger, &meter).await?;
-                    Ok(response)
+                    match run(&spec, &backend, &node, &job, &streamed).await {
+                        Ok(mut response) => {
+                            let charge = charge(&spec, &node, &job, response.usage, &ledger, &meter);
+                            response.usage.micro_neurons = charge.await?;
+                            Ok(response)
+                        }
+                        Err(error) => {
+                            // Output that reached the requester is charged, however the
+                            // request ended: stopping early must not make a run free.
+                            let pieces = streamed.pieces.load(Ordering::Relaxed);
+                            if pieces > 0 {
+                                let usage = Usage {
+                                    input_tokens: streamed.prompt_tokens.load(Ordering::Relaxed),
+                                    output_tokens: pieces,
+                                    micro_neurons: 0,
+                                };
+                                if let Err(e) = charge(&spec, &node, &job, usage, &ledger, &meter).await {
+                                    tracing::error!(error = %e.message, "partial output not charged");
+                                }
+                            }
+                            Err(error)
+                        }
+                    }
                 };
                 let outcome = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|_| {
                     tracing::error!("a job panicked; its slot is freed");
@@ -336,16 +358,25 @@ impl State {
     }
 }
 
+/// What a text generation has handed on so far, for charging output that reached the
+/// requester before a failure.
+#[derive(Debug, Default)]
+struct Streamed {
+    prompt_tokens: AtomicU32,
+    pieces: AtomicU32,
+}
+
 /// Prices what ran, records it in the ledger durably and counts it, before the final frame
-/// leaves: a final response a client receives always has its ledger record.
+/// leaves: a final response a client receives always has its ledger record. Returns the
+/// micro-Neurons charged.
 async fn charge(
     spec: &ModelSpec,
     node: &str,
     job: &Job,
-    response: &mut FinalResponse,
+    usage: Usage,
     ledger: &LedgerWriter,
     meter: &MeterHandle,
-) -> Result<(), WireError> {
+) -> Result<u64, WireError> {
     let request = &job.request;
     let (Some(account), Some(charge_id)) = (&request.account, request.charge_id) else {
         return Err(WireError::new(
@@ -357,7 +388,6 @@ async fn charge(
         Input::Embed(texts) => texts.len() as u64,
         _ => 0,
     };
-    let usage = response.usage;
     let micro = pricing::cost(
         spec.pricing,
         pricing::Metered {
@@ -400,8 +430,7 @@ async fn charge(
             ));
         }
     }
-    response.usage.micro_neurons = micro;
-    Ok(())
+    Ok(micro)
 }
 
 /// Runs one job on the backend, within its deadline.
@@ -410,10 +439,11 @@ async fn run(
     backend: &Arc<Backend>,
     node: &str,
     job: &Job,
+    streamed: &Streamed,
 ) -> Result<FinalResponse, WireError> {
     let started = Instant::now();
     let queue_ms = ms(started - job.received);
-    let (output, usage, first_token_at) = execute(spec, backend, job).await?;
+    let (output, usage, first_token_at) = execute(spec, backend, job, streamed).await?;
     let first_token_ms = first_token_at.map(|t| ms(t - job.received));
     let total_ms = ms(job.received.elapsed());
     Ok(FinalResponse {
@@ -448,6 +478,7 @@ async fn execute(
     spec: &ModelSpec,
     backend: &Arc<Backend>,
     job: &Job,
+    streamed: &Streamed,
 ) -> Result<Executed, WireError> {
     let wrong_input = |task: &str, takes: &str| {
         Err(WireError::new(
@@ -471,6 +502,10 @@ async fn execute(
                     BackendError::DeadlineExceeded => deadline_passed(),
                     other => backend_error(other, None),
                 })?;
+            streamed.prompt_tokens.store(
+                u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
+                Ordering::Relaxed,
+            );
             let context = generator.context_tokens();
             if prompt_tokens.saturating_add(max_tokens as usize) > context {
                 return Err(WireError::new(
@@ -487,6 +522,7 @@ async fn execute(
                 max_tokens,
                 job.deadline,
                 &job.frames,
+                &streamed.pieces,
             );
             let completion = generation.await.map_err(|e| match e {
                 BackendError::DeadlineExceeded => deadline_passed(),

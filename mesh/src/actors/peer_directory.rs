@@ -34,17 +34,18 @@ pub const GROUP: &str = "ganglion.peers";
 /// How often a directory sends its advert to every peer.
 pub const ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Bound on an encoded advert; a larger one is refused on arrival.
-pub const MAX_ADVERT_LEN: usize = 64 * 1024;
+/// Bound on an encoded advert; a larger one is refused on arrival. Every list in an advert is
+/// bounded, and their bounds together fit well within it (about 80 KiB at most).
+pub const MAX_ADVERT_LEN: usize = 128 * 1024;
 
 /// Most peers an advert may list.
 pub const MAX_ADVERT_PEERS: usize = 256;
 /// Most models an advert may list.
 pub const MAX_ADVERT_MODELS: usize = 64;
 /// Most revoked key ids an advert may carry (17 bytes each on the wire).
-pub const MAX_ADVERT_REVOKED: usize = 2048;
+pub const MAX_ADVERT_REVOKED: usize = 1024;
 /// Most accounts whose usage an advert may carry.
-pub const MAX_ADVERT_ACCOUNTS: usize = 512;
+pub const MAX_ADVERT_ACCOUNTS: usize = 256;
 /// Most accelerators an advert may list, and the longest name of one.
 const MAX_ACCELERATORS: usize = 16;
 const MAX_ACCELERATOR_NAME: usize = 128;
@@ -845,6 +846,53 @@ mod tests {
         let back: PeerAdvert = ganglion_client::codec::decode_payload(&frame[5..]).expect("decode");
         assert_eq!(back, advert());
         assert!(back.check("a").is_ok());
+    }
+
+    #[test]
+    fn an_advert_with_every_list_full_still_fits_its_frame() {
+        let mut a = advert();
+        let name = "n".repeat(MAX_NODE_NAME_BYTES);
+        let id = "m".repeat(MAX_MODEL_ID_BYTES);
+        a.peers = vec![
+            KnownPeer {
+                name: name.clone(),
+                addr: "[2001:db8::1]:65535".parse().expect("addr"),
+            };
+            MAX_ADVERT_PEERS
+        ];
+        a.models = vec![
+            AdvertisedModel {
+                id: id.clone(),
+                state: ModelState::Restarting,
+            };
+            MAX_ADVERT_MODELS
+        ];
+        a.loads = vec![
+            ModelLoad {
+                model: id,
+                queued: u32::MAX,
+                in_flight: u32::MAX,
+                concurrency: u32::MAX,
+                service_ms: 1e6,
+            };
+            MAX_ADVERT_MODELS
+        ];
+        a.revoked_keys = vec!["0123456789abcdef".into(); MAX_ADVERT_REVOKED];
+        a.usage = vec![
+            crate::metering::usage::NodeUsage {
+                day: u64::MAX,
+                account: "a".repeat(MAX_ACCOUNT_LEN),
+                totals: crate::metering::usage::Totals {
+                    micro: u64::MAX,
+                    requests: u64::MAX,
+                },
+            };
+            MAX_ADVERT_ACCOUNTS
+        ];
+        a.hardware.accelerators = vec!["x".repeat(MAX_ACCELERATOR_NAME); MAX_ACCELERATORS];
+        assert!(a.check("a").is_ok());
+        let frame = ganglion_client::codec::encode(&a, MAX_ADVERT_LEN).expect("fits");
+        assert!(frame.len() < MAX_ADVERT_LEN, "{} bytes", frame.len());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use either::Either;
@@ -127,7 +128,8 @@ impl TextGenerator {
     /// Generates an answer, putting each new piece of text into `deltas` without ever waiting
     /// on it. A full `deltas` (the requester reads too slowly) or a closed one (it went away)
     /// cancels this generation, as does passing `deadline`; it returns once mistralrs has let go
-    /// of the sequence.
+    /// of the sequence. `sent` counts the pieces of text handed on (so that output streamed
+    /// before a failure is still charged).
     pub async fn generate(
         &self,
         messages: &[ChatMessage],
@@ -135,6 +137,7 @@ impl TextGenerator {
         max_tokens: u32,
         deadline: Instant,
         deltas: &mpsc::Sender<ResponseFrame>,
+        sent: &AtomicU32,
     ) -> Result<Completion, BackendError> {
         let (tx, mut rx) = mpsc::channel(1);
         let mut builder = build_request(messages, parameters, max_tokens);
@@ -152,7 +155,7 @@ impl TextGenerator {
             .await
             .map_err(|_| BackendError::DeadlineExceeded)?
             .map_err(|e| BackendError::Run(format!("engine gone: {e}")))?;
-        let outcome = read_responses(&mut rx, deadline, deltas).await;
+        let outcome = read_responses(&mut rx, deadline, deltas, sent).await;
         if outcome.is_err() {
             // Closing makes the engine's next send fail, which ends the sequence; the channel
             // then reports its end once the engine has dropped the sequence.
@@ -174,6 +177,7 @@ async fn read_responses(
     rx: &mut mpsc::Receiver<Response>,
     deadline: Instant,
     deltas: &mpsc::Sender<ResponseFrame>,
+    sent: &AtomicU32,
 ) -> Result<Completion, BackendError> {
     let mut text = String::new();
     let mut first_token_at = None;
@@ -201,6 +205,7 @@ async fn read_responses(
                                 mpsc::error::TrySendError::Full(_) => BackendError::SlowConsumer,
                                 mpsc::error::TrySendError::Closed(_) => BackendError::Cancelled,
                             })?;
+                        sent.fetch_add(1, Ordering::Relaxed);
                     }
                     if let Some(reason) = choice.finish_reason {
                         finish_reason = if reason == "length" {

@@ -29,7 +29,7 @@ pub fn day_of(now: u64) -> Day {
 
 /// Unix time (seconds) at which `day` ends and the next allocation starts.
 pub fn reset_at(day: Day) -> u64 {
-    (day + 1) * DAY_SECONDS
+    day.saturating_add(1).saturating_mul(DAY_SECONDS)
 }
 
 /// One node's totals for one account and day.
@@ -68,10 +68,13 @@ pub struct NodeUsage {
     pub totals: Totals,
 }
 
-/// Every node's totals per (day, account), as this node knows them.
+/// Every node's totals per (day, account), as this node knows them: from the node's adverts,
+/// and, at an account's home, from the charges reported when holds are released (a lower
+/// bound of the same counter, so the larger of the two counts).
 #[derive(Debug, Clone, Default)]
 pub struct UsageCounters {
     counters: BTreeMap<(Day, String), BTreeMap<String, Totals>>,
+    reported: BTreeMap<(Day, String), BTreeMap<String, Totals>>,
 }
 
 impl UsageCounters {
@@ -99,6 +102,30 @@ impl UsageCounters {
         }
     }
 
+    /// A charge `node` made, as reported to this node (the account's home) when its hold was
+    /// released: counts even if `node`'s adverts never carry the account.
+    pub fn report(&mut self, node: &str, day: Day, account: &str, micro: u64) {
+        let reported = self
+            .reported
+            .entry((day, account.to_owned()))
+            .or_default()
+            .entry(node.to_owned())
+            .or_default();
+        *reported = reported.plus(Totals { micro, requests: 1 });
+    }
+
+    /// Per node, the larger of what it advertised and what was reported of it.
+    fn per_node(&self, key: &(Day, String)) -> BTreeMap<&str, Totals> {
+        let mut nodes: BTreeMap<&str, Totals> = BTreeMap::new();
+        for source in [&self.counters, &self.reported] {
+            for (node, totals) in source.get(key).into_iter().flatten() {
+                let known = nodes.entry(node.as_str()).or_default();
+                *known = known.max(*totals);
+            }
+        }
+        nodes
+    }
+
     /// `node`'s own totals for `day` (what it advertises).
     pub fn own(&self, node: &str, day: Day) -> Vec<NodeUsage> {
         self.counters
@@ -115,28 +142,30 @@ impl UsageCounters {
 
     /// Mesh-wide totals of `account` on `day`.
     pub fn total(&self, day: Day, account: &str) -> Totals {
-        self.counters
-            .get(&(day, account.to_owned()))
-            .map(|nodes| nodes.values().fold(Totals::default(), |a, t| a.plus(*t)))
-            .unwrap_or_default()
+        self.per_node(&(day, account.to_owned()))
+            .values()
+            .fold(Totals::default(), |a, t| a.plus(*t))
     }
 
     /// Mesh-wide totals of every account on `day`.
     pub fn accounts(&self, day: Day) -> BTreeMap<String, Totals> {
-        self.counters
-            .range((day, String::new())..(day + 1, String::new()))
-            .map(|((_, account), nodes)| {
-                (
-                    account.clone(),
-                    nodes.values().fold(Totals::default(), |a, t| a.plus(*t)),
-                )
-            })
+        let range = (day, String::new())..(day.saturating_add(1), String::new());
+        let keys: std::collections::BTreeSet<&(Day, String)> = self
+            .counters
+            .range(range.clone())
+            .chain(self.reported.range(range))
+            .map(|(key, _)| key)
+            .collect();
+        keys.into_iter()
+            .map(|key| (key.1.clone(), self.total(key.0, &key.1)))
             .collect()
     }
 
-    /// Drops days before `day` (they can no longer affect a quota).
-    pub fn forget_before(&mut self, day: Day) {
-        self.counters.retain(|(d, _), _| *d >= day);
+    /// Keeps only days `from` to `to` (older ones can no longer affect a quota; later ones
+    /// are not real yet).
+    pub fn keep_days(&mut self, from: Day, to: Day) {
+        self.counters.retain(|(d, _), _| (from..=to).contains(d));
+        self.reported.retain(|(d, _), _| (from..=to).contains(d));
     }
 }
 
@@ -247,7 +276,36 @@ mod tests {
             }]
         );
         assert!(here.own("a", 2).is_empty(), "a new day starts from nothing");
-        here.forget_before(2);
+        // A charge reported to the home counts even before (or without) the node's advert,
+        // and not twice once the advert carries it.
+        here.report("c", 1, "acme", 5);
+        assert_eq!(
+            here.total(1, "acme"),
+            Totals {
+                micro: 21,
+                requests: 5
+            }
+        );
+        here.merge(
+            "c",
+            &[NodeUsage {
+                day: 1,
+                account: "acme".into(),
+                totals: Totals {
+                    micro: 5,
+                    requests: 1,
+                },
+            }],
+        );
+        assert_eq!(
+            here.total(1, "acme"),
+            Totals {
+                micro: 21,
+                requests: 5
+            }
+        );
+        assert_eq!(here.accounts(1).len(), 1);
+        here.keep_days(2, 3);
         assert_eq!(here.total(1, "acme"), Totals::default());
     }
 

@@ -30,7 +30,7 @@ pub fn authenticate(
     request: &mut Request,
     now: u64,
 ) -> Result<(), WireError> {
-    let key = request.api_key.take();
+    let key = request.api_key.take().map(|k| k.0);
     match origin {
         Origin::Peer(peer) => match &request.account {
             None => Err(WireError::new(
@@ -94,7 +94,7 @@ mod tests {
             deadline_ms: None,
             hop_budget: 3,
             path: vec![],
-            api_key: key,
+            api_key: key.map(ganglion_client::protocol::ApiKey),
             account: None,
             charge_id: None,
         }

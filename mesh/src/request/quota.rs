@@ -59,7 +59,8 @@ pub async fn reserve(
                 neurons_text(over.limit),
                 neurons_text(most),
                 humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(over.reset_at)
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(over.reset_at.min(253_402_214_399))
                 ),
             ),
         )),
@@ -74,8 +75,10 @@ pub async fn reserve(
     }
 }
 
-/// Reserves at the account's home node (this one, or a connected peer); falls back to this
-/// node's meter when the home cannot be asked.
+/// Reserves at the account's home node (this one, or a connected peer). When the home cannot
+/// be asked, this node decides alone, but only within its share of the limit (the limit over
+/// the number of nodes it knows), so that nodes cut off from the home together cannot spend
+/// more than the allocation.
 async fn reserve_at_home(
     ctx: &Context,
     account: &str,
@@ -83,7 +86,7 @@ async fn reserve_at_home(
     day: usage::Day,
     max_cost: u64,
 ) -> Result<Hold, ReserveError> {
-    let local = |meter: &MeterHandle| {
+    let local = |meter: &MeterHandle, limit: Option<u64>| {
         let meter = meter.clone();
         async move { meter.reserve(account, limit, day, max_cost).await }
     };
@@ -91,15 +94,16 @@ async fn reserve_at_home(
         Ok(peers) => peers,
         Err(e) => {
             tracing::warn!(error = %e, "no peer view; the quota is decided here");
-            return local(&ctx.meter).await;
+            return local(&ctx.meter, limit).await;
         }
     };
+    let share = limit.map(|l| l / (peers.len() as u64 + 1));
     let names = std::iter::once(ctx.node.as_str()).chain(peers.iter().map(|(n, _)| n.as_str()));
     let Some(home) = home::home_of(account, names).filter(|h| *h != ctx.node) else {
-        return local(&ctx.meter).await;
+        return local(&ctx.meter, limit).await;
     };
     let Some((_, connection)) = peers.iter().find(|(n, _)| n == home) else {
-        return local(&ctx.meter).await;
+        return local(&ctx.meter, share).await;
     };
     let request = QuotaRequest::Reserve {
         account: account.to_owned(),
@@ -109,8 +113,8 @@ async fn reserve_at_home(
     };
     match MeterHandle::reserve_at(connection, request).await {
         Err(ReserveError::Home(e)) => {
-            tracing::warn!(%home, error = %e, "the account's home node did not answer; the quota is decided here");
-            local(&ctx.meter).await
+            tracing::warn!(%home, error = %e, "the account's home node did not answer; this node decides within its share");
+            local(&ctx.meter, share).await
         }
         decided => decided,
     }

@@ -223,6 +223,9 @@ struct UsageQuery {
     day: Option<String>,
 }
 
+/// Latest time shown (9999-12-31): later ones would not format.
+const MAX_DISPLAY_SECS: u64 = 253_402_214_400 - 1;
+
 /// The UTC day of `YYYY-MM-DD`.
 pub fn parse_day(text: &str) -> Option<crate::metering::usage::Day> {
     let at = humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).ok()?;
@@ -232,7 +235,8 @@ pub fn parse_day(text: &str) -> Option<crate::metering::usage::Day> {
 
 /// `YYYY-MM-DD` of a UTC day.
 pub fn day_text(day: crate::metering::usage::Day) -> String {
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(day * 86_400);
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(day.saturating_mul(86_400).min(MAX_DISPLAY_SECS));
     humantime::format_rfc3339_seconds(at).to_string()[..10].to_owned()
 }
 
@@ -278,7 +282,8 @@ async fn usage(
         "node": ctx.parts().info.name,
         "day": day_text(today),
         "resets_at": humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(reset_at(today))
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(reset_at(today).min(MAX_DISPLAY_SECS))
         ).to_string(),
         "free_allocation": FREE_DAILY_NEURONS,
         "accounts": rows,
