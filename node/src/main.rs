@@ -169,7 +169,7 @@ struct RunArgs {
     /// Longest deadline a request may ask for, e.g. "10m".
     #[arg(long, value_parser = humantime_duration)]
     max_deadline: Option<Duration>,
-    /// Accept client connections from beyond loopback (clients do not authenticate yet).
+    /// Accept client connections from beyond loopback even with --allow-anonymous.
     #[arg(long)]
     allow_remote_clients: bool,
     /// Most incoming connections at once (clients and peers).

@@ -68,7 +68,7 @@ pub enum Msg {
     Own(Day, RpcReplyPort<Vec<NodeUsage>>),
     /// Mesh-wide totals per account on `day`.
     Usage(Day, RpcReplyPort<BTreeMap<String, Totals>>),
-    /// Periodic: drop settled reservations and old days.
+    /// Periodic: drop expired holds and days that can no longer count.
     Sweep,
 }
 
