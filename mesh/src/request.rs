@@ -8,9 +8,9 @@
 //! 5. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
 //!    one answers, before any output;
 //!
-//! each stage relaying the answer to the requester through a [`Responder`]. Quota, cache and
-//! metering slot in as further stages. Nothing here knows which door (QUIC data plane, or a
-//! later HTTP API) the request came through: the door supplies the [`Responder`].
+//! each stage relaying the answer to the requester through a [`Responder`]. The cache slots
+//! in as a further stage. Nothing here knows which door (QUIC data plane, or a later HTTP API)
+//! the request came through: the door supplies the [`Responder`].
 
 pub mod admit;
 pub mod authenticate;
