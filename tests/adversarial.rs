@@ -5,8 +5,8 @@
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
 mod harness;
+mod raw_quic;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -21,39 +21,6 @@ use ganglion_client::{
     ALPN_CLIENT, ALPN_PEER, GenerateRequest, PeerStreamKind, codec, read_frame, write_frame,
 };
 use harness::{Cluster, MINILM, SMOLLM2, TOKEN, ensure_models, eventually, names};
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// A raw QUIC endpoint speaking `alpn`, trusting the cluster CA, presenting `present`'s
-/// certificate if given, with `transport` settings.
-fn raw_endpoint(
-    ca: &Identity,
-    present: Option<&Identity>,
-    alpn: &[u8],
-    transport: quinn::TransportConfig,
-) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.ca_cert.clone()).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut tls = match present {
-        Some(id) => builder
-            .with_client_auth_cert(id.cert_chain.clone(), id.key.clone_key())
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![alpn.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    endpoint
-}
 
 async fn connect(endpoint: &quinn::Endpoint, node: std::net::SocketAddr) -> quinn::Connection {
     tokio::time::timeout(
@@ -137,7 +104,7 @@ async fn a_client_that_never_reads_stalls_nothing_but_its_own_request() {
     let mut tiny = quinn::TransportConfig::default();
     tiny.stream_receive_window(64u32.into())
         .receive_window(64u32.into());
-    let stalled = raw_endpoint(&ca, None, ALPN_CLIENT, tiny);
+    let stalled = raw_quic::endpoint(&ca, None, ALPN_CLIENT, tiny);
     let stalled = connect(&stalled, a.quic).await;
     let (mut send, recv) = stalled.open_bi().await.unwrap();
     write_frame(
@@ -180,7 +147,7 @@ async fn a_client_that_never_reads_stalls_nothing_but_its_own_request() {
 
     // A prompt whose tokens plus max_tokens exceed the context is refused before it runs.
     let connection = connect(
-        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        &raw_quic::endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
         a.quic,
     )
     .await;
@@ -201,7 +168,7 @@ async fn a_cancel_and_resubmit_loop_leaves_no_slot_taken() {
     let a = cluster.start("a", &[], &["--host", SMOLLM2]);
     let ca = Identity::load(&cluster.identity("a")).unwrap();
     let connection = connect(
-        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        &raw_quic::endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
         a.quic,
     )
     .await;
@@ -247,7 +214,7 @@ async fn everything_a_client_sends_is_bounded_and_answered_with_a_typed_error() 
     let a = cluster.start("a", &[], &[]);
     let ca = Identity::load(&cluster.identity("a")).unwrap();
     let connection = connect(
-        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        &raw_quic::endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
         a.quic,
     )
     .await;
@@ -316,7 +283,8 @@ async fn a_stream_flood_of_stalled_frames_does_not_grow_the_node() {
     let mut flood = tokio::task::JoinSet::new();
     let mut connections = Vec::new();
     for _ in 0..10 {
-        let endpoint = raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default());
+        let endpoint =
+            raw_quic::endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default());
         let connection = connect(&endpoint, a.quic).await;
         connections.push((endpoint, connection.clone()));
         for _ in 0..100 {
@@ -361,7 +329,8 @@ async fn a_stream_flood_of_stalled_frames_does_not_grow_the_node() {
     let mut extra = Vec::new();
     let mut refused = 0;
     for _ in 0..8 {
-        let endpoint = raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default());
+        let endpoint =
+            raw_quic::endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default());
         match tokio::time::timeout(
             Duration::from_secs(5),
             endpoint.connect(a.quic, NODE_SERVER_NAME).unwrap(),
@@ -408,17 +377,9 @@ async fn spoofed_and_extreme_adverts_are_refused_and_panic_nothing() {
         (b.connected_peers().await == names(&["a"])).then_some(())
     })
     .await;
-    eventually(Duration::from_secs(10), "b learns what a hosts", || async {
-        let a_seen = b.peer("a").await?;
-        a_seen["models"]
-            .as_array()?
-            .iter()
-            .any(|m| m == MINILM)
-            .then_some(())
-    })
-    .await;
+    b.sees_serving("a", MINILM).await;
     let rogue = Identity::load(&cluster.identity("m")).unwrap();
-    let endpoint = raw_endpoint(
+    let endpoint = raw_quic::endpoint(
         &rogue,
         Some(&rogue),
         ALPN_PEER,
@@ -489,7 +450,7 @@ async fn a_member_cannot_join_under_another_members_name_or_evict_it() {
 
     // Member m dials a over QUIC and opens a cluster session claiming to be b.
     let rogue = Identity::load(&cluster.identity("m")).unwrap();
-    let endpoint = raw_endpoint(
+    let endpoint = raw_quic::endpoint(
         &rogue,
         Some(&rogue),
         ALPN_PEER,
@@ -629,7 +590,7 @@ async fn a_queued_request_whose_deadline_passed_is_dropped_when_its_turn_comes()
     let mut busy = harness::running_generation(&client, 160).await;
     let ca = Identity::load(&cluster.identity("a")).unwrap();
     let connection = connect(
-        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        &raw_quic::endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
         a.quic,
     )
     .await;
@@ -666,7 +627,7 @@ async fn a_model_host_that_dies_answers_its_requests_with_an_error_and_comes_bac
     let mut running = harness::running_generation(&client, 1500).await;
     let ca = Identity::load(&cluster.identity("a")).unwrap();
     let connection = connect(
-        &raw_endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
+        &raw_quic::endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default()),
         a.quic,
     )
     .await;
@@ -717,7 +678,7 @@ async fn a_peer_whose_cluster_session_never_comes_up_is_disconnected() {
     let a = cluster.start("a", &[], &[]);
     // A member dials and then never opens its cluster session.
     let lazy = Identity::load(&cluster.identity("m")).unwrap();
-    let endpoint = raw_endpoint(
+    let endpoint = raw_quic::endpoint(
         &lazy,
         Some(&lazy),
         ALPN_PEER,
@@ -758,15 +719,7 @@ async fn only_valid_keys_are_served_and_a_revocation_reaches_every_node() {
     let keys_required = harness::KEYS_REQUIRED;
     let a = cluster.start("a", &[], &["--host", MINILM, keys_required]);
     let b = cluster.start("b", &[a.quic], &[keys_required]);
-    eventually(Duration::from_secs(15), "b learns what a hosts", || async {
-        let a_seen = b.peer("a").await?;
-        a_seen["models"]
-            .as_array()?
-            .iter()
-            .any(|m| m == MINILM)
-            .then_some(())
-    })
-    .await;
+    b.sees_serving("a", MINILM).await;
     let ca = cluster.ca_dir().join("ca.crt");
     let embed = |node: std::net::SocketAddr, key: Option<String>| {
         let ca = ca.clone();

@@ -56,17 +56,7 @@ fn edge(cluster: &Cluster, name: &str, seeds: &[std::net::SocketAddr]) -> Node {
 /// Waits until `node` sees `peers` connected and advertising the LLM.
 async fn sees_hosts(node: &Node, peers: &[&str]) {
     for peer in peers {
-        eventually(
-            Duration::from_secs(20),
-            &format!("{} sees {peer} hosting the LLM", node.name),
-            || async {
-                let view = node.peer(peer).await?;
-                (view["state"] == "connected"
-                    && view["models"].as_array()?.iter().any(|m| m == SMOLLM2))
-                .then_some(())
-            },
-        )
-        .await;
+        node.sees_serving(peer, SMOLLM2).await;
     }
 }
 

@@ -379,6 +379,17 @@ mod relay;
 pub use relay::UdpRelay;
 
 impl Node {
+    /// Waits until this node sees `peer` connected and serving `model` (from its adverts).
+    pub async fn sees_serving(&self, peer: &str, model: &str) {
+        let what = format!("{} sees {peer} serving {model}", self.name);
+        eventually(Duration::from_secs(20), &what, || async {
+            let view = self.peer(peer).await?;
+            (view["state"] == "connected" && view["models"].as_array()?.iter().any(|m| m == model))
+                .then_some(())
+        })
+        .await;
+    }
+
     /// The `/admin/peers` entry of `peer`, if listed.
     pub async fn peer(&self, peer: &str) -> Option<serde_json::Value> {
         let peers = self.json("/admin/peers").await;

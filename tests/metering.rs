@@ -48,15 +48,7 @@ async fn a_handed_off_request_is_charged_once_and_a_free_account_stops_at_its_li
     let cluster = Cluster::new("metering");
     let a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED]);
     let b = cluster.start("b", &[a.quic], &[KEYS_REQUIRED]);
-    eventually(Duration::from_secs(15), "b learns what a hosts", || async {
-        let a_seen = b.peer("a").await?;
-        a_seen["models"]
-            .as_array()?
-            .iter()
-            .any(|m| m == MINILM)
-            .then_some(())
-    })
-    .await;
+    b.sees_serving("a", MINILM).await;
     // 1 Neuron per text embedded; a free key limited to 3 Neurons a day.
     let key = cluster.issue_key("acme", &["--daily-limit", "3"]);
     let client = client(&cluster, &b, &key).await;

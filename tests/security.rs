@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
 mod harness;
+mod raw_quic;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,29 +15,9 @@ use ganglion_client::protocol::MAX_OPEN_FRAME_LEN;
 use ganglion_client::{ALPN_PEER, PeerStreamKind, codec};
 use harness::{Cluster, TOKEN, eventually, names};
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
 /// A QUIC client that trusts `trust`'s CA and presents `present`'s certificate, if any.
 fn quic_client(trust: &Identity, present: Option<&Identity>) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(trust.ca_cert.clone()).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut tls = match present {
-        Some(id) => builder
-            .with_client_auth_cert(id.cert_chain.clone(), id.key.clone_key())
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    tls.alpn_protocols = vec![ALPN_PEER.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
+    raw_quic::endpoint(trust, present, ALPN_PEER, quinn::TransportConfig::default())
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -138,7 +119,7 @@ async fn the_loopback_cluster_listener_refuses_every_handshake() {
     for present in [None, Some(&foreign), Some(&trusted)] {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(trusted.ca_cert.clone()).unwrap();
-        let builder = rustls::ClientConfig::builder_with_provider(provider())
+        let builder = rustls::ClientConfig::builder_with_provider(raw_quic::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()
             .with_root_certificates(roots);
