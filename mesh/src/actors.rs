@@ -62,6 +62,17 @@ where
     }
 }
 
+/// A task that is aborted when this is dropped: an actor keeps one in its state, so that the
+/// task ends with the actor however it ends (a failed or killed actor skips `post_stop`).
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The current incarnation of a supervised actor. Every clone sees the actor the supervisor
 /// last (re)started, so handles stay valid across restarts.
 pub struct ActorSlot<M>(Arc<RwLock<ActorRef<M>>>);

@@ -14,6 +14,13 @@ pub mod ledger;
 pub mod pricing;
 pub mod usage;
 
+/// Unix time now, in seconds: the clock the actors read and pass to the pure cores.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Micro-Neurons in one Neuron.
 pub const MICRO: u64 = 1_000_000;
 

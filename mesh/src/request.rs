@@ -100,9 +100,7 @@ pub async fn run(
         Ok(admitted) => admitted,
         Err(error) => return fail(out, error).await,
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::metering::unix_now();
     if let Err(error) = authenticate::authenticate(&ctx.auth, &origin, &mut admitted.request, now) {
         return fail(out, error).await;
     }

@@ -341,12 +341,8 @@ fn models(command: ModelsCommand) -> ExitCode {
             } else {
                 ids
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("ganglion-node: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             let index = env::pypi_index();
             for id in ids {
@@ -425,7 +421,7 @@ fn ledger(
     account: Option<String>,
     admin_token: Option<String>,
 ) -> ExitCode {
-    use ganglion::actors::admin::routes::parse_day;
+    use ganglion::metering::usage::parse_day;
     let wanted_day = match day.as_deref().map(parse_day) {
         Some(None) => {
             eprintln!("ganglion-node: --day must be YYYY-MM-DD");
@@ -462,12 +458,8 @@ fn ledger(
                 );
                 return ExitCode::FAILURE;
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    eprintln!("ganglion-node: cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
+            let Some(runtime) = runtime() else {
+                return ExitCode::FAILURE;
             };
             match runtime.block_on(ganglion::actors::admin::client::ledger(
                 address,
@@ -496,12 +488,8 @@ fn ledger(
 }
 
 fn revoke_key(admin: std::net::SocketAddr, token: &str, key: &str) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("ganglion-node: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(ganglion::actors::admin::client::revoke_key(
         admin, token, key,
@@ -515,6 +503,13 @@ fn revoke_key(admin: std::net::SocketAddr, token: &str, key: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The async runtime of a command, or `None` (after saying why on stderr).
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| eprintln!("ganglion-node: cannot start the async runtime: {e}"))
+        .ok()
 }
 
 fn report(result: Result<(), ganglion::credentials::CredentialsError>) -> ExitCode {
@@ -532,12 +527,8 @@ fn report(result: Result<(), ganglion::credentials::CredentialsError>) -> ExitCo
 }
 
 fn run(config: ganglion::Config) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("ganglion-node: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async {
         let node = match ganglion::start(config).await {

@@ -8,7 +8,8 @@ pub mod client;
 pub mod routes;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::task::JoinHandle;
+
+use super::AbortOnDrop;
 
 pub use routes::{Context, ContextParts};
 
@@ -35,16 +36,7 @@ pub struct Arguments {
 /// killed actor skips `post_stop`, and its listener must not keep a second server alive).
 #[derive(Debug)]
 pub struct State {
-    server: AbortOnDrop,
-}
-
-#[derive(Debug)]
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _server: AbortOnDrop,
 }
 
 impl Actor for Admin {
@@ -64,17 +56,8 @@ impl Actor for Admin {
             }
         });
         Ok(State {
-            server: AbortOnDrop(server),
+            _server: AbortOnDrop(server),
         })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Msg>,
-        state: &mut State,
-    ) -> Result<(), ActorProcessingErr> {
-        state.server.0.abort();
-        Ok(())
     }
 
     async fn handle(

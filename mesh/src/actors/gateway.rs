@@ -295,23 +295,8 @@ async fn account_usage(
     api_key: Option<ganglion_client::protocol::ApiKey>,
 ) -> Result<ganglion_client::protocol::AccountUsage, WireError> {
     use crate::metering::{MICRO, usage};
-    let mut probe = ganglion_client::protocol::Request {
-        id: 0,
-        model: String::new(),
-        input: ganglion_client::protocol::Input::Embed(Vec::new()),
-        parameters: Default::default(),
-        deadline_ms: None,
-        hop_budget: 0,
-        path: Vec::new(),
-        api_key,
-        account: None,
-        charge_id: None,
-    };
-    let now = crate::actors::meter::unix_now();
-    request::authenticate::authenticate(&ctx.auth, &Origin::Client, &mut probe, now)?;
-    let account = probe
-        .account
-        .ok_or_else(|| WireError::new(ErrorCode::Unauthenticated, "an API key is required"))?;
+    let now = crate::metering::unix_now();
+    let account = request::authenticate::client_account(&ctx.auth, api_key.map(|k| k.0), now)?;
     let day = usage::day_of(now);
     let totals = ctx
         .meter
@@ -328,7 +313,7 @@ async fn account_usage(
     Ok(ganglion_client::protocol::AccountUsage {
         account: account.name,
         plan: account.plan,
-        day: crate::actors::admin::routes::day_text(day),
+        day: usage::day_text(day),
         used_micro: totals.micro,
         requests: totals.requests,
         allocation_micro: usage::FREE_DAILY_NEURONS * MICRO,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::{ActorSlot, LocalCallError};
+use crate::metering::unix_now;
 use crate::metering::usage::{self, Day, NodeUsage, OverQuota, Totals, UsageCounters};
 
 /// How often expired reservations are swept.
@@ -266,13 +267,6 @@ impl Actor for Meter {
         }
         Ok(())
     }
-}
-
-/// Unix time now, in seconds.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Typed handle to the meter; follows it across restarts.

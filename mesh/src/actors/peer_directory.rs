@@ -19,7 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-use super::{ActorSlot, LocalCallError};
+use super::{AbortOnDrop, ActorSlot, LocalCallError};
 use crate::actors::model_host::LocalModels;
 use crate::credentials::api_keys::{MAX_ACCOUNT_LEN, RevokedKeys, is_key_id};
 use crate::facts::ModelState;
@@ -382,15 +382,6 @@ pub struct State {
     _on_usage: AbortOnDrop,
 }
 
-/// A task aborted when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Least time between two adverts sent because usage grew.
 const USAGE_ADVERT_GAP: Duration = Duration::from_millis(200);
 
@@ -627,7 +618,7 @@ impl Actor for PeerDirectory {
                 while state.sending.try_join_next().is_some() {}
                 let mut advert = state.advert();
                 advert.loads = local_loads(&state.hosts).await;
-                let today = crate::metering::usage::day_of(crate::actors::meter::unix_now());
+                let today = crate::metering::usage::day_of(crate::metering::unix_now());
                 match state.meter.own(today).await {
                     Ok(mut usage) => {
                         usage.truncate(MAX_ADVERT_ACCOUNTS);

@@ -32,6 +32,27 @@ pub fn reset_at(day: Day) -> u64 {
     day.saturating_add(1).saturating_mul(DAY_SECONDS)
 }
 
+/// Latest time that can be shown (9999-12-31T23:59:59Z): RFC 3339 has four-digit years.
+const LATEST_SHOWN: u64 = 253_402_300_799;
+
+/// RFC 3339 text of Unix time `secs` (UTC, to the second; clamped to year 9999).
+pub fn time_text(secs: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.min(LATEST_SHOWN));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// `YYYY-MM-DD` of a UTC day.
+pub fn day_text(day: Day) -> String {
+    time_text(day.saturating_mul(DAY_SECONDS))[..10].to_owned()
+}
+
+/// The UTC day of `YYYY-MM-DD`.
+pub fn parse_day(text: &str) -> Option<Day> {
+    let at = humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).ok()?;
+    let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    Some(day_of(secs))
+}
+
 /// One node's totals for one account and day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
@@ -220,6 +241,17 @@ pub fn admit(
 mod tests {
     use super::*;
     use ganglion_client::protocol::Plan;
+
+    #[test]
+    fn days_and_times_read_and_print_as_people_write_them() {
+        assert_eq!(parse_day("1970-01-02"), Some(1));
+        assert_eq!(day_text(20_000), "2024-10-04");
+        assert_eq!(parse_day(&day_text(20_000)), Some(20_000));
+        assert_eq!(parse_day("tomorrow"), None);
+        assert_eq!(time_text(reset_at(0)), "1970-01-02T00:00:00Z");
+        assert_eq!(time_text(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(day_text(u64::MAX), "9999-12-31");
+    }
 
     #[test]
     fn days_turn_at_midnight_utc() {

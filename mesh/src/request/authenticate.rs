@@ -22,6 +22,35 @@ pub struct Auth {
     pub allow_anonymous: bool,
 }
 
+/// The account a client's key (or, when allowed, the absence of one) stands for; `now` is
+/// Unix seconds.
+pub fn client_account(auth: &Auth, key: Option<String>, now: u64) -> Result<Account, WireError> {
+    let refused = |why: &str| Err(WireError::new(ErrorCode::Unauthenticated, why));
+    let Some(key) = key else {
+        if auth.allow_anonymous {
+            return Ok(Account {
+                name: ANONYMOUS.to_owned(),
+                key_id: "-".to_owned(),
+                plan: Plan::Free,
+                daily_limit: None,
+            });
+        }
+        return refused("an API key is required (`ganglion-node issue-key` makes one)");
+    };
+    let Some(verifier) = &auth.verifier else {
+        return refused("this node cannot check API keys: its identity has no api-keys.pub");
+    };
+    match verifier.verify(&key, now, &auth.revoked) {
+        Ok(claims) => Ok(Account {
+            name: claims.account,
+            key_id: claims.kid,
+            plan: claims.plan,
+            daily_limit: claims.daily_limit,
+        }),
+        Err(e) => refused(&e.to_string()),
+    }
+}
+
 /// Sets `request.account` from its key (client) or checks that the peer set it; the key itself
 /// never travels further. `now` is Unix seconds.
 pub fn authenticate(
@@ -45,37 +74,8 @@ pub fn authenticate(
             Some(_) => Ok(()),
         },
         Origin::Client => {
-            request.account = None;
-            let refused = |why: &str| Err(WireError::new(ErrorCode::Unauthenticated, why));
-            let Some(key) = key else {
-                if auth.allow_anonymous {
-                    request.account = Some(Account {
-                        name: ANONYMOUS.to_owned(),
-                        key_id: "-".to_owned(),
-                        plan: Plan::Free,
-                        daily_limit: None,
-                    });
-                    return Ok(());
-                }
-                return refused("an API key is required (`ganglion-node issue-key` makes one)");
-            };
-            let Some(verifier) = &auth.verifier else {
-                return refused(
-                    "this node cannot check API keys: its identity has no api-keys.pub",
-                );
-            };
-            match verifier.verify(&key, now, &auth.revoked) {
-                Ok(claims) => {
-                    request.account = Some(Account {
-                        name: claims.account,
-                        key_id: claims.kid,
-                        plan: claims.plan,
-                        daily_limit: claims.daily_limit,
-                    });
-                    Ok(())
-                }
-                Err(e) => refused(&e.to_string()),
-            }
+            request.account = Some(client_account(auth, key, now)?);
+            Ok(())
         }
     }
 }

@@ -58,10 +58,7 @@ pub async fn reserve(
                 neurons_text(over.used),
                 neurons_text(over.limit),
                 neurons_text(most),
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH
-                        + std::time::Duration::from_secs(over.reset_at.min(253_402_214_399))
-                ),
+                usage::time_text(over.reset_at),
             ),
         )),
         Err(ReserveError::Meter(e)) => Err(WireError::new(

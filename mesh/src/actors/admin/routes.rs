@@ -223,30 +223,13 @@ struct UsageQuery {
     day: Option<String>,
 }
 
-/// Latest time shown (9999-12-31): later ones would not format.
-const MAX_DISPLAY_SECS: u64 = 253_402_214_400 - 1;
-
-/// The UTC day of `YYYY-MM-DD`.
-pub fn parse_day(text: &str) -> Option<crate::metering::usage::Day> {
-    let at = humantime::parse_rfc3339(&format!("{text}T00:00:00Z")).ok()?;
-    let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-    Some(crate::metering::usage::day_of(secs))
-}
-
-/// `YYYY-MM-DD` of a UTC day.
-pub fn day_text(day: crate::metering::usage::Day) -> String {
-    let at = std::time::UNIX_EPOCH
-        + std::time::Duration::from_secs(day.saturating_mul(86_400).min(MAX_DISPLAY_SECS));
-    humantime::format_rfc3339_seconds(at).to_string()[..10].to_owned()
-}
-
 async fn usage(
     State(ctx): State<Context>,
     axum::extract::Query(query): axum::extract::Query<UsageQuery>,
 ) -> Response {
-    use crate::metering::usage::{FREE_DAILY_NEURONS, day_of, reset_at};
+    use crate::metering::usage::{FREE_DAILY_NEURONS, day_of, day_text, reset_at, time_text};
     use crate::metering::{MICRO, neurons_text};
-    let today = day_of(crate::actors::meter::unix_now());
+    let today = day_of(crate::metering::unix_now());
     let meter = &ctx.parts().meter;
     let (accounts, own) = match (meter.usage(today).await, meter.own(today).await) {
         (Ok(accounts), Ok(own)) => (accounts, own),
@@ -281,10 +264,7 @@ async fn usage(
     Json(serde_json::json!({
         "node": ctx.parts().info.name,
         "day": day_text(today),
-        "resets_at": humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(reset_at(today).min(MAX_DISPLAY_SECS))
-        ).to_string(),
+        "resets_at": time_text(reset_at(today)),
         "free_allocation": FREE_DAILY_NEURONS,
         "accounts": rows,
     }))
@@ -295,7 +275,7 @@ async fn ledger(
     State(ctx): State<Context>,
     axum::extract::Query(query): axum::extract::Query<UsageQuery>,
 ) -> Response {
-    let day = match query.day.as_deref().map(parse_day) {
+    let day = match query.day.as_deref().map(crate::metering::usage::parse_day) {
         Some(None) => {
             return (
                 StatusCode::BAD_REQUEST,
