@@ -50,6 +50,7 @@ fn chat(model: &str, prompt: &str, max_tokens: u32) -> Request {
         api_key: None,
         account: None,
         charge_id: None,
+        cache: Default::default(),
     }
 }
 

@@ -12,7 +12,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::codec::{read_frame, write_frame};
 use crate::protocol::{
-    ALPN_CLIENT, ChatMessage, ClientRequest, ErrorCode, FinalResponse, Input,
+    ALPN_CLIENT, CachePolicy, ChatMessage, ClientRequest, ErrorCode, FinalResponse, Input,
     MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, ModelListing, Output, Parameters, Request,
     ResponseFrame, Role, WireError,
 };
@@ -236,6 +236,8 @@ pub struct GenerateRequest {
     pub messages: Vec<ChatMessage>,
     /// Generation parameters.
     pub parameters: Parameters,
+    /// Cache controls.
+    pub cache: CachePolicy,
 }
 
 impl GenerateRequest {
@@ -248,6 +250,7 @@ impl GenerateRequest {
                 content: prompt.into(),
             }],
             parameters: Parameters::default(),
+            cache: CachePolicy::default(),
         }
     }
 
@@ -266,6 +269,40 @@ impl GenerateRequest {
     /// Sampler seed.
     pub fn seed(mut self, seed: u64) -> Self {
         self.parameters.seed = Some(seed);
+        self
+    }
+
+    /// Cache controls.
+    pub fn cache(mut self, cache: CachePolicy) -> Self {
+        self.cache = cache;
+        self
+    }
+}
+
+/// An embedding request.
+#[derive(Debug, Clone)]
+pub struct EmbedRequest {
+    /// Catalog id of the model.
+    pub model: String,
+    /// Texts to embed.
+    pub texts: Vec<String>,
+    /// Cache controls.
+    pub cache: CachePolicy,
+}
+
+impl EmbedRequest {
+    /// Texts to embed with `model`.
+    pub fn new(model: impl Into<String>, texts: Vec<String>) -> Self {
+        Self {
+            model: model.into(),
+            texts,
+            cache: CachePolicy::default(),
+        }
+    }
+
+    /// Cache controls.
+    pub fn cache(mut self, cache: CachePolicy) -> Self {
+        self.cache = cache;
         self
     }
 }
@@ -333,6 +370,7 @@ impl Client {
             request.model,
             Input::Chat(request.messages),
             request.parameters,
+            request.cache,
         );
         let (send, recv) = self.open(&ClientRequest::Infer(request)).await?;
         let node = self.node;
@@ -402,7 +440,17 @@ impl Client {
         model: impl Into<String>,
         texts: Vec<String>,
     ) -> Result<FinalResponse, ClientError> {
-        let request = self.request(model.into(), Input::Embed(texts), Parameters::default());
+        self.embed_request(EmbedRequest::new(model, texts)).await
+    }
+
+    /// Embeds texts as `request` says and returns the node's whole final response.
+    pub async fn embed_request(&self, request: EmbedRequest) -> Result<FinalResponse, ClientError> {
+        let request = self.request(
+            request.model,
+            Input::Embed(request.texts),
+            Parameters::default(),
+            request.cache,
+        );
         let (_send, mut recv) = self.open(&ClientRequest::Infer(request)).await?;
         match self.read_one(&mut recv).await? {
             ResponseFrame::Final(response) => Ok(response),
@@ -441,7 +489,13 @@ impl Client {
         self.endpoint.wait_idle().await;
     }
 
-    fn request(&self, model: String, input: Input, parameters: Parameters) -> Request {
+    fn request(
+        &self,
+        model: String,
+        input: Input,
+        parameters: Parameters,
+        cache: CachePolicy,
+    ) -> Request {
         Request {
             id: rand::random(),
             model,
@@ -453,6 +507,7 @@ impl Client {
             api_key: self.api_key.clone(),
             account: None,
             charge_id: None,
+            cache,
         }
     }
 

@@ -14,7 +14,8 @@ pub mod codec;
 pub mod protocol;
 
 pub use client::{
-    Client, ClientBuilder, ClientError, GenerateRequest, Generation, GenerationStream, StreamEvent,
+    Client, ClientBuilder, ClientError, EmbedRequest, GenerateRequest, Generation,
+    GenerationStream, StreamEvent,
 };
 pub use codec::{FrameError, MAX_FRAME_LEN, read_frame, write_frame};
-pub use protocol::{ALPN_CLIENT, ALPN_PEER, PeerStreamKind};
+pub use protocol::{ALPN_CLIENT, ALPN_PEER, CachePolicy, CacheStatus, PeerStreamKind};

@@ -30,6 +30,9 @@ pub enum PeerStreamKind {
     Advert,
     /// A quota request to an account's home node, and its answer.
     Quota,
+    /// A cache lookup at a shard of this node, and its answer (then, when the asker is to
+    /// fill the key, its fill or its giving up).
+    Cache,
 }
 
 /// Bound on a client's request frame (prompt and texts included).
@@ -60,6 +63,12 @@ pub const MAX_NODE_NAME_BYTES: usize = 64;
 pub const MAX_HOP_BUDGET: u8 = 8;
 /// Longest API key, in bytes.
 pub const MAX_API_KEY_BYTES: usize = 1024;
+/// Longest custom cache key, in bytes.
+pub const MAX_CACHE_KEY_BYTES: usize = 256;
+/// Shortest cache TTL a request may ask for, in seconds (AI Gateway's minimum).
+pub const MIN_CACHE_TTL_SECS: u32 = 60;
+/// Longest cache TTL a request may ask for, in seconds (30 days).
+pub const MAX_CACHE_TTL_SECS: u32 = 30 * 24 * 3600;
 
 /// What a client asks for on a fresh stream (the stream's first and only client frame).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +111,68 @@ pub struct Request {
     /// The charge id the entry node gave the request (set by nodes; a client's is ignored): the
     /// ledger charges it once, however often it is handed on.
     pub charge_id: Option<u128>,
+    /// How the mesh's result cache treats the request (only the entry node reads it).
+    pub cache: CachePolicy,
+}
+
+/// A request's cache controls, as AI Gateway's `cf-aig-cache-ttl`, `cf-aig-skip-cache` and
+/// `cf-aig-cache-key` headers give them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachePolicy {
+    /// How long a stored answer may be served, in seconds ([`MIN_CACHE_TTL_SECS`] to
+    /// [`MAX_CACHE_TTL_SECS`]); unset: the entry node's default.
+    pub ttl_secs: Option<u32>,
+    /// Neither look up nor store: always run the model (`BYPASS`).
+    pub skip: bool,
+    /// A key of the caller's own in place of the input and parameters (still per account and
+    /// model): requests with the same key share one answer.
+    pub key: Option<String>,
+}
+
+/// What the cache did for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum CacheStatus {
+    /// Answered from the cache: no model ran, no Neurons charged.
+    Hit,
+    /// Not in the cache: a model ran, and its answer was stored.
+    Miss,
+    /// The cache was not used: skipped, not deterministic, or no shard anywhere.
+    Bypass,
+}
+
+impl CacheStatus {
+    /// `HIT`, `MISS` or `BYPASS`, as AI Gateway's `cf-aig-cache-status` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// The cache's part in an answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheReport {
+    /// What it did.
+    pub status: CacheStatus,
+    /// The shard that owns the request's key, as `<node>/<index>` (on a hit: the one that
+    /// answered).
+    pub shard: Option<String>,
+    /// On a hit, how old the stored answer is, in milliseconds.
+    pub age_ms: Option<u64>,
+}
+
+impl CacheReport {
+    /// The cache was not used.
+    pub fn bypass() -> Self {
+        Self {
+            status: CacheStatus::Bypass,
+            shard: None,
+            age_ms: None,
+        }
+    }
 }
 
 /// An account's usage today, mesh-wide, as the node asked knows it.
@@ -117,6 +188,8 @@ pub struct AccountUsage {
     pub used_micro: u64,
     /// Requests charged today.
     pub requests: u64,
+    /// Requests answered from the cache today (free).
+    pub cached_requests: u64,
     /// The free daily allocation, in micro-Neurons.
     pub allocation_micro: u64,
     /// The day's limit in micro-Neurons, if any.
@@ -238,6 +311,8 @@ pub struct FinalResponse {
     pub timings: Timings,
     /// Which nodes handled it.
     pub route: Route,
+    /// What the cache did (set by the entry node).
+    pub cache: CacheReport,
 }
 
 /// Model output.
@@ -455,6 +530,21 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
             "malformed API key",
         ));
     }
+    if let Some(key) = &request.cache.key
+        && (key.is_empty() || key.len() > MAX_CACHE_KEY_BYTES)
+    {
+        return invalid(format!(
+            "a cache key must be 1 to {MAX_CACHE_KEY_BYTES} bytes, got {}",
+            key.len()
+        ));
+    }
+    if let Some(ttl) = request.cache.ttl_secs
+        && !(MIN_CACHE_TTL_SECS..=MAX_CACHE_TTL_SECS).contains(&ttl)
+    {
+        return invalid(format!(
+            "cache TTL {ttl} s is outside {MIN_CACHE_TTL_SECS} to {MAX_CACHE_TTL_SECS} s"
+        ));
+    }
     if request.hop_budget > MAX_HOP_BUDGET {
         return invalid(format!(
             "hop budget {} exceeds the limit of {MAX_HOP_BUDGET}",
@@ -572,6 +662,7 @@ mod tests {
             api_key: None,
             account: None,
             charge_id: None,
+            cache: CachePolicy::default(),
         }
     }
 
@@ -634,6 +725,22 @@ mod tests {
         let mut r = chat("hi");
         r.hop_budget = u8::MAX;
         assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        let mut r = chat("hi");
+        r.cache.key = Some("k".repeat(MAX_CACHE_KEY_BYTES + 1));
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        r.cache.key = Some(String::new());
+        assert_eq!(validate(&r).unwrap_err().code, ErrorCode::InvalidInput);
+        r.cache.key = Some("k".repeat(MAX_CACHE_KEY_BYTES));
+        assert!(validate(&r).is_ok());
+        for (ttl, ok) in [
+            (59, false),
+            (60, true),
+            (MAX_CACHE_TTL_SECS, true),
+            (MAX_CACHE_TTL_SECS + 1, false),
+        ] {
+            r.cache.ttl_secs = Some(ttl);
+            assert_eq!(validate(&r).is_ok(), ok, "ttl {ttl}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! have.
 
 pub mod admin;
+pub mod cache_shard;
 pub mod cluster_host;
 pub mod gateway;
 pub mod meter;

@@ -69,6 +69,23 @@ pub struct ConfigFile {
     /// The `[clients]` section.
     #[serde(default)]
     pub clients: ClientsSection,
+    /// The `[cache]` section.
+    #[serde(default)]
+    pub cache: CacheSection,
+}
+
+/// `[cache]`: this node's part of the mesh's result cache.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Shards on this node (default 2).
+    pub shards: Option<u16>,
+    /// Bytes the shards share, e.g. "256MiB" (the default); "0" keeps no entries here.
+    pub size: Option<String>,
+    /// How long an answer is kept when its request does not say (default 5 minutes; 60 s to
+    /// 30 days).
+    #[serde(default, with = "humantime_serde")]
+    pub default_ttl: Option<Duration>,
 }
 
 /// `[requests]`: what the node grants each request.
@@ -224,7 +241,16 @@ pub struct Config {
     pub fault_injection: bool,
     /// Serve keyless requests as the free account `anonymous`.
     pub allow_anonymous: bool,
+    /// The result cache.
+    pub cache: crate::actors::node_supervisor::CacheArguments,
 }
+
+/// Default cache shards per node.
+pub const DEFAULT_CACHE_SHARDS: u16 = 2;
+/// Default bytes of cache per node.
+pub const DEFAULT_CACHE_SIZE: u64 = 256 * 1024 * 1024;
+/// Default cache TTL.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 
 /// Default deadline of a request that names none.
 pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(120);
@@ -385,6 +411,7 @@ impl ConfigFile {
         }
 
         let allow_anonymous = self.clients.allow_anonymous.unwrap_or(false);
+        let cache = self.cache.validate()?;
         let models = self.models.validate()?;
         Ok(Config {
             request_limits: crate::request::Limits {
@@ -398,6 +425,7 @@ impl ConfigFile {
             ),
             fault_injection: false,
             allow_anonymous,
+            cache,
             catalog: models.catalog,
             models_dir: models.dir,
             host: models.host,
@@ -413,6 +441,44 @@ impl ConfigFile {
             cluster_tcp_listen,
             admin_listen,
             admin_token,
+        })
+    }
+}
+
+impl CacheSection {
+    fn validate(self) -> Result<crate::actors::node_supervisor::CacheArguments, ConfigError> {
+        let bytes = match self.size.as_deref() {
+            None => DEFAULT_CACHE_SIZE,
+            Some("0") => 0,
+            Some(text) => {
+                crate::hardware::parse_size(text).map_err(|e| ConfigError::new("cache.size", e))?
+            }
+        };
+        let shards = self.shards.unwrap_or(DEFAULT_CACHE_SHARDS);
+        if !(1..=64).contains(&shards) {
+            return Err(ConfigError::new("cache.shards", "must be between 1 and 64"));
+        }
+        if bytes != 0 && bytes < 64 * 1024 * u64::from(shards) {
+            return Err(ConfigError::new(
+                "cache.size",
+                "must be 0 (no entries here) or at least 64KiB per shard",
+            ));
+        }
+        let default_ttl = self.default_ttl.unwrap_or(DEFAULT_CACHE_TTL);
+        let (min, max) = (
+            ganglion_client::protocol::MIN_CACHE_TTL_SECS,
+            ganglion_client::protocol::MAX_CACHE_TTL_SECS,
+        );
+        if !(u64::from(min)..=u64::from(max)).contains(&default_ttl.as_secs()) {
+            return Err(ConfigError::new(
+                "cache.default_ttl",
+                format!("must be between {min} s and {max} s"),
+            ));
+        }
+        Ok(crate::actors::node_supervisor::CacheArguments {
+            shards: if bytes == 0 { 0 } else { shards },
+            bytes,
+            default_ttl,
         })
     }
 }
@@ -605,6 +671,9 @@ mod tests {
             ("[admin]\nlisten = \"0.0.0.0:9000\"", "admin.token"),
             ("[models]\nhost = [\"@nope/none\"]", "models.host"),
             ("[models]\nmemory_limit = \"lots\"", "models.memory_limit"),
+            ("[cache]\nsize = \"lots\"", "cache.size"),
+            ("[cache]\nshards = 0", "cache.shards"),
+            ("[cache]\ndefault_ttl = \"5s\"", "cache.default_ttl"),
             ("[models]\nconcurrency = 0", "models.concurrency"),
             ("[admin]\ntoken = \"short\"", "admin.token"),
             (

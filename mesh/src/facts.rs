@@ -93,3 +93,44 @@ impl ModelStates {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
+
+/// The peer behind each ractor_cluster session on this node, by the session's node id: how a
+/// remote actor (whose id carries only that node id) is tied to a peer's certificate name.
+/// Written by the cluster host as sessions come and go.
+#[derive(Debug, Clone, Default)]
+pub struct SessionNodes(Arc<RwLock<BTreeMap<u64, String>>>);
+
+impl SessionNodes {
+    /// Session `node_id` is with `peer`.
+    pub fn up(&self, node_id: u64, peer: &str) {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(node_id, peer.to_owned());
+    }
+
+    /// Forgets every session (a new NodeServer numbers its sessions afresh).
+    pub fn clear(&self) {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    /// Session `node_id` ended.
+    pub fn down(&self, node_id: u64) {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&node_id);
+    }
+
+    /// The peer of session `node_id`, while it lasts.
+    pub fn name(&self, node_id: u64) -> Option<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&node_id)
+            .cloned()
+    }
+}

@@ -9,6 +9,7 @@
 //! Start one with [`config::ConfigFile::validate`] and [`node::start`].
 
 pub mod actors;
+pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod facts;

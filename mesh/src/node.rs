@@ -198,6 +198,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         },
         revoked_file,
         ledger,
+        cache: config.cache,
         admin_listener,
         node_info: info.clone(),
         admin_token: Some(admin_token),

@@ -2,18 +2,21 @@
 //!
 //! 1. [`admit`]: bounds, catalog, path and hop budget, the request's deadline;
 //! 2. [`authenticate`]: the account, from the client's API key or the handing peer;
-//! 3. [`quota`]: the charge id, and a hold on the most the request could cost;
-//! 4. [`local`]: run on this node's model host when it hosts the model and has room (the
+//! 3. [`cache`] (entry node only): a hit is answered here and ends the request; a miss runs
+//!    on, and its answer is stored as it passes;
+//! 4. [`quota`]: the charge id, and a hold on the most the request could cost;
+//! 5. [`local`]: run on this node's model host when it hosts the model and has room (the
 //!    executing node charges the request in its ledger before the final frame leaves);
-//! 5. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
+//! 6. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
 //!    one answers, before any output;
 //!
-//! each stage relaying the answer to the requester through a [`Responder`]. The cache slots
-//! in as a further stage. Nothing here knows which door (QUIC data plane, or a later HTTP API)
-//! the request came through: the door supplies the [`Responder`].
+//! each stage relaying the answer to the requester through a [`Responder`]. Nothing here
+//! knows which door (QUIC data plane, or a later HTTP API) the request came through: the door
+//! supplies the [`Responder`].
 
 pub mod admit;
 pub mod authenticate;
+pub mod cache;
 pub mod handoff;
 pub mod local;
 pub mod quota;
@@ -54,8 +57,12 @@ pub struct Context {
     pub auth: authenticate::Auth,
     /// Neurons: reservations and counters.
     pub meter: crate::actors::meter::MeterHandle,
-    /// Peers (to reach an account's home node).
+    /// Peers (to reach an account's home node, or a cache shard).
     pub directory: crate::actors::peer_directory::PeerDirectoryHandle,
+    /// The result cache.
+    pub cache: cache::Settings,
+    /// The ledger (for the free records of cache hits).
+    pub ledger: crate::metering::ledger::LedgerWriter,
 }
 
 /// Who sent a request to this node.
@@ -108,6 +115,14 @@ pub async fn run(
         let error = WireError::new(ErrorCode::UnknownModel, "model left the catalog");
         return fail(out, error).await;
     };
+    let filler = match origin {
+        Origin::Client => match cache::begin(ctx, &admitted, spec, out).await {
+            cache::Began::Answered => return,
+            cache::Began::Run(filler) => Some(filler),
+        },
+        Origin::Peer(_) => None,
+    };
+    let out = &mut cache::Filling { inner: out, filler };
     let hold = match quota::reserve(ctx, spec, &origin, &mut admitted.request, now).await {
         Ok(hold) => hold,
         Err(error) => return fail(out, error).await,

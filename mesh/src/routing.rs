@@ -3,5 +3,7 @@
 //!
 //! - [`placement`]: scores peers that host a model by RTT, expected queue wait and health, and
 //!   ranks the candidates a request may be handed to, never a node already on its path.
+//! - [`rendezvous`]: which member owns a key (account homes, cache shards).
 
 pub mod placement;
+pub mod rendezvous;

@@ -185,6 +185,16 @@ struct RunArgs {
     /// loopback-only clients unless --allow-remote-clients).
     #[arg(long)]
     allow_anonymous: bool,
+    /// Result cache shards on this node.
+    #[arg(long)]
+    cache_shards: Option<u16>,
+    /// Bytes of result cache on this node, e.g. 256MiB; 0 keeps no entries here (requests
+    /// entering here still use the mesh's other shards).
+    #[arg(long)]
+    cache_size: Option<String>,
+    /// How long an answer stays cached when its request does not say, e.g. "5m".
+    #[arg(long, value_parser = humantime_duration)]
+    cache_ttl: Option<Duration>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -230,6 +240,9 @@ impl RunArgs {
             &mut file.clients.max_connections_per_address,
             self.max_connections_per_address,
         );
+        set(&mut file.cache.shards, self.cache_shards);
+        set(&mut file.cache.size, self.cache_size);
+        set(&mut file.cache.default_ttl, self.cache_ttl);
         set(&mut file.admin.token, env::admin_token());
         set(&mut file.admin.token, self.admin_token);
         Ok(file)

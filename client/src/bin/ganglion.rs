@@ -1,8 +1,9 @@
 //! `ganglion`: talk to a Ganglion mesh from a shell.
 //!
 //! ```text
-//! ganglion generate --node ADDR --ca FILE --model ID [--max-tokens N] [--json] PROMPT
-//! ganglion embed    --node ADDR --ca FILE --model ID [--json] TEXT...
+//! ganglion generate --node ADDR --ca FILE --model ID [--max-tokens N] [--json] [CACHE] PROMPT
+//! ganglion embed    --node ADDR --ca FILE --model ID [--json] [CACHE] TEXT...
+//!   CACHE: [--cache-ttl SECS] [--skip-cache] [--cache-key KEY]
 //! ganglion models   --node ADDR --ca FILE
 //! ```
 
@@ -12,10 +13,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
-use ganglion_client::protocol::{FinalResponse, Output};
-use ganglion_client::{Client, GenerateRequest, StreamEvent};
+use ganglion_client::protocol::{CachePolicy, FinalResponse, Output};
+use ganglion_client::{Client, EmbedRequest, GenerateRequest, StreamEvent};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +45,31 @@ struct Connection {
     api_key: Option<String>,
 }
 
+/// Cache controls of one request.
+#[derive(Debug, Args)]
+struct CacheArgs {
+    /// How long the mesh may serve this answer from its cache, in seconds (60 to 2592000;
+    /// unset: the entry node's default).
+    #[arg(long, value_name = "SECS")]
+    cache_ttl: Option<u32>,
+    /// Neither look up nor store this answer: always run the model.
+    #[arg(long)]
+    skip_cache: bool,
+    /// Cache under this key instead of the input and parameters (per account and model).
+    #[arg(long, value_name = "KEY")]
+    cache_key: Option<String>,
+}
+
+impl CacheArgs {
+    fn policy(self) -> CachePolicy {
+        CachePolicy {
+            ttl_secs: self.cache_ttl,
+            skip: self.skip_cache,
+            key: self.cache_key,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Show the calling account's usage today: used, allocation, limit, reset time.
@@ -70,6 +96,8 @@ enum Command {
         /// Sampler seed.
         #[arg(long)]
         seed: Option<u64>,
+        #[command(flatten)]
+        cache: CacheArgs,
         /// Print the final response (text, usage, timings, route) as JSON.
         #[arg(long)]
         json: bool,
@@ -86,6 +114,8 @@ enum Command {
         /// Print the final response as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
         /// Texts to embed.
         #[arg(required = true)]
         texts: Vec<String>,
@@ -129,11 +159,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_tokens,
             temperature,
             seed,
+            cache,
             json,
             prompt,
         } => {
             let client = connect(&connection).await?;
-            let mut request = GenerateRequest::new(model, prompt);
+            let mut request = GenerateRequest::new(model, prompt).cache(cache.policy());
             request.parameters.max_tokens = max_tokens;
             request.parameters.temperature = temperature;
             request.parameters.seed = seed;
@@ -152,6 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     StreamEvent::Final(response) => {
                         println!();
                         eprintln!("route: {}", route_summary(&response.route));
+                        eprintln!("cache: {}", cache_summary(&response.cache));
                     }
                 }
             }
@@ -161,10 +193,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             connection,
             model,
             json,
+            cache,
             texts,
         } => {
             let client = connect(&connection).await?;
-            let response = client.embed_full(model, texts.clone()).await?;
+            let request = EmbedRequest::new(model, texts.clone()).cache(cache.policy());
+            let response = client.embed_request(request).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&final_json(&response))?);
             } else if let Output::Embeddings(vectors) = &response.output {
@@ -194,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "day": usage.day,
                         "used_neurons": neurons(usage.used_micro),
                         "requests": usage.requests,
+                        "cached_requests": usage.cached_requests,
                         "free_allocation_neurons": neurons(usage.allocation_micro),
                         "limit_neurons": usage.limit_micro.map(neurons),
                         "resets_at": resets,
@@ -204,12 +239,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .limit_micro
                     .map_or("none".to_owned(), |l| format!("{}", neurons(l)));
                 println!(
-                    "account {} ({:?}) on {}: {} Neurons in {} requests; free allocation {}, limit {limit}; resets at {resets}",
+                    "account {} ({:?}) on {}: {} Neurons in {} requests ({} more from the cache); free allocation {}, limit {limit}; resets at {resets}",
                     usage.account,
                     usage.plan,
                     usage.day,
                     neurons(usage.used_micro),
                     usage.requests,
+                    usage.cached_requests,
                     neurons(usage.allocation_micro),
                 );
             }
@@ -254,6 +290,11 @@ fn final_json(response: &FinalResponse) -> serde_json::Value {
             "attempts": response.route.attempts.iter().map(|a| serde_json::json!({ "node": a.node, "code": a.code.as_str(), "reason": a.reason })).collect::<Vec<_>>(),
             "per_hop": response.route.per_hop.iter().map(|h| serde_json::json!({ "node": h.node, "first_token_ms": h.first_token_ms, "total_ms": h.total_ms })).collect::<Vec<_>>(),
         },
+        "cache": {
+            "status": response.cache.status.as_str(),
+            "shard": response.cache.shard,
+            "age_ms": response.cache.age_ms,
+        },
     });
     match &response.output {
         Output::Text {
@@ -283,6 +324,19 @@ fn route_summary(route: &ganglion_client::protocol::Route) -> String {
         if hops == 1 { "" } else { "s" },
         times.join(", ")
     )
+}
+
+/// One line for people: what the cache did.
+fn cache_summary(cache: &ganglion_client::protocol::CacheReport) -> String {
+    let mut line = cache.status.as_str().to_owned();
+    if let Some(shard) = &cache.shard {
+        line.push_str(&format!(" (shard {shard}"));
+        if let Some(age) = cache.age_ms {
+            line.push_str(&format!(", stored {:.1} s ago", age as f64 / 1000.0));
+        }
+        line.push(')');
+    }
+    line
 }
 
 /// RFC 3339 text of Unix seconds.

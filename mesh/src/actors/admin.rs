@@ -4,6 +4,7 @@
 //! The actor owns the HTTP server task (routes in [`routes`]) and stops it when it stops, or
 //! fails; it takes no messages.
 
+mod cache;
 pub mod client;
 pub mod routes;
 

@@ -91,6 +91,10 @@ pub struct Arguments {
     pub limits: crate::transport::limits::ConnectionLimits,
     /// This node's meter (answers peers' quota requests).
     pub meter: super::meter::MeterHandle,
+    /// This node's cache shards (answer peers' lookups).
+    pub cache: super::cache_shard::Shards,
+    /// The peer behind each cluster session, kept up to date here.
+    pub sessions: crate::facts::SessionNodes,
 }
 
 /// A ractor_cluster session event, forwarded from the `NodeServer`.
@@ -177,6 +181,8 @@ pub struct State {
     directory: PeerDirectoryHandle,
     gateway: GatewayHandle,
     meter: super::meter::MeterHandle,
+    cache: super::cache_shard::Shards,
+    sessions: crate::facts::SessionNodes,
     links: HashMap<String, Link>,
     dial_book: HashMap<SocketAddr, DialEntry>,
     dialing: BTreeSet<SocketAddr>,
@@ -269,6 +275,12 @@ impl Actor for ClusterHost {
             directory: args.directory,
             gateway: args.gateway,
             meter: args.meter,
+            cache: args.cache,
+            sessions: {
+                // Sessions of an earlier host (and their node ids) are gone.
+                args.sessions.clear();
+                args.sessions
+            },
             links: HashMap::new(),
             dial_book,
             dialing: BTreeSet::new(),
@@ -386,6 +398,7 @@ impl State {
             gateway: self.gateway.clone(),
             directory: self.directory.clone(),
             meter: self.meter.clone(),
+            cache: self.cache.clone(),
         };
         self.tasks
             .spawn(serve_connection(myself, owners, name, connection, direction).instrument(span));
@@ -553,6 +566,7 @@ impl State {
                 {
                     link.session_ready = true;
                 }
+                self.sessions.up(info.node_id, &label.peer);
                 self.directory.session_up(label.peer, label.connection_id);
             }
             (SessionEvent::Disconnected(_), Some(label)) => {
@@ -564,6 +578,7 @@ impl State {
                     // the peers reconnect and open a fresh session.
                     CloseCode::SessionTimeout.close(&link.connection);
                 }
+                self.sessions.down(info.node_id);
                 self.directory.session_down(label.peer, label.connection_id);
             }
             _ => {}
@@ -643,6 +658,8 @@ struct StreamOwners {
     directory: PeerDirectoryHandle,
     /// `Quota` streams: the peer's quota requests for accounts whose home is this node.
     meter: super::meter::MeterHandle,
+    /// `Cache` streams: the peer's lookups at this node's shards.
+    cache: super::cache_shard::Shards,
 }
 
 /// Runs one peer connection: opens the cluster session (when this node dialed), serves the
@@ -796,6 +813,10 @@ async fn serve_stream(
         }
         Ok(Ok(Some(PeerStreamKind::Quota))) => {
             super::meter::serve_quota_stream(owners.meter, label.peer, send, recv).await;
+            return;
+        }
+        Ok(Ok(Some(PeerStreamKind::Cache))) => {
+            super::cache_shard::remote::serve(owners.cache, label.peer, send, recv).await;
             return;
         }
         Ok(Ok(Some(other))) => format!("stream kind {other:?} is not served"),

@@ -316,6 +316,7 @@ async fn account_usage(
         day: usage::day_text(day),
         used_micro: totals.micro,
         requests: totals.requests,
+        cached_requests: totals.cached,
         allocation_micro: usage::FREE_DAILY_NEURONS * MICRO,
         limit_micro: usage::daily_limit(account.plan, account.daily_limit),
         resets_at: usage::reset_at(day),

@@ -58,6 +58,13 @@ pub enum Msg {
         /// Micro-Neurons.
         micro: u64,
     },
+    /// A request this node answered from the cache.
+    Cached {
+        /// The day.
+        day: Day,
+        /// The account.
+        account: String,
+    },
     /// A peer's own totals, from its advert.
     Merge {
         /// The peer.
@@ -148,12 +155,16 @@ impl Actor for Meter {
         let today = usage::day_of(unix_now());
         let mut counters = UsageCounters::default();
         for record in records.iter().filter(|r| r.day + 1 >= today) {
-            counters.charge(
-                &args.node,
-                record.day,
-                &record.account,
-                record.micro_neurons,
-            );
+            if record.cached {
+                counters.cached(&args.node, record.day, &record.account);
+            } else {
+                counters.charge(
+                    &args.node,
+                    record.day,
+                    &record.account,
+                    record.micro_neurons,
+                );
+            }
         }
         myself.send_interval(SWEEP, || Msg::Sweep);
         Ok(State {
@@ -238,6 +249,10 @@ impl Actor for Meter {
                 micro,
             } => {
                 state.counters.charge(&state.node, day, &account, micro);
+                state.changed.notify_one();
+            }
+            Msg::Cached { day, account } => {
+                state.counters.cached(&state.node, day, &account);
                 state.changed.notify_one();
             }
             Msg::Merge { node, mut usage } => {
@@ -346,6 +361,14 @@ impl MeterHandle {
             day,
             account: account.to_owned(),
             micro,
+        });
+    }
+
+    /// Counts a request this node answered from the cache.
+    pub fn cached(&self, day: Day, account: &str) {
+        let _ = self.0.get().cast(Msg::Cached {
+            day,
+            account: account.to_owned(),
         });
     }
 

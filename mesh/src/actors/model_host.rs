@@ -417,6 +417,7 @@ async fn charge(
         executor: node.to_owned(),
         at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
         day,
+        cached: false,
     };
     match ledger.commit(record).await {
         Ok(true) => meter.charged(day, &account.name, micro),
@@ -466,6 +467,7 @@ async fn run(
                 total_ms,
             }],
         },
+        cache: ganglion_client::protocol::CacheReport::bypass(),
     })
 }
 

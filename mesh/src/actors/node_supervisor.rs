@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::{ActorSlot, admin, cluster_host, gateway, meter, model_host, peer_directory, router};
-use crate::facts::{ModelState, ModelStates, ModelStatus, NodeInfo};
+use super::{
+    ActorSlot, admin, cache_shard, cluster_host, gateway, meter, model_host, peer_directory, router,
+};
+use crate::facts::{ModelState, ModelStates, ModelStatus, NodeInfo, SessionNodes};
 use crate::faults::Faults;
 use crate::inference::Backend;
 use crate::models::{Catalog, ModelSpec};
@@ -49,11 +51,13 @@ pub enum Child {
     Admin,
     /// The host of a model.
     Model(String),
+    /// A cache shard, by its index.
+    CacheShard(u16),
 }
 
 impl Child {
-    /// Parses the names the fault-injection route takes: `directory`, `router`, `gateway`,
-    /// `cluster_host`, `admin`, or `model:<id>`.
+    /// Parses the names the fault-injection route takes: `directory`, `meter`, `router`,
+    /// `gateway`, `cluster_host`, `admin`, `model:<id>` or `cache:<index>`.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "directory" => Self::Directory,
@@ -62,7 +66,10 @@ impl Child {
             "gateway" => Self::Gateway,
             "cluster_host" => Self::ClusterHost,
             "admin" => Self::Admin,
-            other => Self::Model(other.strip_prefix("model:")?.to_owned()),
+            other => match other.strip_prefix("cache:") {
+                Some(index) => Self::CacheShard(index.parse().ok()?),
+                None => Self::Model(other.strip_prefix("model:")?.to_owned()),
+            },
         })
     }
 }
@@ -108,6 +115,19 @@ pub struct Arguments {
     pub revoked_file: std::path::PathBuf,
     /// The ledger (opened by the node, held by the meter and the writer).
     pub ledger: Arc<crate::metering::ledger::Ledger>,
+    /// The result cache.
+    pub cache: CacheArguments,
+}
+
+/// The cache as configured.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheArguments {
+    /// Shards on this node (0 when the cache is off here).
+    pub shards: u16,
+    /// Bytes the shards share.
+    pub bytes: u64,
+    /// How long answers are kept when a request does not say.
+    pub default_ttl: Duration,
 }
 
 /// Cluster host arguments before the directory exists.
@@ -137,6 +157,7 @@ struct Specs {
     admin: admin::Context,
     models: BTreeMap<String, model_host::Arguments>,
     meter: meter::Arguments,
+    shards: Vec<cache_shard::Arguments>,
 }
 
 /// The supervisor's state.
@@ -151,6 +172,7 @@ pub struct State {
     gateway: ActorSlot<gateway::Msg>,
     cluster: Option<ActorRef<cluster_host::Msg>>,
     hosts: BTreeMap<String, ActorSlot<model_host::Msg>>,
+    shards: Vec<ActorSlot<cache_shard::Msg>>,
     states: ModelStates,
 }
 
@@ -229,6 +251,34 @@ impl Actor for NodeSupervisor {
         }
         let local_models = model_host::LocalModels::new(handles, states.clone());
 
+        let shard_specs: Vec<cache_shard::Arguments> = (0..args.cache.shards)
+            .map(|index| cache_shard::Arguments {
+                index,
+                bytes: args.cache.bytes / u64::from(args.cache.shards),
+            })
+            .collect();
+        let mut shard_slots = Vec::new();
+        for spec in &shard_specs {
+            let shard = spawn(
+                crate::cache::shard_name(spec.index),
+                cache_shard::CacheShard,
+                spec.clone(),
+                &cell,
+            )
+            .await?;
+            remember(Child::CacheShard(spec.index), shard.get_cell());
+            shard_slots.push(ActorSlot::new(shard));
+        }
+        let sessions = SessionNodes::default();
+        let shards = cache_shard::Shards::new(
+            name.clone(),
+            shard_slots
+                .iter()
+                .map(|slot| cache_shard::CacheShardHandle(slot.clone()))
+                .collect(),
+            sessions.clone(),
+        );
+
         let directory_args = peer_directory::Arguments {
             name: name.clone(),
             advertise: args.advertise,
@@ -274,6 +324,11 @@ impl Actor for NodeSupervisor {
                 auth: args.auth.clone(),
                 meter: meter_handle.clone(),
                 directory: directory_handle.clone(),
+                cache: request::cache::Settings {
+                    shards: shards.clone(),
+                    default_ttl: args.cache.default_ttl,
+                },
+                ledger: ledger_writer.clone(),
             },
             directory: directory_handle.clone(),
         };
@@ -298,6 +353,8 @@ impl Actor for NodeSupervisor {
             gateway: gateway::GatewayHandle(gateway.clone()),
             limits: c.limits,
             meter: meter_handle.clone(),
+            cache: shards.clone(),
+            sessions,
         };
         let cluster = spawn(
             "ganglion.cluster_host".into(),
@@ -322,6 +379,7 @@ impl Actor for NodeSupervisor {
             key_verifier: args.auth.verifier.clone(),
             meter: meter_handle,
             ledger: args.ledger.clone(),
+            cache: shards,
         });
         let admin = spawn_admin(&args.admin_listener, admin_context.clone(), &cell).await?;
         remember(Child::Admin, admin.get_cell());
@@ -336,6 +394,7 @@ impl Actor for NodeSupervisor {
                 admin: admin_context,
                 models: model_specs,
                 meter: meter_args,
+                shards: shard_specs,
             },
             live,
             cells,
@@ -346,6 +405,7 @@ impl Actor for NodeSupervisor {
             gateway,
             cluster: Some(cluster),
             hosts,
+            shards: shard_slots,
             states,
         })
     }
@@ -399,6 +459,13 @@ impl Actor for NodeSupervisor {
         state.cells.remove(&child);
         tracing::error!(?child, %why, "node actor ended; restarting it");
         if !state.may_restart(&child) {
+            if let Child::CacheShard(index) = &child {
+                tracing::error!(
+                    index,
+                    "cache shard failed too often; the mesh's other shards take its keys"
+                );
+                return Ok(());
+            }
             if let Child::Model(id) = &child {
                 tracing::error!(model = %id, "model host failed too often; its model is no longer served");
                 state.states.set(id, ModelState::Failed);
@@ -544,6 +611,23 @@ impl State {
                     slot.replace(actor.clone());
                 }
                 self.states.set(id, ModelState::Hosted);
+                actor.get_cell()
+            }
+            Child::CacheShard(index) => {
+                let (Some(args), Some(slot)) = (
+                    self.specs.shards.get(usize::from(*index)),
+                    self.shards.get(usize::from(*index)),
+                ) else {
+                    return Ok(());
+                };
+                let actor = spawn(
+                    crate::cache::shard_name(*index),
+                    cache_shard::CacheShard,
+                    args.clone(),
+                    me,
+                )
+                .await?;
+                slot.replace(actor.clone());
                 actor.get_cell()
             }
         };

@@ -876,6 +876,7 @@ mod tests {
                 totals: crate::metering::usage::Totals {
                     micro: u64::MAX,
                     requests: u64::MAX,
+                    cached: u64::MAX,
                 },
             };
             MAX_ADVERT_ACCOUNTS

@@ -60,6 +60,8 @@ pub struct Totals {
     pub micro: u64,
     /// Requests charged.
     pub requests: u64,
+    /// Requests answered from the cache (free).
+    pub cached: u64,
 }
 
 impl Totals {
@@ -67,6 +69,7 @@ impl Totals {
         Self {
             micro: self.micro.max(other.micro),
             requests: self.requests.max(other.requests),
+            cached: self.cached.max(other.cached),
         }
     }
 
@@ -74,6 +77,7 @@ impl Totals {
         Self {
             micro: self.micro.saturating_add(other.micro),
             requests: self.requests.saturating_add(other.requests),
+            cached: self.cached.saturating_add(other.cached),
         }
     }
 }
@@ -101,13 +105,31 @@ pub struct UsageCounters {
 impl UsageCounters {
     /// Adds a charge executed by `node` (this node) to its own counter.
     pub fn charge(&mut self, node: &str, day: Day, account: &str, micro: u64) {
+        let charge = Totals {
+            micro,
+            requests: 1,
+            cached: 0,
+        };
+        self.add_own(node, day, account, charge);
+    }
+
+    /// Counts a request `node` (this node) answered from the cache, free.
+    pub fn cached(&mut self, node: &str, day: Day, account: &str) {
+        let hit = Totals {
+            cached: 1,
+            ..Totals::default()
+        };
+        self.add_own(node, day, account, hit);
+    }
+
+    fn add_own(&mut self, node: &str, day: Day, account: &str, totals: Totals) {
         let own = self
             .counters
             .entry((day, account.to_owned()))
             .or_default()
             .entry(node.to_owned())
             .or_default();
-        *own = own.plus(Totals { micro, requests: 1 });
+        *own = own.plus(totals);
     }
 
     /// Merges what `node` says its totals are (max per node: never goes back).
@@ -132,7 +154,11 @@ impl UsageCounters {
             .or_default()
             .entry(node.to_owned())
             .or_default();
-        *reported = reported.plus(Totals { micro, requests: 1 });
+        *reported = reported.plus(Totals {
+            micro,
+            requests: 1,
+            cached: 0,
+        });
     }
 
     /// Per node, the larger of what it advertised and what was reported of it.
@@ -273,6 +299,7 @@ mod tests {
             totals: Totals {
                 micro: 10,
                 requests: 2,
+                cached: 0,
             },
         }];
         here.merge("b", &from_b);
@@ -286,6 +313,7 @@ mod tests {
                 totals: Totals {
                     micro: 4,
                     requests: 1,
+                    cached: 0,
                 },
             }],
         );
@@ -293,7 +321,8 @@ mod tests {
             here.total(1, "acme"),
             Totals {
                 micro: 16,
-                requests: 4
+                requests: 4,
+                cached: 0,
             }
         );
         assert_eq!(
@@ -303,7 +332,8 @@ mod tests {
                 account: "acme".into(),
                 totals: Totals {
                     micro: 6,
-                    requests: 2
+                    requests: 2,
+                    cached: 0,
                 },
             }]
         );
@@ -315,7 +345,8 @@ mod tests {
             here.total(1, "acme"),
             Totals {
                 micro: 21,
-                requests: 5
+                requests: 5,
+                cached: 0,
             }
         );
         here.merge(
@@ -326,6 +357,7 @@ mod tests {
                 totals: Totals {
                     micro: 5,
                     requests: 1,
+                    cached: 0,
                 },
             }],
         );
@@ -333,7 +365,8 @@ mod tests {
             here.total(1, "acme"),
             Totals {
                 micro: 21,
-                requests: 5
+                requests: 5,
+                cached: 0,
             }
         );
         assert_eq!(here.accounts(1).len(), 1);
@@ -350,7 +383,11 @@ mod tests {
             [NodeUsage {
                 day: 0,
                 account: "x".into(),
-                totals: Totals { micro, requests },
+                totals: Totals {
+                    micro,
+                    requests,
+                    cached: 0,
+                },
             }]
         };
         for u in updates {

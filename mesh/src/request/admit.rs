@@ -102,6 +102,7 @@ mod tests {
             api_key: None,
             account: None,
             charge_id: None,
+            cache: Default::default(),
         }
     }
 

@@ -97,6 +97,7 @@ mod tests {
             api_key: key.map(ganglion_client::protocol::ApiKey),
             account: None,
             charge_id: None,
+            cache: Default::default(),
         }
     }
 

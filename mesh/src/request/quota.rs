@@ -189,6 +189,7 @@ mod tests {
             api_key: None,
             account: None,
             charge_id: None,
+            cache: Default::default(),
         }
     }
 

@@ -11,6 +11,8 @@
 //! - `GET /admin/usage[?account=NAME]`: mesh-wide usage per account today: Neurons, requests,
 //!   free allocation used, billable, and what this node charged (its ledger's sum)
 //! - `GET /admin/ledger[?day=YYYY-MM-DD&account=NAME]`: this node's ledger records
+//! - `GET /admin/cache`, `DELETE /admin/cache[?model=ID&account=NAME]`: the result cache's
+//!   shards on this node; purging them (see [`super::cache`])
 //! - `POST /admin/keys/revoke` with `{"key": KEY}` (the key itself or its id): revokes it here,
 //!   stores it, and adverts carry it to every other node
 //! - `POST /admin/faults/kill/{*child}` and `POST /admin/faults/panic-next-job`: fault injection
@@ -70,6 +72,8 @@ pub struct ContextParts {
     pub meter: crate::actors::meter::MeterHandle,
     /// This node's ledger (read by `/admin/ledger`).
     pub ledger: Arc<crate::metering::ledger::Ledger>,
+    /// This node's cache shards.
+    pub cache: crate::actors::cache_shard::Shards,
 }
 
 #[derive(Debug)]
@@ -89,7 +93,7 @@ impl Context {
         }))
     }
 
-    fn parts(&self) -> &ContextParts {
+    pub(super) fn parts(&self) -> &ContextParts {
         &self.0.parts
     }
 }
@@ -104,7 +108,11 @@ pub fn router(context: Context) -> Router {
         .route("/admin/routing", get(routing))
         .route("/admin/keys/revoke", post(revoke))
         .route("/admin/usage", get(usage))
-        .route("/admin/ledger", get(ledger));
+        .route("/admin/ledger", get(ledger))
+        .route(
+            "/admin/cache",
+            get(super::cache::show).delete(super::cache::purge),
+        );
     if context.parts().faults.enabled() {
         protected = protected
             .route("/admin/faults/kill/{*child}", post(kill))
@@ -208,7 +216,7 @@ async fn models(State(ctx): State<Context>) -> Response {
     .into_response()
 }
 
-fn unavailable(message: &str) -> Response {
+pub(super) fn unavailable(message: &str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(serde_json::json!({ "error": message })),
@@ -251,12 +259,14 @@ async fn usage(
                 "neurons": neurons_text(totals.micro),
                 "micro_neurons": totals.micro,
                 "requests": totals.requests,
+                "cached_requests": totals.cached,
                 "free_allocation_used": neurons_text(free_used),
                 "billable": neurons_text(totals.micro - free_used),
                 "charged_by_this_node": {
                     "neurons": neurons_text(here.micro),
                     "micro_neurons": here.micro,
                     "requests": here.requests,
+                    "cached_requests": here.cached,
                 },
             })
         })
@@ -345,7 +355,7 @@ async fn kill(State(ctx): State<Context>, Path(child): Path<String>) -> Response
     } else {
         (
             StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "no such child; use directory, router, gateway, cluster_host, admin or model:<id>" })),
+            Json(serde_json::json!({ "error": "no such child; use directory, meter, router, gateway, cluster_host, admin, model:<id> or cache:<index>" })),
         )
             .into_response()
     }

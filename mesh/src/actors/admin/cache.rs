@@ -1,0 +1,54 @@
+//! The admin routes of the result cache:
+//! - `GET /admin/cache`: this node's shards (entries, bytes, hits, misses, evictions, keys in
+//!   flight and lookups waiting), the requests that went without the cache here, and every
+//!   live shard of the mesh;
+//! - `DELETE /admin/cache[?model=ID&account=NAME]`: drops this node's entries (all, or those of
+//!   a model and/or an account). Each node purges its own shards: to purge the mesh, ask each.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+
+use super::routes::{Context, unavailable};
+use crate::cache::store::Purge;
+
+/// Query of `DELETE /admin/cache`.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct PurgeQuery {
+    model: Option<String>,
+    account: Option<String>,
+}
+
+pub(super) async fn show(State(ctx): State<Context>) -> Response {
+    let shards = &ctx.parts().cache;
+    let mut local = Vec::new();
+    for shard in shards.all_local() {
+        match shard.stats().await {
+            Ok(stats) => local.push(stats),
+            Err(e) => return unavailable(&format!("a cache shard did not answer: {e}")),
+        }
+    }
+    let members = shards.members();
+    Json(serde_json::json!({
+        "node": shards.node(),
+        "shards": local,
+        "bypasses": shards.bypasses(),
+        "mesh_shards": members.iter().map(|m| m.label()).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+pub(super) async fn purge(State(ctx): State<Context>, Query(query): Query<PurgeQuery>) -> Response {
+    let purge = Purge {
+        model: query.model,
+        account: query.account,
+    };
+    let mut purged = 0;
+    for shard in ctx.parts().cache.all_local() {
+        match shard.purge(purge.clone()).await {
+            Ok(n) => purged += n,
+            Err(e) => return unavailable(&format!("a cache shard did not answer: {e}")),
+        }
+    }
+    Json(serde_json::json!({ "purged": purged })).into_response()
+}

@@ -1,0 +1,427 @@
+//! CacheShard: one slice of the mesh's result cache.
+//!
+//! Each node runs a few shards (`--cache-shards`), sharing the node's byte budget
+//! (`--cache-size`). Each joins process group [`GROUP`] under the name
+//! [`crate::cache::shard_name`], so every node sees every shard and finds a key's owner by
+//! rendezvous hashing over them ([`Shards::members`]). A shard holds its entries
+//! ([`crate::cache::store`]) and the keys being filled ([`crate::cache::flight`]): a lookup is
+//! answered with the stored answer, with a lease to fill the key, or (when someone else is
+//! filling it) later, with their answer or, if they give up, with the lease. Peers reach a
+//! shard over `Cache` streams ([`remote`]). A shard that fails is restarted empty: its entries
+//! are lost (misses), its waiters go on without the cache.
+
+pub mod remote;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde::Serialize;
+
+use super::{ActorSlot, LocalCallError};
+use crate::cache::flight::{Flights, Joined};
+use crate::cache::key::CacheKey;
+use crate::cache::store::{Answer, Found, Owner, Purge, Store};
+use crate::cache::{GROUP, ShardId, index_of};
+use crate::facts::SessionNodes;
+
+/// How often leases that ran out are handed on.
+const TICK: Duration = Duration::from_secs(1);
+/// How often expired entries are swept out (ticks).
+const SWEEP_TICKS: u64 = 10;
+
+/// The actor.
+#[derive(Debug, Default)]
+pub struct CacheShard;
+
+/// Start-up arguments (kept by the supervisor to restart the shard).
+#[derive(Debug, Clone)]
+pub struct Arguments {
+    /// Its index on this node.
+    pub index: u16,
+    /// Its share of the node's byte budget.
+    pub bytes: u64,
+}
+
+/// A shard's answer to a lookup.
+#[derive(Debug)]
+pub enum Reply {
+    /// Stored (or just filled by another request).
+    Hit(Found),
+    /// Not stored: the caller fills it, under this lease.
+    Lead(u64),
+    /// The shard is too busy with this key or others: go without the cache.
+    Busy,
+}
+
+/// Messages of a shard.
+pub enum Msg {
+    /// Look `key` up; lead its flight (for `lease_ms`) or wait for it.
+    Lookup {
+        /// The key.
+        key: CacheKey,
+        /// How long the caller would hold the lease.
+        lease_ms: u64,
+        /// The answer (perhaps much later, for a waiter).
+        reply: RpcReplyPort<Reply>,
+    },
+    /// The leader's answer for `key`.
+    Fill {
+        /// The key.
+        key: CacheKey,
+        /// The lease it led under.
+        lease: u64,
+        /// Whose it is.
+        owner: Owner,
+        /// The answer.
+        answer: Answer,
+        /// How long to keep it.
+        ttl_ms: u64,
+    },
+    /// The leader of `hash` gave up.
+    Abandon {
+        /// The key's hash.
+        hash: [u8; 32],
+        /// The lease it led under.
+        lease: u64,
+    },
+    /// Counters for the admin endpoint.
+    Stats(RpcReplyPort<ShardStats>),
+    /// Drops the entries named; answers how many.
+    Purge(Purge, RpcReplyPort<usize>),
+    /// Hands on leases that ran out; now and then sweeps out expired entries.
+    Tick,
+}
+
+// Serializable so that the shard can be a member of a process group seen by other nodes; no
+// variant ever crosses the wire (peers use `Cache` streams).
+impl ractor::Message for Msg {
+    fn serializable() -> bool {
+        true
+    }
+}
+
+/// A shard's counters, as `/admin/cache` shows them.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardStats {
+    /// Its index on this node.
+    pub index: u16,
+    /// Entries held.
+    pub entries: usize,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Its byte budget.
+    pub capacity_bytes: u64,
+    /// Lookups answered from it (waiters answered by a fill included).
+    pub hits: u64,
+    /// Lookups that found nothing and led the fill.
+    pub misses: u64,
+    /// Lookups refused for want of room in the flight table.
+    pub busy: u64,
+    /// Entries evicted for room.
+    pub evictions: u64,
+    /// Keys being filled now.
+    pub in_flight: usize,
+    /// Lookups waiting for a fill now.
+    pub waiting: usize,
+}
+
+/// A shard's state.
+pub struct State {
+    store: Store,
+    flights: Flights<RpcReplyPort<Reply>>,
+    stats: ShardStats,
+    ticks: u64,
+}
+
+fn now_ms() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl State {
+    /// Gives each new leader its lease; one that left meanwhile passes it on.
+    fn hand_leases(&mut self, mut leaders: Vec<([u8; 32], RpcReplyPort<Reply>, u64)>) {
+        while let Some((hash, waiter, lease)) = leaders.pop() {
+            if waiter.send(Reply::Lead(lease)).is_err()
+                && let Some((next, lease)) = self
+                    .flights
+                    .abandoned(&hash, lease, now_ms(), |w| !w.is_closed())
+            {
+                leaders.push((hash, next, lease));
+            }
+        }
+    }
+}
+
+impl Actor for CacheShard {
+    type Msg = Msg;
+    type State = State;
+    type Arguments = Arguments;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Msg>,
+        args: Arguments,
+    ) -> Result<State, ActorProcessingErr> {
+        ractor::pg::join(GROUP.to_owned(), vec![myself.get_cell()]);
+        myself.send_interval(TICK, || Msg::Tick);
+        Ok(State {
+            store: Store::new(args.bytes),
+            flights: Flights::default(),
+            stats: ShardStats {
+                index: args.index,
+                entries: 0,
+                bytes: 0,
+                capacity_bytes: args.bytes,
+                hits: 0,
+                misses: 0,
+                busy: 0,
+                evictions: 0,
+                in_flight: 0,
+                waiting: 0,
+            },
+            ticks: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Msg>,
+        msg: Msg,
+        state: &mut State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            Msg::Lookup {
+                key,
+                lease_ms,
+                reply,
+            } => {
+                let now = now_ms();
+                if let Some(found) = state.store.get(&key, now) {
+                    state.stats.hits += 1;
+                    let _ = reply.send(Reply::Hit(found));
+                    return Ok(());
+                }
+                match state.flights.join(&key, reply, lease_ms, now) {
+                    Joined::Lead(lease, reply) => {
+                        state.stats.misses += 1;
+                        state.hand_leases(vec![(key.hash, reply, lease)]);
+                    }
+                    Joined::Waiting => {}
+                    Joined::Refused(reply) => {
+                        state.stats.busy += 1;
+                        let _ = reply.send(Reply::Busy);
+                    }
+                }
+            }
+            Msg::Fill {
+                key,
+                lease,
+                owner,
+                answer,
+                ttl_ms,
+            } => {
+                let waiters = state.flights.filled(&key.hash, lease);
+                for waiter in waiters {
+                    state.stats.hits += 1;
+                    let _ = waiter.send(Reply::Hit(Found {
+                        answer: answer.clone(),
+                        age_ms: 0,
+                    }));
+                }
+                state.store.insert(key, owner, answer, ttl_ms, now_ms());
+            }
+            Msg::Abandon { hash, lease } => {
+                let next = state
+                    .flights
+                    .abandoned(&hash, lease, now_ms(), |w| !w.is_closed());
+                let next = next.map(|(waiter, lease)| (hash, waiter, lease));
+                state.hand_leases(next.into_iter().collect());
+            }
+            Msg::Stats(reply) => {
+                let mut stats = state.stats.clone();
+                stats.entries = state.store.len();
+                stats.bytes = state.store.bytes();
+                stats.evictions = state.store.evictions();
+                stats.in_flight = state.flights.len();
+                stats.waiting = state.flights.waiting();
+                let _ = reply.send(stats);
+            }
+            Msg::Purge(purge, reply) => {
+                let _ = reply.send(state.store.purge(&purge));
+            }
+            Msg::Tick => {
+                let now = now_ms();
+                let leaders = state.flights.expire(now, |w| !w.is_closed());
+                state.hand_leases(leaders);
+                state.ticks += 1;
+                if state.ticks % SWEEP_TICKS == 0 {
+                    state.store.sweep(now);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a lookup at a local shard gave.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The stored answer.
+    Hit(Found),
+    /// Not stored: fill it under this lease (dropping the lease gives it up).
+    Lead(LocalLease),
+    /// Go without the cache.
+    Busy,
+}
+
+/// A typed handle to one shard of this node.
+#[derive(Debug, Clone)]
+pub struct CacheShardHandle(pub(crate) ActorSlot<Msg>);
+
+impl CacheShardHandle {
+    /// Looks `key` up, waiting at most `wait` for another request's fill.
+    pub async fn lookup(
+        &self,
+        key: &CacheKey,
+        lease_ms: u64,
+        wait: Duration,
+    ) -> Result<Lookup, LocalCallError> {
+        let msg = |reply| Msg::Lookup {
+            key: key.clone(),
+            lease_ms,
+            reply,
+        };
+        let reply = match self.0.get().call(msg, Some(wait)).await {
+            Ok(ractor::rpc::CallResult::Success(reply)) => reply,
+            Ok(ractor::rpc::CallResult::Timeout) => return Err(LocalCallError::TimedOut),
+            Ok(_) => return Err(LocalCallError::Gone("reply dropped".into())),
+            Err(e) => return Err(LocalCallError::Gone(e.to_string())),
+        };
+        Ok(match reply {
+            Reply::Hit(found) => Lookup::Hit(found),
+            Reply::Lead(lease) => Lookup::Lead(LocalLease {
+                shard: self.clone(),
+                hash: key.hash,
+                lease,
+                done: false,
+            }),
+            Reply::Busy => Lookup::Busy,
+        })
+    }
+
+    /// This shard's counters.
+    pub async fn stats(&self) -> Result<ShardStats, LocalCallError> {
+        super::call_local(&self.0.get(), Msg::Stats).await
+    }
+
+    /// Drops the entries `purge` names.
+    pub async fn purge(&self, purge: Purge) -> Result<usize, LocalCallError> {
+        super::call_local(&self.0.get(), |reply| Msg::Purge(purge, reply)).await
+    }
+}
+
+/// The right to fill a key at a local shard; dropped unfilled, it is given up, and the next
+/// waiter leads.
+#[derive(Debug)]
+pub struct LocalLease {
+    shard: CacheShardHandle,
+    hash: [u8; 32],
+    lease: u64,
+    done: bool,
+}
+
+impl LocalLease {
+    /// Stores the answer and answers the waiters.
+    pub fn fill(mut self, key: CacheKey, owner: Owner, answer: Answer, ttl_ms: u64) {
+        self.done = true;
+        let _ = self.shard.0.get().cast(Msg::Fill {
+            key,
+            lease: self.lease,
+            owner,
+            answer,
+            ttl_ms,
+        });
+    }
+}
+
+impl Drop for LocalLease {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.shard.0.get().cast(Msg::Abandon {
+                hash: self.hash,
+                lease: self.lease,
+            });
+        }
+    }
+}
+
+/// This node's shards, and how to find every shard of the mesh.
+#[derive(Debug, Clone)]
+pub struct Shards {
+    node: String,
+    local: Arc<Vec<CacheShardHandle>>,
+    sessions: SessionNodes,
+    bypasses: Arc<AtomicU64>,
+}
+
+impl Shards {
+    /// `node`'s shards (none when its cache is off); `sessions` names the peers behind
+    /// ractor_cluster's remote actors.
+    pub fn new(node: String, local: Vec<CacheShardHandle>, sessions: SessionNodes) -> Self {
+        Self {
+            node,
+            local: Arc::new(local),
+            sessions,
+            bypasses: Arc::default(),
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// This node's shard `index`, if it has one.
+    pub fn local(&self, index: u16) -> Option<&CacheShardHandle> {
+        self.local.get(usize::from(index))
+    }
+
+    /// This node's shards.
+    pub fn all_local(&self) -> &[CacheShardHandle] {
+        &self.local
+    }
+
+    /// Every live shard of the mesh, sorted: the members of [`GROUP`] on this node and on the
+    /// peers with a cluster session (each named by its session, never by what it claims).
+    pub fn members(&self) -> Vec<ShardId> {
+        let mut members: Vec<ShardId> = ractor::pg::get_members(&GROUP.to_owned())
+            .iter()
+            .filter_map(|cell| {
+                let index = index_of(&cell.get_name()?)?;
+                let node = match cell.get_id() {
+                    ractor::ActorId::Local(_) => self.node.clone(),
+                    ractor::ActorId::Remote { node_id, .. } => self.sessions.name(node_id)?,
+                };
+                Some(ShardId::new(node, index))
+            })
+            .collect();
+        members.sort();
+        members.dedup();
+        members
+    }
+
+    /// Counts a request that went without the cache.
+    pub fn bypassed(&self) {
+        self.bypasses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that went without the cache at this node.
+    pub fn bypasses(&self) -> u64 {
+        self.bypasses.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,254 @@
+//! Cache lookups across the mesh, on `Cache` streams of the peer connection.
+//!
+//! The asking node opens a stream, says `Cache`, and sends one [`CacheCall::Lookup`] naming the
+//! shard and carrying the key's whole material (the shard's node takes the hash itself, never
+//! the asker's word for it). The answer is a hit, a lead, or busy. After a lead the stream
+//! stays open: it *is* the lease. The asker sends [`CacheCall::Fill`] with its answer and
+//! finishes; a stream that ends any other way (the run failed, the asker's node died and QUIC
+//! noticed) gives the lease up, and the next waiter leads. Values stay off the control plane:
+//! a large answer never holds up ractor_cluster's gossip.
+
+use std::time::Duration;
+
+use ganglion_client::protocol::{
+    MAX_OPEN_FRAME_LEN, MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN,
+};
+use ganglion_client::{PeerStreamKind, read_frame, write_frame};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{Lookup, Shards};
+use crate::cache::key::CacheKey;
+use crate::cache::store::{Answer, Found, Owner};
+
+/// Bound on a lookup frame: a request's material plus a little.
+const MAX_LOOKUP_FRAME: usize = MAX_REQUEST_FRAME_LEN + 4096;
+/// Longest a lease can last (a request's deadline is at most an hour; a lease past this
+/// passes to a waiter, which is harmless).
+pub const MAX_LEASE: Duration = Duration::from_secs(15 * 60);
+/// Time to open a stream and exchange a frame that needs no waiting.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Stream error code of a lease given up.
+const GIVEN_UP: u32 = 1;
+
+/// What the asker says on a `Cache` stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CacheCall {
+    /// Look a key up at shard `shard` of the node, waiting (as long as `lease_ms`) for a fill
+    /// in flight; lead its fill for `lease_ms` if nobody does.
+    Lookup {
+        /// The shard's index on the node.
+        shard: u16,
+        /// The key's material.
+        material: Vec<u8>,
+        /// How long the asker would wait, and hold the lease.
+        lease_ms: u64,
+    },
+    /// The answer for the key led (only after a lead).
+    Fill {
+        /// Whose it is.
+        account: String,
+        /// The model that answered.
+        model: String,
+        /// The answer.
+        answer: Answer,
+        /// How long to keep it.
+        ttl_ms: u64,
+    },
+}
+
+/// The shard's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CacheReply {
+    /// Stored.
+    Hit {
+        /// The answer.
+        answer: Answer,
+        /// How old it is, in milliseconds.
+        age_ms: u64,
+    },
+    /// Not stored: the asker fills it on this stream.
+    Lead,
+    /// Go without the cache (no such shard, too busy, a malformed lookup).
+    Busy,
+}
+
+/// What a lookup at a peer's shard gave.
+#[derive(Debug)]
+pub enum RemoteLookup {
+    /// The stored answer.
+    Hit(Found),
+    /// Not stored: fill it on this lease (dropping it gives it up).
+    Lead(RemoteLease),
+    /// Go without the cache.
+    Busy,
+}
+
+/// Looks `key` up at shard `shard` of the peer on `connection`, waiting at most `wait`.
+pub async fn lookup(
+    connection: &quinn::Connection,
+    shard: u16,
+    key: &CacheKey,
+    wait: Duration,
+) -> Result<RemoteLookup, String> {
+    let lease_ms = u64::try_from(wait.min(MAX_LEASE).as_millis()).unwrap_or(u64::MAX);
+    let (mut send, mut recv) = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
+        let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+        write_frame(&mut send, &PeerStreamKind::Cache, MAX_OPEN_FRAME_LEN)
+            .await
+            .map_err(|e| e.to_string())?;
+        let call = CacheCall::Lookup {
+            shard,
+            material: key.material.clone(),
+            lease_ms,
+        };
+        write_frame(&mut send, &call, MAX_LOOKUP_FRAME)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((send, recv))
+    })
+    .await
+    .map_err(|_| "timed out".to_owned())??;
+    let reply = tokio::time::timeout(
+        wait + EXCHANGE_TIMEOUT,
+        read_frame::<_, CacheReply>(&mut recv, MAX_RESPONSE_FRAME_LEN),
+    )
+    .await;
+    match reply {
+        Ok(Ok(Some(CacheReply::Hit { answer, age_ms }))) => {
+            let _ = send.finish();
+            Ok(RemoteLookup::Hit(Found { answer, age_ms }))
+        }
+        Ok(Ok(Some(CacheReply::Lead))) => Ok(RemoteLookup::Lead(RemoteLease { send: Some(send) })),
+        Ok(Ok(Some(CacheReply::Busy))) => Ok(RemoteLookup::Busy),
+        Ok(Ok(None)) => Err("the shard's node closed the stream".to_owned()),
+        Ok(Err(e)) => {
+            let _ = send.reset(quinn::VarInt::from_u32(GIVEN_UP));
+            Err(e.to_string())
+        }
+        Err(_) => {
+            let _ = send.reset(quinn::VarInt::from_u32(GIVEN_UP));
+            Err("no answer in time".to_owned())
+        }
+    }
+}
+
+/// The right to fill a key at a peer's shard: the open stream of the lookup.
+#[derive(Debug)]
+pub struct RemoteLease {
+    send: Option<quinn::SendStream>,
+}
+
+impl RemoteLease {
+    /// Sends the answer (on a task of its own: the requester's final frame does not wait).
+    pub fn fill(mut self, owner: Owner, answer: Answer, ttl_ms: u64) {
+        let Some(mut send) = self.send.take() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let call = CacheCall::Fill {
+                account: owner.account,
+                model: owner.model,
+                answer,
+                ttl_ms,
+            };
+            let sent = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
+                write_frame(&mut send, &call, MAX_RESPONSE_FRAME_LEN).await?;
+                let _ = send.finish();
+                Ok::<_, ganglion_client::FrameError>(())
+            })
+            .await;
+            if !matches!(sent, Ok(Ok(()))) {
+                tracing::debug!("cache fill did not reach the shard");
+                let _ = send.reset(quinn::VarInt::from_u32(GIVEN_UP));
+            }
+        });
+    }
+}
+
+impl Drop for RemoteLease {
+    fn drop(&mut self) {
+        if let Some(mut send) = self.send.take() {
+            let _ = send.reset(quinn::VarInt::from_u32(GIVEN_UP));
+        }
+    }
+}
+
+/// Serves one `Cache` stream that `peer` opened: the lookup at the shard it names, and, after
+/// a lead, the fill (or the lease given up when the stream ends without one).
+pub async fn serve(
+    shards: Shards,
+    peer: String,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let call = tokio::time::timeout(
+        EXCHANGE_TIMEOUT,
+        read_frame::<_, CacheCall>(&mut recv, MAX_LOOKUP_FRAME),
+    )
+    .await;
+    let (shard, material, lease_ms) = match call {
+        Ok(Ok(Some(CacheCall::Lookup {
+            shard,
+            material,
+            lease_ms,
+        }))) => (shard, material, lease_ms),
+        _ => {
+            tracing::debug!(%peer, "malformed cache stream refused");
+            let _ = send.reset(quinn::VarInt::from_u32(GIVEN_UP));
+            return;
+        }
+    };
+    let key = CacheKey {
+        hash: Sha256::digest(&material).into(),
+        material,
+    };
+    let wait = Duration::from_millis(lease_ms).min(MAX_LEASE);
+    let lookup = match shards.local(shard) {
+        Some(handle) => {
+            handle
+                .lookup(&key, lease_ms.min(MAX_LEASE.as_millis() as u64), wait)
+                .await
+        }
+        None => Ok(Lookup::Busy),
+    };
+    let (reply, lease) = match lookup {
+        Ok(Lookup::Hit(found)) => (
+            CacheReply::Hit {
+                answer: found.answer,
+                age_ms: found.age_ms,
+            },
+            None,
+        ),
+        Ok(Lookup::Lead(lease)) => (CacheReply::Lead, Some(lease)),
+        Ok(Lookup::Busy) | Err(_) => (CacheReply::Busy, None),
+    };
+    let written = tokio::time::timeout(
+        EXCHANGE_TIMEOUT,
+        write_frame(&mut send, &reply, MAX_RESPONSE_FRAME_LEN),
+    )
+    .await;
+    if !matches!(written, Ok(Ok(()))) {
+        return;
+    }
+    let _ = send.finish();
+    let Some(lease) = lease else {
+        return;
+    };
+    // The lease lasts while the stream does, up to its time; dropping it gives it up.
+    let fill = tokio::time::timeout(
+        wait,
+        read_frame::<_, CacheCall>(&mut recv, MAX_RESPONSE_FRAME_LEN),
+    )
+    .await;
+    if let Ok(Ok(Some(CacheCall::Fill {
+        account,
+        model,
+        answer,
+        ttl_ms,
+    }))) = fill
+    {
+        let ttl_ms = ttl_ms.min(u64::from(ganglion_client::protocol::MAX_CACHE_TTL_SECS) * 1000);
+        lease.fill(key, Owner { account, model }, answer, ttl_ms);
+    }
+}

@@ -1,0 +1,340 @@
+//! Stage 3, at the entry node: the mesh's result cache.
+//!
+//! A request with a cache key ([`crate::cache::key`]) is looked up at the shard that owns the
+//! key ([`crate::cache::owner_of`] over every live shard of the mesh), on this node or over a
+//! `Cache` stream to a peer. A hit is replayed here, with the framing of a live answer, for
+//! 0 Neurons (counted as a cached request, with a ledger record). A miss leads the key's fill:
+//! the request runs as usual, and its final frame, complete and successful, is stored on the
+//! way out. Identical requests meanwhile wait at the shard for that answer; if the run fails,
+//! the next one leads. A request without a key, or when no shard can be asked, runs without
+//! the cache (`BYPASS`, or `MISS` when the shard could not be reached). Losing a shard never
+//! fails a request.
+
+use std::time::{Duration, Instant};
+
+use ganglion_client::protocol::{
+    CacheReport, CacheStatus, FinalResponse, HopTime, Output, ResponseFrame, Route, Timings, Usage,
+};
+
+use super::admit::Admitted;
+use super::{Context, Gone, Responder, ms};
+use crate::actors::cache_shard::remote::{self, RemoteLease, RemoteLookup};
+use crate::actors::cache_shard::{LocalLease, Lookup};
+use crate::cache::key::{CacheKey, key_of};
+use crate::cache::store::{Answer, Found, Owner};
+use crate::cache::{ShardId, owner_of};
+use crate::metering::ledger::Record;
+use crate::models::ModelSpec;
+
+/// Most bytes of text in one replayed delta.
+const REPLAY_CHUNK: usize = 64;
+
+/// Cache settings of this node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This node's shards, and the mesh's.
+    pub shards: crate::actors::cache_shard::Shards,
+    /// How long answers are kept when a request does not say.
+    pub default_ttl: Duration,
+}
+
+/// How the cache stage ended.
+#[derive(Debug)]
+pub enum Began {
+    /// Answered from the cache (or the requester left meanwhile).
+    Answered,
+    /// Run the request; pass its frames through this filler.
+    Run(Filler),
+}
+
+/// What the cache stage leaves for the rest of the pipeline: the report for the final frame,
+/// and, when this request leads its key's fill, the lease to fill under.
+#[derive(Debug)]
+pub struct Filler {
+    report: CacheReport,
+    fill: Option<Fill>,
+}
+
+#[derive(Debug)]
+struct Fill {
+    lease: Lease,
+    key: CacheKey,
+    owner: Owner,
+    ttl_ms: u64,
+}
+
+#[derive(Debug)]
+enum Lease {
+    Local(LocalLease),
+    Remote(RemoteLease),
+}
+
+impl Filler {
+    fn without_cache(status: CacheStatus, shard: Option<&ShardId>) -> Self {
+        Self {
+            report: CacheReport {
+                status,
+                shard: shard.map(|s| s.label().to_owned()),
+                age_ms: None,
+            },
+            fill: None,
+        }
+    }
+}
+
+/// Looks the request up; replays a hit, or says how to run it.
+pub async fn begin(
+    ctx: &Context,
+    admitted: &Admitted,
+    spec: &ModelSpec,
+    out: &mut impl Responder,
+) -> Began {
+    let settings = &ctx.cache;
+    let request = &admitted.request;
+    let bypass = || {
+        settings.shards.bypassed();
+        Began::Run(Filler::without_cache(CacheStatus::Bypass, None))
+    };
+    let Some(account) = &request.account else {
+        return bypass();
+    };
+    let Ok(key) = key_of(&account.name, request, spec.default_max_tokens) else {
+        return bypass();
+    };
+    let members = settings.shards.members();
+    let Some(shard) = owner_of(&key.hash, &members) else {
+        return bypass();
+    };
+    let wait = admitted.deadline.saturating_duration_since(Instant::now());
+    let lease_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    let looked = if shard.node == ctx.node {
+        match settings.shards.local(shard.index) {
+            Some(handle) => match handle.lookup(&key, lease_ms, wait).await {
+                Ok(Lookup::Hit(found)) => Ok(found),
+                Ok(Lookup::Lead(lease)) => Err(Some(Lease::Local(lease))),
+                Ok(Lookup::Busy) => Err(None),
+                Err(e) => {
+                    tracing::debug!(error = %e, "local cache shard did not answer");
+                    Err(None)
+                }
+            },
+            None => Err(None),
+        }
+    } else {
+        match remote_lookup(ctx, shard, &key, wait).await {
+            Ok(RemoteLookup::Hit(found)) => Ok(found),
+            Ok(RemoteLookup::Lead(lease)) => Err(Some(Lease::Remote(lease))),
+            Ok(RemoteLookup::Busy) => Err(None),
+            Err(e) => {
+                tracing::debug!(shard = %shard.label(), error = %e, "cache shard could not be asked; running without it");
+                Err(None)
+            }
+        }
+    };
+    match looked {
+        Ok(found) => {
+            replay(ctx, admitted, shard, found, out).await;
+            Began::Answered
+        }
+        Err(lease) => {
+            let ttl = request
+                .cache
+                .ttl_secs
+                .map_or(settings.default_ttl, |s| Duration::from_secs(u64::from(s)));
+            let mut filler = Filler::without_cache(CacheStatus::Miss, Some(shard));
+            filler.fill = lease.map(|lease| Fill {
+                lease,
+                key,
+                owner: Owner {
+                    account: account.name.clone(),
+                    model: request.model.clone(),
+                },
+                ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+            });
+            Began::Run(filler)
+        }
+    }
+}
+
+async fn remote_lookup(
+    ctx: &Context,
+    shard: &ShardId,
+    key: &CacheKey,
+    wait: Duration,
+) -> Result<RemoteLookup, String> {
+    let peers = ctx.directory.members().await.map_err(|e| e.to_string())?;
+    let (_, connection) = peers
+        .iter()
+        .find(|(name, _)| *name == shard.node)
+        .ok_or_else(|| format!("no connection to `{}`", shard.node))?;
+    remote::lookup(connection, shard.index, key, wait).await
+}
+
+/// Answers from the cache: the text as deltas (as a live answer streams), then the final
+/// frame, free; the hit is counted for the account and written to the ledger.
+async fn replay(
+    ctx: &Context,
+    admitted: &Admitted,
+    shard: &ShardId,
+    found: Found,
+    out: &mut impl Responder,
+) {
+    let request = &admitted.request;
+    let mut first_token_ms = None;
+    if let Output::Text { text, .. } = &found.answer.output {
+        first_token_ms = Some(ms(admitted.received.elapsed()));
+        for chunk in chunks(text, REPLAY_CHUNK) {
+            if out
+                .send(ResponseFrame::Delta(chunk.to_owned()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    let total_ms = ms(admitted.received.elapsed());
+    let Answer {
+        output,
+        input_tokens,
+        output_tokens,
+    } = found.answer;
+    let response = FinalResponse {
+        id: request.id,
+        output,
+        usage: Usage {
+            input_tokens,
+            output_tokens,
+            micro_neurons: 0,
+        },
+        timings: Timings {
+            queue_ms: 0.0,
+            first_token_ms,
+            total_ms,
+        },
+        route: Route {
+            entry: ctx.node.clone(),
+            executed_by: ctx.node.clone(),
+            path: vec![ctx.node.clone()],
+            attempts: Vec::new(),
+            per_hop: vec![HopTime {
+                node: ctx.node.clone(),
+                first_token_ms,
+                total_ms,
+            }],
+        },
+        cache: CacheReport {
+            status: CacheStatus::Hit,
+            shard: Some(shard.label().to_owned()),
+            age_ms: Some(found.age_ms),
+        },
+    };
+    count_hit(ctx, admitted, input_tokens, output_tokens);
+    let _ = out.send(ResponseFrame::Final(response)).await;
+}
+
+/// The hit counts as a cached request today, and gets its (free) ledger record; the answer
+/// does not wait for the record to be durable, as nothing was charged.
+fn count_hit(ctx: &Context, admitted: &Admitted, input_tokens: u32, output_tokens: u32) {
+    let request = &admitted.request;
+    let Some(account) = &request.account else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let day = crate::metering::usage::day_of(now.as_secs());
+    ctx.meter.cached(day, &account.name);
+    let record = Record {
+        charge_id: format!("{:x}", request.charge_id.unwrap_or_else(rand::random)),
+        request_id: format!("{:x}", request.id),
+        account: account.name.clone(),
+        key_id: account.key_id.clone(),
+        model: request.model.clone(),
+        input_tokens: u64::from(input_tokens),
+        output_tokens: u64::from(output_tokens),
+        micro_neurons: 0,
+        entry: ctx.node.clone(),
+        executor: ctx.node.clone(),
+        at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+        day,
+        cached: true,
+    };
+    let ledger = ctx.ledger.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ledger.commit(record).await {
+            tracing::warn!(error = %e, "ledger record of a cache hit not written");
+        }
+    });
+}
+
+/// `text` in pieces of at most `max` bytes, cut at character boundaries.
+fn chunks(text: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end == 0 {
+            // A character longer than `max` bytes goes out whole.
+            end = rest.chars().next().map_or(rest.len(), char::len_utf8);
+        }
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+/// A responder that puts the cache report on the final frame and, when this request leads its
+/// key's fill, stores the answer as it passes. A request that ends any other way drops the
+/// lease, and the next waiting request leads.
+pub struct Filling<'a, R> {
+    /// Where frames go.
+    pub inner: &'a mut R,
+    /// The cache stage's report and lease (`None` for a request handed over by a peer: its
+    /// entry node reports and fills).
+    pub filler: Option<Filler>,
+}
+
+impl<R: Responder> Responder for Filling<'_, R> {
+    async fn send(&mut self, mut frame: ResponseFrame) -> Result<(), Gone> {
+        if let (ResponseFrame::Final(response), Some(filler)) = (&mut frame, &mut self.filler) {
+            response.cache = filler.report.clone();
+            if let Some(fill) = filler.fill.take() {
+                let answer = Answer {
+                    output: response.output.clone(),
+                    input_tokens: response.usage.input_tokens,
+                    output_tokens: response.usage.output_tokens,
+                };
+                match fill.lease {
+                    Lease::Local(lease) => lease.fill(fill.key, fill.owner, answer, fill.ttl_ms),
+                    Lease::Remote(lease) => lease.fill(fill.owner, answer, fill.ttl_ms),
+                }
+            }
+        }
+        self.inner.send(frame).await
+    }
+
+    fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.inner.gone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replayed_text_is_cut_at_character_boundaries() {
+        let text = "héllo wörld, ünïcode ✓ text";
+        let pieces: Vec<&str> = chunks(text, 4).collect();
+        assert_eq!(pieces.concat(), text);
+        assert!(pieces.iter().all(|p| p.len() <= 4 && !p.is_empty()));
+        assert_eq!(chunks("", 4).count(), 0);
+        assert_eq!(chunks("✓", 1).collect::<Vec<_>>(), vec!["✓"]);
+    }
+}
