@@ -215,6 +215,23 @@ impl Node {
         request.send().await.unwrap()
     }
 
+    /// `DELETE` on an admin route, with the admin token; its JSON answer.
+    pub async fn delete(&self, path: &str) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .delete(format!("http://{}{path}", self.admin))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+
     pub async fn json(&self, path: &str) -> serde_json::Value {
         let response = self.get(path, Some(TOKEN)).await;
         assert!(
@@ -348,14 +365,20 @@ pub fn ensure_models() {
 impl Cluster {
     /// A client of `node`, trusting this cluster's CA.
     pub async fn client(&self, node: &Node) -> ganglion_client::Client {
-        ganglion_client::Client::builder()
+        self.keyed_client(node, None).await
+    }
+
+    /// A client of `node` that presents `key`.
+    pub async fn keyed_client(&self, node: &Node, key: Option<&str>) -> ganglion_client::Client {
+        let mut builder = ganglion_client::Client::builder()
             .node(node.quic)
             .ca_file(self.ca_dir().join("ca.crt"))
             .unwrap()
-            .request_timeout(Duration::from_secs(120))
-            .connect()
-            .await
-            .unwrap()
+            .request_timeout(Duration::from_secs(120));
+        if let Some(key) = key {
+            builder = builder.api_key(key);
+        }
+        builder.connect().await.unwrap()
     }
 }
 

@@ -31,15 +31,7 @@ fn ledger(cluster: &Cluster, node: &str) -> Vec<serde_json::Value> {
 }
 
 async fn client(cluster: &Cluster, node: &harness::Node, key: &str) -> ganglion_client::Client {
-    ganglion_client::Client::builder()
-        .node(node.quic)
-        .ca_file(cluster.ca_dir().join("ca.crt"))
-        .unwrap()
-        .api_key(key)
-        .request_timeout(Duration::from_secs(30))
-        .connect()
-        .await
-        .unwrap()
+    cluster.keyed_client(node, Some(key)).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

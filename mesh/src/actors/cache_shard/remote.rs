@@ -2,7 +2,9 @@
 //!
 //! The asking node opens a stream, says `Cache`, and sends one [`CacheCall::Lookup`] naming the
 //! shard and carrying the key's whole material (the shard's node takes the hash itself, never
-//! the asker's word for it). The answer is a hit, a lead, or busy. After a lead the stream
+//! the asker's word for it). The node acknowledges at once (so that a dead node is told from
+//! a long wait within seconds), then answers a hit, a lead, or busy, perhaps only when a fill
+//! it waits for arrives. After a lead the stream
 //! stays open: it *is* the lease. The asker sends [`CacheCall::Fill`] with its answer and
 //! finishes; a stream that ends any other way (the run failed, the asker's node died and QUIC
 //! noticed) gives the lease up, and the next waiter leads. Values stay off the control plane:
@@ -60,6 +62,8 @@ pub enum CacheCall {
 /// The shard's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CacheReply {
+    /// The lookup arrived (the first frame; the answer follows).
+    Looking,
     /// Stored.
     Hit {
         /// The answer.
@@ -109,6 +113,15 @@ pub async fn lookup(
     })
     .await
     .map_err(|_| "timed out".to_owned())??;
+    let acknowledged = tokio::time::timeout(
+        EXCHANGE_TIMEOUT,
+        read_frame::<_, CacheReply>(&mut recv, MAX_OPEN_FRAME_LEN),
+    )
+    .await;
+    if !matches!(acknowledged, Ok(Ok(Some(CacheReply::Looking)))) {
+        let _ = send.reset(quinn::VarInt::from_u32(GIVEN_UP));
+        return Err("the shard's node did not acknowledge the lookup".to_owned());
+    }
     let reply = tokio::time::timeout(
         wait + EXCHANGE_TIMEOUT,
         read_frame::<_, CacheReply>(&mut recv, MAX_RESPONSE_FRAME_LEN),
@@ -120,7 +133,7 @@ pub async fn lookup(
             Ok(RemoteLookup::Hit(Found { answer, age_ms }))
         }
         Ok(Ok(Some(CacheReply::Lead))) => Ok(RemoteLookup::Lead(RemoteLease { send: Some(send) })),
-        Ok(Ok(Some(CacheReply::Busy))) => Ok(RemoteLookup::Busy),
+        Ok(Ok(Some(CacheReply::Busy | CacheReply::Looking))) => Ok(RemoteLookup::Busy),
         Ok(Ok(None)) => Err("the shard's node closed the stream".to_owned()),
         Ok(Err(e)) => {
             let _ = send.reset(quinn::VarInt::from_u32(GIVEN_UP));
@@ -203,6 +216,14 @@ pub async fn serve(
         hash: Sha256::digest(&material).into(),
         material,
     };
+    let acknowledged = tokio::time::timeout(
+        EXCHANGE_TIMEOUT,
+        write_frame(&mut send, &CacheReply::Looking, MAX_OPEN_FRAME_LEN),
+    )
+    .await;
+    if !matches!(acknowledged, Ok(Ok(()))) {
+        return;
+    }
     let wait = Duration::from_millis(lease_ms).min(MAX_LEASE);
     let lookup = match shards.local(shard) {
         Some(handle) => {

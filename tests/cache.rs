@@ -1,0 +1,225 @@
+//! The mesh's result cache against real node processes and real models: hits after misses,
+//! bypasses, per-account keys, custom keys, purges, single flight across nodes, and a shard's
+//! node killed.
+
+#![allow(clippy::unwrap_used)] // tests may panic on the unexpected
+
+mod harness;
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use ganglion_client::protocol::{CachePolicy, CacheStatus, FinalResponse, Output};
+use ganglion_client::{EmbedRequest, GenerateRequest, StreamEvent};
+use harness::{Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, ensure_models, eventually};
+
+/// Generates, collecting the streamed deltas beside the final response.
+async fn generate(
+    client: &ganglion_client::Client,
+    request: GenerateRequest,
+) -> (String, FinalResponse) {
+    let mut stream = client.generate_stream(request).await.unwrap();
+    let mut streamed = String::new();
+    while let Some(event) = stream.next().await {
+        match event.unwrap() {
+            StreamEvent::Delta(text) => streamed.push_str(&text),
+            StreamEvent::Final(response) => return (streamed, response),
+        }
+    }
+    panic!("no final response");
+}
+
+fn text(response: &FinalResponse) -> &str {
+    match &response.output {
+        Output::Text { text, .. } => text,
+        other => panic!("not text: {other:?}"),
+    }
+}
+
+fn keyed(key: &str) -> CachePolicy {
+    CachePolicy {
+        key: Some(key.into()),
+        ..Default::default()
+    }
+}
+
+/// Waits until `node` sees `count` cache shards in the mesh.
+async fn sees_shards(node: &harness::Node, count: usize) {
+    eventually(Duration::from_secs(20), "every shard seen", || async {
+        let cache = node.json("/admin/cache").await;
+        (cache["mesh_shards"].as_array()?.len() == count).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hit_replays_the_answer_free_per_account_and_purges_empty_it() {
+    ensure_models();
+    let cluster = Cluster::new("cache");
+    let a = cluster.start(
+        "a",
+        &[],
+        &["--host", SMOLLM2, "--host", MINILM, KEYS_REQUIRED],
+    );
+    let b = cluster.start("b", &[a.quic], &[KEYS_REQUIRED]);
+    b.sees_serving("a", SMOLLM2).await;
+    sees_shards(&b, 4).await;
+    let acme_key = cluster.issue_key("acme", &[]);
+    let acme = cluster.keyed_client(&b, Some(&acme_key)).await;
+    let globex_key = cluster.issue_key("globex", &[]);
+    let globex = cluster.keyed_client(&b, Some(&globex_key)).await;
+    let ask = || GenerateRequest::new(SMOLLM2, "Name a colour.").max_tokens(8);
+
+    // A miss runs the model on a and is charged; the identical request is a hit, streamed
+    // as a live answer is, free.
+    let (_, miss) = generate(&acme, ask()).await;
+    assert_eq!(miss.cache.status, CacheStatus::Miss);
+    assert_eq!(miss.route.executed_by, "a");
+    assert_eq!(miss.usage.micro_neurons, 3_000_000);
+    let (streamed, hit) = generate(&acme, ask()).await;
+    assert_eq!(hit.cache.status, CacheStatus::Hit, "{hit:?}");
+    assert_eq!(text(&hit), text(&miss));
+    assert_eq!(streamed, text(&miss), "the hit streams the same text");
+    assert_eq!(hit.usage.micro_neurons, 0);
+    assert_eq!(hit.usage.output_tokens, miss.usage.output_tokens);
+    assert_eq!(hit.cache.shard, miss.cache.shard);
+    assert!(hit.cache.age_ms.is_some());
+    assert_eq!(hit.route.path, vec!["b".to_owned()]);
+
+    // Another account does not see acme's answer.
+    let (_, other) = generate(&globex, ask()).await;
+    assert_eq!(other.cache.status, CacheStatus::Miss);
+
+    // Sampled without a seed, or skipped: the cache is not used.
+    let (_, sampled) = generate(&acme, ask().temperature(0.7)).await;
+    assert_eq!(sampled.cache.status, CacheStatus::Bypass);
+    let skip = CachePolicy {
+        skip: true,
+        ..Default::default()
+    };
+    let (_, skipped) = generate(&acme, ask().cache(skip)).await;
+    assert_eq!(skipped.cache.status, CacheStatus::Bypass);
+    assert_eq!(skipped.usage.micro_neurons, 3_000_000);
+    // Sampled with a seed is deterministic, so cached.
+    let (_, seeded) = generate(&acme, ask().temperature(0.7).seed(5)).await;
+    assert_eq!(seeded.cache.status, CacheStatus::Miss);
+
+    // A custom key hits across different inputs of one account.
+    let embed = |text: &str| EmbedRequest::new(MINILM, vec![text.into()]).cache(keyed("greeting"));
+    let first = acme.embed_request(embed("hello")).await.unwrap();
+    assert_eq!(first.cache.status, CacheStatus::Miss);
+    let second = acme.embed_request(embed("good morning")).await.unwrap();
+    assert_eq!(second.cache.status, CacheStatus::Hit);
+    assert_eq!(
+        second.output, first.output,
+        "the stored answer, not a new one"
+    );
+
+    // The hits count as cached requests, free, with ledger records on the entry node.
+    let usage = acme.usage().await.unwrap();
+    assert_eq!(usage.cached_requests, 2, "{usage:?}");
+    let stats = b.json("/admin/usage?account=acme").await;
+    assert_eq!(
+        stats["accounts"][0]["charged_by_this_node"]["cached_requests"],
+        2
+    );
+
+    // The shards' counters add up, and purging every node's shards makes the next ask a miss.
+    let mut hits = 0;
+    for node in [&a, &b] {
+        let cache = node.json("/admin/cache").await;
+        hits += cache["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["hits"].as_u64().unwrap())
+            .sum::<u64>();
+    }
+    assert_eq!(hits, 2);
+    let purged: u64 = [
+        a.delete("/admin/cache?account=acme").await,
+        b.delete("/admin/cache?account=acme").await,
+    ]
+    .iter()
+    .map(|p| p["purged"].as_u64().unwrap())
+    .sum();
+    assert_eq!(purged, 3, "acme's three entries");
+    let (_, again) = generate(&acme, ask()).await;
+    assert_eq!(again.cache.status, CacheStatus::Miss);
+    let (_, globex_again) = generate(&globex, ask()).await;
+    assert_eq!(
+        globex_again.cache.status,
+        CacheStatus::Hit,
+        "globex's entry stayed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_requests_at_three_nodes_run_the_model_once() {
+    ensure_models();
+    let cluster = Cluster::new("cache-flight");
+    let a = cluster.start("a", &[], &["--host", SMOLLM2]);
+    let b = cluster.start("b", &[a.quic], &[]);
+    let c = cluster.start("c", &[a.quic, b.quic], &[]);
+    for node in [&b, &c] {
+        node.sees_serving("a", SMOLLM2).await;
+    }
+    for node in [&a, &b, &c] {
+        sees_shards(node, 6).await;
+    }
+    let nodes = [&a, &b, &c];
+    let mut clients = Vec::new();
+    for i in 0..8 {
+        clients.push(cluster.client(nodes[i % 3]).await);
+    }
+    let ask = GenerateRequest::new(SMOLLM2, "Write one sentence about rivers.").max_tokens(24);
+    let answers =
+        futures::future::join_all(clients.iter().map(|client| client.generate(ask.clone()))).await;
+    let answers: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+    let statuses: Vec<CacheStatus> = answers.iter().map(|g| g.response.cache.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == CacheStatus::Miss).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(answers.iter().all(|g| g.text == answers[0].text));
+    let completed = a.model_status(SMOLLM2).await["stats"]["completed"].clone();
+    assert_eq!(completed, 1, "the model ran once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_shard_node_costs_a_miss_not_an_error() {
+    ensure_models();
+    let cluster = Cluster::new("cache-kill");
+    let a = cluster.start("a", &[], &["--host", MINILM]);
+    let mut b = cluster.start("b", &[a.quic], &[]);
+    b.sees_serving("a", MINILM).await;
+    sees_shards(&a, 4).await;
+    let client = cluster.client(&a).await;
+    // A key whose shard is on b (a's own requests find it by rendezvous, like any node).
+    let mut on_b = None;
+    for i in 0..32 {
+        let request =
+            EmbedRequest::new(MINILM, vec!["kept on b".into()]).cache(keyed(&format!("k{i}")));
+        let response = client.embed_request(request.clone()).await.unwrap();
+        assert_eq!(response.cache.status, CacheStatus::Miss);
+        if response.cache.shard.as_deref().unwrap().starts_with("b/") {
+            on_b = Some(request);
+            break;
+        }
+    }
+    let request = on_b.expect("some key lives on b");
+    let hit = client.embed_request(request.clone()).await.unwrap();
+    assert_eq!(hit.cache.status, CacheStatus::Hit);
+
+    b.kill();
+    let after = client.embed_request(request.clone()).await.unwrap();
+    assert_eq!(after.cache.status, CacheStatus::Miss, "{:?}", after.cache);
+    assert_eq!(after.output, hit.output);
+    // Once a has dropped b, the key lives on a's shards.
+    sees_shards(&a, 2).await;
+    let refilled = client.embed_request(request.clone()).await.unwrap();
+    let again = client.embed_request(request).await.unwrap();
+    assert!(refilled.cache.shard.as_deref().unwrap().starts_with("a/"));
+    assert_eq!(again.cache.status, CacheStatus::Hit);
+}
