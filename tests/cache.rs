@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use ganglion_client::protocol::{CachePolicy, CacheStatus, FinalResponse, Output};
 use ganglion_client::{EmbedRequest, GenerateRequest, StreamEvent};
-use harness::{Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, ensure_models, eventually};
+use harness::{Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, WITH_CACHE, ensure_models, eventually};
 
 /// Generates, collecting the streamed deltas beside the final response.
 async fn generate(
@@ -59,9 +59,16 @@ async fn a_hit_replays_the_answer_free_per_account_and_purges_empty_it() {
     let a = cluster.start(
         "a",
         &[],
-        &["--host", SMOLLM2, "--host", MINILM, KEYS_REQUIRED],
+        &[
+            "--host",
+            SMOLLM2,
+            "--host",
+            MINILM,
+            KEYS_REQUIRED,
+            WITH_CACHE,
+        ],
     );
-    let b = cluster.start("b", &[a.quic], &[KEYS_REQUIRED]);
+    let b = cluster.start("b", &[a.quic], &[KEYS_REQUIRED, WITH_CACHE]);
     b.sees_serving("a", SMOLLM2).await;
     sees_shards(&b, 4).await;
     let acme_key = cluster.issue_key("acme", &[]);
@@ -152,15 +159,50 @@ async fn a_hit_replays_the_answer_free_per_account_and_purges_empty_it() {
         CacheStatus::Hit,
         "globex's entry stayed"
     );
+
+    // The `ganglion` CLI speaks the same controls.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(harness::binary().with_file_name("ganglion"))
+            .args([
+                "embed",
+                "--json",
+                "--model",
+                MINILM,
+                "--node",
+                &b.quic.to_string(),
+                "--ca",
+            ])
+            .arg(cluster.ca_dir().join("ca.crt"))
+            .args(args)
+            .env("GANGLION_API_KEY", &acme_key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        shown["cache"]["status"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(
+        cli(&["--cache-key", "cli", "--cache-ttl", "60", "one"]),
+        "MISS"
+    );
+    assert_eq!(cli(&["--cache-key", "cli", "two"]), "HIT");
+    assert_eq!(
+        cli(&["--cache-key", "cli", "--skip-cache", "two"]),
+        "BYPASS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn identical_requests_at_three_nodes_run_the_model_once() {
     ensure_models();
     let cluster = Cluster::new("cache-flight");
-    let a = cluster.start("a", &[], &["--host", SMOLLM2]);
-    let b = cluster.start("b", &[a.quic], &[]);
-    let c = cluster.start("c", &[a.quic, b.quic], &[]);
+    let a = cluster.start("a", &[], &["--host", SMOLLM2, WITH_CACHE]);
+    let b = cluster.start("b", &[a.quic], &[WITH_CACHE]);
+    let c = cluster.start("c", &[a.quic, b.quic], &[WITH_CACHE]);
     for node in [&b, &c] {
         node.sees_serving("a", SMOLLM2).await;
     }
@@ -191,8 +233,8 @@ async fn identical_requests_at_three_nodes_run_the_model_once() {
 async fn a_killed_shard_node_costs_a_miss_not_an_error() {
     ensure_models();
     let cluster = Cluster::new("cache-kill");
-    let a = cluster.start("a", &[], &["--host", MINILM]);
-    let mut b = cluster.start("b", &[a.quic], &[]);
+    let a = cluster.start("a", &[], &["--host", MINILM, WITH_CACHE]);
+    let mut b = cluster.start("b", &[a.quic], &[WITH_CACHE]);
     b.sees_serving("a", MINILM).await;
     sees_shards(&a, 4).await;
     let client = cluster.client(&a).await;

@@ -17,6 +17,11 @@ pub const TOKEN: &str = "test-admin-token-0123456789";
 /// so that every request needs an API key (the flag itself is not passed on).
 pub const KEYS_REQUIRED: &str = "--keys-required";
 
+/// Passed among a node's extra flags, makes the harness start it with its result cache (the
+/// flag itself is not passed on). Without it a node keeps no cache shards: most tests send
+/// identical requests and mean each of them to run.
+pub const WITH_CACHE: &str = "--with-cache";
+
 /// The `ganglion-node` binary. Tests of the node package get its path from cargo; tests of the
 /// client package (the `ganglion` CLI) find it beside their own binary, which `cargo test
 /// --workspace` builds in the same folder.
@@ -144,7 +149,14 @@ impl Node {
                 "--data-dir",
                 cluster.dir.join("data").join(name).to_str().unwrap(),
             ])
-            .args(extra.iter().filter(|a| **a != KEYS_REQUIRED));
+            .args(
+                extra
+                    .iter()
+                    .filter(|a| **a != KEYS_REQUIRED && **a != WITH_CACHE),
+            );
+        if !extra.contains(&WITH_CACHE) {
+            cmd.args(["--cache-size", "0"]);
+        }
         if !extra.contains(&KEYS_REQUIRED) {
             // Most tests are about something else than keys.
             cmd.arg("--allow-anonymous");

@@ -495,6 +495,7 @@ fn kind_of(cell: &ActorCell) -> &'static str {
         "ganglion.admin" => "Admin",
         cluster_host::NODE_SERVER_NAME => "NodeServer",
         n if n.starts_with("ganglion.model_host.") => "ModelHost",
+        n if crate::cache::index_of(n).is_some() => "CacheShard",
         _ => "ractor_cluster internal",
     }
 }
