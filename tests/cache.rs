@@ -200,9 +200,10 @@ async fn a_hit_replays_the_answer_free_per_account_and_purges_empty_it() {
 async fn identical_requests_at_three_nodes_run_the_model_once() {
     ensure_models();
     let cluster = Cluster::new("cache-flight");
-    let a = cluster.start("a", &[], &["--host", SMOLLM2, WITH_CACHE]);
-    let b = cluster.start("b", &[a.quic], &[WITH_CACHE]);
-    let c = cluster.start("c", &[a.quic, b.quic], &[WITH_CACHE]);
+    let a = cluster.start("a", &[], &["--host", SMOLLM2, KEYS_REQUIRED, WITH_CACHE]);
+    let b = cluster.start("b", &[a.quic], &[KEYS_REQUIRED, WITH_CACHE]);
+    let c = cluster.start("c", &[a.quic, b.quic], &[KEYS_REQUIRED, WITH_CACHE]);
+    let key = cluster.issue_key("acme", &["--plan", "paid"]);
     for node in [&b, &c] {
         node.sees_serving("a", SMOLLM2).await;
     }
@@ -212,7 +213,7 @@ async fn identical_requests_at_three_nodes_run_the_model_once() {
     let nodes = [&a, &b, &c];
     let mut clients = Vec::new();
     for i in 0..8 {
-        clients.push(cluster.client(nodes[i % 3]).await);
+        clients.push(cluster.keyed_client(nodes[i % 3], Some(&key)).await);
     }
     let ask = GenerateRequest::new(SMOLLM2, "Write one sentence about rivers.").max_tokens(24);
     let answers =
@@ -233,11 +234,12 @@ async fn identical_requests_at_three_nodes_run_the_model_once() {
 async fn a_killed_shard_node_costs_a_miss_not_an_error() {
     ensure_models();
     let cluster = Cluster::new("cache-kill");
-    let a = cluster.start("a", &[], &["--host", MINILM, WITH_CACHE]);
-    let mut b = cluster.start("b", &[a.quic], &[WITH_CACHE]);
+    let a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED, WITH_CACHE]);
+    let mut b = cluster.start("b", &[a.quic], &[KEYS_REQUIRED, WITH_CACHE]);
     b.sees_serving("a", MINILM).await;
     sees_shards(&a, 4).await;
-    let client = cluster.client(&a).await;
+    let key = cluster.issue_key("acme", &["--plan", "paid"]);
+    let client = cluster.keyed_client(&a, Some(&key)).await;
     // A key whose shard is on b (a's own requests find it by rendezvous, like any node).
     let mut on_b = None;
     for i in 0..32 {

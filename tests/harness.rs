@@ -22,6 +22,10 @@ pub const KEYS_REQUIRED: &str = "--keys-required";
 /// identical requests and mean each of them to run.
 pub const WITH_CACHE: &str = "--with-cache";
 
+/// Passed among a node's extra flags, makes the node log warnings only (benchmarks: the tests'
+/// debug logs cost time on every request). Not passed on.
+pub const QUIET: &str = "--quiet";
+
 /// The `ganglion-node` binary. Tests of the node package get its path from cargo; tests of the
 /// client package (the `ganglion` CLI) find it beside their own binary, which `cargo test
 /// --workspace` builds in the same folder.
@@ -152,7 +156,7 @@ impl Node {
             .args(
                 extra
                     .iter()
-                    .filter(|a| **a != KEYS_REQUIRED && **a != WITH_CACHE),
+                    .filter(|a| ![KEYS_REQUIRED, WITH_CACHE, QUIET].contains(*a)),
             );
         if !extra.contains(&WITH_CACHE) {
             cmd.args(["--cache-size", "0"]);
@@ -173,7 +177,14 @@ impl Node {
             .open(&log)
             .unwrap();
         let mut child = cmd
-            .env("RUST_LOG", "info,ganglion=debug")
+            .env(
+                "RUST_LOG",
+                if extra.contains(&QUIET) {
+                    "warn"
+                } else {
+                    "info,ganglion=debug"
+                },
+            )
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()

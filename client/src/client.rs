@@ -318,6 +318,8 @@ pub struct Generation {
 
 /// One item of a generation stream.
 #[derive(Debug, Clone, PartialEq)]
+// One item per frame, moved once: boxing the final response would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum StreamEvent {
     /// New text.
     Delta(String),

@@ -7,10 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 /// ALPN of node-to-node connections (mutual TLS, cluster CA on both sides).
-pub const ALPN_PEER: &[u8] = b"ganglion-peer/1";
+pub const ALPN_PEER: &[u8] = b"ganglion-peer/2";
 
 /// ALPN of client-to-node connections (server-authenticated TLS).
-pub const ALPN_CLIENT: &[u8] = b"ganglion-client/1";
+pub const ALPN_CLIENT: &[u8] = b"ganglion-client/2";
 
 /// Bound on the opening frame of a stream: it names the stream's purpose and nothing more.
 pub const MAX_OPEN_FRAME_LEN: usize = 1024;

@@ -226,5 +226,11 @@ fn bench_config(
         connection_limits: ganglion::transport::limits::ConnectionLimits::new(64, 64, false),
         fault_injection: false,
         allow_anonymous: true,
+        // Every run must reach the model.
+        cache: ganglion::actors::node_supervisor::CacheArguments {
+            shards: 0,
+            bytes: 0,
+            default_ttl: Duration::from_secs(300),
+        },
     }
 }

@@ -40,7 +40,6 @@ fn record(charge: u128) -> Record {
         executor: "bench".into(),
         at_ms: 0,
         day: 1,
-        cached: false,
     }
 }
 

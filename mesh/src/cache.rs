@@ -5,7 +5,9 @@
 //! - [`store`]: one shard's entries, bounded in bytes, with TTL and eviction;
 //! - [`flight`]: single flight, so a key is filled once while identical requests wait;
 //! - [`ShardId`] and [`owner_of`]: which shard of the mesh owns a key (rendezvous hashing over
-//!   the live members of process group [`GROUP`]).
+//!   the live members of process group [`GROUP`]: first the node, then its shard, so that
+//!   every node takes an equal share whatever its number of shards, and a node that claims
+//!   many cannot draw the mesh's keys to itself).
 //!
 //! The shards themselves are actors ([`crate::actors::cache_shard`]); the request stage that
 //! looks up, replays and fills is [`crate::request::cache`]. `docs/cache.md` tells the whole
@@ -17,6 +19,8 @@ pub mod store;
 
 /// The process group every cache shard joins.
 pub const GROUP: &str = "ganglion.cache";
+/// Most shards a node may run; members with a higher index are not counted.
+pub const MAX_SHARDS: u16 = 64;
 
 /// A cache shard somewhere in the mesh.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,14 +58,18 @@ pub fn shard_name(index: u16) -> String {
     format!("{GROUP}.{index}")
 }
 
-/// The index in a shard's registered name.
+/// The index in a shard's registered name (below [`MAX_SHARDS`]).
 pub fn index_of(name: &str) -> Option<u16> {
-    name.strip_prefix(GROUP)?.strip_prefix('.')?.parse().ok()
+    let index: u16 = name.strip_prefix(GROUP)?.strip_prefix('.')?.parse().ok()?;
+    (index < MAX_SHARDS).then_some(index)
 }
 
-/// The shard of `members` that owns the key with `hash`.
+/// The shard of `members` that owns the key with `hash`: the owning node among those with
+/// shards, then the owning shard among that node's.
 pub fn owner_of<'a>(hash: &[u8; 32], members: &'a [ShardId]) -> Option<&'a ShardId> {
-    crate::routing::rendezvous::owner(hash, members)
+    use crate::routing::rendezvous::owner;
+    let node = owner(hash, members.iter().map(|m| m.node.as_str()))?;
+    owner(hash, members.iter().filter(|m| m.node == node))
 }
 
 #[cfg(test)]
@@ -75,6 +83,7 @@ mod tests {
         assert_eq!(index_of("ganglion.cache"), None);
         assert_eq!(index_of("ganglion.cache.x"), None);
         assert_eq!(index_of("ganglion.meter"), None);
+        assert_eq!(index_of(&shard_name(MAX_SHARDS)), None);
     }
 
     #[test]
@@ -92,5 +101,19 @@ mod tests {
             }
         }
         assert_eq!(owner_of(&[0; 32], &[]), None);
+    }
+
+    #[test]
+    fn a_node_with_many_shards_gets_no_more_keys_than_one_with_few() {
+        let mut members: Vec<ShardId> =
+            (0..MAX_SHARDS).map(|i| ShardId::new("greedy", i)).collect();
+        members.push(ShardId::new("modest", 0));
+        let greedy = (0u32..1000)
+            .filter(|i| {
+                let hash: [u8; 32] = Sha256::digest(i.to_le_bytes()).into();
+                owner_of(&hash, &members).expect("an owner").node == "greedy"
+            })
+            .count();
+        assert!((400..=600).contains(&greedy), "{greedy} of 1000");
     }
 }

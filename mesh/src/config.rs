@@ -455,8 +455,11 @@ impl CacheSection {
             }
         };
         let shards = self.shards.unwrap_or(DEFAULT_CACHE_SHARDS);
-        if !(1..=64).contains(&shards) {
-            return Err(ConfigError::new("cache.shards", "must be between 1 and 64"));
+        if !(1..=crate::cache::MAX_SHARDS).contains(&shards) {
+            return Err(ConfigError::new(
+                "cache.shards",
+                format!("must be between 1 and {}", crate::cache::MAX_SHARDS),
+            ));
         }
         if bytes != 0 && bytes < 64 * 1024 * u64::from(shards) {
             return Err(ConfigError::new(

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ganglion_client::protocol::{Attempt, ErrorCode, Request, ResponseFrame, WireError};
+use ganglion_client::protocol::{Attempt, ErrorCode, Input, Request, ResponseFrame, WireError};
 
 use crate::actors::model_host::LocalModels;
 use crate::actors::router::RouterHandle;
@@ -61,8 +61,6 @@ pub struct Context {
     pub directory: crate::actors::peer_directory::PeerDirectoryHandle,
     /// The result cache.
     pub cache: cache::Settings,
-    /// The ledger (for the free records of cache hits).
-    pub ledger: crate::metering::ledger::LedgerWriter,
 }
 
 /// Who sent a request to this node.
@@ -115,6 +113,14 @@ pub async fn run(
         let error = WireError::new(ErrorCode::UnknownModel, "model left the catalog");
         return fail(out, error).await;
     };
+    if origin == Origin::Client
+        && matches!(admitted.request.input, Input::Chat(_))
+        && admitted.request.parameters.max_tokens.is_none()
+    {
+        // The entry node's default holds along the whole path, so the answer matches the
+        // cache key and the quota hold it was given.
+        admitted.request.parameters.max_tokens = Some(spec.default_max_tokens);
+    }
     let filler = match origin {
         Origin::Client => match cache::begin(ctx, &admitted, spec, out).await {
             cache::Began::Answered => return,

@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
 use super::{ActorSlot, LocalCallError};
-use crate::cache::flight::{Flights, Joined};
+use crate::cache::flight::{Flights, Joined, Patience};
 use crate::cache::key::CacheKey;
 use crate::cache::store::{Answer, Found, Owner, Purge, Store};
 use crate::cache::{GROUP, ShardId, index_of};
@@ -57,12 +57,12 @@ pub enum Reply {
 
 /// Messages of a shard.
 pub enum Msg {
-    /// Look `key` up; lead its flight (for `lease_ms`) or wait for it.
+    /// Look `key` up; lead its flight or wait for it.
     Lookup {
         /// The key.
         key: CacheKey,
-        /// How long the caller would hold the lease.
-        lease_ms: u64,
+        /// How long the caller waits, and would hold the lease.
+        patience: Patience,
         /// The answer (perhaps much later, for a waiter).
         reply: RpcReplyPort<Reply>,
     },
@@ -171,7 +171,7 @@ impl Actor for CacheShard {
         myself.send_interval(TICK, || Msg::Tick);
         Ok(State {
             store: Store::new(args.bytes),
-            flights: Flights::default(),
+            flights: Flights::new(u64::from(rand::random::<u32>()) << 16),
             stats: ShardStats {
                 index: args.index,
                 entries: 0,
@@ -197,7 +197,7 @@ impl Actor for CacheShard {
         match msg {
             Msg::Lookup {
                 key,
-                lease_ms,
+                patience,
                 reply,
             } => {
                 let now = now_ms();
@@ -206,7 +206,7 @@ impl Actor for CacheShard {
                     let _ = reply.send(Reply::Hit(found));
                     return Ok(());
                 }
-                match state.flights.join(&key, reply, lease_ms, now) {
+                match state.flights.join(&key, reply, patience, now) {
                     Joined::Lead(lease, reply) => {
                         state.stats.misses += 1;
                         state.hand_leases(vec![(key.hash, reply, lease)]);
@@ -225,7 +225,11 @@ impl Actor for CacheShard {
                 answer,
                 ttl_ms,
             } => {
-                let waiters = state.flights.filled(&key.hash, lease);
+                // A stale lease (handed on meanwhile, or from before a purge or a restart)
+                // stores nothing: the flight's current leader fills it.
+                let Some(waiters) = state.flights.filled(&key.hash, lease) else {
+                    return Ok(());
+                };
                 for waiter in waiters {
                     state.stats.hits += 1;
                     let _ = waiter.send(Reply::Hit(Found {
@@ -256,10 +260,13 @@ impl Actor for CacheShard {
             }
             Msg::Tick => {
                 let now = now_ms();
-                let leaders = state.flights.expire(now, |w| !w.is_closed());
-                state.hand_leases(leaders);
+                let due = state.flights.expire(now, |w| !w.is_closed());
+                for waiter in due.given_up {
+                    let _ = waiter.send(Reply::Busy);
+                }
+                state.hand_leases(due.leaders);
                 state.ticks += 1;
-                if state.ticks % SWEEP_TICKS == 0 {
+                if state.ticks.is_multiple_of(SWEEP_TICKS) {
                     state.store.sweep(now);
                 }
             }
@@ -284,19 +291,21 @@ pub enum Lookup {
 pub struct CacheShardHandle(pub(crate) ActorSlot<Msg>);
 
 impl CacheShardHandle {
-    /// Looks `key` up, waiting at most `wait` for another request's fill.
+    /// Looks `key` up, waiting (as `patience` says) for another request's fill. The shard
+    /// itself ends a wait that is over; the call's own timeout, a little later, only guards
+    /// against a shard that stopped.
     pub async fn lookup(
         &self,
         key: &CacheKey,
-        lease_ms: u64,
-        wait: Duration,
+        patience: Patience,
     ) -> Result<Lookup, LocalCallError> {
         let msg = |reply| Msg::Lookup {
             key: key.clone(),
-            lease_ms,
+            patience,
             reply,
         };
-        let reply = match self.0.get().call(msg, Some(wait)).await {
+        let backstop = Duration::from_millis(patience.wait_ms) + TICK * 2;
+        let reply = match self.0.get().call(msg, Some(backstop)).await {
             Ok(ractor::rpc::CallResult::Success(reply)) => reply,
             Ok(ractor::rpc::CallResult::Timeout) => return Err(LocalCallError::TimedOut),
             Ok(_) => return Err(LocalCallError::Gone("reply dropped".into())),
@@ -360,6 +369,11 @@ impl Drop for LocalLease {
     }
 }
 
+/// Cache streams this node keeps open to peers' shards at once (each a lookup, a wait, or a
+/// lease being filled); past it, requests go without the cache, so that waiting requests
+/// never crowd handoffs and quota calls out of a peer connection's streams.
+pub const MAX_REMOTE_STREAMS: usize = 64;
+
 /// This node's shards, and how to find every shard of the mesh.
 #[derive(Debug, Clone)]
 pub struct Shards {
@@ -367,6 +381,7 @@ pub struct Shards {
     local: Arc<Vec<CacheShardHandle>>,
     sessions: SessionNodes,
     bypasses: Arc<AtomicU64>,
+    remote_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shards {
@@ -378,7 +393,13 @@ impl Shards {
             local: Arc::new(local),
             sessions,
             bypasses: Arc::default(),
+            remote_streams: Arc::new(tokio::sync::Semaphore::new(MAX_REMOTE_STREAMS)),
         }
+    }
+
+    /// One of the cache streams this node may keep open to peers, if one is free.
+    pub fn remote_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.remote_streams.clone().try_acquire_owned().ok()
     }
 
     /// This node's name.

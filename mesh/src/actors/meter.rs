@@ -155,16 +155,12 @@ impl Actor for Meter {
         let today = usage::day_of(unix_now());
         let mut counters = UsageCounters::default();
         for record in records.iter().filter(|r| r.day + 1 >= today) {
-            if record.cached {
-                counters.cached(&args.node, record.day, &record.account);
-            } else {
-                counters.charge(
-                    &args.node,
-                    record.day,
-                    &record.account,
-                    record.micro_neurons,
-                );
-            }
+            counters.charge(
+                &args.node,
+                record.day,
+                &record.account,
+                record.micro_neurons,
+            );
         }
         myself.send_interval(SWEEP, || Msg::Sweep);
         Ok(State {

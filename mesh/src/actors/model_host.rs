@@ -417,7 +417,6 @@ async fn charge(
         executor: node.to_owned(),
         at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
         day,
-        cached: false,
     };
     match ledger.commit(record).await {
         Ok(true) => meter.charged(day, &account.name, micro),

@@ -328,7 +328,6 @@ impl Actor for NodeSupervisor {
                     shards: shards.clone(),
                     default_ttl: args.cache.default_ttl,
                 },
-                ledger: ledger_writer.clone(),
             },
             directory: directory_handle.clone(),
         };

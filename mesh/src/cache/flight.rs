@@ -11,7 +11,10 @@ use std::collections::{HashMap, VecDeque};
 use super::key::CacheKey;
 
 /// Keys in flight per shard at most; past it, lookups are told to go without the cache.
-pub const MAX_FLIGHTS: usize = 4096;
+pub const MAX_FLIGHTS: usize = 1024;
+/// Bytes of key material the flights of one shard hold at most (each flight keeps its key's
+/// material to tell it from another under the same hash); past it, lookups go without.
+pub const MAX_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Waiters per key at most; past it, lookups are told to go without the cache.
 pub const MAX_WAITERS: usize = 256;
 
@@ -27,52 +30,93 @@ pub enum Joined<W> {
     Refused(W),
 }
 
+/// What a lookup asks of a flight: how long it waits for someone else's fill, and how long it
+/// would hold the lease itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// Milliseconds it waits.
+    pub wait_ms: u64,
+    /// Milliseconds it would lead.
+    pub lease_ms: u64,
+}
+
+/// What a tick found due.
+#[derive(Debug)]
+pub struct Due<W> {
+    /// Waiters that lead now (their leader's lease ran out), with their key and lease.
+    pub leaders: Vec<([u8; 32], W, u64)>,
+    /// Waiters whose wait is over: they go without the cache.
+    pub given_up: Vec<W>,
+}
+
 #[derive(Debug)]
 struct Flight<W> {
     lease: u64,
     material: Vec<u8>,
     expires_at_ms: u64,
-    /// Each waiter with the lease time it asked for, should it come to lead.
-    waiters: VecDeque<(W, u64)>,
+    waiters: VecDeque<Waiter<W>>,
+}
+
+#[derive(Debug)]
+struct Waiter<W> {
+    waiter: W,
+    /// When it stops waiting.
+    wait_until_ms: u64,
+    /// Until when it could hold the lease, should it come to lead.
+    lead_until_ms: u64,
 }
 
 /// The keys in flight at one shard.
 #[derive(Debug)]
 pub struct Flights<W> {
     flights: HashMap<[u8; 32], Flight<W>>,
+    material_bytes: usize,
     next_lease: u64,
 }
 
-impl<W> Default for Flights<W> {
-    fn default() -> Self {
+impl<W> Flights<W> {
+    /// An empty table whose leases count from `first_lease` (random, so that a lease of a
+    /// shard before its restart means nothing to the new one).
+    pub fn new(first_lease: u64) -> Self {
         Self {
             flights: HashMap::new(),
-            next_lease: 1,
+            material_bytes: 0,
+            next_lease: first_lease,
         }
     }
-}
 
-impl<W> Flights<W> {
-    /// Joins `key`'s flight: leads it if there is none (for `lease_ms` from `now_ms`), else
-    /// waits.
-    pub fn join(&mut self, key: &CacheKey, waiter: W, lease_ms: u64, now_ms: u64) -> Joined<W> {
+    /// Joins `key`'s flight at `now_ms`: leads it if there is none, else waits.
+    pub fn join(
+        &mut self,
+        key: &CacheKey,
+        waiter: W,
+        patience: Patience,
+        now_ms: u64,
+    ) -> Joined<W> {
         if let Some(flight) = self.flights.get_mut(&key.hash) {
             if flight.material != key.material || flight.waiters.len() >= MAX_WAITERS {
                 return Joined::Refused(waiter);
             }
-            flight.waiters.push_back((waiter, lease_ms));
+            flight.waiters.push_back(Waiter {
+                waiter,
+                wait_until_ms: now_ms.saturating_add(patience.wait_ms),
+                lead_until_ms: now_ms.saturating_add(patience.lease_ms),
+            });
             return Joined::Waiting;
         }
-        if self.flights.len() >= MAX_FLIGHTS {
+        if self.flights.len() >= MAX_FLIGHTS
+            || self.material_bytes + key.material.len() > MAX_FLIGHT_BYTES
+        {
             return Joined::Refused(waiter);
         }
         let lease = self.lease();
+        self.material_bytes += key.material.len();
         self.flights.insert(
             key.hash,
             Flight {
                 lease,
                 material: key.material.clone(),
-                expires_at_ms: now_ms.saturating_add(lease_ms),
+                expires_at_ms: now_ms.saturating_add(patience.lease_ms),
                 waiters: VecDeque::new(),
             },
         );
@@ -80,20 +124,17 @@ impl<W> Flights<W> {
     }
 
     /// The leader of `hash` filled it: the flight ends, and its waiters are returned to be
-    /// answered. A stale lease (already handed on) ends nothing.
-    pub fn filled(&mut self, hash: &[u8; 32], lease: u64) -> Vec<W> {
-        match self.flights.get(hash) {
-            Some(flight) if flight.lease == lease => {}
-            _ => return Vec::new(),
+    /// answered. A stale lease (already handed on, or the flight gone) ends nothing: `None`.
+    pub fn filled(&mut self, hash: &[u8; 32], lease: u64) -> Option<Vec<W>> {
+        if self.flights.get(hash)?.lease != lease {
+            return None;
         }
-        self.flights
-            .remove(hash)
-            .map(|f| f.waiters.into_iter().map(|(w, _)| w).collect())
-            .unwrap_or_default()
+        let flight = self.remove(hash)?;
+        Some(flight.waiters.into_iter().map(|w| w.waiter).collect())
     }
 
-    /// The leader of `hash` gave up: the next waiter that `alive` accepts leads, with the
-    /// returned lease; with none, the flight ends.
+    /// The leader of `hash` gave up: the next waiter that `alive` accepts (and that still
+    /// waits) leads, with the returned lease; with none, the flight ends.
     pub fn abandoned(
         &mut self,
         hash: &[u8; 32],
@@ -101,28 +142,37 @@ impl<W> Flights<W> {
         now_ms: u64,
         alive: impl Fn(&W) -> bool,
     ) -> Option<(W, u64)> {
-        match self.flights.get(hash) {
-            Some(flight) if flight.lease == lease => {}
-            _ => return None,
+        if self.flights.get(hash)?.lease != lease {
+            return None;
         }
         self.hand_on(hash, now_ms, &alive)
     }
 
-    /// Ends the leases that ran out by `now_ms`, handing each flight to its next live waiter;
-    /// returns the new leaders with their keys' hashes and their leases.
-    pub fn expire(&mut self, now_ms: u64, alive: impl Fn(&W) -> bool) -> Vec<([u8; 32], W, u64)> {
+    /// At `now_ms`: hands each flight whose lease ran out to its next live waiter, and lets
+    /// go of the waiters whose wait is over.
+    pub fn expire(&mut self, now_ms: u64, alive: impl Fn(&W) -> bool) -> Due<W> {
+        let mut given_up = Vec::new();
+        for flight in self.flights.values_mut() {
+            let (over, waiting): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut flight.waiters)
+                .into_iter()
+                .partition(|w| w.wait_until_ms <= now_ms);
+            flight.waiters = waiting;
+            given_up.extend(over.into_iter().map(|w| w.waiter));
+        }
         let due: Vec<[u8; 32]> = self
             .flights
             .iter()
             .filter(|(_, f)| f.expires_at_ms <= now_ms)
             .map(|(hash, _)| *hash)
             .collect();
-        due.iter()
+        let leaders = due
+            .iter()
             .filter_map(|hash| {
                 let (waiter, lease) = self.hand_on(hash, now_ms, &alive)?;
                 Some((*hash, waiter, lease))
             })
-            .collect()
+            .collect();
+        Due { leaders, given_up }
     }
 
     fn hand_on(
@@ -133,20 +183,26 @@ impl<W> Flights<W> {
     ) -> Option<(W, u64)> {
         let lease = self.lease();
         let flight = self.flights.get_mut(hash)?;
-        while let Some((waiter, lease_ms)) = flight.waiters.pop_front() {
-            if alive(&waiter) {
+        while let Some(next) = flight.waiters.pop_front() {
+            if next.wait_until_ms > now_ms && alive(&next.waiter) {
                 flight.lease = lease;
-                flight.expires_at_ms = now_ms.saturating_add(lease_ms);
-                return Some((waiter, lease));
+                flight.expires_at_ms = next.lead_until_ms;
+                return Some((next.waiter, lease));
             }
         }
-        self.flights.remove(hash);
+        self.remove(hash);
         None
+    }
+
+    fn remove(&mut self, hash: &[u8; 32]) -> Option<Flight<W>> {
+        let flight = self.flights.remove(hash)?;
+        self.material_bytes -= flight.material.len();
+        Some(flight)
     }
 
     fn lease(&mut self) -> u64 {
         let lease = self.next_lease;
-        self.next_lease += 1;
+        self.next_lease = self.next_lease.wrapping_add(1);
         lease
     }
 
@@ -177,36 +233,43 @@ mod tests {
         }
     }
 
+    fn patience(wait_ms: u64, lease_ms: u64) -> Patience {
+        Patience { wait_ms, lease_ms }
+    }
+
     #[test]
     fn one_leads_the_others_wait_and_the_fill_answers_them_all() {
-        let mut flights = Flights::default();
+        let mut flights = Flights::new(1);
         let k = key(b"k", 1);
-        let Joined::Lead(lease, "a") = flights.join(&k, "a", 1000, 0) else {
+        let Joined::Lead(lease, "a") = flights.join(&k, "a", patience(1000, 1000), 0) else {
             panic!("the first leads");
         };
-        assert_eq!(flights.join(&k, "b", 1000, 0), Joined::Waiting);
-        assert_eq!(flights.join(&k, "c", 1000, 0), Joined::Waiting);
-        assert_eq!(flights.waiting(), 2);
         assert_eq!(
-            flights.filled(&k.hash, lease + 7),
-            Vec::<&str>::new(),
-            "stale lease"
+            flights.join(&k, "b", patience(1000, 1000), 0),
+            Joined::Waiting
         );
-        assert_eq!(flights.filled(&k.hash, lease), vec!["b", "c"]);
+        assert_eq!(
+            flights.join(&k, "c", patience(1000, 1000), 0),
+            Joined::Waiting
+        );
+        assert_eq!(flights.waiting(), 2);
+        assert_eq!(flights.filled(&k.hash, lease + 7), None, "stale lease");
+        assert_eq!(flights.filled(&k.hash, lease), Some(vec!["b", "c"]));
         assert!(flights.is_empty());
+        assert_eq!(flights.filled(&k.hash, lease), None, "over");
     }
 
     #[test]
     fn a_leader_that_gives_up_hands_on_to_the_next_live_waiter() {
-        let mut flights = Flights::default();
+        let mut flights = Flights::new(1);
         let k = key(b"k", 1);
-        let Joined::Lead(first, _) = flights.join(&k, 1, 1000, 0) else {
+        let Joined::Lead(first, _) = flights.join(&k, 1, patience(1000, 1000), 0) else {
             panic!("leads");
         };
         for w in [2, 3, 4] {
-            assert_eq!(flights.join(&k, w, 500, 0), Joined::Waiting);
+            assert_eq!(flights.join(&k, w, patience(900, 500), 0), Joined::Waiting);
         }
-        // Waiter 2 has gone away; 3 takes over.
+        // Waiter 2 has gone away; 3 takes over, for what is left of its own time.
         let (next, second) = flights
             .abandoned(&k.hash, first, 10, |w| *w != 2)
             .expect("handed on");
@@ -217,29 +280,56 @@ mod tests {
             None,
             "old lease"
         );
-        // 3's lease runs out after its own 500 ms: 4 takes over.
-        assert!(flights.expire(509, |_| true).is_empty());
-        let handed = flights.expire(510, |_| true);
-        assert_eq!(handed.len(), 1);
-        assert_eq!((handed[0].0, handed[0].1), (k.hash, 4));
+        // 3's lease runs out at 500 ms: 4 takes over.
+        assert!(flights.expire(499, |_| true).leaders.is_empty());
+        let due = flights.expire(500, |_| true);
+        assert_eq!(due.leaders.len(), 1);
+        assert_eq!((due.leaders[0].0, due.leaders[0].1), (k.hash, 4));
         // 4 fails too, with nobody left: the flight ends.
-        assert_eq!(flights.abandoned(&k.hash, handed[0].2, 600, |_| true), None);
+        assert_eq!(
+            flights.abandoned(&k.hash, due.leaders[0].2, 600, |_| true),
+            None
+        );
+        assert!(flights.is_empty());
+    }
+
+    #[test]
+    fn a_waiter_stops_waiting_at_its_time_and_never_comes_to_lead_after_it() {
+        let mut flights = Flights::new(1);
+        let k = key(b"k", 1);
+        let Joined::Lead(lease, _) = flights.join(&k, 1, patience(10_000, 10_000), 0) else {
+            panic!("leads");
+        };
+        assert_eq!(
+            flights.join(&k, 2, patience(100, 5_000), 0),
+            Joined::Waiting
+        );
+        assert_eq!(
+            flights.join(&k, 3, patience(300, 5_000), 0),
+            Joined::Waiting
+        );
+        let due = flights.expire(100, |_| true);
+        assert_eq!(due.given_up, vec![2]);
+        assert!(due.leaders.is_empty());
+        // Past 3's wait, the leader gives up: nobody is left to lead.
+        assert_eq!(flights.abandoned(&k.hash, lease, 300, |_| true), None);
         assert!(flights.is_empty());
     }
 
     #[test]
     fn other_material_under_the_same_hash_and_crowds_are_refused() {
-        let mut flights = Flights::default();
-        let Joined::Lead(..) = flights.join(&key(b"k", 1), 0, 1000, 0) else {
+        let mut flights = Flights::new(1);
+        let p = patience(1000, 1000);
+        let Joined::Lead(..) = flights.join(&key(b"k", 1), 0, p, 0) else {
             panic!("leads");
         };
-        assert_eq!(
-            flights.join(&key(b"other", 1), 1, 1000, 0),
-            Joined::Refused(1)
-        );
+        assert_eq!(flights.join(&key(b"other", 1), 1, p, 0), Joined::Refused(1));
         for w in 0..MAX_WAITERS {
-            assert_eq!(flights.join(&key(b"k", 1), w, 1000, 0), Joined::Waiting);
+            assert_eq!(flights.join(&key(b"k", 1), w, p, 0), Joined::Waiting);
         }
-        assert_eq!(flights.join(&key(b"k", 1), 9, 1000, 0), Joined::Refused(9));
+        assert_eq!(flights.join(&key(b"k", 1), 9, p, 0), Joined::Refused(9));
+        // Material beyond the byte bound is refused too.
+        let big = vec![7u8; MAX_FLIGHT_BYTES];
+        assert_eq!(flights.join(&key(&big, 2), 5, p, 0), Joined::Refused(5));
     }
 }

@@ -15,6 +15,7 @@ use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 /// Prefix of every key (and its format version).
 pub const KEY_PREFIX: &str = "gnk1";
@@ -116,16 +117,34 @@ impl KeySigner {
     }
 }
 
-/// The public half: verifies keys (every node holds it).
-#[derive(Debug, Clone)]
+/// Keys whose signature a verifier remembers having checked.
+const VERIFIED_MEMORY: usize = 4096;
+
+/// The public half: verifies keys (every node holds it). A signature, once checked, is
+/// remembered (by the key's SHA-256, never the key itself), as it cannot change: a client's
+/// every request then costs a hash, not an Ed25519 verification. Expiry and revocation are
+/// checked on every use.
+#[derive(Clone)]
 pub struct KeyVerifier {
     public_key: Vec<u8>,
+    verified: Arc<std::sync::Mutex<quick_cache::unsync::Cache<[u8; 32], KeyClaims>>>,
+}
+
+impl std::fmt::Debug for KeyVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyVerifier").finish_non_exhaustive()
+    }
 }
 
 impl KeyVerifier {
     /// A verifier for the raw public key bytes.
     pub fn new(public_key: Vec<u8>) -> Self {
-        Self { public_key }
+        Self {
+            public_key,
+            verified: Arc::new(std::sync::Mutex::new(quick_cache::unsync::Cache::new(
+                VERIFIED_MEMORY,
+            ))),
+        }
     }
 
     /// The claims of `key` if it is well-formed, signed by this cluster, unexpired at `now`
@@ -152,6 +171,21 @@ impl KeyVerifier {
         if key.len() > MAX_KEY_LEN {
             return Err(KeyError::Malformed);
         }
+        let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
+        let memory = || {
+            self.verified
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        };
+        if let Some(claims) = memory().get(&digest) {
+            return Ok(claims.clone());
+        }
+        let claims = self.check_signature(key)?;
+        memory().insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    fn check_signature(&self, key: &str) -> Result<KeyClaims, KeyError> {
         let mut parts = key.split('.');
         let (Some(KEY_PREFIX), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -286,6 +320,8 @@ mod tests {
         let c = claims();
         let key = signer.sign(&c).expect("sign");
         let none = RevokedKeys::default();
+        assert!(verifier.verify(&key, 1_000, &none).is_ok());
+        // A remembered signature still expires and can still be revoked.
         assert_eq!(verifier.verify(&key, 2_000, &none), Err(KeyError::Expired));
         let revoked = RevokedKeys::default();
         let added = revoked.add([c.kid.clone(), "not a kid".into()]);

@@ -1,5 +1,4 @@
-//! The durable ledger: one record per executed request (and per request answered from the
-//! cache, for free), in an embedded ACID store (redb) in the
+//! The durable ledger: one record per executed request, in an embedded ACID store (redb) in the
 //! node's data folder.
 //!
 //! A record is keyed by its charge id, which the entry node gives a request and which travels
@@ -49,9 +48,6 @@ pub struct Record {
     pub at_ms: u64,
     /// The UTC day it counts toward.
     pub day: Day,
-    /// Answered from the cache: nothing ran, nothing was charged (the `entry` node answered).
-    #[serde(default)]
-    pub cached: bool,
 }
 
 /// Why the ledger failed.
@@ -217,7 +213,6 @@ mod tests {
             executor: "b".into(),
             at_ms: 1,
             day: 1,
-            cached: false,
         }
     }
 

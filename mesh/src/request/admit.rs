@@ -42,6 +42,9 @@ pub fn admit(
         Origin::Client => {
             request.path.clear();
             request.hop_budget = request.hop_budget.min(DEFAULT_HOP_BUDGET);
+            // Set by the nodes, never by a client.
+            request.account = None;
+            request.charge_id = None;
         }
         Origin::Peer(peer) => {
             if request.path.last() != Some(peer) {

@@ -3,7 +3,7 @@
 //! A request with a cache key ([`crate::cache::key`]) is looked up at the shard that owns the
 //! key ([`crate::cache::owner_of`] over every live shard of the mesh), on this node or over a
 //! `Cache` stream to a peer. A hit is replayed here, with the framing of a live answer, for
-//! 0 Neurons (counted as a cached request, with a ledger record). A miss leads the key's fill:
+//! 0 Neurons (counted as a cached request of the account). A miss leads the key's fill:
 //! the request runs as usual, and its final frame, complete and successful, is stored on the
 //! way out. Identical requests meanwhile wait at the shard for that answer; if the run fails,
 //! the next one leads. A request without a key, or when no shard can be asked, runs without
@@ -17,17 +17,19 @@ use ganglion_client::protocol::{
 };
 
 use super::admit::Admitted;
+use super::authenticate::ANONYMOUS;
 use super::{Context, Gone, Responder, ms};
 use crate::actors::cache_shard::remote::{self, RemoteLease, RemoteLookup};
 use crate::actors::cache_shard::{LocalLease, Lookup};
+use crate::cache::flight::Patience;
 use crate::cache::key::{CacheKey, key_of};
 use crate::cache::store::{Answer, Found, Owner};
 use crate::cache::{ShardId, owner_of};
-use crate::metering::ledger::Record;
 use crate::models::ModelSpec;
 
-/// Most bytes of text in one replayed delta.
-const REPLAY_CHUNK: usize = 64;
+/// Most bytes of text in one replayed delta: a few frames for a typical answer, each small
+/// enough to reach a client early.
+const REPLAY_CHUNK: usize = 1024;
 
 /// Cache settings of this node.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct Settings {
 
 /// How the cache stage ended.
 #[derive(Debug)]
+// Returned once per request and moved straight on: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Began {
     /// Answered from the cache (or the requester left meanwhile).
     Answered,
@@ -95,7 +99,9 @@ pub async fn begin(
         settings.shards.bypassed();
         Began::Run(Filler::without_cache(CacheStatus::Bypass, None))
     };
-    let Some(account) = &request.account else {
+    // Keyless callers share the account `anonymous` but are different people: their
+    // answers are not shared.
+    let Some(account) = request.account.as_ref().filter(|a| a.name != ANONYMOUS) else {
         return bypass();
     };
     let Ok(key) = key_of(&account.name, request, spec.default_max_tokens) else {
@@ -105,31 +111,18 @@ pub async fn begin(
     let Some(shard) = owner_of(&key.hash, &members) else {
         return bypass();
     };
-    let wait = admitted.deadline.saturating_duration_since(Instant::now());
-    let lease_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-    let looked = if shard.node == ctx.node {
-        match settings.shards.local(shard.index) {
-            Some(handle) => match handle.lookup(&key, lease_ms, wait).await {
-                Ok(Lookup::Hit(found)) => Ok(found),
-                Ok(Lookup::Lead(lease)) => Err(Some(Lease::Local(lease))),
-                Ok(Lookup::Busy) => Err(None),
-                Err(e) => {
-                    tracing::debug!(error = %e, "local cache shard did not answer");
-                    Err(None)
-                }
-            },
-            None => Err(None),
-        }
-    } else {
-        match remote_lookup(ctx, shard, &key, wait).await {
-            Ok(RemoteLookup::Hit(found)) => Ok(found),
-            Ok(RemoteLookup::Lead(lease)) => Err(Some(Lease::Remote(lease))),
-            Ok(RemoteLookup::Busy) => Err(None),
-            Err(e) => {
-                tracing::debug!(shard = %shard.label(), error = %e, "cache shard could not be asked; running without it");
-                Err(None)
-            }
-        }
+    // Waiting for another request's fill takes at most half of what is left, so that the
+    // request can still run by itself in the other half.
+    let left = admitted.deadline.saturating_duration_since(Instant::now());
+    let patience = Patience {
+        wait_ms: u64::try_from(left.as_millis() / 2).unwrap_or(u64::MAX),
+        lease_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+    };
+    let lookup = lookup(ctx, shard, &key, patience);
+    let gone = out.gone();
+    let looked = tokio::select! {
+        looked = lookup => looked,
+        () = gone => return Began::Answered,
     };
     match looked {
         Ok(found) => {
@@ -156,22 +149,62 @@ pub async fn begin(
     }
 }
 
+/// Asks the shard that owns `key`: the stored answer, or (as `Err`) the lease to fill it under,
+/// if this request is to fill it.
+async fn lookup(
+    ctx: &Context,
+    shard: &ShardId,
+    key: &CacheKey,
+    patience: Patience,
+) -> Result<Found, Option<Lease>> {
+    let settings = &ctx.cache;
+    if shard.node == ctx.node {
+        match settings.shards.local(shard.index) {
+            Some(handle) => match handle.lookup(key, patience).await {
+                Ok(Lookup::Hit(found)) => Ok(found),
+                Ok(Lookup::Lead(lease)) => Err(Some(Lease::Local(lease))),
+                Ok(Lookup::Busy) => Err(None),
+                Err(e) => {
+                    tracing::debug!(error = %e, "local cache shard did not answer");
+                    Err(None)
+                }
+            },
+            None => Err(None),
+        }
+    } else {
+        match remote_lookup(ctx, shard, key, patience).await {
+            Ok(RemoteLookup::Hit(found)) => Ok(found),
+            Ok(RemoteLookup::Lead(lease)) => Err(Some(Lease::Remote(lease))),
+            Ok(RemoteLookup::Busy) => Err(None),
+            Err(e) => {
+                tracing::debug!(shard = %shard.label(), error = %e, "cache shard could not be asked; running without it");
+                Err(None)
+            }
+        }
+    }
+}
+
 async fn remote_lookup(
     ctx: &Context,
     shard: &ShardId,
     key: &CacheKey,
-    wait: Duration,
+    patience: Patience,
 ) -> Result<RemoteLookup, String> {
+    let slot = ctx
+        .cache
+        .shards
+        .remote_slot()
+        .ok_or("this node has as many cache streams open as it allows")?;
     let peers = ctx.directory.members().await.map_err(|e| e.to_string())?;
     let (_, connection) = peers
         .iter()
         .find(|(name, _)| *name == shard.node)
         .ok_or_else(|| format!("no connection to `{}`", shard.node))?;
-    remote::lookup(connection, shard.index, key, wait).await
+    remote::lookup(connection, shard.index, key, patience, slot).await
 }
 
 /// Answers from the cache: the text as deltas (as a live answer streams), then the final
-/// frame, free; the hit is counted for the account and written to the ledger.
+/// frame, free; the hit is counted for the account.
 async fn replay(
     ctx: &Context,
     admitted: &Admitted,
@@ -229,43 +262,18 @@ async fn replay(
             age_ms: Some(found.age_ms),
         },
     };
-    count_hit(ctx, admitted, input_tokens, output_tokens);
+    count_hit(ctx, admitted);
     let _ = out.send(ResponseFrame::Final(response)).await;
 }
 
-/// The hit counts as a cached request today, and gets its (free) ledger record; the answer
-/// does not wait for the record to be durable, as nothing was charged.
-fn count_hit(ctx: &Context, admitted: &Admitted, input_tokens: u32, output_tokens: u32) {
-    let request = &admitted.request;
-    let Some(account) = &request.account else {
-        return;
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let day = crate::metering::usage::day_of(now.as_secs());
-    ctx.meter.cached(day, &account.name);
-    let record = Record {
-        charge_id: format!("{:x}", request.charge_id.unwrap_or_else(rand::random)),
-        request_id: format!("{:x}", request.id),
-        account: account.name.clone(),
-        key_id: account.key_id.clone(),
-        model: request.model.clone(),
-        input_tokens: u64::from(input_tokens),
-        output_tokens: u64::from(output_tokens),
-        micro_neurons: 0,
-        entry: ctx.node.clone(),
-        executor: ctx.node.clone(),
-        at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
-        day,
-        cached: true,
-    };
-    let ledger = ctx.ledger.clone();
-    tokio::spawn(async move {
-        if let Err(e) = ledger.commit(record).await {
-            tracing::warn!(error = %e, "ledger record of a cache hit not written");
-        }
-    });
+/// The hit counts as a cached request of the account today. It writes no ledger record: it
+/// cost nothing, and an account past its quota could otherwise grow every ledger without
+/// bound through hits alone.
+fn count_hit(ctx: &Context, admitted: &Admitted) {
+    if let Some(account) = &admitted.request.account {
+        let day = crate::metering::usage::day_of(crate::metering::unix_now());
+        ctx.meter.cached(day, &account.name);
+    }
 }
 
 /// `text` in pieces of at most `max` bytes, cut at character boundaries.

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{Lookup, Shards};
+use crate::cache::flight::Patience;
 use crate::cache::key::CacheKey;
 use crate::cache::store::{Answer, Found, Owner};
 
@@ -36,14 +37,16 @@ const GIVEN_UP: u32 = 1;
 /// What the asker says on a `Cache` stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CacheCall {
-    /// Look a key up at shard `shard` of the node, waiting (as long as `lease_ms`) for a fill
-    /// in flight; lead its fill for `lease_ms` if nobody does.
+    /// Look a key up at shard `shard` of the node, waiting for a fill in flight, or leading
+    /// its fill if nobody does.
     Lookup {
         /// The shard's index on the node.
         shard: u16,
         /// The key's material.
         material: Vec<u8>,
-        /// How long the asker would wait, and hold the lease.
+        /// Milliseconds the asker waits for another's fill.
+        wait_ms: u64,
+        /// Milliseconds it would hold the lease.
         lease_ms: u64,
     },
     /// The answer for the key led (only after a lead).
@@ -88,14 +91,16 @@ pub enum RemoteLookup {
     Busy,
 }
 
-/// Looks `key` up at shard `shard` of the peer on `connection`, waiting at most `wait`.
+/// Looks `key` up at shard `shard` of the peer on `connection`, as patient as `patience`
+/// says; `slot` (one of a bounded number of cache streams this node keeps open) is held as
+/// long as the stream is.
 pub async fn lookup(
     connection: &quinn::Connection,
     shard: u16,
     key: &CacheKey,
-    wait: Duration,
+    patience: Patience,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<RemoteLookup, String> {
-    let lease_ms = u64::try_from(wait.min(MAX_LEASE).as_millis()).unwrap_or(u64::MAX);
     let (mut send, mut recv) = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
         let (mut send, recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
         write_frame(&mut send, &PeerStreamKind::Cache, MAX_OPEN_FRAME_LEN)
@@ -104,7 +109,8 @@ pub async fn lookup(
         let call = CacheCall::Lookup {
             shard,
             material: key.material.clone(),
-            lease_ms,
+            wait_ms: patience.wait_ms,
+            lease_ms: patience.lease_ms,
         };
         write_frame(&mut send, &call, MAX_LOOKUP_FRAME)
             .await
@@ -123,7 +129,7 @@ pub async fn lookup(
         return Err("the shard's node did not acknowledge the lookup".to_owned());
     }
     let reply = tokio::time::timeout(
-        wait + EXCHANGE_TIMEOUT,
+        Duration::from_millis(patience.wait_ms) + EXCHANGE_TIMEOUT,
         read_frame::<_, CacheReply>(&mut recv, MAX_RESPONSE_FRAME_LEN),
     )
     .await;
@@ -132,7 +138,10 @@ pub async fn lookup(
             let _ = send.finish();
             Ok(RemoteLookup::Hit(Found { answer, age_ms }))
         }
-        Ok(Ok(Some(CacheReply::Lead))) => Ok(RemoteLookup::Lead(RemoteLease { send: Some(send) })),
+        Ok(Ok(Some(CacheReply::Lead))) => Ok(RemoteLookup::Lead(RemoteLease {
+            send: Some(send),
+            _slot: slot,
+        })),
         Ok(Ok(Some(CacheReply::Busy | CacheReply::Looking))) => Ok(RemoteLookup::Busy),
         Ok(Ok(None)) => Err("the shard's node closed the stream".to_owned()),
         Ok(Err(e)) => {
@@ -150,6 +159,7 @@ pub async fn lookup(
 #[derive(Debug)]
 pub struct RemoteLease {
     send: Option<quinn::SendStream>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl RemoteLease {
@@ -200,12 +210,21 @@ pub async fn serve(
         read_frame::<_, CacheCall>(&mut recv, MAX_LOOKUP_FRAME),
     )
     .await;
-    let (shard, material, lease_ms) = match call {
+    let max = u64::try_from(MAX_LEASE.as_millis()).unwrap_or(u64::MAX);
+    let (shard, material, patience) = match call {
         Ok(Ok(Some(CacheCall::Lookup {
             shard,
             material,
+            wait_ms,
             lease_ms,
-        }))) => (shard, material, lease_ms),
+        }))) => (
+            shard,
+            material,
+            Patience {
+                wait_ms: wait_ms.min(max),
+                lease_ms: lease_ms.min(max),
+            },
+        ),
         _ => {
             tracing::debug!(%peer, "malformed cache stream refused");
             let _ = send.reset(quinn::VarInt::from_u32(GIVEN_UP));
@@ -224,13 +243,8 @@ pub async fn serve(
     if !matches!(acknowledged, Ok(Ok(()))) {
         return;
     }
-    let wait = Duration::from_millis(lease_ms).min(MAX_LEASE);
     let lookup = match shards.local(shard) {
-        Some(handle) => {
-            handle
-                .lookup(&key, lease_ms.min(MAX_LEASE.as_millis() as u64), wait)
-                .await
-        }
+        Some(handle) => handle.lookup(&key, patience).await,
         None => Ok(Lookup::Busy),
     };
     let (reply, lease) = match lookup {
@@ -258,7 +272,7 @@ pub async fn serve(
     };
     // The lease lasts while the stream does, up to its time; dropping it gives it up.
     let fill = tokio::time::timeout(
-        wait,
+        Duration::from_millis(patience.lease_ms),
         read_frame::<_, CacheCall>(&mut recv, MAX_RESPONSE_FRAME_LEN),
     )
     .await;
