@@ -228,6 +228,39 @@ async fn identical_requests_at_three_nodes_run_the_model_once() {
     assert!(answers.iter().all(|g| g.text == answers[0].text));
     let completed = a.model_status(SMOLLM2).await["stats"]["completed"].clone();
     assert_eq!(completed, 1, "the model ran once");
+
+    // The leader of a key goes away mid-run: the request waiting for it takes over and is
+    // answered (a miss it fills itself), instead of hanging.
+    let long = GenerateRequest::new(SMOLLM2, "Tell me a long story about a fox.").max_tokens(300);
+    let mut leader = clients[0].generate_stream(long.clone()).await.unwrap();
+    assert!(matches!(
+        leader.next().await,
+        Some(Ok(StreamEvent::Delta(_)))
+    ));
+    let waiter = cluster.keyed_client(&c, Some(&key)).await;
+    let waiting = tokio::spawn(async move { waiter.generate(long).await.unwrap() });
+    eventually(
+        Duration::from_secs(10),
+        "one request waits at the shard",
+        || async {
+            let mut waiting = 0;
+            for node in [&a, &b, &c] {
+                let cache = node.json("/admin/cache").await;
+                for shard in cache["shards"].as_array()? {
+                    waiting += shard["waiting"].as_u64()?;
+                }
+            }
+            (waiting == 1).then_some(())
+        },
+    )
+    .await;
+    drop(leader);
+    let taken_over = tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the waiter is answered")
+        .unwrap();
+    assert_eq!(taken_over.response.cache.status, CacheStatus::Miss);
+    assert!(!taken_over.text.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
