@@ -9,7 +9,7 @@
 #   c  an edge box like b
 # b and c know only a; the mesh forms by itself. Requests carry an API key issued for the demo. Then a real prompt goes to edge box b, which
 # hands it to a: SmolLM2 answers token by token, and the route shows the hop b → a and the time
-# each node saw.
+# each node saw. The same prompt again is a cache hit; with --skip-cache it runs again.
 # With --keep the mesh keeps running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,8 +82,11 @@ edge=(--node "$(field b quic)" --ca "$work/cluster/ca.crt")
 echo "== prompt to node b (an edge box without the LLM): $prompt"
 "${ganglion[@]}" generate "${edge[@]}" --model "$llm" --max-tokens 48 "$prompt"
 echo
-echo "== the same, as JSON (usage, timings, the route b → a with each node's time):"
-"${ganglion[@]}" generate "${edge[@]}" --model "$llm" --max-tokens 48 --json "$prompt"
+echo "== the same prompt again: a cache HIT, replayed at b for 0 Neurons (the route is b alone):"
+"${ganglion[@]}" generate "${edge[@]}" --model "$llm" --max-tokens 48 "$prompt"
+echo
+echo "== once more with --skip-cache, as JSON (usage, timings, the route b → a with each node's time):"
+"${ganglion[@]}" generate "${edge[@]}" --model "$llm" --max-tokens 48 --skip-cache --json "$prompt"
 echo
 echo "== embeddings from node b (an edge box):"
 "${ganglion[@]}" embed --node "$(field b quic)" --ca "$work/cluster/ca.crt" --model "$embedder" "edge inference" "inference at the edge"
