@@ -49,8 +49,8 @@ pub struct Arguments {
 pub enum Reply {
     /// Stored (or just filled by another request).
     Hit(Found),
-    /// Not stored: the caller fills it, under this lease.
-    Lead(u64),
+    /// Not stored: the caller fills it, under this lease (dropping it gives it up).
+    Lead(LocalLease),
     /// The shard is too busy with this key or others: go without the cache.
     Busy,
 }
@@ -143,16 +143,18 @@ fn now_ms() -> u64 {
 }
 
 impl State {
-    /// Gives each new leader its lease; one that left meanwhile passes it on.
-    fn hand_leases(&mut self, mut leaders: Vec<([u8; 32], RpcReplyPort<Reply>, u64)>) {
-        while let Some((hash, waiter, lease)) = leaders.pop() {
-            if waiter.send(Reply::Lead(lease)).is_err()
-                && let Some((next, lease)) = self
-                    .flights
-                    .abandoned(&hash, lease, now_ms(), |w| !w.is_closed())
-            {
-                leaders.push((hash, next, lease));
-            }
+    /// Gives each new leader its lease. The lease travels as a [`LocalLease`], whose drop
+    /// gives it up: a leader that left meanwhile (the reply undelivered, or delivered to a
+    /// call that was abandoned at that moment) sends the shard an `Abandon`, and the next
+    /// waiter leads.
+    fn hand_leases(myself: &ActorRef<Msg>, leaders: Vec<([u8; 32], RpcReplyPort<Reply>, u64)>) {
+        for (hash, waiter, lease) in leaders {
+            let _ = waiter.send(Reply::Lead(LocalLease {
+                shard: myself.clone(),
+                hash,
+                lease,
+                done: false,
+            }));
         }
     }
 }
@@ -190,7 +192,7 @@ impl Actor for CacheShard {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Msg>,
+        myself: ActorRef<Msg>,
         msg: Msg,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
@@ -209,7 +211,7 @@ impl Actor for CacheShard {
                 match state.flights.join(&key, reply, patience, now) {
                     Joined::Lead(lease, reply) => {
                         state.stats.misses += 1;
-                        state.hand_leases(vec![(key.hash, reply, lease)]);
+                        State::hand_leases(&myself, vec![(key.hash, reply, lease)]);
                     }
                     Joined::Waiting => {}
                     Joined::Refused(reply) => {
@@ -244,7 +246,7 @@ impl Actor for CacheShard {
                     .flights
                     .abandoned(&hash, lease, now_ms(), |w| !w.is_closed());
                 let next = next.map(|(waiter, lease)| (hash, waiter, lease));
-                state.hand_leases(next.into_iter().collect());
+                State::hand_leases(&myself, next.into_iter().collect());
             }
             Msg::Stats(reply) => {
                 let mut stats = state.stats.clone();
@@ -264,7 +266,7 @@ impl Actor for CacheShard {
                 for waiter in due.given_up {
                     let _ = waiter.send(Reply::Busy);
                 }
-                state.hand_leases(due.leaders);
+                State::hand_leases(&myself, due.leaders);
                 state.ticks += 1;
                 if state.ticks.is_multiple_of(SWEEP_TICKS) {
                     state.store.sweep(now);
@@ -313,12 +315,7 @@ impl CacheShardHandle {
         };
         Ok(match reply {
             Reply::Hit(found) => Lookup::Hit(found),
-            Reply::Lead(lease) => Lookup::Lead(LocalLease {
-                shard: self.clone(),
-                hash: key.hash,
-                lease,
-                done: false,
-            }),
+            Reply::Lead(lease) => Lookup::Lead(lease),
             Reply::Busy => Lookup::Busy,
         })
     }
@@ -338,7 +335,7 @@ impl CacheShardHandle {
 /// waiter leads.
 #[derive(Debug)]
 pub struct LocalLease {
-    shard: CacheShardHandle,
+    shard: ActorRef<Msg>,
     hash: [u8; 32],
     lease: u64,
     done: bool,
@@ -348,7 +345,7 @@ impl LocalLease {
     /// Stores the answer and answers the waiters.
     pub fn fill(mut self, key: CacheKey, owner: Owner, answer: Answer, ttl_ms: u64) {
         self.done = true;
-        let _ = self.shard.0.get().cast(Msg::Fill {
+        let _ = self.shard.cast(Msg::Fill {
             key,
             lease: self.lease,
             owner,
@@ -361,7 +358,7 @@ impl LocalLease {
 impl Drop for LocalLease {
     fn drop(&mut self) {
         if !self.done {
-            let _ = self.shard.0.get().cast(Msg::Abandon {
+            let _ = self.shard.cast(Msg::Abandon {
                 hash: self.hash,
                 lease: self.lease,
             });

@@ -189,7 +189,14 @@ async fn read_responses(
             () = deltas.closed() => return Err(BackendError::Cancelled),
             () = tokio::time::sleep_until(deadline.into()) => return Err(BackendError::DeadlineExceeded),
         };
-        let Some(response) = next else { break };
+        // The engine ends every answer with a usage chunk or `Done`: a channel that closes
+        // before either cut the answer short, and a short answer must not pass for a whole
+        // one (it would be charged as complete, and cached).
+        let Some(response) = next else {
+            return Err(BackendError::Run(
+                "the engine stopped before the answer was complete".into(),
+            ));
+        };
         match response {
             Response::Chunk(chunk) => {
                 if let Some(u) = &chunk.usage {

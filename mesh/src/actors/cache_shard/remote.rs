@@ -140,7 +140,7 @@ pub async fn lookup(
         }
         Ok(Ok(Some(CacheReply::Lead))) => Ok(RemoteLookup::Lead(RemoteLease {
             send: Some(send),
-            _slot: slot,
+            slot: Some(slot),
         })),
         Ok(Ok(Some(CacheReply::Busy | CacheReply::Looking))) => Ok(RemoteLookup::Busy),
         Ok(Ok(None)) => Err("the shard's node closed the stream".to_owned()),
@@ -159,7 +159,8 @@ pub async fn lookup(
 #[derive(Debug)]
 pub struct RemoteLease {
     send: Option<quinn::SendStream>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Held until the stream is done with, the fill's write included.
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl RemoteLease {
@@ -168,7 +169,9 @@ impl RemoteLease {
         let Some(mut send) = self.send.take() else {
             return;
         };
+        let slot = self.slot.take();
         tokio::spawn(async move {
+            let _slot = slot;
             let call = CacheCall::Fill {
                 account: owner.account,
                 model: owner.model,
