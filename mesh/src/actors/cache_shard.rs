@@ -20,7 +20,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
 use super::{ActorSlot, LocalCallError};
-use crate::cache::flight::{Flights, Joined, Patience};
+use crate::cache::flight::{Due, Flights, Joined, Patience};
 use crate::cache::key::CacheKey;
 use crate::cache::store::{Answer, Found, Owner, Purge, Store};
 use crate::cache::{GROUP, ShardId, index_of};
@@ -147,6 +147,15 @@ impl State {
     /// gives it up: a leader that left meanwhile (the reply undelivered, or delivered to a
     /// call that was abandoned at that moment) sends the shard an `Abandon`, and the next
     /// waiter leads.
+    /// Answers the waiters whose wait is over (`Busy`: they go without the cache) and gives
+    /// the new leaders their leases.
+    fn let_go(myself: &ActorRef<Msg>, due: Due<RpcReplyPort<Reply>>) {
+        for waiter in due.given_up {
+            let _ = waiter.send(Reply::Busy);
+        }
+        Self::hand_leases(myself, due.leaders);
+    }
+
     fn hand_leases(myself: &ActorRef<Msg>, leaders: Vec<([u8; 32], RpcReplyPort<Reply>, u64)>) {
         for (hash, waiter, lease) in leaders {
             let _ = waiter.send(Reply::Lead(LocalLease {
@@ -242,11 +251,10 @@ impl Actor for CacheShard {
                 state.store.insert(key, owner, answer, ttl_ms, now_ms());
             }
             Msg::Abandon { hash, lease } => {
-                let next = state
+                let due = state
                     .flights
                     .abandoned(&hash, lease, now_ms(), |w| !w.is_closed());
-                let next = next.map(|(waiter, lease)| (hash, waiter, lease));
-                State::hand_leases(&myself, next.into_iter().collect());
+                State::let_go(&myself, due);
             }
             Msg::Stats(reply) => {
                 let mut stats = state.stats.clone();
@@ -263,10 +271,7 @@ impl Actor for CacheShard {
             Msg::Tick => {
                 let now = now_ms();
                 let due = state.flights.expire(now, |w| !w.is_closed());
-                for waiter in due.given_up {
-                    let _ = waiter.send(Reply::Busy);
-                }
-                State::hand_leases(&myself, due.leaders);
+                State::let_go(&myself, due);
                 state.ticks += 1;
                 if state.ticks.is_multiple_of(SWEEP_TICKS) {
                     state.store.sweep(now);

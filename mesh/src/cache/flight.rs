@@ -134,18 +134,25 @@ impl<W> Flights<W> {
     }
 
     /// The leader of `hash` gave up: the next waiter that `alive` accepts (and that still
-    /// waits) leads, with the returned lease; with none, the flight ends.
+    /// waits) leads, with the returned lease; with none, the flight ends. Waiters passed over
+    /// because their wait is over are returned too, to be let go.
     pub fn abandoned(
         &mut self,
         hash: &[u8; 32],
         lease: u64,
         now_ms: u64,
         alive: impl Fn(&W) -> bool,
-    ) -> Option<(W, u64)> {
-        if self.flights.get(hash)?.lease != lease {
-            return None;
+    ) -> Due<W> {
+        let mut due = Due {
+            leaders: Vec::new(),
+            given_up: Vec::new(),
+        };
+        if self.flights.get(hash).is_some_and(|f| f.lease == lease)
+            && let Some((waiter, lease)) = self.hand_on(hash, now_ms, &alive, &mut due.given_up)
+        {
+            due.leaders.push((*hash, waiter, lease));
         }
-        self.hand_on(hash, now_ms, &alive)
+        due
     }
 
     /// At `now_ms`: hands each flight whose lease ran out to its next live waiter, and lets
@@ -168,7 +175,7 @@ impl<W> Flights<W> {
         let leaders = due
             .iter()
             .filter_map(|hash| {
-                let (waiter, lease) = self.hand_on(hash, now_ms, &alive)?;
+                let (waiter, lease) = self.hand_on(hash, now_ms, &alive, &mut given_up)?;
                 Some((*hash, waiter, lease))
             })
             .collect();
@@ -180,15 +187,21 @@ impl<W> Flights<W> {
         hash: &[u8; 32],
         now_ms: u64,
         alive: &impl Fn(&W) -> bool,
+        given_up: &mut Vec<W>,
     ) -> Option<(W, u64)> {
         let lease = self.lease();
         let flight = self.flights.get_mut(hash)?;
         while let Some(next) = flight.waiters.pop_front() {
-            if next.wait_until_ms > now_ms && alive(&next.waiter) {
-                flight.lease = lease;
-                flight.expires_at_ms = next.lead_until_ms;
-                return Some((next.waiter, lease));
+            if !alive(&next.waiter) {
+                continue;
             }
+            if next.wait_until_ms <= now_ms {
+                given_up.push(next.waiter);
+                continue;
+            }
+            flight.lease = lease;
+            flight.expires_at_ms = next.lead_until_ms;
+            return Some((next.waiter, lease));
         }
         self.remove(hash);
         None
@@ -270,14 +283,15 @@ mod tests {
             assert_eq!(flights.join(&k, w, patience(900, 500), 0), Joined::Waiting);
         }
         // Waiter 2 has gone away; 3 takes over, for what is left of its own time.
-        let (next, second) = flights
-            .abandoned(&k.hash, first, 10, |w| *w != 2)
-            .expect("handed on");
+        let due = flights.abandoned(&k.hash, first, 10, |w| *w != 2);
+        let (_, next, second) = due.leaders[0];
         assert_eq!(next, 3);
         assert_ne!(second, first);
-        assert_eq!(
-            flights.abandoned(&k.hash, first, 10, |_| true),
-            None,
+        assert!(
+            flights
+                .abandoned(&k.hash, first, 10, |_| true)
+                .leaders
+                .is_empty(),
             "old lease"
         );
         // 3's lease runs out at 500 ms: 4 takes over.
@@ -286,9 +300,11 @@ mod tests {
         assert_eq!(due.leaders.len(), 1);
         assert_eq!((due.leaders[0].0, due.leaders[0].1), (k.hash, 4));
         // 4 fails too, with nobody left: the flight ends.
-        assert_eq!(
-            flights.abandoned(&k.hash, due.leaders[0].2, 600, |_| true),
-            None
+        assert!(
+            flights
+                .abandoned(&k.hash, due.leaders[0].2, 600, |_| true)
+                .leaders
+                .is_empty()
         );
         assert!(flights.is_empty());
     }
@@ -311,8 +327,10 @@ mod tests {
         let due = flights.expire(100, |_| true);
         assert_eq!(due.given_up, vec![2]);
         assert!(due.leaders.is_empty());
-        // Past 3's wait, the leader gives up: nobody is left to lead.
-        assert_eq!(flights.abandoned(&k.hash, lease, 300, |_| true), None);
+        // Past 3's wait, the leader gives up: nobody is left to lead, and 3 is let go.
+        let due = flights.abandoned(&k.hash, lease, 300, |_| true);
+        assert!(due.leaders.is_empty());
+        assert_eq!(due.given_up, vec![3]);
         assert!(flights.is_empty());
     }
 
