@@ -134,6 +134,8 @@ pub struct Node {
     pub quic: SocketAddr,
     pub admin: SocketAddr,
     pub cluster_tcp: SocketAddr,
+    /// The HTTP API, when started with `--http`.
+    pub http: Option<SocketAddr>,
     pub log: PathBuf,
 }
 
@@ -214,6 +216,7 @@ impl Node {
             quic: addr("quic"),
             admin: addr("admin"),
             cluster_tcp: addr("cluster_tcp"),
+            http: ready["http"].as_str().map(|a| a.parse().unwrap()),
             log,
         }
     }

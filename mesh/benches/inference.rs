@@ -232,5 +232,6 @@ fn bench_config(
             bytes: 0,
             default_ttl: Duration::from_secs(300),
         },
+        http: None,
     }
 }

@@ -72,6 +72,34 @@ pub struct ConfigFile {
     /// The `[cache]` section.
     #[serde(default)]
     pub cache: CacheSection,
+    /// The `[http]` section.
+    #[serde(default)]
+    pub http: HttpSection,
+}
+
+/// `[http]`: the HTTP APIs (off unless `listen` is set).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address to serve them on.
+    pub listen: Option<String>,
+    /// PEM certificate chain, for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key, for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// Connections served at once (default 1024).
+    pub max_connections: Option<usize>,
+}
+
+/// The validated `[http]` section.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Certificate chain and key, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Connections served at once.
+    pub max_connections: usize,
 }
 
 /// `[cache]`: this node's part of the mesh's result cache.
@@ -243,6 +271,8 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// The result cache.
     pub cache: crate::actors::node_supervisor::CacheArguments,
+    /// The HTTP APIs, when on.
+    pub http: Option<HttpConfig>,
 }
 
 /// Default cache shards per node.
@@ -412,6 +442,37 @@ impl ConfigFile {
 
         let allow_anonymous = self.clients.allow_anonymous.unwrap_or(false);
         let cache = self.cache.validate()?;
+        let http = match self.http.listen.as_deref() {
+            None => {
+                if self.http.tls_cert.is_some() || self.http.tls_key.is_some() {
+                    return Err(ConfigError::new("http.listen", "required for HTTPS"));
+                }
+                None
+            }
+            Some(addr) => Some(HttpConfig {
+                listen: parse_addr("http.listen", addr)?,
+                tls: match (self.http.tls_cert, self.http.tls_key) {
+                    (Some(cert), Some(key)) => Some((cert, key)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(ConfigError::new(
+                            "http.tls_cert",
+                            "give both a certificate and a key, or neither",
+                        ));
+                    }
+                },
+                max_connections: match self.http.max_connections {
+                    None => crate::api::listener::DEFAULT_MAX_CONNECTIONS,
+                    Some(n) if (1..=100_000).contains(&n) => n,
+                    Some(_) => {
+                        return Err(ConfigError::new(
+                            "http.max_connections",
+                            "must be between 1 and 100000",
+                        ));
+                    }
+                },
+            }),
+        };
         let models = self.models.validate()?;
         Ok(Config {
             request_limits: crate::request::Limits {
@@ -426,6 +487,7 @@ impl ConfigFile {
             fault_injection: false,
             allow_anonymous,
             cache,
+            http,
             catalog: models.catalog,
             models_dir: models.dir,
             host: models.host,

@@ -19,6 +19,8 @@ pub struct Addresses {
     pub admin: SocketAddr,
     /// ractor_cluster's loopback TCP listener (refuses every handshake: sessions run over QUIC).
     pub cluster_tcp: SocketAddr,
+    /// The HTTP API, when it is on.
+    pub http: Option<SocketAddr>,
 }
 
 /// Static facts about a node.

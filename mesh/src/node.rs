@@ -53,6 +53,9 @@ pub enum StartError {
     /// The ledger could not be opened (another node may be using this data folder).
     #[error("cannot open the ledger {0}: {1}")]
     Ledger(String, String),
+    /// The HTTP API's certificate or key could not be loaded.
+    #[error("HTTP TLS: {0}")]
+    HttpTls(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -150,6 +153,35 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         .map_err(io("cannot read admin address"))?;
     std::fs::write(config.data_dir.join(ADMIN_ADDRESS_FILE), admin.to_string())
         .map_err(io("cannot write the admin address file"))?;
+    let http = match &config.http {
+        None => None,
+        Some(http) => {
+            let listener = std::net::TcpListener::bind(http.listen)
+                .map_err(io(format!("cannot bind the HTTP API on {}", http.listen)))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(io("cannot configure the HTTP listener"))?;
+            let tls = match &http.tls {
+                None => None,
+                Some((cert, key)) => {
+                    Some(crate::api::listener::tls_config(cert, key).map_err(StartError::HttpTls)?)
+                }
+            };
+            Some(crate::actors::gateway::HttpArguments {
+                listener: Arc::new(listener),
+                tls,
+                max_connections: http.max_connections,
+            })
+        }
+    };
+    let http_addr = match &http {
+        Some(h) => Some(
+            h.listener
+                .local_addr()
+                .map_err(io("cannot read HTTP address"))?,
+        ),
+        None => None,
+    };
 
     let hardware = Hardware::detect(config.memory_limit);
     let catalog = Arc::new(config.catalog);
@@ -171,6 +203,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
             advertise,
             admin,
             cluster_tcp,
+            http: http_addr,
         },
         hardware: hardware.clone(),
     };
@@ -199,6 +232,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         revoked_file,
         ledger,
         cache: config.cache,
+        http,
         admin_listener,
         node_info: info.clone(),
         admin_token: Some(admin_token),

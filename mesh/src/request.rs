@@ -84,6 +84,10 @@ pub trait Responder: Send {
 
     /// Resolves when the requester goes away (so that work can stop before the next write).
     fn gone(&self) -> impl Future<Output = ()> + Send + 'static;
+
+    /// The cache stage decided what the cache does for this request, before any frame (a door
+    /// that sends headers before the body, as HTTP does, can say it there).
+    fn cache_decided(&mut self, _report: &ganglion_client::protocol::CacheReport) {}
 }
 
 /// Runs one inference request through every stage, answering on `out`.

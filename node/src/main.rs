@@ -195,6 +195,15 @@ struct RunArgs {
     /// How long an answer stays cached when its request does not say, e.g. "5m".
     #[arg(long, value_parser = humantime_duration)]
     cache_ttl: Option<Duration>,
+    /// Serve the HTTP APIs (OpenAI-compatible /v1, Workers-AI-style /ai/run) on this address.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// PEM certificate chain for HTTPS on --http.
+    #[arg(long, requires = "http_tls_key")]
+    http_tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS on --http.
+    #[arg(long, requires = "http_tls_cert")]
+    http_tls_key: Option<PathBuf>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -240,6 +249,9 @@ impl RunArgs {
             &mut file.clients.max_connections_per_address,
             self.max_connections_per_address,
         );
+        set(&mut file.http.listen, self.http);
+        set(&mut file.http.tls_cert, self.http_tls_cert);
+        set(&mut file.http.tls_key, self.http_tls_key);
         set(&mut file.cache.shards, self.cache_shards);
         set(&mut file.cache.size, self.cache_size);
         set(&mut file.cache.default_ttl, self.cache_ttl);
@@ -574,11 +586,14 @@ fn announce(
     token_file: Option<&std::path::Path>,
 ) {
     let line = format!(
-        "{{\"event\":\"ready\",\"name\":\"{name}\",\"quic\":\"{}\",\"advertise\":\"{}\",\"admin\":\"{}\",\"cluster_tcp\":\"{}\",\"admin_token_file\":{}}}",
+        "{{\"event\":\"ready\",\"name\":\"{name}\",\"quic\":\"{}\",\"advertise\":\"{}\",\"admin\":\"{}\",\"cluster_tcp\":\"{}\",\"http\":{},\"admin_token_file\":{}}}",
         addresses.quic,
         addresses.advertise,
         addresses.admin,
         addresses.cluster_tcp,
+        addresses
+            .http
+            .map_or("null".to_owned(), |a| format!("\"{a}\"")),
         token_file.map_or("null".to_owned(), |p| format!(
             "{:?}",
             p.display().to_string()

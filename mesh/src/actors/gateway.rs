@@ -64,6 +64,47 @@ pub struct Arguments {
     pub context: request::Context,
     /// Where peers' hosted models are known (for model listings).
     pub directory: PeerDirectoryHandle,
+    /// The HTTP APIs, when on.
+    pub http: Option<HttpArguments>,
+}
+
+/// The HTTP door: its bound listener (kept, so that a restarted gateway serves it again).
+#[derive(Clone)]
+pub struct HttpArguments {
+    /// The listener, bound before any actor started.
+    pub listener: Arc<std::net::TcpListener>,
+    /// TLS, for HTTPS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+impl std::fmt::Debug for HttpArguments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpArguments")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// Serves the HTTP APIs on `http` until the returned task is dropped.
+fn serve_http(
+    http: &HttpArguments,
+    api: crate::api::Api,
+) -> Result<super::AbortOnDrop, ActorProcessingErr> {
+    let listener = tokio::net::TcpListener::from_std(http.listener.try_clone()?)?;
+    let listener = crate::api::listener::BoundedListener::new(
+        listener,
+        http.max_connections,
+        http.tls.clone(),
+    )?;
+    let router = crate::api::router(Arc::new(api));
+    Ok(super::AbortOnDrop(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "HTTP API stopped");
+        }
+    })))
 }
 
 /// What every stream needs.
@@ -77,6 +118,7 @@ struct Shared {
 pub struct State {
     shared: Arc<Shared>,
     connections: JoinSet<()>,
+    _http: Option<super::AbortOnDrop>,
 }
 
 impl Actor for Gateway {
@@ -89,12 +131,23 @@ impl Actor for Gateway {
         _myself: ActorRef<Msg>,
         args: Arguments,
     ) -> Result<State, ActorProcessingErr> {
+        let http = match &args.http {
+            Some(http) => Some(serve_http(
+                http,
+                crate::api::Api {
+                    context: args.context.clone(),
+                    directory: args.directory.clone(),
+                },
+            )?),
+            None => None,
+        };
         Ok(State {
             shared: Arc::new(Shared {
                 context: args.context,
                 directory: args.directory,
             }),
             connections: JoinSet::new(),
+            _http: http,
         })
     }
 
@@ -219,7 +272,7 @@ async fn serve_stream(
             let _ = out.send(frame).await;
         }
         ClientRequest::ListModels => {
-            let frame = match list_models(&shared).await {
+            let frame = match list_models(&shared.context, &shared.directory).await {
                 Ok(listing) => ResponseFrame::Models(listing),
                 Err(error) => ResponseFrame::Error(error),
             };
@@ -325,9 +378,11 @@ async fn account_usage(
 
 /// The catalog, each model with the nodes serving it: this node, and peers by their adverts
 /// (one directory query for the whole listing).
-async fn list_models(shared: &Shared) -> Result<Vec<ModelListing>, WireError> {
-    let ctx = &shared.context;
-    let peers = shared.directory.list().await.map_err(|e| {
+pub(crate) async fn list_models(
+    ctx: &request::Context,
+    directory: &PeerDirectoryHandle,
+) -> Result<Vec<ModelListing>, WireError> {
+    let peers = directory.list().await.map_err(|e| {
         WireError::new(
             ErrorCode::Unavailable,
             format!("the peer directory did not answer: {e}"),

@@ -117,6 +117,8 @@ pub struct Arguments {
     pub ledger: Arc<crate::metering::ledger::Ledger>,
     /// The result cache.
     pub cache: CacheArguments,
+    /// The HTTP APIs, when on (served by the gateway).
+    pub http: Option<gateway::HttpArguments>,
 }
 
 /// The cache as configured.
@@ -330,6 +332,7 @@ impl Actor for NodeSupervisor {
                 },
             },
             directory: directory_handle.clone(),
+            http: args.http,
         };
         let gateway = spawn(
             "ganglion.gateway".into(),

@@ -95,9 +95,11 @@ pub async fn begin(
 ) -> Began {
     let settings = &ctx.cache;
     let request = &admitted.request;
-    let bypass = || {
+    let mut bypass = || {
         settings.shards.bypassed();
-        Began::Run(Filler::without_cache(CacheStatus::Bypass, None))
+        let filler = Filler::without_cache(CacheStatus::Bypass, None);
+        out.cache_decided(&filler.report);
+        Began::Run(filler)
     };
     // Keyless callers share the account `anonymous` but are different people: their
     // answers are not shared.
@@ -135,6 +137,7 @@ pub async fn begin(
                 .ttl_secs
                 .map_or(settings.default_ttl, |s| Duration::from_secs(u64::from(s)));
             let mut filler = Filler::without_cache(CacheStatus::Miss, Some(shard));
+            out.cache_decided(&filler.report);
             filler.fill = lease.map(|lease| Fill {
                 lease,
                 key,
@@ -213,6 +216,12 @@ async fn replay(
     out: &mut impl Responder,
 ) {
     let request = &admitted.request;
+    let report = CacheReport {
+        status: CacheStatus::Hit,
+        shard: Some(shard.label().to_owned()),
+        age_ms: Some(found.age_ms),
+    };
+    out.cache_decided(&report);
     let mut first_token_ms = None;
     if let Output::Text { text, .. } = &found.answer.output {
         first_token_ms = Some(ms(admitted.received.elapsed()));
@@ -256,11 +265,7 @@ async fn replay(
                 total_ms,
             }],
         },
-        cache: CacheReport {
-            status: CacheStatus::Hit,
-            shard: Some(shard.label().to_owned()),
-            age_ms: Some(found.age_ms),
-        },
+        cache: report,
     };
     count_hit(ctx, admitted);
     let _ = out.send(ResponseFrame::Final(response)).await;

@@ -1,0 +1,576 @@
+//! The OpenAI-compatible API (`/v1`): what the official SDKs send and expect, so that they work
+//! unchanged with `base_url` set to a node. Unknown fields are ignored, as OpenAI does.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use ganglion_client::protocol::{
+    ChatMessage, ErrorCode, FinalResponse, FinishReason, Input, Output, Parameters, ResponseFrame,
+    Role, Usage, WireError,
+};
+use serde::Deserialize;
+
+use super::{Api, Call, common_headers, created, errors, final_headers, read_json};
+
+/// `stop`: one string or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `content`: a string, or parts of which the text ones count.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct MessageIn {
+    role: String,
+    content: Option<Content>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// The generation fields chat and text completions share.
+#[derive(Debug, Deserialize)]
+struct Sampling {
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<i64>,
+    stop: Option<Stop>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    n: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatBody {
+    model: String,
+    messages: Vec<MessageIn>,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionBody {
+    model: String,
+    prompt: Prompt,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum EmbedInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingsBody {
+    model: String,
+    input: EmbedInput,
+    encoding_format: Option<String>,
+}
+
+pub(super) fn invalid(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::InvalidInput, message)
+}
+
+impl Sampling {
+    fn parameters(&self) -> Result<Parameters, WireError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(invalid("only n = 1 is supported"));
+        }
+        Ok(Parameters {
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed.map(|s| s as u64),
+            stop: match &self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s.clone()],
+                Some(Stop::Many(v)) => v.clone(),
+            },
+        })
+    }
+
+    /// `Some(include_usage)` for a streamed answer, `None` for a whole one.
+    fn stream(&self) -> Option<bool> {
+        self.stream.unwrap_or(false).then(|| {
+            self.stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false)
+        })
+    }
+}
+
+pub(super) fn messages(input: Vec<MessageIn>) -> Result<Vec<ChatMessage>, WireError> {
+    input
+        .into_iter()
+        .map(|m| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(invalid(format!(
+                        "messages of role `{other}` are not supported"
+                    )));
+                }
+            };
+            let content = match m.content {
+                None => String::new(),
+                Some(Content::Text(text)) => text,
+                Some(Content::Parts(parts)) => {
+                    if let Some(other) = parts.iter().find(|p| p.kind != "text") {
+                        return Err(invalid(format!(
+                            "content parts of type `{}` are not supported",
+                            other.kind
+                        )));
+                    }
+                    parts
+                        .into_iter()
+                        .filter_map(|p| p.text)
+                        .collect::<Vec<_>>()
+                        .join("")
+                }
+            };
+            Ok(ChatMessage { role, content })
+        })
+        .collect()
+}
+
+fn finish_reason(output: &Output) -> &'static str {
+    match output {
+        Output::Text {
+            finish_reason: FinishReason::Length,
+            ..
+        } => "length",
+        _ => "stop",
+    }
+}
+
+fn text(output: &Output) -> &str {
+    match output {
+        Output::Text { text, .. } => text,
+        _ => "",
+    }
+}
+
+fn usage(usage: &Usage) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "neurons": usage.micro_neurons as f64 / 1e6,
+    })
+}
+
+/// The two text dialects: chat (`chat.completion`) and plain (`text_completion`).
+#[derive(Debug, Clone, Copy)]
+enum Dialect {
+    Chat,
+    Text,
+}
+
+/// How one answer is written: its id, creation time and model, shared by all its chunks.
+#[derive(Debug, Clone)]
+struct Shape {
+    dialect: Dialect,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Shape {
+    fn new(dialect: Dialect, request_id: u128, model: &str) -> Self {
+        let prefix = match dialect {
+            Dialect::Chat => "chatcmpl",
+            Dialect::Text => "cmpl",
+        };
+        Self {
+            dialect,
+            id: format!("{prefix}-{request_id:032x}"),
+            created: created(),
+            model: model.to_owned(),
+        }
+    }
+
+    fn whole(&self, response: &FinalResponse) -> serde_json::Value {
+        let choice = match self.dialect {
+            Dialect::Chat => serde_json::json!({
+                "index": 0,
+                "message": { "role": "assistant", "content": text(&response.output) },
+                "finish_reason": finish_reason(&response.output),
+                "logprobs": null,
+            }),
+            Dialect::Text => serde_json::json!({
+                "index": 0,
+                "text": text(&response.output),
+                "finish_reason": finish_reason(&response.output),
+                "logprobs": null,
+            }),
+        };
+        serde_json::json!({
+            "id": self.id,
+            "object": self.object(false),
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": usage(&response.usage),
+        })
+    }
+
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.dialect, chunk) {
+            (Dialect::Chat, false) => "chat.completion",
+            (Dialect::Chat, true) => "chat.completion.chunk",
+            (Dialect::Text, _) => "text_completion",
+        }
+    }
+
+    fn chunk(&self, choices: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": self.object(true),
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        })
+    }
+
+    fn piece(&self, text: &str, first: bool, finish: Option<&str>) -> serde_json::Value {
+        let choice = match self.dialect {
+            Dialect::Chat => {
+                let mut delta = serde_json::json!({});
+                if first {
+                    delta["role"] = "assistant".into();
+                }
+                if !text.is_empty() || first {
+                    delta["content"] = text.into();
+                }
+                serde_json::json!({ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null })
+            }
+            Dialect::Text => {
+                serde_json::json!({ "index": 0, "text": text, "finish_reason": finish, "logprobs": null })
+            }
+        };
+        self.chunk(serde_json::json!([choice]))
+    }
+}
+
+fn event(value: &serde_json::Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+/// Streams an answer as server-sent events: a chunk per delta, then one with the finish
+/// reason (and Ganglion's route and cache facts), the usage chunk when asked for, then
+/// `[DONE]`. An error after the stream began is an `error` object in a data line, as OpenAI
+/// sends it. Dropping the stream (the client went away) cancels the request.
+fn stream(call: Call, first: ResponseFrame, shape: Shape, include_usage: bool) -> Response {
+    let headers = common_headers(call.id, call.cache().as_ref());
+    let state = Streaming {
+        call,
+        next: Some(first),
+        pending: VecDeque::new(),
+        first: true,
+        done: false,
+        shape,
+        include_usage,
+    };
+    let events = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(event) = s.pending.pop_front() {
+                return Some((Ok::<_, Infallible>(event), s));
+            }
+            if s.done {
+                return None;
+            }
+            let frame = match s.next.take() {
+                Some(frame) => Some(frame),
+                None => s.call.next().await,
+            };
+            s.push(frame);
+        }
+    });
+    (headers, Sse::new(events).keep_alive(KeepAlive::default())).into_response()
+}
+
+struct Streaming {
+    call: Call,
+    next: Option<ResponseFrame>,
+    pending: VecDeque<Event>,
+    first: bool,
+    done: bool,
+    shape: Shape,
+    include_usage: bool,
+}
+
+impl Streaming {
+    fn push(&mut self, frame: Option<ResponseFrame>) {
+        match frame {
+            Some(ResponseFrame::Delta(text)) => {
+                let first = std::mem::take(&mut self.first);
+                self.pending
+                    .push_back(event(&self.shape.piece(&text, first, None)));
+            }
+            Some(ResponseFrame::Final(response)) => {
+                let first = std::mem::take(&mut self.first);
+                let mut last = self
+                    .shape
+                    .piece("", first, Some(finish_reason(&response.output)));
+                last["ganglion"] = serde_json::json!({
+                    "cache_status": response.cache.status.as_str(),
+                    "executed_by": response.route.executed_by,
+                    "neurons": response.usage.micro_neurons as f64 / 1e6,
+                });
+                self.pending.push_back(event(&last));
+                if self.include_usage {
+                    let mut chunk = self.shape.chunk(serde_json::json!([]));
+                    chunk["usage"] = usage(&response.usage);
+                    self.pending.push_back(event(&chunk));
+                }
+                self.pending.push_back(Event::default().data("[DONE]"));
+                self.done = true;
+            }
+            Some(ResponseFrame::Error(error)) => {
+                self.pending.push_back(event(&errors::openai_body(&error)));
+                self.done = true;
+            }
+            Some(_) => {}
+            None => {
+                self.pending
+                    .push_back(event(&errors::openai_body(&super::ended_early())));
+                self.done = true;
+            }
+        }
+    }
+}
+
+/// Runs a text request and answers it whole or streamed.
+async fn answer_text(
+    api: &Api,
+    request: ganglion_client::protocol::Request,
+    dialect: Dialect,
+    streaming: Option<bool>,
+) -> Response {
+    let shape = Shape::new(dialect, request.id, &request.model);
+    let mut call = Call::start(api, request);
+    match streaming {
+        Some(include_usage) => match call.next().await {
+            Some(ResponseFrame::Error(error)) => {
+                errors::openai(&error, common_headers(call.id, call.cache().as_ref()))
+            }
+            None => errors::openai(&super::ended_early(), common_headers(call.id, None)),
+            Some(first) => stream(call, first, shape, include_usage),
+        },
+        None => {
+            let id = call.id;
+            match call.finish().await {
+                Ok(response) => {
+                    (final_headers(&response), Json(shape.whole(&response))).into_response()
+                }
+                Err(error) => errors::openai(&error, common_headers(id, None)),
+            }
+        }
+    }
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let built = async {
+        let body: ChatBody = read_json(body).await?;
+        let parameters = body.sampling.parameters()?;
+        let request = super::request(
+            body.model,
+            Input::Chat(messages(body.messages)?),
+            parameters,
+            &headers,
+        )?;
+        Ok::<_, WireError>((request, body.sampling.stream()))
+    };
+    match built.await {
+        Ok((request, streaming)) => answer_text(&api, request, Dialect::Chat, streaming).await,
+        Err(error) => errors::openai(&error, common_headers(rand::random(), None)),
+    }
+}
+
+/// `POST /v1/completions`: the prompt as one user message.
+pub async fn completions(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let built = async {
+        let body: CompletionBody = read_json(body).await?;
+        let prompt = match body.prompt {
+            Prompt::One(prompt) => prompt,
+            Prompt::Many(mut prompts) if prompts.len() == 1 => prompts.remove(0),
+            Prompt::Many(_) => return Err(invalid("exactly one prompt is supported")),
+        };
+        let input = Input::Chat(vec![ChatMessage {
+            role: Role::User,
+            content: prompt,
+        }]);
+        let request = super::request(body.model, input, body.sampling.parameters()?, &headers)?;
+        Ok((request, body.sampling.stream()))
+    };
+    match built.await {
+        Ok((request, streaming)) => answer_text(&api, request, Dialect::Text, streaming).await,
+        Err(error) => errors::openai(&error, common_headers(rand::random(), None)),
+    }
+}
+
+/// `POST /v1/embeddings`: vectors as floats, or as base64 of little-endian f32 (what recent
+/// SDKs ask for when the caller does not say).
+pub async fn embeddings(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let built = async {
+        let body: EmbeddingsBody = read_json(body).await?;
+        let base64 = match body.encoding_format.as_deref() {
+            None | Some("float") => false,
+            Some("base64") => true,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "encoding_format `{other}` is not supported"
+                )));
+            }
+        };
+        let texts = match body.input {
+            EmbedInput::One(text) => vec![text],
+            EmbedInput::Many(texts) => texts,
+        };
+        let request = super::request(
+            body.model,
+            Input::Embed(texts),
+            Parameters::default(),
+            &headers,
+        )?;
+        Ok((request, base64))
+    };
+    let (request, base64) = match built.await {
+        Ok(built) => built,
+        Err(error) => return errors::openai(&error, common_headers(rand::random(), None)),
+    };
+    let model = request.model.clone();
+    let call = Call::start(&api, request);
+    let id = call.id;
+    let response = match call.finish().await {
+        Ok(response) => response,
+        Err(error) => return errors::openai(&error, common_headers(id, None)),
+    };
+    let Output::Embeddings(vectors) = &response.output else {
+        let error = invalid(format!("`{model}` is not an embedding model"));
+        return errors::openai(&error, final_headers(&response));
+    };
+    let data: Vec<serde_json::Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(index, vector)| {
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+                serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                serde_json::json!(vector)
+            };
+            serde_json::json!({ "object": "embedding", "index": index, "embedding": embedding })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {
+            "prompt_tokens": response.usage.input_tokens,
+            "total_tokens": response.usage.input_tokens,
+            "neurons": response.usage.micro_neurons as f64 / 1e6,
+        },
+    });
+    (final_headers(&response), Json(body)).into_response()
+}
+
+fn model_object(listing: &ganglion_client::protocol::ModelListing) -> serde_json::Value {
+    serde_json::json!({
+        "id": listing.id,
+        "object": "model",
+        "created": 0,
+        "owned_by": "ganglion",
+        "task": listing.task,
+        "hosted_by": listing.hosted_by,
+    })
+}
+
+/// `GET /v1/models`: the catalog, each model with the nodes hosting it.
+pub async fn models(State(api): State<Arc<Api>>) -> Response {
+    let id = rand::random();
+    match crate::actors::gateway::list_models(&api.context, &api.directory).await {
+        Ok(listing) => {
+            let data: Vec<_> = listing.iter().map(model_object).collect();
+            (
+                common_headers(id, None),
+                Json(serde_json::json!({ "object": "list", "data": data })),
+            )
+                .into_response()
+        }
+        Err(error) => errors::openai(&error, common_headers(id, None)),
+    }
+}
+
+/// `GET /v1/models/{id}` (catalog ids hold `@` and `/`).
+pub async fn model(State(api): State<Arc<Api>>, Path(model): Path<String>) -> Response {
+    let id = rand::random();
+    let listing = match crate::actors::gateway::list_models(&api.context, &api.directory).await {
+        Ok(listing) => listing,
+        Err(error) => return errors::openai(&error, common_headers(id, None)),
+    };
+    match listing.iter().find(|m| m.id == model) {
+        Some(found) => (common_headers(id, None), Json(model_object(found))).into_response(),
+        None => {
+            let error = WireError::new(
+                ErrorCode::UnknownModel,
+                format!("model `{model}` is not in the catalog"),
+            );
+            errors::openai(&error, common_headers(id, None))
+        }
+    }
+}
