@@ -218,6 +218,68 @@ async fn the_openai_api_answers_whole_and_streamed_with_cache_headers() {
     let (status, missing) = http.get("/v1/models/@nobody/nothing").await;
     assert_eq!(status, 404);
     assert_eq!(missing["error"]["code"], "model_not_found");
+
+    // /metrics parses as Prometheus text, and its counters move with requests.
+    assert_eq!(
+        a.get("/metrics", None).await.status(),
+        401,
+        "behind the admin token"
+    );
+    let scrape = || async {
+        let text = a
+            .get("/metrics", Some(harness::TOKEN))
+            .await
+            .text()
+            .await
+            .unwrap();
+        metric_values(&text)
+    };
+    let before = scrape().await;
+    let served = |m: &std::collections::HashMap<String, f64>| {
+        m.get(&format!(
+            "ganglion_requests_total{{model=\"{SMOLLM2}\",outcome=\"ok\",route=\"local\"}}"
+        ))
+        .copied()
+        .unwrap_or(0.0)
+    };
+    assert!(served(&before) >= 2.0, "{before:?}");
+    assert!(before["ganglion_cache_requests_total{status=\"HIT\"}"] >= 1.0);
+    assert!(before["ganglion_cache_bytes"] > 0.0);
+    assert!(before.contains_key(&format!("ganglion_model_in_flight{{model=\"{SMOLLM2}\"}}")));
+    let (status, _, _) = http
+        .call(
+            "/v1/completions",
+            &json!({"model": SMOLLM2, "prompt": "Count to three.", "max_tokens": 6}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let after = scrape().await;
+    assert_eq!(served(&after), served(&before) + 1.0);
+    let out = |m: &std::collections::HashMap<String, f64>| {
+        m[&format!("ganglion_tokens_total{{model=\"{SMOLLM2}\",direction=\"out\"}}")]
+    };
+    assert!(out(&after) > out(&before));
+}
+
+/// Every sample of an OpenMetrics text by its name and labels; panics on a line that is not a
+/// comment or a `name{labels} value` sample, or without the closing `# EOF`.
+fn metric_values(text: &str) -> std::collections::HashMap<String, f64> {
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+            let name = series.split('{').next().unwrap();
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{line}"
+            );
+            (
+                series.to_owned(),
+                value.parse::<f64>().unwrap_or_else(|_| panic!("{line}")),
+            )
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -233,5 +233,6 @@ fn bench_config(
             default_ttl: Duration::from_secs(300),
         },
         http: None,
+        metrics_open: false,
     }
 }

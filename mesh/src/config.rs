@@ -226,6 +226,8 @@ pub struct AdminSection {
     pub listen: Option<String>,
     /// Bearer token required on every admin route but `/healthz`.
     pub token: Option<String>,
+    /// Serve `/metrics` without the token (for a scraper on a trusted network).
+    pub metrics_open: Option<bool>,
 }
 
 /// A validated node configuration.
@@ -249,6 +251,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// Admin bearer token.
     pub admin_token: Option<String>,
+    /// `/metrics` without the admin token.
+    pub metrics_open: bool,
     /// The model catalog (built-in plus operator-added models).
     pub catalog: Catalog,
     /// Model store folder.
@@ -503,6 +507,7 @@ impl ConfigFile {
             cluster_tcp_listen,
             admin_listen,
             admin_token,
+            metrics_open: self.admin.metrics_open.unwrap_or(false),
         })
     }
 }

@@ -19,6 +19,7 @@ pub mod hardware;
 pub mod inference;
 pub mod membership;
 pub mod metering;
+pub mod metrics;
 pub mod models;
 pub mod node;
 pub mod request;

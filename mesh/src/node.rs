@@ -224,6 +224,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         },
         request_limits: config.request_limits,
         fault_injection: config.fault_injection,
+        metrics_open: config.metrics_open,
         auth: crate::request::authenticate::Auth {
             verifier: key_verifier,
             revoked,

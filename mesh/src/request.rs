@@ -61,6 +61,8 @@ pub struct Context {
     pub directory: crate::actors::peer_directory::PeerDirectoryHandle,
     /// The result cache.
     pub cache: cache::Settings,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Who sent a request to this node.
@@ -98,6 +100,15 @@ pub async fn run(
     received: Instant,
     out: &mut impl Responder,
 ) {
+    // Counted where it entered, under its model's name only if the catalog knows it (a client
+    // cannot mint label values).
+    let label = if ctx.catalog.get(&request.model).is_some() {
+        request.model.as_str()
+    } else {
+        "unknown"
+    };
+    let metrics = (origin == Origin::Client).then(|| ctx.metrics.clone());
+    let out = &mut crate::metrics::Observed::new(out, metrics, label, &ctx.node);
     let mut admitted = match admit::admit(
         &ctx.node,
         &ctx.catalog,

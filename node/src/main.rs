@@ -195,6 +195,9 @@ struct RunArgs {
     /// How long an answer stays cached when its request does not say, e.g. "5m".
     #[arg(long, value_parser = humantime_duration)]
     cache_ttl: Option<Duration>,
+    /// Serve /metrics on the admin listener without the admin token.
+    #[arg(long)]
+    metrics_open: bool,
     /// Serve the HTTP APIs (OpenAI-compatible /v1, Workers-AI-style /ai/run) on this address.
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
@@ -249,6 +252,9 @@ impl RunArgs {
             &mut file.clients.max_connections_per_address,
             self.max_connections_per_address,
         );
+        if self.metrics_open {
+            file.admin.metrics_open = Some(true);
+        }
         set(&mut file.http.listen, self.http);
         set(&mut file.http.tls_cert, self.http_tls_cert);
         set(&mut file.http.tls_key, self.http_tls_key);

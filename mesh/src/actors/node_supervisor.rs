@@ -119,6 +119,8 @@ pub struct Arguments {
     pub cache: CacheArguments,
     /// The HTTP APIs, when on (served by the gateway).
     pub http: Option<gateway::HttpArguments>,
+    /// `/metrics` without the admin token.
+    pub metrics_open: bool,
 }
 
 /// The cache as configured.
@@ -272,6 +274,7 @@ impl Actor for NodeSupervisor {
             shard_slots.push(ActorSlot::new(shard));
         }
         let sessions = SessionNodes::default();
+        let metrics = Arc::new(crate::metrics::Metrics::default());
         let shards = cache_shard::Shards::new(
             name.clone(),
             shard_slots
@@ -330,6 +333,7 @@ impl Actor for NodeSupervisor {
                     shards: shards.clone(),
                     default_ttl: args.cache.default_ttl,
                 },
+                metrics: metrics.clone(),
             },
             directory: directory_handle.clone(),
             http: args.http,
@@ -382,6 +386,8 @@ impl Actor for NodeSupervisor {
             meter: meter_handle,
             ledger: args.ledger.clone(),
             cache: shards,
+            metrics,
+            metrics_open: args.metrics_open,
         });
         let admin = spawn_admin(&args.admin_listener, admin_context.clone(), &cell).await?;
         remember(Child::Admin, admin.get_cell());

@@ -13,6 +13,8 @@
 //! - `GET /admin/ledger[?day=YYYY-MM-DD&account=NAME]`: this node's ledger records
 //! - `GET /admin/cache`, `DELETE /admin/cache[?model=ID&account=NAME]`: the result cache's
 //!   shards on this node; purging them (see [`super::cache`])
+//! - `GET /metrics`: Prometheus metrics (OpenMetrics text; see [`crate::metrics`]); open with
+//!   `--metrics-open`
 //! - `POST /admin/keys/revoke` with `{"key": KEY}` (the key itself or its id): revokes it here,
 //!   stores it, and adverts carry it to every other node
 //! - `POST /admin/faults/kill/{*child}` and `POST /admin/faults/panic-next-job`: fault injection
@@ -74,6 +76,10 @@ pub struct ContextParts {
     pub ledger: Arc<crate::metering::ledger::Ledger>,
     /// This node's cache shards.
     pub cache: crate::actors::cache_shard::Shards,
+    /// Prometheus metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Serve `/metrics` without the token.
+    pub metrics_open: bool,
 }
 
 #[derive(Debug)]
@@ -118,14 +124,17 @@ pub fn router(context: Context) -> Router {
             .route("/admin/faults/kill/{*child}", post(kill))
             .route("/admin/faults/panic-next-job", post(panic_next_job));
     }
+    let mut open = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    if context.parts().metrics_open {
+        open = open.route("/metrics", get(metrics));
+    } else {
+        protected = protected.route("/metrics", get(metrics));
+    }
     let protected = protected.route_layer(middleware::from_fn_with_state(
         context.clone(),
         require_token,
     ));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .merge(protected)
-        .with_state(context)
+    open.merge(protected).with_state(context)
 }
 
 async fn require_token(State(ctx): State<Context>, request: Request, next: Next) -> Response {
@@ -498,4 +507,50 @@ fn kind_of(cell: &ActorCell) -> &'static str {
         n if crate::cache::index_of(n).is_some() => "CacheShard",
         _ => "ractor_cluster internal",
     }
+}
+
+/// `GET /metrics`: the node's counters, with its gauges read from the actors now.
+async fn metrics(State(ctx): State<Context>) -> Response {
+    let parts = ctx.parts();
+    let metrics = &parts.metrics;
+    let (mut bytes, mut entries, mut evictions) = (0u64, 0usize, 0u64);
+    for shard in parts.cache.all_local() {
+        if let Ok(stats) = shard.stats().await {
+            bytes += stats.bytes;
+            entries += stats.entries;
+            evictions += stats.evictions;
+        }
+    }
+    metrics
+        .cache_bytes
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    metrics.cache_entries.set(entries as i64);
+    metrics
+        .cache_evictions
+        .set(i64::try_from(evictions).unwrap_or(i64::MAX));
+    for id in parts.hosts.ids() {
+        if let Some(host) = parts.hosts.get(&id)
+            && let Ok(stats) = host.stats().await
+        {
+            metrics.model_load(&id, stats.queued, stats.in_flight);
+        }
+    }
+    if let Ok(peers) = parts.directory.list().await {
+        let connected: Vec<_> = peers
+            .iter()
+            .filter(|p| p.state == crate::actors::peer_directory::PeerState::Connected)
+            .collect();
+        metrics.peers.set(connected.len() as i64);
+        for peer in connected {
+            metrics.peer_rtt(&peer.name, peer.rtt_ms / 1000.0);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response()
 }

@@ -1,0 +1,320 @@
+//! Prometheus metrics of a node (`GET /metrics` on the admin listener, OpenMetrics text).
+//!
+//! Requests are counted where they enter ([`Observed`] watches the frames a client is sent):
+//! by model, outcome (`ok` or the error code) and route (`local`, `handoff`, `cache_hit`),
+//! with their duration, time to first token, tokens and Neurons. Gauges (cache, queues, peers)
+//! are read from the actors when scraped. No per-account labels: accounts live in
+//! `/admin/usage`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ganglion_client::protocol::{CacheStatus, ResponseFrame};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::request::{Gone, Responder};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    model: String,
+    outcome: String,
+    route: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabel {
+    model: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    model: String,
+    direction: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabel {
+    peer: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 18))
+}
+
+/// A node's metrics.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    first_token: Family<ModelLabel, Histogram, fn() -> Histogram>,
+    tokens: Family<TokenLabels, Counter>,
+    neurons: Family<ModelLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    cache_lookups: Family<StatusLabel, Counter>,
+    /// Cache bytes held on this node (set when scraped).
+    pub cache_bytes: Gauge,
+    /// Cache entries held on this node (set when scraped).
+    pub cache_entries: Gauge,
+    /// Cache evictions on this node (set when scraped).
+    pub cache_evictions: Gauge,
+    queued: Family<ModelLabel, Gauge>,
+    in_flight: Family<ModelLabel, Gauge>,
+    /// Connected peers (set when scraped).
+    pub peers: Gauge,
+    rtt: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ganglion");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests that entered here, by model, outcome and route",
+            requests.clone(),
+        );
+        let duration = Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "From arrival to the last frame",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let first_token = Family::<ModelLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        registry.register_with_unit(
+            "time_to_first_token",
+            "From arrival to the first generated text",
+            Unit::Seconds,
+            first_token.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "tokens",
+            "Tokens in (prompt) and out (generated)",
+            tokens.clone(),
+        );
+        let neurons = Family::<ModelLabel, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "neurons",
+            "Neurons charged for requests that entered here",
+            neurons.clone(),
+        );
+        let cache_lookups = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Requests by what the cache did (HIT, MISS, BYPASS)",
+            cache_lookups.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register_with_unit(
+            "cache",
+            "Bytes of answers held by this node's cache shards",
+            Unit::Bytes,
+            cache_bytes.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Answers held by this node's cache shards",
+            cache_entries.clone(),
+        );
+        let cache_evictions = Gauge::default();
+        registry.register(
+            "cache_evictions",
+            "Answers evicted from this node's cache shards for room",
+            cache_evictions.clone(),
+        );
+        let queued = Family::<ModelLabel, Gauge>::default();
+        registry.register(
+            "model_queue_depth",
+            "Requests waiting for a slot, per hosted model",
+            queued.clone(),
+        );
+        let in_flight = Family::<ModelLabel, Gauge>::default();
+        registry.register(
+            "model_in_flight",
+            "Requests running, per hosted model",
+            in_flight.clone(),
+        );
+        let peers = Gauge::default();
+        registry.register("peers", "Peers connected", peers.clone());
+        let rtt = Family::<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register_with_unit(
+            "peer_rtt",
+            "Round-trip time to each connected peer",
+            Unit::Seconds,
+            rtt.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            first_token,
+            tokens,
+            neurons,
+            cache_lookups,
+            cache_bytes,
+            cache_entries,
+            cache_evictions,
+            queued,
+            in_flight,
+            peers,
+            rtt,
+        }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+
+    /// Sets a hosted model's queue depth and running requests.
+    pub fn model_load(&self, model: &str, queued: usize, in_flight: usize) {
+        let label = ModelLabel {
+            model: model.to_owned(),
+        };
+        self.queued.get_or_create(&label).set(queued as i64);
+        self.in_flight.get_or_create(&label).set(in_flight as i64);
+    }
+
+    /// Sets the RTT to `peer`, in seconds.
+    pub fn peer_rtt(&self, peer: &str, seconds: f64) {
+        self.rtt
+            .get_or_create(&PeerLabel {
+                peer: peer.to_owned(),
+            })
+            .set(seconds);
+    }
+}
+
+/// A responder that records, as frames pass, what became of a request that entered here.
+pub struct Observed<'a, R> {
+    /// Where frames go.
+    pub inner: &'a mut R,
+    metrics: Option<Arc<Metrics>>,
+    model: String,
+    node: String,
+    started: Instant,
+    first_token: bool,
+}
+
+impl<'a, R> Observed<'a, R> {
+    /// Watches `inner` for a request for `model` at `node`; with no metrics, it only passes
+    /// frames on (requests handed over by a peer are counted at their entry node).
+    pub fn new(inner: &'a mut R, metrics: Option<Arc<Metrics>>, model: &str, node: &str) -> Self {
+        Self {
+            inner,
+            metrics,
+            model: model.to_owned(),
+            node: node.to_owned(),
+            started: Instant::now(),
+            first_token: false,
+        }
+    }
+
+    fn observe(&mut self, frame: &ResponseFrame) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let model = ModelLabel {
+            model: self.model.clone(),
+        };
+        let (outcome, route) = match frame {
+            ResponseFrame::Delta(_) => {
+                if !std::mem::replace(&mut self.first_token, true) {
+                    metrics
+                        .first_token
+                        .get_or_create(&model)
+                        .observe(self.started.elapsed().as_secs_f64());
+                }
+                return;
+            }
+            ResponseFrame::Final(response) => {
+                let route = if response.cache.status == CacheStatus::Hit {
+                    "cache_hit"
+                } else if response.route.executed_by == self.node {
+                    "local"
+                } else {
+                    "handoff"
+                };
+                for (direction, count) in [
+                    ("in", response.usage.input_tokens),
+                    ("out", response.usage.output_tokens),
+                ] {
+                    metrics
+                        .tokens
+                        .get_or_create(&TokenLabels {
+                            model: self.model.clone(),
+                            direction: direction.to_owned(),
+                        })
+                        .inc_by(u64::from(count));
+                }
+                metrics
+                    .neurons
+                    .get_or_create(&model)
+                    .inc_by(response.usage.micro_neurons as f64 / 1e6);
+                metrics
+                    .cache_lookups
+                    .get_or_create(&StatusLabel {
+                        status: response.cache.status.as_str().to_owned(),
+                    })
+                    .inc();
+                ("ok".to_owned(), route)
+            }
+            ResponseFrame::Error(error) => (error.code.as_str().to_owned(), "none"),
+            _ => return,
+        };
+        metrics
+            .duration
+            .get_or_create(&model)
+            .observe(self.started.elapsed().as_secs_f64());
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                model: self.model.clone(),
+                outcome,
+                route: route.to_owned(),
+            })
+            .inc();
+    }
+}
+
+impl<R: Responder> Responder for Observed<'_, R> {
+    async fn send(&mut self, frame: ResponseFrame) -> Result<(), Gone> {
+        self.observe(&frame);
+        self.inner.send(frame).await
+    }
+
+    fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.inner.gone()
+    }
+
+    fn cache_decided(&mut self, report: &ganglion_client::protocol::CacheReport) {
+        self.inner.cache_decided(report);
+    }
+}
