@@ -488,3 +488,119 @@ async fn a_client_that_disconnects_mid_stream_frees_the_slot_and_a_full_model_sa
         .await;
     assert_eq!(status, 200, "{served}");
 }
+
+/// The official OpenAI Python SDK, pinned, in a virtual environment cached outside the repo
+/// (installed from PyPI on first use).
+fn openai_python() -> std::path::PathBuf {
+    const VERSION: &str = "3.57.0";
+    let home = std::env::var("HOME").unwrap();
+    let venv = std::path::Path::new(&home)
+        .join(".cache/ganglion/python")
+        .join(format!("openai-{VERSION}"));
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        let run = |cmd: &mut std::process::Command| {
+            let out = cmd.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(std::process::Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv));
+        run(std::process::Command::new(venv.join("bin/pip")).args([
+            "install",
+            "-q",
+            &format!("openai=={VERSION}"),
+        ]));
+    }
+    python
+}
+
+const SDK_SCRIPT: &str = r#"
+import os, openai
+base, model, embedder = os.environ["BASE"], os.environ["MODEL"], os.environ["EMBEDDER"]
+client = openai.OpenAI(base_url=base, api_key=os.environ["KEY"])
+ask = [{"role": "user", "content": "Name a colour."}]
+
+whole = client.chat.completions.create(model=model, messages=ask, max_tokens=8)
+text = whole.choices[0].message.content
+assert text and whole.choices[0].finish_reason in ("stop", "length"), whole
+assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
+
+chunks = list(client.chat.completions.create(
+    model=model, messages=ask, max_tokens=8, stream=True, stream_options={"include_usage": True}))
+streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+assert streamed == text, (streamed, text)
+assert chunks[-1].usage.completion_tokens > 0 and chunks[-1].choices == []
+
+completion = client.completions.create(model=model, prompt="Say hi.", max_tokens=4)
+assert isinstance(completion.choices[0].text, str)
+
+# Recent SDKs ask for base64 when the caller says nothing, and decode it themselves.
+vectors = client.embeddings.create(model=embedder, input=["edge", "inference"])
+assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 384
+floats = client.embeddings.create(model=embedder, input="edge", encoding_format="float")
+assert abs(floats.data[0].embedding[0] - vectors.data[0].embedding[0]) < 1e-6
+
+assert model in [m.id for m in client.models.list()]
+assert client.models.retrieve(model).id == model
+
+def raises(kind, call):
+    try:
+        call()
+    except kind:
+        return
+    raise AssertionError(f"expected {kind.__name__}")
+
+raises(openai.NotFoundError, lambda: client.chat.completions.create(model="@nobody/x", messages=ask))
+raises(openai.BadRequestError, lambda: client.chat.completions.create(model=model, messages=ask, n=2))
+stranger = openai.OpenAI(base_url=base, api_key="not-a-key")
+raises(openai.AuthenticationError, lambda: stranger.chat.completions.create(model=model, messages=ask))
+tight = openai.OpenAI(base_url=base, api_key=os.environ["TIGHT_KEY"])
+tight.chat.completions.create(model=model, messages=ask, max_tokens=4)
+raises(openai.RateLimitError, lambda: tight.chat.completions.create(model=model, messages=ask, max_tokens=5))
+print("sdk ok")
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_openai_python_sdk_works_unchanged() {
+    ensure_models();
+    let python = openai_python();
+    let cluster = Cluster::new("http-sdk");
+    let a = cluster.start(
+        "a",
+        &[],
+        &[
+            "--host",
+            SMOLLM2,
+            "--host",
+            MINILM,
+            "--http",
+            "127.0.0.1:0",
+            KEYS_REQUIRED,
+            WITH_CACHE,
+        ],
+    );
+    let key = cluster.issue_key("acme", &["--plan", "paid"]);
+    let tight = cluster.issue_key("tight", &["--daily-limit", "3"]);
+    let out = tokio::process::Command::new(python)
+        .args(["-c", SDK_SCRIPT])
+        .env("BASE", format!("http://{}/v1", a.http.unwrap()))
+        .env("KEY", key)
+        .env("TIGHT_KEY", tight)
+        .env("MODEL", SMOLLM2)
+        .env("EMBEDDER", MINILM)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sdk ok");
+}
