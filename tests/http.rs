@@ -347,10 +347,13 @@ async fn errors_get_the_statuses_the_sdks_map_and_workers_ai_gets_its_envelope()
         400,
         "context_length_exceeded",
     );
-    let huge =
-        json!({"model": SMOLLM2, "messages": [{"role": "user", "content": "x".repeat(2 << 20)}]});
-    let response = http
-        .post("/v1/chat/completions", &huge)
+    let huge = json!({"model": SMOLLM2, "messages": [{"role": "user", "content": "x".repeat((1 << 20) + 1024)}]});
+    // On a connection of its own: the node answers before reading the rest of the body, then
+    // closes that connection, which a pooled client would otherwise reuse.
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", http.base))
+        .bearer_auth(&key)
+        .json(&huge)
         .send()
         .await
         .unwrap();
