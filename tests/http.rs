@@ -47,12 +47,11 @@ impl Http {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
+        let mut request = self.client.get(format!("{}{path}", self.base));
+        if let Some(key) = &self.key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
     }
 }
@@ -218,6 +217,8 @@ async fn the_openai_api_answers_whole_and_streamed_with_cache_headers() {
     let (status, missing) = http.get("/v1/models/@nobody/nothing").await;
     assert_eq!(status, 404);
     assert_eq!(missing["error"]["code"], "model_not_found");
+    let (status, _) = Http::new(&a, None).get("/v1/models").await;
+    assert_eq!(status, 401, "listings need a key");
 
     // /metrics parses as Prometheus text, and its counters move with requests.
     assert_eq!(
@@ -386,6 +387,17 @@ async fn errors_get_the_statuses_the_sdks_map_and_workers_ai_gets_its_envelope()
         )
         .await;
     assert_eq!(embedded["result"]["shape"], json!([2, 384]));
+    let (status, _, whole) = http
+        .call(
+            &format!("/ai/run/{MINILM}"),
+            &json!({"text": "a", "stream": true}),
+        )
+        .await;
+    assert_eq!(
+        (status, whole["result"]["shape"].clone()),
+        (200, json!([1, 384])),
+        "vectors come whole"
+    );
     let (status, _, other) = http
         .call(
             &format!("/accounts/globex/ai/run/{MINILM}"),
@@ -606,4 +618,21 @@ async fn the_official_openai_python_sdk_works_unchanged() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sdk ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_that_never_finishes_its_request_head_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = Cluster::new("http-slowloris");
+    let a = cluster.start("a", &[], &["--http", "127.0.0.1:0"]);
+    let mut tcp = tokio::net::TcpStream::connect(a.http.unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .unwrap();
+    // The node gives up on the head (10 s) and closes; it never waits for ever.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), tcp.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the node closed the connection");
 }

@@ -7,7 +7,8 @@
 //! - [`workers_ai`]: `/ai/run/{model}` and `/accounts/{account}/ai/run/{model}`, in Workers AI's
 //!   envelope;
 //! - [`errors`]: typed pipeline errors as each dialect's statuses and bodies;
-//! - [`listener`]: the bounded (and optionally TLS) listener.
+//! - [`listener`]: the server loop and its bounds (connections, slow heads, stalled writes,
+//!   optional TLS).
 //!
 //! Every request authenticates with `Authorization: Bearer <api key>`; its body is bounded in
 //! size and in time; every response carries `x-request-id`. Cache controls come from

@@ -193,6 +193,14 @@ impl Metrics {
         text
     }
 
+    /// Forgets the per-model and per-peer gauges (before they are read again: a model or peer
+    /// that went away leaves no stale value).
+    pub fn clear_gauges(&self) {
+        self.queued.clear();
+        self.in_flight.clear();
+        self.rtt.clear();
+    }
+
     /// Sets a hosted model's queue depth and running requests.
     pub fn model_load(&self, model: &str, queued: usize, in_flight: usize) {
         let label = ModelLabel {

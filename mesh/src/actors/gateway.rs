@@ -94,17 +94,10 @@ fn serve_http(
     api: crate::api::Api,
 ) -> Result<super::AbortOnDrop, ActorProcessingErr> {
     let listener = tokio::net::TcpListener::from_std(http.listener.try_clone()?)?;
-    let listener = crate::api::listener::BoundedListener::new(
-        listener,
-        http.max_connections,
-        http.tls.clone(),
-    )?;
     let router = crate::api::router(Arc::new(api));
-    Ok(super::AbortOnDrop(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router).await {
-            tracing::error!(error = %e, "HTTP API stopped");
-        }
-    })))
+    Ok(super::AbortOnDrop(tokio::spawn(
+        crate::api::listener::serve(listener, router, http.max_connections, http.tls.clone()),
+    )))
 }
 
 /// What every stream needs.

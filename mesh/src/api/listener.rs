@@ -1,22 +1,42 @@
-//! The HTTP API's listener: at most a fixed number of connections at once (past it, new ones
-//! wait in the kernel's backlog), TCP_NODELAY, and optionally TLS (rustls), each handshake on
-//! a task of its own with a deadline so that a slow one holds up nobody.
+//! The HTTP API's server loop, with every bound a hostile client could otherwise push on:
+//!
+//! - at most `max_connections` connections at once, and [`MAX_PER_ADDRESS`] from one address
+//!   (loopback counts only toward the total); past the total, new ones wait in the kernel's
+//!   backlog, past the per-address cap they are closed at once;
+//! - a request head must arrive within [`HEAD_TIMEOUT`], which also ends an idle keep-alive
+//!   connection (slowloris);
+//! - a write that makes no progress for [`crate::api::WRITE_TIMEOUT`] fails, so a client that
+//!   stops reading cannot hold its connection forever;
+//! - TLS (rustls) handshakes, each on a task of its own, within [`HANDSHAKE_TIMEOUT`];
+//! - every connection is a task of the server's own set: stopping the server (its task
+//!   dropped, e.g. when the gateway restarts) ends them all.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 /// Connections served at once by default.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Connections from one address at once (loopback excepted).
+pub const MAX_PER_ADDRESS: usize = 64;
+/// A request head (or the next one, on a kept-alive connection) must arrive within this time.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS handshake must finish within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,7 +48,7 @@ pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAc
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| format!("{}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -36,15 +56,116 @@ pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAc
     .with_no_client_auth()
     .with_single_cert(chain, key)
     .map_err(|e| e.to_string())?;
-    let mut config = config;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A connection, plain or TLS, holding its place under the cap until it closes.
-pub struct Connection {
+/// Connections per address, for the per-address cap.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    /// Takes a place for `ip`, unless it has [`MAX_PER_ADDRESS`] already.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressPlace> {
+        if ip.is_loopback() {
+            return Some(AddressPlace(None));
+        }
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(ip).or_default();
+        if *count >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(AddressPlace(Some((self.clone(), ip))))
+    }
+}
+
+/// A connection's place among its address's; given back when dropped.
+struct AddressPlace(Option<(Arc<PerAddress>, IpAddr)>);
+
+impl Drop for AddressPlace {
+    fn drop(&mut self) {
+        if let Some((counts, ip)) = self.0.take() {
+            let mut counts = counts
+                .0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(count) = counts.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    counts.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// Serves `router` on `listener` until dropped.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    max_connections: usize,
+    tls: Option<TlsAcceptor>,
+) {
+    let places = Arc::new(Semaphore::new(max_connections.max(1)));
+    let per_address = Arc::new(PerAddress::default());
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let Ok(place) = places.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, addr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(address_place) = per_address.take(addr.ip()) else {
+            tracing::debug!(%addr, "HTTP connection refused: too many from this address");
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (router, tls) = (router.clone(), tls.clone());
+        connections.spawn(async move {
+            let stream = match tls {
+                None => Stream::Plain(tcp),
+                Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => Stream::Tls(Box::new(stream)),
+                    _ => {
+                        tracing::debug!(%addr, "HTTP TLS handshake failed or timed out");
+                        return;
+                    }
+                },
+            };
+            let connection = Connection {
+                stream,
+                write_stalled: None,
+                _places: (place, address_place),
+            };
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .serve_connection(TokioIo::new(connection), TowerToHyperService::new(router))
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%addr, error = %e, "HTTP connection ended");
+            }
+        });
+    }
+}
+
+/// A connection, plain or TLS, holding its places under the caps until it closes.
+struct Connection {
     stream: Stream,
-    _place: OwnedSemaphorePermit,
+    /// Since when a write has made no progress.
+    write_stalled: Option<Pin<Box<Sleep>>>,
+    _places: (OwnedSemaphorePermit, AddressPlace),
 }
 
 enum Stream {
@@ -52,89 +173,28 @@ enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The bounded listener (an [`axum::serve::Listener`]).
-pub struct BoundedListener {
-    accepted: mpsc::Receiver<(Connection, SocketAddr)>,
-    local: SocketAddr,
-    _acceptor: crate::actors::AbortOnDrop,
-}
-
-impl BoundedListener {
-    /// Serves `listener`, at most `max_connections` at once, with TLS if `tls` is given.
-    pub fn new(
-        listener: TcpListener,
-        max_connections: usize,
-        tls: Option<TlsAcceptor>,
-    ) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        let (tx, accepted) = mpsc::channel(16);
-        let places = Arc::new(Semaphore::new(max_connections.max(1)));
-        let acceptor = tokio::spawn(async move {
-            loop {
-                let Ok(place) = places.clone().acquire_owned().await else {
-                    return;
-                };
-                let (tcp, addr) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "HTTP accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                match &tls {
-                    None => {
-                        let connection = Connection {
-                            stream: Stream::Plain(tcp),
-                            _place: place,
-                        };
-                        if tx.send((connection, addr)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(tls) => {
-                        let (tls, tx) = (tls.clone(), tx.clone());
-                        tokio::spawn(async move {
-                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                                Ok(Ok(stream)) => {
-                                    let connection = Connection {
-                                        stream: Stream::Tls(Box::new(stream)),
-                                        _place: place,
-                                    };
-                                    let _ = tx.send((connection, addr)).await;
-                                }
-                                _ => {
-                                    tracing::debug!(%addr, "HTTP TLS handshake failed or timed out")
-                                }
-                            }
-                        });
-                    }
-                }
-            }
-        });
-        Ok(Self {
-            accepted,
-            local,
-            _acceptor: crate::actors::AbortOnDrop(acceptor),
-        })
-    }
-}
-
-impl axum::serve::Listener for BoundedListener {
-    type Io = Connection;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Connection, SocketAddr) {
-        match self.accepted.recv().await {
-            Some(accepted) => accepted,
-            // The acceptor stopped: serve nothing more.
-            None => std::future::pending().await,
+impl Connection {
+    /// Passes a write's progress on, failing it once it has made none for
+    /// [`crate::api::WRITE_TIMEOUT`].
+    fn deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.write_stalled = None;
+            return polled;
         }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
+        let stalled = self
+            .write_stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(crate::api::WRITE_TIMEOUT)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client took nothing for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -157,17 +217,19 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.stream {
+        let polled = match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        };
+        self.deadline(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.stream {
+        let polled = match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        };
+        self.deadline(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -107,8 +107,10 @@ async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body:
                 (Input::Chat(chat), parameters)
             }
         };
+        // Vectors come whole: `stream` applies to text only.
+        let streaming = body.stream.unwrap_or(false) && task != Task::TextEmbeddings;
         let request = super::request(model.clone(), input, parameters, headers)?;
-        Ok((request, body.stream.unwrap_or(false)))
+        Ok((request, streaming))
     };
     let (request, streaming) = match built.await {
         Ok(built) => built,

@@ -528,6 +528,7 @@ async fn metrics(State(ctx): State<Context>) -> Response {
     metrics
         .cache_evictions
         .set(i64::try_from(evictions).unwrap_or(i64::MAX));
+    metrics.clear_gauges();
     for id in parts.hosts.ids() {
         if let Some(host) = parts.hosts.get(&id)
             && let Ok(stats) = host.stats().await
