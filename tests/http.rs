@@ -636,3 +636,43 @@ async fn a_connection_that_never_finishes_its_request_head_is_closed() {
     let read = tokio::time::timeout(Duration::from_secs(60), tcp.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the node closed the connection");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_serves_with_the_given_certificate() {
+    let cluster = Cluster::new("http-tls");
+    let identity = cluster.identity("a");
+    let (cert, key) = (identity.join("node.crt"), identity.join("node.key"));
+    let a = cluster.start(
+        "a",
+        &[],
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--http-tls-cert",
+            cert.to_str().unwrap(),
+            "--http-tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let addr = a.http.unwrap();
+    let ca = std::fs::read(cluster.ca_dir().join("ca.crt")).unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .resolve(ganglion_client::client::NODE_SERVER_NAME, addr)
+        .build()
+        .unwrap();
+    let url = format!(
+        "https://{}:{}/v1/models",
+        ganglion_client::client::NODE_SERVER_NAME,
+        addr.port()
+    );
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // Plain HTTP on the same port is not served.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{addr}/v1/models"))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}
