@@ -580,10 +580,72 @@ raises(openai.RateLimitError, lambda: tight.chat.completions.create(model=model,
 print("sdk ok")
 "#;
 
+/// The official OpenAI JavaScript SDK, pinned, installed from npm into a folder cached outside
+/// the repo; returns its `node_modules`.
+fn openai_node() -> std::path::PathBuf {
+    const VERSION: &str = "6.49.0";
+    let home = std::env::var("HOME").unwrap();
+    let prefix = std::path::Path::new(&home)
+        .join(".cache/ganglion/node")
+        .join(format!("openai-{VERSION}"));
+    let modules = prefix.join("node_modules");
+    if !modules.join("openai").exists() {
+        std::fs::create_dir_all(&prefix).unwrap();
+        let out = std::process::Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(format!("openai@{VERSION}"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    modules
+}
+
+const JS_SDK_SCRIPT: &str = r#"
+const OpenAI = require('openai');
+(async () => {
+  const { BASE: base, MODEL: model, EMBEDDER: embedder } = process.env;
+  const client = new OpenAI({ baseURL: base, apiKey: process.env.KEY });
+  const ask = [{ role: 'user', content: 'Name a colour.' }];
+  const whole = await client.chat.completions.create({ model, messages: ask, max_tokens: 8 });
+  const text = whole.choices[0].message.content;
+  if (!text) throw new Error('no text');
+  const stream = await client.chat.completions.create({
+    model, messages: ask, max_tokens: 8, stream: true, stream_options: { include_usage: true } });
+  let streamed = '', last;
+  for await (const chunk of stream) {
+    if (chunk.choices.length) streamed += chunk.choices[0].delta.content || '';
+    last = chunk;
+  }
+  if (streamed !== text) throw new Error(`streamed ${streamed} but whole ${text}`);
+  if (!(last.usage && last.usage.completion_tokens > 0)) throw new Error('no usage chunk');
+  const vectors = await client.embeddings.create({ model: embedder, input: ['edge', 'inference'] });
+  if (vectors.data.length !== 2 || vectors.data[0].embedding.length !== 384) throw new Error('embeddings');
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  if (!ids.includes(model)) throw new Error('models');
+  const raises = async (kind, call) => {
+    try { await call(); } catch (e) { if (e instanceof kind) return; throw e; }
+    throw new Error('expected ' + kind.name);
+  };
+  await raises(OpenAI.NotFoundError, () => client.chat.completions.create({ model: '@nobody/x', messages: ask }));
+  await raises(OpenAI.BadRequestError, () => client.chat.completions.create({ model, messages: ask, n: 2 }));
+  const stranger = new OpenAI({ baseURL: base, apiKey: 'not-a-key' });
+  await raises(OpenAI.AuthenticationError, () => stranger.chat.completions.create({ model, messages: ask }));
+  console.log('sdk ok');
+})().catch((e) => { console.error(e); process.exit(1); });
+"#;
+
 #[tokio::test(flavor = "multi_thread")]
-async fn the_official_openai_python_sdk_works_unchanged() {
+async fn the_official_openai_sdks_work_unchanged() {
     ensure_models();
     let python = openai_python();
+    let node_modules = openai_node();
     let cluster = Cluster::new("http-sdk");
     let a = cluster.start(
         "a",
@@ -601,23 +663,33 @@ async fn the_official_openai_python_sdk_works_unchanged() {
     );
     let key = cluster.issue_key("acme", &["--plan", "paid"]);
     let tight = cluster.issue_key("tight", &["--daily-limit", "3"]);
-    let out = tokio::process::Command::new(python)
-        .args(["-c", SDK_SCRIPT])
-        .env("BASE", format!("http://{}/v1", a.http.unwrap()))
-        .env("KEY", key)
-        .env("TIGHT_KEY", tight)
-        .env("MODEL", SMOLLM2)
-        .env("EMBEDDER", MINILM)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sdk ok");
+    let base = format!("http://{}/v1", a.http.unwrap());
+    let run = |mut command: tokio::process::Command| {
+        command
+            .env("BASE", &base)
+            .env("KEY", &key)
+            .env("TIGHT_KEY", &tight)
+            .env("MODEL", SMOLLM2)
+            .env("EMBEDDER", MINILM);
+        async move {
+            let out = command.output().await.unwrap();
+            assert!(
+                out.status.success(),
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sdk ok");
+        }
+    };
+    let mut python_sdk = tokio::process::Command::new(python);
+    python_sdk.args(["-c", SDK_SCRIPT]);
+    run(python_sdk).await;
+    let mut js_sdk = tokio::process::Command::new("node");
+    js_sdk
+        .args(["-e", JS_SDK_SCRIPT])
+        .env("NODE_PATH", node_modules);
+    run(js_sdk).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
