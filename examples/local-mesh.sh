@@ -9,7 +9,8 @@
 #   c  an edge box like b
 # b and c know only a; the mesh forms by itself. Requests carry an API key issued for the demo. Then a real prompt goes to edge box b, which
 # hands it to a: SmolLM2 answers token by token, and the route shows the hop b → a and the time
-# each node saw. The same prompt again is a cache hit; with --skip-cache it runs again.
+# each node saw. The same prompt again is a cache hit; with --skip-cache it runs again; b also
+# answers it over its OpenAI-compatible HTTP API (curl).
 # With --keep the mesh keeps running until Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,7 +57,7 @@ llm=@ganglion/smollm2-135m-instruct
 embedder=@ganglion/all-minilm-l6-v2
 
 start a --host "$llm" --host "$embedder"
-start b --seed "$(field a quic)" --host "$llm" --host "$embedder" --memory-limit 256MiB
+start b --seed "$(field a quic)" --host "$llm" --host "$embedder" --memory-limit 256MiB --http 127.0.0.1:0
 start c --seed "$(field a quic)" --host "$llm" --host "$embedder" --memory-limit 256MiB
 
 admin() { curl -fsS -H "Authorization: Bearer $token" "http://$(field "$1" admin)$2"; }
@@ -87,6 +88,12 @@ echo "== the same prompt again: a cache HIT, replayed at b for 0 Neurons (the ro
 echo
 echo "== once more with --skip-cache, as JSON (usage, timings, the route b → a with each node's time):"
 "${ganglion[@]}" generate "${edge[@]}" --model "$llm" --max-tokens 48 --skip-cache --json "$prompt"
+echo
+echo "== the same prompt through node b's OpenAI-compatible HTTP API (a cache HIT again):"
+curl -sS -i "http://$(field b http)/v1/chat/completions" -H "Authorization: Bearer $GANGLION_API_KEY" \
+  -H 'content-type: application/json' \
+  -d "{\"model\": \"$llm\", \"max_tokens\": 48, \"messages\": [{\"role\": \"user\", \"content\": \"$prompt\"}]}" \
+  | grep -iE '^(HTTP|ganglion-|cf-aig-)|choices'
 echo
 echo "== embeddings from node b (an edge box):"
 "${ganglion[@]}" embed --node "$(field b quic)" --ca "$work/cluster/ca.crt" --model "$embedder" "edge inference" "inference at the edge"
