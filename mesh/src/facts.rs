@@ -96,43 +96,51 @@ impl ModelStates {
     }
 }
 
-/// The peer behind each ractor_cluster session on this node, by the session's node id: how a
-/// remote actor (whose id carries only that node id) is tied to a peer's certificate name.
-/// Written by the cluster host as sessions come and go.
+/// The peer behind each ractor_cluster session on this node, by the session's node id, with
+/// the connection the session runs on: how a remote actor (whose id carries only that node id)
+/// is tied to a peer's certificate name, and how to reach that peer at once. Written by the
+/// cluster host as sessions come and go.
 #[derive(Debug, Clone, Default)]
-pub struct SessionNodes(Arc<RwLock<BTreeMap<u64, String>>>);
+pub struct SessionNodes(Arc<RwLock<BTreeMap<u64, (String, quinn::Connection)>>>);
 
 impl SessionNodes {
-    /// Session `node_id` is with `peer`.
-    pub fn up(&self, node_id: u64, peer: &str) {
-        self.0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(node_id, peer.to_owned());
+    /// Session `node_id` is with `peer`, over `connection`.
+    pub fn up(&self, node_id: u64, peer: &str, connection: quinn::Connection) {
+        self.write().insert(node_id, (peer.to_owned(), connection));
     }
 
     /// Forgets every session (a new NodeServer numbers its sessions afresh).
     pub fn clear(&self) {
-        self.0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clear();
+        self.write().clear();
     }
 
     /// Session `node_id` ended.
     pub fn down(&self, node_id: u64) {
-        self.0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(&node_id);
+        self.write().remove(&node_id);
     }
 
     /// The peer of session `node_id`, while it lasts.
     pub fn name(&self, node_id: u64) -> Option<String> {
+        self.read().get(&node_id).map(|(name, _)| name.clone())
+    }
+
+    /// The connection to `peer`, while a session with it lasts.
+    pub fn connection(&self, peer: &str) -> Option<quinn::Connection> {
+        self.read()
+            .values()
+            .find(|(name, _)| name == peer)
+            .map(|(_, connection)| connection.clone())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<u64, (String, quinn::Connection)>> {
         self.0
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(&node_id)
-            .cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<u64, (String, quinn::Connection)>> {
+        self.0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -438,6 +438,12 @@ impl Shards {
         members
     }
 
+    /// The connection to `peer`, while a cluster session with it lasts (the same view the
+    /// shard members come from).
+    pub fn connection(&self, peer: &str) -> Option<quinn::Connection> {
+        self.sessions.connection(peer)
+    }
+
     /// Counts a request that went without the cache.
     pub fn bypassed(&self) {
         self.bypasses.fetch_add(1, Ordering::Relaxed);

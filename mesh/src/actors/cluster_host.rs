@@ -565,8 +565,9 @@ impl State {
                     && link.connection.stable_id() == label.connection_id
                 {
                     link.session_ready = true;
+                    self.sessions
+                        .up(info.node_id, &label.peer, link.connection.clone());
                 }
-                self.sessions.up(info.node_id, &label.peer);
                 self.directory.session_up(label.peer, label.connection_id);
             }
             (SessionEvent::Disconnected(_), Some(label)) => {

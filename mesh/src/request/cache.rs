@@ -198,12 +198,12 @@ async fn remote_lookup(
         .shards
         .remote_slot()
         .ok_or("this node has as many cache streams open as it allows")?;
-    let peers = ctx.directory.members().await.map_err(|e| e.to_string())?;
-    let (_, connection) = peers
-        .iter()
-        .find(|(name, _)| *name == shard.node)
+    let connection = ctx
+        .cache
+        .shards
+        .connection(&shard.node)
         .ok_or_else(|| format!("no connection to `{}`", shard.node))?;
-    remote::lookup(connection, shard.index, key, patience, slot).await
+    remote::lookup(&connection, shard.index, key, patience, slot).await
 }
 
 /// Answers from the cache: the text as deltas (as a live answer streams), then the final

@@ -2,9 +2,9 @@
 //!
 //! The asking node opens a stream, says `Cache`, and sends one [`CacheCall::Lookup`] naming the
 //! shard and carrying the key's whole material (the shard's node takes the hash itself, never
-//! the asker's word for it). The node acknowledges at once (so that a dead node is told from
-//! a long wait within seconds), then answers a hit, a lead, or busy, perhaps only when a fill
-//! it waits for arrives. After a lead the stream
+//! the asker's word for it). It answers a hit, a lead, or busy; when the answer is not ready
+//! at once (a fill it waits for), it first acknowledges the lookup, so that a dead node is
+//! told from a long wait within seconds. After a lead the stream
 //! stays open: it *is* the lease. The asker sends [`CacheCall::Fill`] with its answer and
 //! finishes; a stream that ends any other way (the run failed, the asker's node died and QUIC
 //! noticed) gives the lease up, and the next waiter leads. Values stay off the control plane:
@@ -31,6 +31,8 @@ const MAX_LOOKUP_FRAME: usize = MAX_REQUEST_FRAME_LEN + 4096;
 pub const MAX_LEASE: Duration = Duration::from_secs(15 * 60);
 /// Time to open a stream and exchange a frame that needs no waiting.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A lookup answered within this time needs no acknowledgement first.
+const ANSWER_AT_ONCE: Duration = Duration::from_millis(5);
 /// Stream error code of a lease given up.
 const GIVEN_UP: u32 = 1;
 
@@ -119,20 +121,22 @@ pub async fn lookup(
     })
     .await
     .map_err(|_| "timed out".to_owned())??;
-    let acknowledged = tokio::time::timeout(
+    // The answer, or an acknowledgement first when the shard has to wait for a fill.
+    let first = tokio::time::timeout(
         EXCHANGE_TIMEOUT,
-        read_frame::<_, CacheReply>(&mut recv, MAX_OPEN_FRAME_LEN),
-    )
-    .await;
-    if !matches!(acknowledged, Ok(Ok(Some(CacheReply::Looking)))) {
-        let _ = send.reset(quinn::VarInt::from_u32(GIVEN_UP));
-        return Err("the shard's node did not acknowledge the lookup".to_owned());
-    }
-    let reply = tokio::time::timeout(
-        Duration::from_millis(patience.wait_ms) + EXCHANGE_TIMEOUT,
         read_frame::<_, CacheReply>(&mut recv, MAX_RESPONSE_FRAME_LEN),
     )
     .await;
+    let reply = match first {
+        Ok(Ok(Some(CacheReply::Looking))) => {
+            tokio::time::timeout(
+                Duration::from_millis(patience.wait_ms) + EXCHANGE_TIMEOUT,
+                read_frame::<_, CacheReply>(&mut recv, MAX_RESPONSE_FRAME_LEN),
+            )
+            .await
+        }
+        other => other,
+    };
     match reply {
         Ok(Ok(Some(CacheReply::Hit { answer, age_ms }))) => {
             let _ = send.finish();
@@ -238,17 +242,29 @@ pub async fn serve(
         hash: Sha256::digest(&material).into(),
         material,
     };
-    let acknowledged = tokio::time::timeout(
-        EXCHANGE_TIMEOUT,
-        write_frame(&mut send, &CacheReply::Looking, MAX_OPEN_FRAME_LEN),
-    )
-    .await;
-    if !matches!(acknowledged, Ok(Ok(()))) {
-        return;
-    }
-    let lookup = match shards.local(shard) {
-        Some(handle) => handle.lookup(&key, patience).await,
-        None => Ok(Lookup::Busy),
+    // The pinned lookup borrows the key: it ends within this block.
+    let lookup = {
+        let lookup = async {
+            match shards.local(shard) {
+                Some(handle) => handle.lookup(&key, patience).await,
+                None => Ok(Lookup::Busy),
+            }
+        };
+        tokio::pin!(lookup);
+        match tokio::time::timeout(ANSWER_AT_ONCE, &mut lookup).await {
+            Ok(answered) => answered,
+            Err(_) => {
+                let acknowledged = tokio::time::timeout(
+                    EXCHANGE_TIMEOUT,
+                    write_frame(&mut send, &CacheReply::Looking, MAX_OPEN_FRAME_LEN),
+                )
+                .await;
+                if !matches!(acknowledged, Ok(Ok(()))) {
+                    return;
+                }
+                lookup.await
+            }
+        }
     };
     let (reply, lease) = match lookup {
         Ok(Lookup::Hit(found)) => (
