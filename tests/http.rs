@@ -498,6 +498,20 @@ async fn a_client_that_disconnects_mid_stream_frees_the_slot_and_a_full_model_sa
         (in_flight().await? == 0).then_some(())
     })
     .await;
+    let scraped = a
+        .get("/metrics", Some(harness::TOKEN))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let cancelled = format!(
+        "ganglion_requests_total{{model=\"{SMOLLM2}\",outcome=\"cancelled\",route=\"none\"}}"
+    );
+    assert_eq!(
+        metric_values(&scraped).get(&cancelled),
+        Some(&1.0),
+        "{scraped}"
+    );
     let (status, _, served) = http
         .call("/v1/chat/completions", &json!({"model": SMOLLM2, "messages": [{"role": "user", "content": "Hi."}], "max_tokens": 4}))
         .await;

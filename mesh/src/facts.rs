@@ -124,11 +124,13 @@ impl SessionNodes {
         self.read().get(&node_id).map(|(name, _)| name.clone())
     }
 
-    /// The connection to `peer`, while a session with it lasts.
+    /// The connection to `peer`, while a session with it lasts: the newest one still open
+    /// (a replaced link's session lingers until its end is noticed).
     pub fn connection(&self, peer: &str) -> Option<quinn::Connection> {
         self.read()
             .values()
-            .find(|(name, _)| name == peer)
+            .rev()
+            .find(|(name, connection)| name == peer && connection.close_reason().is_none())
             .map(|(_, connection)| connection.clone())
     }
 

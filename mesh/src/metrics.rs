@@ -1,6 +1,7 @@
 //! Prometheus metrics of a node (`GET /metrics` on the admin listener, OpenMetrics text).
 //!
-//! Requests are counted where they enter ([`Observed`] watches the frames a client is sent):
+//! Requests are counted where they enter ([`Observed`] watches the frames a client is sent; a
+//! request whose answer did not reach its client counts as `cancelled`):
 //! by model, outcome (`ok` or the error code) and route (`local`, `handoff`, `cache_hit`),
 //! with their duration, time to first token, tokens and Neurons. Gauges (cache, queues, peers)
 //! are read from the actors when scraped. No per-account labels: accounts live in
@@ -229,6 +230,7 @@ pub struct Observed<'a, R> {
     node: String,
     started: Instant,
     first_token: bool,
+    counted: bool,
 }
 
 impl<'a, R> Observed<'a, R> {
@@ -242,13 +244,14 @@ impl<'a, R> Observed<'a, R> {
             node: node.to_owned(),
             started: Instant::now(),
             first_token: false,
+            counted: false,
         }
     }
 
-    fn observe(&mut self, frame: &ResponseFrame) {
-        let Some(metrics) = &self.metrics else {
-            return;
-        };
+    /// Records what `frame` says (first token, tokens, Neurons, cache); for a last frame,
+    /// returns its outcome and route, counted once it is known to have been sent.
+    fn observe(&mut self, frame: &ResponseFrame) -> Option<(String, &'static str)> {
+        let metrics = self.metrics.as_ref()?;
         let model = ModelLabel {
             model: self.model.clone(),
         };
@@ -260,7 +263,7 @@ impl<'a, R> Observed<'a, R> {
                         .get_or_create(&model)
                         .observe(self.started.elapsed().as_secs_f64());
                 }
-                return;
+                return None;
             }
             ResponseFrame::Final(response) => {
                 let route = if response.cache.status == CacheStatus::Hit {
@@ -295,7 +298,21 @@ impl<'a, R> Observed<'a, R> {
                 ("ok".to_owned(), route)
             }
             ResponseFrame::Error(error) => (error.code.as_str().to_owned(), "none"),
-            _ => return,
+            _ => return None,
+        };
+        Some((outcome, route))
+    }
+
+    /// Counts the request's end, once.
+    fn count(&mut self, outcome: String, route: &str) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        if std::mem::replace(&mut self.counted, true) {
+            return;
+        }
+        let model = ModelLabel {
+            model: self.model.clone(),
         };
         metrics
             .duration
@@ -312,10 +329,24 @@ impl<'a, R> Observed<'a, R> {
     }
 }
 
+impl<R> Drop for Observed<'_, R> {
+    /// A request that ended without its last frame reaching the requester was cancelled.
+    fn drop(&mut self) {
+        self.count("cancelled".to_owned(), "none");
+    }
+}
+
 impl<R: Responder> Responder for Observed<'_, R> {
     async fn send(&mut self, frame: ResponseFrame) -> Result<(), Gone> {
-        self.observe(&frame);
-        self.inner.send(frame).await
+        let ended = self.observe(&frame);
+        let sent = self.inner.send(frame).await;
+        if let Some((outcome, route)) = ended {
+            match sent {
+                Ok(()) => self.count(outcome, route),
+                Err(Gone) => self.count("cancelled".to_owned(), "none"),
+            }
+        }
+        sent
     }
 
     fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {

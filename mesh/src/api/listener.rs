@@ -65,11 +65,17 @@ pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAc
 struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
 
 impl PerAddress {
-    /// Takes a place for `ip`, unless it has [`MAX_PER_ADDRESS`] already.
+    /// Takes a place for `ip`, unless it has [`MAX_PER_ADDRESS`] already. An IPv4 address
+    /// mapped into IPv6 counts as itself, and an IPv6 /64 as one address (one host has one).
     fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressPlace> {
+        let ip = ip.to_canonical();
         if ip.is_loopback() {
             return Some(AddressPlace(None));
         }
+        let ip = match ip {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            v4 => v4,
+        };
         let mut counts = self
             .0
             .lock()
@@ -236,6 +242,47 @@ impl AsyncWrite for Connection {
         match &mut self.stream {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_gets_its_places_and_loopback_only_the_total() {
+        let counts = Arc::new(PerAddress::default());
+        let ip: IpAddr = "192.0.2.7".parse().expect("ip");
+        let places: Vec<_> = (0..MAX_PER_ADDRESS)
+            .map(|_| counts.take(ip).expect("a place"))
+            .collect();
+        assert!(counts.take(ip).is_none(), "the cap");
+        // The same host mapped into IPv6 is the same address.
+        assert!(
+            counts
+                .take("::ffff:192.0.2.7".parse().expect("ip"))
+                .is_none()
+        );
+        drop(places);
+        assert!(counts.take(ip).is_some(), "places come back");
+        // One IPv6 /64 is one address; loopback is never capped.
+        let held: Vec<_> = (0..MAX_PER_ADDRESS)
+            .map(|i| {
+                counts
+                    .take(format!("2001:db8::{i:x}").parse().expect("ip"))
+                    .expect("a place")
+            })
+            .collect();
+        assert!(counts.take("2001:db8::ffff".parse().expect("ip")).is_none());
+        assert!(
+            counts
+                .take("2001:db8:0:1::1".parse().expect("ip"))
+                .is_some()
+        );
+        drop(held);
+        for _ in 0..MAX_PER_ADDRESS * 2 {
+            std::mem::forget(counts.take("::1".parse().expect("ip")).expect("loopback"));
         }
     }
 }
