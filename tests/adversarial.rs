@@ -15,7 +15,7 @@ use ganglion::credentials::NODE_SERVER_NAME;
 use ganglion::transport::CloseCode;
 use ganglion_client::protocol::{
     ChatMessage, ClientRequest, ErrorCode, Input, MAX_OPEN_FRAME_LEN, MAX_REQUEST_FRAME_LEN,
-    MAX_RESPONSE_FRAME_LEN, Parameters, Request, ResponseFrame, Role,
+    MAX_RESPONSE_FRAME_LEN, Request, ResponseFrame, Role,
 };
 use ganglion_client::{
     ALPN_CLIENT, ALPN_PEER, GenerateRequest, PeerStreamKind, codec, read_frame, write_frame,
@@ -33,31 +33,13 @@ async fn connect(endpoint: &quinn::Endpoint, node: std::net::SocketAddr) -> quin
 }
 
 fn chat(model: &str, prompt: &str, max_tokens: u32) -> Request {
-    Request {
-        id: rand_id(),
-        model: model.into(),
-        input: Input::Chat(vec![ChatMessage {
-            role: Role::User,
-            content: prompt.into(),
-        }]),
-        parameters: Parameters {
-            max_tokens: Some(max_tokens),
-            ..Parameters::default()
-        },
-        deadline_ms: None,
-        hop_budget: 3,
-        path: Vec::new(),
-        api_key: None,
-        account: None,
-        charge_id: None,
-        cache: Default::default(),
-    }
-}
-
-fn rand_id() -> u128 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    u128::from(NEXT.fetch_add(1, Ordering::Relaxed))
+    let input = Input::Chat(vec![ChatMessage {
+        role: Role::User,
+        content: prompt.into(),
+    }]);
+    let mut request = Request::new(model, input);
+    request.parameters.max_tokens = Some(max_tokens);
+    request
 }
 
 /// Sends `request` on a new stream and returns the first frame of the answer.

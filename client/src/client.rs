@@ -499,17 +499,11 @@ impl Client {
         cache: CachePolicy,
     ) -> Request {
         Request {
-            id: rand::random(),
-            model,
-            input,
             parameters,
             deadline_ms: Some(self.request_timeout.as_millis() as u64),
-            hop_budget: crate::protocol::DEFAULT_HOP_BUDGET,
-            path: Vec::new(),
             api_key: self.api_key.clone(),
-            account: None,
-            charge_id: None,
             cache,
+            ..Request::new(model, input)
         }
     }
 

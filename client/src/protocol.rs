@@ -175,6 +175,27 @@ impl CacheReport {
     }
 }
 
+impl Request {
+    /// A request for `model` with `input`, everything else as a client starts it: a fresh
+    /// random id, the model's default parameters, the node's default deadline, the default hop
+    /// budget, no key, the cache as the entry node's defaults say.
+    pub fn new(model: impl Into<String>, input: Input) -> Self {
+        Self {
+            id: rand::random(),
+            model: model.into(),
+            input,
+            parameters: Parameters::default(),
+            deadline_ms: None,
+            hop_budget: DEFAULT_HOP_BUDGET,
+            path: Vec::new(),
+            api_key: None,
+            account: None,
+            charge_id: None,
+            cache: CachePolicy::default(),
+        }
+    }
+}
+
 /// An account's usage today, mesh-wide, as the node asked knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountUsage {
@@ -648,22 +669,13 @@ mod tests {
     use super::*;
 
     fn chat(text: &str) -> Request {
-        Request {
-            id: 1,
-            model: "m".into(),
-            input: Input::Chat(vec![ChatMessage {
+        Request::new(
+            "m",
+            Input::Chat(vec![ChatMessage {
                 role: Role::User,
                 content: text.into(),
             }]),
-            parameters: Parameters::default(),
-            deadline_ms: None,
-            hop_budget: DEFAULT_HOP_BUDGET,
-            path: Vec::new(),
-            api_key: None,
-            account: None,
-            charge_id: None,
-            cache: CachePolicy::default(),
-        }
+        )
     }
 
     #[test]

@@ -30,8 +30,8 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::routing::{get, post};
 use ganglion_client::protocol::{
-    ApiKey, CachePolicy, CacheReport, DEFAULT_HOP_BUDGET, ErrorCode, FinalResponse, Input,
-    MAX_REQUEST_FRAME_LEN, Parameters, Request, ResponseFrame, WireError,
+    ApiKey, CachePolicy, CacheReport, ErrorCode, FinalResponse, Input, MAX_REQUEST_FRAME_LEN,
+    Parameters, Request, ResponseFrame, WireError,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -149,17 +149,10 @@ pub fn request(
     headers: &HeaderMap,
 ) -> Result<Request, WireError> {
     Ok(Request {
-        id: rand::random(),
-        model,
-        input,
         parameters,
-        deadline_ms: None,
-        hop_budget: DEFAULT_HOP_BUDGET,
-        path: Vec::new(),
         api_key: api_key(headers),
-        account: None,
-        charge_id: None,
         cache: cache_policy(headers)?,
+        ..Request::new(model, input)
     })
 }
 

@@ -114,25 +114,16 @@ fn generation(request: &Request, default_max_tokens: u32) -> Result<Generation<'
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ganglion_client::protocol::{CachePolicy, ChatMessage, Parameters, Role};
+    use ganglion_client::protocol::{ChatMessage, Role};
 
     fn chat(text: &str) -> Request {
-        Request {
-            id: 1,
-            model: "m".into(),
-            input: Input::Chat(vec![ChatMessage {
+        Request::new(
+            "m",
+            Input::Chat(vec![ChatMessage {
                 role: Role::User,
                 content: text.into(),
             }]),
-            parameters: Parameters::default(),
-            deadline_ms: None,
-            hop_budget: 3,
-            path: vec![],
-            api_key: None,
-            account: None,
-            charge_id: None,
-            cache: CachePolicy::default(),
-        }
+        )
     }
 
     fn key(account: &str, r: &Request) -> CacheKey {

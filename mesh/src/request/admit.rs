@@ -94,18 +94,11 @@ mod tests {
     };
 
     fn request(path: &[&str], hop_budget: u8) -> Request {
+        let input = ganglion_client::protocol::Input::Embed(vec!["hi".into()]);
         Request {
-            id: 1,
-            model: "@ganglion/all-minilm-l6-v2".into(),
-            input: ganglion_client::protocol::Input::Embed(vec!["hi".into()]),
-            parameters: Default::default(),
-            deadline_ms: None,
             hop_budget,
             path: path.iter().map(|s| s.to_string()).collect(),
-            api_key: None,
-            account: None,
-            charge_id: None,
-            cache: Default::default(),
+            ..Request::new("@ganglion/all-minilm-l6-v2", input)
         }
     }
 

@@ -86,18 +86,10 @@ mod tests {
     use crate::credentials::api_keys::{KeyClaims, KeySigner, new_key_id};
 
     fn request(key: Option<String>) -> Request {
+        let input = ganglion_client::protocol::Input::Embed(vec!["hi".into()]);
         Request {
-            id: 1,
-            model: "m".into(),
-            input: ganglion_client::protocol::Input::Embed(vec!["hi".into()]),
-            parameters: Default::default(),
-            deadline_ms: None,
-            hop_budget: 3,
-            path: vec![],
             api_key: key.map(ganglion_client::protocol::ApiKey),
-            account: None,
-            charge_id: None,
-            cache: Default::default(),
+            ..Request::new("m", input)
         }
     }
 

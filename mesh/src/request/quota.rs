@@ -175,22 +175,9 @@ mod tests {
     use ganglion_client::protocol::{ChatMessage, Role};
 
     fn request(input: Input, max_tokens: Option<u32>) -> Request {
-        Request {
-            id: 1,
-            model: "m".into(),
-            input,
-            parameters: ganglion_client::protocol::Parameters {
-                max_tokens,
-                ..Default::default()
-            },
-            deadline_ms: None,
-            hop_budget: 3,
-            path: vec![],
-            api_key: None,
-            account: None,
-            charge_id: None,
-            cache: Default::default(),
-        }
+        let mut request = Request::new("m", input);
+        request.parameters.max_tokens = max_tokens;
+        request
     }
 
     #[test]
