@@ -64,7 +64,30 @@ pub struct Totals {
     pub cached: u64,
 }
 
+/// `node`'s totals for `account` on `day` in `counters`, zero until counted.
+fn totals_of<'a>(
+    counters: &'a mut BTreeMap<(Day, String), BTreeMap<String, Totals>>,
+    day: Day,
+    account: &str,
+    node: &str,
+) -> &'a mut Totals {
+    counters
+        .entry((day, account.to_owned()))
+        .or_default()
+        .entry(node.to_owned())
+        .or_default()
+}
+
 impl Totals {
+    /// One charged request of `micro` micro-Neurons.
+    fn charge(micro: u64) -> Self {
+        Self {
+            micro,
+            requests: 1,
+            cached: 0,
+        }
+    }
+
     fn max(self, other: Self) -> Self {
         Self {
             micro: self.micro.max(other.micro),
@@ -105,42 +128,23 @@ pub struct UsageCounters {
 impl UsageCounters {
     /// Adds a charge executed by `node` (this node) to its own counter.
     pub fn charge(&mut self, node: &str, day: Day, account: &str, micro: u64) {
-        let charge = Totals {
-            micro,
-            requests: 1,
-            cached: 0,
-        };
-        self.add_own(node, day, account, charge);
+        let own = totals_of(&mut self.counters, day, account, node);
+        *own = own.plus(Totals::charge(micro));
     }
 
     /// Counts a request `node` (this node) answered from the cache, free.
     pub fn cached(&mut self, node: &str, day: Day, account: &str) {
-        let hit = Totals {
+        let own = totals_of(&mut self.counters, day, account, node);
+        *own = own.plus(Totals {
             cached: 1,
             ..Totals::default()
-        };
-        self.add_own(node, day, account, hit);
-    }
-
-    fn add_own(&mut self, node: &str, day: Day, account: &str, totals: Totals) {
-        let own = self
-            .counters
-            .entry((day, account.to_owned()))
-            .or_default()
-            .entry(node.to_owned())
-            .or_default();
-        *own = own.plus(totals);
+        });
     }
 
     /// Merges what `node` says its totals are (max per node: never goes back).
     pub fn merge(&mut self, node: &str, usage: &[NodeUsage]) {
         for u in usage {
-            let known = self
-                .counters
-                .entry((u.day, u.account.clone()))
-                .or_default()
-                .entry(node.to_owned())
-                .or_default();
+            let known = totals_of(&mut self.counters, u.day, &u.account, node);
             *known = known.max(u.totals);
         }
     }
@@ -148,17 +152,8 @@ impl UsageCounters {
     /// A charge `node` made, as reported to this node (the account's home) when its hold was
     /// released: counts even if `node`'s adverts never carry the account.
     pub fn report(&mut self, node: &str, day: Day, account: &str, micro: u64) {
-        let reported = self
-            .reported
-            .entry((day, account.to_owned()))
-            .or_default()
-            .entry(node.to_owned())
-            .or_default();
-        *reported = reported.plus(Totals {
-            micro,
-            requests: 1,
-            cached: 0,
-        });
+        let reported = totals_of(&mut self.reported, day, account, node);
+        *reported = reported.plus(Totals::charge(micro));
     }
 
     /// Per node, the larger of what it advertised and what was reported of it.
