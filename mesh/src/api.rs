@@ -274,11 +274,6 @@ fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-/// Unix seconds now.
-pub fn created() -> u64 {
-    crate::metering::unix_now()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

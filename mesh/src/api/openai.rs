@@ -17,7 +17,8 @@ use ganglion_client::protocol::{
 };
 use serde::Deserialize;
 
-use super::{Api, Call, common_headers, created, errors, final_headers, read_json};
+use super::{Api, Call, common_headers, errors, final_headers, read_json};
+use crate::metering::unix_now;
 
 /// `stop`: one string or several.
 #[derive(Debug, Deserialize)]
@@ -224,7 +225,7 @@ impl Shape {
         Self {
             dialect,
             id: format!("{prefix}-{request_id:032x}"),
-            created: created(),
+            created: unix_now(),
             model: model.to_owned(),
         }
     }
@@ -380,13 +381,17 @@ impl Streaming {
     }
 }
 
-/// Runs a text request and answers it whole or streamed.
+/// Runs a text request and answers it whole or streamed (`Some(include_usage)`), or answers
+/// the error that building it met.
 async fn answer_text(
     api: &Api,
-    request: ganglion_client::protocol::Request,
+    built: Result<(ganglion_client::protocol::Request, Option<bool>), WireError>,
     dialect: Dialect,
-    streaming: Option<bool>,
 ) -> Response {
+    let (request, streaming) = match built {
+        Ok(built) => built,
+        Err(error) => return errors::openai(&error, common_headers(rand::random(), None)),
+    };
     let shape = Shape::new(dialect, request.id, &request.model);
     let mut call = Call::start(api, request);
     match streaming {
@@ -426,10 +431,7 @@ pub async fn chat_completions(
         )?;
         Ok::<_, WireError>((request, body.sampling.stream()))
     };
-    match built.await {
-        Ok((request, streaming)) => answer_text(&api, request, Dialect::Chat, streaming).await,
-        Err(error) => errors::openai(&error, common_headers(rand::random(), None)),
-    }
+    answer_text(&api, built.await, Dialect::Chat).await
 }
 
 /// `POST /v1/completions`: the prompt as one user message.
@@ -452,10 +454,7 @@ pub async fn completions(
         let request = super::request(body.model, input, body.sampling.parameters()?, &headers)?;
         Ok((request, body.sampling.stream()))
     };
-    match built.await {
-        Ok((request, streaming)) => answer_text(&api, request, Dialect::Text, streaming).await,
-        Err(error) => errors::openai(&error, common_headers(rand::random(), None)),
-    }
+    answer_text(&api, built.await, Dialect::Text).await
 }
 
 /// `POST /v1/embeddings`: vectors as floats, or as base64 of little-endian f32 (what recent
@@ -543,7 +542,7 @@ fn model_object(listing: &ganglion_client::protocol::ModelListing) -> serde_json
 /// A model listing is for callers with a key (it names the mesh's nodes).
 fn authorized(api: &Api, headers: &HeaderMap) -> Result<(), WireError> {
     let key = super::api_key(headers).map(|k| k.0);
-    crate::request::authenticate::client_account(&api.context.auth, key, created()).map(|_| ())
+    crate::request::authenticate::client_account(&api.context.auth, key, unix_now()).map(|_| ())
 }
 
 /// `GET /v1/models`: the catalog, each model with the nodes hosting it.
