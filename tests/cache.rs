@@ -162,27 +162,9 @@ async fn a_hit_replays_the_answer_free_per_account_and_purges_empty_it() {
 
     // The `ganglion` CLI speaks the same controls.
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(harness::binary().with_file_name("ganglion"))
-            .args([
-                "embed",
-                "--json",
-                "--model",
-                MINILM,
-                "--node",
-                &b.quic.to_string(),
-                "--ca",
-            ])
-            .arg(cluster.ca_dir().join("ca.crt"))
-            .args(args)
-            .env("GANGLION_API_KEY", &acme_key)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut args = [&["embed", "--model", MINILM], args].concat();
+        args.push("--json");
+        let shown = cluster.ganglion_json(&b, &acme_key, &args);
         shown["cache"]["status"].as_str().unwrap().to_owned()
     };
     assert_eq!(

@@ -394,6 +394,24 @@ impl Cluster {
         self.keyed_client(node, None).await
     }
 
+    /// Runs the `ganglion` CLI (`args`: its subcommand and flags) against `node` with `key`,
+    /// and parses what it prints as JSON.
+    pub fn ganglion_json(&self, node: &Node, key: &str, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(binary().with_file_name("ganglion"))
+            .args(args)
+            .args(["--node", &node.quic.to_string(), "--ca"])
+            .arg(self.ca_dir().join("ca.crt"))
+            .env("GANGLION_API_KEY", key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ganglion {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// A client of `node` that presents `key`.
     pub async fn keyed_client(&self, node: &Node, key: Option<&str>) -> ganglion_client::Client {
         let mut builder = ganglion_client::Client::builder()

@@ -90,18 +90,7 @@ async fn a_handed_off_request_is_charged_once_and_a_free_account_stops_at_its_li
     let own = client.usage().await.expect("usage");
     assert_eq!((own.account.as_str(), own.used_micro), ("acme", 3_000_000));
     assert_eq!(own.limit_micro, Some(3_000_000));
-    let cli = std::process::Command::new(harness::binary().with_file_name("ganglion"))
-        .args(["usage", "--json", "--node", &b.quic.to_string(), "--ca"])
-        .arg(cluster.ca_dir().join("ca.crt"))
-        .env("GANGLION_API_KEY", &key)
-        .output()
-        .unwrap();
-    assert!(
-        cli.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cli.stderr)
-    );
-    let shown: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
+    let shown = cluster.ganglion_json(&b, &key, &["usage", "--json"]);
     assert_eq!(shown["used_neurons"], 3.0);
     assert!(shown["resets_at"].as_str().unwrap().ends_with("T00:00:00Z"));
 }
