@@ -85,32 +85,22 @@ impl Cluster {
     }
 
     fn cli(&self, args: &[&str]) {
-        let out = Command::new(binary()).args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeed(Command::new(binary()).args(args));
     }
 
     /// Issues an API key for `account` with extra `issue-key` flags (e.g. `--plan paid`).
     pub fn issue_key(&self, account: &str, extra: &[&str]) -> String {
-        let out = Command::new(binary())
-            .args([
-                "issue-key",
-                "--cluster-dir",
-                self.ca_dir().to_str().unwrap(),
-            ])
-            .args(["--account", account])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "issue-key: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let key = succeed(
+            Command::new(binary())
+                .args([
+                    "issue-key",
+                    "--cluster-dir",
+                    self.ca_dir().to_str().unwrap(),
+                ])
+                .args(["--account", account])
+                .args(extra),
         );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        key.trim().to_owned()
     }
 
     /// Starts node `name` seeded with `seeds`, plus any extra flags.
@@ -371,20 +361,24 @@ pub async fn running_generation(
 }
 pub const MINILM: &str = "@ganglion/all-minilm-l6-v2";
 
+/// Runs `command` to its end and returns what it printed; panics, with what it said on stderr,
+/// unless it succeeded.
+pub fn succeed(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Pulls the built-in models into the shared model store once per test binary (idempotent:
 /// a complete model is not fetched again).
 pub fn ensure_models() {
     static PULLED: std::sync::Once = std::sync::Once::new();
     PULLED.call_once(|| {
-        let out = Command::new(binary())
-            .args(["models", "pull"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "models pull failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeed(Command::new(binary()).args(["models", "pull"]));
     });
 }
 
@@ -397,19 +391,14 @@ impl Cluster {
     /// Runs the `ganglion` CLI (`args`: its subcommand and flags) against `node` with `key`,
     /// and parses what it prints as JSON.
     pub fn ganglion_json(&self, node: &Node, key: &str, args: &[&str]) -> serde_json::Value {
-        let out = Command::new(binary().with_file_name("ganglion"))
-            .args(args)
-            .args(["--node", &node.quic.to_string(), "--ca"])
-            .arg(self.ca_dir().join("ca.crt"))
-            .env("GANGLION_API_KEY", key)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ganglion {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let printed = succeed(
+            Command::new(binary().with_file_name("ganglion"))
+                .args(args)
+                .args(["--node", &node.quic.to_string(), "--ca"])
+                .arg(self.ca_dir().join("ca.crt"))
+                .env("GANGLION_API_KEY", key),
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_str(&printed).unwrap()
     }
 
     /// A client of `node` that presents `key`.

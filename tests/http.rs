@@ -528,18 +528,12 @@ fn openai_python() -> std::path::PathBuf {
         .join(format!("openai-{VERSION}"));
     let python = venv.join("bin/python");
     if !python.exists() {
-        let run = |cmd: &mut std::process::Command| {
-            let out = cmd.output().unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(std::process::Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv));
-        run(std::process::Command::new(venv.join("bin/pip")).args([
+        harness::succeed(
+            std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv),
+        );
+        harness::succeed(std::process::Command::new(venv.join("bin/pip")).args([
             "install",
             "-q",
             &format!("openai=={VERSION}"),
@@ -605,16 +599,11 @@ fn openai_node() -> std::path::PathBuf {
     let modules = prefix.join("node_modules");
     if !modules.join("openai").exists() {
         std::fs::create_dir_all(&prefix).unwrap();
-        let out = std::process::Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&prefix)
-            .arg(format!("openai@{VERSION}"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        harness::succeed(
+            std::process::Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&prefix)
+                .arg(format!("openai@{VERSION}")),
         );
     }
     modules

@@ -12,22 +12,15 @@ use harness::{Cluster, KEYS_REQUIRED, MINILM, TOKEN, ensure_models, eventually};
 
 /// The node's ledger as the `ganglion-node ledger` command prints it.
 fn ledger(cluster: &Cluster, node: &str) -> Vec<serde_json::Value> {
-    let out = std::process::Command::new(harness::binary())
-        .args(["ledger", "--data-dir"])
-        .arg(cluster.dir.join("data").join(node))
-        .env("GANGLION_ADMIN_TOKEN", TOKEN)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ledger: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    harness::succeed(
+        std::process::Command::new(harness::binary())
+            .args(["ledger", "--data-dir"])
+            .arg(cluster.dir.join("data").join(node))
+            .env("GANGLION_ADMIN_TOKEN", TOKEN),
+    )
+    .lines()
+    .map(|l| serde_json::from_str(l).unwrap())
+    .collect()
 }
 
 async fn client(cluster: &Cluster, node: &harness::Node, key: &str) -> ganglion_client::Client {
