@@ -588,25 +588,9 @@ raises(openai.RateLimitError, lambda: tight.chat.completions.create(model=model,
 print("sdk ok")
 "#;
 
-/// The official OpenAI JavaScript SDK, pinned, installed from npm into a folder cached outside
-/// the repo; returns its `node_modules`.
+/// The official OpenAI JavaScript SDK, pinned; returns its `node_modules`.
 fn openai_node() -> std::path::PathBuf {
-    const VERSION: &str = "6.49.0";
-    let home = std::env::var("HOME").unwrap();
-    let prefix = std::path::Path::new(&home)
-        .join(".cache/ganglion/node")
-        .join(format!("openai-{VERSION}"));
-    let modules = prefix.join("node_modules");
-    if !modules.join("openai").exists() {
-        std::fs::create_dir_all(&prefix).unwrap();
-        harness::succeed(
-            std::process::Command::new("npm")
-                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-                .arg(&prefix)
-                .arg(format!("openai@{VERSION}")),
-        );
-    }
-    modules
+    harness::npm_package("openai", "6.49.0")
 }
 
 const JS_SDK_SCRIPT: &str = r#"

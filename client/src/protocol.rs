@@ -33,6 +33,9 @@ pub enum PeerStreamKind {
     /// A cache lookup at a shard of this node, and its answer (then, when the asker is to
     /// fill the key, its fill or its giving up).
     Cache,
+    /// A request for the node's dashboard report, and the report (added after `Cache`, so
+    /// that older peers refuse it rather than misread it).
+    Report,
 }
 
 /// Bound on a client's request frame (prompt and texts included).

@@ -13,6 +13,7 @@ pub mod api;
 pub mod cache;
 pub mod config;
 pub mod credentials;
+pub mod dashboard;
 pub mod facts;
 pub mod faults;
 pub mod hardware;

@@ -5,7 +5,7 @@
 //! by model, outcome (`ok` or the error code) and route (`local`, `handoff`, `cache_hit`),
 //! with their duration, time to first token, tokens and Neurons. Gauges (cache, queues, peers)
 //! are read from the actors when scraped. No per-account labels: accounts live in
-//! `/admin/usage`.
+//! `/admin/usage`. The latest requests themselves are kept for the dashboard in [`Metrics::recent`].
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::dashboard::recent::{Finished, Recent, short};
 use crate::request::{Gone, Responder};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -72,6 +73,8 @@ pub struct Metrics {
     /// Connected peers (set when scraped).
     pub peers: Gauge,
     rtt: Family<PeerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// The latest requests that entered here (the dashboard's window).
+    pub recent: Recent,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -180,6 +183,7 @@ impl Default for Metrics {
             in_flight,
             peers,
             rtt,
+            recent: Recent::default(),
         }
     }
 }
@@ -228,40 +232,81 @@ pub struct Observed<'a, R> {
     metrics: Option<Arc<Metrics>>,
     model: String,
     node: String,
+    id: u128,
+    account: Option<String>,
+    cache: Option<String>,
     started: Instant,
-    first_token: bool,
+    first_token_ms: Option<f64>,
     counted: bool,
 }
 
 impl<'a, R> Observed<'a, R> {
-    /// Watches `inner` for a request for `model` at `node`; with no metrics, it only passes
-    /// frames on (requests handed over by a peer are counted at their entry node).
-    pub fn new(inner: &'a mut R, metrics: Option<Arc<Metrics>>, model: &str, node: &str) -> Self {
+    /// Watches `inner` for request `id` for `model` at `node`; with no metrics, it only
+    /// passes frames on (requests handed over by a peer are counted at their entry node).
+    pub fn new(
+        inner: &'a mut R,
+        metrics: Option<Arc<Metrics>>,
+        id: u128,
+        model: &str,
+        node: &str,
+    ) -> Self {
         Self {
             inner,
             metrics,
             model: model.to_owned(),
             node: node.to_owned(),
+            id,
+            account: None,
+            cache: None,
             started: Instant::now(),
-            first_token: false,
+            first_token_ms: None,
             counted: false,
+        }
+    }
+
+    /// The request's account, once authenticated (its daily limit is remembered for the
+    /// dashboard).
+    pub fn account(&mut self, account: Option<&ganglion_client::protocol::Account>) {
+        let (Some(metrics), Some(account)) = (&self.metrics, account) else {
+            return;
+        };
+        let limit = crate::metering::usage::daily_limit(account.plan, account.daily_limit);
+        metrics.recent.limit(&account.name, limit);
+        self.account = Some(account.name.clone());
+    }
+
+    /// The request as it ended, so far as this responder saw it.
+    fn finished(&self, outcome: &str) -> Finished {
+        Finished {
+            at_ms: crate::metering::unix_now_ms(),
+            id: format!("{:032x}", self.id),
+            model: self.model.clone(),
+            account: self.account.clone(),
+            entry: self.node.clone(),
+            path: Vec::new(),
+            cache: self.cache.clone(),
+            micro_neurons: 0,
+            first_token_ms: self.first_token_ms,
+            total_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            output_tokens: 0,
+            outcome: outcome.to_owned(),
+            message: None,
         }
     }
 
     /// Records what `frame` says (first token, tokens, Neurons, cache); for a last frame,
     /// returns its outcome and route, counted once it is known to have been sent.
-    fn observe(&mut self, frame: &ResponseFrame) -> Option<(String, &'static str)> {
+    fn observe(&mut self, frame: &ResponseFrame) -> Option<(Finished, &'static str)> {
         let metrics = self.metrics.as_ref()?;
         let model = ModelLabel {
             model: self.model.clone(),
         };
         let (outcome, route) = match frame {
             ResponseFrame::Delta(_) => {
-                if !std::mem::replace(&mut self.first_token, true) {
-                    metrics
-                        .first_token
-                        .get_or_create(&model)
-                        .observe(self.started.elapsed().as_secs_f64());
+                if self.first_token_ms.is_none() {
+                    let elapsed = self.started.elapsed().as_secs_f64();
+                    self.first_token_ms = Some(elapsed * 1000.0);
+                    metrics.first_token.get_or_create(&model).observe(elapsed);
                 }
                 return None;
             }
@@ -295,22 +340,33 @@ impl<'a, R> Observed<'a, R> {
                         status: response.cache.status.as_str().to_owned(),
                     })
                     .inc();
-                ("ok".to_owned(), route)
+                let mut finished = self.finished("ok");
+                finished.path = response.route.path.clone();
+                finished.cache = Some(response.cache.status.as_str().to_owned());
+                finished.micro_neurons = response.usage.micro_neurons;
+                finished.output_tokens = response.usage.output_tokens;
+                (finished, route)
             }
-            ResponseFrame::Error(error) => (error.code.as_str().to_owned(), "none"),
+            ResponseFrame::Error(error) => {
+                let mut finished = self.finished(error.code.as_str());
+                finished.message = Some(short(&error.message));
+                (finished, "none")
+            }
             _ => return None,
         };
         Some((outcome, route))
     }
 
     /// Counts the request's end, once.
-    fn count(&mut self, outcome: String, route: &str) {
+    fn count(&mut self, finished: Finished, route: &str) {
         let Some(metrics) = &self.metrics else {
             return;
         };
         if std::mem::replace(&mut self.counted, true) {
             return;
         }
+        let outcome = finished.outcome.clone();
+        metrics.recent.push(finished);
         let model = ModelLabel {
             model: self.model.clone(),
         };
@@ -332,7 +388,9 @@ impl<'a, R> Observed<'a, R> {
 impl<R> Drop for Observed<'_, R> {
     /// A request that ended without its last frame reaching the requester was cancelled.
     fn drop(&mut self) {
-        self.count("cancelled".to_owned(), "none");
+        if self.metrics.is_some() && !self.counted {
+            self.count(self.finished("cancelled"), "none");
+        }
     }
 }
 
@@ -340,10 +398,10 @@ impl<R: Responder> Responder for Observed<'_, R> {
     async fn send(&mut self, frame: ResponseFrame) -> Result<(), Gone> {
         let ended = self.observe(&frame);
         let sent = self.inner.send(frame).await;
-        if let Some((outcome, route)) = ended {
+        if let Some((finished, route)) = ended {
             match sent {
-                Ok(()) => self.count(outcome, route),
-                Err(Gone) => self.count("cancelled".to_owned(), "none"),
+                Ok(()) => self.count(finished, route),
+                Err(Gone) => self.count(self.finished("cancelled"), "none"),
             }
         }
         sent
@@ -354,6 +412,7 @@ impl<R: Responder> Responder for Observed<'_, R> {
     }
 
     fn cache_decided(&mut self, report: &ganglion_client::protocol::CacheReport) {
+        self.cache = Some(report.status.as_str().to_owned());
         self.inner.cache_decided(report);
     }
 }

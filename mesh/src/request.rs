@@ -108,7 +108,7 @@ pub async fn run(
         "unknown"
     };
     let metrics = (origin == Origin::Client).then(|| ctx.metrics.clone());
-    let out = &mut crate::metrics::Observed::new(out, metrics, label, &ctx.node);
+    let out = &mut crate::metrics::Observed::new(out, metrics, request.id, label, &ctx.node);
     let mut admitted = match admit::admit(
         &ctx.node,
         &ctx.catalog,
@@ -124,6 +124,7 @@ pub async fn run(
     if let Err(error) = authenticate::authenticate(&ctx.auth, &origin, &mut admitted.request, now) {
         return fail(out, error).await;
     }
+    out.account(admitted.request.account.as_ref());
     let Some(spec) = ctx.catalog.get(&admitted.request.model) else {
         let error = WireError::new(ErrorCode::UnknownModel, "model left the catalog");
         return fail(out, error).await;

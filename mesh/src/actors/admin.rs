@@ -6,6 +6,7 @@
 
 mod cache;
 pub mod client;
+mod dashboard;
 pub mod routes;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};

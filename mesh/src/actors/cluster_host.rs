@@ -95,6 +95,8 @@ pub struct Arguments {
     pub cache: super::cache_shard::Shards,
     /// The peer behind each cluster session, kept up to date here.
     pub sessions: crate::facts::SessionNodes,
+    /// This node's dashboard report (answers peers gathering the mesh's view).
+    pub reporter: crate::dashboard::report::Reporter,
 }
 
 /// A ractor_cluster session event, forwarded from the `NodeServer`.
@@ -182,6 +184,7 @@ pub struct State {
     gateway: GatewayHandle,
     meter: super::meter::MeterHandle,
     cache: super::cache_shard::Shards,
+    reporter: crate::dashboard::report::Reporter,
     sessions: crate::facts::SessionNodes,
     links: HashMap<String, Link>,
     dial_book: HashMap<SocketAddr, DialEntry>,
@@ -276,6 +279,7 @@ impl Actor for ClusterHost {
             gateway: args.gateway,
             meter: args.meter,
             cache: args.cache,
+            reporter: args.reporter,
             sessions: {
                 // Sessions of an earlier host (and their node ids) are gone.
                 args.sessions.clear();
@@ -399,6 +403,7 @@ impl State {
             directory: self.directory.clone(),
             meter: self.meter.clone(),
             cache: self.cache.clone(),
+            reporter: self.reporter.clone(),
         };
         self.tasks
             .spawn(serve_connection(myself, owners, name, connection, direction).instrument(span));
@@ -661,6 +666,8 @@ struct StreamOwners {
     meter: super::meter::MeterHandle,
     /// `Cache` streams: the peer's lookups at this node's shards.
     cache: super::cache_shard::Shards,
+    /// `Report` streams: the peer gathering the dashboard's view.
+    reporter: crate::dashboard::report::Reporter,
 }
 
 /// Runs one peer connection: opens the cluster session (when this node dialed), serves the
@@ -818,6 +825,10 @@ async fn serve_stream(
         }
         Ok(Ok(Some(PeerStreamKind::Cache))) => {
             super::cache_shard::remote::serve(owners.cache, label.peer, send, recv).await;
+            return;
+        }
+        Ok(Ok(Some(PeerStreamKind::Report))) => {
+            crate::dashboard::serve(owners.reporter, send, recv).await;
             return;
         }
         Ok(Ok(Some(other))) => format!("stream kind {other:?} is not served"),

@@ -348,6 +348,14 @@ impl Actor for NodeSupervisor {
         remember(Child::Gateway, gateway.get_cell());
         let gateway = ActorSlot::new(gateway);
 
+        let reporter = crate::dashboard::report::Reporter::new(crate::dashboard::report::Parts {
+            info: args.node_info.clone(),
+            hosting: args.hosting.clone(),
+            hosts: local_models.clone(),
+            directory: directory_handle.clone(),
+            cache: shards.clone(),
+            metrics: metrics.clone(),
+        });
         let c = args.cluster;
         let cluster_args = cluster_host::Arguments {
             identity: c.identity,
@@ -361,6 +369,7 @@ impl Actor for NodeSupervisor {
             meter: meter_handle.clone(),
             cache: shards.clone(),
             sessions,
+            reporter: reporter.clone(),
         };
         let cluster = spawn(
             "ganglion.cluster_host".into(),
@@ -388,6 +397,11 @@ impl Actor for NodeSupervisor {
             cache: shards,
             metrics,
             metrics_open: args.metrics_open,
+            reporter,
+            api: Arc::new(crate::api::Api {
+                context: gateway_args.context.clone(),
+                directory: gateway_args.directory.clone(),
+            }),
         });
         let admin = spawn_admin(&args.admin_listener, admin_context.clone(), &cell).await?;
         remember(Child::Admin, admin.get_cell());

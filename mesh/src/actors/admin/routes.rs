@@ -80,6 +80,10 @@ pub struct ContextParts {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Serve `/metrics` without the token.
     pub metrics_open: bool,
+    /// This node's dashboard report (and the way to its peers').
+    pub reporter: crate::dashboard::report::Reporter,
+    /// The request pipeline, for the dashboard's "try it" box.
+    pub api: Arc<crate::api::Api>,
 }
 
 #[derive(Debug)]
@@ -87,6 +91,7 @@ struct Inner {
     parts: ContextParts,
     started: Instant,
     started_at: SystemTime,
+    views: tokio::sync::Semaphore,
 }
 
 impl Context {
@@ -96,7 +101,13 @@ impl Context {
             parts,
             started: Instant::now(),
             started_at: SystemTime::now(),
+            views: tokio::sync::Semaphore::new(super::dashboard::VIEWS_AT_ONCE),
         }))
+    }
+
+    /// A place among the mesh views gathered at once, if one is free.
+    pub(super) fn view_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.0.views.try_acquire().ok()
     }
 
     pub(super) fn parts(&self) -> &ContextParts {
@@ -115,6 +126,8 @@ pub fn router(context: Context) -> Router {
         .route("/admin/keys/revoke", post(revoke))
         .route("/admin/usage", get(usage))
         .route("/admin/ledger", get(ledger))
+        .route("/admin/mesh", get(super::dashboard::mesh))
+        .route("/admin/try", post(super::dashboard::try_it))
         .route(
             "/admin/cache",
             get(super::cache::show).delete(super::cache::purge),
@@ -124,7 +137,11 @@ pub fn router(context: Context) -> Router {
             .route("/admin/faults/kill/{*child}", post(kill))
             .route("/admin/faults/panic-next-job", post(panic_next_job));
     }
-    let mut open = Router::new().route("/healthz", get(|| async { "ok\n" }));
+    let mut open = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/", get(super::dashboard::index))
+        .route("/dashboard.js", get(super::dashboard::script))
+        .route("/dashboard.css", get(super::dashboard::style));
     if context.parts().metrics_open {
         open = open.route("/metrics", get(metrics));
     } else {

@@ -1,0 +1,188 @@
+//! The mesh as the dashboard shows it. Every node can answer for the whole mesh: it builds its
+//! own [`report::NodeReport`], asks each connected peer for theirs on a `Report` stream of the
+//! peer connection, and adds the mesh-wide Neuron counters its meter already merges.
+//!
+//! - [`recent`]: the window of requests that entered a node, and their traffic figures (pure);
+//! - [`report`]: one node's report, built from its actors' handles;
+//! - here: asking peers for theirs, answering theirs, and the mesh view.
+//!
+//! A peer that does not answer within [`ASK_TIMEOUT`] is shown as unreachable; a node answers
+//! at most [`REPORTS_AT_ONCE`] peers at a time, so that gathering cannot be used to load it.
+
+pub mod recent;
+pub mod report;
+
+use std::time::Duration;
+
+use ganglion_client::protocol::MAX_OPEN_FRAME_LEN;
+use ganglion_client::{PeerStreamKind, read_frame, write_frame};
+use serde::Serialize;
+
+use crate::actors::meter::MeterHandle;
+use crate::metering::usage::{FREE_DAILY_NEURONS, day_of, day_text, reset_at, time_text};
+use crate::metering::{MICRO, unix_now};
+use report::{NodeReport, Reporter};
+
+/// Bound on a report frame.
+pub const MAX_REPORT_FRAME: usize = 512 * 1024;
+/// A peer's report must arrive within this time.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
+/// Reports a node builds for peers at once; more streams are refused.
+pub const REPORTS_AT_ONCE: usize = 4;
+/// Accounts the mesh view lists (those that used the most today).
+pub const ACCOUNTS_SHOWN: usize = 50;
+
+/// The whole mesh, as one node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeshView {
+    /// The node that answered.
+    pub node: String,
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+    /// Every node that reported: this one first, then its peers by name.
+    pub nodes: Vec<NodeReport>,
+    /// Peers known but not reporting, with why.
+    pub unreachable: Vec<Unreachable>,
+    /// Neurons today per account, most used first.
+    pub accounts: Vec<AccountDay>,
+    /// The UTC day counted.
+    pub day: String,
+    /// When it resets (RFC 3339).
+    pub resets_at: String,
+    /// Seconds until then.
+    pub resets_in_s: u64,
+}
+
+/// A peer that did not report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unreachable {
+    /// Its name.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// An account's Neurons today, across the mesh.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountDay {
+    /// The account.
+    pub account: String,
+    /// Neurons used, in micro-Neurons.
+    pub micro_neurons: u64,
+    /// Requests charged.
+    pub requests: u64,
+    /// Requests answered from the cache.
+    pub cached_requests: u64,
+    /// Its daily allocation in micro-Neurons; `None` when unlimited.
+    pub limit_micro: Option<u64>,
+    /// Whether a node saw the account's key since it started (otherwise the limit shown is
+    /// the free allocation).
+    pub limit_known: bool,
+}
+
+/// Gathers the mesh view: this node's report, each connected peer's, and today's Neurons.
+pub async fn mesh_view(reporter: &Reporter, meter: &MeterHandle) -> MeshView {
+    let directory = reporter.directory();
+    let (own, known, members) =
+        tokio::join!(reporter.report(), directory.list(), directory.members());
+    let members = members.unwrap_or_default();
+    let asks = members.iter().map(|(name, connection)| async move {
+        let answer = match tokio::time::timeout(ASK_TIMEOUT, ask(connection)).await {
+            Ok(Ok(report)) if report.name == *name => Ok(report),
+            Ok(Ok(report)) => Err(format!("answered as `{}`", report.name)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err("no report within 1 s".to_owned()),
+        };
+        (name.clone(), answer)
+    });
+    let answers = futures::future::join_all(asks).await;
+    let mut nodes = vec![own];
+    let mut unreachable = Vec::new();
+    for (name, answer) in answers {
+        match answer {
+            Ok(report) => nodes.push(report),
+            Err(reason) => unreachable.push(Unreachable { name, reason }),
+        }
+    }
+    for peer in known.unwrap_or_default() {
+        if !members.iter().any(|(name, _)| *name == peer.name) {
+            unreachable.push(Unreachable {
+                name: peer.name,
+                reason: "no session yet".to_owned(),
+            });
+        }
+    }
+    nodes[1..].sort_by(|a, b| a.name.cmp(&b.name));
+    unreachable.sort_by(|a, b| a.name.cmp(&b.name));
+    let now = unix_now();
+    let today = day_of(now);
+    let usage = meter.usage(today).await.unwrap_or_default();
+    let mut accounts: Vec<AccountDay> = usage
+        .into_iter()
+        .map(|(account, totals)| {
+            let seen = nodes.iter().find_map(|n| {
+                n.activity
+                    .limits
+                    .iter()
+                    .find(|(a, _)| *a == account)
+                    .map(|(_, limit)| *limit)
+            });
+            AccountDay {
+                limit_micro: seen.unwrap_or(Some(FREE_DAILY_NEURONS * MICRO)),
+                limit_known: seen.is_some(),
+                account,
+                micro_neurons: totals.micro,
+                requests: totals.requests,
+                cached_requests: totals.cached,
+            }
+        })
+        .collect();
+    accounts.sort_by(|a, b| {
+        b.micro_neurons
+            .cmp(&a.micro_neurons)
+            .then_with(|| a.account.cmp(&b.account))
+    });
+    accounts.truncate(ACCOUNTS_SHOWN);
+    MeshView {
+        node: reporter.name().to_owned(),
+        at_ms: crate::metering::unix_now_ms(),
+        nodes,
+        unreachable,
+        accounts,
+        day: day_text(today),
+        resets_at: time_text(reset_at(today)),
+        resets_in_s: reset_at(today).saturating_sub(now),
+    }
+}
+
+/// Asks the peer behind `connection` for its report.
+pub async fn ask(connection: &quinn::Connection) -> Result<NodeReport, String> {
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    write_frame(&mut send, &PeerStreamKind::Report, MAX_OPEN_FRAME_LEN)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = send.finish();
+    read_frame::<_, NodeReport>(&mut recv, MAX_REPORT_FRAME)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "no report".to_owned())
+}
+
+/// Answers one `Report` stream a peer opened (after its opening frame): this node's report,
+/// written within [`ASK_TIMEOUT`]; refused when [`REPORTS_AT_ONCE`] are being built.
+pub async fn serve(reporter: Reporter, mut send: quinn::SendStream, _recv: quinn::RecvStream) {
+    let Some(_slot) = reporter.peer_slot() else {
+        let _ = send.reset(quinn::VarInt::from_u32(1));
+        return;
+    };
+    let _ = tokio::time::timeout(ASK_TIMEOUT, async {
+        let report = reporter.report().await;
+        if write_frame(&mut send, &report, MAX_REPORT_FRAME)
+            .await
+            .is_ok()
+        {
+            let _ = send.finish();
+        }
+    })
+    .await;
+}
