@@ -11,7 +11,8 @@
 # hands it to a: SmolLM2 answers token by token, and the route shows the hop b → a and the time
 # each node saw. The same prompt again is a cache hit; with --skip-cache it runs again; b also
 # answers it over its OpenAI-compatible HTTP API (curl).
-# With --keep the mesh keeps running until Ctrl-C.
+# It ends with the dashboard's address (every node serves it on its admin listener).
+# With --keep the mesh keeps running until Ctrl-C, for the dashboard.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The same target folder as `cargo test` (./target unless CARGO_TARGET_DIR says otherwise), so
@@ -98,7 +99,11 @@ echo
 echo "== embeddings from node b (an edge box):"
 "${ganglion[@]}" embed --node "$(field b quic)" --ca "$work/cluster/ca.crt" --model "$embedder" "edge inference" "inference at the edge"
 
+echo
+echo "== the dashboard: http://$(field b admin)/ (admin token: $token)"
+echo "   in one view: $(admin b /admin/mesh | grep -o '"name":"[a-z]","version"' | wc -l) nodes reporting to b"
+
 if [ "${1:-}" = "--keep" ]; then
-  echo "mesh running; admin token: $token; Ctrl-C to stop"
+  echo "mesh running; open the dashboard above; Ctrl-C to stop"
   wait
 fi

@@ -15,6 +15,9 @@ use super::AbortOnDrop;
 
 pub use routes::{Context, ContextParts};
 
+/// Connections the admin listener serves at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// The admin actor.
 #[derive(Debug, Default)]
 pub struct Admin;
@@ -52,11 +55,14 @@ impl Actor for Admin {
         args: Arguments,
     ) -> Result<State, ActorProcessingErr> {
         let router = routes::router(args.context);
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(args.listener, router).await {
-                tracing::error!(error = %e, "admin endpoint stopped");
-            }
-        });
+        // The HTTP door's server loop: the same bounds on slow heads, stalled writes and
+        // connections (the dashboard brings browsers to this listener).
+        let server = tokio::spawn(crate::api::listener::serve(
+            args.listener,
+            router,
+            MAX_CONNECTIONS,
+            None,
+        ));
         Ok(State {
             _server: AbortOnDrop(server),
         })
