@@ -120,7 +120,13 @@ async fn the_dashboard_shows_the_mesh_and_a_request_sent_through_try_it() {
     assert_eq!(view["nodes"].as_array().unwrap().len(), 3);
     let id = seen["try"]["id"].as_str().unwrap();
     let recent = view["nodes"][0]["activity"]["requests"].as_array().unwrap();
-    let entry = recent.iter().find(|r| r["id"] == id).unwrap();
+    let entries: Vec<_> = recent.iter().filter(|r| r["id"] == id).collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "counted once, where it entered: {recent:?}"
+    );
+    let entry = entries[0];
     assert_eq!(entry["account"], "acme");
     assert_eq!(entry["outcome"], "ok");
     assert_eq!(

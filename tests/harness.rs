@@ -478,9 +478,15 @@ pub fn npm_package(name: &str, version: &str) -> PathBuf {
     modules
 }
 
-/// Debian's Chromium, installed with apt-get when missing (as root, as on CI).
+/// Debian's Chromium, installed with apt-get when missing and running as root (as on CI);
+/// otherwise the test says how to install it.
 pub fn chromium() -> PathBuf {
     let path = PathBuf::from("/usr/bin/chromium");
+    let root = succeed(Command::new("id").arg("-u")).trim() == "0";
+    assert!(
+        path.exists() || root,
+        "the dashboard test needs Debian's chromium: run scripts/install-chromium.sh as root"
+    );
     if !path.exists() {
         succeed(&mut Command::new(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/install-chromium.sh"),

@@ -62,6 +62,10 @@ pub const MAX_MODEL_ID_BYTES: usize = 128;
 pub const MAX_PATH_NODES: usize = 16;
 /// Longest node name on a path, in bytes.
 pub const MAX_NODE_NAME_BYTES: usize = 64;
+/// Most attempts a route may list.
+pub const MAX_ROUTE_ATTEMPTS: usize = 64;
+/// Longest reason an attempt may give, in bytes.
+pub const MAX_ATTEMPT_REASON_BYTES: usize = 1024;
 /// Largest hop budget a request may carry; nodes clamp a client's to [`DEFAULT_HOP_BUDGET`].
 pub const MAX_HOP_BUDGET: u8 = 8;
 /// Longest API key, in bytes.
@@ -407,6 +411,25 @@ impl Route {
     pub fn hops(&self) -> usize {
         self.path.len().saturating_sub(1)
     }
+
+    /// Whether a route a peer sent back is within the protocol's bounds: as many nodes as a
+    /// path may name, names of at most [`MAX_NODE_NAME_BYTES`], at most
+    /// [`MAX_ROUTE_ATTEMPTS`] attempts with reasons of at most [`MAX_ATTEMPT_REASON_BYTES`].
+    /// A node checks it before adding itself, and before keeping anything of it.
+    pub fn within_bounds(&self) -> bool {
+        let name_ok = |n: &String| n.len() <= MAX_NODE_NAME_BYTES;
+        self.path.len() <= MAX_PATH_NODES
+            && self.per_hop.len() <= MAX_PATH_NODES
+            && self.attempts.len() <= MAX_ROUTE_ATTEMPTS
+            && name_ok(&self.entry)
+            && name_ok(&self.executed_by)
+            && self.path.iter().all(name_ok)
+            && self.per_hop.iter().all(|h| name_ok(&h.node))
+            && self
+                .attempts
+                .iter()
+                .all(|a| name_ok(&a.node) && a.reason.len() <= MAX_ATTEMPT_REASON_BYTES)
+    }
 }
 
 /// A candidate that did not serve a request.
@@ -679,6 +702,38 @@ mod tests {
                 content: text.into(),
             }]),
         )
+    }
+
+    #[test]
+    fn a_route_from_a_peer_is_kept_only_within_the_path_bounds() {
+        let name = |i: usize| format!("n{i}");
+        let route = Route {
+            entry: name(0),
+            executed_by: name(1),
+            path: (0..MAX_PATH_NODES).map(name).collect(),
+            attempts: vec![
+                Attempt {
+                    node: name(2),
+                    code: ErrorCode::Overloaded,
+                    reason: "busy".into(),
+                };
+                MAX_ROUTE_ATTEMPTS
+            ],
+            per_hop: Vec::new(),
+        };
+        assert!(route.within_bounds());
+        let mut long = route.clone();
+        long.path.push(name(99));
+        assert!(!long.within_bounds(), "too many nodes");
+        let mut long = route.clone();
+        long.executed_by = "x".repeat(MAX_NODE_NAME_BYTES + 1);
+        assert!(!long.within_bounds(), "a long name");
+        let mut long = route.clone();
+        long.attempts.push(long.attempts[0].clone());
+        assert!(!long.within_bounds(), "too many attempts");
+        let mut long = route;
+        long.attempts[0].reason = "x".repeat(MAX_ATTEMPT_REASON_BYTES + 1);
+        assert!(!long.within_bounds(), "a long reason");
     }
 
     #[test]

@@ -6,13 +6,16 @@
 //! - [`report`]: one node's report, built from its actors' handles;
 //! - here: asking peers for theirs, answering theirs, and the mesh view.
 //!
-//! A peer that does not answer within [`ASK_TIMEOUT`] is shown as unreachable; a node answers
-//! at most [`REPORTS_AT_ONCE`] peers at a time, so that gathering cannot be used to load it.
+//! A peer that does not answer within [`ASK_TIMEOUT`] is shown as unreachable. A node answers
+//! each peer one stream at a time, and serves the same report to everyone who asks within
+//! half a second, so that gathering cannot be used to load it.
 
 pub mod recent;
 pub mod report;
 
 use std::time::Duration;
+
+use std::collections::HashMap;
 
 use ganglion_client::protocol::MAX_OPEN_FRAME_LEN;
 use ganglion_client::{PeerStreamKind, read_frame, write_frame};
@@ -27,8 +30,6 @@ use report::{NodeReport, Reporter};
 pub const MAX_REPORT_FRAME: usize = 512 * 1024;
 /// A peer's report must arrive within this time.
 pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
-/// Reports a node builds for peers at once; more streams are refused.
-pub const REPORTS_AT_ONCE: usize = 4;
 /// Accounts the mesh view lists (those that used the most today).
 pub const ACCOUNTS_SHOWN: usize = 50;
 
@@ -88,7 +89,7 @@ pub async fn mesh_view(reporter: &Reporter, meter: &MeterHandle) -> MeshView {
     let members = members.unwrap_or_default();
     let asks = members.iter().map(|(name, connection)| async move {
         let answer = match tokio::time::timeout(ASK_TIMEOUT, ask(connection)).await {
-            Ok(Ok(report)) if report.name == *name => Ok(report),
+            Ok(Ok(report)) if report.name == *name => Ok(report.bounded()),
             Ok(Ok(report)) => Err(format!("answered as `{}`", report.name)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err("no report within 1 s".to_owned()),
@@ -116,17 +117,19 @@ pub async fn mesh_view(reporter: &Reporter, meter: &MeterHandle) -> MeshView {
     unreachable.sort_by(|a, b| a.name.cmp(&b.name));
     let now = unix_now();
     let today = day_of(now);
-    let usage = meter.usage(today).await.unwrap_or_default();
+    let usage = tokio::time::timeout(ASK_TIMEOUT, meter.usage(today)).await;
+    let usage = usage.ok().and_then(Result::ok).unwrap_or_default();
+    // The limits keys said, this node's first (it checked those keys itself).
+    let mut limits = HashMap::new();
+    for node in &mut nodes {
+        for (account, limit) in std::mem::take(&mut node.activity.limits) {
+            limits.entry(account).or_insert(limit);
+        }
+    }
     let mut accounts: Vec<AccountDay> = usage
         .into_iter()
         .map(|(account, totals)| {
-            let seen = nodes.iter().find_map(|n| {
-                n.activity
-                    .limits
-                    .iter()
-                    .find(|(a, _)| *a == account)
-                    .map(|(_, limit)| *limit)
-            });
+            let seen = limits.get(&account).copied();
             AccountDay {
                 limit_micro: seen.unwrap_or(Some(FREE_DAILY_NEURONS * MICRO)),
                 limit_known: seen.is_some(),
@@ -168,11 +171,18 @@ pub async fn ask(connection: &quinn::Connection) -> Result<NodeReport, String> {
         .ok_or_else(|| "no report".to_owned())
 }
 
-/// Answers one `Report` stream a peer opened (after its opening frame): this node's report,
-/// written within [`ASK_TIMEOUT`]; refused when [`REPORTS_AT_ONCE`] are being built.
-pub async fn serve(reporter: Reporter, mut send: quinn::SendStream, _recv: quinn::RecvStream) {
-    let Some(_slot) = reporter.peer_slot() else {
-        let _ = send.reset(quinn::VarInt::from_u32(1));
+/// Answers one `Report` stream `peer` opened (after its opening frame): this node's report,
+/// written within [`ASK_TIMEOUT`]; refused while another of the peer's is being answered.
+pub async fn serve(
+    reporter: Reporter,
+    peer: String,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let refused = quinn::VarInt::from_u32(crate::actors::cluster_host::STREAM_REFUSED);
+    let _ = recv.stop(refused);
+    let Some(_asking) = reporter.asking(&peer) else {
+        let _ = send.reset(refused);
         return;
     };
     let _ = tokio::time::timeout(ASK_TIMEOUT, async {

@@ -341,7 +341,11 @@ impl<'a, R> Observed<'a, R> {
                     })
                     .inc();
                 let mut finished = self.finished("ok");
-                finished.path = response.route.path.clone();
+                // Bounded: a peer's route was checked before it was passed on.
+                finished.path = (response.route.path.iter())
+                    .take(ganglion_client::protocol::MAX_PATH_NODES + 1)
+                    .cloned()
+                    .collect();
                 finished.cache = Some(response.cache.status.as_str().to_owned());
                 finished.micro_neurons = response.usage.micro_neurons;
                 finished.output_tokens = response.usage.output_tokens;

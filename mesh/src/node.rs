@@ -151,6 +151,9 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let admin = admin_listener
         .local_addr()
         .map_err(io("cannot read admin address"))?;
+    if !admin.ip().is_loopback() {
+        tracing::warn!(%admin, "the admin endpoint (and the dashboard) speaks plain HTTP on a non-loopback address: its token, and API keys typed into the dashboard, cross the network in clear; prefer loopback with an SSH tunnel or a TLS proxy");
+    }
     std::fs::write(config.data_dir.join(ADMIN_ADDRESS_FILE), admin.to_string())
         .map_err(io("cannot write the admin address file"))?;
     let http = match &config.http {

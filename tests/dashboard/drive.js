@@ -34,7 +34,11 @@ function expect(condition, what) {
     });
 
     // Without a token: the sign-in, and no data anywhere.
-    await page.goto(env('URL'));
+    const served = await page.goto(env('URL'));
+    const headers = served.headers();
+    seen.policy = headers['content-security-policy'];
+    expect(/script-src 'self'/.test(seen.policy) && !/unsafe-inline/.test(seen.policy), 'a policy without inline script');
+    expect(headers['x-content-type-options'] === 'nosniff', 'nosniff');
     await page.waitForSelector('#sign-in-form', { state: 'visible' });
     expect(await page.isHidden('#board'), 'the board hidden before sign-in');
     const body = await page.textContent('body');
@@ -100,7 +104,7 @@ function expect(condition, what) {
       id: await fact('request'),
     };
     expect(seen.try.output.length > 0, 'generated text');
-    expect(/^\d/.test(seen.try.neurons), 'the Neurons charged');
+    expect(parseFloat(seen.try.neurons) > 0, `Neurons charged, not ${seen.try.neurons}`);
 
     // The request appears among the recent routes with the same route.
     const row = `#routes tr[data-id="${seen.try.id}"]`;
@@ -113,6 +117,7 @@ function expect(condition, what) {
       account: r.dataset.account, level: r.dataset.level,
     })));
     seen.traffic_models = await page.$$eval('#traffic tbody tr', (rows) => rows.map((r) => r.dataset.model));
+    expect(seen.traffic_models.includes(env('MODEL')), 'the model among the traffic figures');
 
     await page.screenshot({ path: env('SCREENSHOT'), fullPage: true });
 
@@ -121,6 +126,10 @@ function expect(condition, what) {
     await page.waitForSelector('#sign-in-form', { state: 'visible' });
     expect(await page.evaluate(() => sessionStorage.length) === 0, 'the token forgotten');
     expect(await page.$$eval('#nodes .node', (cards) => cards.length) === 0, 'no node shown after sign-out');
+    expect(await page.$$eval('#routes tbody tr, #accounts .account', (rows) => rows.length) === 0, 'no request or account after sign-out');
+    expect(await page.inputValue('#try-key') === '', 'the API key forgotten');
+    const after = await page.textContent('body');
+    for (const name of nodes) expect(!after.includes(name), `no node name (${name}) after sign-out`);
     seen.problems = problems;
     expect(problems.length === 0, `no page errors (${problems.join('; ')})`);
   } finally {

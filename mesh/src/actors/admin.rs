@@ -15,8 +15,12 @@ use super::AbortOnDrop;
 
 pub use routes::{Context, ContextParts};
 
-/// Connections the admin listener serves at once.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Connections the admin listener serves at once: 64, at most 8 from one address (so that
+/// one client cannot lock operators out).
+pub const CAPS: crate::api::listener::Caps = crate::api::listener::Caps {
+    connections: 64,
+    per_address: 8,
+};
 
 /// The admin actor.
 #[derive(Debug, Default)]
@@ -60,7 +64,7 @@ impl Actor for Admin {
         let server = tokio::spawn(crate::api::listener::serve(
             args.listener,
             router,
-            MAX_CONNECTIONS,
+            CAPS,
             None,
         ));
         Ok(State {

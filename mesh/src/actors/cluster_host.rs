@@ -59,7 +59,7 @@ const MAX_LEARNED_ADDRESSES: usize = 64;
 /// Most new dials started per tick, so that adverts cannot turn a node into a dialing storm.
 const MAX_DIALS_PER_TICK: usize = 4;
 /// QUIC stream error code sent when a stream is refused.
-const STREAM_REFUSED: u32 = 1;
+pub(crate) const STREAM_REFUSED: u32 = 1;
 
 /// The ractor_cluster node name of the node called `name`.
 pub fn cluster_name(name: &str) -> String {
@@ -828,7 +828,7 @@ async fn serve_stream(
             return;
         }
         Ok(Ok(Some(PeerStreamKind::Report))) => {
-            crate::dashboard::serve(owners.reporter, send, recv).await;
+            crate::dashboard::serve(owners.reporter, label.peer, send, recv).await;
             return;
         }
         Ok(Ok(Some(other))) => format!("stream kind {other:?} is not served"),

@@ -96,7 +96,15 @@ fn serve_http(
     let listener = tokio::net::TcpListener::from_std(http.listener.try_clone()?)?;
     let router = crate::api::router(Arc::new(api));
     Ok(super::AbortOnDrop(tokio::spawn(
-        crate::api::listener::serve(listener, router, http.max_connections, http.tls.clone()),
+        crate::api::listener::serve(
+            listener,
+            router,
+            crate::api::listener::Caps {
+                connections: http.max_connections,
+                per_address: crate::api::listener::MAX_PER_ADDRESS,
+            },
+            http.tls.clone(),
+        ),
     )))
 }
 

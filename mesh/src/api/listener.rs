@@ -1,6 +1,6 @@
 //! The HTTP API's server loop, with every bound a hostile client could otherwise push on:
 //!
-//! - at most `max_connections` connections at once, and [`MAX_PER_ADDRESS`] from one address
+//! - at most [`Caps::connections`] connections at once, and [`Caps::per_address`] from one address
 //!   (loopback counts only toward the total); past the total, new ones wait in the kernel's
 //!   backlog, past the per-address cap they are closed at once;
 //! - a request head must arrive within [`HEAD_TIMEOUT`], which also ends an idle keep-alive
@@ -60,12 +60,31 @@ pub fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAc
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// How many connections a server loop takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// At once, in all.
+    pub connections: usize,
+    /// At once from one address (loopback counts only toward the total).
+    pub per_address: usize,
+}
+
 /// Connections per address, for the per-address cap.
-#[derive(Debug, Default)]
-struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+#[derive(Debug)]
+struct PerAddress {
+    cap: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
 
 impl PerAddress {
-    /// Takes a place for `ip`, unless it has [`MAX_PER_ADDRESS`] already. An IPv4 address
+    fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            counts: Mutex::default(),
+        }
+    }
+
+    /// Takes a place for `ip`, unless it has `cap` already. An IPv4 address
     /// mapped into IPv6 counts as itself, and an IPv6 /64 as one address (one host has one).
     fn take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressPlace> {
         let ip = ip.to_canonical();
@@ -77,11 +96,11 @@ impl PerAddress {
             v4 => v4,
         };
         let mut counts = self
-            .0
+            .counts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = counts.entry(ip).or_default();
-        if *count >= MAX_PER_ADDRESS {
+        if *count >= self.cap {
             return None;
         }
         *count += 1;
@@ -96,7 +115,7 @@ impl Drop for AddressPlace {
     fn drop(&mut self) {
         if let Some((counts, ip)) = self.0.take() {
             let mut counts = counts
-                .0
+                .counts
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Some(count) = counts.get_mut(&ip) {
@@ -110,14 +129,9 @@ impl Drop for AddressPlace {
 }
 
 /// Serves `router` on `listener` until dropped.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    max_connections: usize,
-    tls: Option<TlsAcceptor>,
-) {
-    let places = Arc::new(Semaphore::new(max_connections.max(1)));
-    let per_address = Arc::new(PerAddress::default());
+pub async fn serve(listener: TcpListener, router: Router, caps: Caps, tls: Option<TlsAcceptor>) {
+    let places = Arc::new(Semaphore::new(caps.connections.max(1)));
+    let per_address = Arc::new(PerAddress::new(caps.per_address.max(1)));
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -252,7 +266,7 @@ mod tests {
 
     #[test]
     fn an_address_gets_its_places_and_loopback_only_the_total() {
-        let counts = Arc::new(PerAddress::default());
+        let counts = Arc::new(PerAddress::new(MAX_PER_ADDRESS));
         let ip: IpAddr = "192.0.2.7".parse().expect("ip");
         let places: Vec<_> = (0..MAX_PER_ADDRESS)
             .map(|_| counts.take(ip).expect("a place"))

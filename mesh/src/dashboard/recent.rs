@@ -86,19 +86,19 @@ pub struct ModelTraffic {
     pub tokens_per_s: f64,
 }
 
-/// Each model's traffic among `requests` (oldest first) at `now_ms`. When the window holds
-/// fewer than all requests of the last [`WINDOW_MS`] (`full`), rates are over the time it
-/// does cover.
-pub fn traffic(requests: &VecDeque<Finished>, full: bool, now_ms: u64) -> Vec<ModelTraffic> {
-    let since = now_ms.saturating_sub(WINDOW_MS);
+/// Each model's traffic among `requests` (oldest first) at `now_ms`, over the last
+/// [`WINDOW_MS`], or only since `dropped_at_ms` when the window had to let a request of that
+/// time go (what came after it is all kept).
+pub fn traffic(
+    requests: &VecDeque<Finished>,
+    dropped_at_ms: Option<u64>,
+    now_ms: u64,
+) -> Vec<ModelTraffic> {
+    let since = now_ms
+        .saturating_sub(WINDOW_MS)
+        .max(dropped_at_ms.map_or(0, |d| d.saturating_add(1)));
     let in_window: Vec<&Finished> = requests.iter().filter(|r| r.at_ms >= since).collect();
-    let covered_ms = match in_window.first() {
-        Some(oldest) if full && in_window.len() == requests.len() => {
-            now_ms.saturating_sub(oldest.at_ms).max(1_000)
-        }
-        _ => WINDOW_MS,
-    };
-    let seconds = covered_ms as f64 / 1000.0;
+    let seconds = now_ms.saturating_sub(since).max(1_000) as f64 / 1000.0;
     let mut models: Vec<&str> = in_window.iter().map(|r| r.model.as_str()).collect();
     models.sort_unstable();
     models.dedup();
@@ -152,7 +152,8 @@ pub struct Recent(Mutex<Window>);
 #[derive(Debug, Default)]
 struct Window {
     requests: VecDeque<Finished>,
-    dropped_any: bool,
+    /// When the newest request the window let go of ended.
+    dropped_at_ms: Option<u64>,
     errors: VecDeque<Finished>,
     limits: HashMap<String, Option<u64>>,
 }
@@ -173,9 +174,10 @@ impl Recent {
             }
             window.errors.push_back(finished.clone());
         }
-        if window.requests.len() == KEPT {
-            window.requests.pop_front();
-            window.dropped_any = true;
+        if window.requests.len() == KEPT
+            && let Some(dropped) = window.requests.pop_front()
+        {
+            window.dropped_at_ms = Some(dropped.at_ms);
         }
         window.requests.push_back(finished);
     }
@@ -197,7 +199,7 @@ impl Recent {
         Summary {
             requests: window.requests.iter().rev().take(SHOWN).cloned().collect(),
             errors: window.errors.iter().rev().cloned().collect(),
-            traffic: traffic(&window.requests, window.dropped_any, now_ms),
+            traffic: traffic(&window.requests, window.dropped_at_ms, now_ms),
             limits,
         }
     }
@@ -245,7 +247,7 @@ mod tests {
             finished(now - 500, "e", None, "ok"),
         ]
         .into();
-        let traffic = traffic(&requests, false, now);
+        let traffic = traffic(&requests, None, now);
         assert_eq!(traffic.len(), 2);
         let m = traffic.iter().find(|t| t.model == "m").unwrap();
         assert_eq!((m.requests, m.failed), (3, 1));
@@ -256,13 +258,17 @@ mod tests {
     }
 
     #[test]
-    fn a_full_window_rates_over_the_time_it_covers() {
+    fn a_window_that_let_requests_go_rates_over_the_time_it_still_covers() {
         let now = 1_000_000;
         let requests: VecDeque<Finished> = (0..10)
-            .map(|i| finished(now - 10_000 + i * 1_000, "m", Some(5.0), "ok"))
+            .map(|i| finished(now - 9_500 + i * 1_000, "m", Some(5.0), "ok"))
             .collect();
-        let m = &traffic(&requests, true, now)[0];
+        // It let one go 10 s ago: the last 10 s are all there.
+        let m = &traffic(&requests, Some(now - 10_001), now)[0];
         assert!((m.requests_per_s - 1.0).abs() < 1e-9);
+        // One it let go long ago does not shorten the minute.
+        let m = &traffic(&requests, Some(now - 2 * WINDOW_MS), now)[0];
+        assert!((m.requests_per_s - 10.0 / 60.0).abs() < 1e-9);
     }
 
     #[test]

@@ -2,15 +2,16 @@
 //! that entered it. Built on demand from the actors' handles, for the node's own dashboard and
 //! for peers gathering the mesh's view.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::recent::Summary;
 use crate::actors::cache_shard::Shards;
 use crate::actors::model_host::LocalModels;
-use crate::actors::peer_directory::PeerDirectoryHandle;
+use crate::actors::peer_directory::{PeerDirectoryHandle, PeerState};
 use crate::facts::{ModelState, ModelStatus, NodeInfo};
 use crate::hardware::Hardware;
 use crate::metrics::Metrics;
@@ -89,6 +90,57 @@ pub struct CacheTotals {
     pub bypasses: u64,
 }
 
+/// Each actor has this long to answer for its part of a report; a part it misses is left
+/// empty.
+const PART_TIMEOUT: Duration = Duration::from_millis(300);
+/// A report this recent is served again rather than built anew (to every asker at once).
+const REUSE_FOR: Duration = Duration::from_millis(500);
+/// Bounds on what a peer's report may list (what an honest node sends, with room).
+const MAX_MODELS: usize = 64;
+const MAX_LINKS: usize = 256;
+
+impl NodeReport {
+    /// Cuts a peer's report to the bounds an honest node keeps, and replaces numbers that are
+    /// not finite (JSON has no place for them).
+    pub fn bounded(mut self) -> Self {
+        use super::recent::{ACCOUNTS_KEPT, ERRORS_KEPT, SHOWN};
+        let finite = |x: &mut f64| {
+            if !x.is_finite() {
+                *x = 0.0;
+            }
+        };
+        let finite_opt = |x: &mut Option<f64>| {
+            if x.is_some_and(|v| !v.is_finite()) {
+                *x = None;
+            }
+        };
+        self.models.truncate(MAX_MODELS);
+        self.links.truncate(MAX_LINKS);
+        finite(&mut self.uptime_s);
+        self.links.iter_mut().for_each(|l| finite(&mut l.rtt_ms));
+        let activity = &mut self.activity;
+        activity.requests.truncate(SHOWN);
+        activity.errors.truncate(ERRORS_KEPT);
+        activity.traffic.truncate(MAX_MODELS);
+        activity.limits.truncate(ACCOUNTS_KEPT);
+        for r in activity
+            .requests
+            .iter_mut()
+            .chain(activity.errors.iter_mut())
+        {
+            finite(&mut r.total_ms);
+            finite_opt(&mut r.first_token_ms);
+        }
+        for t in &mut activity.traffic {
+            finite(&mut t.requests_per_s);
+            finite(&mut t.tokens_per_s);
+            finite_opt(&mut t.first_token_p50_ms);
+            finite_opt(&mut t.first_token_p95_ms);
+        }
+        self
+    }
+}
+
 /// What a node reads to report on itself (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Reporter(Arc<Inner>);
@@ -97,8 +149,10 @@ pub struct Reporter(Arc<Inner>);
 struct Inner {
     parts: Parts,
     started: Instant,
-    /// Reports being built for peers.
-    for_peers: tokio::sync::Semaphore,
+    /// The latest report, and when it was built.
+    latest: tokio::sync::Mutex<Option<(Instant, NodeReport)>>,
+    /// Peers whose `Report` stream is being answered (one at a time each).
+    asking: std::sync::Mutex<HashSet<String>>,
 }
 
 /// The parts of a [`Reporter`].
@@ -118,13 +172,29 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
 }
 
+/// A peer's place among those being answered; given back when dropped.
+pub struct Asking<'a>(&'a Reporter, String);
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        (self.0.0.asking.lock())
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&self.1);
+    }
+}
+
+async fn within<T, E>(part: impl std::future::Future<Output = Result<T, E>>) -> Option<T> {
+    tokio::time::timeout(PART_TIMEOUT, part).await.ok()?.ok()
+}
+
 impl Reporter {
     /// A reporter over `parts`, counting uptime from now.
     pub fn new(parts: Parts) -> Self {
         Self(Arc::new(Inner {
             parts,
             started: Instant::now(),
-            for_peers: tokio::sync::Semaphore::new(super::REPORTS_AT_ONCE),
+            latest: tokio::sync::Mutex::new(None),
+            asking: std::sync::Mutex::default(),
         }))
     }
 
@@ -138,78 +208,164 @@ impl Reporter {
         &self.0.parts.info.name
     }
 
-    /// A place among the reports built for peers at once, if one is free.
-    pub fn peer_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.0.for_peers.try_acquire().ok()
+    /// `peer`'s place among those being answered, unless it is being answered already.
+    pub fn asking(&self, peer: &str) -> Option<Asking<'_>> {
+        let fresh = (self.0.asking.lock())
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(peer.to_owned());
+        fresh.then(|| Asking(self, peer.to_owned()))
     }
 
-    /// This node's report now. A part whose actor does not answer is left empty.
+    /// This node's report, at most [`REUSE_FOR`] old: askers at the same moment share one.
     pub async fn report(&self) -> NodeReport {
-        let (parts, started) = (&self.0.parts, self.0.started);
-        let states = parts.hosts.states().all();
-        let mut models = Vec::with_capacity(parts.hosting.len());
-        for status in &parts.hosting {
-            let stats = match parts.hosts.get(&status.id) {
-                Some(host) => host.stats().await.ok(),
-                None => None,
-            };
-            let state = match states.get(&status.id) {
-                Some(ModelState::Loading) => "loading",
-                Some(ModelState::Hosted) => "hosted",
-                Some(ModelState::Restarting) => "restarting",
-                Some(ModelState::Failed) => "failed",
-                None => "not hosted",
-            };
-            models.push(ModelReport {
-                id: status.id.clone(),
-                task: status.task.to_owned(),
-                state: state.to_owned(),
-                reason: status.reason.clone(),
-                queued: stats.as_ref().map_or(0, |s| s.queued),
-                in_flight: stats.as_ref().map_or(0, |s| s.in_flight),
-                concurrency: stats.as_ref().map_or(0, |s| s.concurrency),
-                completed: stats.as_ref().map_or(0, |s| s.completed),
-            });
+        let mut latest = self.0.latest.lock().await;
+        if let Some((at, report)) = latest.as_ref()
+            && at.elapsed() < REUSE_FOR
+        {
+            return report.clone();
         }
-        let links = match parts.directory.list().await {
-            Ok(peers) => peers
-                .into_iter()
-                .map(|p| LinkReport {
-                    peer: p.name,
-                    state: match p.state {
-                        crate::actors::peer_directory::PeerState::Connected => "connected",
-                        crate::actors::peer_directory::PeerState::Connecting => "connecting",
-                    }
-                    .to_owned(),
-                    rtt_ms: p.rtt_ms,
-                })
-                .collect(),
-            Err(_) => Vec::new(),
-        };
+        let report = self.build().await;
+        *latest = Some((Instant::now(), report.clone()));
+        report
+    }
+
+    /// Builds this node's report: the actors are asked at once, each within [`PART_TIMEOUT`].
+    async fn build(&self) -> NodeReport {
+        let parts = &self.0.parts;
+        let states = parts.hosts.states().all();
+        let stats = futures::future::join_all(parts.hosting.iter().map(|status| async {
+            match parts.hosts.get(&status.id) {
+                Some(host) => within(host.stats()).await,
+                None => None,
+            }
+        }));
+        let shards =
+            futures::future::join_all(parts.cache.all_local().iter().map(|s| within(s.stats())));
+        let (stats, peers, shards) = tokio::join!(stats, within(parts.directory.list()), shards);
+        let models = parts
+            .hosting
+            .iter()
+            .zip(stats)
+            .map(|(status, stats)| {
+                let state = match states.get(&status.id) {
+                    Some(ModelState::Loading) => "loading",
+                    Some(ModelState::Hosted) => "hosted",
+                    Some(ModelState::Restarting) => "restarting",
+                    Some(ModelState::Failed) => "failed",
+                    None => "not hosted",
+                };
+                ModelReport {
+                    id: status.id.clone(),
+                    task: status.task.to_owned(),
+                    state: state.to_owned(),
+                    reason: status.reason.clone(),
+                    queued: stats.as_ref().map_or(0, |s| s.queued),
+                    in_flight: stats.as_ref().map_or(0, |s| s.in_flight),
+                    concurrency: stats.as_ref().map_or(0, |s| s.concurrency),
+                    completed: stats.as_ref().map_or(0, |s| s.completed),
+                }
+            })
+            .collect();
+        let links = peers
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| LinkReport {
+                peer: p.name,
+                state: match p.state {
+                    PeerState::Connected => "connected",
+                    PeerState::Connecting => "connecting",
+                }
+                .to_owned(),
+                rtt_ms: p.rtt_ms,
+            })
+            .collect();
         let mut cache = CacheTotals {
             bypasses: parts.cache.bypasses(),
             ..CacheTotals::default()
         };
-        for shard in parts.cache.all_local() {
-            if let Ok(stats) = shard.stats().await {
-                cache.shards += 1;
-                cache.entries += stats.entries as u64;
-                cache.bytes += stats.bytes;
-                cache.capacity_bytes += stats.capacity_bytes;
-                cache.hits += stats.hits;
-                cache.misses += stats.misses;
-                cache.evictions += stats.evictions;
-            }
+        for stats in shards.into_iter().flatten() {
+            cache.shards += 1;
+            cache.entries += stats.entries as u64;
+            cache.bytes += stats.bytes;
+            cache.capacity_bytes += stats.capacity_bytes;
+            cache.hits += stats.hits;
+            cache.misses += stats.misses;
+            cache.evictions += stats.evictions;
         }
         NodeReport {
             name: parts.info.name.clone(),
             version: parts.info.version.to_owned(),
-            uptime_s: started.elapsed().as_secs_f64(),
+            uptime_s: self.0.started.elapsed().as_secs_f64(),
             hardware: parts.info.hardware.clone(),
             models,
             links,
             cache,
             activity: parts.metrics.recent.summary(crate::metering::unix_now_ms()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dashboard::recent::{Finished, ModelTraffic, SHOWN};
+
+    #[test]
+    fn a_peers_report_is_cut_to_bounds_and_its_numbers_made_finite() {
+        let finished = Finished {
+            at_ms: 1,
+            id: "0".into(),
+            model: "m".into(),
+            account: None,
+            entry: "p".into(),
+            path: Vec::new(),
+            cache: None,
+            micro_neurons: 0,
+            first_token_ms: Some(f64::NAN),
+            total_ms: f64::INFINITY,
+            output_tokens: 0,
+            outcome: "ok".into(),
+            message: None,
+        };
+        let report = NodeReport {
+            name: "p".into(),
+            version: "0".into(),
+            uptime_s: f64::NAN,
+            hardware: crate::hardware::Hardware::detect(None),
+            models: Vec::new(),
+            links: vec![
+                LinkReport {
+                    peer: "q".into(),
+                    state: "connected".into(),
+                    rtt_ms: f64::NEG_INFINITY,
+                };
+                MAX_LINKS + 10
+            ],
+            cache: CacheTotals::default(),
+            activity: Summary {
+                requests: vec![finished; 1000],
+                errors: Vec::new(),
+                traffic: vec![ModelTraffic {
+                    model: "m".into(),
+                    requests: 1,
+                    failed: 0,
+                    requests_per_s: f64::NAN,
+                    first_token_p50_ms: Some(f64::INFINITY),
+                    first_token_p95_ms: None,
+                    tokens_per_s: 1.0,
+                }],
+                limits: Vec::new(),
+            },
+        }
+        .bounded();
+        assert_eq!(report.links.len(), MAX_LINKS);
+        assert_eq!(report.activity.requests.len(), SHOWN);
+        assert_eq!(report.uptime_s, 0.0);
+        assert_eq!(report.links[0].rtt_ms, 0.0);
+        assert_eq!(report.activity.requests[0].total_ms, 0.0);
+        assert_eq!(report.activity.requests[0].first_token_ms, None);
+        assert_eq!(report.activity.traffic[0].requests_per_s, 0.0);
+        assert_eq!(report.activity.traffic[0].first_token_p50_ms, None);
+        assert!(serde_json::to_string(&report).is_ok());
     }
 }

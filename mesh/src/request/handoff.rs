@@ -80,7 +80,7 @@ pub async fn run(
                 attempts.push(Attempt {
                     node: target.name.clone(),
                     code: error.code,
-                    reason: error.message,
+                    reason: crate::dashboard::recent::short(&error.message),
                 });
             }
             Handoff::Failed(error) => {
@@ -244,6 +244,10 @@ async fn hand_to(
                     return Handoff::Cancelled;
                 }
             }
+            Ok(Some(ResponseFrame::Final(response))) if !response.route.within_bounds() => {
+                abandon(&mut peer_recv);
+                return lost("its answer's route is out of bounds".to_owned());
+            }
             Ok(Some(ResponseFrame::Final(mut response))) => {
                 // This node's own view replaces the downstream one in the timings; the route
                 // keeps every node's.
@@ -253,6 +257,9 @@ async fn hand_to(
                 route.path.insert(0, ctx.node.clone());
                 route.entry = ctx.node.clone();
                 route.attempts.splice(0..0, attempts.iter().cloned());
+                route
+                    .attempts
+                    .truncate(ganglion_client::protocol::MAX_ROUTE_ATTEMPTS);
                 route.per_hop.insert(
                     0,
                     HopTime {

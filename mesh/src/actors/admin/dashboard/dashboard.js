@@ -11,6 +11,9 @@ const $ = (id) => document.getElementById(id);
 let polling = null;
 let lastView = null;
 let lastViewAt = 0;
+// Each sign-in starts a session; answers that arrive for an earlier one are dropped.
+let session = 0;
+let trying = null;
 
 // --- building DOM without HTML strings ---------------------------------------------------
 
@@ -47,7 +50,7 @@ const neurons = (micro) => {
   return value.toLocaleString('en-US', { maximumFractionDigits: value < 10 ? 3 : 1 });
 };
 const ms = (value) => (value === null || value === undefined ? '—' : `${value < 10 ? value.toFixed(1) : Math.round(value)} ms`);
-const rate = (value) => (value < 10 ? value.toFixed(2) : value.toFixed(1));
+const rate = (value) => (value === null || value === undefined ? '—' : value < 10 ? value.toFixed(2) : value.toFixed(1));
 const bytes = (n) => {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let i = 0;
@@ -74,9 +77,11 @@ function authorized(options = {}) {
 }
 
 function showSignIn(message) {
+  session += 1;
   clearTimeout(polling);
   polling = null;
   lastView = null;
+  if (trying) trying.abort();
   $('board').hidden = true;
   $('sign-out').hidden = true;
   $('sign-in').hidden = false;
@@ -86,6 +91,8 @@ function showSignIn(message) {
   // Nothing drawn from an earlier session stays in the page.
   for (const id of ['topology', 'nodes', 'accounts', 'try-output', 'try-facts', 'try-model']) $(id).replaceChildren();
   for (const id of ['traffic', 'routes', 'cache', 'errors']) fillBody($(id), []);
+  for (const id of ['topology-count', 'cache-ratio', 'reset']) $(id).textContent = '';
+  $('try-key').value = '';
 }
 
 function signOut(message) {
@@ -98,6 +105,10 @@ $('sign-in-form').addEventListener('submit', (event) => {
   const value = $('token').value.trim();
   $('token').value = '';
   if (!value) return;
+  if (!/^[\x21-\x7e]+$/.test(value)) {
+    showSignIn('A token is printable ASCII without spaces.');
+    return;
+  }
   sessionStorage.setItem(TOKEN_KEY, value);
   start();
 });
@@ -105,16 +116,17 @@ $('sign-out').addEventListener('click', () => signOut(''));
 
 // --- polling ------------------------------------------------------------------------------
 
-async function poll() {
+async function poll(mine) {
   try {
-    const response = await fetch('/admin/mesh', authorized({ cache: 'no-store' }));
+    const response = await fetch('/admin/mesh', authorized({ cache: 'no-store', signal: AbortSignal.timeout(5000) }));
+    if (mine !== session) return;
     if (response.status === 401) {
       signOut('The node refused this token.');
       return;
     }
     if (response.ok) {
       const view = await response.json();
-      if (!token()) return;
+      if (mine !== session) return;
       lastView = view;
       lastViewAt = Date.now();
       $('sign-in').hidden = true;
@@ -124,9 +136,11 @@ async function poll() {
     }
   } catch (e) {
     // The node is unreachable; the freshness line says how old the picture is.
+    console.warn('dashboard: no mesh view', e);
   }
+  if (mine !== session) return;
   showFreshness();
-  if (token()) polling = setTimeout(poll, POLL_MS);
+  if (token()) polling = setTimeout(() => poll(mine), POLL_MS);
 }
 
 function showFreshness() {
@@ -144,21 +158,23 @@ function start() {
     showSignIn('');
     return;
   }
+  session += 1;
   clearTimeout(polling);
-  poll();
+  poll(session);
 }
 
 // --- drawing ------------------------------------------------------------------------------
 
 function render(view) {
   $('answering').textContent = `answered by ${view.node}`;
-  drawTopology(view);
-  drawNodes(view);
-  drawRequests(view);
-  drawCache(view);
-  drawAccounts(view);
-  drawErrors(view);
-  offerModels(view);
+  // One part that cannot be drawn leaves the others standing (and says so in the console).
+  for (const draw of [drawTopology, drawNodes, drawRequests, drawCache, drawAccounts, drawErrors, offerModels]) {
+    try {
+      draw(view);
+    } catch (e) {
+      console.error(`dashboard: ${draw.name} failed`, e);
+    }
+  }
 }
 
 // Each pair of nodes once, with the RTT each side measured (their mean).
@@ -306,9 +322,10 @@ function drawCache(view) {
 
 function drawAccounts(view) {
   const rows = view.accounts.map((a) => {
-    const share = a.limit_micro ? a.micro_neurons / a.limit_micro : 0;
-    const level = !a.limit_micro ? 'unlimited' : share < 0.6 ? 'green' : share < 0.9 ? 'amber' : 'red';
-    const of = a.limit_micro ? ` of ${neurons(a.limit_micro)}${a.limit_known ? '' : ' (free allocation)'}` : ' (unlimited)';
+    const unlimited = a.limit_micro === null;
+    const share = unlimited ? 0 : a.limit_micro > 0 ? a.micro_neurons / a.limit_micro : 1;
+    const level = unlimited ? 'unlimited' : share < 0.6 ? 'green' : share < 0.9 ? 'amber' : 'red';
+    const of = unlimited ? ' (unlimited)' : ` of ${neurons(a.limit_micro)}${a.limit_known ? '' : ' (free allocation)'}`;
     const fill = el('div', { class: `fill ${level}` });
     // Through the CSSOM: the page's policy allows no inline style attributes.
     fill.style.width = `${Math.min(100, 100 * share).toFixed(1)}%`;
@@ -391,10 +408,12 @@ $('try').addEventListener('submit', async (event) => {
     };
     const maxTokens = parseInt($('try-max-tokens').value, 10);
     if (maxTokens > 0) body.max_tokens = maxTokens;
+    trying = new AbortController();
     const response = await fetch('/admin/try', authorized({
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(body),
+      signal: trying.signal,
     }));
     if (response.status === 401) {
       signOut('The node refused this token.');
@@ -428,8 +447,9 @@ $('try').addEventListener('submit', async (event) => {
       }
     });
   } catch (e) {
-    showFacts([['Error', `the node could not be reached: ${e.message}`]]);
+    if (e.name !== 'AbortError') showFacts([['Error', `the node could not be reached: ${e.message}`]]);
   } finally {
+    trying = null;
     send.disabled = false;
   }
 });
