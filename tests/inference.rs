@@ -1,5 +1,5 @@
-//! Real models on real nodes: SmolLM2 through mistralrs, all-MiniLM-L6-v2 through candle,
-//! reached through the client crate over QUIC.
+//! Real models on real nodes: SmolLM2 through llama.cpp (the default on CPU) and through
+//! mistralrs, all-MiniLM-L6-v2 through candle, reached through the client crate over QUIC.
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
@@ -15,10 +15,19 @@ use harness::{Cluster, MINILM, SMOLLM2, ensure_models, eventually, running_gener
 const CAPITAL: &str = "What is the capital of France? Answer in one sentence.";
 
 #[tokio::test(flavor = "multi_thread")]
-async fn generation_is_real_reproducible_and_streams() {
+async fn generation_on_llama_cpp_is_real_reproducible_and_streams() {
+    generation_is_real_reproducible_and_streams("llama.cpp").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn generation_on_mistralrs_is_real_reproducible_and_streams() {
+    generation_is_real_reproducible_and_streams("mistralrs").await;
+}
+
+async fn generation_is_real_reproducible_and_streams(engine: &str) {
     ensure_models();
-    let cluster = Cluster::new("generate");
-    let node = cluster.start("edge", &[], &["--host", SMOLLM2]);
+    let cluster = Cluster::new(&format!("generate-{engine}"));
+    let node = cluster.start("edge", &[], &["--host", SMOLLM2, "--text-engine", engine]);
     let client = cluster.client(&node).await;
 
     let first = client
@@ -74,6 +83,63 @@ async fn generation_is_real_reproducible_and_streams() {
     let a = client.generate(seeded()).await.unwrap();
     let b = client.generate(seeded()).await.unwrap();
     assert_eq!(a.text, b.text);
+
+    // A stop string ends the answer before it.
+    let stopped = client
+        .generate(
+            GenerateRequest::new(SMOLLM2, CAPITAL)
+                .max_tokens(24)
+                .stop(vec!["Paris".into()]),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !stopped.text.contains("Paris") && first.text.starts_with(&stopped.text),
+        "{:?} against {:?}",
+        stopped.text,
+        first.text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn llama_cpp_batches_concurrent_requests_of_different_lengths() {
+    ensure_models();
+    let cluster = Cluster::new("batching");
+    let node = cluster.start("edge", &[], &["--host", SMOLLM2]);
+    let slots = node.model_status(SMOLLM2).await["stats"]["concurrency"]
+        .as_u64()
+        .unwrap();
+    assert!(slots >= 2, "slots follow the cores: {slots}");
+    let client = &cluster.client(&node).await;
+    // Long stories keep their sequences running while short questions come and go.
+    let stories = (0..2).map(|i| async move {
+        let prompt = format!("Tell story number {i} about a lighthouse.");
+        client
+            .generate(GenerateRequest::new(SMOLLM2, prompt).max_tokens(160))
+            .await
+            .unwrap()
+    });
+    let questions = (0..4).map(|_| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client
+            .generate(GenerateRequest::new(SMOLLM2, CAPITAL).max_tokens(24))
+            .await
+            .unwrap()
+    });
+    let (stories, answers) = tokio::join!(
+        futures::future::join_all(stories),
+        futures::future::join_all(questions)
+    );
+    for story in &stories {
+        assert!(story.response.usage.output_tokens > 40, "{:?}", story.text);
+    }
+    // Each sequence reads only its own cache: the questions still get the fact right.
+    for answer in &answers {
+        assert!(answer.text.contains("Paris"), "{:?}", answer.text);
+    }
+    let stats = &node.model_status(SMOLLM2).await["stats"];
+    assert_eq!(stats["completed"], 6);
+    assert_eq!(stats["in_flight"], 0);
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {

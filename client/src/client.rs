@@ -260,6 +260,12 @@ impl GenerateRequest {
         self
     }
 
+    /// Strings that end the answer (the answer stops before the first one generated).
+    pub fn stop(mut self, stops: Vec<String>) -> Self {
+        self.parameters.stop = stops;
+        self
+    }
+
     /// Sampling temperature (0 or unset: greedy).
     pub fn temperature(mut self, t: f32) -> Self {
         self.parameters.temperature = Some(t);

@@ -54,10 +54,13 @@ async fn run() {
     let llm = catalog.get(SMOLLM2).expect("catalog");
     let embedder_spec = catalog.get(MINILM).expect("catalog");
 
-    // In-process, straight through mistralrs.
-    let local = match inference::load(llm, &store, 1)
+    // In-process, straight through the engine a node on this machine uses.
+    let hardware = ganglion::hardware::Hardware::detect(None);
+    let engine = inference::TextEngine::for_hardware(&hardware);
+    let local = match inference::load(llm, &store, Some(1), engine, &hardware)
         .await
         .expect("load SmolLM2 (run `ganglion-node models pull`)")
+        .0
     {
         Backend::Text(generator) => generator,
         Backend::Embed(_) => unreachable!("SmolLM2 is a text model"),
@@ -159,9 +162,10 @@ async fn run() {
     );
 
     // Embeddings.
-    let embedder = match inference::load(embedder_spec, &store, 1)
+    let embedder = match inference::load(embedder_spec, &store, Some(1), engine, &hardware)
         .await
         .expect("load MiniLM")
+        .0
     {
         Backend::Embed(e) => e,
         Backend::Text(_) => unreachable!("MiniLM is an embedding model"),
@@ -217,8 +221,9 @@ fn bench_config(
         models_dir: store.root().to_owned(),
         host: vec![SMOLLM2.into(), MINILM.into()],
         memory_limit: None,
-        model_concurrency: 1,
-        model_queue_depth: 16,
+        model_concurrency: Some(1),
+        model_queue_depth: Some(16),
+        text_engine: None,
         request_limits: ganglion::request::Limits {
             default_deadline: Duration::from_secs(600),
             max_deadline: Duration::from_secs(600),

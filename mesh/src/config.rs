@@ -154,10 +154,13 @@ pub struct ModelsSection {
     pub host: Option<Vec<String>>,
     /// Cap on the memory models may use, e.g. "512MiB", to emulate a small edge box.
     pub memory_limit: Option<String>,
-    /// Requests each model runs at once.
+    /// Requests each model runs at once (default: from the hardware and the model).
     pub concurrency: Option<usize>,
-    /// Requests each model lets wait beyond those running.
+    /// Requests each model lets wait beyond those running (default: 4 per slot, at least 16).
     pub queue_depth: Option<usize>,
+    /// The engine of GGUF chat models: "llama.cpp" or "mistralrs" (default: llama.cpp on CPU,
+    /// mistralrs where there are accelerators).
+    pub text_engine: Option<crate::inference::TextEngine>,
     /// Operator-added models.
     #[serde(default)]
     pub local: Vec<LocalModel>,
@@ -261,10 +264,12 @@ pub struct Config {
     pub host: Vec<String>,
     /// Memory cap for models.
     pub memory_limit: Option<u64>,
-    /// Requests each model runs at once.
-    pub model_concurrency: usize,
-    /// Requests each model lets wait.
-    pub model_queue_depth: usize,
+    /// Requests each model runs at once, when set (otherwise chosen per model).
+    pub model_concurrency: Option<usize>,
+    /// Requests each model lets wait, when set (otherwise 4 per slot, at least 16).
+    pub model_queue_depth: Option<usize>,
+    /// The engine of GGUF chat models, when set (otherwise chosen from the hardware).
+    pub text_engine: Option<crate::inference::TextEngine>,
     /// Deadlines granted to requests.
     pub request_limits: crate::request::Limits,
     /// Caps on incoming connections, and whether clients may come from beyond loopback.
@@ -291,10 +296,13 @@ pub const DEFAULT_REQUEST_DEADLINE: Duration = Duration::from_secs(120);
 /// Default longest deadline a request may ask for.
 pub const DEFAULT_MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Default requests run at once per model.
-pub const DEFAULT_MODEL_CONCURRENCY: usize = 2;
-/// Default requests waiting per model.
+/// Default requests waiting per model: 4 per slot, at least this many.
 pub const DEFAULT_MODEL_QUEUE_DEPTH: usize = 16;
+
+/// Requests a model with `slots` lets wait when the operator did not say.
+pub fn default_queue_depth(slots: usize) -> usize {
+    (4 * slots).clamp(DEFAULT_MODEL_QUEUE_DEPTH, 1024)
+}
 
 impl ConfigFile {
     /// Reads and parses a TOML file.
@@ -498,6 +506,7 @@ impl ConfigFile {
             memory_limit: models.memory_limit,
             model_concurrency: models.concurrency,
             model_queue_depth: models.queue_depth,
+            text_engine: models.text_engine,
             identity,
             data_dir,
             listen,
@@ -559,8 +568,9 @@ struct ModelsConfig {
     dir: PathBuf,
     host: Vec<String>,
     memory_limit: Option<u64>,
-    concurrency: usize,
-    queue_depth: usize,
+    concurrency: Option<usize>,
+    queue_depth: Option<usize>,
+    text_engine: Option<crate::inference::TextEngine>,
 }
 
 impl ModelsSection {
@@ -639,15 +649,15 @@ impl ModelsSection {
             .map(parse_size)
             .transpose()
             .map_err(|e| ConfigError::new("models.memory_limit", e))?;
-        let concurrency = self.concurrency.unwrap_or(DEFAULT_MODEL_CONCURRENCY);
-        if !(1..=64).contains(&concurrency) {
+        let concurrency = self.concurrency;
+        if concurrency.is_some_and(|c| !(1..=64).contains(&c)) {
             return Err(ConfigError::new(
                 "models.concurrency",
                 "must be between 1 and 64",
             ));
         }
-        let queue_depth = self.queue_depth.unwrap_or(DEFAULT_MODEL_QUEUE_DEPTH);
-        if queue_depth > 1024 {
+        let queue_depth = self.queue_depth;
+        if queue_depth.is_some_and(|q| q > 1024) {
             return Err(ConfigError::new(
                 "models.queue_depth",
                 "must be at most 1024",
@@ -665,6 +675,7 @@ impl ModelsSection {
             memory_limit,
             concurrency,
             queue_depth,
+            text_engine: self.text_engine,
         })
     }
 }

@@ -1,20 +1,30 @@
 //! Inference backends: the code that turns a validated request into model output.
 //!
+//! - [`llama_cpp`]: GGUF chat models through llama.cpp, every running sequence batched into
+//!   each step (the default on CPU: see `docs/performance.md`);
 //! - [`text_generation`]: GGUF chat models through mistralrs (streaming deltas, greedy by
-//!   default, seeded sampling).
+//!   default, seeded sampling), for nodes with accelerators;
+//! - [`stop`]: stop strings over streamed text.
 //! - [`embeddings`]: BERT sentence embeddings through candle, mean-pooled and normalised as
 //!   sentence-transformers does.
 //!
 //! Backends know nothing of actors or the network: `ModelHost` owns one and drives it.
 
 pub mod embeddings;
+pub mod llama_cpp;
 pub mod sampling;
+pub mod stop;
 pub mod text_generation;
+
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use ganglion_client::protocol::{ChatMessage, Parameters, ResponseFrame};
 
 /// A loaded model.
 pub enum Backend {
     /// A chat model.
-    Text(text_generation::TextGenerator),
+    Text(Generator),
     /// An embedding model (boxed: its weights and tokenizer are large, the chat model is a
     /// handle).
     Embed(Box<embeddings::Embedder>),
@@ -26,6 +36,103 @@ impl std::fmt::Debug for Backend {
             Self::Text(_) => "Backend::Text",
             Self::Embed(_) => "Backend::Embed",
         })
+    }
+}
+
+impl Backend {
+    /// The library that runs it.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Self::Text(Generator::LlamaCpp(_)) => TextEngine::LlamaCpp.as_str(),
+            Self::Text(Generator::Mistralrs(_)) => TextEngine::Mistralrs.as_str(),
+            Self::Embed(_) => "candle",
+        }
+    }
+}
+
+/// Requests a mistralrs model runs at once unless told: its scheduler alternates sequences
+/// rather than batching them, so more slots only share the same speed.
+const MISTRALRS_SLOTS: usize = 2;
+
+/// Which library runs GGUF chat models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextEngine {
+    /// llama.cpp: batched, fastest on CPU.
+    #[serde(rename = "llama.cpp")]
+    LlamaCpp,
+    /// mistralrs: for accelerators (CUDA, Metal builds).
+    Mistralrs,
+}
+
+impl TextEngine {
+    /// The engine for this hardware: mistralrs where it has accelerators, llama.cpp on CPU.
+    pub fn for_hardware(hardware: &crate::hardware::Hardware) -> Self {
+        if hardware.accelerators.is_empty() {
+            Self::LlamaCpp
+        } else {
+            Self::Mistralrs
+        }
+    }
+
+    /// Its name in configuration and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LlamaCpp => "llama.cpp",
+            Self::Mistralrs => "mistralrs",
+        }
+    }
+}
+
+/// A chat model on one of the engines.
+pub enum Generator {
+    /// On llama.cpp.
+    LlamaCpp(llama_cpp::LlamaGenerator),
+    /// On mistralrs.
+    Mistralrs(text_generation::TextGenerator),
+}
+
+impl Generator {
+    /// Each sequence's context window, in tokens.
+    pub fn context_tokens(&self) -> usize {
+        match self {
+            Self::LlamaCpp(g) => g.context_tokens(),
+            Self::Mistralrs(g) => g.context_tokens(),
+        }
+    }
+
+    /// Prompt tokens of `messages` with the chat template applied.
+    pub async fn count_prompt_tokens(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+    ) -> Result<usize, BackendError> {
+        match self {
+            Self::LlamaCpp(g) => g.count_prompt_tokens(messages, deadline).await,
+            Self::Mistralrs(g) => g.count_prompt_tokens(messages, deadline).await,
+        }
+    }
+
+    /// Generates an answer, streaming pieces into `deltas` (see each engine's `generate`).
+    pub async fn generate(
+        &self,
+        messages: &[ChatMessage],
+        parameters: &Parameters,
+        max_tokens: u32,
+        deadline: Instant,
+        deltas: &tokio::sync::mpsc::Sender<ResponseFrame>,
+        sent: &AtomicU32,
+    ) -> Result<text_generation::Completion, BackendError> {
+        match self {
+            Self::LlamaCpp(g) => {
+                g.generate(messages, parameters, max_tokens, deadline, deltas, sent)
+                    .await
+            }
+            Self::Mistralrs(g) => {
+                g.generate(messages, parameters, max_tokens, deadline, deltas, sent)
+                    .await
+            }
+        }
     }
 }
 
@@ -55,12 +162,18 @@ pub enum BackendError {
     SlowConsumer,
 }
 
-/// Loads the backend of `spec` from the model store, with room for `concurrency` requests.
+/// Loads the backend of `spec` from the model store, chat models on `engine`, and returns it
+/// with the requests it runs at once: `concurrency` when the operator set it, otherwise what
+/// the hardware and the model allow (see [`llama_cpp::slots_for`]; an embedder takes one per
+/// core).
 pub async fn load(
     spec: &crate::models::ModelSpec,
     store: &crate::models::ModelStore,
-    concurrency: usize,
-) -> Result<Backend, BackendError> {
+    concurrency: Option<usize>,
+    engine: TextEngine,
+    hardware: &crate::hardware::Hardware,
+) -> Result<(Backend, usize), BackendError> {
+    let threads = hardware.cores.max(1);
     use crate::models::{Task, requantize};
     let location = store.locate(spec).map_err(|e| BackendError::Load {
         path: store.model_dir(&spec.id),
@@ -85,9 +198,25 @@ pub async fn load(
                     });
                 }
             };
-            Ok(Backend::Text(
-                text_generation::TextGenerator::load(&dir, &name, concurrency).await?,
-            ))
+            Ok(match engine {
+                TextEngine::LlamaCpp => {
+                    let generator = llama_cpp::LlamaGenerator::load(
+                        &file,
+                        concurrency,
+                        spec.context_tokens as usize,
+                        hardware,
+                    )
+                    .await?;
+                    let slots = generator.sequences();
+                    (Backend::Text(Generator::LlamaCpp(generator)), slots)
+                }
+                TextEngine::Mistralrs => {
+                    let slots = concurrency.unwrap_or(MISTRALRS_SLOTS);
+                    let generator =
+                        text_generation::TextGenerator::load(&dir, &name, slots).await?;
+                    (Backend::Text(Generator::Mistralrs(generator)), slots)
+                }
+            })
         }
         Task::TextEmbeddings => {
             let max_tokens = spec.context_tokens as usize;
@@ -96,7 +225,10 @@ pub async fn load(
             })
             .await
             .map_err(|e| BackendError::Run(e.to_string()))??;
-            Ok(Backend::Embed(Box::new(embedder)))
+            Ok((
+                Backend::Embed(Box::new(embedder)),
+                concurrency.unwrap_or(threads),
+            ))
         }
     }
 }

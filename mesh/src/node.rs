@@ -195,6 +195,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         &config.host,
         &hardware,
         config.model_concurrency,
+        config.text_engine,
     )
     .await;
 
@@ -213,7 +214,6 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let args = node_supervisor::Arguments {
         catalog,
         models,
-        model_concurrency: config.model_concurrency,
         model_queue_depth: config.model_queue_depth,
         hosting,
         advertise,
@@ -259,8 +259,10 @@ async fn load_models(
     store: &ModelStore,
     host: &[String],
     hardware: &Hardware,
-    concurrency: usize,
-) -> (Vec<(ModelSpec, Arc<Backend>)>, Vec<ModelStatus>) {
+    concurrency: Option<usize>,
+    text_engine: Option<inference::TextEngine>,
+) -> (Vec<(ModelSpec, Arc<Backend>, usize)>, Vec<ModelStatus>) {
+    let engine = text_engine.unwrap_or_else(|| inference::TextEngine::for_hardware(hardware));
     let specs: Vec<&ModelSpec> = host.iter().filter_map(|id| catalog.get(id)).collect();
     let plan = plan_hosting(hardware.memory_budget(), specs.iter().copied());
     let mut loaded = Vec::new();
@@ -280,10 +282,10 @@ async fn load_models(
             )),
             Hosting::Host => {
                 let started = std::time::Instant::now();
-                match inference::load(spec, store, concurrency).await {
-                    Ok(backend) => {
-                        tracing::info!(model = %spec.id, load_ms = started.elapsed().as_millis() as u64, "model loaded");
-                        loaded.push((spec.clone(), Arc::new(backend)));
+                match inference::load(spec, store, concurrency, engine, hardware).await {
+                    Ok((backend, slots)) => {
+                        tracing::info!(model = %spec.id, load_ms = started.elapsed().as_millis() as u64, engine = backend.engine(), slots, "model loaded");
+                        loaded.push((spec.clone(), Arc::new(backend), slots));
                         None
                     }
                     Err(e) => Some(e.to_string()),

@@ -157,9 +157,12 @@ struct RunArgs {
     /// Model store folder.
     #[arg(long)]
     models_dir: Option<PathBuf>,
-    /// Requests each model runs at once.
+    /// Requests each model runs at once (default: from the hardware and the model).
     #[arg(long)]
     model_concurrency: Option<usize>,
+    /// Engine of GGUF chat models: llama.cpp or mistralrs (default: llama.cpp on CPU).
+    #[arg(long, value_parser = text_engine)]
+    text_engine: Option<ganglion::inference::TextEngine>,
     /// Requests each model lets wait beyond those running.
     #[arg(long)]
     model_queue: Option<usize>,
@@ -239,6 +242,7 @@ impl RunArgs {
         set(&mut file.models.dir, self.models_dir);
         set(&mut file.models.concurrency, self.model_concurrency);
         set(&mut file.models.queue_depth, self.model_queue);
+        set(&mut file.models.text_engine, self.text_engine);
         set(&mut file.requests.default_deadline, self.default_deadline);
         set(&mut file.requests.max_deadline, self.max_deadline);
         if self.allow_remote_clients {
@@ -633,4 +637,12 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn text_engine(text: &str) -> Result<ganglion::inference::TextEngine, String> {
+    match text {
+        "llama.cpp" => Ok(ganglion::inference::TextEngine::LlamaCpp),
+        "mistralrs" => Ok(ganglion::inference::TextEngine::Mistralrs),
+        other => Err(format!("`{other}`: use llama.cpp or mistralrs")),
+    }
 }

@@ -98,11 +98,10 @@ pub struct Arguments {
     /// The model catalog.
     pub catalog: Arc<Catalog>,
     /// Models loaded for hosting, each with its backend.
-    pub models: Vec<(ModelSpec, Arc<Backend>)>,
-    /// Requests each model runs at once.
-    pub model_concurrency: usize,
-    /// Requests each model lets wait.
-    pub model_queue_depth: usize,
+    /// Each with the requests it runs at once (its slots).
+    pub models: Vec<(ModelSpec, Arc<Backend>, usize)>,
+    /// Requests each model lets wait, when the operator said (otherwise from its slots).
+    pub model_queue_depth: Option<usize>,
     /// Hosting decisions, for `/admin/models`.
     pub hosting: Vec<ModelStatus>,
     /// Deadlines the node grants.
@@ -226,13 +225,15 @@ impl Actor for NodeSupervisor {
         let mut model_specs = BTreeMap::new();
         let mut hosts = BTreeMap::new();
         let mut handles = BTreeMap::new();
-        for (spec, backend) in args.models {
+        for (spec, backend, slots) in args.models {
             let id = spec.id.clone();
             let host_args = model_host::Arguments {
                 spec,
                 backend,
-                concurrency: args.model_concurrency,
-                queue_capacity: args.model_queue_depth,
+                concurrency: slots,
+                queue_capacity: args
+                    .model_queue_depth
+                    .unwrap_or_else(|| crate::config::default_queue_depth(slots)),
                 node: name.clone(),
                 faults: faults.clone(),
                 ledger: ledger_writer.clone(),

