@@ -18,6 +18,8 @@ cd "$(dirname "$0")/.."
 # The same target folder as `cargo test` (./target unless CARGO_TARGET_DIR says otherwise), so
 # the README's two commands share one build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# cmake and libclang (llama.cpp is built from source with the node), when missing.
+./scripts/install-build-deps.sh
 cargo build --quiet --workspace --all-targets
 bin="$CARGO_TARGET_DIR/debug"
 

@@ -93,7 +93,12 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 /// Drives `base` with the same clients as the other side.
 async fn measure(base: &str, key: &str) -> Side {
-    let http = reqwest::Client::new();
+    // A fresh connection per request on both sides: a kept-alive one the server has just
+    // timed out would fail a request for reasons that are not serving.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let story = "Write a long story about a lighthouse keeper and a storm.";
     // Warm up (first requests load pages, fill caches).
     run(&http, base, key, story, 16).await;
