@@ -153,7 +153,7 @@ async fn run() {
         );
         (p, g)
     };
-    let (lp, lg) = report("SmolLM2 in-process (mistralrs)", &in_process);
+    let (lp, lg) = report("SmolLM2 in-process (its engine)", &in_process);
     let (mp, mg) = report("SmolLM2 via client + node (QUIC)", &through_mesh);
     println!(
         "mesh / in-process: prompt {:.3}, generation {:.3}",
