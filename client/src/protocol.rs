@@ -655,6 +655,12 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
                     messages.len()
                 ));
             }
+            if messages.iter().any(|m| m.content.contains('\0')) {
+                return Err(WireError::new(
+                    ErrorCode::InvalidInput,
+                    "chat messages may not contain NUL characters",
+                ));
+            }
             let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
             if bytes > MAX_PROMPT_BYTES {
                 return Err(WireError::new(
@@ -739,6 +745,11 @@ mod tests {
     #[test]
     fn bounds_give_typed_errors() {
         assert!(validate(&chat("hi")).is_ok());
+        assert_eq!(
+            validate(&chat("a\0b")).unwrap_err().code,
+            ErrorCode::InvalidInput,
+            "a NUL cannot reach a C library"
+        );
         assert_eq!(
             validate(&chat(&"x".repeat(MAX_PROMPT_BYTES + 1)))
                 .unwrap_err()

@@ -57,10 +57,17 @@ async fn run() {
     // In-process, straight through the engine a node on this machine uses.
     let hardware = ganglion::hardware::Hardware::detect(None);
     let engine = inference::TextEngine::for_hardware(&hardware);
-    let local = match inference::load(llm, &store, Some(1), engine, &hardware)
-        .await
-        .expect("load SmolLM2 (run `ganglion-node models pull`)")
-        .0
+    let local = match inference::load(
+        llm,
+        &store,
+        Some(1),
+        engine,
+        &hardware,
+        hardware.memory_budget(),
+    )
+    .await
+    .expect("load SmolLM2 (run `ganglion-node models pull`)")
+    .0
     {
         Backend::Text(generator) => generator,
         Backend::Embed(_) => unreachable!("SmolLM2 is a text model"),
@@ -162,7 +169,7 @@ async fn run() {
     );
 
     // Embeddings.
-    let embedder = match inference::load(embedder_spec, &store, Some(1), engine, &hardware)
+    let embedder = match inference::load(embedder_spec, &store, Some(1), engine, &hardware, 0)
         .await
         .expect("load MiniLM")
         .0

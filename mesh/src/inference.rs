@@ -61,7 +61,8 @@ pub enum TextEngine {
     /// llama.cpp: batched, fastest on CPU.
     #[serde(rename = "llama.cpp")]
     LlamaCpp,
-    /// mistralrs: for accelerators (CUDA, Metal builds).
+    /// mistralrs: meant for accelerators (CUDA, Metal builds; this build detects none, so it
+    /// is chosen by config, or when llama.cpp cannot serve a model).
     Mistralrs,
 }
 
@@ -164,14 +165,15 @@ pub enum BackendError {
 
 /// Loads the backend of `spec` from the model store, chat models on `engine`, and returns it
 /// with the requests it runs at once: `concurrency` when the operator set it, otherwise what
-/// the hardware and the model allow (see [`llama_cpp::slots_for`]; an embedder takes one per
-/// core).
+/// the hardware, the model and `kv_budget` bytes of KV cache allow (see
+/// [`llama_cpp::slots_for`]; an embedder takes one per core).
 pub async fn load(
     spec: &crate::models::ModelSpec,
     store: &crate::models::ModelStore,
     concurrency: Option<usize>,
     engine: TextEngine,
     hardware: &crate::hardware::Hardware,
+    kv_budget: u64,
 ) -> Result<(Backend, usize), BackendError> {
     let threads = hardware.cores.max(1);
     use crate::models::{Task, requantize};
@@ -205,6 +207,7 @@ pub async fn load(
                         concurrency,
                         spec.context_tokens as usize,
                         hardware,
+                        kv_budget,
                     )
                     .await?;
                     let slots = generator.sequences();

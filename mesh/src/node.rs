@@ -265,9 +265,25 @@ async fn load_models(
     let engine = text_engine.unwrap_or_else(|| inference::TextEngine::for_hardware(hardware));
     let specs: Vec<&ModelSpec> = host.iter().filter_map(|id| catalog.get(id)).collect();
     let plan = plan_hosting(hardware.memory_budget(), specs.iter().copied());
+    // What the models to host leave of the budget is shared by the chat models' KV caches.
+    let hosted = || {
+        specs
+            .iter()
+            .zip(&plan)
+            .filter(|(_, (_, decision))| matches!(decision, Hosting::Host))
+            .map(|(spec, _)| *spec)
+    };
+    let left = hardware
+        .memory_budget()
+        .saturating_sub(hosted().map(|s| s.memory_bytes).sum());
+    let chat_models = hosted()
+        .filter(|s| s.task == crate::models::Task::TextGeneration)
+        .count();
+    let kv_budget = left / chat_models.max(1) as u64;
+    let explicit_engine = text_engine.is_some();
     let mut loaded = Vec::new();
     let mut report = Vec::new();
-    for (spec, (_, decision)) in specs.into_iter().zip(plan) {
+    for (spec, (_, decision)) in specs.iter().copied().zip(plan) {
         let reason = match decision {
             Hosting::DoesNotFit { needs, left } => Some(format!(
                 "needs {} but only {} of the memory budget ({}{}) is left",
@@ -282,7 +298,22 @@ async fn load_models(
             )),
             Hosting::Host => {
                 let started = std::time::Instant::now();
-                match inference::load(spec, store, concurrency, engine, hardware).await {
+                let mut outcome =
+                    inference::load(spec, store, concurrency, engine, hardware, kv_budget).await;
+                if let Err(e) = &outcome
+                    && !explicit_engine
+                    && engine == inference::TextEngine::LlamaCpp
+                    && spec.task == crate::models::Task::TextGeneration
+                {
+                    // llama.cpp knows chat templates by their text; mistralrs runs the template
+                    // itself, so a model llama.cpp refuses may still be served.
+                    tracing::warn!(model = %spec.id, error = %e, "llama.cpp cannot serve it; trying mistralrs");
+                    let mistralrs = inference::TextEngine::Mistralrs;
+                    outcome =
+                        inference::load(spec, store, concurrency, mistralrs, hardware, kv_budget)
+                            .await;
+                }
+                match outcome {
                     Ok((backend, slots)) => {
                         tracing::info!(model = %spec.id, load_ms = started.elapsed().as_millis() as u64, engine = backend.engine(), slots, "model loaded");
                         loaded.push((spec.clone(), Arc::new(backend), slots));

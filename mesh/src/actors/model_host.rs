@@ -1,6 +1,7 @@
 //! ModelHost: one per hosted model. A child of `NodeSupervisor`, restarted by it on failure.
 //!
-//! It owns the model's backend (mistralrs text generation or candle embeddings), admits
+//! It owns the model's backend (text generation on llama.cpp or mistralrs, or candle
+//! embeddings), admits
 //! requests into a bounded queue (a full queue is a clear `overloaded` error), runs at most
 //! `concurrency` of them at once, and frees a slot only once a request's work has really
 //! stopped: the model finished, or let go of a cancelled sequence, or a blocking embedding
@@ -525,10 +526,15 @@ async fn execute(
                 &job.frames,
                 &streamed.pieces,
             );
-            let completion = generation.await.map_err(|e| match e {
+            let mut completion = generation.await.map_err(|e| match e {
                 BackendError::DeadlineExceeded => deadline_passed(),
                 other => backend_error(other, None),
             })?;
+            // An answer cut at a stop string before the engine reported usage still read its
+            // prompt (and is charged for it).
+            if completion.usage.input_tokens == 0 {
+                completion.usage.input_tokens = u32::try_from(prompt_tokens).unwrap_or(u32::MAX);
+            }
             Ok((
                 Output::Text {
                     text: completion.text,

@@ -37,25 +37,41 @@ const PREFILL_PER_STEP: usize = 256;
 /// only guards against an engine bug).
 const CANCEL_SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
+/// Tokenizing tasks a model runs at once.
+const TOKENIZING_AT_ONCE: usize = 4;
+
 /// Most sequences a model runs at once unless the operator says otherwise.
 pub const MAX_SLOTS: usize = 16;
 
-/// Sequences a llama.cpp model runs at once on a node with `cores` and `memory_budget` bytes:
-/// 4 per core (batched, they share each step's pass over the weights), at most
-/// [`MAX_SLOTS`], and no more than a quarter of the memory budget holds KV cache for, at
-/// `kv_bytes_per_sequence` each.
-pub fn slots_for(cores: usize, memory_budget: u64, kv_bytes_per_sequence: u64) -> usize {
+/// Sequences a llama.cpp model runs at once on a node with `cores`, given `kv_budget` bytes for
+/// its KV cache: 4 per core (batched, they share each step's pass over the weights), at most
+/// [`MAX_SLOTS`], and no more than the budget holds at `kv_bytes_per_sequence` each (never
+/// none).
+pub fn slots_for(cores: usize, kv_budget: u64, kv_bytes_per_sequence: u64) -> usize {
     let by_cores = (4 * cores).clamp(1, MAX_SLOTS);
-    let by_memory = memory_budget / 4 / kv_bytes_per_sequence.max(1);
+    let by_memory = kv_budget / kv_bytes_per_sequence.max(1);
     by_cores
         .min(usize::try_from(by_memory).unwrap_or(usize::MAX))
         .max(1)
 }
 
-/// Bytes of KV cache (F16 keys and values) one sequence of `context_tokens` needs.
+/// Bytes of KV cache (F16 keys and values) one sequence of `context_tokens` needs: the head
+/// sizes the GGUF states (`<arch>.attention.key_length`, `value_length`), or the embedding
+/// width over the heads where it states none.
 fn kv_bytes_per_sequence(model: &LlamaModel, context_tokens: usize) -> u64 {
-    let head_dim = u64::try_from(model.n_embd()).unwrap_or(0) / u64::from(model.n_head().max(1));
-    let per_token = u64::from(model.n_layer()) * 2 * head_dim * u64::from(model.n_head_kv()) * 2;
+    let fallback = u64::try_from(model.n_embd()).unwrap_or(0) / u64::from(model.n_head().max(1));
+    let length = |which: &str| -> u64 {
+        let arch = model
+            .meta_val_str("general.architecture")
+            .unwrap_or_default();
+        model
+            .meta_val_str(&format!("{arch}.attention.{which}_length"))
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(fallback)
+    };
+    let per_head = length("key") + length("value");
+    let per_token = u64::from(model.n_layer()) * per_head * u64::from(model.n_head_kv()) * 2;
     per_token * context_tokens as u64
 }
 
@@ -79,6 +95,7 @@ pub struct LlamaGenerator {
     jobs: std::sync::mpsc::Sender<Job>,
     context_tokens: usize,
     sequences: usize,
+    tokenizing: Arc<tokio::sync::Semaphore>,
 }
 
 /// How the engine picks each token.
@@ -112,13 +129,15 @@ enum Event {
 
 impl LlamaGenerator {
     /// Loads `file` (a GGUF chat model with a chat template llama.cpp knows) with room for
-    /// `sequences` concurrent sequences (by default as many as [`slots_for`] the hardware) of
-    /// `context_tokens` each, computed on all of `hardware`'s cores.
+    /// `sequences` concurrent sequences (by default as many as [`slots_for`] the cores and
+    /// `kv_budget` bytes of KV cache) of `context_tokens` each, computed on all of `hardware`'s
+    /// cores.
     pub async fn load(
         file: &Path,
         sequences: Option<usize>,
         context_tokens: usize,
         hardware: &crate::hardware::Hardware,
+        kv_budget: u64,
     ) -> Result<Self, BackendError> {
         let threads = hardware.cores.max(1);
         let path = file.to_owned();
@@ -154,7 +173,7 @@ impl LlamaGenerator {
             .unwrap_or_else(|| {
                 slots_for(
                     threads,
-                    hardware.memory_budget(),
+                    kv_budget,
                     kv_bytes_per_sequence(&model, context_tokens),
                 )
             })
@@ -185,6 +204,7 @@ impl LlamaGenerator {
             jobs,
             context_tokens,
             sequences,
+            tokenizing: Arc::new(tokio::sync::Semaphore::new(TOKENIZING_AT_ONCE)),
         })
     }
 
@@ -204,12 +224,20 @@ impl LlamaGenerator {
         messages: &[ChatMessage],
         deadline: Instant,
     ) -> Result<Vec<LlamaToken>, BackendError> {
+        // A permit bounds the tokenizing tasks a model has at once: a task outlives a request
+        // whose deadline passed while it ran.
+        let permit =
+            tokio::time::timeout_at(deadline.into(), self.tokenizing.clone().acquire_owned())
+                .await
+                .map_err(|_| BackendError::DeadlineExceeded)?
+                .map_err(|_| BackendError::Run("tokenizer closed".into()))?;
         let (model, template) = (self.model.clone(), self.template.clone());
         let chat: Vec<(String, String)> = messages
             .iter()
             .map(|m| (role(m.role).to_owned(), m.content.clone()))
             .collect();
         let tokenizing = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let chat = chat
                 .into_iter()
                 .map(|(role, content)| LlamaChatMessage::new(role, content))
@@ -273,7 +301,10 @@ impl LlamaGenerator {
         let mut text = String::new();
         let mut first_token_at = None;
         let outcome = loop {
+            // What the engine already said comes first: a finished answer is not lost to a
+            // deadline that passed meanwhile.
             let event = tokio::select! {
+                biased;
                 event = events.recv() => event,
                 () = deltas.closed() => break Err(BackendError::Cancelled),
                 () = tokio::time::sleep_until(deadline.into()) => break Err(BackendError::DeadlineExceeded),
@@ -569,7 +600,11 @@ fn sample(
     let token = LlamaToken::new(i32::try_from(index).unwrap_or(0));
     let vocab = model.vocab();
     let done = |s: &mut Sequence, finish_reason| {
-        let rest = s.stops.finish();
+        // Bytes of a character the answer ended inside come out as U+FFFD, not lost.
+        let mut tail = String::with_capacity(8);
+        let _ = s.decoder.decode_to_string(&[], &mut tail, true);
+        let (mut rest, _) = s.stops.push(&tail);
+        rest.push_str(&s.stops.finish());
         if !rest.is_empty() {
             s.tell(Event::Text(rest));
         }
@@ -627,8 +662,8 @@ mod tests {
         assert_eq!(slots_for(2, 16 * 1024 * MIB, 47 * MIB), 8);
         // Many cores: capped.
         assert_eq!(slots_for(64, 1024 * 1024 * MIB, 47 * MIB), MAX_SLOTS);
-        // A small box: what a quarter of its budget holds, and never none.
-        assert_eq!(slots_for(8, 400 * MIB, 47 * MIB), 2);
+        // A small box: what its budget holds, and never none.
+        assert_eq!(slots_for(8, 100 * MIB, 47 * MIB), 2);
         assert_eq!(slots_for(8, 10 * MIB, 47 * MIB), 1);
     }
 

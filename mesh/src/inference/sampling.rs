@@ -26,9 +26,19 @@ impl SeededSampler {
         }
     }
 
+    fn uniform(&self) -> f32 {
+        self.rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random::<f32>()
+    }
+
     /// Draws a token index from `logits` (pure apart from the RNG).
     pub fn draw(&self, logits: &[f32]) -> usize {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if self.top_p >= 1.0 {
+            return self.draw_from_all(logits, max);
+        }
         let mut probs: Vec<(usize, f32)> = logits
             .iter()
             .enumerate()
@@ -48,12 +58,7 @@ impl SeededSampler {
         }
         probs.truncate(cut.max(1));
         let mass: f32 = probs.iter().map(|(_, p)| p).sum();
-        let mut target = self
-            .rng
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .random::<f32>()
-            * mass;
+        let mut target = self.uniform() * mass;
         for (index, p) in &probs {
             target -= p;
             if target <= 0.0 {
@@ -61,6 +66,29 @@ impl SeededSampler {
             }
         }
         probs.last().map_or(0, |(i, _)| *i)
+    }
+
+    /// Without a top-p cut: two passes over the logits, no allocation and no sort (the engine
+    /// samples every sequence's token on one thread, and a vocabulary has ~50k entries).
+    fn draw_from_all(&self, logits: &[f32], max: f32) -> usize {
+        let weight = |l: f32| {
+            let p = ((l - max) / self.temperature).exp();
+            if p.is_finite() && p > 0.0 { p } else { 0.0 }
+        };
+        let mass: f32 = logits.iter().map(|&l| weight(l)).sum();
+        let mut target = self.uniform() * mass;
+        let mut last = 0;
+        for (index, &l) in logits.iter().enumerate() {
+            let p = weight(l);
+            if p > 0.0 {
+                last = index;
+                target -= p;
+                if target <= 0.0 {
+                    return index;
+                }
+            }
+        }
+        last
     }
 }
 
@@ -90,6 +118,19 @@ mod tests {
         };
         assert_eq!(draws(7), draws(7));
         assert_ne!(draws(7), draws(8));
+    }
+
+    #[test]
+    fn without_top_p_tokens_are_drawn_in_proportion() {
+        // Two tokens at equal logits, the rest far below: about half each, never the rest.
+        let mut logits = vec![-40.0f32; 1000];
+        logits[10] = 2.0;
+        logits[900] = 2.0;
+        let s = SeededSampler::new(1.0, None, 3);
+        let draws: Vec<usize> = (0..1000).map(|_| s.draw(&logits)).collect();
+        assert!(draws.iter().all(|&d| d == 10 || d == 900));
+        let tens = draws.iter().filter(|&&d| d == 10).count();
+        assert!((400..600).contains(&tens), "{tens}");
     }
 
     #[test]

@@ -203,6 +203,7 @@ async fn read_responses(
     };
     loop {
         let next = tokio::select! {
+            biased;
             next = rx.recv() => next,
             () = deltas.closed() => return (Err(BackendError::Cancelled), false),
             () = tokio::time::sleep_until(deadline.into()) => return (Err(BackendError::DeadlineExceeded), false),

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (fuzz/fuzz_targets) for SECONDS each (default 60) and prints, per
+# target, the inputs executed and the crashes found. Needs the nightly toolchain; installs
+# cargo-fuzz from crates.io when missing. Seeds come from fuzz/corpus (committed); what the
+# fuzzer learns goes to a scratch corpus outside the repo, crashes to fuzz/artifacts/<target>.
+set -euo pipefail
+seconds=${1:-60}
+cd "$(dirname "$0")/../fuzz"
+command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/ganglion/fuzz-target}
+work=${GANGLION_FUZZ_WORK:-$HOME/.cache/ganglion/fuzz-corpus}
+cargo run --quiet --bin seeds
+status=0
+for target in $(ls fuzz_targets | sed 's/\.rs$//'); do
+  mkdir -p "$work/$target" "artifacts/$target"
+  log=$(mktemp)
+  if ! cargo +nightly fuzz run "$target" "$work/$target" "corpus/$target" -- \
+      -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=4096 >"$log" 2>&1; then
+    status=1
+  fi
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{print $2}' | tail -1)
+  crashes=$(find "artifacts/$target" -type f | wc -l)
+  echo "$target: ${execs:-0} inputs in ${seconds} s, $crashes crashes (log: $log)"
+done
+exit $status
