@@ -169,13 +169,18 @@ impl ClientBuilder {
         endpoint.set_default_client_config(config);
 
         let mut tried = Vec::new();
+        let mut full = 0;
         for node in &self.nodes {
+            // A node at its connection limit refuses new connections before the handshake.
             let attempt = async {
-                endpoint
+                let connecting = endpoint
                     .connect(*node, NODE_SERVER_NAME)
-                    .map_err(|e| e.to_string())?
-                    .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| (false, e.to_string()))?;
+                connecting.await.map_err(|e| {
+                    let refused = matches!(&e, quinn::ConnectionError::ConnectionClosed(close)
+                        if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED);
+                    (refused, e.to_string())
+                })
             };
             match tokio::time::timeout(self.connect_timeout, attempt).await {
                 Ok(Ok(connection)) => {
@@ -187,12 +192,23 @@ impl ClientBuilder {
                         api_key: self.api_key.clone(),
                     });
                 }
-                Ok(Err(e)) => tried.push((*node, e)),
+                Ok(Err((refused, e))) => {
+                    full += usize::from(refused);
+                    tried.push((*node, e));
+                }
                 Err(_) => tried.push((
                     *node,
                     format!("no handshake within {:?}", self.connect_timeout),
                 )),
             }
+        }
+        if full == self.nodes.len() {
+            // Every node is there but busy: the same answer as a full queue, so that callers
+            // back off rather than give up.
+            return Err(ClientError::Server(WireError::new(
+                ErrorCode::Overloaded,
+                "every node refused the connection: at its connection limit; try again later",
+            )));
         }
         Err(ClientError::Unreachable { tried })
     }
