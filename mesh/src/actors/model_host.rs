@@ -402,8 +402,9 @@ async fn charge(
         .unwrap_or_default();
     let day = crate::metering::usage::day_of(now.as_secs());
     let record = Record {
-        charge_id: format!("{charge_id:x}"),
-        request_id: format!("{:x}", request.id),
+        // 32 hex digits, as every other place shows a request id (`x-request-id`, the dashboard).
+        charge_id: format!("{charge_id:032x}"),
+        request_id: format!("{:032x}", request.id),
         account: account.name.clone(),
         key_id: account.key_id.clone(),
         model: spec.id.clone(),
