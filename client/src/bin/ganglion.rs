@@ -270,7 +270,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn final_json(response: &FinalResponse) -> serde_json::Value {
     let mut value = serde_json::json!({
-        "id": response.id.to_string(),
+        // 32 hex digits, as the node's ledger, `x-request-id` and the dashboard show it.
+        "id": format!("{:032x}", response.id),
         "usage": {
             "input_tokens": response.usage.input_tokens,
             "output_tokens": response.usage.output_tokens,
