@@ -9,7 +9,8 @@
 # answer a client received has exactly one ledger record. One line per scenario; cleans up.
 # (tc netem is not in this kernel: slow links are covered on loopback by tests/relay.rs.)
 #
-# Run with: sudo ./scripts/chaos.sh   (builds the workspace; models: `ganglion-node models pull`)
+# Run as root (a root shell, or `sudo -E env PATH="$PATH" ./scripts/chaos.sh`); it builds the
+# workspace and pulls the models when missing. Exits non-zero when a promise was broken.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -50,7 +51,9 @@ for i in $(seq $N); do
 done
 
 "$bin/ganglion-node" init-cluster --dir "$work/cluster" >/dev/null
-export GANGLION_API_KEY=$("$bin/ganglion-node" issue-key --cluster-dir "$work/cluster" --account chaos --plan paid 2>/dev/null)
+key=$("$bin/ganglion-node" issue-key --cluster-dir "$work/cluster" --account chaos --plan paid)
+export GANGLION_API_KEY=$key
+broken=0
 
 start() { # start I: node nI in namespace gchaosI, seeded with n1 (n1 with n2)
   local i=$1 seed=1
@@ -121,7 +124,8 @@ EOF
 }
 
 for i in $(seq $N); do start "$i"; done
-echo "mesh of $N formed in $(full_mesh) s"
+formed=$(full_mesh)
+echo "mesh of $N formed in $formed s"
 
 # Partition: n5's link down both ways, requests to n1..n4 meanwhile.
 burst partition 60 1 2 3 4 &
@@ -130,14 +134,18 @@ cut=$(date +%s.%N)
 ip link set gc5 down
 dropped=""
 for i in 1 2 3 4; do
-  for _ in $(seq 200); do [ "$(peers "$i")" = "$(others "$i" | sed 's/ *n5//')" ] && break; sleep 0.1; done
+  seen=0
+  for _ in $(seq 200); do [ "$(peers "$i")" = "$(others "$i" | sed 's/ *n5//')" ] && { seen=1; break; }; sleep 0.1; done
+  [ $seen = 1 ] || { echo "n$i never dropped n5" >&2; broken=1; }
   dropped="$dropped $(echo "$(date +%s.%N) - $cut" | bc | cut -c1-4)"
 done
 sleep 2
 ip link set gc5 up
 rejoined=$(full_mesh)
 wait "$requests"
-echo "partition: n5 dropped by n1..n4 after$dropped s (liveness ${LIVENESS} s); rejoined and no ghosts after ${rejoined} s; $(answers partition) answered, $(failures partition) failed of 60; ledger: $(ledger_check)"
+ledger=$(ledger_check) || broken=1
+[ "$(failures partition)" = 0 ] || broken=1   # the majority kept serving
+echo "partition: n5 dropped by n1..n4 after$dropped s (liveness ${LIVENESS} s); rejoined and no ghosts after ${rejoined} s; $(answers partition) answered, $(failures partition) failed of 60; ledger: $ledger"
 
 # Flapping: n4's link down and up every 1.5 s for 12 s, requests to n1..n3.
 burst flapping 60 1 2 3 &
@@ -145,7 +153,9 @@ requests=$!
 for _ in $(seq 4); do ip link set gc4 down; sleep 1.5; ip link set gc4 up; sleep 1.5; done
 settled=$(full_mesh)
 wait "$requests"
-echo "flapping: converged, no ghosts ${settled} s after the last flap; $(answers flapping) answered, $(failures flapping) failed of 60; ledger: $(ledger_check)"
+ledger=$(ledger_check) || broken=1
+[ "$(failures flapping)" = 0 ] || broken=1
+echo "flapping: converged, no ghosts ${settled} s after the last flap; $(answers flapping) answered, $(failures flapping) failed of 60; ledger: $ledger"
 
 # Kill: kill -9 of n3 during a burst to every node, then a restart on its data folder.
 burst kill 80 1 2 3 4 5 &
@@ -156,4 +166,6 @@ sleep 1
 start 3
 back=$(full_mesh)
 wait "$requests"
-echo "kill: n3 killed mid-burst, restarted, full mesh again after ${back} s; $(answers kill) answered, $(failures kill) failed of 80; ledger: $(ledger_check)"
+ledger=$(ledger_check) || broken=1
+echo "kill: n3 killed mid-burst, restarted, full mesh again after ${back} s; $(answers kill) answered, $(failures kill) failed of 80; ledger: $ledger"
+exit $broken

@@ -19,7 +19,7 @@ for target in $(ls fuzz_targets | sed 's/\.rs$//'); do
     status=1
   fi
   execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | awk '{print $2}' | tail -1)
-  crashes=$(find "artifacts/$target" -type f | wc -l)
+  crashes=$(find "artifacts/$target" -type f -newer "$log" | wc -l)   # found by this run
   echo "$target: ${execs:-0} inputs in ${seconds} s, $crashes crashes (log: $log)"
 done
 exit $status

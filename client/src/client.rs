@@ -207,7 +207,7 @@ impl ClientBuilder {
             // back off rather than give up.
             return Err(ClientError::Server(WireError::new(
                 ErrorCode::Overloaded,
-                "every node refused the connection: at its connection limit; try again later",
+                "every node refused the connection (at its connection limit, or shutting down); try again later",
             )));
         }
         Err(ClientError::Unreachable { tried })

@@ -22,7 +22,9 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 }
 
 fn main() {
+    // Fixed ids, so that the committed seeds do not change from one run to the next.
     let chat = Request {
+        id: 1,
         parameters: Parameters {
             max_tokens: Some(64),
             temperature: Some(0.7),
@@ -51,10 +53,13 @@ fn main() {
             ]),
         )
     };
-    let embed = Request::new(
-        "@ganglion/all-minilm-l6-v2",
-        Input::Embed(vec!["edge".into(), "inference".into()]),
-    );
+    let embed = Request {
+        id: 2,
+        ..Request::new(
+            "@ganglion/all-minilm-l6-v2",
+            Input::Embed(vec!["edge".into(), "inference".into()]),
+        )
+    };
     let requests = [
         ClientRequest::Infer(chat.clone()),
         ClientRequest::Infer(embed),
