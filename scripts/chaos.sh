@@ -53,6 +53,9 @@ done
 "$bin/ganglion-node" init-cluster --dir "$work/cluster" >/dev/null
 key=$("$bin/ganglion-node" issue-key --cluster-dir "$work/cluster" --account chaos --plan paid)
 export GANGLION_API_KEY=$key
+# A free account limited to 40 Neurons a day (1 Neuron a request), spent during the partition.
+LIMIT=40
+limited=$("$bin/ganglion-node" issue-key --cluster-dir "$work/cluster" --account limited --daily-limit $LIMIT)
 broken=0
 
 start() { # start I: node nI in namespace gchaosI, seeded with n1 (n1 with n2)
@@ -112,7 +115,7 @@ for path in glob.glob(f"{work}/r-*.json"):
 records = {}
 for i in range(1, n + 1):
     out = subprocess.run(["ip", "netns", "exec", f"gchaos{i}", "curl", "-fsS", "-m", "3",
-        "-H", f"Authorization: Bearer {token}", "http://127.0.0.1:7480/admin/ledger?account=chaos"],
+        "-H", f"Authorization: Bearer {token}", "http://127.0.0.1:7480/admin/ledger"],
         capture_output=True, text=True, check=True).stdout
     for rec in json.loads(out):
         records.setdefault(rec["request_id"], []).append(f"n{i}")
@@ -127,25 +130,46 @@ for i in $(seq $N); do start "$i"; done
 formed=$(full_mesh)
 echo "mesh of $N formed in $formed s"
 
-# Partition: n5's link down both ways, requests to n1..n4 meanwhile.
+# Partition: n5's link down both ways, requests to n1..n4 meanwhile, and the limited account
+# spending twice its allocation.
 burst partition 60 1 2 3 4 &
 requests=$!
+GANGLION_API_KEY=$limited burst quota $((2 * LIMIT)) 1 2 3 4 &
+quota_requests=$!
 cut=$(date +%s.%N)
 ip link set gc5 down
+# Each of n1..n4 is watched on its own, at the same time, every 0.1 s.
+watchers=()
+for i in 1 2 3 4; do
+  (
+    for _ in $(seq 200); do
+      if [ "$(peers "$i")" = "$(others "$i" | sed 's/ *n5//')" ]; then
+        echo "$(date +%s.%N) - $cut" | bc | cut -c1-4 >"$work/dropped-$i"
+        exit 0
+      fi
+      sleep 0.1
+    done
+  ) &
+  watchers+=($!)
+done
+wait "${watchers[@]}"
 dropped=""
 for i in 1 2 3 4; do
-  seen=0
-  for _ in $(seq 200); do [ "$(peers "$i")" = "$(others "$i" | sed 's/ *n5//')" ] && { seen=1; break; }; sleep 0.1; done
-  [ $seen = 1 ] || { echo "n$i never dropped n5" >&2; broken=1; }
-  dropped="$dropped $(echo "$(date +%s.%N) - $cut" | bc | cut -c1-4)"
+  if [ -s "$work/dropped-$i" ]; then dropped="$dropped $(cat "$work/dropped-$i")"; else dropped="$dropped never"; broken=1; fi
 done
 sleep 2
 ip link set gc5 up
 rejoined=$(full_mesh)
-wait "$requests"
+wait "$requests" "$quota_requests"
 ledger=$(ledger_check) || broken=1
 [ "$(failures partition)" = 0 ] || broken=1   # the majority kept serving
-echo "partition: n5 dropped by n1..n4 after$dropped s (liveness ${LIVENESS} s); rejoined and no ghosts after ${rejoined} s; $(answers partition) answered, $(failures partition) failed of 60; ledger: $ledger"
+# The allocation holds, up to the requests in flight when the account's home changed.
+spent=$(for i in $(seq $N); do admin "$i" "/admin/ledger?account=limited"; echo; done | python3 -c '
+import json, sys
+print(sum(r["micro_neurons"] for line in sys.stdin if line.strip() for r in json.loads(line)) // 1000000)')
+[ "$spent" -le $((LIMIT + 8)) ] || broken=1
+quota="limited account: $spent of $LIMIT Neurons spent ($(answers quota) answered, $(failures quota) refused of $((2 * LIMIT)))"
+echo "partition: n5 dropped by n1..n4 after$dropped s (liveness ${LIVENESS} s); rejoined and no ghosts after ${rejoined} s; $(answers partition) answered, $(failures partition) failed of 60; $quota; ledger: $ledger"
 
 # Flapping: n4's link down and up every 1.5 s for 12 s, requests to n1..n3.
 burst flapping 60 1 2 3 &
