@@ -4,12 +4,14 @@
 //!   each step (the default on CPU: see `docs/performance.md`);
 //! - [`text_generation`]: GGUF chat models through mistralrs (streaming deltas, greedy by
 //!   default, seeded sampling), for nodes with accelerators;
-//! - [`stop`]: stop strings over streamed text.
+//! - [`stop`]: stop strings over streamed text;
+//! - [`delivery`]: what both chat engines share towards the requester.
 //! - [`embeddings`]: BERT sentence embeddings through candle, mean-pooled and normalised as
 //!   sentence-transformers does.
 //!
 //! Backends know nothing of actors or the network: `ModelHost` owns one and drives it.
 
+pub mod delivery;
 pub mod embeddings;
 pub mod llama_cpp;
 pub mod sampling;

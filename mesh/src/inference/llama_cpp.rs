@@ -14,7 +14,7 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ganglion_client::protocol::{ChatMessage, FinishReason, Parameters, ResponseFrame, Usage};
 use llama_cpp_2::context::LlamaContext;
@@ -26,6 +26,7 @@ use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
+use super::delivery::{CANCEL_SETTLE_LIMIT, Tokenizing, pass_on};
 use super::stop::StopScan;
 use super::text_generation::Completion;
 use super::{BackendError, sampling::SeededSampler};
@@ -33,12 +34,6 @@ use super::{BackendError, sampling::SeededSampler};
 /// Prompt tokens one step decodes at most, over all new prompts: a long prompt is read in
 /// slices, so that running sequences keep getting a token every step.
 const PREFILL_PER_STEP: usize = 256;
-/// Longest a dropped sequence may take to leave the engine (a step takes milliseconds; this
-/// only guards against an engine bug).
-const CANCEL_SETTLE_LIMIT: Duration = Duration::from_secs(30);
-
-/// Tokenizing tasks a model runs at once.
-const TOKENIZING_AT_ONCE: usize = 4;
 
 /// Most sequences a model runs at once unless the operator says otherwise.
 pub const MAX_SLOTS: usize = 16;
@@ -95,7 +90,7 @@ pub struct LlamaGenerator {
     jobs: std::sync::mpsc::Sender<Job>,
     context_tokens: usize,
     sequences: usize,
-    tokenizing: Arc<tokio::sync::Semaphore>,
+    tokenizing: Tokenizing,
 }
 
 /// How the engine picks each token.
@@ -204,7 +199,7 @@ impl LlamaGenerator {
             jobs,
             context_tokens,
             sequences,
-            tokenizing: Arc::new(tokio::sync::Semaphore::new(TOKENIZING_AT_ONCE)),
+            tokenizing: Tokenizing::default(),
         })
     }
 
@@ -224,13 +219,7 @@ impl LlamaGenerator {
         messages: &[ChatMessage],
         deadline: Instant,
     ) -> Result<Vec<LlamaToken>, BackendError> {
-        // A permit bounds the tokenizing tasks a model has at once: a task outlives a request
-        // whose deadline passed while it ran.
-        let permit =
-            tokio::time::timeout_at(deadline.into(), self.tokenizing.clone().acquire_owned())
-                .await
-                .map_err(|_| BackendError::DeadlineExceeded)?
-                .map_err(|_| BackendError::Run("tokenizer closed".into()))?;
+        let permit = self.tokenizing.permit(deadline).await?;
         let (model, template) = (self.model.clone(), self.template.clone());
         let chat: Vec<(String, String)> = messages
             .iter()
@@ -313,13 +302,9 @@ impl LlamaGenerator {
                 Some(Event::Text(piece)) => {
                     first_token_at.get_or_insert_with(Instant::now);
                     text.push_str(&piece);
-                    if let Err(e) = deltas.try_send(ResponseFrame::Delta(piece)) {
-                        break Err(match e {
-                            mpsc::error::TrySendError::Full(_) => BackendError::SlowConsumer,
-                            mpsc::error::TrySendError::Closed(_) => BackendError::Cancelled,
-                        });
+                    if let Err(e) = pass_on(deltas, sent, piece) {
+                        break Err(e);
                     }
-                    sent.fetch_add(1, Ordering::Relaxed);
                 }
                 Some(Event::Done {
                     finish_reason,

@@ -10,8 +10,8 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
 
 use either::Either;
 use ganglion_client::protocol::{
@@ -24,25 +24,19 @@ use mistralrs::{
 use tokio::sync::mpsc;
 
 use super::BackendError;
+use super::delivery::{CANCEL_SETTLE_LIMIT, Tokenizing, pass_on};
 use super::sampling::SeededSampler;
 use super::stop::StopScan;
 
 /// Context length assumed when the GGUF file does not say (mistralrs's own fallback).
 const DEFAULT_CONTEXT_TOKENS: usize = 4096;
 
-/// Longest a cancelled sequence may take to leave the engine before its slot is freed anyway
-/// (a step of a small model takes milliseconds; this only guards against an engine bug).
-const CANCEL_SETTLE_LIMIT: Duration = Duration::from_secs(30);
-
 /// A loaded chat model.
 pub struct TextGenerator {
     model: Arc<mistralrs::Model>,
     context_tokens: usize,
-    tokenizing: Arc<tokio::sync::Semaphore>,
+    tokenizing: Tokenizing,
 }
-
-/// Prompt-counting tasks a model runs at once (each may outlive the request that started it).
-const TOKENIZING_AT_ONCE: usize = 4;
 
 /// What a finished generation produced.
 #[derive(Debug, Clone)]
@@ -80,7 +74,7 @@ impl TextGenerator {
         Ok(Self {
             model: Arc::new(model),
             context_tokens,
-            tokenizing: Arc::new(tokio::sync::Semaphore::new(TOKENIZING_AT_ONCE)),
+            tokenizing: Tokenizing::default(),
         })
     }
 
@@ -103,13 +97,8 @@ impl TextGenerator {
         // mistralrs's engine panics if a tokenize request's reply channel is dropped before it
         // answers, so the call runs in a task of its own that nothing cancels.
         // Waiting for that task may stop at the deadline; the task itself runs to its end.
-        // A permit bounds how many of those tasks a model has at once, so that requests with
-        // short deadlines cannot pile up tokenizer work that outlives them.
-        let permit =
-            tokio::time::timeout_at(deadline.into(), self.tokenizing.clone().acquire_owned())
-                .await
-                .map_err(|_| BackendError::DeadlineExceeded)?
-                .map_err(|_| BackendError::Run("tokenizer closed".into()))?;
+        // A permit bounds how many of those tasks a model has at once.
+        let permit = self.tokenizing.permit(deadline).await?;
         let model = self.model.clone();
         let counting = tokio::spawn(async move {
             let _permit = permit;
@@ -188,18 +177,13 @@ async fn read_responses(
     let mut finish_reason = FinishReason::Stop;
     let mut usage = Usage::default();
     let mut pieces = 0u32;
-    let pass_on = |ready: String| -> Result<(), BackendError> {
+    // Held-back text can leave nothing to send yet.
+    let hand_on = |ready: String| {
         if ready.is_empty() {
-            return Ok(());
+            Ok(())
+        } else {
+            pass_on(deltas, sent, ready)
         }
-        deltas
-            .try_send(ResponseFrame::Delta(ready))
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => BackendError::SlowConsumer,
-                mpsc::error::TrySendError::Closed(_) => BackendError::Cancelled,
-            })?;
-        sent.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     };
     loop {
         let next = tokio::select! {
@@ -225,7 +209,7 @@ async fn read_responses(
                         first_token_at.get_or_insert_with(Instant::now);
                         pieces += 1;
                         let (ready, stopped) = stops.push(&piece);
-                        if let Err(e) = pass_on(ready) {
+                        if let Err(e) = hand_on(ready) {
                             return (Err(e), false);
                         }
                         if stopped {
@@ -267,7 +251,7 @@ async fn read_responses(
             }
         }
     }
-    if let Err(e) = pass_on(stops.finish()) {
+    if let Err(e) = hand_on(stops.finish()) {
         return (Err(e), false);
     }
     let completion = Completion {
