@@ -127,6 +127,27 @@ pub struct ShardStats {
     pub waiting: usize,
 }
 
+/// A node's cache shards, summed (the dashboard's report, `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ShardTotals {
+    /// Shards answering.
+    pub shards: usize,
+    /// Entries held.
+    pub entries: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Byte budget.
+    pub capacity_bytes: u64,
+    /// Lookups answered.
+    pub hits: u64,
+    /// Lookups that found nothing.
+    pub misses: u64,
+    /// Entries evicted for room.
+    pub evictions: u64,
+    /// Requests that entered here and bypassed the cache.
+    pub bypasses: u64,
+}
+
 /// A shard's state.
 pub struct State {
     store: Store,
@@ -417,6 +438,30 @@ impl Shards {
     /// This node's shards.
     pub fn all_local(&self) -> &[CacheShardHandle] {
         &self.local
+    }
+
+    /// This node's shards summed: those that answer within `each`, asked at once.
+    pub async fn totals(&self, each: Duration) -> ShardTotals {
+        let stats = futures::future::join_all(
+            self.local
+                .iter()
+                .map(|shard| tokio::time::timeout(each, shard.stats())),
+        )
+        .await;
+        let mut totals = ShardTotals {
+            bypasses: self.bypasses(),
+            ..ShardTotals::default()
+        };
+        for stats in stats.into_iter().filter_map(|s| s.ok()?.ok()) {
+            totals.shards += 1;
+            totals.entries += stats.entries as u64;
+            totals.bytes += stats.bytes;
+            totals.capacity_bytes += stats.capacity_bytes;
+            totals.hits += stats.hits;
+            totals.misses += stats.misses;
+            totals.evictions += stats.evictions;
+        }
+        totals
     }
 
     /// Every live shard of the mesh, sorted: the members of [`GROUP`] on this node and on the

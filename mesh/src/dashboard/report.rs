@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::recent::Summary;
-use crate::actors::cache_shard::Shards;
+use crate::actors::cache_shard::{ShardTotals, Shards};
 use crate::actors::model_host::LocalModels;
 use crate::actors::peer_directory::{PeerDirectoryHandle, PeerState};
 use crate::facts::{ModelState, ModelStatus, NodeInfo};
@@ -32,7 +32,7 @@ pub struct NodeReport {
     /// Its connections to peers.
     pub links: Vec<LinkReport>,
     /// Its cache shards, together.
-    pub cache: CacheTotals,
+    pub cache: ShardTotals,
     /// Requests that entered it.
     pub activity: Summary,
 }
@@ -67,27 +67,6 @@ pub struct LinkReport {
     pub state: String,
     /// Smoothed round-trip time measured by QUIC.
     pub rtt_ms: f64,
-}
-
-/// A node's cache shards, summed.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CacheTotals {
-    /// Shards answering.
-    pub shards: usize,
-    /// Entries held.
-    pub entries: u64,
-    /// Bytes held.
-    pub bytes: u64,
-    /// Byte budget.
-    pub capacity_bytes: u64,
-    /// Lookups answered.
-    pub hits: u64,
-    /// Lookups that found nothing.
-    pub misses: u64,
-    /// Entries evicted for room.
-    pub evictions: u64,
-    /// Requests that entered here and bypassed the cache.
-    pub bypasses: u64,
 }
 
 /// Each actor has this long to answer for its part of a report; a part it misses is left
@@ -239,9 +218,11 @@ impl Reporter {
                 None => None,
             }
         }));
-        let shards =
-            futures::future::join_all(parts.cache.all_local().iter().map(|s| within(s.stats())));
-        let (stats, peers, shards) = tokio::join!(stats, within(parts.directory.list()), shards);
+        let (stats, peers, cache) = tokio::join!(
+            stats,
+            within(parts.directory.list()),
+            parts.cache.totals(PART_TIMEOUT)
+        );
         let models = parts
             .hosting
             .iter()
@@ -279,19 +260,6 @@ impl Reporter {
                 rtt_ms: p.rtt_ms,
             })
             .collect();
-        let mut cache = CacheTotals {
-            bypasses: parts.cache.bypasses(),
-            ..CacheTotals::default()
-        };
-        for stats in shards.into_iter().flatten() {
-            cache.shards += 1;
-            cache.entries += stats.entries as u64;
-            cache.bytes += stats.bytes;
-            cache.capacity_bytes += stats.capacity_bytes;
-            cache.hits += stats.hits;
-            cache.misses += stats.misses;
-            cache.evictions += stats.evictions;
-        }
         NodeReport {
             name: parts.info.name.clone(),
             version: parts.info.version.to_owned(),
@@ -341,7 +309,7 @@ mod tests {
                 };
                 MAX_LINKS + 10
             ],
-            cache: CacheTotals::default(),
+            cache: ShardTotals::default(),
             activity: Summary {
                 requests: vec![finished; 1000],
                 errors: Vec::new(),

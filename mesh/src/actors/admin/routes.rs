@@ -530,21 +530,11 @@ fn kind_of(cell: &ActorCell) -> &'static str {
 async fn metrics(State(ctx): State<Context>) -> Response {
     let parts = ctx.parts();
     let metrics = &parts.metrics;
-    let (mut bytes, mut entries, mut evictions) = (0u64, 0usize, 0u64);
-    for shard in parts.cache.all_local() {
-        if let Ok(stats) = shard.stats().await {
-            bytes += stats.bytes;
-            entries += stats.entries;
-            evictions += stats.evictions;
-        }
-    }
-    metrics
-        .cache_bytes
-        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-    metrics.cache_entries.set(entries as i64);
-    metrics
-        .cache_evictions
-        .set(i64::try_from(evictions).unwrap_or(i64::MAX));
+    let cache = parts.cache.totals(crate::actors::LOCAL_CALL_TIMEOUT).await;
+    let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    metrics.cache_bytes.set(gauge(cache.bytes));
+    metrics.cache_entries.set(gauge(cache.entries));
+    metrics.cache_evictions.set(gauge(cache.evictions));
     metrics.clear_gauges();
     for id in parts.hosts.ids() {
         if let Some(host) = parts.hosts.get(&id)
