@@ -29,6 +29,18 @@ async fn generation_is_real_reproducible_and_streams(engine: &str) {
     let cluster = Cluster::new(&format!("generate-{engine}"));
     let node = cluster.start("edge", &[], &["--host", SMOLLM2, "--text-engine", engine]);
     let client = cluster.client(&node).await;
+    let operator_set = ["GOMP_SPINCOUNT", "OMP_WAIT_POLICY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if !operator_set {
+        // The node runs llama.cpp's OpenMP threads with a short spin (node/src/openmp.rs).
+        let environ = std::fs::read(format!("/proc/{}/environ", node.child.id())).unwrap();
+        assert!(
+            environ
+                .split(|b| *b == 0)
+                .any(|v| v == b"GOMP_SPINCOUNT=1000")
+        );
+    }
 
     let first = client
         .generate(GenerateRequest::new(SMOLLM2, CAPITAL).max_tokens(24))

@@ -3,6 +3,8 @@
 //! Parses the command line and config, installs tracing, and calls into the `ganglion` crate.
 //! Usage and config errors exit with code 64 (EX_USAGE) and a message naming the field.
 
+mod openmp;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -322,6 +324,7 @@ fn main() -> ExitCode {
             admin_token,
         } => ledger(&data_dir, day, account, admin_token),
         Command::Run(args) => {
+            openmp::spin_briefly_at_barriers();
             let fault_injection = args.fault_injection;
             let config = match args.into_config_file().and_then(ConfigFile::validate) {
                 Ok(mut config) => {
