@@ -17,6 +17,7 @@
 //! plus `ganglion-executed-by` and `ganglion-neurons` when the whole answer is in one body.
 //! A client that disconnects drops the response, which cancels the request along its path.
 
+pub mod bodies;
 pub mod errors;
 pub mod listener;
 pub mod openai;
@@ -93,8 +94,7 @@ pub async fn read_json<T: DeserializeOwned>(body: axum::body::Body) -> Result<T,
                 ));
             }
         };
-    serde_json::from_slice(&bytes)
-        .map_err(|e| WireError::new(ErrorCode::InvalidInput, format!("bad JSON body: {e}")))
+    bodies::parse(&bytes)
 }
 
 /// The API key of `Authorization: Bearer <key>`.

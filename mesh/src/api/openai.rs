@@ -12,167 +12,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use ganglion_client::protocol::{
-    ChatMessage, ErrorCode, FinalResponse, FinishReason, Input, Output, Parameters, ResponseFrame,
-    Role, Usage, WireError,
+    ErrorCode, FinalResponse, FinishReason, Output, ResponseFrame, Usage, WireError,
 };
-use serde::Deserialize;
 
+use super::bodies::{ChatBody, CompletionBody, EmbeddingsBody, invalid};
 use super::{Api, Call, common_headers, errors, final_headers, read_json};
 use crate::metering::unix_now;
-
-/// `stop`: one string or several.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// `content`: a string, or parts of which the text ones count.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Debug, Deserialize)]
-struct Part {
-    #[serde(rename = "type")]
-    kind: String,
-    text: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct MessageIn {
-    role: String,
-    content: Option<Content>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct StreamOptions {
-    include_usage: Option<bool>,
-}
-
-/// The generation fields chat and text completions share.
-#[derive(Debug, Deserialize)]
-struct Sampling {
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    seed: Option<i64>,
-    stop: Option<Stop>,
-    stream: Option<bool>,
-    stream_options: Option<StreamOptions>,
-    n: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ChatBody {
-    model: String,
-    messages: Vec<MessageIn>,
-    #[serde(flatten)]
-    sampling: Sampling,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum Prompt {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
-struct CompletionBody {
-    model: String,
-    prompt: Prompt,
-    #[serde(flatten)]
-    sampling: Sampling,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum EmbedInput {
-    One(String),
-    Many(Vec<String>),
-}
-
-#[derive(Debug, Deserialize)]
-struct EmbeddingsBody {
-    model: String,
-    input: EmbedInput,
-    encoding_format: Option<String>,
-}
-
-pub(super) fn invalid(message: impl Into<String>) -> WireError {
-    WireError::new(ErrorCode::InvalidInput, message)
-}
-
-impl Sampling {
-    fn parameters(&self) -> Result<Parameters, WireError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(invalid("only n = 1 is supported"));
-        }
-        Ok(Parameters {
-            max_tokens: self.max_completion_tokens.or(self.max_tokens),
-            temperature: self.temperature,
-            top_p: self.top_p,
-            seed: self.seed.map(|s| s as u64),
-            stop: match &self.stop {
-                None => Vec::new(),
-                Some(Stop::One(s)) => vec![s.clone()],
-                Some(Stop::Many(v)) => v.clone(),
-            },
-        })
-    }
-
-    /// `Some(include_usage)` for a streamed answer, `None` for a whole one.
-    fn stream(&self) -> Option<bool> {
-        self.stream.unwrap_or(false).then(|| {
-            self.stream_options
-                .as_ref()
-                .and_then(|o| o.include_usage)
-                .unwrap_or(false)
-        })
-    }
-}
-
-pub(super) fn messages(input: Vec<MessageIn>) -> Result<Vec<ChatMessage>, WireError> {
-    input
-        .into_iter()
-        .map(|m| {
-            let role = match m.role.as_str() {
-                "system" | "developer" => Role::System,
-                "user" => Role::User,
-                "assistant" => Role::Assistant,
-                other => {
-                    return Err(invalid(format!(
-                        "messages of role `{other}` are not supported"
-                    )));
-                }
-            };
-            let content = match m.content {
-                None => String::new(),
-                Some(Content::Text(text)) => text,
-                Some(Content::Parts(parts)) => {
-                    if let Some(other) = parts.iter().find(|p| p.kind != "text") {
-                        return Err(invalid(format!(
-                            "content parts of type `{}` are not supported",
-                            other.kind
-                        )));
-                    }
-                    parts
-                        .into_iter()
-                        .filter_map(|p| p.text)
-                        .collect::<Vec<_>>()
-                        .join("")
-                }
-            };
-            Ok(ChatMessage { role, content })
-        })
-        .collect()
-}
 
 fn finish_reason(output: &Output) -> &'static str {
     match output {
@@ -420,17 +265,7 @@ pub async fn chat_completions(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let built = async {
-        let body: ChatBody = read_json(body).await?;
-        let parameters = body.sampling.parameters()?;
-        let request = super::request(
-            body.model,
-            Input::Chat(messages(body.messages)?),
-            parameters,
-            &headers,
-        )?;
-        Ok::<_, WireError>((request, body.sampling.stream()))
-    };
+    let built = async { read_json::<ChatBody>(body).await?.into_request(&headers) };
     answer_text(&api, built.await, Dialect::Chat).await
 }
 
@@ -441,18 +276,9 @@ pub async fn completions(
     body: axum::body::Body,
 ) -> Response {
     let built = async {
-        let body: CompletionBody = read_json(body).await?;
-        let prompt = match body.prompt {
-            Prompt::One(prompt) => prompt,
-            Prompt::Many(mut prompts) if prompts.len() == 1 => prompts.remove(0),
-            Prompt::Many(_) => return Err(invalid("exactly one prompt is supported")),
-        };
-        let input = Input::Chat(vec![ChatMessage {
-            role: Role::User,
-            content: prompt,
-        }]);
-        let request = super::request(body.model, input, body.sampling.parameters()?, &headers)?;
-        Ok((request, body.sampling.stream()))
+        read_json::<CompletionBody>(body)
+            .await?
+            .into_request(&headers)
     };
     answer_text(&api, built.await, Dialect::Text).await
 }
@@ -465,27 +291,9 @@ pub async fn embeddings(
     body: axum::body::Body,
 ) -> Response {
     let built = async {
-        let body: EmbeddingsBody = read_json(body).await?;
-        let base64 = match body.encoding_format.as_deref() {
-            None | Some("float") => false,
-            Some("base64") => true,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "encoding_format `{other}` is not supported"
-                )));
-            }
-        };
-        let texts = match body.input {
-            EmbedInput::One(text) => vec![text],
-            EmbedInput::Many(texts) => texts,
-        };
-        let request = super::request(
-            body.model,
-            Input::Embed(texts),
-            Parameters::default(),
-            &headers,
-        )?;
-        Ok((request, base64))
+        read_json::<EmbeddingsBody>(body)
+            .await?
+            .into_request(&headers)
     };
     let (request, base64) = match built.await {
         Ok(built) => built,

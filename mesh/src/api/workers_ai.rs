@@ -10,26 +10,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use ganglion_client::protocol::{
-    ChatMessage, ErrorCode, Input, Output, Parameters, ResponseFrame, Role, WireError,
-};
-use serde::Deserialize;
+use ganglion_client::protocol::{ErrorCode, Output, ResponseFrame, WireError};
 
-use super::openai::{EmbedInput, MessageIn, invalid, messages};
+use super::bodies::RunBody;
 use super::{Api, Call, common_headers, errors, final_headers, read_json};
-use crate::models::Task;
-
-#[derive(Debug, Deserialize)]
-struct RunBody {
-    prompt: Option<String>,
-    messages: Option<Vec<MessageIn>>,
-    text: Option<EmbedInput>,
-    max_tokens: Option<u32>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
-    seed: Option<u64>,
-    stream: Option<bool>,
-}
 
 /// `POST /ai/run/{model}`.
 pub async fn run(
@@ -79,38 +63,7 @@ async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body:
             .ok_or_else(|| {
                 WireError::new(ErrorCode::UnknownModel, format!("no such model `{model}`"))
             })?;
-        let (input, parameters) = match task {
-            Task::TextEmbeddings => {
-                let texts = match body.text {
-                    Some(EmbedInput::One(text)) => vec![text],
-                    Some(EmbedInput::Many(texts)) => texts,
-                    None => return Err(invalid("an embedding model takes `text`")),
-                };
-                (Input::Embed(texts), Parameters::default())
-            }
-            _ => {
-                let chat = match (body.prompt, body.messages) {
-                    (Some(prompt), None) => vec![ChatMessage {
-                        role: Role::User,
-                        content: prompt,
-                    }],
-                    (None, Some(list)) => messages(list)?,
-                    _ => return Err(invalid("give either `prompt` or `messages`")),
-                };
-                let parameters = Parameters {
-                    max_tokens: body.max_tokens,
-                    temperature: body.temperature,
-                    top_p: body.top_p,
-                    seed: body.seed,
-                    stop: Vec::new(),
-                };
-                (Input::Chat(chat), parameters)
-            }
-        };
-        // Vectors come whole: `stream` applies to text only.
-        let streaming = body.stream.unwrap_or(false) && task != Task::TextEmbeddings;
-        let request = super::request(model.clone(), input, parameters, headers)?;
-        Ok((request, streaming))
+        body.into_request(model.clone(), task, headers)
     };
     let (request, streaming) = match built.await {
         Ok(built) => built,

@@ -10,7 +10,7 @@ use crate::metering::pricing::PricingRule;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Task {
-    /// Chat / text generation (GGUF through mistralrs).
+    /// Chat / text generation (GGUF through llama.cpp or mistralrs).
     TextGeneration,
     /// Sentence embeddings (BERT safetensors through candle).
     TextEmbeddings,

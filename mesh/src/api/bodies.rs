@@ -1,0 +1,361 @@
+//! What each HTTP route's JSON body becomes: a pipeline request, or a typed `invalid_input`
+//! error naming what is wrong. Pure (no sockets, no clocks), so that `fuzz/fuzz_targets/
+//! http_body.rs` can feed it anything. Unknown fields are ignored, as OpenAI does.
+
+use axum::http::HeaderMap;
+use ganglion_client::protocol::{
+    ChatMessage, ErrorCode, Input, Parameters, Request, Role, WireError,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::models::Task;
+
+/// Parses a JSON body; a body that is not `T` is `invalid_input`, with serde's reason.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| WireError::new(ErrorCode::InvalidInput, format!("bad JSON body: {e}")))
+}
+
+/// `stop`: one string or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `content`: a string, or parts of which the text ones count.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    text: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageIn {
+    role: String,
+    content: Option<Content>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
+}
+
+/// The generation fields chat and text completions share.
+#[derive(Debug, Deserialize)]
+struct Sampling {
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<i64>,
+    stop: Option<Stop>,
+    stream: Option<bool>,
+    stream_options: Option<StreamOptions>,
+    n: Option<u32>,
+}
+
+/// The body of `POST /v1/chat/completions`.
+#[derive(Debug, Deserialize)]
+pub struct ChatBody {
+    model: String,
+    messages: Vec<MessageIn>,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Prompt {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The body of `POST /v1/completions`.
+#[derive(Debug, Deserialize)]
+pub struct CompletionBody {
+    model: String,
+    prompt: Prompt,
+    #[serde(flatten)]
+    sampling: Sampling,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum EmbedInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The body of `POST /v1/embeddings`.
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingsBody {
+    model: String,
+    input: EmbedInput,
+    encoding_format: Option<String>,
+}
+
+/// An `invalid_input` error.
+pub fn invalid(message: impl Into<String>) -> WireError {
+    WireError::new(ErrorCode::InvalidInput, message)
+}
+
+impl Sampling {
+    fn parameters(&self) -> Result<Parameters, WireError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(invalid("only n = 1 is supported"));
+        }
+        Ok(Parameters {
+            max_tokens: self.max_completion_tokens.or(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed.map(|s| s as u64),
+            stop: match &self.stop {
+                None => Vec::new(),
+                Some(Stop::One(s)) => vec![s.clone()],
+                Some(Stop::Many(v)) => v.clone(),
+            },
+        })
+    }
+
+    /// `Some(include_usage)` for a streamed answer, `None` for a whole one.
+    fn stream(&self) -> Option<bool> {
+        self.stream.unwrap_or(false).then(|| {
+            self.stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false)
+        })
+    }
+}
+
+fn messages(input: Vec<MessageIn>) -> Result<Vec<ChatMessage>, WireError> {
+    input
+        .into_iter()
+        .map(|m| {
+            let role = match m.role.as_str() {
+                "system" | "developer" => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(invalid(format!(
+                        "messages of role `{other}` are not supported"
+                    )));
+                }
+            };
+            let content = match m.content {
+                None => String::new(),
+                Some(Content::Text(text)) => text,
+                Some(Content::Parts(parts)) => {
+                    if let Some(other) = parts.iter().find(|p| p.kind != "text") {
+                        return Err(invalid(format!(
+                            "content parts of type `{}` are not supported",
+                            other.kind
+                        )));
+                    }
+                    parts
+                        .into_iter()
+                        .filter_map(|p| p.text)
+                        .collect::<Vec<_>>()
+                        .join("")
+                }
+            };
+            Ok(ChatMessage { role, content })
+        })
+        .collect()
+}
+
+/// The body of Workers AI's `POST /ai/run/{model}`.
+#[derive(Debug, Deserialize)]
+pub struct RunBody {
+    prompt: Option<String>,
+    messages: Option<Vec<MessageIn>>,
+    text: Option<EmbedInput>,
+    max_tokens: Option<u32>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    seed: Option<u64>,
+    stream: Option<bool>,
+}
+
+impl ChatBody {
+    /// The request, and `Some(include_usage)` when the answer is streamed.
+    pub fn into_request(self, headers: &HeaderMap) -> Result<(Request, Option<bool>), WireError> {
+        let parameters = self.sampling.parameters()?;
+        let input = Input::Chat(messages(self.messages)?);
+        let request = super::request(self.model, input, parameters, headers)?;
+        Ok((request, self.sampling.stream()))
+    }
+}
+
+impl CompletionBody {
+    /// The request (the prompt as one user message), and `Some(include_usage)` when the
+    /// answer is streamed.
+    pub fn into_request(self, headers: &HeaderMap) -> Result<(Request, Option<bool>), WireError> {
+        let prompt = match self.prompt {
+            Prompt::One(prompt) => prompt,
+            Prompt::Many(mut prompts) if prompts.len() == 1 => prompts.remove(0),
+            Prompt::Many(_) => return Err(invalid("exactly one prompt is supported")),
+        };
+        let input = Input::Chat(vec![ChatMessage {
+            role: Role::User,
+            content: prompt,
+        }]);
+        let request = super::request(self.model, input, self.sampling.parameters()?, headers)?;
+        Ok((request, self.sampling.stream()))
+    }
+}
+
+impl EmbeddingsBody {
+    /// The request, and whether vectors go back as base64 of little-endian f32 (what recent
+    /// SDKs ask for when the caller does not say).
+    pub fn into_request(self, headers: &HeaderMap) -> Result<(Request, bool), WireError> {
+        let base64 = match self.encoding_format.as_deref() {
+            None | Some("float") => false,
+            Some("base64") => true,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "encoding_format `{other}` is not supported"
+                )));
+            }
+        };
+        let texts = match self.input {
+            EmbedInput::One(text) => vec![text],
+            EmbedInput::Many(texts) => texts,
+        };
+        let request = super::request(
+            self.model,
+            Input::Embed(texts),
+            Parameters::default(),
+            headers,
+        )?;
+        Ok((request, base64))
+    }
+}
+
+impl RunBody {
+    /// The request for `model`, a model of `task`, and whether the answer is streamed
+    /// (vectors come whole: `stream` applies to text only).
+    pub fn into_request(
+        self,
+        model: String,
+        task: Task,
+        headers: &HeaderMap,
+    ) -> Result<(Request, bool), WireError> {
+        let (input, parameters) = match task {
+            Task::TextEmbeddings => {
+                let texts = match self.text {
+                    Some(EmbedInput::One(text)) => vec![text],
+                    Some(EmbedInput::Many(texts)) => texts,
+                    None => return Err(invalid("an embedding model takes `text`")),
+                };
+                (Input::Embed(texts), Parameters::default())
+            }
+            _ => {
+                let chat = match (self.prompt, self.messages) {
+                    (Some(prompt), None) => vec![ChatMessage {
+                        role: Role::User,
+                        content: prompt,
+                    }],
+                    (None, Some(list)) => messages(list)?,
+                    _ => return Err(invalid("give either `prompt` or `messages`")),
+                };
+                let parameters = Parameters {
+                    max_tokens: self.max_tokens,
+                    temperature: self.temperature,
+                    top_p: self.top_p,
+                    seed: self.seed,
+                    stop: Vec::new(),
+                };
+                (Input::Chat(chat), parameters)
+            }
+        };
+        let streaming = self.stream.unwrap_or(false) && task != Task::TextEmbeddings;
+        let request = super::request(model, input, parameters, headers)?;
+        Ok((request, streaming))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chat(json: &str) -> Result<(Request, Option<bool>), WireError> {
+        parse::<ChatBody>(json.as_bytes())?.into_request(&HeaderMap::new())
+    }
+
+    fn code<T: std::fmt::Debug>(result: Result<T, WireError>) -> ErrorCode {
+        result.expect_err("refused").code
+    }
+
+    #[test]
+    fn a_chat_body_becomes_a_request_with_its_sampling() {
+        let (request, stream) = chat(
+            r#"{"model":"m","messages":[{"role":"developer","content":"Be brief."},
+                {"role":"user","content":[{"type":"text","text":"Hi "},{"type":"text","text":"there"}]}],
+                "max_completion_tokens":9,"max_tokens":99,"stop":"\n","stream":true,
+                "stream_options":{"include_usage":true},"unknown":1}"#,
+        )
+        .expect("accepted");
+        let Input::Chat(messages) = &request.input else {
+            panic!("chat input")
+        };
+        assert_eq!(messages[0].role, Role::System);
+        assert_eq!(messages[1].content, "Hi there");
+        assert_eq!(request.parameters.max_tokens, Some(9));
+        assert_eq!(request.parameters.stop, vec!["\n".to_owned()]);
+        assert_eq!(stream, Some(true));
+    }
+
+    #[test]
+    fn what_the_node_cannot_do_is_invalid_input() {
+        for body in [
+            "not json",
+            r#"{"model":"m"}"#,
+            r#"{"model":"m","messages":[{"role":"tool","content":"x"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
+            r#"{"model":"m","messages":[],"n":2}"#,
+        ] {
+            assert_eq!(code(chat(body)), ErrorCode::InvalidInput, "{body}");
+        }
+        let two_prompts = parse::<CompletionBody>(br#"{"model":"m","prompt":["a","b"]}"#)
+            .expect("parses")
+            .into_request(&HeaderMap::new());
+        assert_eq!(code(two_prompts), ErrorCode::InvalidInput);
+        let format = parse::<EmbeddingsBody>(br#"{"model":"m","input":"a","encoding_format":"x"}"#)
+            .expect("parses")
+            .into_request(&HeaderMap::new());
+        assert_eq!(code(format), ErrorCode::InvalidInput);
+    }
+
+    #[test]
+    fn a_workers_ai_body_follows_the_task_of_its_model() {
+        let run = |json: &str, task| {
+            parse::<RunBody>(json.as_bytes())?.into_request("m".into(), task, &HeaderMap::new())
+        };
+        let (request, streaming) =
+            run(r#"{"text":["a","b"],"stream":true}"#, Task::TextEmbeddings).expect("embeds");
+        assert!(matches!(request.input, Input::Embed(ref t) if t.len() == 2));
+        assert!(!streaming, "vectors come whole");
+        let (_, streaming) =
+            run(r#"{"prompt":"hi","stream":true}"#, Task::TextGeneration).expect("generates");
+        assert!(streaming);
+        for (body, task) in [
+            (r#"{"prompt":"hi"}"#, Task::TextEmbeddings),
+            (r#"{"prompt":"hi","messages":[]}"#, Task::TextGeneration),
+            (r#"{}"#, Task::TextGeneration),
+        ] {
+            assert_eq!(code(run(body, task)), ErrorCode::InvalidInput, "{body}");
+        }
+    }
+}
