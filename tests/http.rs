@@ -325,6 +325,25 @@ async fn errors_get_the_statuses_the_sdks_map_and_workers_ai_gets_its_envelope()
         401,
         "invalid_api_key",
     );
+    // A key past its expiry, and a revoked one, are refused as no key at all.
+    let expired = Http::new(&a, Some(&cluster.issue_key("acme", &["--expires", "1s"])));
+    let revoked_key = cluster.issue_key("acme", &[]);
+    harness::succeed(std::process::Command::new(harness::binary()).args([
+        "revoke-key",
+        "--admin",
+        &a.admin.to_string(),
+        "--admin-token",
+        harness::TOKEN,
+        &revoked_key,
+    ]));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for refused in [expired, Http::new(&a, Some(&revoked_key))] {
+        expect(
+            refused.call("/v1/chat/completions", &chat(json!({}))).await,
+            401,
+            "invalid_api_key",
+        );
+    }
     expect(
         http.call("/v1/chat/completions", &chat(json!({"n": 2})))
             .await,

@@ -583,6 +583,20 @@ impl ModelsSection {
     fn validate(self) -> Result<ModelsConfig, ConfigError> {
         let mut catalog = Catalog::builtin();
         for local in self.local {
+            // Peers refuse an advert naming a model outside these bounds, and clients a
+            // request for one: the node would host a model nobody can reach.
+            if local.id.is_empty()
+                || local.id.len() > ganglion_client::protocol::MAX_MODEL_ID_BYTES
+                || local.id.chars().any(char::is_control)
+            {
+                return Err(ConfigError::new(
+                    "models.local.id",
+                    format!(
+                        "must be 1 to {} bytes without control characters",
+                        ganglion_client::protocol::MAX_MODEL_ID_BYTES
+                    ),
+                ));
+            }
             let task = match local.task.as_str() {
                 "text-generation" => Task::TextGeneration,
                 "text-embeddings" => Task::TextEmbeddings,
@@ -763,6 +777,40 @@ mod tests {
             ),
             ("[requests]\nmax_deadline = \"2h\"", "requests.max_deadline"),
             ("[clients]\nmax_connections = 0", "clients.max_connections"),
+            (
+                "[http]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"",
+                "http.listen",
+            ),
+            ("[http]\nlisten = \"nope\"", "http.listen"),
+            (
+                "[http]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"/c.pem\"",
+                "http.tls_cert",
+            ),
+            (
+                "[http]\nlisten = \"127.0.0.1:0\"\nmax_connections = 0",
+                "http.max_connections",
+            ),
+            ("[models]\nqueue_depth = 5000", "models.queue_depth"),
+            (
+                "[[models.local]]\nid = \"\"\ntask = \"text-generation\"\npath = \"/m.gguf\"\nmemory = \"1GiB\"",
+                "models.local.id",
+            ),
+            (
+                "[[models.local]]\nid = \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"\ntask = \"text-generation\"\npath = \"/m.gguf\"\nmemory = \"1GiB\"",
+                "models.local.id",
+            ),
+            (
+                "[[models.local]]\nid = \"my/model\"\ntask = \"translation\"\npath = \"/m.gguf\"\nmemory = \"1GiB\"",
+                "models.local.task",
+            ),
+            (
+                "[[models.local]]\nid = \"my/model\"\ntask = \"text-generation\"\npath = \"/m.gguf\"\nmemory = \"huge\"",
+                "models.local.memory",
+            ),
+            (
+                "[[models.local]]\nid = \"my/model\"\ntask = \"text-generation\"\npath = \"/m.gguf\"\nmemory = \"1GiB\"\nneurons_per_request = 1\nneurons_per_million_input = 5",
+                "models.local.neurons_per_request",
+            ),
             (
                 "[clients]\nmax_connections_per_address = 1000",
                 "clients.max_connections_per_address",
