@@ -44,14 +44,14 @@ fn chat(model: &str, prompt: &str, max_tokens: u32) -> Request {
 
 /// Sends `request` on a new stream and returns the first frame of the answer.
 async fn ask(connection: &quinn::Connection, request: Request) -> ResponseFrame {
+    let frame = codec::encode(&ClientRequest::Infer(request), MAX_REQUEST_FRAME_LEN).unwrap();
+    ask_raw(connection, &frame).await
+}
+
+/// Sends `bytes` as a client's whole request stream; returns the node's first frame.
+async fn ask_raw(connection: &quinn::Connection, bytes: &[u8]) -> ResponseFrame {
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
-    write_frame(
-        &mut send,
-        &ClientRequest::Infer(request),
-        MAX_REQUEST_FRAME_LEN,
-    )
-    .await
-    .unwrap();
+    send.write_all(bytes).await.unwrap();
     let _ = send.finish();
     tokio::time::timeout(
         Duration::from_secs(60),
@@ -230,6 +230,34 @@ async fn everything_a_client_sends_is_bounded_and_answered_with_a_typed_error() 
     ];
     for (what, request, code) in cases {
         let frame = ask(&connection, request).await;
+        assert_eq!(error_code(&frame), Some(code), "{what}: {frame:?}");
+    }
+    // Frames that are not requests of this protocol: each gets a typed error on its stream.
+    let valid = codec::encode(&ClientRequest::Infer(base()), MAX_REQUEST_FRAME_LEN).unwrap();
+    let mut other_version = valid.clone();
+    other_version[0] = codec::FRAME_VERSION + 1;
+    let mut oversized = vec![codec::FRAME_VERSION];
+    oversized.extend_from_slice(&(MAX_REQUEST_FRAME_LEN as u32 + 1).to_be_bytes());
+    let mut garbage = vec![codec::FRAME_VERSION];
+    garbage.extend_from_slice(&4u32.to_be_bytes());
+    garbage.extend_from_slice(&[0xff; 4]);
+    let cut = &valid[..valid.len() - 3];
+    let frames: [(&str, &[u8], ErrorCode); 4] = [
+        (
+            "another frame version",
+            &other_version,
+            ErrorCode::InvalidInput,
+        ),
+        ("a length over the bound", &oversized, ErrorCode::TooLarge),
+        (
+            "a payload that is no request",
+            &garbage,
+            ErrorCode::InvalidInput,
+        ),
+        ("a frame cut short", cut, ErrorCode::InvalidInput),
+    ];
+    for (what, bytes, code) in frames {
+        let frame = ask_raw(&connection, bytes).await;
         assert_eq!(error_code(&frame), Some(code), "{what}: {frame:?}");
     }
     // A client's path is not trusted: naming this node on it does not make it a loop.

@@ -840,6 +840,22 @@ mod tests {
     }
 
     #[test]
+    fn an_advert_over_its_bound_is_refused_before_it_is_decoded() {
+        let mut a = advert();
+        a.revoked_keys = vec!["0123456789abcdef".into(); MAX_ADVERT_LEN / 16];
+        let frame = ganglion_client::codec::encode(&a, 4 * MAX_ADVERT_LEN).expect("encode");
+        assert!(frame.len() > MAX_ADVERT_LEN);
+        let read = futures::executor::block_on(ganglion_client::read_frame::<_, PeerAdvert>(
+            &mut frame.as_slice(),
+            MAX_ADVERT_LEN,
+        ));
+        assert!(
+            matches!(read, Err(ganglion_client::FrameError::TooLarge { .. })),
+            "{read:?}"
+        );
+    }
+
+    #[test]
     fn an_advert_with_every_list_full_still_fits_its_frame() {
         let mut a = advert();
         let name = "n".repeat(MAX_NODE_NAME_BYTES);
