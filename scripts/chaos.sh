@@ -4,9 +4,13 @@
 #   partition  one node's link goes down (both ways), then comes back;
 #   flapping   one node's link goes down and up every 1.5 s for 12 s;
 #   kill       kill -9 of a node during a burst, then a restart on the same data folder.
+#   executor   kill -9 of the node running an LLM request: before its first token (the entry
+#              node must retry it elsewhere, and the client gets a whole answer), and
+#              mid-stream (the client gets a clear error, and nobody is charged for it).
 # After each scenario: the majority kept serving; the cut node was dropped within the liveness
 # timeout and rejoined by itself; every peer list is exactly the other nodes (no ghost); every
-# answer a client received has exactly one ledger record. One line per scenario; cleans up.
+# answer a client received has exactly one ledger record, or came from the cache (texts repeat,
+# and the cache is on); no answer is another text's vector. One line per scenario; cleans up.
 # (tc netem is not in this kernel: slow links are covered on loopback by tests/relay.rs.)
 #
 # Run as root (a root shell, or `sudo -E env PATH="$PATH" ./scripts/chaos.sh`); it builds the
@@ -25,10 +29,17 @@ LIVENESS=3   # seconds; the promise is "dropped within the liveness timeout"
 work=$(mktemp -d -t ganglion-chaos.XXXXXX)
 token=chaos-admin-token-0123456789
 embedder=@ganglion/all-minilm-l6-v2
+llm=@ganglion/smollm2-135m-instruct
 pids=()
+clients=()   # LLM clients still running
+# n4 and n5 also host the LLM, one request at a time each, so that a request can be made to
+# wait in a queue before its first token.
+extra=()
+extra[4]="--host $llm --model-concurrency 1"
+extra[5]="--host $llm --model-concurrency 1"
 
 cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" "${clients[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
   for i in $(seq $N); do ip netns del "gchaos$i" 2>/dev/null || true; done
   ip link del "$BR" 2>/dev/null || true
   rm -rf "$work"
@@ -66,7 +77,7 @@ start() { # start I: node nI in namespace gchaosI, seeded with n1 (n1 with n2)
   ip netns exec "gchaos$i" "$bin/ganglion-node" run --identity "$work/n$i" \
     --listen "$NET.$i:7400" --admin 127.0.0.1:7480 --admin-token "$token" \
     --data-dir "$work/n$i/data" --seed "$NET.$seed:7400" --host "$embedder" \
-    --liveness-timeout "${LIVENESS}s" --cache-size 0 >"$work/n$i.out" 2>"$work/n$i.log" &
+    --liveness-timeout "${LIVENESS}s" --cache-size 64MiB ${extra[$i]:-} >"$work/n$i.out" 2>>"$work/n$i.log" &
   pids[$i]=$!
   for _ in $(seq 300); do
     grep -q '"event":"ready"' "$work/n$i.out" 2>/dev/null && return
@@ -89,29 +100,49 @@ full_mesh() { # waits until every node sees exactly the others; prints the secon
   echo "never"; for i in $(seq $N); do echo "n$i sees: $(peers "$i")" >&2; done; exit 1
 }
 # Metered requests from the host to the given nodes, in the background: one JSON line each.
+# Texts repeat every TEXTS requests (default: never), so that the cache answers some.
 burst() { # burst NAME COUNT NODES...
   local name=$1 count=$2; shift 2
   for k in $(seq "$count"); do
-    local i=${@:$(( (k % $#) + 1 )):1}
+    local i=${@:$(( (k % $#) + 1 )):1} text="$name $(( k % ${TEXTS:-1000000} ))"
+    echo -n "$text" >"$work/r-$name-$k.text"
     ( "$bin/ganglion" embed --node "$NET.$i:7400" --ca "$work/cluster/ca.crt" --model "$embedder" \
-        --timeout 20 --json "$name $k" >"$work/r-$name-$k.json" 2>"$work/r-$name-$k.err" || true ) &
+        --timeout 20 --json "$text" >"$work/r-$name-$k.json" 2>"$work/r-$name-$k.err" || true ) &
     sleep 0.05
   done
   wait
 }
+# An LLM request from the host through node I (prompt: $PROMPT, or a story), in the
+# background; its pid in $gen_pid.
+gen() { # gen NAME I MAX_TOKENS [--json]
+  local name=$1 i=$2 max=$3; shift 3
+  "$bin/ganglion" generate --node "$NET.$i:7400" --ca "$work/cluster/ca.crt" --model "$llm" \
+    --max-tokens "$max" --timeout 60 "$@" "${PROMPT:-Tell me a long story about the sea, part $name.}" \
+    >"$work/g-$name.out" 2>"$work/g-$name.err" &
+  gen_pid=$!
+  clients+=("$gen_pid")
+}
+# FIELD (queued, in_flight) of the LLM's stats on node I.
+llm_stat() {
+  admin "$1" /admin/models 2>/dev/null | python3 -c "import json,sys
+m=[m for m in json.load(sys.stdin)['models'] if m['id']=='$llm']
+print((m[0].get('stats') or {}).get('$2', 0) if m else 0)" 2>/dev/null || echo 0
+}
+until_true() { # until_true SECONDS COMMAND...: polls every 0.05 s; fails when time runs out
+  local end=$(( $(date +%s) + $1 )); shift
+  until "$@"; do [ "$(date +%s)" -lt "$end" ] || return 1; sleep 0.05; done
+}
 answers() { find "$work" -name "r-$1-*.json" -size +0 | wc -l; }
 failures() { ls "$work"/r-"$1"-*.err 2>/dev/null | while read f; do [ -s "$f" ] && echo x; done | wc -l; }
-ledger_check() { # every answer so far has exactly one record, on the node that ran it
+ledger_check() { # every answer has exactly one record on the node that ran it, or is a cache hit
   python3 - "$work" "$N" "$token" <<'EOF'
-import json, glob, subprocess, sys
+import glob, json, math, subprocess, sys
 work, n, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 answers = {}
 for path in glob.glob(f"{work}/r-*.json"):
-    text = open(path).read().strip()
-    if not text:
-        continue
-    r = json.loads(text)
-    answers[r["id"]] = r["route"]["executed_by"]
+    body = open(path).read().strip()
+    if body:
+        answers[path] = json.loads(body)
 records = {}
 for i in range(1, n + 1):
     out = subprocess.run(["ip", "netns", "exec", f"gchaos{i}", "curl", "-fsS", "-m", "3",
@@ -119,10 +150,32 @@ for i in range(1, n + 1):
         capture_output=True, text=True, check=True).stdout
     for rec in json.loads(out):
         records.setdefault(rec["request_id"], []).append(f"n{i}")
-bad = [(a, e, records.get(a)) for a, e in answers.items() if records.get(a) != [e]]
+hits = {p for p, r in answers.items() if r["cache"]["status"].lower() == "hit"}
+bad = [p for p, r in answers.items()
+       if records.get(r["id"]) != (None if p in hits else [r["route"]["executed_by"]])]
 twice = [r for r, holders in records.items() if len(holders) > 1]
-print(f"{len(answers)} answers, {len(records)} records, {len(bad)} without their one record, {len(twice)} charged twice")
-sys.exit(1 if bad or twice else 0)
+# The cache never answered for another request: every answer's vector is nearest to the
+# vector computed (not cached) for its own text, and a hit's is that vector.
+def cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+text = {p: open(p[:-len(".json")] + ".text").read() for p in answers}
+computed = {}
+for p, r in answers.items():
+    if p not in hits:
+        computed.setdefault(text[p], r["embeddings"][0])
+wrong = 0
+unverified = 0
+for p, r in answers.items():
+    if text[p] not in computed:  # a hit whose text no client got computed: nothing to compare
+        unverified += 1
+        continue
+    v = r["embeddings"][0]
+    nearest = max(computed, key=lambda t: cos(v, computed[t]))
+    if nearest != text[p] or (p in hits and cos(v, computed[text[p]]) < 0.9999):
+        wrong += 1
+print(f"{len(answers)} answers ({len(hits)} from the cache, {wrong} wrong, {unverified} unverifiable), {len(records)} records, "
+      f"{len(bad)} without their one record, {len(twice)} charged twice")
+sys.exit(1 if bad or twice or wrong else 0)
 EOF
 }
 
@@ -132,7 +185,7 @@ echo "mesh of $N formed in $formed s"
 
 # Partition: n5's link down both ways, requests to n1..n4 meanwhile, and the limited account
 # spending twice its allocation.
-burst partition 60 1 2 3 4 &
+TEXTS=10 burst partition 60 1 2 3 4 &
 requests=$!
 GANGLION_API_KEY=$limited burst quota $((2 * LIMIT)) 1 2 3 4 &
 quota_requests=$!
@@ -172,7 +225,7 @@ quota="limited account: $spent of $LIMIT Neurons spent ($(answers quota) answere
 echo "partition: n5 dropped by n1..n4 after$dropped s (liveness ${LIVENESS} s); rejoined and no ghosts after ${rejoined} s; $(answers partition) answered, $(failures partition) failed of 60; $quota; ledger: $ledger"
 
 # Flapping: n4's link down and up every 1.5 s for 12 s, requests to n1..n3.
-burst flapping 60 1 2 3 &
+TEXTS=10 burst flapping 60 1 2 3 &
 requests=$!
 for _ in $(seq 4); do ip link set gc4 down; sleep 1.5; ip link set gc4 up; sleep 1.5; done
 settled=$(full_mesh)
@@ -182,7 +235,7 @@ ledger=$(ledger_check) || broken=1
 echo "flapping: converged, no ghosts ${settled} s after the last flap; $(answers flapping) answered, $(failures flapping) failed of 60; ledger: $ledger"
 
 # Kill: kill -9 of n3 during a burst to every node, then a restart on its data folder.
-burst kill 80 1 2 3 4 5 &
+TEXTS=10 burst kill 80 1 2 3 4 5 &
 requests=$!
 sleep 1.5
 kill -9 "${pids[3]}"
@@ -192,4 +245,77 @@ back=$(full_mesh)
 wait "$requests"
 ledger=$(ledger_check) || broken=1
 echo "kill: n3 killed mid-burst, restarted, full mesh again after ${back} s; $(answers kill) answered, $(failures kill) failed of 80; ledger: $ledger"
+
+# Executor lost before the first token: n4 and n5 each run one long stream (their one slot);
+# a request entering at n1 waits in the queue of one of them, x, which is killed -9. n1 must
+# hand it to the other, y; the client of y's long stream leaves, so that it runs at once. The
+# client gets a whole answer.
+long="Count from 1 to 5000, one number per line."
+PROMPT=$long gen block4 4 1500 --json; block4=$gen_pid
+PROMPT=$long gen block5 5 1500 --json; block5=$gen_pid
+busy() { [ "$(llm_stat 4 in_flight)" = 1 ] && [ "$(llm_stat 5 in_flight)" = 1 ]; }
+until_true 30 busy || { echo "executor: the blocking streams never ran"; exit 1; }
+gen before 1 16 --json; before=$gen_pid
+queued_at() { local n; for n in 4 5; do [ "$(llm_stat $n queued)" = 1 ] && { echo $n; return 0; }; done; return 1; }
+x=""
+for _ in $(seq 300); do x=$(queued_at) && break; x=""; sleep 0.05; done
+[ -n "$x" ] || { echo "executor: the request never queued"; exit 1; }
+y=$(( 9 - x ))
+# Still waiting, with its first token to come, right before the kill.
+[ "$(llm_stat "$x" queued)" = 1 ] && [ ! -s "$work/g-before.out" ] || { echo "executor: the request left the queue before the kill"; exit 1; }
+kill -9 "${pids[$x]}"
+cut=$(date +%s.%N)
+if [ "$y" = 4 ]; then kill "$block4"; else kill "$block5"; fi
+wait "$before" || true
+retried=$(echo "$(date +%s.%N) - $cut" | bc | cut -c1-4)
+verdict=$(python3 - "$work/g-before.out" "n$x" "n$y" <<'EOF'
+import json, sys
+path, dead, alive = sys.argv[1:]
+try:
+    r = json.load(open(path))
+except Exception:
+    print("no answer"); sys.exit(1)
+ok = r["route"]["executed_by"] == alive and any(a["node"] == dead for a in r["route"]["attempts"])
+print(f"answered by {alive} after {dead} failed" if ok else f"unexpected route {r['route']}")
+sys.exit(0 if ok and r["text"] else 1)
+EOF
+) || broken=1
+wait "$block4" "$block5" || true
+start "$x"
+
+# Executor lost mid-stream: the client has text already, so nothing may be retried: it gets a
+# clear error within its deadline, and nobody charges for the request.
+PROMPT=$long gen mid 1 300; mid=$gen_pid
+running_at() { local n; for n in 4 5; do [ "$(llm_stat $n in_flight)" = 1 ] && { echo $n; return 0; }; done; return 1; }
+until_true 30 test -s "$work/g-mid.out" || { echo "executor: no first token"; exit 1; }
+x=$(running_at) || { echo "executor: no node runs the stream"; exit 1; }
+kill -9 "${pids[$x]}"
+cut=$(date +%s.%N)
+wait "$mid" && { echo "executor: the cut stream ended without an error"; broken=1; }
+told=$(echo "$(date +%s.%N) - $cut" | bc | cut -c1-4)
+error=$(tail -1 "$work/g-mid.err")
+start "$x"
+full_mesh >/dev/null
+# Every LLM answer has exactly one record, and no record exists without an answer.
+llm_ledger=$(python3 - "$work" "$N" "$token" "$llm" <<'EOF'
+import json, glob, subprocess, sys
+work, n, token, llm = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+answers = set()
+for path in glob.glob(f"{work}/g-*.out"):
+    try:
+        answers.add(json.load(open(path))["id"])
+    except Exception:
+        pass
+records = []
+for i in range(1, n + 1):
+    out = subprocess.run(["ip", "netns", "exec", f"gchaos{i}", "curl", "-fsS", "-m", "3",
+        "-H", f"Authorization: Bearer {token}", "http://127.0.0.1:7480/admin/ledger"],
+        capture_output=True, text=True, check=True).stdout
+    records += [r["request_id"] for r in json.loads(out) if r["model"] == llm]
+ok = sorted(records) == sorted(answers)
+print(f"{len(answers)} LLM answers, {len(records)} LLM records" + ("" if ok else " (mismatch)"))
+sys.exit(0 if ok else 1)
+EOF
+) || broken=1
+echo "executor: killed before the first token: $verdict, $retried s after the kill; killed mid-stream: the client was told in $told s ($error); ledger: $llm_ledger"
 exit $broken

@@ -18,21 +18,18 @@ const SPIN_COUNT: &str = "1000";
 
 /// Re-executes this process with [`SPIN_COUNT`] when neither `GOMP_SPINCOUNT` nor
 /// `OMP_WAIT_POLICY` is set; returns when it is set already or the re-execution failed (the
-/// node then runs with libgomp's defaults, and says so).
+/// node then runs with libgomp's defaults, and says so). Arguments, open files and the
+/// process id stay; processes the node starts inherit the variable.
 pub fn spin_briefly_at_barriers() {
     if std::env::var_os("GOMP_SPINCOUNT").is_some() || std::env::var_os("OMP_WAIT_POLICY").is_some()
     {
         return;
     }
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("ganglion-node: running with libgomp's default spin count: {e}");
-            return;
-        }
-    };
-    let error = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
+    // This very file, even if it was replaced or removed on disk since it started.
+    let mut args = std::env::args_os();
+    let error = std::process::Command::new("/proc/self/exe")
+        .arg0(args.next().unwrap_or_else(|| "ganglion-node".into()))
+        .args(args)
         .env("GOMP_SPINCOUNT", SPIN_COUNT)
         .exec();
     eprintln!("ganglion-node: running with libgomp's default spin count: {error}");
