@@ -45,7 +45,8 @@ pub enum ClientError {
     #[error("protocol error: {0}")]
     Protocol(String),
     /// The node refused or failed the request, with a stable code.
-    #[error("{0}")]
+    // Transparent: its text is the node's error, once (not again as its own cause).
+    #[error(transparent)]
     Server(#[from] WireError),
     /// No answer within the request timeout.
     #[error("no answer within {0:?}")]
