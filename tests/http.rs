@@ -699,7 +699,7 @@ async fn the_official_openai_sdks_work_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_connection_that_never_finishes_its_request_head_is_closed() {
+async fn a_connection_that_never_finishes_its_request_head_or_body_is_given_up_on() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let cluster = Cluster::new("http-slowloris");
     let a = cluster.start("a", &[], &["--http", "127.0.0.1:0"]);
@@ -709,10 +709,39 @@ async fn a_connection_that_never_finishes_its_request_head_is_closed() {
     tcp.write_all(b"GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow: ")
         .await
         .unwrap();
+    // Meanwhile, on another connection, a whole head and a body that stops after 10 of the 100
+    // bytes it announced.
+    let mut slow_body = tokio::net::TcpStream::connect(a.http.unwrap())
+        .await
+        .unwrap();
+    slow_body
+        .write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n\
+              content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":",
+        )
+        .await
+        .unwrap();
     // The node gives up on the head (10 s) and closes; it never waits for ever.
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(60), tcp.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the node closed the connection");
+    // And on the body (10 s): a typed error, not a connection held open.
+    let mut answer = Vec::new();
+    let mut buf = [0; 4096];
+    while !String::from_utf8_lossy(&answer).contains("invalid_input") {
+        let n = tokio::time::timeout(Duration::from_secs(60), slow_body.read(&mut buf))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert!(n > 0, "closed without an answer: {answer:?}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("invalid_input") && answer.contains("10 s"),
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
