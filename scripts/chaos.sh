@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Chaos in network namespaces (root): 5 nodes, each in its own namespace with its own address
 # on a bridge, and clients on the host sending metered requests while the network fails:
-#   partition  one node's link goes down (both ways), then comes back;
+#   partition  every packet to and from one node is dropped (nftables), then the rule goes;
 #   flapping   one node's link goes down and up every 1.5 s for 12 s;
 #   kill       kill -9 of a node during a burst, then a restart on the same data folder.
 #   executor   kill -9 of the node running an LLM request: before its first token (the entry
@@ -12,6 +12,7 @@
 # answer a client received has exactly one ledger record, or came from the cache (texts repeat,
 # and the cache is on); no answer is another text's vector. One line per scenario; cleans up.
 # (tc netem is not in this kernel: slow links are covered on loopback by tests/relay.rs.)
+# Installs nftables from Debian when `nft` is missing.
 #
 # Run as root (a root shell, or `sudo -E env PATH="$PATH" ./scripts/chaos.sh`); it builds the
 # workspace and pulls the models when missing. Exits non-zero when a promise was broken.
@@ -20,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 cargo build --quiet -p ganglion-node -p ganglion-client
+command -v nft >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null
 bin="$CARGO_TARGET_DIR/debug"
 "$bin/ganglion-node" models pull >/dev/null
 
@@ -190,14 +192,21 @@ formed=$(full_mesh)
 echo "mesh of $N formed in $formed s"
 
 if wants partition; then
-# Partition: n5's link down both ways, requests to n1..n4 meanwhile, and the limited account
+# Partition: n5's traffic dropped both ways, requests to n1..n4 meanwhile, and the limited account
 # spending twice its allocation.
 TEXTS=10 burst partition 60 1 2 3 4 &
 requests=$!
 GANGLION_API_KEY=$limited burst quota $((2 * LIMIT)) 1 2 3 4 &
 quota_requests=$!
 cut=$(date +%s.%N)
-ip link set gc5 down
+# A silent black hole, as a partition between hosts is: no error, no reset, nothing. The
+# namespace's own loopback (its admin listener) stays reachable.
+ip netns exec gchaos5 nft -f - <<'NFT'
+table inet partition {
+  chain input { type filter hook input priority 0; policy drop; iifname "lo" accept; }
+  chain output { type filter hook output priority 0; policy drop; oifname "lo" accept; }
+}
+NFT
 # Each of n1..n4 is watched on its own, at the same time, every 0.1 s.
 watchers=()
 for i in 1 2 3 4; do
@@ -218,7 +227,7 @@ for i in 1 2 3 4; do
   if [ -s "$work/dropped-$i" ]; then dropped="$dropped $(cat "$work/dropped-$i")"; else dropped="$dropped never"; broken=1; fi
 done
 sleep 2
-ip link set gc5 up
+ip netns exec gchaos5 nft delete table inet partition
 rejoined=$(full_mesh)
 wait "$requests" "$quota_requests"
 ledger=$(ledger_check) || broken=1

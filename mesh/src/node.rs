@@ -337,12 +337,56 @@ async fn load_models(
     (loaded, report)
 }
 
-/// ractor_cluster binds its TCP listener itself and does not report a chosen port, so an
-/// ephemeral port is picked here (bind, read, release) and handed to it.
+/// ractor_cluster binds its TCP listener itself and does not report a chosen port, so a free
+/// port is picked here (bind, release) and handed to it. It is picked below the kernel's
+/// ephemeral range when there is room: a released ephemeral port was soon taken again by some
+/// outgoing connection before ractor_cluster bound it (seen in CI: "Address already in use").
 fn pick_loopback_port(addr: SocketAddr) -> Result<SocketAddr, StartError> {
     if addr.port() != 0 {
         return Ok(addr);
     }
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| ports_below_ephemeral(&text));
+    if let Some(range) = range {
+        for _ in 0..64 {
+            let candidate = SocketAddr::new(addr.ip(), rand::random_range(range.clone()));
+            if std::net::TcpListener::bind(candidate).is_ok() {
+                return Ok(candidate);
+            }
+        }
+    }
     let probe = std::net::TcpListener::bind(addr).map_err(io(format!("cannot bind {addr}")))?;
     probe.local_addr().map_err(io("cannot read probe address"))
+}
+
+/// Ports to pick a listener's from, below the ephemeral range `ip_local_port_range` gives
+/// (`"32768\t60999"`) and above the well-known and commonly configured ones; `None` when that
+/// leaves fewer than 1,000.
+fn ports_below_ephemeral(ip_local_port_range: &str) -> Option<std::ops::Range<u16>> {
+    const FLOOR: u16 = 20_000;
+    let low: u16 = ip_local_port_range
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    (low >= FLOOR + 1_000).then_some(FLOOR..low)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_ports_are_picked_below_the_ephemeral_range() {
+        assert_eq!(
+            ports_below_ephemeral("32768\t60999\n"),
+            Some(20_000..32_768)
+        );
+        // No room below it, or nothing readable: the kernel picks.
+        assert_eq!(ports_below_ephemeral("1024\t65535"), None);
+        assert_eq!(ports_below_ephemeral("20500 60999"), None);
+        assert_eq!(ports_below_ephemeral(""), None);
+        assert_eq!(ports_below_ephemeral("x y"), None);
+    }
 }
