@@ -281,7 +281,7 @@ until_true 30 runs 4 || { echo "executor: n4's long stream never ran"; exit 1; }
 sleep 1.5
 PROMPT=$long gen block5 5 1500 --json; block5=$gen_pid
 busy() { runs 4 && runs 5; }
-until_true 30 busy || { echo "executor: the blocking streams never ran: in flight on n4 and n5: $(llm_stat 4 in_flight) $(llm_stat 5 in_flight)"; cat "$work"/g-block*.err; admin 4 /admin/models; exit 1; }
+until_true 30 busy || { echo "executor: the long streams never ran together (in flight on n4, n5: $(llm_stat 4 in_flight), $(llm_stat 5 in_flight))"; cat "$work"/g-block*.err; exit 1; }
 gen before 1 16 --json; before=$gen_pid
 queued_at() { local n; for n in 4 5; do [ "$(llm_stat $n queued)" = 1 ] && { echo $n; return 0; }; done; return 1; }
 x=""
