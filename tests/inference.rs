@@ -158,6 +158,40 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
+/// MiniLM runs on llama.cpp, converted to GGUF at load; candle, which reads the model as
+/// shipped, is the reference: the same vectors within float error, for the same tokens.
+#[test]
+fn embeddings_on_llama_cpp_match_candle() {
+    use ganglion::inference::{embeddings, llama_embeddings};
+    ensure_models();
+    let (catalog, store) = ganglion::config::ModelsSection::default()
+        .catalog_and_store()
+        .unwrap();
+    let dir = store.locate(catalog.get(MINILM).unwrap()).unwrap();
+    let llama = llama_embeddings::LlamaEmbedder::load(&dir, 256, 2).unwrap();
+    let candle = embeddings::Embedder::load(&dir, 256).unwrap();
+    // Accents, punctuation, a single letter, and a text long enough to be cut at 256 tokens;
+    // 40 texts, so that the batch spans several encodes.
+    let mut texts: Vec<String> = [
+        "The cat sits on the mat.",
+        "Edge inference, naïvely: ÉTÉ à Paris!",
+        "a",
+        &"word ".repeat(400),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    texts.extend((0..36).map(|i| format!("Sentence number {i} about edge inference.")));
+    let (ours, tokens) = llama.embed(&texts).unwrap();
+    let (reference, reference_tokens) = candle.embed(&texts).unwrap();
+    assert_eq!(tokens, reference_tokens);
+    assert_eq!(ours.len(), texts.len());
+    for ((a, b), text) in ours.iter().zip(&reference).zip(&texts) {
+        let cosine: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        assert!(cosine > 0.9999, "{cosine} for {text:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn embeddings_are_unit_vectors_and_similar_sentences_are_closer() {
     ensure_models();

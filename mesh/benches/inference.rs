@@ -169,14 +169,21 @@ async fn run() {
     );
 
     // Embeddings.
-    let embedder = match inference::load(embedder_spec, &store, Some(1), engine, &hardware, 0)
+    let backend = inference::load(embedder_spec, &store, Some(1), engine, &hardware, 0)
         .await
         .expect("load MiniLM")
-        .0
-    {
+        .0;
+    let embedder_engine = backend.engine();
+    let embedder = match backend {
         Backend::Embed(e) => e,
         Backend::Text(_) => unreachable!("MiniLM is an embedding model"),
     };
+    // candle, which the node used before llama.cpp, as the reference.
+    let candle = inference::embeddings::Embedder::load(
+        &store.locate(embedder_spec).expect("MiniLM in the store"),
+        embedder_spec.context_tokens as usize,
+    )
+    .expect("load MiniLM on candle");
     let one = vec!["The quick brown fox jumps over the lazy dog.".to_owned()];
     let batch: Vec<String> = (0..32)
         .map(|i| {
@@ -189,10 +196,14 @@ async fn run() {
     for (label, texts) in [("1 sentence", &one), ("batch of 32", &batch)] {
         let mut local = Vec::new();
         let mut remote = Vec::new();
+        let mut reference = Vec::new();
         for _ in 0..10 {
             let t = Instant::now();
             embedder.embed(texts).expect("embed");
             local.push(t.elapsed());
+            let t = Instant::now();
+            candle.embed(texts).expect("embed");
+            reference.push(t.elapsed());
             let t = Instant::now();
             client.embed(MINILM, texts.clone()).await.expect("embed");
             remote.push(t.elapsed());
@@ -200,9 +211,11 @@ async fn run() {
         let ms =
             |v: Vec<Duration>| median(v.into_iter().map(|d| d.as_secs_f64() * 1000.0).collect());
         println!(
-            "MiniLM {label:<12} in-process {:>7.2} ms   via client + node {:>7.2} ms   (median of 10)",
+            "MiniLM {label:<12} in-process {:>7.2} ms ({})   via client + node {:>7.2} ms   candle in-process {:>7.2} ms   (median of 10)",
             ms(local),
-            ms(remote)
+            embedder_engine,
+            ms(remote),
+            ms(reference)
         );
     }
     client.close().await;

@@ -11,9 +11,11 @@
 //!
 //! Backends know nothing of actors or the network: `ModelHost` owns one and drives it.
 
+pub mod bert_gguf;
 pub mod delivery;
 pub mod embeddings;
 pub mod llama_cpp;
+pub mod llama_embeddings;
 pub mod sampling;
 pub mod stop;
 pub mod text_generation;
@@ -27,9 +29,29 @@ use ganglion_client::protocol::{ChatMessage, Parameters, ResponseFrame};
 pub enum Backend {
     /// A chat model.
     Text(Generator),
-    /// An embedding model (boxed: its weights and tokenizer are large, the chat model is a
-    /// handle).
-    Embed(Box<embeddings::Embedder>),
+    /// An embedding model.
+    Embed(Embedder),
+}
+
+/// A sentence embedder: llama.cpp on the model converted to GGUF (about 5x faster than candle
+/// for one sentence, measured in `docs/performance.md`), or candle where the conversion does
+/// not apply.
+pub enum Embedder {
+    /// llama.cpp.
+    LlamaCpp(Box<llama_embeddings::LlamaEmbedder>),
+    /// candle.
+    Candle(Box<embeddings::Embedder>),
+}
+
+impl Embedder {
+    /// Embeds a batch of texts: one unit-length vector each, and the number of tokens read.
+    /// CPU-bound; call from a blocking thread.
+    pub fn embed(&self, texts: &[String]) -> Result<(Vec<Vec<f32>>, u32), BackendError> {
+        match self {
+            Self::LlamaCpp(e) => e.embed(texts),
+            Self::Candle(e) => e.embed(texts),
+        }
+    }
 }
 
 impl std::fmt::Debug for Backend {
@@ -47,7 +69,10 @@ impl Backend {
         match self {
             Self::Text(Generator::LlamaCpp(_)) => TextEngine::LlamaCpp.as_str(),
             Self::Text(Generator::Mistralrs(_)) => TextEngine::Mistralrs.as_str(),
-            Self::Embed(_) => "candle",
+            Self::Embed(e) => match e {
+                Embedder::LlamaCpp(_) => "llama.cpp",
+                Embedder::Candle(_) => "candle",
+            },
         }
     }
 }
@@ -226,14 +251,18 @@ pub async fn load(
         Task::TextEmbeddings => {
             let max_tokens = spec.context_tokens as usize;
             let embedder = tokio::task::spawn_blocking(move || {
-                embeddings::Embedder::load(&location, max_tokens)
+                match llama_embeddings::LlamaEmbedder::load(&location, max_tokens, threads) {
+                    Ok(embedder) => Ok(Embedder::LlamaCpp(Box::new(embedder))),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "embedding on candle: llama.cpp cannot run this model");
+                        embeddings::Embedder::load(&location, max_tokens)
+                            .map(|e| Embedder::Candle(Box::new(e)))
+                    }
+                }
             })
             .await
             .map_err(|e| BackendError::Run(e.to_string()))??;
-            Ok((
-                Backend::Embed(Box::new(embedder)),
-                concurrency.unwrap_or(threads),
-            ))
+            Ok((Backend::Embed(embedder), concurrency.unwrap_or(threads)))
         }
     }
 }

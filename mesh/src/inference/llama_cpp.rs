@@ -71,7 +71,7 @@ fn kv_bytes_per_sequence(model: &LlamaModel, context_tokens: usize) -> u64 {
 }
 
 /// llama.cpp's process-wide state, initialised once.
-fn backend() -> Result<&'static LlamaBackend, String> {
+pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
