@@ -89,7 +89,8 @@ fn gguf_vocab(tokenizer_json: &serde_json::Value) -> Result<(Vec<Value>, Vec<Val
     Ok((tokens, types))
 }
 
-/// Writes the GGUF for the BERT model in `dir` to `out`.
+/// Writes the GGUF for the BERT model in `dir` to `out`, a file that must not exist yet (so
+/// that nothing placed there, a link included, is written through).
 pub fn convert(dir: &Path, out: &Path) -> Result<(), String> {
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"));
     let config: BertConfig =
@@ -158,7 +159,11 @@ pub fn convert(dir: &Path, out: &Path) -> Result<(), String> {
     let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut file = std::io::BufWriter::new(
-        std::fs::File::create(out).map_err(|e| format!("{}: {e}", out.display()))?,
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(out)
+            .map_err(|e| format!("{}: {e}", out.display()))?,
     );
     candle_core::quantized::gguf_file::write(&mut file, &metadata, &tensors)
         .map_err(|e| format!("writing {}: {e}", out.display()))?;

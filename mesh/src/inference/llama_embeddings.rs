@@ -140,38 +140,46 @@ fn engine(
     let _ = ready.send(Ok(()));
     let mut batch = LlamaBatch::new(TOKENS_PER_ENCODE, SEQUENCES_PER_ENCODE as i32);
     while let Ok((texts, reply)) = queue.recv() {
-        let mut vectors = Vec::with_capacity(texts.len());
-        let mut outcome = Ok(());
-        for group in groups(&texts) {
-            batch.clear();
-            let mut added = Ok(());
-            for (seq, ids) in group.iter().enumerate() {
-                for (pos, id) in ids.iter().enumerate() {
-                    let token = LlamaToken::new(i32::try_from(*id).unwrap_or(0));
-                    added = added.and_then(|()| {
-                        batch
-                            .add(token, pos as i32, &[seq as i32], true)
-                            .map_err(|e| e.to_string())
+        // A job that fails or panics fails alone: the engine goes on with the next.
+        let embedded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut vectors = Vec::with_capacity(texts.len());
+            let mut outcome = Ok(());
+            for group in groups(&texts) {
+                batch.clear();
+                let mut added = Ok(());
+                for (seq, ids) in group.iter().enumerate() {
+                    for (pos, id) in ids.iter().enumerate() {
+                        let token = LlamaToken::new(i32::try_from(*id).unwrap_or(0));
+                        added = added.and_then(|()| {
+                            batch
+                                .add(token, pos as i32, &[seq as i32], true)
+                                .map_err(|e| e.to_string())
+                        });
+                    }
+                }
+                outcome = added
+                    .and_then(|()| ctx.encode(&mut batch).map_err(|e| format!("encode: {e}")))
+                    .and_then(|()| {
+                        for seq in 0..group.len() {
+                            let pooled = ctx
+                                .embeddings_seq_ith(seq as i32)
+                                .map_err(|e| format!("embeddings: {e}"))?;
+                            vectors.push(unit(pooled));
+                        }
+                        Ok(())
                     });
+                ctx.clear_kv_cache();
+                if outcome.is_err() {
+                    break;
                 }
             }
-            outcome = added
-                .and_then(|()| ctx.encode(&mut batch).map_err(|e| format!("encode: {e}")))
-                .and_then(|()| {
-                    for seq in 0..group.len() {
-                        let pooled = ctx
-                            .embeddings_seq_ith(seq as i32)
-                            .map_err(|e| format!("embeddings: {e}"))?;
-                        vectors.push(unit(pooled));
-                    }
-                    Ok(())
-                });
+            outcome.map(|()| vectors)
+        }))
+        .unwrap_or_else(|_| {
             ctx.clear_kv_cache();
-            if outcome.is_err() {
-                break;
-            }
-        }
-        let _ = reply.send(outcome.map(|()| vectors));
+            Err("the embedding engine failed on this batch".to_owned())
+        });
+        let _ = reply.send(embedded);
     }
 }
 
