@@ -719,6 +719,8 @@ mod tests {
         static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
         DIR.get_or_init(|| {
             let root = std::env::temp_dir().join(format!("ganglion-config-{}", std::process::id()));
+            // A folder left by an earlier run whose process had the same id.
+            let _ = std::fs::remove_dir_all(&root);
             init_cluster(&root.join("cluster")).expect("init");
             issue_cert(&root.join("cluster"), "cfg-node", &root.join("id")).expect("issue");
             root.join("id")

@@ -367,6 +367,7 @@ mod tests {
     #[test]
     fn revocations_survive_a_restart() {
         let dir = std::env::temp_dir().join(format!("ganglion-revoked-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by a run with the same process id
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("revoked-keys");
         let set = RevokedKeys::default();

@@ -24,6 +24,39 @@ struct BertConfig {
     type_vocab_size: u32,
     #[serde(default)]
     hidden_act: Option<String>,
+    #[serde(default)]
+    model_type: Option<String>,
+    #[serde(default)]
+    position_embedding_type: Option<String>,
+}
+
+impl BertConfig {
+    /// Refuses what llama.cpp's `bert` graph does not compute the same way, or would abort on
+    /// (so that the node embeds such a model on candle instead).
+    fn check(&self) -> Result<(), String> {
+        if self.model_type.as_deref().is_some_and(|t| t != "bert") {
+            return Err(format!("model type {:?} is not bert", self.model_type));
+        }
+        if self.hidden_act.as_deref().is_some_and(|a| a != "gelu") {
+            return Err(format!("activation {:?} is not gelu", self.hidden_act));
+        }
+        if self
+            .position_embedding_type
+            .as_deref()
+            .is_some_and(|p| p != "absolute")
+        {
+            return Err(format!(
+                "position embeddings {:?} are not absolute",
+                self.position_embedding_type
+            ));
+        }
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return Err("the heads do not divide the hidden size".into());
+        }
+        Ok(())
+    }
 }
 
 /// llama.cpp's name for a BERT tensor of the Hugging Face layout, if it uses it.
@@ -72,6 +105,8 @@ fn gguf_vocab(tokenizer_json: &serde_json::Value) -> Result<(Vec<Value>, Vec<Val
     }
     let mut tokens = Vec::with_capacity(by_id.len());
     let mut types = Vec::with_capacity(by_id.len());
+    // llama.cpp aborts on a vocabulary where two ids have the same text.
+    let mut seen = std::collections::HashSet::with_capacity(by_id.len());
     for piece in by_id {
         let piece = piece.ok_or("vocabulary ids are not 0..n")?;
         let special = piece.starts_with('[') && piece.ends_with(']');
@@ -82,6 +117,9 @@ fn gguf_vocab(tokenizer_json: &serde_json::Value) -> Result<(Vec<Value>, Vec<Val
         } else {
             format!("\u{2581}{piece}")
         };
+        if !seen.insert(text.clone()) {
+            return Err(format!("two vocabulary pieces both become {text:?}"));
+        }
         tokens.push(Value::String(text));
         // llama.cpp's token types: 1 normal, 3 control.
         types.push(Value::I32(if special { 3 } else { 1 }));
@@ -90,14 +128,13 @@ fn gguf_vocab(tokenizer_json: &serde_json::Value) -> Result<(Vec<Value>, Vec<Val
 }
 
 /// Writes the GGUF for the BERT model in `dir` to `out`, a file that must not exist yet (so
-/// that nothing placed there, a link included, is written through).
+/// that nothing placed there, a link included, is written through), readable by its owner
+/// only.
 pub fn convert(dir: &Path, out: &Path) -> Result<(), String> {
     let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| format!("{name}: {e}"));
     let config: BertConfig =
         serde_json::from_slice(&read("config.json")?).map_err(|e| format!("config.json: {e}"))?;
-    if config.hidden_act.as_deref().is_some_and(|a| a != "gelu") {
-        return Err(format!("activation {:?} is not gelu", config.hidden_act));
-    }
+    config.check()?;
     let tokenizer: serde_json::Value = serde_json::from_slice(&read("tokenizer.json")?)
         .map_err(|e| format!("tokenizer.json: {e}"))?;
     let (tokens, token_types) = gguf_vocab(&tokenizer)?;
@@ -159,11 +196,12 @@ pub fn convert(dir: &Path, out: &Path) -> Result<(), String> {
     let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
     let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut file = std::io::BufWriter::new(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(out)
-            .map_err(|e| format!("{}: {e}", out.display()))?,
+        std::os::unix::fs::OpenOptionsExt::mode(
+            std::fs::OpenOptions::new().write(true).create_new(true),
+            0o600,
+        )
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?,
     );
     candle_core::quantized::gguf_file::write(&mut file, &metadata, &tensors)
         .map_err(|e| format!("writing {}: {e}", out.display()))?;

@@ -18,8 +18,10 @@ use tokenizers::{Tokenizer, TruncationParams};
 
 use super::BackendError;
 
-/// Tokens one encode reads at most (several texts share it, each its own sequence).
-const TOKENS_PER_ENCODE: usize = 512;
+/// Tokens one encode reads at most (several texts share it, each its own sequence), and so
+/// the most one text may have. llama.cpp keeps an output buffer of this many rows of the
+/// vocabulary (31 MB for MiniLM at 256).
+const TOKENS_PER_ENCODE: usize = 256;
 /// Texts one encode holds at most.
 const SEQUENCES_PER_ENCODE: usize = 32;
 
@@ -44,15 +46,6 @@ impl LlamaEmbedder {
             path: dir.to_owned(),
             message,
         };
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_tokens.min(TOKENS_PER_ENCODE),
-                ..Default::default()
-            }))
-            .map_err(|e| load_err(format!("truncation: {e}")))?;
         // The GGUF lives only until llama.cpp has read it.
         let gguf = std::env::temp_dir().join(format!(
             "ganglion-bert-{}-{:x}.gguf",
@@ -67,6 +60,19 @@ impl LlamaEmbedder {
         });
         let _ = std::fs::remove_file(&gguf);
         let model = model.map_err(load_err)?;
+        // A position past the model's own would abort llama.cpp, not fail.
+        let longest = max_tokens
+            .min(TOKENS_PER_ENCODE)
+            .min(usize::try_from(model.n_ctx_train()).unwrap_or(0));
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: longest,
+                ..Default::default()
+            }))
+            .map_err(|e| load_err(format!("truncation: {e}")))?;
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -91,6 +97,15 @@ impl LlamaEmbedder {
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| BackendError::Run(e.to_string()))?;
         let ids: Vec<Vec<u32>> = encodings.iter().map(|e| e.get_ids().to_vec()).collect();
+        // Truncation keeps every text within one encode; a text of no tokens has no mean.
+        if ids
+            .iter()
+            .any(|t| t.is_empty() || t.len() > TOKENS_PER_ENCODE)
+        {
+            return Err(BackendError::Run(
+                "a text has no tokens, or too many".into(),
+            ));
+        }
         let tokens = ids.iter().map(Vec::len).sum::<usize>();
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.jobs
@@ -216,7 +231,7 @@ mod tests {
 
     #[test]
     fn texts_are_grouped_within_an_encode() {
-        let texts = vec![vec![0; 300], vec![0; 200], vec![0; 100], vec![0; 512]];
+        let texts = vec![vec![0; 150], vec![0; 100], vec![0; 50], vec![0; 256]];
         let sizes: Vec<usize> = groups(&texts).iter().map(|g| g.len()).collect();
         assert_eq!(sizes, vec![2, 1, 1]);
         let many = vec![vec![0; 3]; 70];

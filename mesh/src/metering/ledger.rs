@@ -219,6 +219,7 @@ mod tests {
     #[tokio::test]
     async fn a_charge_id_is_charged_once_and_records_survive_reopening() {
         let dir = std::env::temp_dir().join(format!("ganglion-ledger-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by a run with the same process id
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("ledger.redb");
         let _ = std::fs::remove_file(&path);

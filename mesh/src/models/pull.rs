@@ -1120,6 +1120,7 @@ mod tests {
     #[test]
     fn part_files_are_removed_unless_committed() {
         let dir = std::env::temp_dir().join(format!("ganglion-part-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir); // left by a run with the same process id
         std::fs::create_dir_all(&dir).expect("dir");
         let dropped = PartFile::new(dir.join("a.part"));
         std::fs::write(dropped.path(), b"x").expect("write");
