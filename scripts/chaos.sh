@@ -138,22 +138,31 @@ until_true() { # until_true SECONDS COMMAND...: polls every 0.05 s; fails when t
 }
 answers() { find "$work" -name "r-$1-*.json" -size +0 | wc -l; }
 failures() { local f n=0; for f in "$work"/r-"$1"-*.err; do [ -s "$f" ] && n=$((n + 1)); done; echo "$n"; }
+# Every node's ledger into $work/ledgers.jsonl, a line each: {"node": "nI", "records": [...]}.
+# Fails when a node does not answer.
+ledgers() {
+  local i body
+  : >"$work/ledgers.jsonl"
+  for i in $(seq $N); do
+    body=$(admin "$i" /admin/ledger) || return 1
+    printf '{"node":"n%s","records":%s}\n' "$i" "$body" >>"$work/ledgers.jsonl"
+  done
+}
 ledger_check() { # every answer has exactly one record on the node that ran it, or is a cache hit
-  python3 - "$work" "$N" "$token" <<'EOF'
-import glob, json, math, subprocess, sys
-work, n, token = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+  ledgers || { echo "a ledger could not be read"; return 1; }
+  python3 - "$work" <<'EOF'
+import glob, json, math, sys
+work = sys.argv[1]
 answers = {}
 for path in glob.glob(f"{work}/r-*.json"):
     body = open(path).read().strip()
     if body:
         answers[path] = json.loads(body)
 records = {}
-for i in range(1, n + 1):
-    out = subprocess.run(["ip", "netns", "exec", f"gchaos{i}", "curl", "-fsS", "-m", "3",
-        "-H", f"Authorization: Bearer {token}", "http://127.0.0.1:7480/admin/ledger"],
-        capture_output=True, text=True, check=True).stdout
-    for rec in json.loads(out):
-        records.setdefault(rec["request_id"], []).append(f"n{i}")
+for line in open(f"{work}/ledgers.jsonl"):
+    node = json.loads(line)
+    for rec in node["records"]:
+        records.setdefault(rec["request_id"], []).append(node["node"])
 hits = {p for p, r in answers.items() if r["cache"]["status"].lower() == "hit"}
 bad = [p for p, r in answers.items()
        if records.get(r["id"]) != (None if p in hits else [r["route"]["executed_by"]])]
@@ -326,9 +335,9 @@ full_mesh >/dev/null
 # Every LLM answer has exactly one record. The only other record is the long stream on y whose
 # client left: it is charged for the text it received (docs/metering.md). The killed nodes
 # charged nothing: neither the request cut mid-stream nor the long stream on x.
-llm_ledger=$(python3 - "$work" "$N" "$token" "$llm" "n$y" <<'EOF'
-import json, glob, subprocess, sys
-work, n, token, llm, left = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+llm_ledger=$(ledgers && python3 - "$work" "$llm" "n$y" <<'EOF'
+import json, glob, sys
+work, llm, left = sys.argv[1:]
 answers = set()
 for path in glob.glob(f"{work}/g-*.out"):
     try:
@@ -336,11 +345,9 @@ for path in glob.glob(f"{work}/g-*.out"):
     except Exception:
         pass
 records = []
-for i in range(1, n + 1):
-    out = subprocess.run(["ip", "netns", "exec", f"gchaos{i}", "curl", "-fsS", "-m", "3",
-        "-H", f"Authorization: Bearer {token}", "http://127.0.0.1:7480/admin/ledger"],
-        capture_output=True, text=True, check=True).stdout
-    records += [(r["request_id"], f"n{i}") for r in json.loads(out) if r["model"] == llm]
+for line in open(f"{work}/ledgers.jsonl"):
+    node = json.loads(line)
+    records += [(r["request_id"], node["node"]) for r in node["records"] if r["model"] == llm]
 ids = [r for r, _ in records]
 others = [node for r, node in records if r not in answers]
 ok = all(ids.count(a) == 1 for a in answers) and others == [left]

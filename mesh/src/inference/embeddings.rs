@@ -29,15 +29,9 @@ impl Embedder {
             &std::fs::read(dir.join("config.json")).map_err(|e| load_err(e.to_string()))?,
         )
         .map_err(|e| load_err(format!("config.json: {e}")))?;
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
-        tokenizer.with_padding(Some(PaddingParams::default()));
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_tokens,
-                ..Default::default()
-            }))
-            .map_err(|e| load_err(format!("truncation: {e}")))?;
+        // Padded: the batch is one tensor.
+        let tokenizer =
+            tokenizer(dir, max_tokens, Some(PaddingParams::default())).map_err(load_err)?;
         let device = Device::Cpu;
         let weights =
             std::fs::read(dir.join("model.safetensors")).map_err(|e| load_err(e.to_string()))?;
@@ -87,6 +81,25 @@ impl Embedder {
         let unit = pooled.broadcast_div(&norms).map_err(run)?;
         Ok((unit.to_vec2::<f32>().map_err(run)?, tokens))
     }
+}
+
+/// The model's own tokenizer (`tokenizer.json` in `dir`), cutting texts at `max_tokens`, with
+/// `padding` (or none).
+pub(super) fn tokenizer(
+    dir: &Path,
+    max_tokens: usize,
+    padding: Option<PaddingParams>,
+) -> Result<Tokenizer, String> {
+    let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+        .map_err(|e| format!("tokenizer.json: {e}"))?;
+    tokenizer.with_padding(padding);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_tokens,
+            ..Default::default()
+        }))
+        .map_err(|e| format!("truncation: {e}"))?;
+    Ok(tokenizer)
 }
 
 /// Mean of the token vectors that the attention mask keeps.

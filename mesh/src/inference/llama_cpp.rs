@@ -83,6 +83,17 @@ pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
         .map_err(Clone::clone)
 }
 
+/// A context for `model` with `params`, on the process-wide backend (for the engine thread
+/// that will own it).
+pub(super) fn new_context(
+    model: &LlamaModel,
+    params: LlamaContextParams,
+) -> Result<LlamaContext<'_>, String> {
+    model
+        .new_context(backend()?, params)
+        .map_err(|e| format!("cannot create a context: {e}"))
+}
+
 /// A loaded chat model and its engine thread.
 pub struct LlamaGenerator {
     model: Arc<LlamaModel>,
@@ -397,17 +408,10 @@ fn engine(
         // cache per sequence, llama.cpp's decode got twice as slow after the first sequences
         // had come and gone (measured: 3.6 s, then 4.9, 5.6, 6.0 s for the same 8 streams).
         .with_kv_unified(true);
-    let backend = match backend() {
-        Ok(backend) => backend,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let mut ctx = match model.new_context(backend, params) {
+    let mut ctx = match new_context(model, params) {
         Ok(ctx) => ctx,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot create a context: {e}")));
+            let _ = ready.send(Err(e));
             return;
         }
     };

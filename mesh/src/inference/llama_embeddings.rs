@@ -14,7 +14,7 @@ use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::token::LlamaToken;
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::Tokenizer;
 
 use super::BackendError;
 
@@ -64,15 +64,8 @@ impl LlamaEmbedder {
         let longest = max_tokens
             .min(TOKENS_PER_ENCODE)
             .min(usize::try_from(model.n_ctx_train()).unwrap_or(0));
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: longest,
-                ..Default::default()
-            }))
-            .map_err(|e| load_err(format!("truncation: {e}")))?;
+        // Unpadded: each text is its own sequence.
+        let tokenizer = super::embeddings::tokenizer(dir, longest, None).map_err(load_err)?;
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
@@ -138,17 +131,10 @@ fn engine(
         .with_n_seq_max(SEQUENCES_PER_ENCODE as u32)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
-    let backend = match super::llama_cpp::backend() {
-        Ok(backend) => backend,
-        Err(e) => {
-            let _ = ready.send(Err(e));
-            return;
-        }
-    };
-    let mut ctx = match model.new_context(backend, params) {
+    let mut ctx = match super::llama_cpp::new_context(model, params) {
         Ok(ctx) => ctx,
         Err(e) => {
-            let _ = ready.send(Err(format!("cannot create a context: {e}")));
+            let _ = ready.send(Err(e));
             return;
         }
     };
