@@ -65,11 +65,11 @@ async fn run() {
     for i in 0..SINGLE {
         let start = Instant::now();
         let hold = meter
-            .reserve("bench", None, 1, 1_000_000)
+            .reserve("bench", None, 1, 1_000_000, i as u128)
             .await
             .expect("reserve");
         assert!(writer.commit(record(i as u128)).await.expect("commit"));
-        meter.charged(1, "bench", 1_000_000);
+        meter.charged(i as u128, 1, "bench", 1_000_000);
         drop(hold);
         times.push(start.elapsed());
     }
@@ -89,11 +89,11 @@ async fn run() {
             for i in 0..PER_CLIENT {
                 let charge = 1_000_000 + (c * PER_CLIENT + i) as u128;
                 let hold = meter
-                    .reserve("bench", None, 1, 1_000_000)
+                    .reserve("bench", None, 1, 1_000_000, charge)
                     .await
                     .expect("reserve");
                 writer.commit(record(charge)).await.expect("commit");
-                meter.charged(1, "bench", 1_000_000);
+                meter.charged(charge, 1, "bench", 1_000_000);
                 drop(hold);
             }
         });

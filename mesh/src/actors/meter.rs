@@ -35,6 +35,8 @@ pub enum Msg {
         day: Day,
         /// The most the request could cost.
         max_cost: u64,
+        /// The request's charge id: its charge ends the hold, should it come before the release.
+        charge_id: u128,
         /// The peer that asks (`None`: this node); only it may release the hold.
         owner: Option<String>,
         /// A reservation id, or why not.
@@ -51,6 +53,8 @@ pub enum Msg {
     },
     /// This node charged a request it executed.
     Charged {
+        /// The request's charge id.
+        charge_id: u128,
         /// The day.
         day: Day,
         /// The account.
@@ -101,6 +105,7 @@ struct Reservation {
     day: Day,
     account: String,
     micro: u64,
+    charge_id: u128,
     owner: Option<String>,
     /// A hold whose release never arrives (its entry node died) ends by itself then.
     expires_at: Instant,
@@ -183,6 +188,7 @@ impl Actor for Meter {
                 limit,
                 day,
                 max_cost,
+                charge_id,
                 owner,
                 reply,
             } => {
@@ -213,6 +219,7 @@ impl Actor for Meter {
                                 day,
                                 account,
                                 micro: max_cost,
+                                charge_id,
                                 owner,
                                 expires_at: Instant::now() + HOLD_LIMIT,
                             },
@@ -240,11 +247,16 @@ impl Actor for Meter {
                 }
             }
             Msg::Charged {
+                charge_id,
                 day,
                 account,
                 micro,
             } => {
                 state.counters.charge(&state.node, day, &account, micro);
+                // Charged here, where it is held: the hold ends now, not when the entry node's
+                // release arrives, which may come after the client's next request (the request
+                // would count twice, charged and held, and the account be refused early).
+                state.reservations.retain(|_, r| r.charge_id != charge_id);
                 state.changed.notify_one();
             }
             Msg::Cached { day, account } => {
@@ -299,8 +311,11 @@ impl MeterHandle {
         limit: Option<u64>,
         day: Day,
         max_cost: u64,
+        charge_id: u128,
     ) -> Result<Hold, ReserveError> {
-        let id = self.reserve_id(account, limit, day, max_cost, None).await?;
+        let id = self
+            .reserve_id(account, limit, day, max_cost, charge_id, None)
+            .await?;
         Ok(Hold {
             at: HoldAt::Local(self.clone()),
             id,
@@ -314,6 +329,7 @@ impl MeterHandle {
         limit: Option<u64>,
         day: Day,
         max_cost: u64,
+        charge_id: u128,
         owner: Option<String>,
     ) -> Result<u64, ReserveError> {
         let account = account.to_owned();
@@ -322,6 +338,7 @@ impl MeterHandle {
             limit,
             day,
             max_cost,
+            charge_id,
             owner,
             reply,
         })
@@ -351,9 +368,10 @@ impl MeterHandle {
         }
     }
 
-    /// Records a charge this node made.
-    pub fn charged(&self, day: Day, account: &str, micro: u64) {
+    /// Records a charge this node made for the request of `charge_id`.
+    pub fn charged(&self, charge_id: u128, day: Day, account: &str, micro: u64) {
         let _ = self.0.get().cast(Msg::Charged {
+            charge_id,
             day,
             account: account.to_owned(),
             micro,
@@ -425,6 +443,8 @@ pub enum QuotaRequest {
         day: Day,
         /// The most the request could cost.
         max_cost: u64,
+        /// The request's charge id.
+        charge_id: u128,
     },
     /// End a reservation.
     Release {
@@ -494,9 +514,10 @@ pub async fn serve_quota_stream(
             limit,
             day,
             max_cost,
+            charge_id,
         }))) if plausible(day) => {
             match meter
-                .reserve_id(&account, limit, day, max_cost, Some(peer))
+                .reserve_id(&account, limit, day, max_cost, charge_id, Some(peer))
                 .await
             {
                 Ok(id) => QuotaReply::Reserved(id),

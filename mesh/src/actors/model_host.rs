@@ -421,7 +421,7 @@ async fn charge(
         day,
     };
     match ledger.commit(record).await {
-        Ok(true) => meter.charged(day, &account.name, micro),
+        Ok(true) => meter.charged(charge_id, day, &account.name, micro),
         // Charged already (a handoff retried after this node had answered): not twice.
         Ok(false) => {}
         Err(e) => {

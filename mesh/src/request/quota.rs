@@ -38,7 +38,8 @@ pub async fn reserve(
         }
         return Ok(None);
     }
-    request.charge_id = Some(rand::random());
+    let charge_id = rand::random();
+    request.charge_id = Some(charge_id);
     let Some(account) = &request.account else {
         return Err(WireError::new(
             ErrorCode::Internal,
@@ -48,7 +49,7 @@ pub async fn reserve(
     let day = usage::day_of(now);
     let limit = usage::daily_limit(account.plan, account.daily_limit);
     let most = max_cost(spec, request);
-    match reserve_at_home(ctx, &account.name, limit, day, most).await {
+    match reserve_at_home(ctx, &account.name, limit, day, most, charge_id).await {
         Ok(hold) => Ok(Some(hold)),
         Err(ReserveError::OverQuota(over)) => Err(WireError::new(
             ErrorCode::QuotaExceeded,
@@ -82,10 +83,15 @@ async fn reserve_at_home(
     limit: Option<u64>,
     day: usage::Day,
     max_cost: u64,
+    charge_id: u128,
 ) -> Result<Hold, ReserveError> {
     let local = |meter: &MeterHandle, limit: Option<u64>| {
         let meter = meter.clone();
-        async move { meter.reserve(account, limit, day, max_cost).await }
+        async move {
+            meter
+                .reserve(account, limit, day, max_cost, charge_id)
+                .await
+        }
     };
     let peers = match ctx.directory.members().await {
         Ok(peers) => peers,
@@ -107,6 +113,7 @@ async fn reserve_at_home(
         limit,
         day,
         max_cost,
+        charge_id,
     };
     match MeterHandle::reserve_at(connection, request).await {
         Err(ReserveError::Home(e)) => {
@@ -150,14 +157,21 @@ pub fn max_cost(spec: &ModelSpec, request: &Request) -> u64 {
 pub struct Watched<'a, R> {
     /// Where frames go.
     pub inner: &'a mut R,
-    /// The entry node's hold, if this node is the entry.
+    /// The entry node's hold, if this node is the entry, until the final answer releases it
+    /// (or, however else the request ends, until this is dropped).
     pub hold: Option<Hold>,
 }
 
 impl<R: Responder> Responder for Watched<'_, R> {
     async fn send(&mut self, frame: ResponseFrame) -> Result<(), Gone> {
-        if let (ResponseFrame::Final(response), Some(hold)) = (&frame, &mut self.hold) {
+        if let ResponseFrame::Final(response) = &frame
+            && let Some(mut hold) = self.hold.take()
+        {
+            // Released, with its charge, before the answer leaves: a client that sends its next
+            // request at once must not find this one still held as well as charged (it was
+            // counted twice, and an account refused below its limit).
             hold.charged(&response.route.executed_by, response.usage.micro_neurons);
+            drop(hold);
         }
         self.inner.send(frame).await
     }
