@@ -21,7 +21,8 @@ if ! echo "$sha256  $sdist" | sha256sum -c --status 2>/dev/null; then
   echo "$sha256  $sdist" | sha256sum -c --status || { echo "$sdist: checksum mismatch" >&2; exit 1; }
 fi
 rm -rf src && mkdir src && tar xzf "$sdist" -C src --strip-components 1
-# The same CPU features as the node's build (target-cpu=native): GGML_NATIVE.
+# Built for this machine (GGML_NATIVE): the reference at its best; the node picks its kernels at
+# run time from llama.cpp's per-CPU variants (docs/architecture.md).
 cmake -S src/llama.cpp -B build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
   -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >&2
 cmake --build build --target llama-server llama-bench -j "$(nproc)" >&2

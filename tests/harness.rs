@@ -137,8 +137,24 @@ impl Node {
         seeds: &[SocketAddr],
         extra: &[&str],
     ) -> Node {
+        Self::start_program(&binary(), cluster, name, identity, seeds, extra)
+    }
+
+    /// Starts node `name`, without seeds, from another build of `ganglion-node`.
+    pub fn start_binary(cluster: &Cluster, program: &Path, name: &str, extra: &[&str]) -> Node {
+        Self::start_program(program, cluster, name, &cluster.identity(name), &[], extra)
+    }
+
+    fn start_program(
+        program: &Path,
+        cluster: &Cluster,
+        name: &str,
+        identity: &Path,
+        seeds: &[SocketAddr],
+        extra: &[&str],
+    ) -> Node {
         let log = cluster.dir.join(format!("{name}.log"));
-        let mut cmd = Command::new(binary());
+        let mut cmd = Command::new(program);
         cmd.args(["run", "--identity", identity.to_str().unwrap()])
             .args(["--admin", "127.0.0.1:0", "--admin-token", TOKEN])
             .args([

@@ -57,7 +57,7 @@ async fn run() {
     // In-process, straight through the engine a node on this machine uses.
     let hardware = ganglion::hardware::Hardware::detect(None);
     let engine = inference::TextEngine::for_hardware(&hardware);
-    let local = match inference::load(
+    let plan = inference::plan(
         llm,
         &store,
         Some(1),
@@ -65,9 +65,11 @@ async fn run() {
         &hardware,
         hardware.memory_budget(),
     )
-    .await
-    .expect("load SmolLM2 (run `ganglion-node models pull`)")
-    .0
+    .expect("SmolLM2 in the store (run `ganglion-node models pull`)");
+    let local = match inference::load(&plan)
+        .await
+        .expect("load SmolLM2 (run `ganglion-node models pull`)")
+        .backend
     {
         Backend::Text(generator) => generator,
         Backend::Embed(_) => unreachable!("SmolLM2 is a text model"),
@@ -169,11 +171,10 @@ async fn run() {
     );
 
     // Embeddings.
-    let backend = inference::load(embedder_spec, &store, Some(1), engine, &hardware, 0)
-        .await
-        .expect("load MiniLM")
-        .0;
-    let embedder_engine = backend.engine();
+    let plan = inference::plan(embedder_spec, &store, Some(1), engine, &hardware, 0)
+        .expect("MiniLM in the store");
+    let backend = inference::load(&plan).await.expect("load MiniLM").backend;
+    let embedder_engine = backend.engine().to_owned();
     let embedder = match backend {
         Backend::Embed(e) => e,
         Backend::Text(_) => unreachable!("MiniLM is an embedding model"),
@@ -244,6 +245,8 @@ fn bench_config(
         model_concurrency: Some(1),
         model_queue_depth: Some(16),
         text_engine: None,
+        // This bench starts its node inside its own process, which has no worker mode.
+        engines: ganglion::inference::Placement::InProcess,
         request_limits: ganglion::request::Limits {
             default_deadline: Duration::from_secs(600),
             max_deadline: Duration::from_secs(600),

@@ -161,6 +161,9 @@ pub struct ModelsSection {
     /// The engine of GGUF chat models: "llama.cpp" or "mistralrs" (default: llama.cpp on CPU,
     /// mistralrs where there are accelerators).
     pub text_engine: Option<crate::inference::TextEngine>,
+    /// Where engines run: "workers" (default: one process per model, so that a crash in
+    /// native code takes only that model's worker down) or "in-process".
+    pub engines: Option<crate::inference::Placement>,
     /// Operator-added models.
     #[serde(default)]
     pub local: Vec<LocalModel>,
@@ -270,6 +273,8 @@ pub struct Config {
     pub model_queue_depth: Option<usize>,
     /// The engine of GGUF chat models, when set (otherwise chosen from the hardware).
     pub text_engine: Option<crate::inference::TextEngine>,
+    /// Where engines run.
+    pub engines: crate::inference::Placement,
     /// Deadlines granted to requests.
     pub request_limits: crate::request::Limits,
     /// Caps on incoming connections, and whether clients may come from beyond loopback.
@@ -507,6 +512,7 @@ impl ConfigFile {
             model_concurrency: models.concurrency,
             model_queue_depth: models.queue_depth,
             text_engine: models.text_engine,
+            engines: models.engines,
             identity,
             data_dir,
             listen,
@@ -571,6 +577,7 @@ struct ModelsConfig {
     concurrency: Option<usize>,
     queue_depth: Option<usize>,
     text_engine: Option<crate::inference::TextEngine>,
+    engines: crate::inference::Placement,
 }
 
 impl ModelsSection {
@@ -690,6 +697,7 @@ impl ModelsSection {
             concurrency,
             queue_depth,
             text_engine: self.text_engine,
+            engines: self.engines.unwrap_or_default(),
         })
     }
 }

@@ -34,6 +34,8 @@ pub struct NodeInfo {
     pub addresses: Addresses,
     /// Its hardware.
     pub hardware: crate::hardware::Hardware,
+    /// Its CPU's features and the llama.cpp kernels its engines start on.
+    pub cpu: crate::inference::kernels::CpuKernels,
 }
 
 /// Whether a configured model was loaded at start-up, and why not.

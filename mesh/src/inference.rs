@@ -14,11 +14,14 @@
 pub mod bert_gguf;
 pub mod delivery;
 pub mod embeddings;
+pub mod kernels;
 pub mod llama_cpp;
 pub mod llama_embeddings;
 pub mod sampling;
 pub mod stop;
 pub mod text_generation;
+pub mod weights;
+pub mod worker;
 
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
@@ -41,6 +44,8 @@ pub enum Embedder {
     LlamaCpp(Box<llama_embeddings::LlamaEmbedder>),
     /// candle.
     Candle(Box<embeddings::Embedder>),
+    /// Either of them in a worker process (asked with [`worker::Worker::embed`]).
+    Worker(worker::Worker),
 }
 
 impl Embedder {
@@ -50,6 +55,9 @@ impl Embedder {
         match self {
             Self::LlamaCpp(e) => e.embed(texts),
             Self::Candle(e) => e.embed(texts),
+            Self::Worker(_) => Err(BackendError::Run(
+                "an embedder in a worker is asked through Worker::embed".into(),
+            )),
         }
     }
 }
@@ -65,15 +73,34 @@ impl std::fmt::Debug for Backend {
 
 impl Backend {
     /// The library that runs it.
-    pub fn engine(&self) -> &'static str {
+    pub fn engine(&self) -> &str {
         match self {
             Self::Text(Generator::LlamaCpp(_)) => TextEngine::LlamaCpp.as_str(),
             Self::Text(Generator::Mistralrs(_)) => TextEngine::Mistralrs.as_str(),
-            Self::Embed(e) => match e {
-                Embedder::LlamaCpp(_) => "llama.cpp",
-                Embedder::Candle(_) => "candle",
-            },
+            Self::Text(Generator::Worker(w)) | Self::Embed(Embedder::Worker(w)) => w.engine(),
+            Self::Embed(Embedder::LlamaCpp(_)) => "llama.cpp",
+            Self::Embed(Embedder::Candle(_)) => "candle",
         }
+    }
+
+    /// Its worker process, when it runs in one.
+    pub fn worker(&self) -> Option<&worker::Worker> {
+        match self {
+            Self::Text(Generator::Worker(w)) | Self::Embed(Embedder::Worker(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Loads `plan` in a worker process, started on the best of llama.cpp's CPU kernels for
+    /// this machine (see [`kernels`]): the backend and the requests it runs at once.
+    pub async fn in_worker(plan: LoadPlan) -> Result<(Self, usize), BackendError> {
+        let task = plan.task;
+        let (worker, slots) =
+            worker::Worker::start(plan, kernels::ladder(&kernels::detect())).await?;
+        Ok(match task {
+            crate::models::Task::TextGeneration => (Self::Text(Generator::Worker(worker)), slots),
+            crate::models::Task::TextEmbeddings => (Self::Embed(Embedder::Worker(worker)), slots),
+        })
     }
 }
 
@@ -112,12 +139,26 @@ impl TextEngine {
     }
 }
 
+/// Where a node runs its engines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Placement {
+    /// One worker process per model ([`worker`]): a crash in native code takes only that
+    /// model's worker down, and it is restarted.
+    #[default]
+    Workers,
+    /// Inside the node's own process (a crash in an engine ends the node).
+    InProcess,
+}
+
 /// A chat model on one of the engines.
 pub enum Generator {
     /// On llama.cpp.
     LlamaCpp(llama_cpp::LlamaGenerator),
     /// On mistralrs.
     Mistralrs(text_generation::TextGenerator),
+    /// On either, in a worker process.
+    Worker(worker::Worker),
 }
 
 impl Generator {
@@ -126,6 +167,7 @@ impl Generator {
         match self {
             Self::LlamaCpp(g) => g.context_tokens(),
             Self::Mistralrs(g) => g.context_tokens(),
+            Self::Worker(w) => w.context_tokens(),
         }
     }
 
@@ -138,6 +180,7 @@ impl Generator {
         match self {
             Self::LlamaCpp(g) => g.count_prompt_tokens(messages, deadline).await,
             Self::Mistralrs(g) => g.count_prompt_tokens(messages, deadline).await,
+            Self::Worker(w) => w.count_prompt_tokens(messages, deadline).await,
         }
     }
 
@@ -160,12 +203,16 @@ impl Generator {
                 g.generate(messages, parameters, max_tokens, deadline, deltas, sent)
                     .await
             }
+            Self::Worker(w) => {
+                w.generate(messages, parameters, max_tokens, deadline, deltas, sent)
+                    .await
+            }
         }
     }
 }
 
 /// Why a backend failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum BackendError {
     /// The model could not be loaded.
@@ -188,36 +235,99 @@ pub enum BackendError {
     /// The requester read too slowly: its buffer filled up, so the work was stopped.
     #[error("cancelled: the requester did not keep up with the output")]
     SlowConsumer,
+    /// The engine's worker process died while running this request (it is restarted).
+    #[error("the engine process died: {0}")]
+    EngineLost(String),
 }
 
-/// Loads the backend of `spec` from the model store, chat models on `engine`, and returns it
-/// with the requests it runs at once: `concurrency` when the operator set it, otherwise what
-/// the hardware, the model and `kv_budget` bytes of KV cache allow (see
-/// [`llama_cpp::slots_for`]; an embedder takes one per core).
-pub async fn load(
+/// Everything an engine needs to load a model, resolved from the catalog and the store: plain
+/// data, so that an engine worker process can be sent it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LoadPlan {
+    /// Catalog id (for logs).
+    pub model: String,
+    /// What the model does.
+    pub task: crate::models::Task,
+    /// The GGUF file (chat models) or the model folder (embedders).
+    pub location: std::path::PathBuf,
+    /// Every GGUF file of a chat model, `location` first: llama.cpp serves the fastest on
+    /// this machine ([`weights`]).
+    pub candidates: Vec<std::path::PathBuf>,
+    /// Context window (chat) or longest input (embeddings), in tokens.
+    pub context_tokens: u32,
+    /// Requests run at once, when the operator set it.
+    pub concurrency: Option<usize>,
+    /// Which library runs chat models.
+    pub engine: TextEngine,
+    /// The machine.
+    pub hardware: crate::hardware::Hardware,
+    /// Bytes of KV cache the model may use.
+    pub kv_budget: u64,
+}
+
+/// Resolves what loading `spec` from the model store needs, chat models on `engine`:
+/// `concurrency` when the operator set it, otherwise what the hardware, the model and
+/// `kv_budget` bytes of KV cache allow (see [`llama_cpp::slots_for`]; an embedder takes one
+/// per core).
+pub fn plan(
     spec: &crate::models::ModelSpec,
     store: &crate::models::ModelStore,
     concurrency: Option<usize>,
     engine: TextEngine,
     hardware: &crate::hardware::Hardware,
     kv_budget: u64,
-) -> Result<(Backend, usize), BackendError> {
-    let threads = hardware.cores.max(1);
+) -> Result<LoadPlan, BackendError> {
     use crate::models::{Task, requantize};
     let location = store.locate(spec).map_err(|e| BackendError::Load {
         path: store.model_dir(&spec.id),
         message: e.to_string(),
     })?;
-    match spec.task {
-        Task::TextGeneration => {
-            let file = if location.is_file() {
-                location.clone()
-            } else {
+    let (location, candidates) = match spec.task {
+        Task::TextGeneration if !location.is_file() => {
+            let best =
                 requantize::best_gguf(spec, &location).ok_or_else(|| BackendError::Load {
                     path: location.clone(),
                     message: "no GGUF file in the model folder".into(),
-                })?
-            };
+                })?;
+            let mut candidates = vec![best.clone()];
+            candidates.extend(
+                requantize::source_gguf(spec, &location).filter(|s| *s != best && s.is_file()),
+            );
+            (best, candidates)
+        }
+        Task::TextGeneration => (location.clone(), vec![location]),
+        Task::TextEmbeddings => (location, Vec::new()),
+    };
+    Ok(LoadPlan {
+        model: spec.id.clone(),
+        task: spec.task,
+        location,
+        candidates,
+        context_tokens: spec.context_tokens,
+        concurrency,
+        engine,
+        hardware: hardware.clone(),
+        kv_budget,
+    })
+}
+
+/// A backend loaded in this process.
+pub struct Loaded {
+    /// It.
+    pub backend: Backend,
+    /// Requests it runs at once.
+    pub slots: usize,
+    /// Which weights file it serves and why, when it had a choice.
+    pub weights: Option<String>,
+}
+
+/// Loads the backend of `plan` in this process.
+pub async fn load(plan: &LoadPlan) -> Result<Loaded, BackendError> {
+    let threads = plan.hardware.cores.max(1);
+    let concurrency = plan.concurrency;
+    match plan.task {
+        crate::models::Task::TextGeneration => {
+            let file = plan.location.clone();
             let (dir, name) = match (file.parent(), file.file_name()) {
                 (Some(dir), Some(name)) => (dir.to_owned(), name.to_string_lossy().into_owned()),
                 _ => {
@@ -227,29 +337,39 @@ pub async fn load(
                     });
                 }
             };
-            Ok(match engine {
+            Ok(match plan.engine {
                 TextEngine::LlamaCpp => {
+                    let choice = choose_weights(plan).await;
+                    let file = choice.as_ref().map_or(file, |c| c.file.clone());
                     let generator = llama_cpp::LlamaGenerator::load(
                         &file,
                         concurrency,
-                        spec.context_tokens as usize,
-                        hardware,
-                        kv_budget,
+                        plan.context_tokens as usize,
+                        &plan.hardware,
+                        plan.kv_budget,
                     )
                     .await?;
-                    let slots = generator.sequences();
-                    (Backend::Text(Generator::LlamaCpp(generator)), slots)
+                    Loaded {
+                        slots: generator.sequences(),
+                        backend: Backend::Text(Generator::LlamaCpp(generator)),
+                        weights: choice.map(|c| c.why),
+                    }
                 }
                 TextEngine::Mistralrs => {
                     let slots = concurrency.unwrap_or(MISTRALRS_SLOTS);
                     let generator =
                         text_generation::TextGenerator::load(&dir, &name, slots).await?;
-                    (Backend::Text(Generator::Mistralrs(generator)), slots)
+                    Loaded {
+                        backend: Backend::Text(Generator::Mistralrs(generator)),
+                        slots,
+                        weights: None,
+                    }
                 }
             })
         }
-        Task::TextEmbeddings => {
-            let max_tokens = spec.context_tokens as usize;
+        crate::models::Task::TextEmbeddings => {
+            let max_tokens = plan.context_tokens as usize;
+            let location = plan.location.clone();
             let embedder = tokio::task::spawn_blocking(move || {
                 match llama_embeddings::LlamaEmbedder::load(&location, max_tokens, threads) {
                     Ok(embedder) => Ok(Embedder::LlamaCpp(Box::new(embedder))),
@@ -262,7 +382,79 @@ pub async fn load(
             })
             .await
             .map_err(|e| BackendError::Run(e.to_string()))??;
-            Ok((Backend::Embed(embedder), concurrency.unwrap_or(threads)))
+            Ok(Loaded {
+                backend: Backend::Embed(embedder),
+                slots: concurrency.unwrap_or(threads),
+                weights: None,
+            })
         }
     }
+}
+
+/// Of a chat model's GGUF files, the one llama.cpp runs fastest here: remembered, or measured
+/// now with a short greedy generation on each ([`weights`]). `None` when there is no choice
+/// or nothing ran (the plan's own file is then loaded, and fails with its own error).
+async fn choose_weights(plan: &LoadPlan) -> Option<weights::Choice> {
+    if plan.candidates.len() < 2 {
+        return None;
+    }
+    let variant = kernels::load(None).ok()?;
+    let threads = plan.hardware.cores.max(1);
+    let memo = weights::memo_path(&plan.location, &variant, threads);
+    if let Some(choice) = weights::remembered(&memo, &plan.candidates) {
+        return Some(choice);
+    }
+    let mut timed = Vec::new();
+    for file in &plan.candidates {
+        let took = time_generation(file, plan).await;
+        if let Err(e) = &took {
+            tracing::warn!(file = %file.display(), error = %e, "weights file did not run");
+        }
+        timed.push((file.clone(), took.ok()));
+    }
+    let choice = weights::fastest(&timed)?;
+    tracing::info!(model = %plan.model, why = %choice.why, "weights chosen");
+    weights::remember(&memo, &choice);
+    Some(choice)
+}
+
+/// Tokens the weights measurement generates.
+const TIMED_TOKENS: u32 = 32;
+
+/// How long llama.cpp takes to generate [`TIMED_TOKENS`] greedy tokens from `file` (after a
+/// short warm-up that brings the mapped weights into memory), one sequence on every core.
+async fn time_generation(
+    file: &std::path::Path,
+    plan: &LoadPlan,
+) -> Result<std::time::Duration, BackendError> {
+    use ganglion_client::protocol::Role;
+    let generator =
+        llama_cpp::LlamaGenerator::load(file, Some(1), 512, &plan.hardware, plan.kv_budget).await?;
+    let messages = [ChatMessage {
+        role: Role::User,
+        content: "Count from 1 to 100, separated by commas.".into(),
+    }];
+    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    let generator = &generator;
+    let messages = &messages;
+    let run = |max_tokens| async move {
+        // Room for every piece: nothing reads them.
+        let (deltas, _pieces) = tokio::sync::mpsc::channel(TIMED_TOKENS as usize + 8);
+        let started = Instant::now();
+        let done = generator
+            .generate(
+                messages,
+                &Parameters::default(),
+                max_tokens,
+                deadline,
+                &deltas,
+                &AtomicU32::new(0),
+            )
+            .await?;
+        Ok::<_, BackendError>((started.elapsed(), done.usage.output_tokens.max(1)))
+    };
+    run(4).await?;
+    let (took, tokens) = run(TIMED_TOKENS).await?;
+    // Per token, scaled: a file that stopped early is not favoured.
+    Ok(took.mul_f64(f64::from(TIMED_TOKENS) / f64::from(tokens)))
 }

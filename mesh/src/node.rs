@@ -196,10 +196,14 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         &hardware,
         config.model_concurrency,
         config.text_engine,
+        config.engines,
     )
     .await;
 
+    let cpu = inference::kernels::CpuKernels::detect();
+    tracing::info!(features = ?cpu.features, kernels = %cpu.variant, "CPU");
     let info = NodeInfo {
+        cpu,
         name: identity.name.clone(),
         version: env!("CARGO_PKG_VERSION"),
         addresses: Addresses {
@@ -261,6 +265,7 @@ async fn load_models(
     hardware: &Hardware,
     concurrency: Option<usize>,
     text_engine: Option<inference::TextEngine>,
+    placement: inference::Placement,
 ) -> (Vec<(ModelSpec, Arc<Backend>, usize)>, Vec<ModelStatus>) {
     let engine = text_engine.unwrap_or_else(|| inference::TextEngine::for_hardware(hardware));
     let specs: Vec<&ModelSpec> = host.iter().filter_map(|id| catalog.get(id)).collect();
@@ -298,8 +303,17 @@ async fn load_models(
             )),
             Hosting::Host => {
                 let started = std::time::Instant::now();
-                let mut outcome =
-                    inference::load(spec, store, concurrency, engine, hardware, kv_budget).await;
+                let load = |engine| async move {
+                    let plan =
+                        inference::plan(spec, store, concurrency, engine, hardware, kv_budget)?;
+                    match placement {
+                        inference::Placement::Workers => Backend::in_worker(plan).await,
+                        inference::Placement::InProcess => inference::load(&plan)
+                            .await
+                            .map(|loaded| (loaded.backend, loaded.slots)),
+                    }
+                };
+                let mut outcome = load(engine).await;
                 if let Err(e) = &outcome
                     && !explicit_engine
                     && engine == inference::TextEngine::LlamaCpp
@@ -309,9 +323,7 @@ async fn load_models(
                     // itself, so a model llama.cpp refuses may still be served.
                     tracing::warn!(model = %spec.id, error = %e, "llama.cpp cannot serve it; trying mistralrs");
                     let mistralrs = inference::TextEngine::Mistralrs;
-                    outcome =
-                        inference::load(spec, store, concurrency, mistralrs, hardware, kv_budget)
-                            .await;
+                    outcome = load(mistralrs).await;
                 }
                 match outcome {
                     Ok((backend, slots)) => {

@@ -214,6 +214,38 @@ async fn main() {
             .unwrap_or(f64::NAN)
     };
     let (pp64, tg128) = (bench_rate(64, 0), bench_rate(0, 128));
+    // And on the file the model ships (Q4_1), which the node may choose on some CPUs.
+    let shipped = gguf.with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let shipped = if shipped.exists() {
+        let run = harness::succeed(Command::new(bin.join("llama-bench")).args([
+            "-m",
+            shipped.to_str().unwrap(),
+            "-t",
+            &threads,
+            "-p",
+            "64",
+            "-n",
+            "128",
+            "-o",
+            "json",
+        ]));
+        let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+        let rate = |pp: u64, tg: u64| {
+            run.as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["n_prompt"] == pp && r["n_gen"] == tg)
+                .and_then(|r| r["avg_ts"].as_f64())
+                .unwrap_or(f64::NAN)
+        };
+        format!(
+            "pp64 {:.0} tok/s, tg128 {:.1} tok/s (Q4_1, shipped)",
+            rate(64, 0),
+            rate(0, 128)
+        )
+    } else {
+        "no Q4_1 file".to_owned()
+    };
 
     let port = free_port();
     let server = Killed(
@@ -243,49 +275,119 @@ async fn main() {
     let llama = measure(&llama_base, "none").await;
     drop(server);
 
+    // The node three ways: engines in worker processes (the default), in the node's own
+    // process, and, when GANGLION_NATIVE_NODE names one, a node built for this machine's CPU
+    // (e.g. the commit before portable builds, or this one with target-cpu=native).
     let cluster = Cluster::new("bench-serving");
-    let node = cluster.start(
-        "a",
-        &[],
-        &["--host", SMOLLM2, "--http", "127.0.0.1:0", QUIET],
-    );
     let key = cluster.issue_key("bench", &["--plan", "paid"]);
-    let slots = node.model_status(SMOLLM2).await["stats"]["concurrency"].clone();
-    let ours = measure(&format!("http://{}", node.http.unwrap()), &key).await;
+    let mut sides = Vec::new();
+    for (label, engines) in [("workers", "workers"), ("in-process", "in-process")] {
+        let node = cluster.start(
+            label,
+            &[],
+            &[
+                "--host",
+                SMOLLM2,
+                "--http",
+                "127.0.0.1:0",
+                "--engines",
+                engines,
+                QUIET,
+            ],
+        );
+        let status = node.model_status(SMOLLM2).await;
+        let slots = status["stats"]["concurrency"].clone();
+        let measured = measure(&format!("http://{}", node.http.unwrap()), &key).await;
+        let worker = status["stats"]["worker"]["pid"].as_u64().map(|p| p as u32);
+        let rss = rss_kib(node.child.id()) + worker.map_or(0, rss_kib);
+        println!(
+            "node ({label}): slots {slots}, RSS {} MiB (node{})",
+            rss / 1024,
+            if worker.is_some() { " + worker" } else { "" }
+        );
+        sides.push((label.to_owned(), measured));
+    }
+    if let Ok(native) = std::env::var("GANGLION_NATIVE_NODE") {
+        let node = harness::Node::start_binary(
+            &cluster,
+            std::path::Path::new(&native),
+            "native",
+            &["--host", SMOLLM2, "--http", "127.0.0.1:0", QUIET],
+        );
+        let measured = measure(&format!("http://{}", node.http.unwrap()), &key).await;
+        println!(
+            "node (native {native}): RSS {} MiB",
+            rss_kib(node.child.id()) / 1024
+        );
+        sides.push(("native".to_owned(), measured));
+    }
 
     println!();
     println!(
-        "SmolLM2-135M-Instruct Q8_0, {cores} threads, greedy; llama-server --parallel {PARALLEL}, node slots {slots}"
+        "SmolLM2-135M-Instruct Q8_0, {cores} threads, greedy; llama-server --parallel {PARALLEL}"
     );
-    println!("llama-bench: pp64 {pp64:.0} tok/s, tg128 {tg128:.1} tok/s");
+    println!(
+        "llama-bench: pp64 {pp64:.0} tok/s, tg128 {tg128:.1} tok/s (Q8_0); {}",
+        shipped
+    );
     println!();
-    println!("| | llama-server | Ganglion node | ratio |");
-    println!("|---|---|---|---|");
-    println!(
-        "| one stream, generation (tok/s after the first) | {:.1} | {:.1} | {:.2} |",
+    let header: Vec<String> = sides
+        .iter()
+        .map(|(label, _)| format!("{label} | ratio"))
+        .collect();
+    println!("| | llama-server | {} |", header.join(" | "));
+    println!("|---|---|{}", "---|---|".repeat(sides.len()));
+    let row = |what: String, theirs: f64, mine: &dyn Fn(&Side) -> f64| {
+        let cells: Vec<String> = sides
+            .iter()
+            .map(|(_, side)| format!("{:.1} | {:.2}", mine(side), mine(side) / theirs))
+            .collect();
+        println!("| {what} | {theirs:.1} | {} |", cells.join(" | "));
+    };
+    row(
+        "one stream, generation (tok/s after the first)".into(),
         llama.generation,
-        ours.generation,
-        ours.generation / llama.generation
+        &|s| s.generation,
     );
-    println!(
-        "| one stream, prompt ({} / {} tokens, tok/s to the first token) | {:.0} | {:.0} | {:.2} |",
-        llama.prompt_tokens,
-        ours.prompt_tokens,
+    row(
+        format!(
+            "one stream, prompt ({} tokens, tok/s to the first token)",
+            llama.prompt_tokens
+        ),
         llama.prompt,
-        ours.prompt,
-        ours.prompt / llama.prompt
+        &|s| s.prompt,
     );
-    for ((clients, theirs, t50, t95), (_, mine, m50, m95)) in llama.waves.iter().zip(&ours.waves) {
-        println!(
-            "| {clients} streams of {GENERATED}, aggregate tok/s | {theirs:.1} | {mine:.1} | {:.2} |",
-            mine / theirs
+    for (i, (clients, theirs, t50, t95)) in llama.waves.iter().enumerate() {
+        row(
+            format!("{clients} streams of {GENERATED}, aggregate tok/s"),
+            *theirs,
+            &|s| s.waves[i].1,
         );
+        let cells: Vec<String> = sides
+            .iter()
+            .map(|(_, side)| {
+                let (_, _, m50, m95) = side.waves[i];
+                format!("{} / {} ms | ", m50.as_millis(), m95.as_millis())
+            })
+            .collect();
         println!(
-            "| {clients} streams, time to first token p50 / p95 | {} / {} ms | {} / {} ms | |",
+            "| {clients} streams, time to first token p50 / p95 | {} / {} ms | {} |",
             t50.as_millis(),
             t95.as_millis(),
-            m50.as_millis(),
-            m95.as_millis()
+            cells.join(" | ")
         );
     }
+}
+
+/// Resident memory of process `pid`, in KiB (0 when it cannot be read).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

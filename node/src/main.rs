@@ -100,6 +100,13 @@ enum Command {
     /// Fetch and inspect models.
     #[command(subcommand)]
     Models(ModelsCommand),
+    /// Internal: a model's engine worker, started by a running node (see `--engines`).
+    #[command(hide = true)]
+    Worker {
+        /// The node's socket to connect to.
+        #[arg(long)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -168,6 +175,9 @@ struct RunArgs {
     /// Requests each model lets wait beyond those running.
     #[arg(long)]
     model_queue: Option<usize>,
+    /// Where engines run: workers (one process per model, the default) or in-process.
+    #[arg(long, value_parser = engines)]
+    engines: Option<ganglion::inference::Placement>,
     /// Deadline of a request that names none, e.g. "120s".
     #[arg(long, value_parser = humantime_duration)]
     default_deadline: Option<Duration>,
@@ -245,6 +255,7 @@ impl RunArgs {
         set(&mut file.models.concurrency, self.model_concurrency);
         set(&mut file.models.queue_depth, self.model_queue);
         set(&mut file.models.text_engine, self.text_engine);
+        set(&mut file.models.engines, self.engines);
         set(&mut file.requests.default_deadline, self.default_deadline);
         set(&mut file.requests.max_deadline, self.max_deadline);
         if self.allow_remote_clients {
@@ -323,6 +334,7 @@ fn main() -> ExitCode {
             account,
             admin_token,
         } => ledger(&data_dir, day, account, admin_token),
+        Command::Worker { socket } => worker(&socket),
         Command::Run(args) => {
             openmp::spin_briefly_at_barriers();
             let fault_injection = args.fault_injection;
@@ -640,6 +652,37 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+fn engines(text: &str) -> Result<ganglion::inference::Placement, String> {
+    match text {
+        "workers" => Ok(ganglion::inference::Placement::Workers),
+        "in-process" => Ok(ganglion::inference::Placement::InProcess),
+        other => Err(format!("`{other}`: use workers or in-process")),
+    }
+}
+
+/// Runs an engine worker until the node that started it goes away.
+fn worker(socket: &std::path::Path) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ganglion-node worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(ganglion::inference::worker::serve::run(socket)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ganglion-node worker: {e:#}");
+            1
+        }
+    };
+    // At once: engine threads may still be inside a sequence, and nobody is left to answer.
+    std::process::exit(code)
 }
 
 fn text_engine(text: &str) -> Result<ganglion::inference::TextEngine, String> {

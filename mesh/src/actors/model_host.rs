@@ -34,7 +34,7 @@ use super::meter::MeterHandle;
 use super::{ActorSlot, LocalCallError};
 use crate::facts::{ModelState, ModelStates};
 use crate::faults::Faults;
-use crate::inference::{Backend, BackendError};
+use crate::inference::{Backend, BackendError, Embedder};
 use crate::metering::ledger::{LedgerWriter, Record};
 use crate::metering::pricing;
 use crate::models::ModelSpec;
@@ -114,6 +114,8 @@ pub struct ModelStats {
     pub expired: u64,
     /// Recent time to serve one request, in milliseconds (exponentially weighted).
     pub service_ms: f64,
+    /// The engine's worker process, when it runs in one.
+    pub worker: Option<crate::inference::worker::WorkerStatus>,
 }
 
 /// The model host actor.
@@ -176,6 +178,7 @@ impl Actor for ModelHost {
                 rejected: 0,
                 expired: 0,
                 service_ms: 0.0,
+                worker: None,
             },
             spec: Arc::new(args.spec),
             backend: args.backend,
@@ -254,6 +257,7 @@ impl Actor for ModelHost {
             Msg::Stats(reply) => {
                 let mut stats = state.stats.clone();
                 stats.queued = state.queue.len();
+                stats.worker = state.backend.worker().map(|w| w.status());
                 let _ = reply.send(stats);
             }
         }
@@ -529,6 +533,14 @@ async fn execute(
             );
             let mut completion = generation.await.map_err(|e| match e {
                 BackendError::DeadlineExceeded => deadline_passed(),
+                // Output already reached the requester: it cannot be retried elsewhere.
+                BackendError::EngineLost(why) if streamed.pieces.load(Ordering::Relaxed) > 0 => {
+                    WireError {
+                        code: ErrorCode::PeerLost,
+                        message: format!("model `{}`: {why}", spec.id),
+                        partial: true,
+                    }
+                }
                 other => backend_error(other, None),
             })?;
             // An answer cut at a stop string before the engine reported usage still read its
@@ -550,10 +562,29 @@ async fn execute(
             // thread, and the slot stays taken until that thread is done, even when the
             // requester leaves or the deadline passes meanwhile.
             let (backend, texts) = (backend.clone(), texts.clone());
-            let mut work = tokio::task::spawn_blocking(move || match &*backend {
-                Backend::Embed(embedder) => embedder.embed(&texts),
-                Backend::Text(_) => Err(BackendError::Run("not an embedding model".into())),
-            });
+            let deadline = job.deadline;
+            let mut work: std::pin::Pin<Box<dyn Future<Output = Embedded> + Send>> =
+                Box::pin(async move {
+                    match &*backend {
+                        Backend::Embed(Embedder::Worker(worker)) => {
+                            worker.embed(&texts, deadline).await
+                        }
+                        Backend::Embed(_) => {
+                            let backend = backend.clone();
+                            tokio::task::spawn_blocking(move || match &*backend {
+                                Backend::Embed(embedder) => embedder.embed(&texts),
+                                Backend::Text(_) => unreachable_text(),
+                            })
+                            .await
+                            .unwrap_or_else(|e| {
+                                Err(BackendError::Run(format!(
+                                    "the embedding model failed: {e}"
+                                )))
+                            })
+                        }
+                        Backend::Text(_) => unreachable_text(),
+                    }
+                });
             let stopped_early = tokio::select! {
                 joined = &mut work => return embedded(joined),
                 () = job.frames.closed() => BackendError::Cancelled,
@@ -570,15 +601,12 @@ async fn execute(
     }
 }
 
-fn embedded(joined: Result<Embedded, tokio::task::JoinError>) -> Result<Executed, WireError> {
-    let (vectors, tokens) = joined
-        .map_err(|e| {
-            WireError::new(
-                ErrorCode::Internal,
-                format!("the embedding model failed: {e}"),
-            )
-        })?
-        .map_err(|e| backend_error(e, None))?;
+fn unreachable_text() -> Embedded {
+    Err(BackendError::Run("not an embedding model".into()))
+}
+
+fn embedded(done: Embedded) -> Result<Executed, WireError> {
+    let (vectors, tokens) = done.map_err(|e| backend_error(e, None))?;
     Ok((
         Output::Embeddings(vectors),
         Usage {
@@ -602,6 +630,8 @@ fn backend_error(e: BackendError, elapsed: Option<Duration>) -> WireError {
                 elapsed.map(ms).unwrap_or_default()
             ),
         ),
+        // Nothing reached the requester: another node may serve it.
+        BackendError::EngineLost(_) => WireError::new(ErrorCode::Unavailable, e.to_string()),
         other => WireError::new(ErrorCode::Internal, other.to_string()),
     }
 }

@@ -27,6 +27,8 @@ pub struct NodeReport {
     pub uptime_s: f64,
     /// Its hardware.
     pub hardware: Hardware,
+    /// Its CPU's features and the llama.cpp kernels its engines start on.
+    pub cpu: crate::inference::kernels::CpuKernels,
     /// Every model it was configured for: hosted, or why not.
     pub models: Vec<ModelReport>,
     /// Its connections to peers.
@@ -56,6 +58,8 @@ pub struct ModelReport {
     pub concurrency: usize,
     /// Requests it completed.
     pub completed: u64,
+    /// Its engine's worker process, in words, when it runs in one.
+    pub worker: Option<String>,
 }
 
 /// A node's connection to a peer.
@@ -244,6 +248,10 @@ impl Reporter {
                     in_flight: stats.as_ref().map_or(0, |s| s.in_flight),
                     concurrency: stats.as_ref().map_or(0, |s| s.concurrency),
                     completed: stats.as_ref().map_or(0, |s| s.completed),
+                    worker: stats
+                        .as_ref()
+                        .and_then(|s| s.worker.as_ref())
+                        .map(describe_worker),
                 }
             })
             .collect();
@@ -265,12 +273,45 @@ impl Reporter {
             version: parts.info.version.to_owned(),
             uptime_s: self.0.started.elapsed().as_secs_f64(),
             hardware: parts.info.hardware.clone(),
+            cpu: parts.info.cpu.clone(),
             models,
             links,
             cache,
             activity: parts.metrics.recent.summary(crate::metering::unix_now_ms()),
         }
     }
+}
+
+/// A worker's status in one line, e.g. `worker 4242 on haswell kernels · 2 crashes (last:
+/// killed by signal 11 (SIGSEGV), back in 812 ms)`.
+fn describe_worker(w: &crate::inference::worker::WorkerStatus) -> String {
+    let mut line = match w.pid {
+        Some(pid) => format!("worker {pid} on {} kernels", w.kernels),
+        None => format!("worker {} on {} kernels", w.state, w.kernels),
+    };
+    if w.crashes > 0 {
+        line.push_str(&format!(
+            " · {} crash{}",
+            w.crashes,
+            if w.crashes == 1 { "" } else { "es" }
+        ));
+        if let Some(exit) = &w.last_exit {
+            line.push_str(&format!(" (last: {exit}"));
+            if let Some(ms) = w.last_return_ms {
+                line.push_str(&format!(", back in {ms:.0} ms"));
+            }
+            line.push(')');
+        }
+    }
+    if let Some(weights) = &w.weights {
+        // The file's name; `/admin/models` has the figures.
+        let file = weights.split(':').next().unwrap_or(weights);
+        line.push_str(&format!(" · {file}"));
+    }
+    if let Some(why) = &w.fallback {
+        line.push_str(&format!(" · {why}"));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -300,6 +341,7 @@ mod tests {
             version: "0".into(),
             uptime_s: f64::NAN,
             hardware: crate::hardware::Hardware::detect(None),
+            cpu: crate::inference::kernels::CpuKernels::detect(),
             models: Vec::new(),
             links: vec![
                 LinkReport {

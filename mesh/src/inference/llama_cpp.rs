@@ -70,11 +70,13 @@ fn kv_bytes_per_sequence(model: &LlamaModel, context_tokens: usize) -> u64 {
     per_token * context_tokens as u64
 }
 
-/// llama.cpp's process-wide state, initialised once.
+/// llama.cpp's process-wide state, initialised once, on the CPU kernels chosen for this
+/// process (an engine worker chooses them before it loads a model; otherwise the best).
 pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
+            super::kernels::load(None)?;
             let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
             backend.void_logs();
             Ok(backend)

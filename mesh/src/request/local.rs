@@ -41,8 +41,10 @@ pub async fn run(ctx: &Context, admitted: &Admitted, out: &mut impl Responder) -
     match host.submit(job).await {
         Ok(()) => {
             ctx.router.ran_locally(&admitted.request.model);
-            relay(receiver, admitted.deadline, out).await;
-            Outcome::Answered
+            match relay(receiver, admitted.deadline, out).await {
+                Some(lost) => Outcome::Refused(lost),
+                None => Outcome::Answered,
+            }
         }
         Err(e) if e.code == ErrorCode::Overloaded || e.code == ErrorCode::Unavailable => {
             Outcome::Refused(e)
@@ -54,11 +56,14 @@ pub async fn run(ctx: &Context, admitted: &Admitted, out: &mut impl Responder) -
 /// Writes the host's frames to the requester until the last one. When the requester goes
 /// away (or cannot be written to in time), the receiver is dropped, which cancels the job.
 /// A host that stops without a last frame is reported as an error, never a silent end.
+/// An `unavailable` before any output (the model's engine died under the request) is not
+/// written but returned, so that the request can be handed to a peer.
 async fn relay(
     mut frames: mpsc::Receiver<ResponseFrame>,
     deadline: Instant,
     out: &mut impl Responder,
-) {
+) -> Option<WireError> {
+    let mut first = true;
     let gone = out.gone();
     tokio::pin!(gone);
     // The job ends itself at its deadline; this only guards against a host that never does.
@@ -69,7 +74,7 @@ async fn relay(
             frame = frames.recv() => frame,
             () = &mut gone => {
                 tracing::info!("requester went away; request cancelled");
-                return;
+                return None;
             }
             () = &mut give_up => Some(ResponseFrame::Error(WireError::new(
                 ErrorCode::DeadlineExceeded,
@@ -82,13 +87,20 @@ async fn relay(
                 "the model host stopped before answering",
             ))
         });
+        if let ResponseFrame::Error(e) = &frame
+            && first
+            && e.code == ErrorCode::Unavailable
+        {
+            return Some(e.clone());
+        }
+        first = false;
         let last = !matches!(frame, ResponseFrame::Delta(_));
         if out.send(frame).await.is_err() {
             tracing::info!("requester stream closed or too slow; request cancelled");
-            return;
+            return None;
         }
         if last {
-            return;
+            return None;
         }
     }
 }

@@ -2,7 +2,7 @@
 //! actors only through typed handles.
 //!
 //! `GET /healthz` is open; every other route needs `Authorization: Bearer <token>`.
-//! - `GET /admin/node`: name, version, uptime, addresses
+//! - `GET /admin/node`: name, version, uptime, addresses, CPU features and kernels
 //! - `GET /admin/peers`: the peer directory
 //! - `GET /admin/actors`: the actor tree, and the members of every process group
 //! - `GET /admin/models`: configured models, hosted or why not, queue and traffic counters
@@ -190,6 +190,7 @@ async fn node(State(ctx): State<Context>) -> Json<serde_json::Value> {
         "started_at": humantime::format_rfc3339_seconds(ctx.0.started_at).to_string(),
         "uptime_s": ctx.0.started.elapsed().as_secs_f64(),
         "addresses": info.addresses,
+        "cpu": info.cpu,
     }))
 }
 

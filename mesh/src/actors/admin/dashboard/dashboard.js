@@ -267,11 +267,13 @@ function drawNodes(view) {
         : (m.reason || m.state);
       return el('li', { class: hosted ? 'hosted' : 'not-hosted', 'data-model': m.id },
         el('span', { class: 'model-id' }, m.id), ' ', el('span', { class: 'state' }, m.state), el('br'),
-        el('span', { class: 'muted' }, detail));
+        el('span', { class: 'muted' }, detail),
+        m.worker ? el('br') : null, m.worker ? el('span', { class: 'muted worker' }, m.worker) : null);
     });
     return el('article', { class: `node${node.name === view.node ? ' self' : ''}`, 'data-node': node.name },
       el('h3', {}, node.name, node.name === view.node ? el('span', { class: 'muted' }, ' (this node)') : null),
       el('p', { class: 'muted' }, `${hw.cores} cores · ${memory}${hw.accelerators.length ? ' · ' + hw.accelerators.join(', ') : ''} · up ${duration(node.uptime_s)} · v${node.version}`),
+      el('p', { class: 'muted cpu' }, `CPU: ${node.cpu.features.join(' ') || 'x86-64 baseline'} · llama.cpp kernels: ${node.cpu.variant}`),
       el('ul', { class: 'models' }, ...models));
   });
   for (const gone of view.unreachable) {

@@ -1,0 +1,127 @@
+//! What the node and an engine worker say to each other over the worker's socket: frames of
+//! the project's codec (length-prefixed bincode, bounded), requests tagged with an id so that
+//! many run at once. Deadlines cross as time left, since `Instant`s do not cross processes.
+
+use std::time::{Duration, Instant};
+
+use ganglion_client::protocol::{ChatMessage, FinishReason, Parameters, Usage};
+use serde::{Deserialize, Serialize};
+
+use crate::inference::{BackendError, LoadPlan};
+
+/// Largest frame either side accepts: the codec's own bound (4 MiB), above any request the
+/// client protocol admits and any batch of vectors an embedder returns.
+pub const MAX_FRAME: usize = ganglion_client::codec::MAX_FRAME_LEN;
+
+/// From the node to its worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToWorker {
+    /// The first frame: load this model on this CPU kernel variant.
+    Load {
+        /// What to load.
+        plan: LoadPlan,
+        /// llama.cpp's CPU variant (see `inference::kernels`).
+        variant: String,
+    },
+    /// Count the prompt tokens of `messages`.
+    Count {
+        /// Request id.
+        id: u64,
+        /// The chat.
+        messages: Vec<ChatMessage>,
+        /// Time left, in milliseconds.
+        within_ms: u64,
+    },
+    /// Generate an answer, streaming its pieces.
+    Generate {
+        /// Request id.
+        id: u64,
+        /// The chat.
+        messages: Vec<ChatMessage>,
+        /// Sampling parameters.
+        parameters: Parameters,
+        /// Most tokens to generate.
+        max_tokens: u32,
+        /// Time left, in milliseconds.
+        within_ms: u64,
+    },
+    /// Embed texts.
+    Embed {
+        /// Request id.
+        id: u64,
+        /// The texts.
+        texts: Vec<String>,
+    },
+    /// Stop request `id` (its requester left or read too slowly).
+    Cancel {
+        /// Request id.
+        id: u64,
+    },
+}
+
+/// From a worker to its node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FromWorker {
+    /// The model is loaded.
+    Loaded {
+        /// Requests it runs at once.
+        slots: usize,
+        /// Context window of a chat model, in tokens (0 for embedders).
+        context_tokens: usize,
+        /// The library that runs it.
+        engine: String,
+        /// Which weights file it serves and why, when it had a choice.
+        weights: Option<String>,
+    },
+    /// A piece of generated text of request `id`.
+    Delta {
+        /// Request id.
+        id: u64,
+        /// The text.
+        piece: String,
+    },
+    /// Request `id` ended (its last frame).
+    Done {
+        /// Request id.
+        id: u64,
+        /// What it produced.
+        outcome: Result<Answer, BackendError>,
+    },
+}
+
+/// What a finished request produced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Answer {
+    /// Prompt tokens counted.
+    Counted(usize),
+    /// A generation.
+    Generated {
+        /// The whole text.
+        text: String,
+        /// Why it ended.
+        finish_reason: FinishReason,
+        /// Token counts.
+        usage: Usage,
+        /// Milliseconds from the request's arrival at the worker to its first token.
+        first_token_after_ms: Option<u64>,
+    },
+    /// Vectors and the tokens read.
+    Embedded(Vec<Vec<f32>>, u32),
+}
+
+/// Milliseconds left until `deadline` (0 when passed).
+pub fn within_ms(deadline: Instant) -> u64 {
+    u64::try_from(
+        deadline
+            .saturating_duration_since(Instant::now())
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
+/// The deadline `within_ms` from now.
+pub fn deadline_in(within_ms: u64) -> Instant {
+    let now = Instant::now();
+    now.checked_add(Duration::from_millis(within_ms))
+        .unwrap_or(now + Duration::from_secs(24 * 3600))
+}

@@ -1,0 +1,218 @@
+//! The worker's side: `ganglion-node worker --socket PATH`. It connects to the node that
+//! started it, loads the one model it is told to on the CPU kernels it is told to, and runs
+//! requests until the node goes away (its socket ends), then exits.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ganglion_client::codec::{read_frame, write_frame};
+use ganglion_client::protocol::ResponseFrame;
+use tokio::net::UnixStream;
+use tokio::sync::{Notify, mpsc};
+
+use super::protocol::{Answer, FromWorker, MAX_FRAME, ToWorker, deadline_in};
+use crate::actors::model_host::RESPONSE_BUFFER;
+use crate::inference::{Backend, BackendError, kernels};
+
+/// How long the node has to send the load instruction after the worker connects.
+const LOAD_ORDER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Frames waiting to be written to the node.
+const OUTGOING: usize = 1024;
+
+/// Runs a worker until its node goes away.
+pub async fn run(socket: &Path) -> anyhow::Result<()> {
+    let stream = UnixStream::connect(socket).await?;
+    let (mut reader, mut writer) = stream.into_split();
+    let Some(ToWorker::Load { plan, variant }) = tokio::time::timeout(
+        LOAD_ORDER_TIMEOUT,
+        read_frame::<_, ToWorker>(&mut reader, MAX_FRAME),
+    )
+    .await??
+    else {
+        anyhow::bail!("the node's first frame was not a load order");
+    };
+    let loaded = match kernels::load(Some(&variant)) {
+        Ok(_) => crate::inference::load(&plan).await,
+        Err(message) => Err(BackendError::Load {
+            path: plan.location.clone(),
+            message,
+        }),
+    };
+    let crate::inference::Loaded {
+        backend,
+        slots,
+        weights,
+    } = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let failed = FromWorker::Done {
+                id: 0,
+                outcome: Err(e.clone()),
+            };
+            write_frame(&mut writer, &failed, MAX_FRAME).await?;
+            anyhow::bail!("{e}");
+        }
+    };
+    let context_tokens = match &backend {
+        Backend::Text(generator) => generator.context_tokens(),
+        Backend::Embed(_) => 0,
+    };
+    tracing::info!(model = %plan.model, %variant, engine = backend.engine(), slots, "worker ready");
+    let loaded = FromWorker::Loaded {
+        slots,
+        context_tokens,
+        engine: backend.engine().to_owned(),
+        weights,
+    };
+    write_frame(&mut writer, &loaded, MAX_FRAME).await?;
+
+    let (outgoing, mut queued) = mpsc::channel::<FromWorker>(OUTGOING);
+    let writing = tokio::spawn(async move {
+        while let Some(frame) = queued.recv().await {
+            if write_frame(&mut writer, &frame, MAX_FRAME).await.is_err() {
+                break;
+            }
+        }
+    });
+    let backend = Arc::new(backend);
+    // Each running request's cancel signal.
+    let running: Arc<Mutex<HashMap<u64, Arc<Notify>>>> = Arc::default();
+    loop {
+        let order = match read_frame::<_, ToWorker>(&mut reader, MAX_FRAME).await {
+            Ok(Some(order)) => order,
+            // The node went away (or broke the protocol): nothing is left to serve.
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "worker: bad frame from the node");
+                break;
+            }
+        };
+        match order {
+            ToWorker::Cancel { id } => {
+                if let Some(cancel) = lock(&running).remove(&id) {
+                    cancel.notify_one();
+                }
+            }
+            ToWorker::Load { .. } => tracing::warn!("worker: a second load order is ignored"),
+            request => {
+                let id = request_id(&request);
+                let cancel = Arc::new(Notify::new());
+                lock(&running).insert(id, cancel.clone());
+                let (backend, outgoing, done) =
+                    (backend.clone(), outgoing.clone(), running.clone());
+                tokio::spawn(async move {
+                    let outcome = serve(backend, request, &outgoing, &cancel).await;
+                    lock(&done).remove(&id);
+                    let _ = outgoing.send(FromWorker::Done { id, outcome }).await;
+                });
+            }
+        }
+    }
+    writing.abort();
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn request_id(order: &ToWorker) -> u64 {
+    match order {
+        ToWorker::Count { id, .. }
+        | ToWorker::Generate { id, .. }
+        | ToWorker::Embed { id, .. }
+        | ToWorker::Cancel { id } => *id,
+        ToWorker::Load { .. } => 0,
+    }
+}
+
+/// Runs one request. Cancelling a generation drops its pieces' receiver, which the engine
+/// notices at its next step: it lets the sequence go and the request ends `cancelled`.
+async fn serve(
+    backend: Arc<Backend>,
+    order: ToWorker,
+    outgoing: &mpsc::Sender<FromWorker>,
+    cancel: &Notify,
+) -> Result<Answer, BackendError> {
+    match (&*backend, order) {
+        (
+            Backend::Text(generator),
+            ToWorker::Count {
+                messages,
+                within_ms,
+                ..
+            },
+        ) => generator
+            .count_prompt_tokens(&messages, deadline_in(within_ms))
+            .await
+            .map(Answer::Counted),
+        (
+            Backend::Text(generator),
+            ToWorker::Generate {
+                id,
+                messages,
+                parameters,
+                max_tokens,
+                within_ms,
+            },
+        ) => {
+            let arrived = Instant::now();
+            let (deltas, mut pieces) = mpsc::channel(RESPONSE_BUFFER);
+            let forward = async move {
+                loop {
+                    let frame = tokio::select! {
+                        frame = pieces.recv() => frame,
+                        () = cancel.notified() => None,
+                    };
+                    let Some(frame) = frame else { break };
+                    if let ResponseFrame::Delta(piece) = frame {
+                        let _ = outgoing.send(FromWorker::Delta { id, piece }).await;
+                    }
+                }
+            };
+            let sent = AtomicU32::new(0);
+            let generate = async {
+                let done = generator
+                    .generate(
+                        &messages,
+                        &parameters,
+                        max_tokens,
+                        deadline_in(within_ms),
+                        &deltas,
+                        &sent,
+                    )
+                    .await;
+                drop(deltas);
+                done
+            };
+            let (done, ()) = tokio::join!(generate, forward);
+            let completion = done?;
+            Ok(Answer::Generated {
+                text: completion.text,
+                finish_reason: completion.finish_reason,
+                usage: completion.usage,
+                first_token_after_ms: completion
+                    .first_token_at
+                    .map(|t| u64::try_from((t - arrived).as_millis()).unwrap_or(u64::MAX)),
+            })
+        }
+        (Backend::Embed(_), ToWorker::Embed { texts, .. }) => {
+            // CPU-bound and not interruptible: on a blocking thread.
+            let backend = backend.clone();
+            let (vectors, tokens) = tokio::task::spawn_blocking(move || match &*backend {
+                Backend::Embed(embedder) => embedder.embed(&texts),
+                Backend::Text(_) => Err(BackendError::Run("not an embedding model".into())),
+            })
+            .await
+            .map_err(|e| BackendError::Run(format!("the embedding model failed: {e}")))??;
+            Ok(Answer::Embedded(vectors, tokens))
+        }
+        _ => Err(BackendError::Run(
+            "this worker's model does not take that request".into(),
+        )),
+    }
+}
