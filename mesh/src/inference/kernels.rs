@@ -149,7 +149,7 @@ pub fn ladder(has: &[Feature]) -> Vec<&'static str> {
         .map(|(name, needs)| (score(needs, has), *name))
         .filter(|(score, _)| *score > 0)
         .collect();
-    usable.sort_by(|a, b| b.0.cmp(&a.0));
+    usable.sort_by_key(|(score, _)| std::cmp::Reverse(*score));
     usable.into_iter().map(|(_, name)| name).collect()
 }
 
