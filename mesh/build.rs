@@ -1,8 +1,8 @@
 //! Puts llama.cpp's shared libraries beside the binaries this build makes (`target/<profile>/`),
 //! so that `ganglion-node` runs from there (its run path is `$ORIGIN`) and that folder is all
 //! a deployment needs: the libraries by the names the binaries ask for (`libllama.so.0`,
-//! `libggml.so.0`, ...), and every CPU variant of ggml's backend (`libggml-cpu-*.so`), which
-//! the node picks from at run time (`src/inference/kernels.rs`).
+//! `libggml.so.0`, ...), and the CPU variants of ggml's backend (`libggml-cpu-*.so`) the node
+//! picks from at run time (`src/inference/kernels.rs`).
 //!
 //! llama-cpp-sys-2 links only the unversioned names there, as symbolic links to versioned
 //! ones it leaves behind, so the binaries could not start outside `cargo run`.
@@ -30,10 +30,11 @@ fn main() {
                 .is_some_and(|(_, v)| !v.contains('.'))
         }));
     }
+    // Not the AMX variant, which the node never loads (src/inference/kernels.rs).
     files.extend(
         entries(&backends)
             .into_iter()
-            .filter(|p| name(p).ends_with(".so")),
+            .filter(|p| name(p).ends_with(".so") && !name(p).contains("sapphirerapids")),
     );
     for file in files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -91,12 +91,11 @@ impl Backend {
         }
     }
 
-    /// Loads `plan` in a worker process, started on the best of llama.cpp's CPU kernels for
-    /// this machine (see [`kernels`]): the backend and the requests it runs at once.
+    /// Loads `plan` in a worker process, which starts on the best of llama.cpp's CPU kernels
+    /// for its CPU (see [`kernels`]): the backend and the requests it runs at once.
     pub async fn in_worker(plan: LoadPlan) -> Result<(Self, usize), BackendError> {
         let task = plan.task;
-        let (worker, slots) =
-            worker::Worker::start(plan, kernels::ladder(&kernels::detect())).await?;
+        let (worker, slots) = worker::Worker::start(plan).await?;
         Ok(match task {
             crate::models::Task::TextGeneration => (Self::Text(Generator::Worker(worker)), slots),
             crate::models::Task::TextEmbeddings => (Self::Embed(Embedder::Worker(worker)), slots),
@@ -398,7 +397,7 @@ async fn choose_weights(plan: &LoadPlan) -> Option<weights::Choice> {
     if plan.candidates.len() < 2 {
         return None;
     }
-    let variant = kernels::load(None).ok()?;
+    let variant = kernels::load(0).ok()?.variant;
     let threads = plan.hardware.cores.max(1);
     let memo = weights::memo_path(&plan.location, &variant, threads);
     if let Some(choice) = weights::remembered(&memo, &plan.candidates) {

@@ -219,25 +219,32 @@ impl CpuKernels {
     }
 }
 
-/// The variant this process loaded, once it has.
-static LOADED: OnceLock<Result<String, String>> = OnceLock::new();
+/// The kernels a process loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The variant's name.
+    pub variant: String,
+    /// Whether it is the last rung of this CPU's ladder (nothing lower to step down to).
+    pub lowest: bool,
+}
 
-/// Loads llama.cpp's CPU backend `variant` (the best for this CPU when `None`) into this
-/// process; the first call decides, later ones return its outcome. Must run before llama.cpp
-/// is initialised.
-pub fn load(variant: Option<&str>) -> Result<String, String> {
+/// The variant this process loaded, once it has.
+static LOADED: OnceLock<Result<Loaded, String>> = OnceLock::new();
+
+/// Loads llama.cpp's CPU backend for this CPU into this process: `rung` steps down this CPU's
+/// [`ladder`] (0: the best). The first call decides, later ones return its outcome. Must run
+/// before llama.cpp is initialised; fails rather than let llama.cpp pick kernels itself.
+pub fn load(rung: usize) -> Result<Loaded, String> {
     LOADED
         .get_or_init(|| {
-            let variant = match variant {
-                Some(v) => v.to_owned(),
-                None => ladder(&detect())
-                    .first()
-                    .copied()
-                    .unwrap_or("x64")
-                    .to_owned(),
-            };
-            load_variant(&variant)?;
-            Ok(variant)
+            let ladder = ladder(&detect());
+            let at = rung.min(ladder.len().saturating_sub(1));
+            let variant = ladder.get(at).copied().unwrap_or("x64");
+            load_variant(variant)?;
+            Ok(Loaded {
+                variant: variant.to_owned(),
+                lowest: at + 1 >= ladder.len(),
+            })
         })
         .clone()
 }
@@ -258,8 +265,10 @@ fn backends_dir() -> Option<PathBuf> {
 }
 
 /// ggml loads the best backend of a folder; a private folder holding only `variant` makes
-/// that the one.
+/// that the one. The folder is new (created, not reused: nobody else can have put a library
+/// in it) and readable by this user only.
 fn load_variant(variant: &str) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
     if !VARIANTS.iter().any(|(name, _)| *name == variant) {
         return Err(format!("unknown CPU kernel variant `{variant}`"));
     }
@@ -269,14 +278,33 @@ fn load_variant(variant: &str) -> Result<(), String> {
     if !source.is_file() {
         return Err(format!("{} is missing", source.display()));
     }
-    let dir = std::env::temp_dir().join(format!("ganglion-ggml-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = std::env::temp_dir().join(format!(
+        "ganglion-ggml-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let link = dir.join(source.file_name().unwrap_or_default());
-    std::os::unix::fs::symlink(&source, &link).map_err(|e| format!("{}: {e}", link.display()))?;
-    llama_cpp_2::llama_backend::load_backends_from_path(&dir);
+    let linked = std::os::unix::fs::symlink(&source, &link);
+    if linked.is_ok() {
+        llama_cpp_2::llama_backend::load_backends_from_path(&dir);
+    }
     // The library is mapped now; the folder was only its address.
     let _ = std::fs::remove_dir_all(&dir);
+    linked.map_err(|e| format!("{}: {e}", link.display()))?;
+    // ggml refuses a variant this CPU cannot run (its score is 0) and registers nothing;
+    // llama.cpp would then load whatever it finds itself.
+    if !llama_cpp_2::list_llama_ggml_backend_devices()
+        .iter()
+        .any(|d| d.backend == "CPU")
+    {
+        return Err(format!(
+            "llama.cpp's `{variant}` CPU kernels did not load (this CPU cannot run them?)"
+        ));
+    }
     Ok(())
 }
 

@@ -76,7 +76,7 @@ pub(super) fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
-            super::kernels::load(None)?;
+            super::kernels::load(0)?;
             let mut backend = LlamaBackend::init().map_err(|e| e.to_string())?;
             backend.void_logs();
             Ok(backend)

@@ -9,10 +9,13 @@
 //! wait with a deadline), and watches it: when the worker dies, the requests it was running
 //! end with [`BackendError::EngineLost`] (the host makes that `unavailable` before the first
 //! token, so the request is handed to a peer, and `peer_lost`, partial, after it), requests
-//! that arrive meanwhile wait for its return within their deadline, and a new worker starts
-//! after the wait [`restarts`] decides, stepping down llama.cpp's CPU kernels after repeated
-//! quick crashes. The worker maps the model file (llama.cpp's mmap): weights are not copied
-//! between processes, and the page cache shares them with any other worker of the same file.
+//! that arrive meanwhile wait for its return (within their deadline, [`RESTART_WAIT`] at
+//! most), and a new worker starts after the wait [`restarts`] decides, on lower CPU kernels
+//! after repeated quick faults. A worker that does not answer a request by its deadline (and
+//! a grace) is hung: it is killed and restarted. The worker maps the model file (llama.cpp's
+//! mmap): weights are not copied between processes, and the page cache shares them.
+//!
+//! The worker runs as the node's user: it isolates faults, not privileges.
 
 pub mod protocol;
 pub mod restarts;
@@ -22,7 +25,7 @@ use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ganglion_client::codec::{read_frame, write_frame};
@@ -33,22 +36,30 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc, watch};
 
 use self::protocol::{Answer, FromWorker, MAX_FRAME, ToWorker, within_ms};
-use self::restarts::Restarts;
+use self::restarts::{Death, Restarts};
 use super::delivery::{CANCEL_SETTLE_LIMIT, pass_on};
 use super::text_generation::Completion;
 use super::{BackendError, LoadPlan};
 
 /// How long a started worker has to connect to its socket (an emulated CPU is slow to start).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a worker has to load its model.
+/// How long a worker has to load its model (and time its weights files).
 const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// Orders waiting to be written to a worker.
 const ORDERS: usize = 1024;
 /// Frames of one request waiting to be read from a worker (its deltas and its end).
 const PER_REQUEST: usize = crate::actors::model_host::RESPONSE_BUFFER + 8;
 /// How long past a request's deadline its answer is waited for (the worker ends it itself at
-/// the deadline; this guards against a worker that never does).
+/// the deadline): a worker that has not answered by then is hung, and is killed.
 const DEADLINE_GRACE: Duration = Duration::from_secs(15);
+/// How long a request waits for a restarting worker before it is refused as `unavailable`
+/// (and handed to a peer): longer than the longest wait between restarts plus a load.
+const RESTART_WAIT: Duration = Duration::from_secs(20);
+/// Starts tried before a model is given up as not loadable, when its worker keeps faulting
+/// while it loads (the kernels step down after a few faults).
+const START_ATTEMPTS: u32 = 12;
+/// Most requests a worker may say it runs at once.
+const MAX_SLOTS: usize = 64;
 
 /// Environment variable naming a program (and its leading arguments, split on spaces) that
 /// starts each worker, e.g. `qemu-x86_64 -cpu Haswell` to run engines as another CPU.
@@ -65,17 +76,18 @@ pub struct WorkerStatus {
     pub kernels: String,
     /// Workers that died (since the node started).
     pub crashes: u64,
-    /// How the last one ended, e.g. `killed by signal 11 (SIGSEGV)`.
+    /// How the last one ended, e.g. `was killed by signal 11 (SIGSEGV)`.
     pub last_exit: Option<String>,
     /// From the last death to the successor's readiness, in milliseconds.
     pub last_return_ms: Option<f64>,
-    /// Why it runs below the best kernels for this CPU, if it does.
+    /// Why it runs below the best kernels for its CPU, if it does.
     pub fallback: Option<String>,
     /// Which weights file it serves and why, when the model has more than one.
     pub weights: Option<String>,
 }
 
-/// The node's handle to one model's worker; clones share it.
+/// The node's handle to one model's worker; clones share it. The worker is watched (and
+/// restarted) while a handle exists, and killed once none does.
 #[derive(Debug, Clone)]
 pub struct Worker(Arc<Shared>);
 
@@ -97,7 +109,10 @@ struct Link {
     dead: AtomicBool,
     /// How the process ended, once known.
     exit: Mutex<Option<String>>,
+    /// The socket ended.
     ended: Notify,
+    /// A request found the worker hung: it is to be killed.
+    hung: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -105,15 +120,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Worker {
-    /// Starts the worker of `plan` on the best of `ladder` (llama.cpp's CPU variants, best
-    /// first), waits until its model is loaded, and watches it from then on. Returns it with
-    /// the requests it runs at once, or why it could not load.
-    pub async fn start(
-        plan: LoadPlan,
-        ladder: Vec<&'static str>,
-    ) -> Result<(Self, usize), BackendError> {
-        let restarts = Restarts::new(ladder);
-        let started = spawn(&plan, restarts.variant()).await?;
+    /// Starts the worker of `plan` on the best of llama.cpp's CPU kernels for its CPU, waits
+    /// until its model is loaded, and watches it from then on. A worker that faults while it
+    /// loads is started again, on lower kernels after a few faults. Returns it with the
+    /// requests it runs at once, or why the model could not be loaded.
+    pub async fn start(plan: LoadPlan) -> Result<(Self, usize), BackendError> {
+        let mut restarts = Restarts::default();
+        let mut attempts = 0;
+        let started = loop {
+            match spawn(&plan, restarts.rung()).await {
+                Ok(started) => break started,
+                Err(failed) => {
+                    attempts += 1;
+                    if failed.death != Some(Death::Fault) || attempts >= START_ATTEMPTS {
+                        return Err(failed.error);
+                    }
+                    tracing::warn!(model = %plan.model, error = %failed.error, "engine worker faulted while loading; starting it again");
+                    let next = restarts.crashed(Duration::ZERO, Death::Fault);
+                    tokio::time::sleep(next.after).await;
+                }
+            }
+        };
+        restarts.started(started.lowest);
         let shared = Arc::new(Shared {
             model: plan.model.clone(),
             engine: started.engine.clone(),
@@ -122,14 +150,20 @@ impl Worker {
             status: Mutex::new(WorkerStatus {
                 pid: started.child.id(),
                 state: "ready",
-                kernels: restarts.variant().to_owned(),
+                kernels: started.kernels.clone(),
                 weights: started.weights.clone(),
+                fallback: (restarts.rung() > 0).then(|| {
+                    format!(
+                        "faulted while loading: running on `{}` kernels",
+                        started.kernels
+                    )
+                }),
                 ..WorkerStatus::default()
             }),
             next_id: AtomicU64::new(1),
         });
         let slots = started.slots;
-        tokio::spawn(watch_over(shared.clone(), plan, restarts, started));
+        tokio::spawn(watch_over(Arc::downgrade(&shared), plan, restarts, started));
         Ok((Self(shared), slots))
     }
 
@@ -161,7 +195,7 @@ impl Worker {
                 within_ms: within_ms(deadline),
             })
             .await?;
-        match call.end(deadline).await? {
+        match call.end(deadline + DEADLINE_GRACE).await? {
             Answer::Counted(n) => Ok(n),
             _ => Err(unexpected()),
         }
@@ -178,7 +212,6 @@ impl Worker {
         deltas: &mpsc::Sender<ResponseFrame>,
         sent: &AtomicU32,
     ) -> Result<Completion, BackendError> {
-        let arrived = Instant::now();
         let mut call = self
             .call(deadline, |id| ToWorker::Generate {
                 id,
@@ -188,16 +221,18 @@ impl Worker {
                 within_ms: within_ms(deadline),
             })
             .await?;
+        let mut first_token_at = None;
         let give_up = tokio::time::sleep_until((deadline + DEADLINE_GRACE).into());
         tokio::pin!(give_up);
         loop {
             let frame = tokio::select! {
                 frame = call.frames.recv() => frame,
                 () = deltas.closed() => return Err(call.stop(BackendError::Cancelled).await),
-                () = &mut give_up => return Err(call.stop(BackendError::DeadlineExceeded).await),
+                () = &mut give_up => return Err(call.hung()),
             };
             match frame {
                 Some(FromWorker::Delta { piece, .. }) => {
+                    first_token_at.get_or_insert_with(Instant::now);
                     if let Err(e) = pass_on(deltas, sent, piece) {
                         return Err(call.stop(e).await);
                     }
@@ -207,15 +242,20 @@ impl Worker {
                         Answer::Generated {
                             text,
                             finish_reason,
-                            usage,
-                            first_token_after_ms,
-                        } => Ok(Completion {
-                            text,
-                            finish_reason,
-                            usage,
-                            first_token_at: first_token_after_ms
-                                .map(|ms| arrived + Duration::from_millis(ms)),
-                        }),
+                            mut usage,
+                            ..
+                        } => {
+                            // What it reports is charged: within what was asked and handed on.
+                            usage.output_tokens = usage
+                                .output_tokens
+                                .clamp(sent.load(Ordering::Relaxed).min(max_tokens), max_tokens);
+                            Ok(Completion {
+                                text,
+                                finish_reason,
+                                usage,
+                                first_token_at,
+                            })
+                        }
                         _ => Err(unexpected()),
                     };
                 }
@@ -226,7 +266,8 @@ impl Worker {
     }
 
     /// Embeds `texts` in the worker: one unit-length vector each, and the tokens read. An
-    /// embedding cannot be interrupted: it is waited for until the deadline (and its grace).
+    /// embedding cannot be interrupted: it is waited for (its slot stays taken) until it ends,
+    /// or the worker is found hung past the deadline's grace, and killed.
     pub async fn embed(
         &self,
         texts: &[String],
@@ -239,44 +280,60 @@ impl Worker {
             })
             .await?;
         match call.end(deadline + DEADLINE_GRACE).await? {
-            Answer::Embedded(vectors, tokens) => Ok((vectors, tokens)),
+            Answer::Embedded(vectors, tokens) if vectors.len() == texts.len() => {
+                Ok((vectors, tokens))
+            }
             _ => Err(unexpected()),
         }
     }
 
-    /// Sends a request to the worker, waiting (until `deadline`) for one to be running.
+    /// Sends a request to the worker. While one is restarting, waits for it until `deadline`,
+    /// or [`RESTART_WAIT`] at most: then the request is refused (`unavailable`, so that a peer
+    /// may serve it) rather than held.
     async fn call(
         &self,
         deadline: Instant,
         order: impl FnOnce(u64) -> ToWorker,
     ) -> Result<Call, BackendError> {
+        let restarting = || {
+            BackendError::EngineLost(format!(
+                "the engine worker of `{}` is restarting",
+                self.0.model
+            ))
+        };
         let mut live = self.0.live.subscribe();
-        let link = tokio::time::timeout_at(
-            deadline.into(),
+        let wait = deadline.min(Instant::now() + RESTART_WAIT);
+        let ready = tokio::time::timeout_at(
+            wait.into(),
             live.wait_for(|link| {
                 link.as_ref()
                     .is_some_and(|l| !l.dead.load(Ordering::Acquire))
             }),
         )
         .await
-        .map_err(|_| BackendError::DeadlineExceeded)?
-        .map_err(|_| BackendError::EngineLost("the worker is gone".into()))?
-        .clone()
-        .ok_or_else(|| BackendError::EngineLost("the worker is gone".into()))?;
+        // The watch's guard must not be held across an await.
+        .map(|seen| seen.map(|link| link.clone()));
+        let link = match ready {
+            Ok(Ok(link)) => link.ok_or_else(restarting)?,
+            Ok(Err(_)) => return Err(restarting()),
+            Err(_) if wait < deadline => return Err(restarting()),
+            Err(_) => return Err(BackendError::DeadlineExceeded),
+        };
         let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, frames) = mpsc::channel(PER_REQUEST);
         lock(&link.waiting).insert(id, sender);
         let call = Call { link, id, frames };
-        // A worker that died meanwhile may have had its requests failed already: marked dead
-        // before they are, so this sees it.
+        // A worker that died meanwhile may have had its requests failed already: it is marked
+        // dead before they are, so this sees it.
         if call.link.dead.load(Ordering::Acquire) {
             return Err(call.lost());
         }
-        tokio::time::timeout_at(deadline.into(), call.link.orders.send(order(id)))
-            .await
-            .map_err(|_| BackendError::DeadlineExceeded)?
-            .map_err(|_| call.lost())?;
-        Ok(call)
+        match tokio::time::timeout_at(deadline.into(), call.link.orders.send(order(id))).await {
+            Ok(Ok(())) => Ok(call),
+            // Its writer is gone: the worker is going.
+            Ok(Err(_)) => Err(BackendError::EngineLost(call.exit())),
+            Err(_) => Err(BackendError::DeadlineExceeded),
+        }
     }
 }
 
@@ -294,12 +351,12 @@ impl Drop for Call {
 }
 
 impl Call {
-    /// Waits for the request's last frame until `until`.
+    /// Waits for the request's last frame until `until`; a worker silent until then is hung.
     async fn end(&mut self, until: Instant) -> Result<Answer, BackendError> {
         loop {
-            let frame = tokio::time::timeout_at(until.into(), self.frames.recv())
-                .await
-                .map_err(|_| BackendError::DeadlineExceeded)?;
+            let Ok(frame) = tokio::time::timeout_at(until.into(), self.frames.recv()).await else {
+                return Err(self.hung());
+            };
             match frame {
                 Some(FromWorker::Done { outcome, .. }) => return outcome,
                 Some(_) => {}
@@ -311,8 +368,14 @@ impl Call {
     /// Stops the request in the worker and waits (briefly) until its engine has let it go,
     /// so that its slot is really free; returns `why`.
     async fn stop(&mut self, why: BackendError) -> BackendError {
-        let _ = self.link.orders.try_send(ToWorker::Cancel { id: self.id });
+        let cancel = ToWorker::Cancel { id: self.id };
         let settle = tokio::time::Instant::now() + CANCEL_SETTLE_LIMIT;
+        if tokio::time::timeout_at(settle, self.link.orders.send(cancel))
+            .await
+            .is_err()
+        {
+            return self.hung();
+        }
         while let Ok(Some(frame)) = tokio::time::timeout_at(settle, self.frames.recv()).await {
             if matches!(frame, FromWorker::Done { .. }) {
                 break;
@@ -321,15 +384,29 @@ impl Call {
         why
     }
 
+    /// The worker did not answer by the request's deadline and its grace: it is killed (and
+    /// restarted), and the request ends `deadline_exceeded`.
+    fn hung(&self) -> BackendError {
+        tracing::error!("an engine worker did not answer a request in time; killing it");
+        self.link.hung.notify_one();
+        BackendError::DeadlineExceeded
+    }
+
     /// Why the request's frames stopped: its worker died (or, with the worker alive, it was
     /// dropped for not reading its frames).
     fn lost(&self) -> BackendError {
         if self.link.dead.load(Ordering::Acquire) {
-            let exit = lock(&self.link.exit).clone();
-            BackendError::EngineLost(exit.unwrap_or_else(|| "the worker process ended".into()))
+            BackendError::EngineLost(self.exit())
         } else {
             BackendError::SlowConsumer
         }
+    }
+
+    /// How the worker ended, as far as known.
+    fn exit(&self) -> String {
+        lock(&self.link.exit)
+            .clone()
+            .unwrap_or_else(|| "the engine worker ended".into())
     }
 }
 
@@ -345,12 +422,26 @@ struct Started {
     context_tokens: usize,
     engine: String,
     weights: Option<String>,
+    kernels: String,
+    lowest: bool,
     at: Instant,
 }
 
-/// Starts a worker process for `plan` on `variant`, hands it its load order over a private
-/// socket, and waits until the model is loaded.
-async fn spawn(plan: &LoadPlan, variant: &str) -> Result<Started, BackendError> {
+/// A worker that did not start: why, and how it died if it did.
+struct Failed {
+    error: BackendError,
+    death: Option<Death>,
+}
+
+impl From<BackendError> for Failed {
+    fn from(error: BackendError) -> Self {
+        Self { error, death: None }
+    }
+}
+
+/// Starts a worker process for `plan` on kernels `rung` steps below its CPU's best, hands it
+/// its load order over a private socket, and waits until the model is loaded.
+async fn spawn(plan: &LoadPlan, rung: usize) -> Result<Started, Failed> {
     let load_error = |message: String| BackendError::Load {
         path: plan.location.clone(),
         message,
@@ -365,7 +456,7 @@ async fn spawn(plan: &LoadPlan, variant: &str) -> Result<Started, BackendError> 
     let pid = child.id();
     let accepted = tokio::select! {
         accepted = tokio::time::timeout(CONNECT_TIMEOUT, listener.accept()) => accepted,
-        status = child.wait() => return Err(load_error(format!("the worker {} before connecting", exit_text(status)))),
+        status = child.wait() => return Err(died(status, "before connecting", &load_error)),
     };
     let (stream, _) = accepted
         .map_err(|_| load_error("the worker did not connect in time".into()))?
@@ -375,49 +466,62 @@ async fn spawn(plan: &LoadPlan, variant: &str) -> Result<Started, BackendError> 
     let peer = stream.peer_cred().ok().and_then(|c| c.pid());
     if peer.and_then(|p| u32::try_from(p).ok()) != pid {
         let _ = child.start_kill();
-        return Err(load_error(format!(
+        let error = load_error(format!(
             "a process other than the worker connected ({peer:?})"
-        )));
+        ));
+        return Err(error.into());
     }
     let (mut reader, mut writer) = stream.into_split();
     let order = ToWorker::Load {
         plan: plan.clone(),
-        variant: variant.to_owned(),
+        rung,
     };
     write_frame(&mut writer, &order, MAX_FRAME)
         .await
         .map_err(|e| load_error(format!("worker socket: {e}")))?;
     let first = tokio::select! {
         first = tokio::time::timeout(LOAD_TIMEOUT, read_frame::<_, FromWorker>(&mut reader, MAX_FRAME)) => first,
-        status = child.wait() => return Err(load_error(format!("the worker {} while loading", exit_text(status)))),
+        status = child.wait() => return Err(died(status, "while loading", &load_error)),
     };
-    let (slots, context_tokens, engine, weights) = match first {
+    let loaded = match first {
         Ok(Ok(Some(FromWorker::Loaded {
             slots,
             context_tokens,
             engine,
             weights,
-        }))) => (slots.max(1), context_tokens, engine, weights),
+            kernels,
+            lowest,
+        }))) => Started {
+            slots: slots.clamp(1, MAX_SLOTS),
+            context_tokens,
+            engine,
+            weights,
+            kernels,
+            lowest,
+            child,
+            // Filled in below, once the connection is running.
+            link: Arc::new(Link::new(mpsc::channel(1).0)),
+            at: Instant::now(),
+        },
         Ok(Ok(Some(FromWorker::Done {
             outcome: Err(e), ..
-        }))) => return Err(e),
-        Ok(Ok(_)) => return Err(load_error("the worker ended while loading".into())),
-        Ok(Err(e)) => return Err(load_error(format!("worker socket: {e}"))),
+        }))) => return Err(e.into()),
+        Ok(_) => {
+            // The socket ended or broke: how the process ended says why.
+            let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            let _ = child.start_kill();
+            return Err(match status {
+                Ok(status) => died(status, "while loading", &load_error),
+                Err(_) => load_error("the worker broke off while loading".into()).into(),
+            });
+        }
         Err(_) => {
             let _ = child.start_kill();
-            return Err(load_error(
-                "the worker did not load the model in time".into(),
-            ));
+            return Err(load_error("the worker did not load the model in time".into()).into());
         }
     };
     let (orders, mut queued) = mpsc::channel::<ToWorker>(ORDERS);
-    let link = Arc::new(Link {
-        orders,
-        waiting: Mutex::default(),
-        dead: AtomicBool::new(false),
-        exit: Mutex::new(None),
-        ended: Notify::new(),
-    });
+    let link = Arc::new(Link::new(orders));
     tokio::spawn(async move {
         while let Some(order) = queued.recv().await {
             if write_frame(&mut writer, &order, MAX_FRAME).await.is_err() {
@@ -452,15 +556,20 @@ async fn spawn(plan: &LoadPlan, variant: &str) -> Result<Started, BackendError> 
         reading.dead.store(true, Ordering::Release);
         reading.ended.notify_one();
     });
-    Ok(Started {
-        child,
-        link,
-        slots,
-        context_tokens,
-        engine,
-        weights,
-        at: Instant::now(),
-    })
+    Ok(Started { link, ..loaded })
+}
+
+impl Link {
+    fn new(orders: mpsc::Sender<ToWorker>) -> Self {
+        Self {
+            orders,
+            waiting: Mutex::default(),
+            dead: AtomicBool::new(false),
+            exit: Mutex::new(None),
+            ended: Notify::new(),
+            hung: Notify::new(),
+        }
+    }
 }
 
 /// The command that runs a worker connecting to `socket`: this very program in worker mode,
@@ -484,6 +593,9 @@ fn command(socket: &std::path::Path) -> Result<Command, String> {
         .arg(socket)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
+        // Its own process group: a Ctrl-C meant for the node is the node's to handle (its
+        // workers end with it: their sockets close).
+        .process_group(0)
         .kill_on_drop(true);
     Ok(command)
 }
@@ -498,12 +610,13 @@ impl Socket {
     fn new() -> std::io::Result<Self> {
         use std::os::unix::fs::DirBuilderExt;
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        // Unpredictable and new: nobody else can have made it, or have a way in.
         let dir = std::env::temp_dir().join(format!(
-            "ganglion-worker-{}-{}",
+            "ganglion-worker-{}-{}-{:016x}",
             std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u64>()
         ));
-        let _ = std::fs::remove_dir_all(&dir);
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         let path = dir.join("socket");
         Ok(Self { dir, path })
@@ -513,6 +626,19 @@ impl Socket {
 impl Drop for Socket {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A worker that died before it was ready: why, and how.
+fn died(
+    status: std::io::Result<std::process::ExitStatus>,
+    when: &str,
+    load_error: &dyn Fn(String) -> BackendError,
+) -> Failed {
+    let signal = status.as_ref().ok().and_then(ExitStatusExt::signal);
+    Failed {
+        error: load_error(format!("the worker {} {when}", exit_text(status))),
+        death: Some(Death::of_signal(signal)),
     }
 }
 
@@ -538,6 +664,7 @@ fn signal_name(signal: i32) -> Option<&'static str> {
         4 => "SIGILL",
         6 => "SIGABRT",
         7 => "SIGBUS",
+        8 => "SIGFPE",
         9 => "SIGKILL",
         11 => "SIGSEGV",
         15 => "SIGTERM",
@@ -545,65 +672,100 @@ fn signal_name(signal: i32) -> Option<&'static str> {
     })
 }
 
-/// Watches a model's worker for as long as the node runs: when it dies, fails what it was
-/// running, and starts its successor after the wait [`Restarts`] decides.
-async fn watch_over(shared: Arc<Shared>, plan: LoadPlan, mut restarts: Restarts, first: Started) {
+/// Watches a model's worker for as long as the node keeps its handle: when it dies (or is
+/// found hung, and killed), fails what it was running, and starts its successor after the
+/// wait [`Restarts`] decides.
+async fn watch_over(shared: Weak<Shared>, plan: LoadPlan, mut restarts: Restarts, first: Started) {
     let mut current = first;
     loop {
         let exited = tokio::select! {
             status = current.child.wait() => Some(status),
             () = current.link.ended.notified() => None,
+            () = current.link.hung.notified() => None,
+            // Nobody holds the handle: the worker goes with it (killed on drop).
+            () = gone(&shared) => return,
         };
+        let died = Instant::now();
+        let link = current.link.clone();
+        // Nothing new goes to it from here.
+        link.dead.store(true, Ordering::Release);
+        if let Some(shared) = shared.upgrade() {
+            shared.live.send_replace(None);
+        }
         let status = match exited {
             Some(status) => status,
             None => {
-                // The socket ended or broke: the process is of no use any more.
+                // The socket ended, or the worker hung: it is of no use any more.
                 let _ = current.child.start_kill();
-                current.child.wait().await
+                match tokio::time::timeout(Duration::from_secs(5), current.child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => Err(std::io::Error::other("it did not end when killed")),
+                }
             }
         };
-        let died = Instant::now();
         let lived = died - current.at;
+        let signal = status.as_ref().ok().and_then(ExitStatusExt::signal);
         let exit = exit_text(status);
-        tracing::error!(model = %shared.model, lived_ms = lived.as_millis() as u64, "engine worker {exit}; restarting it");
-        let link = current.link.clone();
         *lock(&link.exit) = Some(format!("the engine worker {exit}"));
-        link.dead.store(true, Ordering::Release);
-        shared.live.send_replace(None);
         // Its requests end now: their senders go, and each sees the worker lost.
         lock(&link.waiting).clear();
-        {
-            let mut status = lock(&shared.status);
+        let Some(owner) = shared.upgrade() else {
+            return;
+        };
+        tracing::error!(model = %owner.model, lived_ms = lived.as_millis() as u64, "engine worker {exit}; restarting it");
+        let from = {
+            let mut status = lock(&owner.status);
             status.pid = None;
             status.state = "restarting";
             status.crashes += 1;
             status.last_exit = Some(exit);
-        }
-        let mut next = restarts.crashed(lived);
+            status.kernels.clone()
+        };
+        drop(owner);
+        let mut next = restarts.crashed(lived, Death::of_signal(signal));
         current = loop {
-            if let Some(why) = &next.stepped_down {
-                tracing::warn!(model = %shared.model, "{why}");
-            }
-            lock(&shared.status).fallback = restarts.stepped_down().map(str::to_owned);
             tokio::time::sleep(next.after).await;
-            match spawn(&plan, next.variant).await {
+            if shared.strong_count() == 0 {
+                return;
+            }
+            match spawn(&plan, next.rung).await {
                 Ok(started) => break started,
-                Err(e) => {
-                    tracing::error!(model = %shared.model, error = %e, "engine worker did not start again");
-                    next = restarts.crashed(Duration::ZERO);
+                Err(failed) => {
+                    tracing::error!(model = %plan.model, error = %failed.error, "engine worker did not start again");
+                    let death = failed.death.unwrap_or(Death::Other);
+                    next = restarts.crashed(Duration::ZERO, death);
                 }
             }
         };
+        restarts.started(current.lowest);
+        let Some(owner) = shared.upgrade() else {
+            return;
+        };
         let back = died.elapsed();
-        tracing::info!(model = %shared.model, return_ms = back.as_millis() as u64, kernels = next.variant, "engine worker is back");
+        tracing::info!(model = %owner.model, return_ms = back.as_millis() as u64, kernels = %current.kernels, "engine worker is back");
         {
-            let mut status = lock(&shared.status);
+            let mut status = lock(&owner.status);
+            if current.kernels != from {
+                let why = format!(
+                    "quick faults in a row on `{from}` kernels: running on `{}`",
+                    current.kernels
+                );
+                tracing::warn!(model = %owner.model, "{why}");
+                status.fallback = Some(why);
+            }
             status.pid = current.child.id();
             status.state = "ready";
-            status.kernels = next.variant.to_owned();
+            status.kernels = current.kernels.clone();
             status.weights = current.weights.clone();
             status.last_return_ms = Some(back.as_secs_f64() * 1000.0);
         }
-        shared.live.send_replace(Some(current.link.clone()));
+        owner.live.send_replace(Some(current.link.clone()));
+    }
+}
+
+/// Resolves once nobody holds the worker's handle (checked every few seconds).
+async fn gone(shared: &Weak<Shared>) {
+    while shared.strong_count() > 0 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
 }

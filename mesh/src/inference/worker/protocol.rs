@@ -16,12 +16,13 @@ pub const MAX_FRAME: usize = ganglion_client::codec::MAX_FRAME_LEN;
 /// From the node to its worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ToWorker {
-    /// The first frame: load this model on this CPU kernel variant.
+    /// The first frame: load this model, on llama.cpp's CPU kernels `rung` steps below the
+    /// best for the worker's CPU (see `inference::kernels::ladder`).
     Load {
         /// What to load.
         plan: LoadPlan,
-        /// llama.cpp's CPU variant (see `inference::kernels`).
-        variant: String,
+        /// 0 for the best kernels.
+        rung: usize,
     },
     /// Count the prompt tokens of `messages`.
     Count {
@@ -72,6 +73,10 @@ pub enum FromWorker {
         engine: String,
         /// Which weights file it serves and why, when it had a choice.
         weights: Option<String>,
+        /// llama.cpp's CPU variant it loaded.
+        kernels: String,
+        /// Whether that is the lowest rung for its CPU.
+        lowest: bool,
     },
     /// A piece of generated text of request `id`.
     Delta {

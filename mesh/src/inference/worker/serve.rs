@@ -27,7 +27,7 @@ const OUTGOING: usize = 1024;
 pub async fn run(socket: &Path) -> anyhow::Result<()> {
     let stream = UnixStream::connect(socket).await?;
     let (mut reader, mut writer) = stream.into_split();
-    let Some(ToWorker::Load { plan, variant }) = tokio::time::timeout(
+    let Some(ToWorker::Load { plan, rung }) = tokio::time::timeout(
         LOAD_ORDER_TIMEOUT,
         read_frame::<_, ToWorker>(&mut reader, MAX_FRAME),
     )
@@ -35,18 +35,24 @@ pub async fn run(socket: &Path) -> anyhow::Result<()> {
     else {
         anyhow::bail!("the node's first frame was not a load order");
     };
-    let loaded = match kernels::load(Some(&variant)) {
-        Ok(_) => crate::inference::load(&plan).await,
+    // Chosen here, from this process's own CPU (an emulator's, under a launcher).
+    let loaded = match kernels::load(rung) {
+        Ok(kernels) => crate::inference::load(&plan)
+            .await
+            .map(|loaded| (kernels, loaded)),
         Err(message) => Err(BackendError::Load {
             path: plan.location.clone(),
             message,
         }),
     };
-    let crate::inference::Loaded {
-        backend,
-        slots,
-        weights,
-    } = match loaded {
+    let (
+        kernels,
+        crate::inference::Loaded {
+            backend,
+            slots,
+            weights,
+        },
+    ) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             let failed = FromWorker::Done {
@@ -61,12 +67,14 @@ pub async fn run(socket: &Path) -> anyhow::Result<()> {
         Backend::Text(generator) => generator.context_tokens(),
         Backend::Embed(_) => 0,
     };
-    tracing::info!(model = %plan.model, %variant, engine = backend.engine(), slots, "worker ready");
+    tracing::info!(model = %plan.model, kernels = %kernels.variant, engine = backend.engine(), slots, "worker ready");
     let loaded = FromWorker::Loaded {
         slots,
         context_tokens,
         engine: backend.engine().to_owned(),
         weights,
+        kernels: kernels.variant,
+        lowest: kernels.lowest,
     };
     write_frame(&mut writer, &loaded, MAX_FRAME).await?;
 
