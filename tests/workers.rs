@@ -1,7 +1,8 @@
 //! Engines in worker processes: a worker killed in the middle of a generation, by SIGSEGV as a
 //! fault in llama.cpp would, and by SIGKILL as the OOM killer would, takes down only itself.
 //! The node stays up, its other model answers throughout, the running request ends with a
-//! typed error, the queued ones are answered by the restarted worker, and so is the next.
+//! typed error, the queued ones are answered by the restarted worker, and so is the next;
+//! faults in a row step the worker down to lower CPU kernels.
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
@@ -167,6 +168,37 @@ async fn a_crashed_worker_takes_down_only_itself() {
             "the node is still running"
         );
     }
+
+    // Three quick faults in a row: the worker restarts one rung lower on llama.cpp's CPU
+    // kernels, and says so.
+    let best = worker(&node, SMOLLM2).await["kernels"].clone();
+    for _ in 0..3 {
+        let before = worker(&node, SMOLLM2).await;
+        kill(before["pid"].as_u64().unwrap(), "SEGV").await;
+        eventually(Duration::from_secs(30), "the worker back", || async {
+            let now = worker(&node, SMOLLM2).await;
+            (now["state"] == "ready" && now["crashes"] != before["crashes"]).then_some(())
+        })
+        .await;
+    }
+    let lower = worker(&node, SMOLLM2).await;
+    assert_ne!(lower["kernels"], best, "{lower}");
+    assert!(
+        lower["fallback"]
+            .as_str()
+            .is_some_and(|why| why.contains("faults")),
+        "{lower}"
+    );
+    let answer = client
+        .generate(GenerateRequest::new(SMOLLM2, "Name a fruit.").max_tokens(8))
+        .await
+        .unwrap();
+    assert!(!answer.text.is_empty());
+    let models = node.json("/admin/mesh").await.to_string();
+    assert!(
+        models.contains("faults in a row"),
+        "the dashboard's view says it"
+    );
 
     stop.store(true, Ordering::Relaxed);
     asking.await.unwrap();
