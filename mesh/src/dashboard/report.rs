@@ -81,6 +81,8 @@ const REUSE_FOR: Duration = Duration::from_millis(500);
 /// Bounds on what a peer's report may list (what an honest node sends, with room).
 const MAX_MODELS: usize = 64;
 const MAX_LINKS: usize = 256;
+/// CPU features a report lists (ggml scores 12).
+const MAX_FEATURES: usize = 16;
 
 impl NodeReport {
     /// Cuts a peer's report to the bounds an honest node keeps, and replaces numbers that are
@@ -99,6 +101,7 @@ impl NodeReport {
         };
         self.models.truncate(MAX_MODELS);
         self.links.truncate(MAX_LINKS);
+        self.cpu.features.truncate(MAX_FEATURES);
         finite(&mut self.uptime_s);
         self.links.iter_mut().for_each(|l| finite(&mut l.rtt_ms));
         let activity = &mut self.activity;
@@ -341,7 +344,10 @@ mod tests {
             version: "0".into(),
             uptime_s: f64::NAN,
             hardware: crate::hardware::Hardware::detect(None),
-            cpu: crate::inference::kernels::CpuKernels::detect(),
+            cpu: crate::inference::kernels::CpuKernels {
+                features: vec!["avx".into(); 1000],
+                variant: "x64".into(),
+            },
             models: Vec::new(),
             links: vec![
                 LinkReport {
@@ -369,6 +375,7 @@ mod tests {
         }
         .bounded();
         assert_eq!(report.links.len(), MAX_LINKS);
+        assert_eq!(report.cpu.features.len(), MAX_FEATURES);
         assert_eq!(report.activity.requests.len(), SHOWN);
         assert_eq!(report.uptime_s, 0.0);
         assert_eq!(report.links[0].rtt_ms, 0.0);
