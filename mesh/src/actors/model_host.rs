@@ -39,10 +39,7 @@ use crate::metering::ledger::{LedgerWriter, Record};
 use crate::metering::pricing;
 use crate::models::ModelSpec;
 
-/// Frames a request's response buffer holds: deltas wait here while the requester's stream is
-/// written. A requester that falls this far behind is cancelled rather than allowed to hold
-/// the model (at 60 tokens a second, about four seconds of output).
-pub const RESPONSE_BUFFER: usize = 256;
+pub use crate::inference::delivery::RESPONSE_BUFFER;
 
 /// How long the last frame of a request may wait for room in its buffer.
 const LAST_FRAME_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,6 +15,11 @@ use super::BackendError;
 /// step of a small model takes milliseconds; this only guards against an engine bug).
 pub const CANCEL_SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
+/// Frames a request's response buffer holds: deltas wait here while the requester's stream is
+/// written. A requester that falls this far behind is cancelled rather than allowed to hold
+/// the model (at 60 tokens a second, about four seconds of output).
+pub const RESPONSE_BUFFER: usize = 256;
+
 /// Tokenizing tasks a model runs at once (each may outlive the request that started it).
 const TOKENIZING_AT_ONCE: usize = 4;
 

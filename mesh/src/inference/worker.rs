@@ -48,13 +48,20 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// Orders waiting to be written to a worker.
 const ORDERS: usize = 1024;
 /// Frames of one request waiting to be read from a worker (its deltas and its end).
-const PER_REQUEST: usize = crate::actors::model_host::RESPONSE_BUFFER + 8;
-/// How long past a request's deadline its answer is waited for (the worker ends it itself at
-/// the deadline): a worker that has not answered by then is hung, and is killed.
+const PER_REQUEST: usize = super::delivery::RESPONSE_BUFFER + 8;
+/// How long past a request's deadline its answer is waited for (the worker ends a generation
+/// itself at the deadline): a worker that has not answered by then is hung, and is killed.
 const DEADLINE_GRACE: Duration = Duration::from_secs(15);
+/// The same for an embedding, which cannot be stopped at the deadline: a big batch may end
+/// late without its worker being hung.
+const EMBED_GRACE: Duration = Duration::from_secs(60);
 /// How long a request waits for a restarting worker before it is refused as `unavailable`
-/// (and handed to a peer): longer than the longest wait between restarts plus a load.
+/// (and handed to a peer): longer than the longest wait between restarts plus the load of a
+/// small model; a request for a model that loads for longer goes to a peer meanwhile.
 const RESTART_WAIT: Duration = Duration::from_secs(20);
+/// Failed starts in a row after which a worker is given up: its model answers `unavailable`
+/// at once (peers serve it) until the node restarts.
+const RESTART_ATTEMPTS: u32 = 30;
 /// Starts tried before a model is given up as not loadable, when its worker keeps faulting
 /// while it loads (the kernels step down after a few faults).
 const START_ATTEMPTS: u32 = 12;
@@ -70,7 +77,8 @@ pub const LAUNCHER_ENV: &str = "GANGLION_WORKER_LAUNCHER";
 pub struct WorkerStatus {
     /// Its process id, while it runs.
     pub pid: Option<u32>,
-    /// `ready`, or `restarting` while a dead worker's successor starts.
+    /// `ready`; `restarting` while a dead worker's successor starts; `failed` once none
+    /// could be started.
     pub state: &'static str,
     /// llama.cpp's CPU kernel variant it runs.
     pub kernels: String,
@@ -99,6 +107,8 @@ struct Shared {
     live: watch::Sender<Option<Arc<Link>>>,
     status: Mutex<WorkerStatus>,
     next_id: AtomicU64,
+    /// No successor could be started: requests are refused at once.
+    gave_up: AtomicBool,
 }
 
 /// One running worker's connection.
@@ -115,6 +125,7 @@ struct Link {
     hung: Notify,
 }
 
+/// The data behind `m`, also after a panic elsewhere held it.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -161,6 +172,7 @@ impl Worker {
                 ..WorkerStatus::default()
             }),
             next_id: AtomicU64::new(1),
+            gave_up: AtomicBool::new(false),
         });
         let slots = started.slots;
         tokio::spawn(watch_over(Arc::downgrade(&shared), plan, restarts, started));
@@ -227,14 +239,14 @@ impl Worker {
         loop {
             let frame = tokio::select! {
                 frame = call.frames.recv() => frame,
-                () = deltas.closed() => return Err(call.stop(BackendError::Cancelled).await),
+                () = deltas.closed() => return Err(call.stop(BackendError::Cancelled, deadline).await),
                 () = &mut give_up => return Err(call.hung()),
             };
             match frame {
                 Some(FromWorker::Delta { piece, .. }) => {
                     first_token_at.get_or_insert_with(Instant::now);
                     if let Err(e) = pass_on(deltas, sent, piece) {
-                        return Err(call.stop(e).await);
+                        return Err(call.stop(e, deadline).await);
                     }
                 }
                 Some(FromWorker::Done { outcome, .. }) => {
@@ -245,10 +257,13 @@ impl Worker {
                             mut usage,
                             ..
                         } => {
-                            // What it reports is charged: within what was asked and handed on.
+                            // What it reports is charged: within what was asked and handed on,
+                            // and within the model's context.
                             usage.output_tokens = usage
                                 .output_tokens
                                 .clamp(sent.load(Ordering::Relaxed).min(max_tokens), max_tokens);
+                            let context = u32::try_from(self.0.context_tokens).unwrap_or(u32::MAX);
+                            usage.input_tokens = usage.input_tokens.min(context);
                             Ok(Completion {
                                 text,
                                 finish_reason,
@@ -279,7 +294,7 @@ impl Worker {
                 texts: texts.to_vec(),
             })
             .await?;
-        match call.end(deadline + DEADLINE_GRACE).await? {
+        match call.end(deadline + EMBED_GRACE).await? {
             Answer::Embedded(vectors, tokens) if vectors.len() == texts.len() => {
                 Ok((vectors, tokens))
             }
@@ -301,18 +316,29 @@ impl Worker {
                 self.0.model
             ))
         };
+        let gave_up = || {
+            BackendError::EngineLost(format!(
+                "no engine worker of `{}` could be started",
+                self.0.model
+            ))
+        };
         let mut live = self.0.live.subscribe();
         let wait = deadline.min(Instant::now() + RESTART_WAIT);
         let ready = tokio::time::timeout_at(
             wait.into(),
             live.wait_for(|link| {
-                link.as_ref()
-                    .is_some_and(|l| !l.dead.load(Ordering::Acquire))
+                self.0.gave_up.load(Ordering::Acquire)
+                    || link
+                        .as_ref()
+                        .is_some_and(|l| !l.dead.load(Ordering::Acquire))
             }),
         )
         .await
         // The watch's guard must not be held across an await.
         .map(|seen| seen.map(|link| link.clone()));
+        if self.0.gave_up.load(Ordering::Acquire) {
+            return Err(gave_up());
+        }
         let link = match ready {
             Ok(Ok(link)) => link.ok_or_else(restarting)?,
             Ok(Err(_)) => return Err(restarting()),
@@ -365,29 +391,38 @@ impl Call {
         }
     }
 
-    /// Stops the request in the worker and waits (briefly) until its engine has let it go,
-    /// so that its slot is really free; returns `why`.
-    async fn stop(&mut self, why: BackendError) -> BackendError {
+    /// Stops the request in the worker and waits until its engine has let it go, so that its
+    /// slot is really free; returns `why`. A worker that does not let go within
+    /// [`CANCEL_SETTLE_LIMIT`] (or by the request's deadline and grace) is hung.
+    async fn stop(&mut self, why: BackendError, deadline: Instant) -> BackendError {
         let cancel = ToWorker::Cancel { id: self.id };
-        let settle = tokio::time::Instant::now() + CANCEL_SETTLE_LIMIT;
+        let settle = (Instant::now() + CANCEL_SETTLE_LIMIT).min(deadline + DEADLINE_GRACE);
+        let settle = tokio::time::Instant::from(settle);
         if tokio::time::timeout_at(settle, self.link.orders.send(cancel))
             .await
             .is_err()
         {
-            return self.hung();
+            self.hung();
+            return why;
         }
-        while let Ok(Some(frame)) = tokio::time::timeout_at(settle, self.frames.recv()).await {
-            if matches!(frame, FromWorker::Done { .. }) {
-                break;
+        loop {
+            match tokio::time::timeout_at(settle, self.frames.recv()).await {
+                Ok(Some(FromWorker::Done { .. })) | Ok(None) => return why,
+                Ok(Some(_)) => {}
+                Err(_) => {
+                    self.hung();
+                    return why;
+                }
             }
         }
-        why
     }
 
     /// The worker did not answer by the request's deadline and its grace: it is killed (and
     /// restarted), and the request ends `deadline_exceeded`.
     fn hung(&self) -> BackendError {
         tracing::error!("an engine worker did not answer a request in time; killing it");
+        // Nothing new goes to it; its watcher kills it.
+        self.link.dead.store(true, Ordering::Release);
         self.link.hung.notify_one();
         BackendError::DeadlineExceeded
     }
@@ -723,6 +758,7 @@ async fn watch_over(shared: Weak<Shared>, plan: LoadPlan, mut restarts: Restarts
         };
         drop(owner);
         let mut next = restarts.crashed(lived, Death::of_signal(signal));
+        let mut attempts = 0;
         current = loop {
             tokio::time::sleep(next.after).await;
             if shared.strong_count() == 0 {
@@ -732,6 +768,11 @@ async fn watch_over(shared: Weak<Shared>, plan: LoadPlan, mut restarts: Restarts
                 Ok(started) => break started,
                 Err(failed) => {
                     tracing::error!(model = %plan.model, error = %failed.error, "engine worker did not start again");
+                    attempts += 1;
+                    if attempts >= RESTART_ATTEMPTS {
+                        give_up(&shared, &failed.error);
+                        return;
+                    }
                     let death = failed.death.unwrap_or(Death::Other);
                     next = restarts.crashed(Duration::ZERO, death);
                 }
@@ -761,6 +802,23 @@ async fn watch_over(shared: Weak<Shared>, plan: LoadPlan, mut restarts: Restarts
         }
         owner.live.send_replace(Some(current.link.clone()));
     }
+}
+
+/// No successor could be started: the model's requests are refused from now on (`unavailable`,
+/// so that peers serve them), and `/admin/models` says why.
+fn give_up(shared: &Weak<Shared>, why: &BackendError) {
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
+    tracing::error!(model = %shared.model, error = %why, "engine worker given up after {RESTART_ATTEMPTS} failed starts");
+    {
+        let mut status = lock(&shared.status);
+        status.state = "failed";
+        status.last_exit = Some(format!("{RESTART_ATTEMPTS} starts failed, the last: {why}"));
+    }
+    shared.gave_up.store(true, Ordering::Release);
+    // Wakes the requests waiting for a successor.
+    shared.live.send_replace(None);
 }
 
 /// Resolves once nobody holds the worker's handle (checked every few seconds).

@@ -13,8 +13,9 @@ use ganglion_client::protocol::ResponseFrame;
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, mpsc};
 
+use super::lock;
 use super::protocol::{Answer, FromWorker, MAX_FRAME, ToWorker, deadline_in};
-use crate::actors::model_host::RESPONSE_BUFFER;
+use crate::inference::delivery::RESPONSE_BUFFER;
 use crate::inference::{Backend, BackendError, kernels};
 
 /// How long the node has to send the load instruction after the worker connects.
@@ -122,10 +123,6 @@ pub async fn run(socket: &Path) -> anyhow::Result<()> {
     }
     writing.abort();
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn request_id(order: &ToWorker) -> u64 {
