@@ -4,7 +4,7 @@
 //! `libggml-cpu-x64.so` up to `libggml-cpu-sapphirerapids.so`), so one build of the node runs
 //! on any x86-64 machine and uses the best instructions each one has. The choice is made here
 //! rather than by ggml's own loader so that it is known (logged, shown in `/admin/node` and
-//! `/admin/models`) and can be stepped down: an engine worker that keeps crashing restarts on
+//! `/admin/models`) and can be stepped down: an engine worker that keeps faulting restarts on
 //! the next variant below ([`ladder`]).
 //!
 //! The variants with AMX are never chosen: llama.cpp's AMX path faults on `ldtilecfg`
