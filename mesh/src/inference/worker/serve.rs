@@ -1,7 +1,7 @@
 //! The worker's side: `ganglion-node worker --socket PATH`. It connects to the node that
-//! started it, loads the one model it is told to, on the best CPU kernels for its own CPU less
-//! the rungs it is told to step down, and runs
-//! requests until the node goes away (its socket ends), then exits.
+//! started it, loads the one model it is told to (on the best CPU kernels for its own CPU,
+//! less the rungs it is told to step down), and runs requests until the node goes away (its
+//! socket ends), then exits.
 
 use std::collections::HashMap;
 use std::path::Path;
