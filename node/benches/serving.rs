@@ -12,7 +12,11 @@
 //!   prompt, one token out: prompt tokens over time to first token);
 //! - 8 and 32 concurrent streams of 128 tokens: aggregate tokens/s, and time to first token
 //!   p50 and p95;
-//! - `llama-bench` pp64 / tg128 for reference.
+//! - `llama-bench` pp64 / tg128 for reference, on both files the model has.
+//!
+//! Every side (llama-server, the node with engines in workers, in process, and a native
+//! build named by `GANGLION_NATIVE_NODE`) runs at once; each of 3 rounds measures them all,
+//! starting with a different one, and each row is the median of its rounds.
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
 
@@ -29,6 +33,8 @@ use serde_json::json;
 const GENERATED: u32 = 128;
 const PARALLEL: usize = 8;
 const SINGLE_RUNS: usize = 3;
+/// Rounds over all sides; each row reports its median.
+const ROUNDS: usize = 3;
 
 /// One streamed answer, as a client saw it.
 struct Run {
@@ -87,19 +93,46 @@ struct Side {
     waves: Vec<(usize, f64, Duration, Duration)>,
 }
 
+/// Each figure's median over `runs` (of the same side).
+fn median(runs: &[Side]) -> Side {
+    fn mid<T: Copy + PartialOrd>(mut values: Vec<T>) -> T {
+        values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        values[values.len() / 2]
+    }
+    let waves = (0..runs[0].waves.len())
+        .map(|w| {
+            (
+                runs[0].waves[w].0,
+                mid(runs.iter().map(|r| r.waves[w].1).collect()),
+                mid(runs.iter().map(|r| r.waves[w].2).collect()),
+                mid(runs.iter().map(|r| r.waves[w].3).collect()),
+            )
+        })
+        .collect();
+    Side {
+        generation: mid(runs.iter().map(|r| r.generation).collect()),
+        prompt: mid(runs.iter().map(|r| r.prompt).collect()),
+        prompt_tokens: runs[0].prompt_tokens,
+        waves,
+    }
+}
+
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// Drives `base` with the same clients as the other side.
-async fn measure(base: &str, key: &str) -> Side {
+/// Measures one side; `round` goes into every prompt, so that no prompt cache (llama-server
+/// keeps each slot's last prompt) carries one round's work into the next.
+async fn measure(base: &str, key: &str, round: usize) -> Side {
     // A fresh connection per request on both sides: a kept-alive one the server has just
     // timed out would fail a request for reasons that are not serving.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let story = "Write a long story about a lighthouse keeper and a storm.";
+    let story = format!("Round {round}. Write a long story about a lighthouse keeper and a storm.");
+    let story = story.as_str();
     // Warm up (first requests load pages, fill caches).
     run(&http, base, key, story, 16).await;
     let mut side = Side::default();
@@ -116,7 +149,14 @@ async fn measure(base: &str, key: &str) -> Side {
     let mut prompt_rates = Vec::new();
     for i in 0..SINGLE_RUNS {
         // A different first word each time, so that no prompt cache helps either side.
-        let r = run(&http, base, key, &format!("Note {i}. {long}"), 1).await;
+        let r = run(
+            &http,
+            base,
+            key,
+            &format!("Round {round}, note {i}. {long}"),
+            1,
+        )
+        .await;
         prompt_rates.push(r.prompt_tokens as f64 / r.first_token.as_secs_f64());
         side.prompt_tokens = r.prompt_tokens;
     }
@@ -272,15 +312,20 @@ async fn main() {
         health.status().is_success().then_some(())
     })
     .await;
-    let llama = measure(&llama_base, "none").await;
-    drop(server);
-
     // The node three ways: engines in worker processes (the default), in the node's own
     // process, and, when GANGLION_NATIVE_NODE names one, a node built for this machine's CPU
-    // (e.g. the commit before portable builds, or this one with target-cpu=native).
+    // (e.g. the commit before portable builds, or this one with target-cpu=native). All run at
+    // once, idle but for the one measured: each round measures every side, starting with a
+    // different one, and each row reports its median over the rounds, so that a slow minute
+    // of a shared machine does not land on one side only.
     let cluster = Cluster::new("bench-serving");
     let key = cluster.issue_key("bench", &["--plan", "paid"]);
-    let mut sides = Vec::new();
+    let mut nodes = Vec::new();
+    let mut targets = vec![(
+        "llama-server".to_owned(),
+        llama_base.clone(),
+        "none".to_owned(),
+    )];
     for (label, engines) in [("workers", "workers"), ("in-process", "in-process")] {
         let node = cluster.start(
             label,
@@ -297,15 +342,19 @@ async fn main() {
         );
         let status = node.model_status(SMOLLM2).await;
         let slots = status["stats"]["concurrency"].clone();
-        let measured = measure(&format!("http://{}", node.http.unwrap()), &key).await;
         let worker = status["stats"]["worker"]["pid"].as_u64().map(|p| p as u32);
         let rss = rss_kib(node.child.id()) + worker.map_or(0, rss_kib);
         println!(
-            "node ({label}): slots {slots}, RSS {} MiB (node{})",
+            "node ({label}): slots {slots}, RSS {} MiB at start (node{})",
             rss / 1024,
             if worker.is_some() { " + worker" } else { "" }
         );
-        sides.push((label.to_owned(), measured));
+        targets.push((
+            label.to_owned(),
+            format!("http://{}", node.http.unwrap()),
+            key.clone(),
+        ));
+        nodes.push((node, worker));
     }
     if let Ok(native) = std::env::var("GANGLION_NATIVE_NODE") {
         let node = harness::Node::start_binary(
@@ -314,17 +363,42 @@ async fn main() {
             "native",
             &["--host", SMOLLM2, "--http", "127.0.0.1:0", QUIET],
         );
-        let measured = measure(&format!("http://{}", node.http.unwrap()), &key).await;
-        println!(
-            "node (native {native}): RSS {} MiB",
-            rss_kib(node.child.id()) / 1024
-        );
-        sides.push(("native".to_owned(), measured));
+        targets.push((
+            "native".to_owned(),
+            format!("http://{}", node.http.unwrap()),
+            key.clone(),
+        ));
+        nodes.push((node, None));
     }
+    let mut runs: Vec<Vec<Side>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let (label, base, key) = &targets[i];
+            eprintln!("round {}: {label}", round + 1);
+            runs[i].push(measure(base, key, round).await);
+        }
+    }
+    for (node, worker) in &nodes {
+        let rss = rss_kib(node.child.id()) + worker.map_or(0, rss_kib);
+        println!(
+            "node {}: RSS {} MiB after the rounds",
+            node.name,
+            rss / 1024
+        );
+    }
+    drop(nodes);
+    drop(server);
+    let mut sides: Vec<(String, Side)> = targets
+        .iter()
+        .zip(runs)
+        .map(|((label, _, _), runs)| (label.clone(), median(&runs)))
+        .collect();
+    let (_, llama) = sides.remove(0);
 
     println!();
     println!(
-        "SmolLM2-135M-Instruct Q8_0, {cores} threads, greedy; llama-server --parallel {PARALLEL}"
+        "SmolLM2-135M-Instruct Q8_0, {cores} threads, greedy; llama-server --parallel {PARALLEL}; medians of {ROUNDS} rounds"
     );
     println!(
         "llama-bench: pp64 {pp64:.0} tok/s, tg128 {tg128:.1} tok/s (Q8_0); {}",
