@@ -83,6 +83,30 @@ impl Backend {
         }
     }
 
+    /// Embeds `texts`: one unit-length vector each, and the tokens read. An embedder in process
+    /// runs on a blocking thread and cannot be interrupted, so this ends when it does; one in a
+    /// worker is waited for until `deadline` and its grace ([`worker::Worker::embed`]).
+    pub async fn embed(
+        self: std::sync::Arc<Self>,
+        texts: Vec<String>,
+        deadline: Instant,
+    ) -> Result<(Vec<Vec<f32>>, u32), BackendError> {
+        match &*self {
+            Self::Embed(Embedder::Worker(worker)) => worker.embed(&texts, deadline).await,
+            Self::Embed(_) => tokio::task::spawn_blocking(move || match &*self {
+                Self::Embed(embedder) => embedder.embed(&texts),
+                Self::Text(_) => Err(BackendError::Run("not an embedding model".into())),
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(BackendError::Run(format!(
+                    "the embedding model failed: {e}"
+                )))
+            }),
+            Self::Text(_) => Err(BackendError::Run("not an embedding model".into())),
+        }
+    }
+
     /// Its worker process, when it runs in one.
     pub fn worker(&self) -> Option<&worker::Worker> {
         match self {

@@ -203,6 +203,32 @@ fn gguf() -> PathBuf {
     file
 }
 
+/// `llama-bench`'s pp64 and tg128, in tokens/s, on `file` with `threads` threads.
+fn llama_bench(bin: &Path, file: &Path, threads: &str) -> (f64, f64) {
+    let printed = harness::succeed(Command::new(bin.join("llama-bench")).args([
+        "-m",
+        file.to_str().unwrap(),
+        "-t",
+        threads,
+        "-p",
+        "64",
+        "-n",
+        "128",
+        "-o",
+        "json",
+    ]));
+    let runs: serde_json::Value = serde_json::from_str(&printed).unwrap();
+    let rate = |pp: u64, tg: u64| {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["n_prompt"] == pp && r["n_gen"] == tg)
+            .and_then(|r| r["avg_ts"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    (rate(64, 0), rate(0, 128))
+}
+
 /// Kills a child when dropped.
 struct Killed(Child);
 
@@ -230,59 +256,13 @@ async fn main() {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let threads = cores.to_string();
 
-    // llama-bench, for reference: pp64 and tg128 on the same file and threads.
-    let bench = harness::succeed(Command::new(bin.join("llama-bench")).args([
-        "-m",
-        gguf.to_str().unwrap(),
-        "-t",
-        &threads,
-        "-p",
-        "64",
-        "-n",
-        "128",
-        "-o",
-        "json",
-    ]));
-    let bench: serde_json::Value = serde_json::from_str(&bench).unwrap();
-    let bench_rate = |pp: u64, tg: u64| {
-        bench
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["n_prompt"] == pp && r["n_gen"] == tg)
-            .and_then(|r| r["avg_ts"].as_f64())
-            .unwrap_or(f64::NAN)
-    };
-    let (pp64, tg128) = (bench_rate(64, 0), bench_rate(0, 128));
-    // And on the file the model ships (Q4_1), which the node may choose on some CPUs.
+    // llama-bench, for reference: pp64 and tg128 on the same file and threads, and on the
+    // file the model ships (Q4_1), which the node may choose on some CPUs.
+    let (pp64, tg128) = llama_bench(&bin, &gguf, &threads);
     let shipped = gguf.with_file_name("SmolLM2-135M-Instruct.Q4_1.gguf");
     let shipped = if shipped.exists() {
-        let run = harness::succeed(Command::new(bin.join("llama-bench")).args([
-            "-m",
-            shipped.to_str().unwrap(),
-            "-t",
-            &threads,
-            "-p",
-            "64",
-            "-n",
-            "128",
-            "-o",
-            "json",
-        ]));
-        let run: serde_json::Value = serde_json::from_str(&run).unwrap();
-        let rate = |pp: u64, tg: u64| {
-            run.as_array()
-                .unwrap()
-                .iter()
-                .find(|r| r["n_prompt"] == pp && r["n_gen"] == tg)
-                .and_then(|r| r["avg_ts"].as_f64())
-                .unwrap_or(f64::NAN)
-        };
-        format!(
-            "pp64 {:.0} tok/s, tg128 {:.1} tok/s (Q4_1, shipped)",
-            rate(64, 0),
-            rate(0, 128)
-        )
+        let (pp, tg) = llama_bench(&bin, &shipped, &threads);
+        format!("pp64 {pp:.0} tok/s, tg128 {tg:.1} tok/s (Q4_1, shipped)")
     } else {
         "no Q4_1 file".to_owned()
     };

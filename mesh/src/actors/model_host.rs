@@ -34,7 +34,7 @@ use super::meter::MeterHandle;
 use super::{ActorSlot, LocalCallError};
 use crate::facts::{ModelState, ModelStates};
 use crate::faults::Faults;
-use crate::inference::{Backend, BackendError, Embedder};
+use crate::inference::{Backend, BackendError};
 use crate::metering::ledger::{LedgerWriter, Record};
 use crate::metering::pricing;
 use crate::models::ModelSpec;
@@ -558,30 +558,8 @@ async fn execute(
             // The embedder is CPU-bound and cannot be interrupted: it runs on a blocking
             // thread, and the slot stays taken until that thread is done, even when the
             // requester leaves or the deadline passes meanwhile.
-            let (backend, texts) = (backend.clone(), texts.clone());
-            let deadline = job.deadline;
-            let mut work: std::pin::Pin<Box<dyn Future<Output = Embedded> + Send>> =
-                Box::pin(async move {
-                    match &*backend {
-                        Backend::Embed(Embedder::Worker(worker)) => {
-                            worker.embed(&texts, deadline).await
-                        }
-                        Backend::Embed(_) => {
-                            let backend = backend.clone();
-                            tokio::task::spawn_blocking(move || match &*backend {
-                                Backend::Embed(embedder) => embedder.embed(&texts),
-                                Backend::Text(_) => unreachable_text(),
-                            })
-                            .await
-                            .unwrap_or_else(|e| {
-                                Err(BackendError::Run(format!(
-                                    "the embedding model failed: {e}"
-                                )))
-                            })
-                        }
-                        Backend::Text(_) => unreachable_text(),
-                    }
-                });
+            let work = backend.clone().embed(texts.clone(), job.deadline);
+            let mut work = std::pin::pin!(work);
             let stopped_early = tokio::select! {
                 joined = &mut work => return embedded(joined),
                 () = job.frames.closed() => BackendError::Cancelled,
@@ -596,10 +574,6 @@ async fn execute(
         (Backend::Text(_), _) => wrong_input("text-generation", "chat messages"),
         (Backend::Embed(_), _) => wrong_input("text-embeddings", "texts to embed"),
     }
-}
-
-fn unreachable_text() -> Embedded {
-    Err(BackendError::Run("not an embedding model".into()))
 }
 
 fn embedded(done: Embedded) -> Result<Executed, WireError> {

@@ -35,7 +35,7 @@ use tokio::net::UnixListener;
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, mpsc, watch};
 
-use self::protocol::{Answer, FromWorker, MAX_FRAME, ToWorker, within_ms};
+use self::protocol::{Answer, FromWorker, MAX_FRAME, Ready, ToWorker, within_ms};
 use self::restarts::{Death, Restarts};
 use super::delivery::{CANCEL_SETTLE_LIMIT, pass_on};
 use super::text_generation::Completion;
@@ -152,21 +152,21 @@ impl Worker {
                 }
             }
         };
-        restarts.started(started.lowest);
+        restarts.started(started.ready.lowest);
         let shared = Arc::new(Shared {
             model: plan.model.clone(),
-            engine: started.engine.clone(),
-            context_tokens: started.context_tokens,
+            engine: started.ready.engine.clone(),
+            context_tokens: started.ready.context_tokens,
             live: watch::Sender::new(Some(started.link.clone())),
             status: Mutex::new(WorkerStatus {
                 pid: started.child.id(),
                 state: "ready",
-                kernels: started.kernels.clone(),
-                weights: started.weights.clone(),
+                kernels: started.ready.kernels.clone(),
+                weights: started.ready.weights.clone(),
                 fallback: (restarts.rung() > 0).then(|| {
                     format!(
                         "faulted while loading: running on `{}` kernels",
-                        started.kernels
+                        started.ready.kernels
                     )
                 }),
                 ..WorkerStatus::default()
@@ -174,7 +174,7 @@ impl Worker {
             next_id: AtomicU64::new(1),
             gave_up: AtomicBool::new(false),
         });
-        let slots = started.slots;
+        let slots = started.ready.slots;
         tokio::spawn(watch_over(Arc::downgrade(&shared), plan, restarts, started));
         Ok((Self(shared), slots))
     }
@@ -274,7 +274,7 @@ impl Worker {
                         _ => Err(unexpected()),
                     };
                 }
-                Some(FromWorker::Loaded { .. }) => return Err(unexpected()),
+                Some(FromWorker::Loaded(_)) => return Err(unexpected()),
                 None => return Err(call.lost()),
             }
         }
@@ -453,12 +453,8 @@ fn unexpected() -> BackendError {
 struct Started {
     child: Child,
     link: Arc<Link>,
-    slots: usize,
-    context_tokens: usize,
-    engine: String,
-    weights: Option<String>,
-    kernels: String,
-    lowest: bool,
+    /// What it said of itself (its slots bounded).
+    ready: Ready,
     at: Instant,
 }
 
@@ -518,25 +514,10 @@ async fn spawn(plan: &LoadPlan, rung: usize) -> Result<Started, Failed> {
         first = tokio::time::timeout(LOAD_TIMEOUT, read_frame::<_, FromWorker>(&mut reader, MAX_FRAME)) => first,
         status = child.wait() => return Err(died(status, "while loading", &load_error)),
     };
-    let loaded = match first {
-        Ok(Ok(Some(FromWorker::Loaded {
-            slots,
-            context_tokens,
-            engine,
-            weights,
-            kernels,
-            lowest,
-        }))) => Started {
-            slots: slots.clamp(1, MAX_SLOTS),
-            context_tokens,
-            engine,
-            weights,
-            kernels,
-            lowest,
-            child,
-            // Filled in below, once the connection is running.
-            link: Arc::new(Link::new(mpsc::channel(1).0)),
-            at: Instant::now(),
+    let ready = match first {
+        Ok(Ok(Some(FromWorker::Loaded(ready)))) => Ready {
+            slots: ready.slots.clamp(1, MAX_SLOTS),
+            ..ready
         },
         Ok(Ok(Some(FromWorker::Done {
             outcome: Err(e), ..
@@ -577,7 +558,7 @@ async fn spawn(plan: &LoadPlan, rung: usize) -> Result<Started, Failed> {
             };
             let id = match &frame {
                 FromWorker::Delta { id, .. } | FromWorker::Done { id, .. } => *id,
-                FromWorker::Loaded { .. } => continue,
+                FromWorker::Loaded(_) => continue,
             };
             let mut waiting = lock(&reading.waiting);
             if let Some(to) = waiting.get(&id)
@@ -591,7 +572,12 @@ async fn spawn(plan: &LoadPlan, rung: usize) -> Result<Started, Failed> {
         reading.dead.store(true, Ordering::Release);
         reading.ended.notify_one();
     });
-    Ok(Started { link, ..loaded })
+    Ok(Started {
+        child,
+        link,
+        ready,
+        at: Instant::now(),
+    })
 }
 
 impl Link {
@@ -778,26 +764,26 @@ async fn watch_over(shared: Weak<Shared>, plan: LoadPlan, mut restarts: Restarts
                 }
             }
         };
-        restarts.started(current.lowest);
+        restarts.started(current.ready.lowest);
         let Some(owner) = shared.upgrade() else {
             return;
         };
         let back = died.elapsed();
-        tracing::info!(model = %owner.model, return_ms = back.as_millis() as u64, kernels = %current.kernels, "engine worker is back");
+        tracing::info!(model = %owner.model, return_ms = back.as_millis() as u64, kernels = %current.ready.kernels, "engine worker is back");
         {
             let mut status = lock(&owner.status);
-            if current.kernels != from {
+            if current.ready.kernels != from {
                 let why = format!(
                     "quick faults in a row on `{from}` kernels: running on `{}`",
-                    current.kernels
+                    current.ready.kernels
                 );
                 tracing::warn!(model = %owner.model, "{why}");
                 status.fallback = Some(why);
             }
             status.pid = current.child.id();
             status.state = "ready";
-            status.kernels = current.kernels.clone();
-            status.weights = current.weights.clone();
+            status.kernels = current.ready.kernels.clone();
+            status.weights = current.ready.weights.clone();
             status.last_return_ms = Some(back.as_secs_f64() * 1000.0);
         }
         owner.live.send_replace(Some(current.link.clone()));

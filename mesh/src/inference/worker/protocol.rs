@@ -64,20 +64,7 @@ pub enum ToWorker {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum FromWorker {
     /// The model is loaded.
-    Loaded {
-        /// Requests it runs at once.
-        slots: usize,
-        /// Context window of a chat model, in tokens (0 for embedders).
-        context_tokens: usize,
-        /// The library that runs it.
-        engine: String,
-        /// Which weights file it serves and why, when it had a choice.
-        weights: Option<String>,
-        /// llama.cpp's CPU variant it loaded.
-        kernels: String,
-        /// Whether that is the lowest rung for its CPU.
-        lowest: bool,
-    },
+    Loaded(Ready),
     /// A piece of generated text of request `id`.
     Delta {
         /// Request id.
@@ -92,6 +79,23 @@ pub enum FromWorker {
         /// What it produced.
         outcome: Result<Answer, BackendError>,
     },
+}
+
+/// A worker that has loaded its model, as it describes itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ready {
+    /// Requests it runs at once.
+    pub slots: usize,
+    /// Context window of a chat model, in tokens (0 for embedders).
+    pub context_tokens: usize,
+    /// The library that runs it.
+    pub engine: String,
+    /// Which weights file it serves and why, when it had a choice.
+    pub weights: Option<String>,
+    /// llama.cpp's CPU variant it loaded.
+    pub kernels: String,
+    /// Whether that is the lowest rung for its CPU.
+    pub lowest: bool,
 }
 
 /// What a finished request produced.

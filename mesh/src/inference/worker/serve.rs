@@ -15,7 +15,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{Notify, mpsc};
 
 use super::lock;
-use super::protocol::{Answer, FromWorker, MAX_FRAME, ToWorker, deadline_in};
+use super::protocol::{Answer, FromWorker, MAX_FRAME, Ready, ToWorker, deadline_in};
 use crate::inference::delivery::RESPONSE_BUFFER;
 use crate::inference::{Backend, BackendError, kernels};
 
@@ -70,14 +70,14 @@ pub async fn run(socket: &Path) -> anyhow::Result<()> {
         Backend::Embed(_) => 0,
     };
     tracing::info!(model = %plan.model, kernels = %kernels.variant, engine = backend.engine(), slots, "worker ready");
-    let loaded = FromWorker::Loaded {
+    let loaded = FromWorker::Loaded(Ready {
         slots,
         context_tokens,
         engine: backend.engine().to_owned(),
         weights,
         kernels: kernels.variant,
         lowest: kernels.lowest,
-    };
+    });
     write_frame(&mut writer, &loaded, MAX_FRAME).await?;
 
     let (outgoing, mut queued) = mpsc::channel::<FromWorker>(OUTGOING);
@@ -207,14 +207,9 @@ async fn serve(
             })
         }
         (Backend::Embed(_), ToWorker::Embed { texts, .. }) => {
-            // CPU-bound and not interruptible: on a blocking thread.
-            let backend = backend.clone();
-            let (vectors, tokens) = tokio::task::spawn_blocking(move || match &*backend {
-                Backend::Embed(embedder) => embedder.embed(&texts),
-                Backend::Text(_) => Err(BackendError::Run("not an embedding model".into())),
-            })
-            .await
-            .map_err(|e| BackendError::Run(format!("the embedding model failed: {e}")))??;
+            // The node bounds the wait (it kills a worker hung past the deadline's grace).
+            let never = Instant::now() + Duration::from_secs(24 * 3600);
+            let (vectors, tokens) = backend.clone().embed(texts, never).await?;
             Ok(Answer::Embedded(vectors, tokens))
         }
         _ => Err(BackendError::Run(
