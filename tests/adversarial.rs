@@ -407,7 +407,7 @@ async fn spoofed_and_extreme_adverts_are_refused_and_panic_nothing() {
                           "memory_limit": null, "accelerators": [] },
             "loads": [{ "model": SMOLLM2, "queued": u32::MAX, "in_flight": u32::MAX,
                         "concurrency": 0, "service_ms": service_ms }],
-            "revoked_keys": [],
+            "revoked": { "count": 0, "digest": ([0u8; 16]), "recent": [] },
             "usage": [],
         })
     };
@@ -799,4 +799,319 @@ async fn only_valid_keys_are_served_and_a_revocation_reaches_every_node() {
     )
     .await;
     assert_eq!(embed(c.quic, Some(key)).await, unauthenticated);
+}
+
+/// The id of an API key (from its claims).
+fn key_id(key: &str) -> String {
+    use base64::Engine;
+    let claims = key.split('.').nth(1).unwrap();
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+    claims["kid"].as_str().unwrap().to_owned()
+}
+
+/// How many revoked ids `node` holds.
+async fn revoked_count(node: &harness::Node) -> u64 {
+    node.json("/admin/node").await["revoked_keys"]["count"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Issue 19, points 1 and 2: revocations once stopped spreading after 1,024, and an id typed
+/// in upper case matched nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_after_5000_others_reaches_every_node_within_2s_even_typed_in_upper_case() {
+    ensure_models();
+    let keys_required = harness::KEYS_REQUIRED;
+    let cluster = Cluster::new("revoked-5000");
+    // 5,000 earlier revocations, as a's stored set.
+    let earlier: String = (0..5000u64)
+        .map(|n| format!("{:016x}\n", n.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+        .collect();
+    let data = cluster.dir.join("data").join("a");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("revoked-keys"), earlier).unwrap();
+    let a = cluster.start("a", &[], &["--host", MINILM, keys_required]);
+    let b = cluster.start("b", &[a.quic], &[keys_required]);
+    let c = cluster.start("c", &[a.quic, b.quic], &[keys_required]);
+    for node in [&b, &c] {
+        node.sees_serving("a", MINILM).await;
+        eventually(
+            Duration::from_secs(10),
+            "the earlier set pulled",
+            || async { (revoked_count(node).await == 5000).then_some(()) },
+        )
+        .await;
+    }
+    let key = cluster.issue_key("acme", &["--plan", "paid"]);
+    for node in [&a, &b, &c] {
+        let client = cluster.keyed_client(node, Some(&key)).await;
+        client
+            .embed(MINILM, vec!["before".into()])
+            .await
+            .expect("served");
+    }
+
+    let revoked_at = std::time::Instant::now();
+    let answer = reqwest::Client::new()
+        .post(format!("http://{}/admin/keys/revoke", a.admin))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "key": key_id(&key).to_uppercase() }))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let answer: serde_json::Value = answer.json().await.unwrap();
+    assert_eq!(answer["kid"], key_id(&key), "stored in lowercase");
+    for node in [&a, &b, &c] {
+        eventually(
+            Duration::from_secs(2),
+            &format!("{} refuses the revoked key", node.name),
+            || async {
+                let client = cluster.keyed_client(node, Some(&key)).await;
+                let result = client.embed(MINILM, vec!["after".into()]).await;
+                client.close().await;
+                (result.err()?.code() == Some(ErrorCode::Unauthenticated)).then_some(())
+            },
+        )
+        .await;
+    }
+    eprintln!(
+        "revocation #5001 refused on every node {:?} after it was made",
+        revoked_at.elapsed()
+    );
+    for node in [&b, &c] {
+        assert_eq!(revoked_count(node).await, 5001);
+    }
+    // Stored by the peers too, off their directories' path.
+    eventually(Duration::from_secs(5), "c has stored it", || async {
+        let file = cluster.dir.join("data").join("c").join("revoked-keys");
+        let stored = std::fs::read_to_string(file).unwrap_or_default();
+        (stored.lines().count() == 5001 && stored.contains(&key_id(&key))).then_some(())
+    })
+    .await;
+}
+
+/// A member's advert with the given revoked ids and usage records.
+fn member_advert(name: &str, recent: &[u64], usage: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "addr": "127.0.0.1:9",
+        "peers": [],
+        "models": [],
+        "hardware": { "cores": 2, "memory_total": 1u64 << 30, "memory_available": 1u64 << 30,
+                      "memory_limit": null, "accelerators": [] },
+        "loads": [],
+        // A count of 0: b has nothing to pull from this member, only what it pushes.
+        "revoked": { "count": 0, "digest": ([0u8; 16]), "recent": recent },
+        "usage": usage,
+    })
+}
+
+/// Issue 19, points 3 and 4: a member could add revoked ids without bound (each advert
+/// rewrote the stored set inside the directory), and one usage record for account "" made
+/// every peer refuse all of its adverts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_flooding_revocations_is_held_to_its_budget_and_a_bad_record_costs_only_itself() {
+    ensure_models();
+    let cluster = Cluster::new("revocation-flood");
+    let a = cluster.start("a", &[], &["--host", MINILM]);
+    let b = cluster.start("b", &[a.quic], &[]);
+    b.sees_serving("a", MINILM).await;
+    let rogue = Identity::load(&cluster.identity("m")).unwrap();
+    let endpoint = raw_quic::endpoint(
+        &rogue,
+        Some(&rogue),
+        ALPN_PEER,
+        quinn::TransportConfig::default(),
+    );
+    let connection = connect(&endpoint, b.quic).await;
+
+    // One bad usage record beside a good one: the advert is heard, the record dropped.
+    let usage = serde_json::json!([
+        { "day": 1, "account": "", "totals": { "micro": 5, "requests": 1, "cached": 0 } },
+        { "day": 1, "account": "acme", "totals": { "micro": 5, "requests": 1, "cached": 0 } },
+    ]);
+    send_advert(&connection, &member_advert("m", &[], usage)).await;
+    eventually(Duration::from_secs(10), "b hears m's advert", || async {
+        b.peer("m").await?["last_advert_ms"].as_u64().map(|_| ())
+    })
+    .await;
+    assert!(
+        b.log_text()
+            .contains("usage records naming no valid account dropped")
+    );
+    assert!(!b.log_text().contains("advert refused"));
+
+    // 300 adverts of 64 fresh ids each (19,200), while a client is served.
+    let flood = async {
+        for round in 0..300u64 {
+            let ids: Vec<u64> = (0..64).map(|n| (round << 32) | n | (1 << 63)).collect();
+            send_advert(
+                &connection,
+                &member_advert("m", &ids, serde_json::json!([])),
+            )
+            .await;
+        }
+    };
+    let client = cluster.client(&b).await;
+    let served = async {
+        for _ in 0..5 {
+            client
+                .embed(MINILM, vec!["during".into()])
+                .await
+                .expect("served");
+        }
+    };
+    let started = std::time::Instant::now();
+    tokio::join!(flood, served);
+    let held_back = eventually(
+        Duration::from_secs(15),
+        "the flood reaches its bound",
+        || async {
+            let held = b.peer("m").await?["revoked_held_back"].as_u64()?;
+            (held > 0).then_some(held)
+        },
+    )
+    .await;
+    let taken = revoked_count(&b).await;
+    let allowed = 10_000 + (20.0 * started.elapsed().as_secs_f64()).ceil() as u64 + 64;
+    assert!(
+        taken <= allowed,
+        "took {taken} ids from one member (bound {allowed})"
+    );
+    assert!(taken >= 9_000, "took only {taken}");
+    eprintln!("a member offered 19,200 revoked ids: {taken} taken, {held_back} held back");
+    let client = cluster.client(&b).await;
+    client
+        .embed(MINILM, vec!["after".into()])
+        .await
+        .expect("served");
+}
+
+/// Sends `request` as a member's handoff on a `Data` stream; returns the first frame back.
+async fn hand_over(connection: &quinn::Connection, request: Request) -> ResponseFrame {
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    write_frame(&mut send, &PeerStreamKind::Data, MAX_OPEN_FRAME_LEN)
+        .await
+        .unwrap();
+    write_frame(
+        &mut send,
+        &ClientRequest::Infer(request),
+        MAX_REQUEST_FRAME_LEN,
+    )
+    .await
+    .unwrap();
+    let _ = send.finish();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        read_frame::<_, ResponseFrame>(&mut recv, MAX_RESPONSE_FRAME_LEN),
+    )
+    .await
+    .expect("an answer in time")
+    .unwrap()
+    .expect("a frame")
+}
+
+/// A charge id no other test run uses.
+fn rand_id() -> u128 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Issue 19, point 3: a handed-over request for account "" (or a name over 64 bytes) was
+/// charged into the executor's usage, after which every peer refused all of its adverts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handoff_naming_no_valid_account_is_refused_and_charges_nothing() {
+    ensure_models();
+    let cluster = Cluster::new("handoff-account");
+    let b = cluster.start("b", &[], &["--host", MINILM]);
+    let rogue = Identity::load(&cluster.identity("m")).unwrap();
+    let endpoint = raw_quic::endpoint(
+        &rogue,
+        Some(&rogue),
+        ALPN_PEER,
+        quinn::TransportConfig::default(),
+    );
+    let connection = connect(&endpoint, b.quic).await;
+    let request = |name: &str, key_id: &str| {
+        let mut request = Request::new(MINILM, Input::Embed(vec!["charge me".into()]));
+        request.path = vec!["m".into()];
+        request.charge_id = Some(rand_id());
+        request.account = Some(ganglion_client::protocol::Account {
+            name: name.to_owned(),
+            key_id: key_id.to_owned(),
+            plan: ganglion_client::protocol::Plan::Paid,
+            daily_limit: None,
+        });
+        request
+    };
+    for (name, kid) in [
+        ("", "0123456789abcdef"),
+        (&*"x".repeat(65), "0123456789abcdef"),
+        ("ctl\u{7}", "0123456789abcdef"),
+        ("acme", "0123456789ABCDEF"),
+    ] {
+        match hand_over(&connection, request(name, kid)).await {
+            ResponseFrame::Error(e) => assert_eq!(e.code, ErrorCode::InvalidInput, "{name:?}"),
+            other => panic!("{name:?} {kid}: {other:?}"),
+        }
+    }
+    // A valid account is served, and only it is charged.
+    match hand_over(&connection, request("acme", "0123456789abcdef")).await {
+        ResponseFrame::Final(_) => {}
+        other => panic!("{other:?}"),
+    }
+    let ledger = b.json("/admin/ledger").await;
+    let accounts: Vec<&str> = ledger
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["account"].as_str().unwrap())
+        .collect();
+    assert_eq!(accounts, ["acme"], "{ledger}");
+}
+
+/// Issue 19, point 11: a 1 MiB frame of empty strings decoded to 24-48 MiB before anything
+/// checked it (or the key), 64 such streams at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frame_of_empty_strings_is_refused_before_it_is_built() {
+    let cluster = Cluster::new("empty-strings");
+    let a = cluster.start("a", &[], &[harness::KEYS_REQUIRED]);
+    let ca = Identity::load(&cluster.identity("a")).unwrap();
+    let texts = vec![String::new(); MAX_REQUEST_FRAME_LEN - 256];
+    let frame = codec::encode(
+        &ClientRequest::Infer(Request::new(MINILM, Input::Embed(texts))),
+        MAX_REQUEST_FRAME_LEN,
+    )
+    .unwrap();
+    let before = rss(a.child.id());
+    let mut asks = tokio::task::JoinSet::new();
+    let mut endpoints = Vec::new();
+    for _ in 0..4 {
+        let endpoint =
+            raw_quic::endpoint(&ca, None, ALPN_CLIENT, quinn::TransportConfig::default());
+        let connection = connect(&endpoint, a.quic).await;
+        endpoints.push(endpoint);
+        for _ in 0..16 {
+            let (connection, frame) = (connection.clone(), frame.clone());
+            asks.spawn(async move { error_code(&ask_raw(&connection, &frame).await) });
+        }
+    }
+    while let Some(code) = asks.join_next().await {
+        assert_eq!(code.unwrap(), Some(ErrorCode::InvalidInput));
+    }
+    let grown = rss(a.child.id()).saturating_sub(before);
+    eprintln!(
+        "64 frames of empty strings grew the node by {} MiB",
+        grown >> 20
+    );
+    // Before: each decoded to 24-48 MiB, 64 at once.
+    assert!(grown < 256 << 20, "the node grew by {} MiB", grown >> 20);
+    assert_eq!(a.get("/healthz", None).await.status(), 200);
 }

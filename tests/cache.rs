@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
 mod harness;
+mod raw_quic;
 
 use std::time::Duration;
 
@@ -281,4 +282,151 @@ async fn a_killed_shard_node_costs_a_miss_not_an_error() {
     let again = client.embed_request(request).await.unwrap();
     assert!(refilled.cache.shard.as_deref().unwrap().starts_with("a/"));
     assert_eq!(again.cache.status, CacheStatus::Hit);
+}
+
+/// Asks shard `shard` of the node on `connection` for `material` as a member would, filling it
+/// with a poisoned vector if it leads; returns the shard's answer.
+async fn rogue_lookup(
+    connection: &quinn::Connection,
+    shard: u16,
+    material: Vec<u8>,
+) -> ganglion::actors::cache_shard::remote::CacheReply {
+    use ganglion::actors::cache_shard::remote::{CacheCall, CacheReply};
+    use ganglion::cache::store::Answer;
+    use ganglion_client::protocol::{MAX_OPEN_FRAME_LEN, MAX_RESPONSE_FRAME_LEN};
+    use ganglion_client::{PeerStreamKind, read_frame, write_frame};
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    write_frame(&mut send, &PeerStreamKind::Cache, MAX_OPEN_FRAME_LEN)
+        .await
+        .unwrap();
+    let lookup = CacheCall::Lookup {
+        shard,
+        material,
+        wait_ms: 0,
+        lease_ms: 60_000,
+    };
+    write_frame(&mut send, &lookup, 2 << 20).await.unwrap();
+    loop {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            read_frame::<_, CacheReply>(&mut recv, MAX_RESPONSE_FRAME_LEN),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+        match reply {
+            CacheReply::Looking => continue,
+            CacheReply::Lead => {
+                let fill = CacheCall::Fill {
+                    answer: Answer {
+                        output: Output::Embeddings(vec![vec![42.0]]),
+                        input_tokens: 1,
+                        output_tokens: 1,
+                    },
+                    ttl_ms: 30 * 86_400_000,
+                };
+                write_frame(&mut send, &fill, MAX_RESPONSE_FRAME_LEN)
+                    .await
+                    .unwrap();
+                let _ = send.finish();
+                return CacheReply::Lead;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Issue 19, point 5: a member could fill any account's key at an honest shard with its own
+/// answer (served as a HIT anywhere), read its entries, and label them with any account.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_cannot_fill_or_read_another_accounts_cache_entries() {
+    use ganglion::actors::cache_shard::remote::CacheReply;
+    use ganglion::cache::key::{CacheSecret, key_of};
+    ensure_models();
+    let cluster = Cluster::new("cache-poison");
+    let a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED, WITH_CACHE]);
+    let b = cluster.start("b", &[a.quic], &[KEYS_REQUIRED, WITH_CACHE]);
+    b.sees_serving("a", MINILM).await;
+    sees_shards(&b, 4).await;
+    let acme_key = cluster.issue_key("acme", &[]);
+
+    // The rogue knows acme's name and the request, not acme's API key.
+    let mut request = ganglion_client::protocol::Request::new(
+        MINILM,
+        ganglion_client::protocol::Input::Embed(vec!["hello".into()]),
+    );
+    request.cache = keyed("greeting");
+    let forged = key_of("acme", &CacheSecret::of_api_key("gnk1.guess"), &request, 0)
+        .unwrap()
+        .material;
+    let rogue = ganglion::Identity::load(&cluster.identity("m")).unwrap();
+    let endpoint = raw_quic::endpoint(
+        &rogue,
+        Some(&rogue),
+        ganglion_client::ALPN_PEER,
+        quinn::TransportConfig::default(),
+    );
+    let mut forged_fills = 0;
+    for node in [&a, &b] {
+        let connection = endpoint
+            .connect(node.quic, ganglion::credentials::NODE_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        for shard in 0..2 {
+            match rogue_lookup(&connection, shard, forged.clone()).await {
+                CacheReply::Lead => forged_fills += 1,
+                CacheReply::Hit { .. } => panic!("nothing was stored yet"),
+                _ => {}
+            }
+        }
+        // Junk material names no owner: no flight is led for it.
+        assert!(matches!(
+            rogue_lookup(&connection, 0, b"junk".to_vec()).await,
+            CacheReply::Busy
+        ));
+    }
+
+    // acme's own request misses the forged entries and gets a real vector, then hits it.
+    let acme = cluster.keyed_client(&b, Some(&acme_key)).await;
+    let embed = || EmbedRequest::new(MINILM, vec!["hello".into()]).cache(keyed("greeting"));
+    let first = acme.embed_request(embed()).await.unwrap();
+    assert_eq!(first.cache.status, CacheStatus::Miss);
+    let Output::Embeddings(vectors) = &first.output else {
+        panic!("{:?}", first.output)
+    };
+    assert_eq!(vectors[0].len(), 384, "a real vector, not the member's");
+    let second = acme.embed_request(embed()).await.unwrap();
+    assert_eq!(second.cache.status, CacheStatus::Hit);
+    assert_eq!(second.output, first.output);
+
+    // Asked again, the forged material reads nothing of acme's.
+    for node in [&a, &b] {
+        let connection = endpoint
+            .connect(node.quic, ganglion::credentials::NODE_SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        for shard in 0..2 {
+            if let CacheReply::Hit { answer, .. } =
+                rogue_lookup(&connection, shard, forged.clone()).await
+            {
+                assert_ne!(answer.output, first.output, "the member read acme's entry");
+            }
+        }
+    }
+
+    // Every entry carries the account its material names: the member's own label does not
+    // exist, and purging acme removes the forged entries with acme's.
+    let purged = |account: &'static str| {
+        let (a, b) = (&a, &b);
+        async move {
+            let path = format!("/admin/cache?account={account}");
+            a.delete(&path).await["purged"].as_u64().unwrap()
+                + b.delete(&path).await["purged"].as_u64().unwrap()
+        }
+    };
+    assert_eq!(purged("m").await, 0);
+    assert_eq!(purged("acme").await, forged_fills + 1);
 }

@@ -1,16 +1,25 @@
 //! The HTTP front door against a real node and real models: the OpenAI-compatible `/v1` API
 //! (whole and streamed), the Workers-AI-style `/ai/run`, cache and route headers, every error
-//! status, and a client that disconnects mid-stream.
+//! status, a client that disconnects mid-stream, and the door's own rules (the loopback
+//! promise, JSON only as JSON, loopback `Host`s, keyless connections closed and capped).
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
 mod harness;
+mod raw_quic;
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine;
+use ganglion_client::protocol::{
+    ClientRequest, ErrorCode, MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, ResponseFrame,
+};
 use harness::{Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, WITH_CACHE, ensure_models, eventually};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Http {
     base: String,
@@ -700,13 +709,12 @@ async fn the_official_openai_sdks_work_unchanged() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_that_never_finishes_its_request_head_or_body_is_given_up_on() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let cluster = Cluster::new("http-slowloris");
     let a = cluster.start("a", &[], &["--http", "127.0.0.1:0"]);
     let mut tcp = tokio::net::TcpStream::connect(a.http.unwrap())
         .await
         .unwrap();
-    tcp.write_all(b"GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+    tcp.write_all(b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         .await
         .unwrap();
     // Meanwhile, on another connection, a whole head and a body that stops after 10 of the 100
@@ -716,7 +724,7 @@ async fn a_connection_that_never_finishes_its_request_head_or_body_is_given_up_o
         .unwrap();
     slow_body
         .write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\n\
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
               content-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":",
         )
         .await
@@ -782,4 +790,366 @@ async fn https_serves_with_the_given_certificate() {
         .send()
         .await;
     assert!(plain.is_err() || !plain.unwrap().status().is_success());
+}
+
+/// An HTTP answer as read off the wire.
+#[derive(Debug)]
+struct RawAnswer {
+    status: u16,
+    /// The head, lowercased.
+    head: String,
+    /// The body as JSON (`null` when it is not).
+    body: Value,
+}
+
+impl RawAnswer {
+    fn parse(bytes: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no whole head: {text:?}"));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status: {head}"));
+        Self {
+            status,
+            head: head.to_ascii_lowercase(),
+            body: serde_json::from_str(body).unwrap_or(Value::Null),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            (n.trim() == name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads what the node sends on `tcp` until it closes the connection. Panics if it is still
+/// open after 5 s: half the node's head timeout, so only a connection the node chose to close
+/// ends in time.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    // A reset after the answer (the node closed before reading all we sent) keeps what came.
+    assert!(
+        read.is_ok(),
+        "the node kept the connection open after: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    answer
+}
+
+/// Sends `request` (a whole request, without a body) on a new connection to `addr` and reads
+/// the answer until the node closes the connection.
+async fn raw_request(addr: SocketAddr, request: &str) -> RawAnswer {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    RawAnswer::parse(&read_until_closed(&mut tcp).await)
+}
+
+/// This machine's address beyond loopback (the one a route outwards leaves from), if it has one.
+fn non_loopback_ip() -> Option<IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // TEST-NET-1: connecting a UDP socket only picks a route, nothing is sent.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_anonymous_door_keeps_the_loopback_promise_on_http() {
+    let Some(ip) = non_loopback_ip() else {
+        eprintln!("skipped: this machine has no address beyond loopback");
+        return;
+    };
+    let cluster = Cluster::new("http-loopback-only");
+    // Keyless requests allowed (the harness's default), so clients are served on loopback
+    // only; both doors listen on every address.
+    let a = cluster.start("a", &[], &["--http", "0.0.0.0:0", "--listen", "0.0.0.0:0"]);
+    let port = a.http.unwrap().port();
+    let far = format!("http://{}", SocketAddr::new(ip, port));
+    let near = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let chat = json!({"model": SMOLLM2, "messages": [{"role": "user", "content": "Hi."}]});
+
+    // From this machine's other address: a typed 403 before anything runs, on every route.
+    let listing = client.get(format!("{far}/v1/models")).send().await.unwrap();
+    assert_eq!(listing.status(), 403);
+    let body: Value = listing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "clients_loopback_only", "{body}");
+    let asked = client
+        .post(format!("{far}/v1/chat/completions"))
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 403);
+    let body: Value = asked.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "clients_loopback_only", "{body}");
+    let raw = raw_request(
+        SocketAddr::new(ip, port),
+        "GET /v1/models HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw.status, 403);
+    assert_eq!(raw.header("connection"), Some("close"), "{raw:?}");
+
+    // From loopback, the same door serves.
+    let listing = client
+        .get(format!("{near}/v1/models"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 200);
+
+    // The QUIC door keeps the same promise: a client beyond loopback is closed, never answered.
+    let beyond = ganglion_client::Client::builder()
+        .node(SocketAddr::new(ip, a.quic.port()))
+        .ca_file(cluster.ca_dir().join("ca.crt"))
+        .unwrap()
+        .request_timeout(Duration::from_secs(10));
+    let listed = match beyond.connect().await {
+        Ok(client) => client.list_models().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(
+        listed.is_err(),
+        "the QUIC door served a client beyond loopback"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_only_as_application_json_and_only_loopback_hosts() {
+    ensure_models();
+    let cluster = Cluster::new("http-browser");
+    let a = cluster.start("a", &[], &["--host", MINILM, "--http", "127.0.0.1:0"]);
+    let addr = a.http.unwrap();
+    let http = Http::new(&a, None);
+    let body = json!({"model": MINILM, "input": "edge inference"}).to_string();
+    let embed = |content_type: Option<&str>| {
+        let mut request = http
+            .client
+            .post(format!("{}/v1/embeddings", http.base))
+            .timeout(Duration::from_secs(60))
+            .body(body.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+
+    // Types a web page can send to another origin without a preflight, and none at all: refused
+    // before the body is parsed.
+    for refused in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        let (status, answer) = embed(refused).await;
+        assert_eq!(status, 400, "{refused:?}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_input", "{refused:?}");
+    }
+    for accepted in ["application/json", "application/json; charset=utf-8"] {
+        let (status, answer) = embed(Some(accepted)).await;
+        assert_eq!(status, 200, "{accepted}: {answer}");
+        assert_eq!(answer["data"][0]["object"], "embedding");
+    }
+
+    // A loopback door answers only to loopback names: a page whose name was made to resolve to
+    // 127.0.0.1 (DNS rebinding) sends its own.
+    let port = addr.port();
+    for foreign in [
+        format!("evil.example:{port}"),
+        "evil.example".to_owned(),
+        format!("127.0.0.1.nip.io:{port}"),
+    ] {
+        let request = format!("GET /v1/models HTTP/1.1\r\nHost: {foreign}\r\n\r\n");
+        let answer = raw_request(addr, &request).await;
+        assert_eq!(answer.status, 403, "{foreign}: {answer:?}");
+        assert_eq!(answer.body["error"]["code"], "foreign_host", "{answer:?}");
+        assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
+    }
+    for own in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".to_owned(),
+    ] {
+        let request =
+            format!("GET /v1/models HTTP/1.1\r\nHost: {own}\r\nConnection: close\r\n\r\n");
+        let answer = raw_request(addr, &request).await;
+        assert_eq!(answer.status, 200, "{own}: {answer:?}");
+    }
+}
+
+/// One keyless request on a new connection, kept alive as a client holding places would keep
+/// it: the node's answer, read until the node closes the connection.
+async fn keyless_request(addr: SocketAddr) -> RawAnswer {
+    raw_request(addr, "GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keyless_connections_are_closed_after_their_401_and_cannot_starve_keyed_ones() {
+    let cluster = Cluster::new("http-keyless-flood");
+    let config = cluster.dir.join("small-door.toml");
+    std::fs::write(&config, "[http]\nmax_connections = 64\n").unwrap();
+    let a = cluster.start(
+        "a",
+        &[],
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+            KEYS_REQUIRED,
+        ],
+    );
+    let addr = a.http.unwrap();
+    let key = cluster.issue_key("acme", &[]);
+    // A keyed client on a kept-alive connection, opened before the flood.
+    let keyed = Http::new(&a, Some(&key));
+    let served = || async {
+        let asked = tokio::time::timeout(Duration::from_secs(5), keyed.get("/v1/models")).await;
+        matches!(asked, Ok((200, _)))
+    };
+    assert!(served().await);
+
+    // 64 keyless clients, as many as the door has places, asking again and again: each 401
+    // closes its connection, and when the places for connections yet to authenticate are all
+    // taken, a new one is told at once to retry in a second.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..64)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let (mut refused, mut busy) = (0, 0);
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = keyless_request(addr).await;
+                    match answer.status {
+                        401 => refused += 1,
+                        503 => {
+                            assert_eq!(answer.header("retry-after"), Some("1"), "{answer:?}");
+                            assert_eq!(answer.body["error"]["code"], "overloaded");
+                            busy += 1;
+                        }
+                        _ => panic!("a keyless request got {answer:?}"),
+                    }
+                    assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
+                    // The attackers' pace, not a wait for anything.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                (refused, busy)
+            })
+        })
+        .collect();
+    harness::stays(
+        Duration::from_secs(5),
+        "the keyed client is served through the flood",
+        served,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut refused, mut busy) = (0, 0);
+    for attacker in flood {
+        let (r, b) = attacker.await.unwrap();
+        refused += r;
+        busy += b;
+    }
+    eprintln!("keyless requests: {refused} refused with 401, {busy} turned away with 503");
+    assert!(refused > 0);
+
+    // 40 connections that never send a head: half the door's 64 places at most wait for one,
+    // the rest are told at once to retry.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    assert!(served().await, "a keyed connection is served beside them");
+    let answers = futures::future::join_all(idle.iter_mut().map(|tcp| async move {
+        let mut answer = Vec::new();
+        // The held ones stay silent until the head timeout (10 s); the others are answered at
+        // once.
+        let _ = tokio::time::timeout(Duration::from_secs(2), tcp.read_to_end(&mut answer)).await;
+        answer
+    }))
+    .await;
+    let turned_away: Vec<RawAnswer> = answers
+        .iter()
+        .filter(|answer| !answer.is_empty())
+        .map(|answer| RawAnswer::parse(answer))
+        .collect();
+    for answer in &turned_away {
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert_eq!(answer.header("retry-after"), Some("1"), "{answer:?}");
+        assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
+        assert_eq!(answer.body["error"]["code"], "overloaded", "{answer:?}");
+    }
+    assert!(
+        turned_away.len() >= 8,
+        "{} of 40 idle connections were turned away; at most 32 may wait",
+        turned_away.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_listings_follow_the_key_rule_on_both_doors() {
+    let cluster = Cluster::new("http-listings");
+    let a = cluster.start("a", &[], &["--http", "127.0.0.1:0", KEYS_REQUIRED]);
+    let key = cluster.issue_key("acme", &[]);
+
+    let (status, _) = Http::new(&a, None).get("/v1/models").await;
+    assert_eq!(status, 401);
+    let (status, listing) = Http::new(&a, Some(&key)).get("/v1/models").await;
+    assert_eq!(status, 200);
+
+    // QUIC: the client's `Models`, without a key and with one.
+    let keyless = cluster.keyed_client(&a, None).await;
+    let refused = keyless.list_models().await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(ErrorCode::Unauthenticated),
+        "{refused}"
+    );
+    let keyed = cluster.keyed_client(&a, Some(&key)).await;
+    let models = keyed.list_models().await.unwrap();
+    assert_eq!(models.len(), listing["data"].as_array().unwrap().len());
+
+    // The keyless `ListModels` older clients send gets the same answer.
+    let ca = ganglion::Identity::load(&cluster.identity("a")).unwrap();
+    let endpoint = raw_quic::endpoint(
+        &ca,
+        None,
+        ganglion_client::ALPN_CLIENT,
+        quinn::TransportConfig::default(),
+    );
+    let connection = endpoint
+        .connect(a.quic, ganglion::credentials::NODE_SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    ganglion_client::write_frame(&mut send, &ClientRequest::ListModels, MAX_REQUEST_FRAME_LEN)
+        .await
+        .unwrap();
+    let _ = send.finish();
+    let frame = tokio::time::timeout(
+        Duration::from_secs(10),
+        ganglion_client::read_frame::<_, ResponseFrame>(&mut recv, MAX_RESPONSE_FRAME_LEN),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert!(
+        matches!(&frame, ResponseFrame::Error(e) if e.code == ErrorCode::Unauthenticated),
+        "{frame:?}"
+    );
 }

@@ -181,3 +181,202 @@ async fn output_that_reached_the_client_is_charged_however_the_request_ends() {
     )
     .await;
 }
+
+/// Micro-Neurons `node`'s ledger charged `account`.
+fn charged_to(cluster: &Cluster, node: &str, account: &str) -> u64 {
+    ledger(cluster, node)
+        .iter()
+        .filter(|r| r["account"] == account)
+        .map(|r| r["micro_neurons"].as_u64().unwrap())
+        .sum()
+}
+
+/// A client of `node` with `key` whose requests have `timeout` as their deadline.
+async fn client_with_deadline(
+    cluster: &Cluster,
+    node: &harness::Node,
+    key: &str,
+    timeout: Duration,
+) -> ganglion_client::Client {
+    ganglion_client::Client::builder()
+        .node(node.quic)
+        .ca_file(cluster.ca_dir().join("ca.crt"))
+        .unwrap()
+        .api_key(key)
+        .request_timeout(timeout)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Issue 19, point 6: work that stopped before its first output (the requester left, or the
+/// deadline passed) was free, and an abandoned embedding batch ran to its end uncharged.
+#[tokio::test(flavor = "multi_thread")]
+async fn work_that_ran_is_charged_and_one_key_cannot_hold_a_model_from_another() {
+    ensure_models();
+    let cluster = Cluster::new("metering-abandoned");
+    let a = cluster.start(
+        "a",
+        &[],
+        &["--host", MINILM, "--host", harness::SMOLLM2, KEYS_REQUIRED],
+    );
+    let paid = cluster.issue_key("acme", &["--plan", "paid"]);
+    let free = cluster.issue_key("freeloader", &["--daily-limit", "64"]);
+
+    // A prompt of ~1,800 tokens whose deadline passes while the engine reads it.
+    let prompt =
+        "The lighthouse keeper counted the ships that passed the rocks at night. ".repeat(125);
+    let hurried = client_with_deadline(&cluster, &a, &paid, Duration::from_millis(300)).await;
+    let request = ganglion_client::GenerateRequest::new(harness::SMOLLM2, prompt).max_tokens(16);
+    let failed = hurried
+        .generate(request)
+        .await
+        .expect_err("past its deadline");
+    assert_eq!(failed.code(), Some(ErrorCode::DeadlineExceeded), "{failed}");
+    let record = eventually(
+        Duration::from_secs(20),
+        "the prompt read is charged",
+        || async {
+            ledger(&cluster, "a")
+                .into_iter()
+                .find(|r| r["account"] == "acme")
+        },
+    )
+    .await;
+    assert_eq!(record["output_tokens"], 0, "{record}");
+    assert!(record["input_tokens"].as_u64().unwrap() > 1000, "{record}");
+
+    // 64-text batches sent and abandoned by a paid key that would hold the model, while
+    // another account asks for one text at a time.
+    let texts: Vec<String> = (0..64)
+        .map(|i| {
+            format!(
+                "text {i}: {}",
+                "a sentence long enough to take a while. ".repeat(6)
+            )
+        })
+        .collect();
+    let abandon = |client: std::sync::Arc<ganglion_client::Client>, batches: usize| {
+        let texts = texts.clone();
+        async move {
+            let mut sent = tokio::task::JoinSet::new();
+            for _ in 0..batches {
+                let (client, texts) = (client.clone(), texts.clone());
+                sent.spawn(async move {
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(50),
+                        client.embed(MINILM, texts),
+                    )
+                    .await;
+                });
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            while sent.join_next().await.is_some() {}
+        }
+    };
+    let hog_key = cluster.issue_key("hog", &["--plan", "paid"]);
+    let hog = std::sync::Arc::new(client(&cluster, &a, &hog_key).await);
+    let acme = client(&cluster, &a, &paid).await;
+    let served = async {
+        let mut refused = Vec::new();
+        for i in 0..10 {
+            if let Err(e) = acme.embed(MINILM, vec![format!("mine {i}")]).await {
+                refused.push(e.to_string());
+            }
+        }
+        refused
+    };
+    let ((), refused) = tokio::join!(abandon(hog, 40), served);
+    assert!(refused.is_empty(), "acme was refused: {refused:?}");
+    let hog_charged = eventually(
+        Duration::from_secs(30),
+        "the hog's work is charged",
+        || async { Some(charged_to(&cluster, "a", "hog")).filter(|micro| *micro >= 64_000_000) },
+    )
+    .await;
+
+    // A free key with one batch a day sends 10 and abandons them: one runs, and is charged; the
+    // others are refused while its hold waits for that charge.
+    let freeloader = std::sync::Arc::new(client(&cluster, &a, &free).await);
+    abandon(freeloader, 10).await;
+    let free_charged = eventually(
+        Duration::from_secs(30),
+        "the batch that ran is charged",
+        || async { Some(charged_to(&cluster, "a", "freeloader")).filter(|micro| *micro > 0) },
+    )
+    .await;
+    assert_eq!(
+        free_charged, 64_000_000,
+        "exactly the one batch its allocation covers"
+    );
+    eprintln!(
+        "abandoned batches: the hog was charged {} Neurons, the freeloader {}",
+        hog_charged / 1_000_000,
+        free_charged / 1_000_000
+    );
+}
+
+/// Issue 19, points 7 and 8: a charge reached the account's home only through adverts that
+/// carried the alphabetically first 256 accounts, and an entry node whose peer directory did
+/// not answer decided alone with the whole daily limit.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_charge_reaches_the_home_and_a_node_without_a_peer_view_keeps_to_its_share() {
+    ensure_models();
+    let cluster = Cluster::new("metering-home");
+    let a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED]);
+    let b = cluster.start("b", &[a.quic], &[KEYS_REQUIRED, "--fault-injection"]);
+    b.sees_serving("a", MINILM).await;
+    // 260 accounts charged on a, more than one advert carries; each sorts before the one that
+    // follows ("zz…"), which used to be left out of every advert.
+    let mut accounts = tokio::task::JoinSet::new();
+    for i in 0..260 {
+        let key = cluster.issue_key(&format!("acct-{i:03}"), &["--plan", "paid"]);
+        let client = client(&cluster, &a, &key).await;
+        accounts.spawn(async move {
+            client
+                .embed(MINILM, vec![format!("one {i}")])
+                .await
+                .unwrap();
+            client.close().await;
+        });
+        if accounts.len() >= 8 {
+            accounts.join_next().await;
+        }
+    }
+    while accounts.join_next().await.is_some() {}
+    let last = cluster.issue_key("zz-last", &["--plan", "paid"]);
+    client(&cluster, &a, &last)
+        .await
+        .embed(MINILM, vec!["last".into()])
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "b hears of the last account's charge",
+        || async {
+            let usage = b.json("/admin/usage?account=zz-last").await;
+            (usage["accounts"].as_array()?.first()?["requests"] == 1).then_some(())
+        },
+    )
+    .await;
+
+    // b's directory stops answering: b decides alone, within its share (9 / 2 nodes).
+    let key = cluster.issue_key("limited", &["--daily-limit", "9"]);
+    let limited = client(&cluster, &b, &key).await;
+    let stalled = reqwest::Client::new()
+        .post(format!("http://{}/admin/faults/stall-directory", b.admin))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(stalled.status().is_success());
+    let mut served = 0;
+    for i in 0..9 {
+        match limited.embed(MINILM, vec![format!("limited {i}")]).await {
+            Ok(_) => served += 1,
+            Err(e) => assert_eq!(e.code(), Some(ErrorCode::QuotaExceeded), "{e}"),
+        }
+    }
+    assert_eq!(served, 4, "b kept to its share of 9 Neurons over 2 nodes");
+    assert!(b.log_text().contains("within its share"));
+}

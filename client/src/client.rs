@@ -12,13 +12,23 @@ use rustls::pki_types::CertificateDer;
 
 use crate::codec::{read_frame, write_frame};
 use crate::protocol::{
-    ALPN_CLIENT, CachePolicy, ChatMessage, ClientRequest, ErrorCode, FinalResponse, Input,
-    MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, ModelListing, Output, Parameters, Request,
-    ResponseFrame, Role, WireError,
+    ALPN_CLIENT, CLOSE_CLIENTS_LOOPBACK_ONLY, CLOSE_NOT_SERVING, CLOSE_OVERLOADED, CachePolicy,
+    ChatMessage, ClientRequest, ErrorCode, FinalResponse, Input, MAX_REQUEST_FRAME_LEN,
+    MAX_RESPONSE_FRAME_LEN, ModelListing, Output, Parameters, Request, ResponseFrame, Role,
+    WireError,
 };
 
 /// The DNS name every node certificate carries; clients verify it against the cluster CA.
 pub const NODE_SERVER_NAME: &str = "node.ganglion.internal";
+
+/// The longest a client waits for its handshake with a node to finish, counted from its first
+/// packet, once the node has answered (a node that answers nothing within the connect timeout
+/// is unreachable). A node gives every handshake at least this long, so that it never drops a
+/// connection its client already counts as open.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long to wait before trying an overloaded node again.
+const OVERLOADED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +68,16 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Self::Server(e) => Some(e.code),
+            _ => None,
+        }
+    }
+
+    /// How long to wait before trying again, when trying again later may succeed: the mesh
+    /// (a full queue, or a node that refused or gave up on the connection) was `overloaded`.
+    /// The QUIC form of HTTP's `retry-after`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.code() {
+            Some(ErrorCode::Overloaded) => Some(OVERLOADED_RETRY_AFTER),
             _ => None,
         }
     }
@@ -170,21 +190,10 @@ impl ClientBuilder {
         endpoint.set_default_client_config(config);
 
         let mut tried = Vec::new();
-        let mut full = 0;
+        let mut busy = 0;
         for node in &self.nodes {
-            // A node at its connection limit refuses new connections before the handshake.
-            let attempt = async {
-                let connecting = endpoint
-                    .connect(*node, NODE_SERVER_NAME)
-                    .map_err(|e| (false, e.to_string()))?;
-                connecting.await.map_err(|e| {
-                    let refused = matches!(&e, quinn::ConnectionError::ConnectionClosed(close)
-                        if close.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED);
-                    (refused, e.to_string())
-                })
-            };
-            match tokio::time::timeout(self.connect_timeout, attempt).await {
-                Ok(Ok(connection)) => {
+            match self.dial(&endpoint, *node).await {
+                Ok(connection) => {
                     return Ok(Client {
                         endpoint,
                         connection,
@@ -193,26 +202,85 @@ impl ClientBuilder {
                         api_key: self.api_key.clone(),
                     });
                 }
-                Ok(Err((refused, e))) => {
-                    full += usize::from(refused);
-                    tried.push((*node, e));
+                Err(failure) => {
+                    busy += usize::from(failure.busy);
+                    tried.push((*node, failure.why));
                 }
-                Err(_) => tried.push((
-                    *node,
-                    format!("no handshake within {:?}", self.connect_timeout),
-                )),
             }
         }
-        if full == self.nodes.len() {
+        if busy == self.nodes.len() {
             // Every node is there but busy: the same answer as a full queue, so that callers
             // back off rather than give up.
+            let why: Vec<String> = tried.iter().map(|(a, e)| format!("{a}: {e}")).collect();
             return Err(ClientError::Server(WireError::new(
                 ErrorCode::Overloaded,
-                "every node refused the connection (at its connection limit, or shutting down); try again later",
+                format!(
+                    "every node is overloaded; retry in 1 s ({})",
+                    why.join("; ")
+                ),
             )));
         }
         Err(ClientError::Unreachable { tried })
     }
+
+    /// Connects to `node`. A node that answers nothing within the connect timeout is
+    /// unreachable. One that answers is there, and busy if it then refuses the connection,
+    /// gives up on it, or does not finish the handshake within [`HANDSHAKE_TIMEOUT`].
+    async fn dial(
+        &self,
+        endpoint: &quinn::Endpoint,
+        node: SocketAddr,
+    ) -> Result<quinn::Connection, DialFailure> {
+        let started = tokio::time::Instant::now();
+        let failed = |e: quinn::ConnectionError| match turned_away(&e) {
+            Some(how) => DialFailure {
+                busy: true,
+                why: how.to_owned(),
+            },
+            None => DialFailure {
+                busy: false,
+                why: e.to_string(),
+            },
+        };
+        let mut connecting = endpoint
+            .connect(node, NODE_SERVER_NAME)
+            .map_err(|e| DialFailure {
+                busy: false,
+                why: e.to_string(),
+            })?;
+        // The handshake data (the protocol the node chose) arrives with its first flight.
+        let first_flight = tokio::time::timeout(self.connect_timeout, connecting.handshake_data())
+            .await
+            .map(|answered| answered.map(|_| ()));
+        match first_flight {
+            Err(_) => {
+                return Err(DialFailure {
+                    busy: false,
+                    why: format!("no answer within {:?}", self.connect_timeout),
+                });
+            }
+            Ok(Err(e)) => return Err(failed(e)),
+            Ok(Ok(())) => {}
+        }
+        let limit = self.connect_timeout.max(HANDSHAKE_TIMEOUT);
+        let handshake = tokio::time::timeout_at(started + limit, &mut connecting).await;
+        match handshake {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(DialFailure {
+                busy: true,
+                why: format!("answered, but did not finish the handshake within {limit:?}"),
+            }),
+        }
+    }
+}
+
+/// Why one node of the list could not be connected to.
+struct DialFailure {
+    /// The node is there but too busy for the connection now.
+    busy: bool,
+    /// What happened, for people.
+    why: String,
 }
 
 /// A connection to one node of a Ganglion mesh.
@@ -401,8 +469,9 @@ impl Client {
         let node = self.node;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let timeout = self.request_timeout;
-        let stream = futures::stream::unfold(Some((send, recv)), move |state| async move {
-            let (send, mut recv) = state?;
+        let open = (send, recv, self.connection.clone());
+        let stream = futures::stream::unfold(Some(open), move |state| async move {
+            let (send, mut recv, connection) = state?;
             let frame = match tokio::time::timeout_at(
                 deadline,
                 read_frame::<_, ResponseFrame>(&mut recv, MAX_RESPONSE_FRAME_LEN),
@@ -410,15 +479,7 @@ impl Client {
             .await
             {
                 Err(_) => return Some((Err(ClientError::Timeout(timeout)), None)),
-                Ok(Err(e)) => {
-                    return Some((
-                        Err(ClientError::Connection {
-                            node,
-                            message: e.to_string(),
-                        }),
-                        None,
-                    ));
-                }
+                Ok(Err(e)) => return Some((Err(broken(node, &connection, &e)), None)),
                 Ok(Ok(None)) => {
                     return Some((
                         Err(ClientError::Protocol(
@@ -431,7 +492,7 @@ impl Client {
             };
             match frame {
                 ResponseFrame::Delta(text) => {
-                    Some((Ok(StreamEvent::Delta(text)), Some((send, recv))))
+                    Some((Ok(StreamEvent::Delta(text)), Some((send, recv, connection))))
                 }
                 ResponseFrame::Final(response) => Some((Ok(StreamEvent::Final(response)), None)),
                 ResponseFrame::Error(error) => Some((Err(ClientError::Server(error)), None)),
@@ -484,9 +545,13 @@ impl Client {
         }
     }
 
-    /// The catalog, and which nodes host each model.
+    /// The catalog, and which nodes host each model (with the client's API key, unless the node
+    /// serves keyless requests).
     pub async fn list_models(&self) -> Result<Vec<ModelListing>, ClientError> {
-        let (_send, mut recv) = self.open(&ClientRequest::ListModels).await?;
+        let request = ClientRequest::Models {
+            api_key: self.api_key.clone(),
+        };
+        let (_send, mut recv) = self.open(&request).await?;
         match self.read_one(&mut recv).await? {
             ResponseFrame::Models(models) => Ok(models),
             ResponseFrame::Error(error) => Err(ClientError::Server(error)),
@@ -534,11 +599,8 @@ impl Client {
         &self,
         request: &ClientRequest,
     ) -> Result<(quinn::SendStream, quinn::RecvStream), ClientError> {
-        let broken = |e: &dyn std::fmt::Display| ClientError::Connection {
-            node: self.node,
-            message: e.to_string(),
-        };
-        let (mut send, recv) = self.connection.open_bi().await.map_err(|e| broken(&e))?;
+        let fail = |e: &dyn std::fmt::Display| broken(self.node, &self.connection, e);
+        let (mut send, recv) = self.connection.open_bi().await.map_err(|e| fail(&e))?;
         write_frame(&mut send, request, MAX_REQUEST_FRAME_LEN)
             .await
             .map_err(|e| match e {
@@ -546,9 +608,9 @@ impl Client {
                     ErrorCode::TooLarge,
                     format!("request of {len} bytes exceeds the frame limit of {max}"),
                 )),
-                other => broken(&other),
+                other => fail(&other),
             })?;
-        send.finish().map_err(|e| broken(&e))?;
+        send.finish().map_err(|e| fail(&e))?;
         Ok((send, recv))
     }
 
@@ -560,14 +622,150 @@ impl Client {
         .await
         {
             Err(_) => Err(ClientError::Timeout(self.request_timeout)),
-            Ok(Err(e)) => Err(ClientError::Connection {
-                node: self.node,
-                message: e.to_string(),
-            }),
+            Ok(Err(e)) => Err(broken(self.node, &self.connection, &e)),
             Ok(Ok(None)) => Err(ClientError::Protocol(
                 "the stream ended without an answer".into(),
             )),
             Ok(Ok(Some(frame))) => Ok(frame),
         }
+    }
+}
+
+/// What a failed stream means: how the connection ended, when it has (so that an overloaded,
+/// restarting or silent node is told apart from a broken stream), else the stream's own error.
+fn broken(
+    node: SocketAddr,
+    connection: &quinn::Connection,
+    error: &dyn std::fmt::Display,
+) -> ClientError {
+    match connection.close_reason() {
+        Some(reason) => ended(node, &reason),
+        None => ClientError::Connection {
+            node,
+            message: error.to_string(),
+        },
+    }
+}
+
+/// What a connection to `node` that ended for `reason` means to its caller.
+fn ended(node: SocketAddr, reason: &quinn::ConnectionError) -> ClientError {
+    let closed_with = |code: u32| {
+        matches!(reason, quinn::ConnectionError::ApplicationClosed(close)
+            if close.error_code == quinn::VarInt::from_u32(code))
+    };
+    if let Some(how) = turned_away(reason) {
+        ClientError::Server(WireError::new(
+            ErrorCode::Overloaded,
+            format!("node {node} {how}; retry in 1 s"),
+        ))
+    } else if closed_with(CLOSE_CLIENTS_LOOPBACK_ONLY) {
+        ClientError::Connection {
+            node,
+            message: "this node serves clients on loopback only".into(),
+        }
+    } else if closed_with(CLOSE_NOT_SERVING) {
+        ClientError::Server(WireError::new(
+            ErrorCode::Unavailable,
+            format!("node {node} stopped serving the connection; retry, or use another node"),
+        ))
+    } else if matches!(reason, quinn::ConnectionError::TimedOut) {
+        ClientError::Connection {
+            node,
+            message: "the node stopped answering (idle timeout)".into(),
+        }
+    } else {
+        ClientError::Connection {
+            node,
+            message: reason.to_string(),
+        }
+    }
+}
+
+/// How the node turned the connection away for lack of room, if it did: it refused it before
+/// the handshake (at its connection or handshake limit), gave up during the handshake (a node
+/// closing a connection it has not finished sends `APPLICATION_ERROR`, whatever its code), or
+/// closed it with [`CLOSE_OVERLOADED`].
+fn turned_away(reason: &quinn::ConnectionError) -> Option<&'static str> {
+    use quinn::TransportErrorCode as Transport;
+    match reason {
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == Transport::CONNECTION_REFUSED =>
+        {
+            Some("refused the connection (at its connection or handshake limit)")
+        }
+        quinn::ConnectionError::ConnectionClosed(close)
+            if close.error_code == Transport::APPLICATION_ERROR =>
+        {
+            Some("gave up on the handshake (overloaded, or shutting down)")
+        }
+        quinn::ConnectionError::ApplicationClosed(close)
+            if close.error_code == quinn::VarInt::from_u32(CLOSE_OVERLOADED) =>
+        {
+            Some("is overloaded and closed the connection")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed_by_node(code: u32) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(code),
+            reason: Default::default(),
+        })
+    }
+
+    fn closed_by_quic(code: quinn::TransportErrorCode) -> quinn::ConnectionError {
+        quinn::ConnectionError::ConnectionClosed(quinn::ConnectionClose {
+            error_code: code,
+            frame_type: None,
+            reason: Default::default(),
+        })
+    }
+
+    #[test]
+    fn how_a_connection_ended_decides_the_error_and_whether_to_retry() {
+        let node: SocketAddr = "127.0.0.1:7400".parse().expect("address");
+        let busy = [
+            closed_by_node(CLOSE_OVERLOADED),
+            closed_by_quic(quinn::TransportErrorCode::CONNECTION_REFUSED),
+            closed_by_quic(quinn::TransportErrorCode::APPLICATION_ERROR),
+        ];
+        for reason in busy {
+            let e = ended(node, &reason);
+            assert_eq!(e.code(), Some(ErrorCode::Overloaded), "{reason}");
+            assert_eq!(e.retry_after(), Some(Duration::from_secs(1)), "{reason}");
+        }
+
+        let restarting = ended(node, &closed_by_node(CLOSE_NOT_SERVING));
+        assert_eq!(restarting.code(), Some(ErrorCode::Unavailable));
+        assert_eq!(restarting.retry_after(), None);
+
+        let loopback_only = ended(node, &closed_by_node(CLOSE_CLIENTS_LOOPBACK_ONLY));
+        let ClientError::Connection { message, .. } = &loopback_only else {
+            panic!("{loopback_only}")
+        };
+        assert!(message.contains("loopback only"), "{message}");
+        let silent = ended(node, &quinn::ConnectionError::TimedOut);
+        let ClientError::Connection { message, .. } = &silent else {
+            panic!("{silent}")
+        };
+        assert!(message.contains("stopped answering"), "{message}");
+        for other in [
+            closed_by_node(3),
+            closed_by_quic(quinn::TransportErrorCode::PROTOCOL_VIOLATION),
+            quinn::ConnectionError::Reset,
+        ] {
+            let e = ended(node, &other);
+            assert!(matches!(e, ClientError::Connection { .. }), "{e}");
+            assert_eq!(e.retry_after(), None, "{e}");
+        }
+        assert_eq!(
+            ClientError::Timeout(Duration::from_secs(1)).retry_after(),
+            None
+        );
     }
 }

@@ -26,7 +26,7 @@ const INITIAL_PAYLOAD_CAPACITY: usize = 16 * 1024;
 #[non_exhaustive]
 pub enum FrameError {
     /// The underlying stream failed.
-    #[error("frame i/o failed")]
+    #[error("frame i/o failed: {0}")]
     Io(#[source] std::io::Error),
     /// The stream ended in the middle of a frame.
     #[error("stream ended inside a frame")]

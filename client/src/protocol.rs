@@ -12,6 +12,17 @@ pub const ALPN_PEER: &[u8] = b"ganglion-peer/2";
 /// ALPN of client-to-node connections (server-authenticated TLS).
 pub const ALPN_CLIENT: &[u8] = b"ganglion-client/2";
 
+/// Application close code of a node that stops serving a connection (it shuts down, or its
+/// gateway restarts): retry, or use another node.
+pub const CLOSE_NOT_SERVING: u32 = 0;
+
+/// Application close code of a node that serves clients on loopback only, closing a client
+/// connection from elsewhere.
+pub const CLOSE_CLIENTS_LOOPBACK_ONLY: u32 = 7;
+
+/// Application close code of a node too busy to finish a handshake in time: retry in 1 s.
+pub const CLOSE_OVERLOADED: u32 = 8;
+
 /// Bound on the opening frame of a stream: it names the stream's purpose and nothing more.
 pub const MAX_OPEN_FRAME_LEN: usize = 1024;
 
@@ -36,6 +47,8 @@ pub enum PeerStreamKind {
     /// A request for the node's dashboard report, and the report (added after `Cache`, so
     /// that older peers refuse it rather than misread it).
     Report,
+    /// A pull of the node's whole revoked-key set, sent in chunks (added after `Report`).
+    Revoked,
 }
 
 /// Bound on a client's request frame (prompt and texts included).
@@ -92,6 +105,13 @@ pub enum ClientRequest {
         /// The caller's API key.
         api_key: Option<ApiKey>,
     },
+    /// List the catalog and which nodes host each model, under the key rule of every request:
+    /// without a key only where keyless requests are served (`ListModels` is its keyless
+    /// form). Last, so that the variants before it keep their wire indices.
+    Models {
+        /// The caller's API key.
+        api_key: Option<ApiKey>,
+    },
 }
 
 /// An inference request.
@@ -110,6 +130,7 @@ pub struct Request {
     /// How many more times the request may be handed from node to node.
     pub hop_budget: u8,
     /// Nodes the request has passed through, entry first; it never returns to one of them.
+    #[serde(deserialize_with = "bounded::path")]
     pub path: Vec<String>,
     /// The caller's API key (from a client; a node never passes it on).
     pub api_key: Option<ApiKey>,
@@ -250,6 +271,21 @@ pub struct Account {
     pub daily_limit: Option<u64>,
 }
 
+/// Longest account name, in bytes.
+pub const MAX_ACCOUNT_NAME_BYTES: usize = 64;
+
+/// Whether `name` can name an account: 1 to [`MAX_ACCOUNT_NAME_BYTES`] bytes without control
+/// characters. Keys are signed only for such names; a handed-over request or an advert naming
+/// any other is refused, so that no record anywhere carries one.
+pub fn account_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_ACCOUNT_NAME_BYTES && !name.chars().any(char::is_control)
+}
+
+/// Whether `kid` names a key: 16 lowercase hex digits, or `-` for keyless (anonymous) access.
+pub fn key_id_ok(kid: &str) -> bool {
+    kid == "-" || (kid.len() == 16 && kid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
 /// An account's plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -268,9 +304,9 @@ pub const DEFAULT_HOP_BUDGET: u8 = 3;
 #[non_exhaustive]
 pub enum Input {
     /// Chat messages for a text-generation model.
-    Chat(Vec<ChatMessage>),
+    Chat(#[serde(deserialize_with = "bounded::messages")] Vec<ChatMessage>),
     /// Texts for an embedding model.
-    Embed(Vec<String>),
+    Embed(#[serde(deserialize_with = "bounded::texts")] Vec<String>),
 }
 
 /// One chat message.
@@ -307,6 +343,7 @@ pub struct Parameters {
     /// Seed of the sampler; with a temperature, the same seed gives the same output.
     pub seed: Option<u64>,
     /// Strings that end generation.
+    #[serde(deserialize_with = "bounded::stops")]
     pub stop: Vec<String>,
 }
 
@@ -545,6 +582,63 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// Lists a client controls, bounded while they are decoded: an element can take far more memory
+/// than its bytes on the wire (an empty string is 1 byte there and 24 here), so a frame's length
+/// alone does not bound what decoding it allocates. The bounds are 4x [`validate`]'s, which
+/// then refuses with its typed error what lies between.
+mod bounded {
+    use std::marker::PhantomData;
+
+    use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
+
+    use super::{ChatMessage, MAX_EMBED_BATCH, MAX_MESSAGES, MAX_PATH_NODES, MAX_STOP_SEQUENCES};
+
+    pub fn messages<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ChatMessage>, D::Error> {
+        at_most::<_, _, { 4 * MAX_MESSAGES }>(d)
+    }
+
+    pub fn texts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        at_most::<_, _, { 4 * MAX_EMBED_BATCH }>(d)
+    }
+
+    pub fn stops<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        at_most::<_, _, { 4 * MAX_STOP_SEQUENCES }>(d)
+    }
+
+    pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        at_most::<_, _, { 4 * MAX_PATH_NODES }>(d)
+    }
+
+    fn at_most<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
+        d: D,
+    ) -> Result<Vec<T>, D::Error> {
+        struct AtMost<T, const N: usize>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> Visitor<'de> for AtMost<T, N> {
+            type Value = Vec<T>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "a list of at most {N} elements")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+                // bincode knows the length before the first element: refuse before allocating.
+                if let Some(len) = seq.size_hint().filter(|len| *len > N) {
+                    return Err(A::Error::invalid_length(len, &self));
+                }
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(N));
+                while let Some(element) = seq.next_element()? {
+                    if out.len() == N {
+                        return Err(A::Error::invalid_length(N + 1, &self));
+                    }
+                    out.push(element);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_seq(AtMost::<T, N>(PhantomData))
+    }
+}
+
 /// Checks a request against the protocol's bounds; nodes call this before queueing anything.
 /// Every field a client controls is bounded here: sizes, counts, numbers.
 pub fn validate(request: &Request) -> Result<(), WireError> {
@@ -575,6 +669,14 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
         return Err(WireError::new(
             ErrorCode::Unauthenticated,
             "malformed API key",
+        ));
+    }
+    if let Some(account) = &request.account
+        && (!account_name_ok(&account.name) || !key_id_ok(&account.key_id))
+    {
+        return invalid(format!(
+            "an account must be 1 to {MAX_ACCOUNT_NAME_BYTES} bytes without control characters, \
+             with a key id of 16 lowercase hex digits"
         ));
     }
     if let Some(key) = &request.cache.key
@@ -708,6 +810,35 @@ mod tests {
                 content: text.into(),
             }]),
         )
+    }
+
+    #[test]
+    fn a_list_past_its_bound_is_refused_before_it_is_built() {
+        let frame = |input: Input| {
+            let request = ClientRequest::Infer(Request::new("m", input));
+            crate::codec::encode(&request, usize::MAX).expect("encode")
+        };
+        // A million empty texts fit a request frame (1 byte each) but would take 24 MB.
+        let empty = frame(Input::Embed(vec![String::new(); 1_000_000]));
+        assert!(empty.len() - 5 <= MAX_REQUEST_FRAME_LEN);
+        let decoded = crate::codec::decode_payload::<ClientRequest>(&empty[5..]);
+        assert!(
+            matches!(&decoded, Err(crate::FrameError::Malformed(m)) if m.contains("at most 256")),
+            "{decoded:?}"
+        );
+        // Between validate's bound and 4x it, decoding succeeds and validate refuses, typed.
+        let many = frame(Input::Embed(vec!["a".into(); MAX_EMBED_BATCH + 1]));
+        let Ok(ClientRequest::Infer(request)) = crate::codec::decode_payload(&many[5..]) else {
+            panic!("decodes");
+        };
+        assert_eq!(
+            validate(&request).map_err(|e| e.code),
+            Err(ErrorCode::TooLarge)
+        );
+        let mut stops = chat("hi");
+        stops.parameters.stop = vec!["s".into(); 4 * MAX_STOP_SEQUENCES + 1];
+        let stops = crate::codec::encode(&ClientRequest::Infer(stops), usize::MAX).expect("encode");
+        assert!(crate::codec::decode_payload::<ClientRequest>(&stops[5..]).is_err());
     }
 
     #[test]

@@ -46,7 +46,7 @@ fn adverts() {
             accelerators: vec![],
         },
         loads: vec![],
-        revoked_keys: vec![],
+        revoked: Default::default(),
         usage: vec![],
     };
     let busy = PeerAdvert {
@@ -86,7 +86,11 @@ fn adverts() {
             concurrency: 8,
             service_ms: 850.5,
         }],
-        revoked_keys: vec!["0123456789abcdef".into()],
+        revoked: ganglion::credentials::revoked::Summary {
+            count: 1,
+            digest: [7; 16],
+            recent: vec![ganglion::credentials::revoked::KeyId(0x0123_4567_89ab_cdef)],
+        },
         usage: vec![NodeUsage {
             day: 20_420,
             account: "acme".into(),
@@ -237,6 +241,9 @@ fn main() {
         ClientRequest::Infer(embed),
         ClientRequest::ListModels,
         ClientRequest::Usage {
+            api_key: Some(ApiKey("gnk1.a.b".into())),
+        },
+        ClientRequest::Models {
             api_key: Some(ApiKey("gnk1.a.b".into())),
         },
     ];

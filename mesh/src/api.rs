@@ -10,8 +10,11 @@
 //! - [`listener`]: the server loop and its bounds (connections, slow heads, stalled writes,
 //!   optional TLS).
 //!
-//! Every request authenticates with `Authorization: Bearer <api key>`; its body is bounded in
-//! size and in time; every response carries `x-request-id`. Cache controls come from
+//! One guard runs before every route, before any byte of a body is read: the loopback promise
+//! of `--allow-anonymous`, the `Host` a loopback door answers to, the API key
+//! (`Authorization: Bearer <api key>`, model listings included), and JSON bodies only as
+//! `Content-Type: application/json`. A refused caller's connection is closed. A body is
+//! bounded in size and in time; every response carries `x-request-id`. Cache controls come from
 //! `ganglion-cache-ttl`, `ganglion-skip-cache` and `ganglion-cache-key` (or AI Gateway's
 //! `cf-aig-*` names), and the answer says `ganglion-cache-status` and `cf-aig-cache-status`,
 //! plus `ganglion-executed-by` and `ganglion-neurons` when the whole answer is in one body.
@@ -28,7 +31,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::{get, post};
 use ganglion_client::protocol::{
     ApiKey, CachePolicy, CacheReport, ErrorCode, FinalResponse, Input, MAX_REQUEST_FRAME_LEN,
@@ -72,7 +78,83 @@ pub fn router(api: Arc<Api>) -> Router {
             post(workers_ai::run_in_account),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(api.clone(), guard))
         .with_state(api)
+}
+
+/// The door's one rule for every route (unknown paths included), before any byte of a body is
+/// read: the client's connection may be served at all (the loopback promise), the `Host` names
+/// this door, the key is valid (or keyless requests are served), and a body is JSON. A refused
+/// caller's connection is closed: asking again needs a new connection, which needs a place
+/// among those yet to authenticate ([`listener::Clients::unauthenticated`]).
+async fn guard(
+    State(api): State<Arc<Api>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let id = rand::random();
+    let client = request
+        .extensions()
+        .get::<Arc<listener::ClientConnection>>()
+        .cloned();
+    if let Some(client) = &client {
+        if !client.allowed {
+            let refusal = errors::Refusal::ClientsLoopbackOnly;
+            return errors::refused(refusal, common_headers(id, None));
+        }
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok());
+        if !client.host_allowed(host) {
+            let refusal = errors::Refusal::ForeignHost;
+            return errors::refused(refusal, common_headers(id, None));
+        }
+    }
+    let path = request.uri().path().to_owned();
+    let key = api_key(request.headers()).map(|k| k.0);
+    let now = crate::metering::unix_now();
+    if let Err(error) = crate::request::authenticate::client_account(&api.context.auth, key, now) {
+        return errors::closing(error_answer(&path, &error, id));
+    }
+    if let Some(client) = &client {
+        client.authenticated();
+    }
+    if request.method() == Method::POST && !sends_json(request.headers()) {
+        let error = WireError::new(
+            ErrorCode::InvalidInput,
+            "the body must be JSON, sent as `Content-Type: application/json`",
+        );
+        return error_answer(&path, &error, id);
+    }
+    let response = next.run(request).await;
+    // The pipeline authenticates again (a key revoked meanwhile): its refusal closes too.
+    if response.status() == StatusCode::UNAUTHORIZED {
+        return errors::closing(response);
+    }
+    response
+}
+
+/// Whether the body is declared JSON (`application/json`, parameters such as `charset` allowed).
+/// Any other type is one a web page can make a browser send to another origin without asking
+/// first (a CORS "simple request"), so none is read.
+fn sends_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// `error` in the dialect of the route at `path`: Workers AI's envelope on its routes, OpenAI's
+/// on the others.
+fn error_answer(path: &str, error: &WireError, id: u128) -> Response {
+    let headers = common_headers(id, None);
+    if path.starts_with("/ai/") || path.starts_with("/accounts/") {
+        errors::workers_ai(error, headers)
+    } else {
+        errors::openai(error, headers)
+    }
 }
 
 /// Reads a JSON body: at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`]; anything else is a
@@ -303,5 +385,24 @@ mod tests {
         assert_eq!(api_key(&headers), Some(ApiKey("gnk1.a.b".into())));
         headers.insert("authorization", HeaderValue::from_static("Basic xyz"));
         assert_eq!(api_key(&headers), None);
+    }
+
+    #[test]
+    fn a_body_is_json_only_when_its_type_says_so() {
+        let typed = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            sends_json(&headers)
+        };
+        assert!(typed("application/json"));
+        assert!(typed("Application/JSON; charset=utf-8"));
+        for other in [
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+        ] {
+            assert!(!typed(other), "{other}");
+        }
+        assert!(!sends_json(&HeaderMap::new()), "no type at all");
     }
 }

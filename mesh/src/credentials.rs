@@ -28,6 +28,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 pub mod api_keys;
+pub mod revoked;
 
 use api_keys::{KeyClaims, KeySigner, KeyVerifier};
 

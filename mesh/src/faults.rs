@@ -15,6 +15,8 @@ pub struct Faults {
     enabled: bool,
     panic_next_job: AtomicBool,
     kill: OnceLock<KillSwitch>,
+    /// Until when the peer directory answers its member list too late.
+    directory_stalled_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Faults {
@@ -49,6 +51,27 @@ impl Faults {
     /// Whether the job starting now must panic (and disarms).
     pub fn take_job_panic(&self) -> bool {
         self.enabled && self.panic_next_job.swap(false, Ordering::SeqCst)
+    }
+
+    /// Makes the peer directory answer its member list too late for `period` (its callers see
+    /// it not answering; it goes on with everything else).
+    pub fn stall_directory(&self, period: std::time::Duration) {
+        if self.enabled {
+            *self
+                .directory_stalled_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now() + period);
+        }
+    }
+
+    /// Whether the peer directory is to answer its member list too late now.
+    pub fn directory_stalled(&self) -> bool {
+        self.enabled
+            && self
+                .directory_stalled_until
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|until| std::time::Instant::now() < until)
     }
 
     /// Installs the supervisor's kill switch (once).

@@ -170,10 +170,15 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
                     Some(crate::api::listener::tls_config(cert, key).map_err(StartError::HttpTls)?)
                 }
             };
+            let remote_clients = config.connection_limits.remote_clients();
+            if !remote_clients && !http.listen.ip().to_canonical().is_loopback() {
+                tracing::warn!(listen = %http.listen, "the HTTP API listens beyond loopback, but clients are served on loopback only (--allow-anonymous without clients.allow_remote): others get 403");
+            }
             Some(crate::actors::gateway::HttpArguments {
                 listener: Arc::new(listener),
                 tls,
                 max_connections: http.max_connections,
+                remote_clients,
             })
         }
     };

@@ -63,6 +63,9 @@ pub struct Context {
     pub cache: cache::Settings,
     /// Prometheus metrics.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Nodes in the mesh as the peer directory last counted them (this one included): a quota
+    /// decided without a peer view uses the share of the limit over them.
+    pub mesh_size: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Who sent a request to this node.
@@ -149,7 +152,7 @@ pub async fn run(
         Ok(hold) => hold,
         Err(error) => return fail(out, error).await,
     };
-    let out = &mut quota::Watched { inner: out, hold };
+    let out = &mut quota::Watched::new(out, hold);
     let mut attempts = Vec::new();
     match local::run(ctx, &admitted, out).await {
         local::Outcome::Answered => return,

@@ -6,17 +6,23 @@
 //!   CACHE: [--cache-ttl SECS] [--skip-cache] [--cache-key KEY]
 //! ganglion models   --node ADDR --ca FILE
 //! ```
+//!
+//! An `overloaded` mesh is tried again, with backoff, until `--timeout`; if it is still
+//! overloaded then, the command exits with 75 (EX_TEMPFAIL): try again later. Any other
+//! failure exits with 1.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use ganglion_client::protocol::{CachePolicy, FinalResponse, Output};
-use ganglion_client::{Client, EmbedRequest, GenerateRequest, StreamEvent};
+use ganglion_client::{
+    Client, ClientError, EmbedRequest, GenerateRequest, GenerationStream, StreamEvent,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,28 +133,80 @@ enum Command {
     },
 }
 
+/// Exit code when the mesh stayed `overloaded` for the whole `--timeout` (EX_TEMPFAIL).
+const EXIT_OVERLOADED: u8 = 75;
+/// First wait before trying an overloaded mesh again; it doubles per try, up to the longest.
+const FIRST_RETRY: Duration = Duration::from_millis(250);
+/// Longest wait between two tries.
+const LONGEST_RETRY: Duration = Duration::from_secs(2);
+/// Least time left for a try to be worth starting. A try is also given at least a quarter of
+/// `--timeout`, so that a request that gets into a queue on its last try has time to be
+/// answered there.
+const SHORTEST_TRY: Duration = Duration::from_millis(500);
+
 #[tokio::main]
 async fn main() -> ExitCode {
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            let retry_after = e
+                .downcast_ref::<ClientError>()
+                .and_then(ClientError::retry_after);
+            if retry_after.is_some() {
+                eprintln!("ganglion: {e:#}; still so when --timeout ran out: try again later");
+                return ExitCode::from(EXIT_OVERLOADED);
+            }
             eprintln!("ganglion: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn connect(c: &Connection) -> anyhow::Result<Client> {
-    let mut builder = Client::builder()
-        .ca_file(&c.ca)?
-        .request_timeout(Duration::from_secs(c.timeout));
+/// Connects to the first reachable node, for requests that may take `timeout`.
+async fn connect(c: &Connection, timeout: Duration) -> Result<Client, ClientError> {
+    let mut builder = Client::builder().ca_file(&c.ca)?.request_timeout(timeout);
     for node in &c.nodes {
         builder = builder.node(*node);
     }
     if let Some(key) = &c.api_key {
         builder = builder.api_key(key.clone());
     }
-    Ok(builder.connect().await?)
+    builder.connect().await
+}
+
+/// Connects and runs `request`, and does both again after `overloaded` (with full-jitter
+/// backoff) while `--timeout` allows; returns the open client with the answer. A client whose
+/// request failed is closed first, so that it does not hold a place at the node.
+async fn with_retries<T>(
+    c: &Connection,
+    mut request: impl AsyncFnMut(&Client) -> Result<T, ClientError>,
+) -> Result<(Client, T), ClientError> {
+    let timeout = Duration::from_secs(c.timeout);
+    let deadline = Instant::now() + timeout;
+    let shortest_try = SHORTEST_TRY.max(timeout / 4);
+    let mut backoff = FIRST_RETRY;
+    loop {
+        let error = match connect(c, deadline.saturating_duration_since(Instant::now())).await {
+            Ok(client) => {
+                let answer = request(&client).await;
+                match answer {
+                    Ok(answer) => return Ok((client, answer)),
+                    Err(e) => {
+                        client.close().await;
+                        e
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        // Full jitter: clients turned away together do not all come back together.
+        let wait = backoff.mul_f64(rand::random::<f64>());
+        if error.retry_after().is_none() || Instant::now() + wait + shortest_try > deadline {
+            return Err(error);
+        }
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(LONGEST_RETRY);
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -163,31 +221,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
             prompt,
         } => {
-            let client = connect(&connection).await?;
             let mut request = GenerateRequest::new(model, prompt).cache(cache.policy());
             request.parameters.max_tokens = max_tokens;
             request.parameters.temperature = temperature;
             request.parameters.seed = seed;
-            let mut stream = client.generate_stream(request).await?;
-            let mut stdout = std::io::stdout();
-            while let Some(event) = stream.next().await {
-                match event? {
-                    StreamEvent::Delta(text) if !json => {
-                        stdout.write_all(text.as_bytes())?;
-                        stdout.flush()?;
-                    }
-                    StreamEvent::Delta(_) => {}
-                    StreamEvent::Final(response) if json => {
-                        println!("{}", serde_json::to_string_pretty(&final_json(&response))?)
-                    }
-                    StreamEvent::Final(response) => {
-                        println!();
-                        eprintln!("route: {}", route_summary(&response.route));
-                        eprintln!("cache: {}", cache_summary(&response.cache));
-                    }
-                }
-            }
+            let (client, (mut rest, first)) = with_retries(&connection, async |client: &Client| {
+                first_event(client, request.clone()).await
+            })
+            .await?;
+            let printed = print_generation(first, &mut rest, json).await;
+            drop(rest);
             client.close().await;
+            printed?;
         }
         Command::Embed {
             connection,
@@ -196,9 +241,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cache,
             texts,
         } => {
-            let client = connect(&connection).await?;
             let request = EmbedRequest::new(model, texts.clone()).cache(cache.policy());
-            let response = client.embed_request(request).await?;
+            let (client, response) = with_retries(&connection, async |client: &Client| {
+                client.embed_request(request.clone()).await
+            })
+            .await?;
+            client.close().await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&final_json(&response))?);
             } else if let Output::Embeddings(vectors) = &response.output {
@@ -212,11 +260,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
-            client.close().await;
         }
         Command::Usage { connection, json } => {
-            let client = connect(&connection).await?;
-            let usage = client.usage().await?;
+            let (client, usage) =
+                with_retries(&connection, async |client: &Client| client.usage().await).await?;
+            client.close().await;
             let neurons = |micro: u64| micro as f64 / 1e6;
             let resets = humantime_rfc3339(usage.resets_at);
             if json {
@@ -249,12 +297,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     neurons(usage.allocation_micro),
                 );
             }
-            client.close().await;
         }
         Command::Models { connection } => {
-            let client = connect(&connection).await?;
+            let (client, models) = with_retries(&connection, async |client: &Client| {
+                client.list_models().await
+            })
+            .await?;
+            client.close().await;
             println!("{:<36} {:<16} HOSTED BY", "MODEL", "TASK");
-            for model in client.list_models().await? {
+            for model in models {
                 let hosts = if model.hosted_by.is_empty() {
                     "-".to_owned()
                 } else {
@@ -262,7 +313,55 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 };
                 println!("{:<36} {:<16} {hosts}", model.id, model.task);
             }
-            client.close().await;
+        }
+    }
+    Ok(())
+}
+
+/// Starts a generation and waits for its first event. Nothing is printed before it, so an
+/// `overloaded` until then can still be retried.
+async fn first_event(
+    client: &Client,
+    request: GenerateRequest,
+) -> Result<(GenerationStream, StreamEvent), ClientError> {
+    let mut stream = client.generate_stream(request).await?;
+    match stream.next().await {
+        Some(event) => Ok((stream, event?)),
+        None => Err(ClientError::Protocol(
+            "the stream ended before its first event".into(),
+        )),
+    }
+}
+
+/// Prints a generation from its `first` event on, as it arrives: the text (route and cache on
+/// stderr), or with `json` the final response.
+async fn print_generation(
+    first: StreamEvent,
+    rest: &mut GenerationStream,
+    json: bool,
+) -> anyhow::Result<()> {
+    print_event(first, json)?;
+    while let Some(event) = rest.next().await {
+        print_event(event?, json)?;
+    }
+    Ok(())
+}
+
+fn print_event(event: StreamEvent, json: bool) -> anyhow::Result<()> {
+    match event {
+        StreamEvent::Delta(text) if !json => {
+            let mut stdout = std::io::stdout();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        }
+        StreamEvent::Delta(_) => {}
+        StreamEvent::Final(response) if json => {
+            println!("{}", serde_json::to_string_pretty(&final_json(&response))?)
+        }
+        StreamEvent::Final(response) => {
+            println!();
+            eprintln!("route: {}", route_summary(&response.route));
+            eprintln!("cache: {}", cache_summary(&response.cache));
         }
     }
     Ok(())

@@ -72,8 +72,6 @@ pub enum Msg {
         key: CacheKey,
         /// The lease it led under.
         lease: u64,
-        /// Whose it is.
-        owner: Owner,
         /// The answer.
         answer: Answer,
         /// How long to keep it.
@@ -233,6 +231,12 @@ impl Actor for CacheShard {
                 reply,
             } => {
                 let now = now_ms();
+                // Material that names no owner (a peer's junk) never leads a flight.
+                if Owner::of(&key.material).is_none() {
+                    state.stats.busy += 1;
+                    let _ = reply.send(Reply::Busy);
+                    return Ok(());
+                }
                 if let Some(found) = state.store.get(&key, now) {
                     state.stats.hits += 1;
                     let _ = reply.send(Reply::Hit(found));
@@ -253,7 +257,6 @@ impl Actor for CacheShard {
             Msg::Fill {
                 key,
                 lease,
-                owner,
                 answer,
                 ttl_ms,
             } => {
@@ -269,7 +272,9 @@ impl Actor for CacheShard {
                         age_ms: 0,
                     }));
                 }
-                state.store.insert(key, owner, answer, ttl_ms, now_ms());
+                if let Some(owner) = Owner::of(&key.material) {
+                    state.store.insert(key, owner, answer, ttl_ms, now_ms());
+                }
             }
             Msg::Abandon { hash, lease } => {
                 let due = state
@@ -369,12 +374,11 @@ pub struct LocalLease {
 
 impl LocalLease {
     /// Stores the answer and answers the waiters.
-    pub fn fill(mut self, key: CacheKey, owner: Owner, answer: Answer, ttl_ms: u64) {
+    pub fn fill(mut self, key: CacheKey, answer: Answer, ttl_ms: u64) {
         self.done = true;
         let _ = self.shard.cast(Msg::Fill {
             key,
             lease: self.lease,
-            owner,
             answer,
             ttl_ms,
         });

@@ -33,7 +33,7 @@ use crate::credentials::Identity;
 use crate::membership::{Direction, Keep, resolve_duplicate, retry_delay};
 use crate::transport::cluster_stream::{QuicClusterStream, SessionLabel};
 use crate::transport::endpoint::{self, Accepted, Liveness};
-use crate::transport::limits::ConnectionLimits;
+use crate::transport::limits::{ConnectionLimits, is_loopback};
 use crate::transport::{CloseCode, PeerConnection, tls};
 
 /// Host part of every ractor_cluster node name (`<name>@ganglion`); the name part is the
@@ -97,6 +97,8 @@ pub struct Arguments {
     pub sessions: crate::facts::SessionNodes,
     /// This node's dashboard report (answers peers gathering the mesh's view).
     pub reporter: crate::dashboard::report::Reporter,
+    /// Revoked API keys (peers pull the set).
+    pub revoked: crate::credentials::revoked::RevokedKeys,
 }
 
 /// A ractor_cluster session event, forwarded from the `NodeServer`.
@@ -185,6 +187,7 @@ pub struct State {
     meter: super::meter::MeterHandle,
     cache: super::cache_shard::Shards,
     reporter: crate::dashboard::report::Reporter,
+    revoked: crate::credentials::revoked::RevokedKeys,
     sessions: crate::facts::SessionNodes,
     links: HashMap<String, Link>,
     dial_book: HashMap<SocketAddr, DialEntry>,
@@ -280,6 +283,7 @@ impl Actor for ClusterHost {
             meter: args.meter,
             cache: args.cache,
             reporter: args.reporter,
+            revoked: args.revoked,
             sessions: {
                 // Sessions of an earlier host (and their node ids) are gone.
                 args.sessions.clear();
@@ -404,6 +408,7 @@ impl State {
             meter: self.meter.clone(),
             cache: self.cache.clone(),
             reporter: self.reporter.clone(),
+            revoked: self.revoked.clone(),
         };
         self.tasks
             .spawn(serve_connection(myself, owners, name, connection, direction).instrument(span));
@@ -596,34 +601,48 @@ impl State {
 /// up the others. Peers join the mesh; clients go to the gateway.
 ///
 /// Every incoming connection holds a place under [`ConnectionLimits`] (in total and per source
-/// address) from its first packet until it closes; past a cap, new ones are refused before
-/// the handshake. Client connections from beyond loopback are refused unless allowed.
+/// address) from its first packet until it closes; past a cap, or past
+/// [`endpoint::MAX_HANDSHAKES`] handshakes in progress, new ones are refused before the
+/// handshake (a client reads that as `overloaded`). A handshake gets at least as long as a
+/// client waits for one, so a node never gives up on a connection its client already counts
+/// as open. Client connections from beyond loopback are refused unless allowed.
 async fn accept_loop(
     endpoint: quinn::Endpoint,
-    handshake_timeout: Duration,
+    idle_timeout: Duration,
     host: ActorRef<Msg>,
     gateway: GatewayHandle,
     limits: ConnectionLimits,
 ) {
+    let handshake_timeout = idle_timeout.max(ganglion_client::client::HANDSHAKE_TIMEOUT);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(endpoint::MAX_HANDSHAKES));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
+                let remote = incoming.remote_address();
                 // Under pressure, a source must prove its address (a QUIC retry costs it one
                 // round trip) before it may hold a place: spoofed Initials cannot fill them.
-                if limits.under_pressure() && !incoming.remote_address_validated() && incoming.may_retry() {
+                // Loopback cannot be spoofed from off the host, so it is spared the round trip.
+                if limits.under_pressure() && !is_loopback(remote.ip()) && !incoming.remote_address_validated() && incoming.may_retry() {
                     let _ = incoming.retry();
                     continue;
                 }
-                let Some(place) = limits.admit(incoming.remote_address().ip()) else {
-                    tracing::debug!(remote = %incoming.remote_address(), "connection refused: too many connections");
+                let Some(place) = limits.admit(remote.ip()) else {
+                    tracing::debug!(%remote, "connection refused: too many connections");
+                    incoming.refuse();
+                    continue;
+                };
+                let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+                    tracing::debug!(%remote, "connection refused: too many handshakes in progress");
                     incoming.refuse();
                     continue;
                 };
                 let (host, gateway, limits) = (host.clone(), gateway.clone(), limits.clone());
                 connections.spawn(async move {
-                    let connection = match endpoint::accept(incoming, handshake_timeout).await {
+                    let accepted = endpoint::accept(incoming, handshake_timeout).await;
+                    drop(handshake);
+                    let connection = match accepted {
                         Ok(Accepted::Peer(peer)) => {
                             let connection = peer.connection.clone();
                             endpoint::widen_for_peer(&connection);
@@ -668,6 +687,8 @@ struct StreamOwners {
     cache: super::cache_shard::Shards,
     /// `Report` streams: the peer gathering the dashboard's view.
     reporter: crate::dashboard::report::Reporter,
+    /// `Revoked` streams: the peer pulling the revoked-key set.
+    revoked: crate::credentials::revoked::RevokedKeys,
 }
 
 /// Runs one peer connection: opens the cluster session (when this node dialed), serves the
@@ -825,6 +846,10 @@ async fn serve_stream(
         }
         Ok(Ok(Some(PeerStreamKind::Cache))) => {
             super::cache_shard::remote::serve(owners.cache, label.peer, send, recv).await;
+            return;
+        }
+        Ok(Ok(Some(PeerStreamKind::Revoked))) => {
+            super::peer_directory::serve_revoked(owners.revoked, send).await;
             return;
         }
         Ok(Ok(Some(PeerStreamKind::Report))) => {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ganglion_client::protocol::{
-    ClientRequest, ErrorCode, MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, ModelListing,
+    ApiKey, ClientRequest, ErrorCode, MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, ModelListing,
     ResponseFrame, WireError,
 };
 use ganglion_client::{FrameError, read_frame, write_frame};
@@ -77,6 +77,9 @@ pub struct HttpArguments {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Connections served at once.
     pub max_connections: usize,
+    /// Clients from beyond loopback are served (else the door keeps `--allow-anonymous`'s
+    /// promise, as the QUIC door does).
+    pub remote_clients: bool,
 }
 
 impl std::fmt::Debug for HttpArguments {
@@ -84,6 +87,8 @@ impl std::fmt::Debug for HttpArguments {
         f.debug_struct("HttpArguments")
             .field("listener", &self.listener)
             .field("tls", &self.tls.is_some())
+            .field("max_connections", &self.max_connections)
+            .field("remote_clients", &self.remote_clients)
             .finish()
     }
 }
@@ -95,16 +100,10 @@ fn serve_http(
 ) -> Result<super::AbortOnDrop, ActorProcessingErr> {
     let listener = tokio::net::TcpListener::from_std(http.listener.try_clone()?)?;
     let router = crate::api::router(Arc::new(api));
+    let (caps, clients) =
+        crate::api::listener::client_door(http.max_connections, http.remote_clients);
     Ok(super::AbortOnDrop(tokio::spawn(
-        crate::api::listener::serve(
-            listener,
-            router,
-            crate::api::listener::Caps {
-                connections: http.max_connections,
-                per_address: crate::api::listener::MAX_PER_ADDRESS,
-            },
-            http.tls.clone(),
-        ),
+        crate::api::listener::serve_clients(listener, router, caps, clients, http.tls.clone()),
     )))
 }
 
@@ -272,13 +271,8 @@ async fn serve_stream(
             };
             let _ = out.send(frame).await;
         }
-        ClientRequest::ListModels => {
-            let frame = match list_models(&shared.context, &shared.directory).await {
-                Ok(listing) => ResponseFrame::Models(listing),
-                Err(error) => ResponseFrame::Error(error),
-            };
-            let _ = out.send(frame).await;
-        }
+        ClientRequest::ListModels => answer_models(&shared, None, &mut out).await,
+        ClientRequest::Models { api_key } => answer_models(&shared, api_key, &mut out).await,
         ClientRequest::Infer(request) => {
             let span =
                 tracing::info_span!("request", request_id = %request.id, model = %request.model);
@@ -343,10 +337,27 @@ impl Responder for QuicResponder {
     }
 }
 
+/// Answers a model listing under the rule HTTP's `/v1/models` and every request follow (the
+/// listing names the mesh's nodes): without a key only where keyless requests are served. The
+/// keyless `ListModels` of older clients gets the same answer as `Models` without a key.
+async fn answer_models(shared: &Shared, api_key: Option<ApiKey>, out: &mut QuicResponder) {
+    let now = crate::metering::unix_now();
+    let key = api_key.map(|k| k.0);
+    let listed = match request::authenticate::client_account(&shared.context.auth, key, now) {
+        Ok(_) => list_models(&shared.context, &shared.directory).await,
+        Err(error) => Err(error),
+    };
+    let frame = match listed {
+        Ok(listing) => ResponseFrame::Models(listing),
+        Err(error) => ResponseFrame::Error(error),
+    };
+    let _ = out.send(frame).await;
+}
+
 /// The usage today of the account whose key this is.
 async fn account_usage(
     ctx: &request::Context,
-    api_key: Option<ganglion_client::protocol::ApiKey>,
+    api_key: Option<ApiKey>,
 ) -> Result<ganglion_client::protocol::AccountUsage, WireError> {
     use crate::metering::{MICRO, usage};
     let now = crate::metering::unix_now();

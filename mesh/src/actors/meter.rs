@@ -48,6 +48,8 @@ pub enum Msg {
         id: u64,
         /// Who charged it, and micro-Neurons.
         charged_by: Option<(String, u64)>,
+        /// The request may still be charged (see [`QuotaRequest::Release`]).
+        linger: bool,
         /// The peer that releases it (`None`: this node); must be the one that reserved it.
         owner: Option<String>,
     },
@@ -114,6 +116,10 @@ struct Reservation {
 /// Longest a hold lasts without a release: beyond any request's deadline (at most an hour)
 /// and the relay's grace after it.
 const HOLD_LIMIT: Duration = Duration::from_secs(65 * 60);
+/// How long a hold outlives a request that ended without an answer after work may have run:
+/// longer than an abandoned embedding batch runs, and than a charge takes to reach the home in
+/// an advert.
+pub const LINGER: Duration = Duration::from_secs(30);
 
 /// The meter's state.
 pub struct State {
@@ -232,9 +238,17 @@ impl Actor for Meter {
             Msg::Release {
                 id,
                 charged_by,
+                linger,
                 owner,
             } => {
                 if state.reservations.get(&id).is_none_or(|r| r.owner != owner) {
+                    return Ok(());
+                }
+                if linger && charged_by.is_none() {
+                    // Ended by its charge (`Charged`, here) or by the sweep.
+                    if let Some(r) = state.reservations.get_mut(&id) {
+                        r.expires_at = r.expires_at.min(Instant::now() + LINGER);
+                    }
                     return Ok(());
                 }
                 // Charged here: already in the own counter. Charged elsewhere: counted as
@@ -320,6 +334,7 @@ impl MeterHandle {
             at: HoldAt::Local(self.clone()),
             id,
             charged_by: None,
+            linger: false,
         })
     }
 
@@ -361,6 +376,7 @@ impl MeterHandle {
                 at: HoldAt::Remote(connection.clone()),
                 id,
                 charged_by: None,
+                linger: false,
             }),
             Ok(QuotaReply::Over(over)) => Err(ReserveError::OverQuota(over)),
             Ok(other) => Err(ReserveError::Home(format!("unexpected answer {other:?}"))),
@@ -404,10 +420,17 @@ impl MeterHandle {
         super::call_local(&self.0.get(), |reply| Msg::Usage(day, reply)).await
     }
 
-    fn release(&self, id: u64, charged_by: Option<(String, u64)>, owner: Option<String>) {
+    fn release(
+        &self,
+        id: u64,
+        charged_by: Option<(String, u64)>,
+        linger: bool,
+        owner: Option<String>,
+    ) {
         let _ = self.0.get().cast(Msg::Release {
             id,
             charged_by,
+            linger,
             owner,
         });
     }
@@ -452,6 +475,11 @@ pub enum QuotaRequest {
         id: u64,
         /// Who charged it, and how much.
         charged_by: Option<(String, u64)>,
+        /// The request ended without an answer after work may have run (its requester left, it
+        /// was cancelled or ran out of time, its executor was lost): the hold stays for
+        /// [`LINGER`] or until the charge arrives, so that abandoned work cannot spend past
+        /// the limit while its charge is on its way.
+        linger: bool,
     },
 }
 
@@ -528,8 +556,12 @@ pub async fn serve_quota_stream(
         Ok(Ok(Some(QuotaRequest::Reserve { .. }))) => {
             QuotaReply::Failed("day out of range".to_owned())
         }
-        Ok(Ok(Some(QuotaRequest::Release { id, charged_by }))) => {
-            meter.release(id, charged_by, Some(peer));
+        Ok(Ok(Some(QuotaRequest::Release {
+            id,
+            charged_by,
+            linger,
+        }))) => {
+            meter.release(id, charged_by, linger, Some(peer));
             QuotaReply::Released
         }
         _ => return,
@@ -558,6 +590,7 @@ pub struct Hold {
     at: HoldAt,
     id: u64,
     charged_by: Option<(String, u64)>,
+    linger: bool,
 }
 
 impl Hold {
@@ -565,13 +598,19 @@ impl Hold {
     pub fn charged(&mut self, node: &str, micro: u64) {
         self.charged_by = Some((node.to_owned(), micro));
     }
+
+    /// The request ended without an answer after work may have run: the home keeps the hold
+    /// until its charge arrives (at most [`LINGER`]).
+    pub fn linger(&mut self) {
+        self.linger = true;
+    }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        let charged_by = self.charged_by.take();
+        let (charged_by, linger) = (self.charged_by.take(), self.linger);
         match &self.at {
-            HoldAt::Local(meter) => meter.release(self.id, charged_by, None),
+            HoldAt::Local(meter) => meter.release(self.id, charged_by, linger, None),
             HoldAt::Remote(connection) => {
                 // Dropping cannot wait: the release goes out on a task of its own, bounded by
                 // HOME_TIMEOUT. If it is lost, the home keeps counting the hold until
@@ -579,8 +618,12 @@ impl Drop for Hold {
                 let (connection, id) = (connection.clone(), self.id);
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                     runtime.spawn(async move {
-                        let _ =
-                            ask_home(&connection, &QuotaRequest::Release { id, charged_by }).await;
+                        let release = QuotaRequest::Release {
+                            id,
+                            charged_by,
+                            linger,
+                        };
+                        let _ = ask_home(&connection, &release).await;
                     });
                 }
             }

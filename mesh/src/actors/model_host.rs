@@ -13,6 +13,8 @@
 //! It joins process group `ganglion.model.<id>`, so every node sees who hosts what; requests
 //! themselves arrive over data-plane streams, never as actor messages.
 
+mod fairness;
+
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -77,6 +79,8 @@ pub enum Msg {
         ok: bool,
         /// How long it ran.
         took: Duration,
+        /// The account it ran for.
+        account: String,
     },
     /// Counters for the admin endpoint.
     Stats(RpcReplyPort<ModelStats>),
@@ -150,7 +154,14 @@ pub struct State {
     meter: MeterHandle,
     queue: VecDeque<Job>,
     running: JoinSet<()>,
+    /// Requests running per account, for fair turns.
+    running_by: fairness::Running,
     stats: ModelStats,
+}
+
+/// The account a job runs for (every job that reaches a host has one).
+fn account_of(job: &Job) -> &str {
+    job.request.account.as_ref().map_or("", |a| a.name.as_str())
 }
 
 impl Actor for ModelHost {
@@ -185,6 +196,7 @@ impl Actor for ModelHost {
             meter: args.meter,
             queue: VecDeque::new(),
             running: JoinSet::new(),
+            running_by: fairness::Running::default(),
         })
     }
 
@@ -213,9 +225,29 @@ impl Actor for ModelHost {
         match msg {
             Msg::Submit(job, reply) => {
                 let job = *job;
+                // Requests whose requester left while they waited hold no place.
+                let before = state.queue.len();
+                state.queue.retain(|j| !j.frames.is_closed());
+                state.stats.failed += (before - state.queue.len()) as u64;
+                let account = account_of(&job);
+                let waiting = state
+                    .queue
+                    .iter()
+                    .filter(|j| account_of(j) == account)
+                    .count();
+                let share = fairness::queue_share(state.stats.queue_capacity);
                 let admitted = if state.stats.in_flight < state.stats.concurrency {
                     state.start(&myself, job);
                     Ok(())
+                } else if waiting >= share {
+                    state.stats.rejected += 1;
+                    Err(WireError::new(
+                        ErrorCode::Overloaded,
+                        format!(
+                            "account `{account}` has {waiting} requests waiting for model `{}` on node `{}`, its share of the queue; retry when one ends",
+                            state.spec.id, state.node
+                        ),
+                    ))
                 } else if state.queue.len() < state.stats.queue_capacity {
                     state.queue.push_back(job);
                     Ok(())
@@ -234,9 +266,10 @@ impl Actor for ModelHost {
                 };
                 let _ = reply.send(admitted);
             }
-            Msg::Finished { ok, took } => {
+            Msg::Finished { ok, took, account } => {
                 while state.running.try_join_next().is_some() {}
                 state.stats.in_flight = state.stats.in_flight.saturating_sub(1);
+                state.running_by.finish(&account);
                 if ok {
                     // Exponentially weighted, so routers see the recent service time.
                     let took = ms(took);
@@ -263,12 +296,15 @@ impl Actor for ModelHost {
 }
 
 impl State {
-    /// Starts queued jobs while slots are free, dropping those whose requester left or whose
-    /// deadline passed while they waited.
+    /// Starts queued jobs while slots are free, each time of the account running the fewest,
+    /// dropping those whose requester left or whose deadline passed while they waited.
     fn start_queued(&mut self, myself: &ActorRef<Msg>) {
         let now = Instant::now();
         while self.stats.in_flight < self.stats.concurrency {
-            let Some(job) = self.queue.pop_front() else {
+            let Some(next) = self.running_by.next(self.queue.iter().map(account_of)) else {
+                break;
+            };
+            let Some(job) = self.queue.remove(next) else {
                 break;
             };
             if job.deadline <= now {
@@ -293,6 +329,8 @@ impl State {
 
     fn start(&mut self, myself: &ActorRef<Msg>, job: Job) {
         self.stats.in_flight += 1;
+        let account = account_of(&job).to_owned();
+        self.running_by.start(&account);
         let span = tracing::info_span!("request", node = %self.node, model = %self.spec.id, request_id = %job.request.id);
         let (spec, backend, node, faults, myself) = (
             self.spec.clone(),
@@ -313,22 +351,31 @@ impl State {
                     }
                     match run(&spec, &backend, &node, &job, &streamed).await {
                         Ok(mut response) => {
-                            let charge = charge(&spec, &node, &job, response.usage, &ledger, &meter);
+                            let items = match &job.request.input {
+                                Input::Embed(texts) => texts.len() as u64,
+                                _ => 0,
+                            };
+                            let charge = charge(&spec, &node, &job, response.usage, items, &ledger, &meter);
                             response.usage.micro_neurons = charge.await?;
                             Ok(response)
                         }
                         Err(error) => {
-                            // Output that reached the requester is charged, however the
-                            // request ended: stopping early must not make a run free.
+                            // What ran is charged however the request ended: output that
+                            // reached the requester, a prompt the engine read before the
+                            // requester left or the deadline passed, texts embedded. Stopping
+                            // early must not make a run free.
                             let pieces = streamed.pieces.load(Ordering::Relaxed);
-                            if pieces > 0 {
+                            let items = streamed.items.load(Ordering::Relaxed);
+                            let read_prompt = streamed.started.load(Ordering::Relaxed)
+                                && matches!(error.code, ErrorCode::Cancelled | ErrorCode::DeadlineExceeded);
+                            if pieces > 0 || items > 0 || read_prompt {
                                 let usage = Usage {
                                     input_tokens: streamed.prompt_tokens.load(Ordering::Relaxed),
                                     output_tokens: pieces,
                                     micro_neurons: 0,
                                 };
-                                if let Err(e) = charge(&spec, &node, &job, usage, &ledger, &meter).await {
-                                    tracing::error!(error = %e.message, "partial output not charged");
+                                if let Err(e) = charge(&spec, &node, &job, usage, u64::from(items), &ledger, &meter).await {
+                                    tracing::error!(error = %e.message, "work that ran not charged");
                                 }
                             }
                             Err(error)
@@ -345,7 +392,7 @@ impl State {
                 let took = started.elapsed();
                 let ok = outcome.is_ok();
                 // The work has stopped: free the slot before waiting to deliver the last frame.
-                let _ = myself.cast(Msg::Finished { ok, took });
+                let _ = myself.cast(Msg::Finished { ok, took, account });
                 let last = match outcome {
                     Ok(final_response) => ResponseFrame::Final(final_response),
                     Err(error) => {
@@ -360,12 +407,17 @@ impl State {
     }
 }
 
-/// What a text generation has handed on so far, for charging output that reached the
-/// requester before a failure.
+/// What a job has run so far, for charging it when it ends without an answer.
 #[derive(Debug, Default)]
 struct Streamed {
+    /// Tokens of the prompt (or of the texts embedded).
     prompt_tokens: AtomicU32,
+    /// Pieces of output handed on.
     pieces: AtomicU32,
+    /// The engine was given the prompt.
+    started: std::sync::atomic::AtomicBool,
+    /// Texts embedded by a batch whose requester left or whose deadline passed.
+    items: AtomicU32,
 }
 
 /// Prices what ran, records it in the ledger durably and counts it, before the final frame
@@ -376,6 +428,7 @@ async fn charge(
     node: &str,
     job: &Job,
     usage: Usage,
+    items: u64,
     ledger: &LedgerWriter,
     meter: &MeterHandle,
 ) -> Result<u64, WireError> {
@@ -385,10 +438,6 @@ async fn charge(
             ErrorCode::Internal,
             "a request reached a model without an account or charge id",
         ));
-    };
-    let items = match &request.input {
-        Input::Embed(texts) => texts.len() as u64,
-        _ => 0,
     };
     let micro = pricing::cost(
         spec.pricing,
@@ -520,6 +569,7 @@ async fn execute(
                     ),
                 ));
             }
+            streamed.started.store(true, Ordering::Relaxed);
             let generation = generator.generate(
                 messages,
                 &job.request.parameters,
@@ -555,9 +605,9 @@ async fn execute(
             ))
         }
         (Backend::Embed(_), Input::Embed(texts)) => {
-            // The embedder is CPU-bound and cannot be interrupted: it runs on a blocking
-            // thread, and the slot stays taken until that thread is done, even when the
-            // requester leaves or the deadline passes meanwhile.
+            // The embedder is CPU-bound and cannot be interrupted: the slot stays taken until
+            // it is done, even when the requester leaves or the deadline passes meanwhile, and
+            // what it embedded is charged then.
             let work = backend.clone().embed(texts.clone(), job.deadline);
             let mut work = std::pin::pin!(work);
             let stopped_early = tokio::select! {
@@ -565,7 +615,13 @@ async fn execute(
                 () = job.frames.closed() => BackendError::Cancelled,
                 () = tokio::time::sleep_until(job.deadline.into()) => BackendError::DeadlineExceeded,
             };
-            let _ = work.await;
+            if let Ok((vectors, tokens)) = work.await {
+                streamed.prompt_tokens.store(tokens, Ordering::Relaxed);
+                streamed.items.store(
+                    u32::try_from(vectors.len()).unwrap_or(u32::MAX),
+                    Ordering::Relaxed,
+                );
+            }
             Err(match stopped_early {
                 BackendError::DeadlineExceeded => deadline_passed(),
                 other => backend_error(other, None),

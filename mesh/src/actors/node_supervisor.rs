@@ -285,6 +285,7 @@ impl Actor for NodeSupervisor {
             sessions.clone(),
         );
 
+        let mesh_size = Arc::new(std::sync::atomic::AtomicUsize::new(1));
         let directory_args = peer_directory::Arguments {
             name: name.clone(),
             advertise: args.advertise,
@@ -294,6 +295,8 @@ impl Actor for NodeSupervisor {
             revoked_file: args.revoked_file.clone(),
             meter: meter_handle.clone(),
             usage_changed,
+            faults: faults.clone(),
+            mesh_size: mesh_size.clone(),
         };
         let directory = spawn(
             "ganglion.peer_directory".into(),
@@ -335,6 +338,7 @@ impl Actor for NodeSupervisor {
                     default_ttl: args.cache.default_ttl,
                 },
                 metrics: metrics.clone(),
+                mesh_size: mesh_size.clone(),
             },
             directory: directory_handle.clone(),
             http: args.http,
@@ -371,6 +375,7 @@ impl Actor for NodeSupervisor {
             cache: shards.clone(),
             sessions,
             reporter: reporter.clone(),
+            revoked: args.auth.revoked.clone(),
         };
         let cluster = spawn(
             "ganglion.cluster_host".into(),

@@ -9,7 +9,11 @@
 //! its bounds ([`PeerAdvert::check`]). Adverts carry the peer list that drives peer exchange,
 //! the sender's hardware, and the live state and load of each model it hosts.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod revocations;
+
+pub use revocations::serve as serve_revoked;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -21,11 +25,12 @@ use tokio::task::JoinSet;
 
 use super::{AbortOnDrop, ActorSlot, LocalCallError};
 use crate::actors::model_host::LocalModels;
-use crate::credentials::api_keys::{MAX_ACCOUNT_LEN, RevokedKeys, is_key_id};
+use crate::credentials::revoked::{self, KeyId, MAX_RECENT, RevokedKeys};
 use crate::facts::ModelState;
 use crate::hardware::Hardware;
 use crate::membership::{Direction, KnownPeer, dial_targets};
 use crate::routing::placement::MAX_SERVICE_TIME;
+use revocations::{Budget, PullState};
 
 /// Process group every node's directory joins (it shows the mesh's directories in
 /// `/admin/actors`; adverts travel on QUIC streams, not through the group).
@@ -42,8 +47,6 @@ pub const MAX_ADVERT_LEN: usize = 128 * 1024;
 pub const MAX_ADVERT_PEERS: usize = 256;
 /// Most models an advert may list.
 pub const MAX_ADVERT_MODELS: usize = 64;
-/// Most revoked key ids an advert may carry (17 bytes each on the wire).
-pub const MAX_ADVERT_REVOKED: usize = 1024;
 /// Most accounts whose usage an advert may carry.
 pub const MAX_ADVERT_ACCOUNTS: usize = 256;
 /// Most accelerators an advert may list, and the longest name of one.
@@ -65,10 +68,10 @@ pub struct PeerAdvert {
     pub hardware: Hardware,
     /// Load of each hosted model, at most one advert interval old.
     pub loads: Vec<ModelLoad>,
-    /// Ids of the API keys revoked in the cluster, as the sender knows them (a grow-only set:
-    /// every node adds what it hears, so a revocation reaches every live node and any that
-    /// joins later).
-    pub revoked_keys: Vec<String>,
+    /// The sender's set of revoked API keys, summarised (a grow-only set: every node adds
+    /// what it hears and pulls what it lacks, so a revocation reaches every live node and any
+    /// that joins later).
+    pub revoked: revoked::Summary,
     /// The sender's own usage totals per account, today (grow-only counters).
     pub usage: Vec<crate::metering::usage::NodeUsage>,
 }
@@ -135,17 +138,10 @@ impl PeerAdvert {
         {
             return bad("loads");
         }
-        if self.revoked_keys.len() > MAX_ADVERT_REVOKED
-            || !self.revoked_keys.iter().all(|k| is_key_id(k))
-        {
-            return bad("revoked_keys");
+        if self.revoked.recent.len() > MAX_RECENT {
+            return bad("revoked");
         }
-        if self.usage.len() > MAX_ADVERT_ACCOUNTS
-            || self
-                .usage
-                .iter()
-                .any(|u| u.account.is_empty() || u.account.len() > MAX_ACCOUNT_LEN)
-        {
+        if self.usage.len() > MAX_ADVERT_ACCOUNTS {
             return bad("usage");
         }
         let h = &self.hardware;
@@ -157,6 +153,15 @@ impl PeerAdvert {
             return bad("hardware.accelerators");
         }
         Ok(())
+    }
+
+    /// Drops usage records that name no valid account (one bad record costs itself, not the
+    /// advert); returns how many were dropped.
+    pub fn drop_bad_records(&mut self) -> usize {
+        let before = self.usage.len();
+        self.usage
+            .retain(|u| ganglion_client::protocol::account_name_ok(&u.account));
+        before - self.usage.len()
     }
 
     /// Ids of the models the sender serves now.
@@ -250,6 +255,8 @@ pub struct PeerView {
     pub hardware: Option<Hardware>,
     /// Its advertised load per hosted model.
     pub loads: Vec<ModelLoad>,
+    /// Revoked key ids it offered beyond its budget or the set's bound.
+    pub revoked_held_back: u64,
 }
 
 /// Messages of the directory.
@@ -290,6 +297,15 @@ pub enum Msg {
         peer: String,
         /// The advert.
         advert: Box<PeerAdvert>,
+    },
+    /// A pull of `peer`'s revoked set (whose digest was `digest`) ended.
+    Pulled {
+        /// The peer pulled from.
+        peer: String,
+        /// The digest its advert gave for the set pulled.
+        digest: [u8; 16],
+        /// The ids, or why not.
+        pulled: Result<Vec<KeyId>, revocations::PullError>,
     },
     /// Periodic: send this node's advert to every peer.
     Tick,
@@ -336,6 +352,11 @@ pub struct Arguments {
     pub meter: crate::actors::meter::MeterHandle,
     /// Told when this node's usage grew: an advert goes out soon, not only at the next tick.
     pub usage_changed: std::sync::Arc<tokio::sync::Notify>,
+    /// Injected faults (a member list answered too late).
+    pub faults: std::sync::Arc<crate::faults::Faults>,
+    /// Nodes in the mesh, this one included, counted at every tick (read when this directory
+    /// does not answer in time).
+    pub mesh_size: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct Entry {
@@ -344,6 +365,8 @@ struct Entry {
     since: SystemTime,
     session: Option<usize>,
     advert: Option<(PeerAdvert, Instant)>,
+    /// When to pull the peer's revoked set.
+    pull: PullState,
 }
 
 impl Entry {
@@ -376,10 +399,19 @@ pub struct State {
     /// Adverts being sent, one task per peer and tick, each bounded by the advert interval.
     sending: JoinSet<()>,
     revoked: RevokedKeys,
-    revoked_file: std::path::PathBuf,
+    /// How many revoked ids each member may still add (kept across its reconnections).
+    budgets: HashMap<String, Budget>,
+    /// Ids each member offered beyond its budget or the set's bound.
+    refused: HashMap<String, u64>,
+    /// Which accounts' usage the next advert carries.
+    usage_window: crate::metering::usage::AdvertWindow,
     meter: crate::actors::meter::MeterHandle,
+    faults: std::sync::Arc<crate::faults::Faults>,
+    mesh_size: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Sends an extra advert soon after usage grows; aborted with the state.
     _on_usage: AbortOnDrop,
+    /// Stores the revoked set when it grows; aborted with the state.
+    _store_revoked: AbortOnDrop,
 }
 
 /// Least time between two adverts sent because usage grew.
@@ -411,14 +443,73 @@ impl State {
                 .collect(),
             hardware: self.hardware.clone(),
             loads: Vec::new(),
-            revoked_keys: self
-                .revoked
-                .all()
-                .into_iter()
-                .take(MAX_ADVERT_REVOKED)
-                .collect(),
+            revoked: self.revoked.summary(),
             usage: Vec::new(),
         }
+    }
+
+    /// Takes revoked ids from `peer` within its budget; returns how many were new and whether
+    /// every new one was taken. `pulled` is the digest of the set they came from, if a pull.
+    fn learn_revoked(
+        &mut self,
+        peer: &str,
+        ids: Vec<KeyId>,
+        pulled: Option<[u8; 16]>,
+    ) -> (usize, bool) {
+        let now = Instant::now();
+        let new = self.revoked.unknown(ids);
+        let budget = self
+            .budgets
+            .entry(peer.to_owned())
+            .or_insert_with(|| Budget::new(now));
+        let granted = budget.take(new.len(), now);
+        let learned = self.revoked.learn(new[..granted].iter().copied());
+        let held_back = (new.len() - granted) + learned.refused;
+        if held_back > 0 {
+            *self.refused.entry(peer.to_owned()).or_default() += held_back as u64;
+            tracing::warn!(
+                %peer,
+                held_back,
+                over_budget = new.len() - granted,
+                set_full = learned.refused,
+                "revoked ids from a peer held back (its budget or the set's bound)"
+            );
+        }
+        if learned.added > 0 {
+            tracing::info!(%peer, added = learned.added, from_pull = pulled.is_some(), "API keys revoked");
+        }
+        (learned.added, held_back == 0)
+    }
+
+    /// Starts a pull of `peer`'s revoked set if its summary differs from ours and one is due.
+    fn pull_revoked_if_due(
+        &mut self,
+        myself: &ActorRef<Msg>,
+        peer: &str,
+        theirs: &revoked::Summary,
+    ) {
+        let ours = self.revoked.summary();
+        let Some(entry) = self.peers.get_mut(peer) else {
+            return;
+        };
+        if !entry.pull.due(theirs, &ours, Instant::now()) {
+            return;
+        }
+        entry.pull.start();
+        let (connection, myself, peer, digest) = (
+            entry.connection.clone(),
+            myself.clone(),
+            peer.to_owned(),
+            theirs.digest,
+        );
+        tokio::spawn(async move {
+            let pulled = revocations::pull(&connection).await;
+            let _ = myself.cast(Msg::Pulled {
+                peer,
+                digest,
+                pulled,
+            });
+        });
     }
 
     /// Connected peers that advertise `model`, with their load.
@@ -488,6 +579,7 @@ impl State {
                 .as_ref()
                 .map(|(a, _)| a.loads.clone())
                 .unwrap_or_default(),
+            revoked_held_back: self.refused.get(name).copied().unwrap_or(0),
         }
     }
 
@@ -524,8 +616,15 @@ impl Actor for PeerDirectory {
             hardware: args.hardware,
             peers: BTreeMap::new(),
             sending: JoinSet::new(),
+            _store_revoked: AbortOnDrop(tokio::spawn(
+                args.revoked.clone().keep_stored(args.revoked_file),
+            )),
             revoked: args.revoked,
-            revoked_file: args.revoked_file,
+            budgets: HashMap::new(),
+            refused: HashMap::new(),
+            usage_window: Default::default(),
+            faults: args.faults,
+            mesh_size: args.mesh_size,
             meter: args.meter,
             _on_usage: {
                 let (changed, myself) = (args.usage_changed, myself.clone());
@@ -544,7 +643,7 @@ impl Actor for PeerDirectory {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Msg>,
+        myself: ActorRef<Msg>,
         msg: Msg,
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
@@ -562,6 +661,7 @@ impl Actor for PeerDirectory {
                         since: SystemTime::now(),
                         session: None,
                         advert: None,
+                        pull: PullState::default(),
                     },
                 );
             }
@@ -597,32 +697,62 @@ impl Actor for PeerDirectory {
                     entry.session = None;
                 }
             }
-            Msg::Advert { peer, advert } => {
+            Msg::Advert { peer, mut advert } => {
                 if let Err(e) = advert.check(&peer) {
                     tracing::warn!(%peer, error = %e, "advert refused");
-                } else if let Some(entry) = state.peers.get_mut(&peer) {
-                    let learned = state.revoked.add(advert.revoked_keys.iter().cloned());
-                    if !learned.is_empty() {
-                        tracing::info!(%peer, revoked = ?learned, "API keys revoked");
-                        if let Err(e) = state.revoked.save(&state.revoked_file) {
-                            tracing::error!(error = %e, "cannot store revoked keys");
-                        }
+                } else if state.peers.contains_key(&peer) {
+                    let dropped = advert.drop_bad_records();
+                    if dropped > 0 {
+                        tracing::warn!(%peer, dropped, "usage records naming no valid account dropped");
                     }
+                    if state.revoked.lacks_any(&advert.revoked.recent) {
+                        state.learn_revoked(&peer, advert.revoked.recent.clone(), None);
+                    }
+                    state.pull_revoked_if_due(&myself, &peer, &advert.revoked);
                     state.meter.merge(&peer, advert.usage.clone());
-                    entry.advert = Some((*advert, Instant::now()));
+                    if let Some(entry) = state.peers.get_mut(&peer) {
+                        entry.advert = Some((*advert, Instant::now()));
+                    }
                 } else {
                     tracing::debug!(%peer, "advert from a peer without a connection");
                 }
             }
+            Msg::Pulled {
+                peer,
+                digest,
+                pulled,
+            } => {
+                let (added, complete) = match pulled {
+                    Ok(ids) => state.learn_revoked(&peer, ids, Some(digest)),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "revoked set not pulled");
+                        (0, false)
+                    }
+                };
+                if let Some(entry) = state.peers.get_mut(&peer) {
+                    entry
+                        .pull
+                        .done(Some(digest), added, complete, Instant::now());
+                }
+            }
             Msg::Tick => {
                 while state.sending.try_join_next().is_some() {}
+                let connected = state
+                    .peers
+                    .values()
+                    .filter(|e| e.state() == PeerState::Connected)
+                    .count();
+                state
+                    .mesh_size
+                    .store(connected + 1, std::sync::atomic::Ordering::Relaxed);
                 let mut advert = state.advert();
                 advert.loads = local_loads(&state.hosts).await;
                 let today = crate::metering::usage::day_of(crate::metering::unix_now());
                 match state.meter.own(today).await {
                     Ok(mut usage) => {
-                        usage.truncate(MAX_ADVERT_ACCOUNTS);
-                        advert.usage = usage;
+                        // A record charged before accounts were checked on handoff.
+                        usage.retain(|u| ganglion_client::protocol::account_name_ok(&u.account));
+                        advert.usage = state.usage_window.pick(usage, MAX_ADVERT_ACCOUNTS);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "meter did not answer; advert without usage")
@@ -662,6 +792,12 @@ impl Actor for PeerDirectory {
             }
             Msg::DialTargets(reply) => {
                 let _ = reply.send(state.dial_targets());
+            }
+            Msg::Members(reply) if state.faults.directory_stalled() => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    let _ = reply.send(Vec::new());
+                });
             }
             Msg::Members(reply) => {
                 let members = state
@@ -799,6 +935,7 @@ impl PeerDirectoryHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::credentials::api_keys::MAX_ACCOUNT_LEN;
 
     fn advert() -> PeerAdvert {
         PeerAdvert {
@@ -826,7 +963,11 @@ mod tests {
                 concurrency: 2,
                 service_ms: 12.5,
             }],
-            revoked_keys: vec!["0123456789abcdef".into()],
+            revoked: revoked::Summary {
+                count: 1,
+                digest: [7; 16],
+                recent: vec![KeyId(0x0123456789abcdef)],
+            },
             usage: vec![],
         }
     }
@@ -842,7 +983,7 @@ mod tests {
     #[test]
     fn an_advert_over_its_bound_is_refused_before_it_is_decoded() {
         let mut a = advert();
-        a.revoked_keys = vec!["0123456789abcdef".into(); MAX_ADVERT_LEN / 16];
+        a.peers = vec![a.peers[0].clone(); MAX_ADVERT_LEN / 8];
         let frame = ganglion_client::codec::encode(&a, 4 * MAX_ADVERT_LEN).expect("encode");
         assert!(frame.len() > MAX_ADVERT_LEN);
         let read = futures::executor::block_on(ganglion_client::read_frame::<_, PeerAdvert>(
@@ -884,7 +1025,7 @@ mod tests {
             };
             MAX_ADVERT_MODELS
         ];
-        a.revoked_keys = vec!["0123456789abcdef".into(); MAX_ADVERT_REVOKED];
+        a.revoked.recent = vec![KeyId(u64::MAX); MAX_RECENT];
         a.usage = vec![
             crate::metering::usage::NodeUsage {
                 day: u64::MAX,
@@ -930,7 +1071,7 @@ mod tests {
                     "peers" => "peers",
                     "models" => "models",
                     "loads" => "loads",
-                    "revoked_keys" => "revoked_keys",
+                    "revoked" => "revoked",
                     _ => "hardware.accelerators",
                 })),
                 "{field}"
@@ -967,9 +1108,28 @@ mod tests {
             "accelerators",
         );
         refused(
-            &|a| a.revoked_keys = vec!["not-a-key-id".into()],
-            "revoked_keys",
+            &|a| a.revoked.recent = vec![KeyId(1); MAX_RECENT + 1],
+            "revoked",
         );
+    }
+
+    #[test]
+    fn a_usage_record_naming_no_account_costs_itself_not_the_advert() {
+        let record = |account: &str| crate::metering::usage::NodeUsage {
+            day: 1,
+            account: account.to_owned(),
+            totals: Default::default(),
+        };
+        let mut a = advert();
+        a.usage = vec![
+            record(""),
+            record("acme"),
+            record(&"x".repeat(MAX_ACCOUNT_LEN + 1)),
+            record("a\u{7}"),
+        ];
+        assert!(a.check("a").is_ok());
+        assert_eq!(a.drop_bad_records(), 3);
+        assert_eq!(a.usage, [record("acme")]);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! exceptions, and Workers AI's envelope and codes.
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ganglion_client::protocol::{ErrorCode, WireError};
 
@@ -106,6 +106,58 @@ pub fn workers_ai(error: &WireError, mut headers: HeaderMap) -> Response {
     (status(error.code), headers, Json(workers_ai_body(error))).into_response()
 }
 
+/// Why the door turned a caller away before any route ran: typed, as the pipeline's codes are,
+/// but about who calls, not about what is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A client from beyond loopback, while the node serves clients on loopback only (the
+    /// promise of `--allow-anonymous`; the QUIC door closes such connections with code 7).
+    ClientsLoopbackOnly,
+    /// A `Host` that does not name this loopback door: a page from elsewhere whose name was made
+    /// to resolve to 127.0.0.1 (DNS rebinding).
+    ForeignHost,
+}
+
+impl Refusal {
+    /// The refusal's stable code (`error.code`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientsLoopbackOnly => "clients_loopback_only",
+            Self::ForeignHost => "foreign_host",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::ClientsLoopbackOnly => "this node serves clients on loopback only",
+            Self::ForeignHost => "this door answers only to localhost, 127.0.0.1 and [::1]",
+        }
+    }
+}
+
+/// `refusal` as a 403 with an OpenAI-style body whose `error.code` is the refusal's, with
+/// `headers` (the request id) added; its connection closes.
+pub fn refused(refusal: Refusal, headers: HeaderMap) -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "message": refusal.message(),
+            "type": "permission_error",
+            "param": null,
+            "code": refusal.as_str(),
+        }
+    });
+    closing((StatusCode::FORBIDDEN, headers, Json(body)).into_response())
+}
+
+/// `response` as its connection's last: hyper closes the connection once it is written, so a
+/// refused client cannot keep its place by asking again on it.
+pub fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +182,13 @@ mod tests {
         assert_eq!(response.headers()["x-should-retry"], "false");
         assert_eq!(workers_ai_code(ErrorCode::QuotaExceeded), 4006);
         assert_eq!(workers_ai_code(ErrorCode::UnknownModel), 5007);
+    }
+
+    #[test]
+    fn a_refusal_is_a_typed_403_that_closes_its_connection() {
+        let response = refused(Refusal::ClientsLoopbackOnly, HeaderMap::new());
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+        assert_eq!(Refusal::ForeignHost.as_str(), "foreign_host");
     }
 }

@@ -3,6 +3,11 @@
 //! - at most [`Caps::connections`] connections at once, and [`Caps::per_address`] from one address
 //!   (loopback counts only toward the total); past the total, new ones wait in the kernel's
 //!   backlog, past the per-address cap they are closed at once;
+//! - on an API door ([`serve_clients`]), at most [`Clients::unauthenticated`] of them yet to make
+//!   an authenticated request; past it, new ones get a typed 503 with `retry-after: 1` at once.
+//!   A connection gives that place back at its first authenticated request, and a refused one
+//!   (401, 403) is closed, so keyless clients cannot take the places keyed ones need. Each
+//!   request carries its [`ClientConnection`], which the API's guard checks;
 //! - a request head must arrive within [`HEAD_TIMEOUT`], which also ends an idle keep-alive
 //!   connection (slowloris);
 //! - a write that makes no progress for [`crate::api::WRITE_TIMEOUT`] fails, so a client that
@@ -14,13 +19,15 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use ganglion_client::protocol::{ErrorCode, WireError};
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -67,6 +74,162 @@ pub struct Caps {
     pub connections: usize,
     /// At once from one address (loopback counts only toward the total).
     pub per_address: usize,
+}
+
+/// Whom an API door serves, beyond its [`Caps`].
+#[derive(Debug, Clone, Copy)]
+pub struct Clients {
+    /// Clients from beyond loopback are served; without it only loopback ones, the promise
+    /// `--allow-anonymous` makes (the QUIC door keeps it too).
+    pub remote: bool,
+    /// Connections at once that have not yet made an authenticated request.
+    pub unauthenticated: usize,
+}
+
+/// The bounds of an API door of `connections` places: at most half of them for connections
+/// yet to authenticate, and at most half of that half from one address, so that neither
+/// keyless clients nor one host can take the places keyed clients need.
+pub fn client_door(connections: usize, remote: bool) -> (Caps, Clients) {
+    let unauthenticated = (connections / 2).max(1);
+    let caps = Caps {
+        connections,
+        per_address: MAX_PER_ADDRESS.min(unauthenticated / 2).max(1),
+    };
+    (
+        caps,
+        Clients {
+            remote,
+            unauthenticated,
+        },
+    )
+}
+
+/// What the API's guard learns of the connection a request came on: a request extension that
+/// [`serve_clients`] adds to every request.
+#[derive(Debug)]
+pub struct ClientConnection {
+    /// The peer may be served: it is on loopback, or the door serves remote clients.
+    pub allowed: bool,
+    /// The door answers only to `Host` names of this machine (see [`local_host`]).
+    local_hosts_only: bool,
+    /// Its place among the connections yet to authenticate, until its first authenticated
+    /// request.
+    unauthenticated: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl ClientConnection {
+    /// Whether `host` (the request's `Host` header) may be answered on this door.
+    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+        !self.local_hosts_only || host.is_some_and(local_host)
+    }
+
+    /// The connection made an authenticated request: it gives its place among those yet to
+    /// authenticate back, and keeps its place in the total.
+    pub fn authenticated(&self) {
+        drop(
+            self.unauthenticated
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+    }
+}
+
+/// Whether a door answers only to names of this machine: a plain door bound to loopback, or one
+/// that serves loopback clients only. A web page can make a browser on this machine reach such a
+/// door under a name of its own that it then points at 127.0.0.1 (DNS rebinding) and read the
+/// answers; the `Host` it sends is that name, so only names that cannot be rebound are answered.
+fn local_hosts_only(bound: SocketAddr, tls: bool, remote: bool) -> bool {
+    !tls && (bound.ip().to_canonical().is_loopback() || !remote)
+}
+
+/// Whether `host` (a `Host` header, with or without a port) names this machine in a way no
+/// DNS answer can change: `localhost` or an IP address.
+pub fn local_host(host: &str) -> bool {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`
+        Some(rest) => match rest.split_once(']') {
+            Some((v6, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(is_port) => {
+                return v6.parse::<std::net::Ipv6Addr>().is_ok();
+            }
+            _ => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if is_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+fn is_port(text: &str) -> bool {
+    text.parse::<u16>().is_ok()
+}
+
+/// An API door's admission of new connections.
+struct Door {
+    clients: Clients,
+    /// It answers only to `Host` names of this machine.
+    local_hosts_only: bool,
+    /// Places for connections yet to authenticate.
+    unauthenticated: Arc<Semaphore>,
+    /// The answer to a connection that finds none free.
+    busy: Vec<u8>,
+}
+
+impl Door {
+    fn new(clients: Clients, bound: io::Result<SocketAddr>, tls: bool) -> Self {
+        Self {
+            clients,
+            local_hosts_only: bound
+                .ok()
+                .is_some_and(|bound| local_hosts_only(bound, tls, clients.remote)),
+            unauthenticated: Arc::new(Semaphore::new(clients.unauthenticated.max(1))),
+            busy: busy_answer(),
+        }
+    }
+
+    /// A new connection from `peer`, holding a place among those yet to authenticate; `None`
+    /// when none is free.
+    fn admit(&self, peer: IpAddr) -> Option<ClientConnection> {
+        let place = self.unauthenticated.clone().try_acquire_owned().ok()?;
+        Some(ClientConnection {
+            allowed: self.clients.remote || peer.to_canonical().is_loopback(),
+            local_hosts_only: self.local_hosts_only,
+            unauthenticated: Mutex::new(Some(place)),
+        })
+    }
+}
+
+/// A 503 with `retry-after: 1` (which the SDKs honour) and a typed `overloaded` body, that
+/// closes its connection.
+fn busy_answer() -> Vec<u8> {
+    let error = WireError::new(
+        ErrorCode::Overloaded,
+        "too many connections are waiting to authenticate; retry in 1 s",
+    );
+    let body = crate::api::errors::openai_body(&error).to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nx-should-retry: true\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers a plain connection the door has no place for, then closes it, without waiting: the
+/// answer fits in a new connection's empty send buffer. What the client already sent is read
+/// first, so that closing sends a FIN, not a reset that could discard the answer unread.
+fn turn_away(tcp: TcpStream, answer: &[u8]) {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = tcp.into_std() else {
+        return;
+    };
+    let _ = tcp.read(&mut [0u8; 4096]);
+    let _ = tcp.write_all(answer);
 }
 
 /// Connections per address, for the per-address cap.
@@ -128,10 +291,34 @@ impl Drop for AddressPlace {
     }
 }
 
-/// Serves `router` on `listener` until dropped.
+/// Serves `router` on `listener` until dropped (the admin listener: its routes check their own
+/// token).
 pub async fn serve(listener: TcpListener, router: Router, caps: Caps, tls: Option<TlsAcceptor>) {
+    run(listener, router, caps, None, tls).await;
+}
+
+/// Serves the API's `router` on `listener` until dropped, admitting `clients` as
+/// [`ClientConnection`]s for the API's guard to check.
+pub async fn serve_clients(
+    listener: TcpListener,
+    router: Router,
+    caps: Caps,
+    clients: Clients,
+    tls: Option<TlsAcceptor>,
+) {
+    run(listener, router, caps, Some(clients), tls).await;
+}
+
+async fn run(
+    listener: TcpListener,
+    router: Router,
+    caps: Caps,
+    clients: Option<Clients>,
+    tls: Option<TlsAcceptor>,
+) {
     let places = Arc::new(Semaphore::new(caps.connections.max(1)));
     let per_address = Arc::new(PerAddress::new(caps.per_address.max(1)));
+    let door = clients.map(|clients| Door::new(clients, listener.local_addr(), tls.is_some()));
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -149,6 +336,23 @@ pub async fn serve(listener: TcpListener, router: Router, caps: Caps, tls: Optio
         let Some(address_place) = per_address.take(addr.ip()) else {
             tracing::debug!(%addr, "HTTP connection refused: too many from this address");
             continue;
+        };
+        let client = match &door {
+            None => None,
+            Some(door) => match door.admit(addr.ip()) {
+                Some(client) => Some(Arc::new(client)),
+                None => {
+                    tracing::debug!(
+                        %addr,
+                        "HTTP connection turned away: too many yet to authenticate"
+                    );
+                    // Behind TLS there is no answering before a handshake: the close says it.
+                    if tls.is_none() {
+                        turn_away(tcp, &door.busy);
+                    }
+                    continue;
+                }
+            },
         };
         let _ = tcp.set_nodelay(true);
         let (router, tls) = (router.clone(), tls.clone());
@@ -168,10 +372,19 @@ pub async fn serve(listener: TcpListener, router: Router, caps: Caps, tls: Optio
                 write_stalled: None,
                 _places: (place, address_place),
             };
+            let router = TowerToHyperService::new(router);
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    if let Some(client) = &client {
+                        request.extensions_mut().insert(client.clone());
+                    }
+                    router.call(request)
+                },
+            );
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
-                .serve_connection(TokioIo::new(connection), TowerToHyperService::new(router))
+                .serve_connection(TokioIo::new(connection), service)
                 .await;
             if let Err(e) = served {
                 tracing::debug!(%addr, error = %e, "HTTP connection ended");
@@ -298,5 +511,94 @@ mod tests {
         for _ in 0..MAX_PER_ADDRESS * 2 {
             std::mem::forget(counts.take("::1".parse().expect("ip")).expect("loopback"));
         }
+    }
+
+    #[test]
+    fn keyless_connections_get_half_the_places_and_one_host_half_of_that() {
+        let (caps, clients) = client_door(DEFAULT_MAX_CONNECTIONS, false);
+        assert_eq!(clients.unauthenticated, 512);
+        assert_eq!(caps.per_address, MAX_PER_ADDRESS);
+        let (caps, clients) = client_door(64, true);
+        assert_eq!((caps.connections, clients.unauthenticated), (64, 32));
+        assert!(caps.per_address < clients.unauthenticated);
+        let (_, clients) = client_door(1, true);
+        assert_eq!(clients.unauthenticated, 1);
+    }
+
+    #[test]
+    fn a_connection_gives_its_unauthenticated_place_back_once_it_authenticates() {
+        let (_, clients) = client_door(4, false);
+        let bound: io::Result<SocketAddr> = Ok("127.0.0.1:8080".parse().expect("addr"));
+        let door = Door::new(clients, bound, false);
+        let first = door
+            .admit("127.0.0.1".parse().expect("ip"))
+            .expect("a place");
+        let second = door
+            .admit("192.0.2.7".parse().expect("ip"))
+            .expect("a place");
+        assert!(first.allowed);
+        assert!(!second.allowed, "beyond loopback, on a loopback-only node");
+        assert!(
+            door.admit("127.0.0.1".parse().expect("ip")).is_none(),
+            "full"
+        );
+        first.authenticated();
+        first.authenticated();
+        let third = door
+            .admit("127.0.0.1".parse().expect("ip"))
+            .expect("given back");
+        assert!(door.admit("127.0.0.1".parse().expect("ip")).is_none());
+        drop((second, third));
+        assert!(door.admit("127.0.0.1".parse().expect("ip")).is_some());
+        assert!(String::from_utf8_lossy(&door.busy).starts_with("HTTP/1.1 503"));
+    }
+
+    #[test]
+    fn a_loopback_door_answers_only_to_names_no_dns_answer_can_change() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1:8080",
+            "10.1.2.3",
+            "[::1]",
+            "[::1]:8080",
+        ] {
+            assert!(local_host(host), "{host}");
+        }
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost:x",
+            "[::1",
+            "[nope]:1",
+            "127.0.0.1.evil.example",
+        ] {
+            assert!(!local_host(host), "{host}");
+        }
+        let at = |addr: &str| addr.parse::<SocketAddr>().expect("addr");
+        assert!(
+            local_hosts_only(at("127.0.0.1:8080"), false, true),
+            "bound to loopback"
+        );
+        assert!(
+            local_hosts_only(at("0.0.0.0:8080"), false, false),
+            "loopback clients only"
+        );
+        assert!(
+            !local_hosts_only(at("0.0.0.0:8080"), false, true),
+            "named as its operator chooses"
+        );
+        assert!(
+            !local_hosts_only(at("127.0.0.1:8080"), true, false),
+            "TLS checks the name"
+        );
+        let connection = ClientConnection {
+            allowed: true,
+            local_hosts_only: true,
+            unauthenticated: Mutex::new(None),
+        };
+        assert!(connection.host_allowed(Some("localhost:8080")));
+        assert!(!connection.host_allowed(Some("evil.example")));
+        assert!(!connection.host_allowed(None));
     }
 }

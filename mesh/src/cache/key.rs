@@ -7,13 +7,67 @@
 //! input and parameters, inside the same account and model. The material is kept beside every
 //! entry and compared on every lookup, so an entry is never served for another request, even
 //! if two keys' hashes met.
+//!
+//! The material ends with an HMAC of the rest under a secret derived from the caller's API key
+//! ([`CacheSecret`]), which never leaves the entry node. A member that knows an account's name
+//! but not its key cannot build the material that account's requests look up, so it can neither
+//! read nor fill their entries; and a shard takes an entry's owner from the material itself
+//! ([`head`]), never from the word of whoever fills it. Entries are therefore per API key, as
+//! AI Gateway keys its cache per `Authorization` header.
 
+use aws_lc_rs::hmac;
 use ganglion_client::protocol::{Input, Request};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Tags the encoding, so that a change of it never matches old material.
-const VERSION: &str = "ganglion-cache/1";
+const VERSION: &str = "ganglion-cache/2";
+/// Length of the HMAC that ends every material.
+pub const PROOF_LEN: usize = 32;
+
+/// A secret derived from an API key: only a holder of the key can build the cache material of
+/// its requests. Kept on the entry node for one request; never on the wire.
+#[derive(Clone)]
+pub struct CacheSecret([u8; 32]);
+
+impl std::fmt::Debug for CacheSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CacheSecret(..)")
+    }
+}
+
+impl CacheSecret {
+    /// The secret of the API key `key`.
+    pub fn of_api_key(key: &str) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"ganglion-cache-secret/1\0");
+        hash.update(key.as_bytes());
+        Self(hash.finalize().into())
+    }
+}
+
+/// Whose an entry is, as the front of its material says.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Head {
+    version: String,
+    /// The account whose request the material was built for.
+    pub account: String,
+    /// The model.
+    pub model: String,
+}
+
+/// The owner named at the front of `material`, if it is well-formed material of this version
+/// (decoding is bounded: a shard calls this on a peer's bytes).
+pub fn head(material: &[u8]) -> Option<Head> {
+    let config = bincode::config::standard().with_limit::<1024>();
+    let (head, used): (Head, usize) = bincode::serde::decode_from_slice(material, config).ok()?;
+    let ok = head.version == VERSION
+        && ganglion_client::protocol::account_name_ok(&head.account)
+        && !head.model.is_empty()
+        && head.model.len() <= ganglion_client::protocol::MAX_MODEL_ID_BYTES
+        && used + PROOF_LEN <= material.len();
+    ok.then_some(head)
+}
 
 /// A request's cache key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,19 +87,22 @@ pub enum NoKey {
     NotDeterministic,
 }
 
+/// The owner first (what [`head`] reads), then what the answer depends on.
 #[derive(Serialize)]
-enum Material<'a> {
+struct Material<'a> {
+    version: &'static str,
+    account: &'a str,
+    model: &'a str,
+    body: Body<'a>,
+}
+
+#[derive(Serialize)]
+enum Body<'a> {
     Request {
-        version: &'static str,
-        account: &'a str,
-        model: &'a str,
         input: &'a Input,
         generation: Option<Generation<'a>>,
     },
     Custom {
-        version: &'static str,
-        account: &'a str,
-        model: &'a str,
         key: &'a str,
     },
 }
@@ -59,27 +116,20 @@ struct Generation<'a> {
     stop: &'a [String],
 }
 
-/// The cache key of `request` on behalf of `account`; `default_max_tokens` is what the model
-/// generates when the request does not say.
+/// The cache key of `request` on behalf of `account`, whose API key gave `secret`;
+/// `default_max_tokens` is what the model generates when the request does not say.
 pub fn key_of(
     account: &str,
+    secret: &CacheSecret,
     request: &Request,
     default_max_tokens: u32,
 ) -> Result<CacheKey, NoKey> {
     if request.cache.skip {
         return Err(NoKey::Skipped);
     }
-    let material = match &request.cache.key {
-        Some(key) => Material::Custom {
-            version: VERSION,
-            account,
-            model: &request.model,
-            key,
-        },
-        None => Material::Request {
-            version: VERSION,
-            account,
-            model: &request.model,
+    let body = match &request.cache.key {
+        Some(key) => Body::Custom { key },
+        None => Body::Request {
             input: &request.input,
             generation: match &request.input {
                 Input::Chat(_) => Some(generation(request, default_max_tokens)?),
@@ -87,8 +137,16 @@ pub fn key_of(
             },
         },
     };
-    let material = bincode::serde::encode_to_vec(&material, bincode::config::standard())
+    let material = Material {
+        version: VERSION,
+        account,
+        model: &request.model,
+        body,
+    };
+    let mut material = bincode::serde::encode_to_vec(&material, bincode::config::standard())
         .expect("encoding to a vector cannot fail");
+    let proof = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &secret.0), &material);
+    material.extend_from_slice(proof.as_ref());
     Ok(CacheKey {
         hash: Sha256::digest(&material).into(),
         material,
@@ -126,8 +184,34 @@ mod tests {
         )
     }
 
+    fn secret() -> CacheSecret {
+        CacheSecret::of_api_key("gnk1.k.s")
+    }
+
     fn key(account: &str, r: &Request) -> CacheKey {
-        key_of(account, r, 256).expect("a key")
+        key_of(account, &secret(), r, 256).expect("a key")
+    }
+
+    #[test]
+    fn a_key_is_bound_to_its_api_key_and_names_its_owner() {
+        let r = chat("hi");
+        let other = key_of("acme", &CacheSecret::of_api_key("gnk1.other"), &r, 256).expect("key");
+        assert_ne!(other, key("acme", &r), "another API key, another key");
+        let material = key("acme", &r).material;
+        let owner = head(&material).expect("well-formed");
+        assert_eq!(
+            (owner.account.as_str(), owner.model.as_str()),
+            ("acme", "m")
+        );
+        assert_eq!(head(b"junk"), None);
+        assert_eq!(
+            head(&material[..material.len() - PROOF_LEN]),
+            None,
+            "no proof"
+        );
+        let mut old = material.clone();
+        old[1..1 + VERSION.len()].copy_from_slice(b"ganglion-cache/1");
+        assert_eq!(head(&old), None, "another version");
     }
 
     #[test]
@@ -181,10 +265,13 @@ mod tests {
     fn skipped_and_unseeded_sampling_have_no_key() {
         let mut r = chat("hi");
         r.cache.skip = true;
-        assert_eq!(key_of("acme", &r, 256), Err(NoKey::Skipped));
+        assert_eq!(key_of("acme", &secret(), &r, 256), Err(NoKey::Skipped));
         let mut r = chat("hi");
         r.parameters.temperature = Some(0.7);
-        assert_eq!(key_of("acme", &r, 256), Err(NoKey::NotDeterministic));
+        assert_eq!(
+            key_of("acme", &secret(), &r, 256),
+            Err(NoKey::NotDeterministic)
+        );
     }
 
     #[test]

@@ -34,13 +34,24 @@ impl Answer {
     }
 }
 
-/// Who an entry belongs to, for purges and the admin view.
+/// Who an entry belongs to, for purges and the admin view: always what its key's material
+/// says ([`Owner::of`]), never the word of whoever filled it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
     /// The account whose request filled it.
     pub account: String,
     /// The model that answered.
     pub model: String,
+}
+
+impl Owner {
+    /// The owner that key material names, if it is well-formed.
+    pub fn of(material: &[u8]) -> Option<Owner> {
+        super::key::head(material).map(|head| Owner {
+            account: head.account,
+            model: head.model,
+        })
+    }
 }
 
 /// What to purge.

@@ -7,8 +7,7 @@
 //! Whether a key is revoked is a set of key ids the caller holds ([`RevokedKeys`]); the clock
 //! is a parameter.
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
@@ -22,10 +21,11 @@ pub const KEY_PREFIX: &str = "gnk1";
 /// Longest key accepted: anything longer is malformed before any decoding.
 pub const MAX_KEY_LEN: usize = 1024;
 /// Longest account name.
-pub const MAX_ACCOUNT_LEN: usize = 64;
+pub const MAX_ACCOUNT_LEN: usize = ganglion_client::protocol::MAX_ACCOUNT_NAME_BYTES;
 /// Length of a key id (hex).
 pub const KEY_ID_LEN: usize = 16;
 
+pub use super::revoked::RevokedKeys;
 pub use ganglion_client::protocol::Plan;
 
 /// What a key says about its holder.
@@ -98,10 +98,7 @@ impl KeySigner {
 
     /// A key for `claims`.
     pub fn sign(&self, claims: &KeyClaims) -> Result<String, KeyError> {
-        if claims.account.is_empty()
-            || claims.account.len() > MAX_ACCOUNT_LEN
-            || claims.account.chars().any(char::is_control)
-        {
+        if !ganglion_client::protocol::account_name_ok(&claims.account) {
             return Err(KeyError::InvalidClaims(format!(
                 "account names are 1 to {MAX_ACCOUNT_LEN} bytes without control characters"
             )));
@@ -211,77 +208,9 @@ pub fn new_key_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `kid` looks like a key id (so that a revocation names one, not arbitrary text).
+/// Whether `kid` is a key id as keys carry them (16 lowercase hex digits).
 pub fn is_key_id(kid: &str) -> bool {
-    kid.len() == KEY_ID_LEN && kid.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Key ids revoked in this cluster: a grow-only set shared by the parts of a node that check or
-/// gossip it.
-#[derive(Debug, Clone, Default)]
-pub struct RevokedKeys(Arc<RwLock<BTreeSet<String>>>);
-
-impl RevokedKeys {
-    /// A set holding `kids`.
-    pub fn from_ids(kids: impl IntoIterator<Item = String>) -> Self {
-        Self(Arc::new(RwLock::new(kids.into_iter().collect())))
-    }
-
-    /// Whether `kid` is revoked.
-    pub fn contains(&self, kid: &str) -> bool {
-        self.read().contains(kid)
-    }
-
-    /// Adds the well-formed ids among `kids`; returns those that were new.
-    pub fn add(&self, kids: impl IntoIterator<Item = String>) -> Vec<String> {
-        let mut set = self.0.write().unwrap_or_else(|p| p.into_inner());
-        kids.into_iter()
-            .filter(|kid| is_key_id(kid))
-            .filter(|kid| set.insert(kid.clone()))
-            .collect()
-    }
-
-    /// Every revoked id.
-    pub fn all(&self) -> Vec<String> {
-        self.read().iter().cloned().collect()
-    }
-
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeSet<String>> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Loads the ids stored at `path` (one per line; none if the file does not exist).
-    pub fn load(path: &std::path::Path) -> std::io::Result<Self> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Self::from_ids(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|kid| is_key_id(kid))
-                    .map(str::to_owned),
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes every id to `path`, atomically (a temporary file, fsynced, renamed over it).
-    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
-        use std::io::Write;
-        let text: String = self.all().into_iter().map(|kid| kid + "\n").collect();
-        let temporary = path.with_extension("tmp");
-        let _ = std::fs::remove_file(&temporary);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temporary)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    }
+    kid != "-" && ganglion_client::protocol::key_id_ok(kid)
 }
 
 #[cfg(test)]
@@ -362,26 +291,6 @@ mod tests {
                 "{bad:?}"
             );
         }
-    }
-
-    #[test]
-    fn revocations_survive_a_restart() {
-        let dir = std::env::temp_dir().join(format!("ganglion-revoked-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir); // left by a run with the same process id
-        std::fs::create_dir_all(&dir).expect("dir");
-        let path = dir.join("revoked-keys");
-        let set = RevokedKeys::default();
-        let kid = new_key_id();
-        set.add([kid.clone()]);
-        set.save(&path).expect("save");
-        assert!(RevokedKeys::load(&path).expect("load").contains(&kid));
-        assert!(
-            RevokedKeys::load(&dir.join("none"))
-                .expect("absent")
-                .all()
-                .is_empty()
-        );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

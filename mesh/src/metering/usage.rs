@@ -116,6 +116,51 @@ pub struct NodeUsage {
     pub totals: Totals,
 }
 
+/// Which of a node's own totals its next advert carries, when there are more accounts than an
+/// advert holds: first those that grew since they were last advertised (a charge reaches the
+/// account's home within an advert or two), then the others in turn from where the last advert
+/// stopped, so that every account is carried within `ceil(n / max)` adverts however many
+/// there are. Merging is a max per node, so any subset in any order is safe. Pure.
+#[derive(Debug, Default)]
+pub struct AdvertWindow {
+    /// Totals last advertised per account, for the day they were.
+    sent: std::collections::HashMap<String, (Day, Totals)>,
+    /// The account the last turn stopped after.
+    cursor: String,
+}
+
+impl AdvertWindow {
+    /// At most `max` of `own` (one day's totals, sorted by account) for the next advert.
+    pub fn pick(&mut self, own: Vec<NodeUsage>, max: usize) -> Vec<NodeUsage> {
+        if let Some(day) = own.first().map(|u| u.day) {
+            self.sent.retain(|_, (d, _)| *d == day);
+        }
+        let (mut grown, rest): (Vec<_>, Vec<_>) = own.into_iter().partition(|u| {
+            self.sent
+                .get(&u.account)
+                .is_none_or(|(d, t)| (*d, *t) != (u.day, u.totals))
+        });
+        grown.truncate(max);
+        if grown.len() < max && !rest.is_empty() {
+            let start = rest.partition_point(|u| u.account <= self.cursor);
+            let mut turn: Vec<NodeUsage> = rest[start..]
+                .iter()
+                .chain(&rest[..start])
+                .cloned()
+                .collect();
+            turn.truncate(max - grown.len());
+            if let Some(last) = turn.last() {
+                self.cursor = last.account.clone();
+            }
+            grown.extend(turn);
+        }
+        for u in &grown {
+            self.sent.insert(u.account.clone(), (u.day, u.totals));
+        }
+        grown
+    }
+}
+
 /// Every node's totals per (day, account), as this node knows them: from the node's adverts,
 /// and, at an account's home, from the charges reported when holds are released (a lower
 /// bound of the same counter, so the larger of the two counts).
@@ -261,6 +306,55 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_advert_window_carries_grown_accounts_first_and_every_account_in_turn() {
+        let usage = |account: String, micro: u64| NodeUsage {
+            day: 9,
+            account,
+            totals: Totals {
+                micro,
+                requests: 1,
+                cached: 0,
+            },
+        };
+        let all = |bump: Option<usize>| -> Vec<NodeUsage> {
+            (0..10)
+                .map(|n| usage(format!("acct-{n}"), if Some(n) == bump { 2 } else { 1 }))
+                .collect()
+        };
+        let mut window = AdvertWindow::default();
+        let names = |v: Vec<NodeUsage>| v.into_iter().map(|u| u.account).collect::<Vec<_>>();
+        // Everything is new at first: the first four, then the next, then the rest.
+        assert_eq!(
+            names(window.pick(all(None), 4)),
+            ["acct-0", "acct-1", "acct-2", "acct-3"]
+        );
+        assert_eq!(
+            names(window.pick(all(None), 4)),
+            ["acct-4", "acct-5", "acct-6", "acct-7"]
+        );
+        assert_eq!(
+            names(window.pick(all(None), 4)),
+            ["acct-8", "acct-9", "acct-0", "acct-1"]
+        );
+        // The turn goes on from where it stopped, wrapping around.
+        assert_eq!(
+            names(window.pick(all(None), 4)),
+            ["acct-2", "acct-3", "acct-4", "acct-5"]
+        );
+        // An account that grew goes first.
+        assert_eq!(
+            names(window.pick(all(Some(9)), 4)),
+            ["acct-9", "acct-6", "acct-7", "acct-8"]
+        );
+        // A new day forgets what was sent.
+        let tomorrow: Vec<NodeUsage> = all(None)
+            .into_iter()
+            .map(|u| NodeUsage { day: 10, ..u })
+            .collect();
+        assert_eq!(names(window.pick(tomorrow, 2)), ["acct-0", "acct-1"]);
+    }
     use ganglion_client::protocol::Plan;
 
     #[test]

@@ -1,12 +1,14 @@
 //! Stage 1: admit a request. Bounds every field ([`validate`]), looks the model up in the
 //! catalog, resets what a client may not decide (path, a hop budget above the default), checks
 //! that a peer's handoff names the peer as its last hop, and fixes the request's deadline.
+//! It also derives the cache secret from a client's API key before authentication drops the key.
 
 use std::time::{Duration, Instant};
 
 use ganglion_client::protocol::{DEFAULT_HOP_BUDGET, ErrorCode, Request, WireError, validate};
 
 use super::{Limits, Origin};
+use crate::cache::key::CacheSecret;
 use crate::models::Catalog;
 
 /// A request that may run, with its deadline.
@@ -18,6 +20,9 @@ pub struct Admitted {
     pub received: Instant,
     /// When it must be done.
     pub deadline: Instant,
+    /// Derived from the client's API key, for its cache keys (see [`crate::cache::key`]);
+    /// `None` for a peer's handoff, which never touches the cache.
+    pub cache_secret: Option<crate::cache::key::CacheSecret>,
 }
 
 /// Checks `request`, arriving at `node`, and fixes what it may not decide for itself.
@@ -69,10 +74,19 @@ pub fn admit(
     }
     request.path.push(node.to_owned());
     let deadline = received + granted_deadline(request.deadline_ms, limits);
+    // Taken before authentication drops the key (which never travels further).
+    let cache_secret = match origin {
+        Origin::Client => request
+            .api_key
+            .as_ref()
+            .map(|k| CacheSecret::of_api_key(&k.0)),
+        Origin::Peer(_) => None,
+    };
     Ok(Admitted {
         request,
         received,
         deadline,
+        cache_secret,
     })
 }
 

@@ -23,7 +23,8 @@ pub struct Auth {
 }
 
 /// The account a client's key (or, when allowed, the absence of one) stands for; `now` is
-/// Unix seconds.
+/// Unix seconds. The one key rule: the HTTP door's guard applies it to every route before a
+/// body is read, and the QUIC door to model listings and usage as to requests.
 pub fn client_account(auth: &Auth, key: Option<String>, now: u64) -> Result<Account, WireError> {
     let refused = |why: &str| Err(WireError::new(ErrorCode::Unauthenticated, why));
     let Some(key) = key else {

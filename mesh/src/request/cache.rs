@@ -23,7 +23,7 @@ use crate::actors::cache_shard::remote::{self, RemoteLease, RemoteLookup};
 use crate::actors::cache_shard::{LocalLease, Lookup};
 use crate::cache::flight::Patience;
 use crate::cache::key::{CacheKey, key_of};
-use crate::cache::store::{Answer, Found, Owner};
+use crate::cache::store::{Answer, Found};
 use crate::cache::{ShardId, owner_of};
 use crate::models::ModelSpec;
 
@@ -63,7 +63,6 @@ pub struct Filler {
 struct Fill {
     lease: Lease,
     key: CacheKey,
-    owner: Owner,
     ttl_ms: u64,
 }
 
@@ -106,7 +105,10 @@ pub async fn begin(
     let Some(account) = request.account.as_ref().filter(|a| a.name != ANONYMOUS) else {
         return bypass();
     };
-    let Ok(key) = key_of(&account.name, request, spec.default_max_tokens) else {
+    let Some(secret) = admitted.cache_secret.as_ref() else {
+        return bypass();
+    };
+    let Ok(key) = key_of(&account.name, secret, request, spec.default_max_tokens) else {
         return bypass();
     };
     let members = settings.shards.members();
@@ -141,10 +143,6 @@ pub async fn begin(
             filler.fill = lease.map(|lease| Fill {
                 lease,
                 key,
-                owner: Owner {
-                    account: account.name.clone(),
-                    model: request.model.clone(),
-                },
                 ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             });
             Began::Run(filler)
@@ -324,8 +322,8 @@ impl<R: Responder> Responder for Filling<'_, R> {
                     output_tokens: response.usage.output_tokens,
                 };
                 match fill.lease {
-                    Lease::Local(lease) => lease.fill(fill.key, fill.owner, answer, fill.ttl_ms),
-                    Lease::Remote(lease) => lease.fill(fill.owner, answer, fill.ttl_ms),
+                    Lease::Local(lease) => lease.fill(fill.key, answer, fill.ttl_ms),
+                    Lease::Remote(lease) => lease.fill(answer, fill.ttl_ms),
                 }
             }
         }

@@ -8,6 +8,8 @@
 //! reached in time, the entry node decides alone (logged: the mesh-wide bound then loosens).
 //! A request handed over by a peer was reserved at its entry node.
 
+use std::sync::atomic::Ordering;
+
 use ganglion_client::protocol::{ErrorCode, Input, Request, ResponseFrame, WireError};
 
 use super::Context;
@@ -96,8 +98,10 @@ async fn reserve_at_home(
     let peers = match ctx.directory.members().await {
         Ok(peers) => peers,
         Err(e) => {
-            tracing::warn!(error = %e, "no peer view; the quota is decided here");
-            return local(&ctx.meter, limit).await;
+            // Fail to the share, over the nodes last known: never to the whole limit.
+            let nodes = ctx.mesh_size.load(Ordering::Relaxed).max(1) as u64;
+            tracing::warn!(error = %e, nodes, "no peer view; this node decides within its share");
+            return local(&ctx.meter, limit.map(|l| l / nodes)).await;
         }
     };
     let share = limit.map(|l| l / (peers.len() as u64 + 1));
@@ -153,27 +157,74 @@ pub fn max_cost(spec: &ModelSpec, request: &Request) -> u64 {
 }
 
 /// A responder that tells the hold who charged the request and how much, as the final frame
-/// passes.
+/// passes; or, when the request ends otherwise after work may have run, keeps the hold at the
+/// home until that work's charge arrives.
 pub struct Watched<'a, R> {
     /// Where frames go.
     pub inner: &'a mut R,
     /// The entry node's hold, if this node is the entry, until the final answer releases it
     /// (or, however else the request ends, until this is dropped).
     pub hold: Option<Hold>,
+    /// A last frame passed (else the requester left before one could).
+    pub ended: bool,
+}
+
+impl<'a, R> Watched<'a, R> {
+    /// Watches the frames to `inner` for `hold`.
+    pub fn new(inner: &'a mut R, hold: Option<Hold>) -> Self {
+        Self {
+            inner,
+            hold,
+            ended: false,
+        }
+    }
+}
+
+impl<R> Drop for Watched<'_, R> {
+    fn drop(&mut self) {
+        // No last frame passed: the requester left, and what ran for it may still be charged.
+        if !self.ended
+            && let Some(hold) = self.hold.as_mut()
+        {
+            hold.linger();
+        }
+    }
+}
+
+/// Whether a request that ended with `error` may still be charged for work that ran.
+fn may_be_charged(error: &WireError) -> bool {
+    error.partial
+        || matches!(
+            error.code,
+            ErrorCode::Cancelled | ErrorCode::DeadlineExceeded | ErrorCode::PeerLost
+        )
 }
 
 impl<R: Responder> Responder for Watched<'_, R> {
     async fn send(&mut self, frame: ResponseFrame) -> Result<(), Gone> {
-        if let ResponseFrame::Final(response) = &frame
-            && let Some(mut hold) = self.hold.take()
-        {
-            // Released, with its charge, before the answer leaves: a client that sends its next
-            // request at once must not find this one still held as well as charged (it was
-            // counted twice, and an account refused below its limit).
-            hold.charged(&response.route.executed_by, response.usage.micro_neurons);
-            drop(hold);
+        match &frame {
+            ResponseFrame::Final(response) => {
+                self.ended = true;
+                if let Some(mut hold) = self.hold.take() {
+                    // Released, with its charge, before the answer leaves: a client that sends
+                    // its next request at once must not find this one still held as well as
+                    // charged (it was counted twice, and an account refused below its limit).
+                    hold.charged(&response.route.executed_by, response.usage.micro_neurons);
+                }
+            }
+            ResponseFrame::Error(error) => {
+                if may_be_charged(error)
+                    && let Some(hold) = self.hold.as_mut()
+                {
+                    hold.linger();
+                }
+            }
+            _ => {}
         }
-        self.inner.send(frame).await
+        let last = !matches!(frame, ResponseFrame::Delta(_));
+        let sent = self.inner.send(frame).await;
+        self.ended |= last && sent.is_ok();
+        sent
     }
 
     fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {

@@ -8,18 +8,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ganglion_client::protocol::{CLOSE_CLIENTS_LOOPBACK_ONLY, CLOSE_NOT_SERVING, CLOSE_OVERLOADED};
 use ganglion_client::{ALPN_CLIENT, ALPN_PEER};
 use rustls::pki_types::CertificateDer;
 
 use super::tls::{self, TlsError};
 use crate::credentials::{Identity, NODE_SERVER_NAME, certificate_name};
 
-/// Application close codes a node sends when it ends a peer connection.
+/// Application close codes a node sends when it ends a connection. The ones a client acts on
+/// are defined in [`ganglion_client::protocol`], where clients read them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum CloseCode {
     /// Orderly shutdown.
-    Shutdown = 0,
+    Shutdown = CLOSE_NOT_SERVING,
     /// Another connection to the same peer was kept instead of this one.
     Duplicate = 1,
     /// A peer-ALPN connection without a client certificate.
@@ -33,7 +35,10 @@ pub enum CloseCode {
     /// The cluster session did not come up (or ended) on this connection.
     SessionTimeout = 6,
     /// Client connections are accepted from loopback only on this node.
-    ClientsLoopbackOnly = 7,
+    ClientsLoopbackOnly = CLOSE_CLIENTS_LOOPBACK_ONLY,
+    /// The handshake did not finish in time: the node is too busy, and the client should
+    /// retry (rather than find its connection dropped without a word).
+    Overloaded = CLOSE_OVERLOADED,
 }
 
 impl CloseCode {
@@ -55,6 +60,7 @@ impl CloseCode {
             Self::UnsupportedProtocol => "protocol not served",
             Self::SessionTimeout => "cluster session not up",
             Self::ClientsLoopbackOnly => "this node serves clients on loopback only",
+            Self::Overloaded => "node overloaded; retry in 1 s",
         }
     }
 }
@@ -222,17 +228,35 @@ pub enum Accepted {
     Client(quinn::Connection),
 }
 
+/// Most incoming handshakes in progress at once; more are refused before their TLS handshake,
+/// which a client takes as `overloaded`. A burst of connections then costs the node a bounded
+/// amount of work, and the handshakes it took on can finish in time.
+pub const MAX_HANDSHAKES: usize = 64;
+
 /// Completes an incoming handshake within `timeout` and sorts it by ALPN; a peer connection
-/// must have presented a certificate from the cluster CA.
+/// must have presented a certificate from the cluster CA. A handshake that does not finish in
+/// time is closed with [`CloseCode::Overloaded`]: its client may already count the connection
+/// as open, and must learn to retry rather than find it dropped.
 pub async fn accept(
     incoming: quinn::Incoming,
     timeout: Duration,
 ) -> Result<Accepted, TransportError> {
     let addr = incoming.remote_address();
-    let connection = tokio::time::timeout(timeout, async { incoming.accept()?.await })
-        .await
-        .map_err(|_| TransportError::HandshakeTimeout(addr))?
+    let mut connecting = incoming
+        .accept()
         .map_err(|source| TransportError::Connection { addr, source })?;
+    let handshake = tokio::time::timeout(timeout, &mut connecting).await;
+    let connection = match handshake {
+        Ok(finished) => finished.map_err(|source| TransportError::Connection { addr, source })?,
+        Err(_) => {
+            // On the server side this always succeeds; dropping `connecting` instead would close
+            // with code 0 and no reason.
+            if let Ok((connection, _)) = connecting.into_0rtt() {
+                CloseCode::Overloaded.close(&connection);
+            }
+            return Err(TransportError::HandshakeTimeout(addr));
+        }
+    };
     match alpn(&connection).as_deref() {
         Some(ALPN_PEER) => verified_peer(connection).map(Accepted::Peer),
         Some(ALPN_CLIENT) => Ok(Accepted::Client(connection)),

@@ -70,6 +70,11 @@ impl ConnectionLimits {
         self.remote_clients || is_loopback(address)
     }
 
+    /// Whether clients from beyond loopback are served (the HTTP door keeps the same promise).
+    pub fn remote_clients(&self) -> bool {
+        self.remote_clients
+    }
+
     /// More than half the places are taken: new sources should prove their address first.
     pub fn under_pressure(&self) -> bool {
         self.open() * 2 >= self.max_total
@@ -81,7 +86,8 @@ impl ConnectionLimits {
     }
 }
 
-fn is_loopback(address: IpAddr) -> bool {
+/// Whether `address` is loopback, IPv4-mapped loopback included.
+pub(crate) fn is_loopback(address: IpAddr) -> bool {
     match address {
         IpAddr::V6(v6) => {
             v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())

@@ -2,7 +2,8 @@
 //! actors only through typed handles.
 //!
 //! `GET /healthz` is open; every other route needs `Authorization: Bearer <token>`.
-//! - `GET /admin/node`: name, version, uptime, addresses, CPU features and kernels
+//! - `GET /admin/node`: name, version, uptime, addresses, CPU features and kernels, the
+//!   revoked-key set's size and digest
 //! - `GET /admin/peers`: the peer directory
 //! - `GET /admin/actors`: the actor tree, and the members of every process group
 //! - `GET /admin/models`: configured models, hosted or why not, queue and traffic counters
@@ -17,7 +18,8 @@
 //!   `--metrics-open`
 //! - `POST /admin/keys/revoke` with `{"key": KEY}` (the key itself or its id): revokes it here,
 //!   stores it, and adverts carry it to every other node
-//! - `POST /admin/faults/kill/{*child}` and `POST /admin/faults/panic-next-job`: fault injection
+//! - `POST /admin/faults/kill/{*child}`, `POST /admin/faults/panic-next-job` and
+//!   `POST /admin/faults/stall-directory` (its member list answered too late for 30 s): fault injection
 //!   for tests, present only when the node runs with `--fault-injection`
 
 use std::collections::{BTreeMap, HashMap};
@@ -37,7 +39,8 @@ use crate::actors::cluster_host;
 use crate::actors::model_host::LocalModels;
 use crate::actors::peer_directory::PeerDirectoryHandle;
 use crate::actors::router::RouterHandle;
-use crate::credentials::api_keys::{KeyVerifier, RevokedKeys, is_key_id};
+use crate::credentials::api_keys::{KeyVerifier, RevokedKeys};
+use crate::credentials::revoked::KeyId;
 use crate::facts::{ModelStatus, NodeInfo};
 use crate::faults::Faults;
 
@@ -135,7 +138,8 @@ pub fn router(context: Context) -> Router {
     if context.parts().faults.enabled() {
         protected = protected
             .route("/admin/faults/kill/{*child}", post(kill))
-            .route("/admin/faults/panic-next-job", post(panic_next_job));
+            .route("/admin/faults/panic-next-job", post(panic_next_job))
+            .route("/admin/faults/stall-directory", post(stall_directory));
     }
     let mut open = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -184,6 +188,8 @@ fn token_matches(expected: &str, given: &str) -> bool {
 
 async fn node(State(ctx): State<Context>) -> Json<serde_json::Value> {
     let info = &ctx.parts().info;
+    let revoked = &ctx.parts().revoked;
+    let (count, refused) = revoked.counts();
     Json(serde_json::json!({
         "name": info.name,
         "version": info.version,
@@ -191,7 +197,16 @@ async fn node(State(ctx): State<Context>) -> Json<serde_json::Value> {
         "uptime_s": ctx.0.started.elapsed().as_secs_f64(),
         "addresses": info.addresses,
         "cpu": info.cpu,
+        "revoked_keys": {
+            "count": count,
+            "digest": hex_digest(&revoked.summary().digest),
+            "refused_set_full": refused,
+        },
     }))
+}
+
+fn hex_digest(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn peers(State(ctx): State<Context>) -> Response {
@@ -346,8 +361,9 @@ struct Revoke {
 
 async fn revoke(State(ctx): State<Context>, Json(body): Json<Revoke>) -> Response {
     let parts = ctx.parts();
-    let kid = if is_key_id(&body.key) {
-        body.key
+    // An id in upper case names the same key: stored and reported in lowercase.
+    let kid = if let Some(id) = KeyId::parse(&body.key) {
+        id.to_string()
     } else {
         match parts
             .key_verifier
@@ -391,6 +407,13 @@ async fn kill(State(ctx): State<Context>, Path(child): Path<String>) -> Response
 async fn panic_next_job(State(ctx): State<Context>) -> Json<serde_json::Value> {
     ctx.parts().faults.arm_job_panic();
     Json(serde_json::json!({ "armed": true }))
+}
+
+async fn stall_directory(State(ctx): State<Context>) -> Json<serde_json::Value> {
+    ctx.parts()
+        .faults
+        .stall_directory(std::time::Duration::from_secs(30));
+    Json(serde_json::json!({ "stalled_s": 30 }))
 }
 
 async fn routing(State(ctx): State<Context>) -> Response {

@@ -1,8 +1,8 @@
 //! Cache lookups across the mesh, on `Cache` streams of the peer connection.
 //!
 //! The asking node opens a stream, says `Cache`, and sends one [`CacheCall::Lookup`] naming the
-//! shard and carrying the key's whole material (the shard's node takes the hash itself, never
-//! the asker's word for it). It answers a hit, a lead, or busy; when the answer is not ready
+//! shard and carrying the key's whole material (the shard's node takes the hash, and the
+//! entry's owner, from the material itself, never the asker's word for them). It answers a hit, a lead, or busy; when the answer is not ready
 //! at once (a fill it waits for), it first acknowledges the lookup, so that a dead node is
 //! told from a long wait within seconds. After a lead the stream
 //! stays open: it *is* the lease. The asker sends [`CacheCall::Fill`] with its answer and
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::{Lookup, Shards};
 use crate::cache::flight::Patience;
 use crate::cache::key::CacheKey;
-use crate::cache::store::{Answer, Found, Owner};
+use crate::cache::store::{Answer, Found};
 
 /// Bound on a lookup frame: a request's material plus a little.
 const MAX_LOOKUP_FRAME: usize = MAX_REQUEST_FRAME_LEN + 4096;
@@ -53,10 +53,6 @@ pub enum CacheCall {
     },
     /// The answer for the key led (only after a lead).
     Fill {
-        /// Whose it is.
-        account: String,
-        /// The model that answered.
-        model: String,
         /// The answer.
         answer: Answer,
         /// How long to keep it.
@@ -169,19 +165,14 @@ pub struct RemoteLease {
 
 impl RemoteLease {
     /// Sends the answer (on a task of its own: the requester's final frame does not wait).
-    pub fn fill(mut self, owner: Owner, answer: Answer, ttl_ms: u64) {
+    pub fn fill(mut self, answer: Answer, ttl_ms: u64) {
         let Some(mut send) = self.send.take() else {
             return;
         };
         let slot = self.slot.take();
         tokio::spawn(async move {
             let _slot = slot;
-            let call = CacheCall::Fill {
-                account: owner.account,
-                model: owner.model,
-                answer,
-                ttl_ms,
-            };
+            let call = CacheCall::Fill { answer, ttl_ms };
             let sent = tokio::time::timeout(EXCHANGE_TIMEOUT, async {
                 write_frame(&mut send, &call, MAX_RESPONSE_FRAME_LEN).await?;
                 let _ = send.finish();
@@ -295,14 +286,8 @@ pub async fn serve(
         read_frame::<_, CacheCall>(&mut recv, MAX_RESPONSE_FRAME_LEN),
     )
     .await;
-    if let Ok(Ok(Some(CacheCall::Fill {
-        account,
-        model,
-        answer,
-        ttl_ms,
-    }))) = fill
-    {
+    if let Ok(Ok(Some(CacheCall::Fill { answer, ttl_ms }))) = fill {
         let ttl_ms = ttl_ms.min(u64::from(ganglion_client::protocol::MAX_CACHE_TTL_SECS) * 1000);
-        lease.fill(key, Owner { account, model }, answer, ttl_ms);
+        lease.fill(key, answer, ttl_ms);
     }
 }
