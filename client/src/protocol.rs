@@ -6,8 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// ALPN of node-to-node connections (mutual TLS, cluster CA on both sides).
-pub const ALPN_PEER: &[u8] = b"ganglion-peer/2";
+/// ALPN of node-to-node connections (mutual TLS, cluster CA on both sides). Its version moves
+/// with any change of what peers exchange (3: adverts summarise the revoked set, releases may
+/// linger, fills name no owner), so that nodes of two builds never misread each other.
+pub const ALPN_PEER: &[u8] = b"ganglion-peer/3";
 
 /// ALPN of client-to-node connections (server-authenticated TLS).
 pub const ALPN_CLIENT: &[u8] = b"ganglion-client/2";

@@ -621,10 +621,13 @@ async fn accept_loop(
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
                 let remote = incoming.remote_address();
-                // Under pressure, a source must prove its address (a QUIC retry costs it one
-                // round trip) before it may hold a place: spoofed Initials cannot fill them.
-                // Loopback cannot be spoofed from off the host, so it is spared the round trip.
-                if limits.under_pressure() && !is_loopback(remote.ip()) && !incoming.remote_address_validated() && incoming.may_retry() {
+                // Under pressure (places or handshake slots half taken), a source must prove
+                // its address (a QUIC retry costs it one round trip) before it may hold either:
+                // spoofed Initials cannot fill them. Loopback cannot be spoofed from off the
+                // host, so it is spared the round trip.
+                let pressed = limits.under_pressure()
+                    || handshakes.available_permits() < endpoint::MAX_HANDSHAKES / 2;
+                if pressed && !is_loopback(remote.ip()) && !incoming.remote_address_validated() && incoming.may_retry() {
                     let _ = incoming.retry();
                     continue;
                 }

@@ -99,9 +99,10 @@ fn serve_http(
     api: crate::api::Api,
 ) -> Result<super::AbortOnDrop, ActorProcessingErr> {
     let listener = tokio::net::TcpListener::from_std(http.listener.try_clone()?)?;
+    let keyless = api.context.auth.allow_anonymous;
     let router = crate::api::router(Arc::new(api));
     let (caps, clients) =
-        crate::api::listener::client_door(http.max_connections, http.remote_clients);
+        crate::api::listener::client_door(http.max_connections, http.remote_clients, keyless);
     Ok(super::AbortOnDrop(tokio::spawn(
         crate::api::listener::serve_clients(listener, router, caps, clients, http.tls.clone()),
     )))

@@ -284,7 +284,10 @@ impl Actor for Meter {
                     (today.saturating_sub(1)..=today.saturating_add(1)).contains(&u.day)
                 });
                 if node != state.node {
-                    state.counters.merge(&node, &usage);
+                    let dropped = state.counters.merge(&node, &usage);
+                    if dropped > 0 {
+                        tracing::debug!(%node, dropped, "usage of accounts past the bound of one peer's day dropped");
+                    }
                 }
             }
             Msg::Own(day, reply) => {

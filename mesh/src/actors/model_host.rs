@@ -229,26 +229,12 @@ impl Actor for ModelHost {
                 let before = state.queue.len();
                 state.queue.retain(|j| !j.frames.is_closed());
                 state.stats.failed += (before - state.queue.len()) as u64;
-                let account = account_of(&job);
-                let waiting = state
-                    .queue
-                    .iter()
-                    .filter(|j| account_of(j) == account)
-                    .count();
-                let share = fairness::queue_share(state.stats.queue_capacity);
                 let admitted = if state.stats.in_flight < state.stats.concurrency {
                     state.start(&myself, job);
                     Ok(())
-                } else if waiting >= share {
-                    state.stats.rejected += 1;
-                    Err(WireError::new(
-                        ErrorCode::Overloaded,
-                        format!(
-                            "account `{account}` has {waiting} requests waiting for model `{}` on node `{}`, its share of the queue; retry when one ends",
-                            state.spec.id, state.node
-                        ),
-                    ))
-                } else if state.queue.len() < state.stats.queue_capacity {
+                } else if state.queue.len() < state.stats.queue_capacity
+                    || state.make_way(account_of(&job))
+                {
                     state.queue.push_back(job);
                     Ok(())
                 } else {
@@ -296,6 +282,30 @@ impl Actor for ModelHost {
 }
 
 impl State {
+    /// In a full queue, frees the place of the newest request of the account waiting the most
+    /// beyond its share, for a newcomer of `account` (that request is refused `overloaded`);
+    /// whether a place was freed.
+    fn make_way(&mut self, account: &str) -> bool {
+        let queued: Vec<&str> = self.queue.iter().map(account_of).collect();
+        let share = fairness::queue_share(self.stats.queue_capacity);
+        let Some(evicted) =
+            fairness::make_way(&queued, account, share).and_then(|place| self.queue.remove(place))
+        else {
+            return false;
+        };
+        self.stats.rejected += 1;
+        let _ = evicted.frames.try_send(ResponseFrame::Error(WireError::new(
+            ErrorCode::Overloaded,
+            format!(
+                "account `{}` holds more than its share of the queue of model `{}` on node `{}` while another account waits; retry later",
+                account_of(&evicted),
+                self.spec.id,
+                self.node
+            ),
+        )));
+        true
+    }
+
     /// Starts queued jobs while slots are free, each time of the account running the fewest,
     /// dropping those whose requester left or whose deadline passed while they waited.
     fn start_queued(&mut self, myself: &ActorRef<Msg>) {

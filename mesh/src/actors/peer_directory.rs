@@ -257,6 +257,8 @@ pub struct PeerView {
     pub loads: Vec<ModelLoad>,
     /// Revoked key ids it offered beyond its budget or the set's bound.
     pub revoked_held_back: u64,
+    /// Its adverts refused (a field out of bounds, or another member's name).
+    pub adverts_refused: u64,
 }
 
 /// Messages of the directory.
@@ -405,6 +407,10 @@ pub struct State {
     refused: HashMap<String, u64>,
     /// Which accounts' usage the next advert carries.
     usage_window: crate::metering::usage::AdvertWindow,
+    /// When a warning about each member was last logged.
+    warned: HashMap<String, Instant>,
+    /// Adverts refused from each member.
+    adverts_refused: HashMap<String, u64>,
     meter: crate::actors::meter::MeterHandle,
     faults: std::sync::Arc<crate::faults::Faults>,
     mesh_size: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -413,6 +419,11 @@ pub struct State {
     /// Stores the revoked set when it grows; aborted with the state.
     _store_revoked: AbortOnDrop,
 }
+
+/// Least time between two adverts heard from one peer; one sooner is dropped.
+const MIN_ADVERT_GAP: Duration = Duration::from_millis(100);
+/// Least time between two warnings logged about one peer.
+const WARN_GAP: Duration = Duration::from_secs(10);
 
 /// Least time between two adverts sent because usage grew.
 const USAGE_ADVERT_GAP: Duration = Duration::from_millis(200);
@@ -464,21 +475,39 @@ impl State {
             .or_insert_with(|| Budget::new(now));
         let granted = budget.take(new.len(), now);
         let learned = self.revoked.learn(new[..granted].iter().copied());
-        let held_back = (new.len() - granted) + learned.refused;
+        let over_budget = new.len() - granted;
+        let held_back = over_budget + learned.refused;
         if held_back > 0 {
             *self.refused.entry(peer.to_owned()).or_default() += held_back as u64;
-            tracing::warn!(
-                %peer,
-                held_back,
-                over_budget = new.len() - granted,
-                set_full = learned.refused,
-                "revoked ids from a peer held back (its budget or the set's bound)"
-            );
+            if self.may_warn(peer) {
+                tracing::warn!(
+                    %peer,
+                    held_back,
+                    over_budget,
+                    set_full = learned.refused,
+                    "revoked ids from a peer held back (its budget or the set's bound)"
+                );
+            }
         }
         if learned.added > 0 {
             tracing::info!(%peer, added = learned.added, from_pull = pulled.is_some(), "API keys revoked");
         }
-        (learned.added, held_back == 0)
+        // Ids refused because the set is full are not asked for again until the peer's set
+        // changes: pulling it every few seconds would teach nothing.
+        (learned.added, over_budget == 0)
+    }
+
+    /// Whether to log a warning about `peer` now: at most one per [`WARN_GAP`], so that a
+    /// member cannot flood the log.
+    fn may_warn(&mut self, peer: &str) -> bool {
+        let now = Instant::now();
+        match self.warned.get(peer) {
+            Some(at) if now.duration_since(*at) < WARN_GAP => false,
+            _ => {
+                self.warned.insert(peer.to_owned(), now);
+                true
+            }
+        }
     }
 
     /// Starts a pull of `peer`'s revoked set if its summary differs from ours and one is due.
@@ -580,6 +609,7 @@ impl State {
                 .map(|(a, _)| a.loads.clone())
                 .unwrap_or_default(),
             revoked_held_back: self.refused.get(name).copied().unwrap_or(0),
+            adverts_refused: self.adverts_refused.get(name).copied().unwrap_or(0),
         }
     }
 
@@ -623,6 +653,8 @@ impl Actor for PeerDirectory {
             budgets: HashMap::new(),
             refused: HashMap::new(),
             usage_window: Default::default(),
+            warned: HashMap::new(),
+            adverts_refused: HashMap::new(),
             faults: args.faults,
             mesh_size: args.mesh_size,
             meter: args.meter,
@@ -698,11 +730,22 @@ impl Actor for PeerDirectory {
                 }
             }
             Msg::Advert { peer, mut advert } => {
-                if let Err(e) = advert.check(&peer) {
-                    tracing::warn!(%peer, error = %e, "advert refused");
+                let too_soon = state.peers.get(&peer).is_some_and(|e| {
+                    e.advert
+                        .as_ref()
+                        .is_some_and(|(_, at)| at.elapsed() < MIN_ADVERT_GAP)
+                });
+                if too_soon {
+                    // An honest node sends one a second, and one more soon after its usage grew.
+                    tracing::debug!(%peer, "advert dropped: too soon after the last");
+                } else if let Err(e) = advert.check(&peer) {
+                    *state.adverts_refused.entry(peer.clone()).or_default() += 1;
+                    if state.may_warn(&peer) {
+                        tracing::warn!(%peer, error = %e, "advert refused");
+                    }
                 } else if state.peers.contains_key(&peer) {
                     let dropped = advert.drop_bad_records();
-                    if dropped > 0 {
+                    if dropped > 0 && state.may_warn(&peer) {
                         tracing::warn!(%peer, dropped, "usage records naming no valid account dropped");
                     }
                     if state.revoked.lacks_any(&advert.revoked.recent) {

@@ -82,6 +82,8 @@ pub struct Clients {
     /// Clients from beyond loopback are served; without it only loopback ones, the promise
     /// `--allow-anonymous` makes (the QUIC door keeps it too).
     pub remote: bool,
+    /// Keyless requests are served (`--allow-anonymous`).
+    pub keyless: bool,
     /// Connections at once that have not yet made an authenticated request.
     pub unauthenticated: usize,
 }
@@ -89,7 +91,7 @@ pub struct Clients {
 /// The bounds of an API door of `connections` places: at most half of them for connections
 /// yet to authenticate, and at most half of that half from one address, so that neither
 /// keyless clients nor one host can take the places keyed clients need.
-pub fn client_door(connections: usize, remote: bool) -> (Caps, Clients) {
+pub fn client_door(connections: usize, remote: bool, keyless: bool) -> (Caps, Clients) {
     let unauthenticated = (connections / 2).max(1);
     let caps = Caps {
         connections,
@@ -99,6 +101,7 @@ pub fn client_door(connections: usize, remote: bool) -> (Caps, Clients) {
         caps,
         Clients {
             remote,
+            keyless,
             unauthenticated,
         },
     )
@@ -115,12 +118,22 @@ pub struct ClientConnection {
     /// Its place among the connections yet to authenticate, until its first authenticated
     /// request.
     unauthenticated: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Told when a newer connection took its place before it authenticated: it closes.
+    evicted: tokio::sync::Notify,
 }
 
 impl ClientConnection {
     /// Whether `host` (the request's `Host` header) may be answered on this door.
     pub fn host_allowed(&self, host: Option<&str>) -> bool {
         !self.local_hosts_only || host.is_some_and(local_host)
+    }
+
+    /// Whether it still holds a place among the connections yet to authenticate.
+    fn waits(&self) -> bool {
+        self.unauthenticated
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_some()
     }
 
     /// The connection made an authenticated request: it gives its place among those yet to
@@ -135,12 +148,15 @@ impl ClientConnection {
     }
 }
 
-/// Whether a door answers only to names of this machine: a plain door bound to loopback, or one
-/// that serves loopback clients only. A web page can make a browser on this machine reach such a
-/// door under a name of its own that it then points at 127.0.0.1 (DNS rebinding) and read the
-/// answers; the `Host` it sends is that name, so only names that cannot be rebound are answered.
-fn local_hosts_only(bound: SocketAddr, tls: bool, remote: bool) -> bool {
-    !tls && (bound.ip().to_canonical().is_loopback() || !remote)
+/// Whether a door answers only to names of this machine: a plain door that serves keyless
+/// requests to this machine alone (bound to loopback, or serving loopback clients only). A web
+/// page can make a browser on this machine reach such a door under a name of its own that it
+/// then points at 127.0.0.1 (DNS rebinding) and read the answers; the `Host` it sends is that
+/// name, so only names that cannot be rebound are answered. A door that wants a key needs no
+/// such rule (a page has no key to send), and keeps working behind a reverse proxy that passes
+/// the original `Host` on.
+fn local_hosts_only(bound: SocketAddr, tls: bool, clients: Clients) -> bool {
+    !tls && clients.keyless && (bound.ip().to_canonical().is_loopback() || !clients.remote)
 }
 
 /// Whether `host` (a `Host` header, with or without a port) names this machine in a way no
@@ -175,6 +191,8 @@ struct Door {
     local_hosts_only: bool,
     /// Places for connections yet to authenticate.
     unauthenticated: Arc<Semaphore>,
+    /// Connections admitted, oldest first, while they may still hold such a place.
+    waiting: Mutex<std::collections::VecDeque<std::sync::Weak<ClientConnection>>>,
     /// The answer to a connection that finds none free.
     busy: Vec<u8>,
 }
@@ -185,21 +203,56 @@ impl Door {
             clients,
             local_hosts_only: bound
                 .ok()
-                .is_some_and(|bound| local_hosts_only(bound, tls, clients.remote)),
+                .is_some_and(|bound| local_hosts_only(bound, tls, clients)),
             unauthenticated: Arc::new(Semaphore::new(clients.unauthenticated.max(1))),
+            waiting: Mutex::default(),
             busy: busy_answer(),
         }
     }
 
-    /// A new connection from `peer`, holding a place among those yet to authenticate; `None`
-    /// when none is free.
-    fn admit(&self, peer: IpAddr) -> Option<ClientConnection> {
-        let place = self.unauthenticated.clone().try_acquire_owned().ok()?;
-        Some(ClientConnection {
+    /// A new connection from `peer`, holding a place among those yet to authenticate. When
+    /// none is free, it takes the place of the oldest connection that has not authenticated
+    /// yet, which is closed: connections that send nothing, or only what is refused, cannot
+    /// keep a newcomer (perhaps with a key) out; they would have to outpace every newcomer's
+    /// first request. `None` only when no place could be found.
+    fn admit(&self, peer: IpAddr) -> Option<Arc<ClientConnection>> {
+        let place = match self.unauthenticated.clone().try_acquire_owned() {
+            Ok(place) => place,
+            Err(_) => self.evict_oldest()?,
+        };
+        let connection = Arc::new(ClientConnection {
             allowed: self.clients.remote || peer.to_canonical().is_loopback(),
             local_hosts_only: self.local_hosts_only,
             unauthenticated: Mutex::new(Some(place)),
-        })
+            evicted: tokio::sync::Notify::new(),
+        });
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.len() >= 2 * self.clients.unauthenticated.max(1) {
+            waiting.retain(|c| c.upgrade().is_some_and(|c| c.waits()));
+        }
+        waiting.push_back(Arc::downgrade(&connection));
+        Some(connection)
+    }
+
+    /// Takes the place of the oldest connection still waiting to authenticate, and tells it to
+    /// close.
+    fn evict_oldest(&self) -> Option<OwnedSemaphorePermit> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(oldest) = waiting.pop_front() {
+            let Some(connection) = oldest.upgrade() else {
+                continue;
+            };
+            let place = connection
+                .unauthenticated
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(place) = place {
+                connection.evicted.notify_one();
+                return Some(place);
+            }
+        }
+        None
     }
 }
 
@@ -340,7 +393,7 @@ async fn run(
         let client = match &door {
             None => None,
             Some(door) => match door.admit(addr.ip()) {
-                Some(client) => Some(Arc::new(client)),
+                Some(client) => Some(client),
                 None => {
                     tracing::debug!(
                         %addr,
@@ -372,6 +425,7 @@ async fn run(
                 write_stalled: None,
                 _places: (place, address_place),
             };
+            let evicted = client.clone();
             let router = TowerToHyperService::new(router);
             let service = hyper::service::service_fn(
                 move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -384,10 +438,17 @@ async fn run(
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
-                .serve_connection(TokioIo::new(connection), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%addr, error = %e, "HTTP connection ended");
+                .serve_connection(TokioIo::new(connection), service);
+            tokio::select! {
+                served = served => if let Err(e) = served {
+                    tracing::debug!(%addr, error = %e, "HTTP connection ended");
+                },
+                () = async {
+                    match &evicted {
+                        Some(client) => client.evicted.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => tracing::debug!(%addr, "HTTP connection closed: a newer one took its place before it authenticated"),
             }
         });
     }
@@ -515,41 +576,41 @@ mod tests {
 
     #[test]
     fn keyless_connections_get_half_the_places_and_one_host_half_of_that() {
-        let (caps, clients) = client_door(DEFAULT_MAX_CONNECTIONS, false);
+        let (caps, clients) = client_door(DEFAULT_MAX_CONNECTIONS, false, true);
         assert_eq!(clients.unauthenticated, 512);
         assert_eq!(caps.per_address, MAX_PER_ADDRESS);
-        let (caps, clients) = client_door(64, true);
+        let (caps, clients) = client_door(64, true, false);
         assert_eq!((caps.connections, clients.unauthenticated), (64, 32));
         assert!(caps.per_address < clients.unauthenticated);
-        let (_, clients) = client_door(1, true);
+        let (_, clients) = client_door(1, true, false);
         assert_eq!(clients.unauthenticated, 1);
     }
 
     #[test]
     fn a_connection_gives_its_unauthenticated_place_back_once_it_authenticates() {
-        let (_, clients) = client_door(4, false);
+        let (_, clients) = client_door(4, false, true);
         let bound: io::Result<SocketAddr> = Ok("127.0.0.1:8080".parse().expect("addr"));
         let door = Door::new(clients, bound, false);
-        let first = door
-            .admit("127.0.0.1".parse().expect("ip"))
-            .expect("a place");
-        let second = door
-            .admit("192.0.2.7".parse().expect("ip"))
-            .expect("a place");
+        let ip = |text: &str| text.parse::<IpAddr>().expect("ip");
+        let first = door.admit(ip("127.0.0.1")).expect("a place");
+        let second = door.admit(ip("192.0.2.7")).expect("a place");
         assert!(first.allowed);
         assert!(!second.allowed, "beyond loopback, on a loopback-only node");
+        // Full: a newcomer takes the oldest waiting connection's place, which is told to close.
+        let third = door.admit(ip("127.0.0.1")).expect("the oldest's place");
+        assert!(!first.waits() && second.waits() && third.waits());
         assert!(
-            door.admit("127.0.0.1".parse().expect("ip")).is_none(),
-            "full"
+            futures::FutureExt::now_or_never(first.evicted.notified()).is_some(),
+            "told"
         );
-        first.authenticated();
-        first.authenticated();
-        let third = door
-            .admit("127.0.0.1".parse().expect("ip"))
-            .expect("given back");
-        assert!(door.admit("127.0.0.1".parse().expect("ip")).is_none());
-        drop((second, third));
-        assert!(door.admit("127.0.0.1".parse().expect("ip")).is_some());
+        // A connection that authenticated is never evicted, and gives its place back.
+        second.authenticated();
+        second.authenticated();
+        let fourth = door.admit(ip("127.0.0.1")).expect("given back");
+        let fifth = door
+            .admit(ip("127.0.0.1"))
+            .expect("the oldest waiting's place");
+        assert!(!third.waits() && fourth.waits() && fifth.waits());
         assert!(String::from_utf8_lossy(&door.busy).starts_with("HTTP/1.1 503"));
     }
 
@@ -576,26 +637,37 @@ mod tests {
             assert!(!local_host(host), "{host}");
         }
         let at = |addr: &str| addr.parse::<SocketAddr>().expect("addr");
+        let clients = |remote, keyless| Clients {
+            remote,
+            keyless,
+            unauthenticated: 1,
+        };
+        let keyless_here = clients(false, true);
         assert!(
-            local_hosts_only(at("127.0.0.1:8080"), false, true),
-            "bound to loopback"
+            local_hosts_only(at("127.0.0.1:8080"), false, clients(true, true)),
+            "on loopback"
         );
         assert!(
-            local_hosts_only(at("0.0.0.0:8080"), false, false),
+            local_hosts_only(at("0.0.0.0:8080"), false, keyless_here),
             "loopback clients only"
         );
         assert!(
-            !local_hosts_only(at("0.0.0.0:8080"), false, true),
-            "named as its operator chooses"
+            !local_hosts_only(at("0.0.0.0:8080"), false, clients(true, true)),
+            "any client"
         );
         assert!(
-            !local_hosts_only(at("127.0.0.1:8080"), true, false),
+            !local_hosts_only(at("127.0.0.1:8080"), true, keyless_here),
             "TLS checks the name"
+        );
+        assert!(
+            !local_hosts_only(at("127.0.0.1:8080"), false, clients(false, false)),
+            "keys"
         );
         let connection = ClientConnection {
             allowed: true,
             local_hosts_only: true,
             unauthenticated: Mutex::new(None),
+            evicted: tokio::sync::Notify::new(),
         };
         assert!(connection.host_allowed(Some("localhost:8080")));
         assert!(!connection.host_allowed(Some("evil.example")));

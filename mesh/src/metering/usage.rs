@@ -123,8 +123,10 @@ pub struct NodeUsage {
 /// there are. Merging is a max per node, so any subset in any order is safe. Pure.
 #[derive(Debug, Default)]
 pub struct AdvertWindow {
-    /// Totals last advertised per account, for the day they were.
-    sent: std::collections::HashMap<String, (Day, Totals)>,
+    /// Totals last advertised per account, for the day they were, and in which advert.
+    sent: std::collections::HashMap<String, (Day, Totals, u64)>,
+    /// Adverts picked for so far.
+    adverts: u64,
     /// The account the last turn stopped after.
     cursor: String,
 }
@@ -132,14 +134,18 @@ pub struct AdvertWindow {
 impl AdvertWindow {
     /// At most `max` of `own` (one day's totals, sorted by account) for the next advert.
     pub fn pick(&mut self, own: Vec<NodeUsage>, max: usize) -> Vec<NodeUsage> {
+        self.adverts += 1;
         if let Some(day) = own.first().map(|u| u.day) {
-            self.sent.retain(|_, (d, _)| *d == day);
+            self.sent.retain(|_, (d, _, _)| *d == day);
         }
         let (mut grown, rest): (Vec<_>, Vec<_>) = own.into_iter().partition(|u| {
             self.sent
                 .get(&u.account)
-                .is_none_or(|(d, t)| (*d, *t) != (u.day, u.totals))
+                .is_none_or(|(d, t, _)| (*d, *t) != (u.day, u.totals))
         });
+        // Those advertised longest ago first, so that however many grow at once, each is
+        // carried in turn.
+        grown.sort_by_key(|u| self.sent.get(&u.account).map_or(0, |(_, _, at)| *at));
         grown.truncate(max);
         if grown.len() < max && !rest.is_empty() {
             let start = rest.partition_point(|u| u.account <= self.cursor);
@@ -155,7 +161,8 @@ impl AdvertWindow {
             grown.extend(turn);
         }
         for u in &grown {
-            self.sent.insert(u.account.clone(), (u.day, u.totals));
+            self.sent
+                .insert(u.account.clone(), (u.day, u.totals, self.adverts));
         }
         grown
     }
@@ -168,7 +175,13 @@ impl AdvertWindow {
 pub struct UsageCounters {
     counters: BTreeMap<(Day, String), BTreeMap<String, Totals>>,
     reported: BTreeMap<(Day, String), BTreeMap<String, Totals>>,
+    /// Accounts heard of from each peer, per day: bounded, so that a member cannot grow this
+    /// node's counters without end by advertising made-up accounts.
+    heard: std::collections::HashMap<(String, Day), usize>,
 }
+
+/// Most accounts a node takes from one peer's adverts for one day.
+pub const MAX_ACCOUNTS_HEARD: usize = 65_536;
 
 impl UsageCounters {
     /// Adds a charge executed by `node` (this node) to its own counter.
@@ -187,11 +200,27 @@ impl UsageCounters {
     }
 
     /// Merges what `node` says its totals are (max per node: never goes back).
-    pub fn merge(&mut self, node: &str, usage: &[NodeUsage]) {
+    /// Returns how many records were dropped because `node` advertised more than
+    /// [`MAX_ACCOUNTS_HEARD`] accounts that day.
+    pub fn merge(&mut self, node: &str, usage: &[NodeUsage]) -> usize {
+        let mut dropped = 0;
         for u in usage {
+            let heard_before = self
+                .counters
+                .get(&(u.day, u.account.clone()))
+                .is_some_and(|nodes| nodes.contains_key(node));
+            if !heard_before {
+                let heard = self.heard.entry((node.to_owned(), u.day)).or_default();
+                if *heard >= MAX_ACCOUNTS_HEARD {
+                    dropped += 1;
+                    continue;
+                }
+                *heard += 1;
+            }
             let known = totals_of(&mut self.counters, u.day, &u.account, node);
             *known = known.max(u.totals);
         }
+        dropped
     }
 
     /// A charge `node` made, as reported to this node (the account's home) when its hold was
@@ -253,6 +282,7 @@ impl UsageCounters {
     pub fn keep_days(&mut self, from: Day, to: Day) {
         self.counters.retain(|(d, _), _| (from..=to).contains(d));
         self.reported.retain(|(d, _), _| (from..=to).contains(d));
+        self.heard.retain(|(_, d), _| (from..=to).contains(d));
     }
 }
 
@@ -347,6 +377,23 @@ mod tests {
         assert_eq!(
             names(window.pick(all(Some(9)), 4)),
             ["acct-9", "acct-6", "acct-7", "acct-8"]
+        );
+        // When more grow at once than an advert holds, each is carried in turn.
+        let mut busy = AdvertWindow::default();
+        let grow = |micro: u64| -> Vec<NodeUsage> {
+            (0..10).map(|n| usage(format!("acct-{n}"), micro)).collect()
+        };
+        assert_eq!(
+            names(busy.pick(grow(1), 4)),
+            ["acct-0", "acct-1", "acct-2", "acct-3"]
+        );
+        assert_eq!(
+            names(busy.pick(grow(2), 4)),
+            ["acct-4", "acct-5", "acct-6", "acct-7"]
+        );
+        assert_eq!(
+            names(busy.pick(grow(3), 4)),
+            ["acct-8", "acct-9", "acct-0", "acct-1"]
         );
         // A new day forgets what was sent.
         let tomorrow: Vec<NodeUsage> = all(None)

@@ -1,14 +1,36 @@
 //! Fair shares of a model's slots and queue between accounts. Work-conserving: one account
-//! alone may use every slot, but it may fill at most half of the queue, and a freed slot goes
-//! to the queued request whose account runs the fewest (the earliest among equals). So a key
-//! that floods a model, or abandons its requests, cannot keep another account from its turn.
-//! Pure: accounts are names, the queue a list of them.
+//! alone may use every slot and every queue place; but when the queue is full, a newcomer whose
+//! account holds less than half of it takes the place of the newest request of the account that
+//! holds the most beyond half, and a freed slot goes to the queued request whose account runs
+//! the fewest (the earliest among equals). So a key that floods a model, or abandons its
+//! requests, cannot keep another account from its turn. Pure: accounts are names, the queue a
+//! list of them.
 
 use std::collections::HashMap;
 
-/// Most requests one account may have waiting in a queue of `capacity`.
+/// Requests one account may keep waiting in a full queue of `capacity` when others want in.
 pub fn queue_share(capacity: usize) -> usize {
     (capacity / 2).max(1)
+}
+
+/// Which queued request (its index; the queue's accounts, oldest first) gives its place to a
+/// newcomer of `account` when the queue is full: the newest of the account waiting the most, if
+/// that is more than `share` while `account` waits less. `None`: the newcomer is refused.
+pub fn make_way(queued: &[&str], account: &str, share: usize) -> Option<usize> {
+    let mut waiting: HashMap<&str, usize> = HashMap::new();
+    for a in queued {
+        *waiting.entry(a).or_default() += 1;
+    }
+    if waiting.get(account).copied().unwrap_or(0) >= share {
+        return None;
+    }
+    let (hog, most) = waiting
+        .into_iter()
+        .max_by_key(|(a, n)| (*n, std::cmp::Reverse(*a)))?;
+    if most <= share {
+        return None;
+    }
+    queued.iter().rposition(|a| *a == hog)
 }
 
 /// Requests running per account (cancelled ones included until the engine let go of them).
@@ -73,9 +95,22 @@ mod tests {
     }
 
     #[test]
-    fn an_account_may_fill_half_the_queue() {
+    fn a_full_queue_makes_way_for_an_account_under_its_share() {
         assert_eq!(queue_share(64), 32);
         assert_eq!(queue_share(1), 1);
         assert_eq!(queue_share(0), 1);
+        // One account alone fills the queue; a newcomer takes its newest place.
+        let full = ["hog", "hog", "hog", "hog"];
+        assert_eq!(make_way(&full, "fair", 2), Some(3));
+        assert_eq!(
+            make_way(&full, "hog", 2),
+            None,
+            "the hog itself waits its turn"
+        );
+        // Once every account is within its share, the queue is simply full.
+        assert_eq!(make_way(&["hog", "fair", "hog", "fair"], "third", 2), None);
+        assert_eq!(make_way(&["fair", "hog", "hog", "hog"], "fair", 2), Some(3));
+        assert_eq!(make_way(&["one"], "two", 1), None, "a queue of one place");
+        assert_eq!(make_way(&[], "x", 1), None);
     }
 }

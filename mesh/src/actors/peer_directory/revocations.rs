@@ -130,8 +130,17 @@ pub async fn pull(connection: &quinn::Connection) -> Result<Vec<KeyId>, PullErro
     .map_err(|_| PullError::TimedOut)?
 }
 
-/// Serves one `Revoked` stream: this node's whole set, in chunks, then an empty chunk.
+/// Pulls served at once by this node: each holds a copy of the set (2 MiB when full) until its
+/// reader has taken it, so members opening many streams cannot multiply that.
+static SERVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+/// Serves one `Revoked` stream: this node's whole set, in chunks, then an empty chunk. Past
+/// [`SERVING`] pulls at once, the stream is reset (the puller tries again later).
 pub async fn serve(revoked: RevokedKeys, mut send: quinn::SendStream) {
+    let Ok(_serving) = SERVING.try_acquire() else {
+        let _ = send.reset(quinn::VarInt::from_u32(1));
+        return;
+    };
     let ids = revoked.ids();
     let sent = tokio::time::timeout(PULL_TIMEOUT, async {
         for chunk in ids.chunks(CHUNK) {
