@@ -16,9 +16,9 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-/// Most ids a node keeps. At 8 bytes an id this is 2 MiB in memory and 4.5 MiB on disk; a
-/// cluster revoking a thousand keys a day takes seven centuries to fill it.
-pub const MAX_REVOKED: usize = 1 << 18;
+/// Most ids a node keeps. At 8 bytes an id this is 8 MiB in memory and 17 MiB on disk; a
+/// cluster revoking a thousand keys a day takes three millennia to fill it.
+pub const MAX_REVOKED: usize = 1 << 20;
 /// Most ids a summary carries as "added last".
 pub const MAX_RECENT: usize = 64;
 

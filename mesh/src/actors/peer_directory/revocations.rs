@@ -12,8 +12,9 @@ use crate::credentials::revoked::{KeyId, MAX_REVOKED, RevokedKeys, Summary};
 
 /// Ids one peer may add at once: a mass revocation of this many keys crosses in one pull.
 pub const BURST: f64 = 10_000.0;
-/// Ids one peer may add per second, once its burst is spent.
-pub const REFILL_PER_SEC: f64 = 20.0;
+/// Ids one peer may add per second, once its burst is spent: a member making up ids would
+/// take six days to fill a node's set ([`MAX_REVOKED`]).
+pub const REFILL_PER_SEC: f64 = 2.0;
 /// Least time between two pulls from one peer that brought nothing new (a peer whose digest
 /// keeps changing cannot make this node download its set more often).
 pub const IDLE_PULL_GAP: Duration = Duration::from_secs(5);
@@ -174,9 +175,9 @@ mod tests {
         let mut budget = Budget::new(t0);
         assert_eq!(budget.take(12_000, t0), 10_000);
         assert_eq!(budget.take(100, t0), 0);
-        assert_eq!(budget.take(100, t0 + Duration::from_secs(1)), 20);
+        assert_eq!(budget.take(100, t0 + Duration::from_secs(10)), 20);
         assert_eq!(
-            budget.take(1_000_000, t0 + Duration::from_secs(3600)),
+            budget.take(1_000_000, t0 + Duration::from_secs(7200)),
             10_000
         );
     }
