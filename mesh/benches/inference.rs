@@ -255,7 +255,7 @@ fn bench_config(
         fault_injection: false,
         allow_anonymous: true,
         // Every run must reach the model.
-        cache: ganglion::actors::node_supervisor::CacheArguments {
+        cache: ganglion::config::CacheSettings {
             shards: 0,
             bytes: 0,
             default_ttl: Duration::from_secs(300),

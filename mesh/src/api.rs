@@ -43,7 +43,6 @@ use ganglion_client::protocol::{
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::actors::peer_directory::PeerDirectoryHandle;
 use crate::request::{self, Gone, Origin, Responder};
 
 /// Bound on a request body (the QUIC door's request frame bound).
@@ -60,8 +59,6 @@ const FRAMES: usize = 64;
 pub struct Api {
     /// The pipeline's context.
     pub context: request::Context,
-    /// Peers (for model listings).
-    pub directory: PeerDirectoryHandle,
 }
 
 /// The HTTP API's routes.

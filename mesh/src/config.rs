@@ -284,7 +284,7 @@ pub struct Config {
     /// Serve keyless requests as the free account `anonymous`.
     pub allow_anonymous: bool,
     /// The result cache.
-    pub cache: crate::actors::node_supervisor::CacheArguments,
+    pub cache: CacheSettings,
     /// The HTTP APIs, when on.
     pub http: Option<HttpConfig>,
 }
@@ -303,6 +303,17 @@ pub const DEFAULT_MAX_REQUEST_DEADLINE: Duration = Duration::from_secs(600);
 
 /// Default requests waiting per model: 4 per slot, at least this many.
 pub const DEFAULT_MODEL_QUEUE_DEPTH: usize = 16;
+
+/// The cache as configured.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// Shards on this node (0 when the cache is off here).
+    pub shards: u16,
+    /// Bytes the shards share.
+    pub bytes: u64,
+    /// How long answers are kept when a request does not say.
+    pub default_ttl: Duration,
+}
 
 /// Requests a model with `slots` lets wait when the operator did not say.
 pub fn default_queue_depth(slots: usize) -> usize {
@@ -528,7 +539,7 @@ impl ConfigFile {
 }
 
 impl CacheSection {
-    fn validate(self) -> Result<crate::actors::node_supervisor::CacheArguments, ConfigError> {
+    fn validate(self) -> Result<CacheSettings, ConfigError> {
         let bytes = match self.size.as_deref() {
             None => DEFAULT_CACHE_SIZE,
             Some("0") => 0,
@@ -560,7 +571,7 @@ impl CacheSection {
                 format!("must be between {min} s and {max} s"),
             ));
         }
-        Ok(crate::actors::node_supervisor::CacheArguments {
+        Ok(CacheSettings {
             shards: if bytes == 0 { 0 } else { shards },
             bytes,
             default_ttl,

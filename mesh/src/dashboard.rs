@@ -179,7 +179,7 @@ pub async fn serve(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let refused = quinn::VarInt::from_u32(crate::actors::cluster_host::STREAM_REFUSED);
+    let refused = quinn::VarInt::from_u32(crate::transport::STREAM_REFUSED);
     let _ = recv.stop(refused);
     let Some(_asking) = reporter.asking(&peer) else {
         let _ = send.reset(refused);

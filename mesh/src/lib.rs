@@ -27,6 +27,9 @@ pub mod request;
 pub mod routing;
 pub mod transport;
 
+#[cfg(test)]
+mod import_graph;
+
 pub use config::{Config, ConfigError, ConfigFile};
 pub use credentials::{ClusterSecrets, Identity, init_cluster, issue_cert};
 pub use node::{RunningNode, StartError, start};

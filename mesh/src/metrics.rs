@@ -1,16 +1,13 @@
 //! Prometheus metrics of a node (`GET /metrics` on the admin listener, OpenMetrics text).
 //!
-//! Requests are counted where they enter ([`Observed`] watches the frames a client is sent; a
-//! request whose answer did not reach its client counts as `cancelled`):
+//! Requests are counted where they enter (`request::observed` watches the frames a client is
+//! sent; a request whose answer did not reach its client counts as `cancelled`):
 //! by model, outcome (`ok` or the error code) and route (`local`, `handoff`, `cache_hit`),
 //! with their duration, time to first token, tokens and Neurons. Gauges (cache, queues, peers)
 //! are read from the actors when scraped. No per-account labels: accounts live in
 //! `/admin/usage`. The latest requests themselves are kept for the dashboard in [`Metrics::recent`].
 
-use std::sync::Arc;
-use std::time::Instant;
-
-use ganglion_client::protocol::{CacheStatus, ResponseFrame};
+use ganglion_client::protocol::{CacheStatus, Usage};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,8 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::dashboard::recent::{Finished, Recent, short};
-use crate::request::{Gone, Responder};
+use crate::dashboard::recent::{Finished, Recent};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -31,6 +27,12 @@ struct RequestLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModelLabel {
     model: String,
+}
+
+fn model_label(model: &str) -> ModelLabel {
+    ModelLabel {
+        model: model.to_owned(),
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -215,6 +217,48 @@ impl Metrics {
         self.in_flight.get_or_create(&label).set(in_flight as i64);
     }
 
+    /// A request for `model` sent its first token `secs` after it entered.
+    pub fn first_token(&self, model: &str, secs: f64) {
+        self.first_token
+            .get_or_create(&model_label(model))
+            .observe(secs);
+    }
+
+    /// What a final answer for `model` carried: tokens, Neurons, and the cache's part.
+    pub fn answered(&self, model: &str, usage: &Usage, cache: CacheStatus) {
+        for (direction, count) in [("in", usage.input_tokens), ("out", usage.output_tokens)] {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    model: model.to_owned(),
+                    direction: direction.to_owned(),
+                })
+                .inc_by(u64::from(count));
+        }
+        self.neurons
+            .get_or_create(&model_label(model))
+            .inc_by(usage.micro_neurons as f64 / 1e6);
+        self.cache_lookups
+            .get_or_create(&StatusLabel {
+                status: cache.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// A request for `model` ended `secs` after it entered, with `outcome` by `route`; its
+    /// record is kept for the dashboard.
+    pub fn ended(&self, finished: Finished, route: &str, secs: f64) {
+        let model = model_label(&finished.model);
+        self.duration.get_or_create(&model).observe(secs);
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.model,
+                outcome: finished.outcome.clone(),
+                route: route.to_owned(),
+            })
+            .inc();
+        self.recent.push(finished);
+    }
+
     /// Sets the RTT to `peer`, in seconds.
     pub fn peer_rtt(&self, peer: &str, seconds: f64) {
         self.rtt
@@ -222,201 +266,5 @@ impl Metrics {
                 peer: peer.to_owned(),
             })
             .set(seconds);
-    }
-}
-
-/// A responder that records, as frames pass, what became of a request that entered here.
-pub struct Observed<'a, R> {
-    /// Where frames go.
-    pub inner: &'a mut R,
-    metrics: Option<Arc<Metrics>>,
-    model: String,
-    node: String,
-    id: u128,
-    account: Option<String>,
-    cache: Option<String>,
-    started: Instant,
-    first_token_ms: Option<f64>,
-    counted: bool,
-}
-
-impl<'a, R> Observed<'a, R> {
-    /// Watches `inner` for request `id` for `model` at `node`; with no metrics, it only
-    /// passes frames on (requests handed over by a peer are counted at their entry node).
-    pub fn new(
-        inner: &'a mut R,
-        metrics: Option<Arc<Metrics>>,
-        id: u128,
-        model: &str,
-        node: &str,
-    ) -> Self {
-        Self {
-            inner,
-            metrics,
-            model: model.to_owned(),
-            node: node.to_owned(),
-            id,
-            account: None,
-            cache: None,
-            started: Instant::now(),
-            first_token_ms: None,
-            counted: false,
-        }
-    }
-
-    /// The request's account, once authenticated (its daily limit is remembered for the
-    /// dashboard).
-    pub fn account(&mut self, account: Option<&ganglion_client::protocol::Account>) {
-        let (Some(metrics), Some(account)) = (&self.metrics, account) else {
-            return;
-        };
-        let limit = crate::metering::usage::daily_limit(account.plan, account.daily_limit);
-        metrics.recent.limit(&account.name, limit);
-        self.account = Some(account.name.clone());
-    }
-
-    /// The request as it ended, so far as this responder saw it.
-    fn finished(&self, outcome: &str) -> Finished {
-        Finished {
-            at_ms: crate::metering::unix_now_ms(),
-            id: format!("{:032x}", self.id),
-            model: self.model.clone(),
-            account: self.account.clone(),
-            entry: self.node.clone(),
-            path: Vec::new(),
-            cache: self.cache.clone(),
-            micro_neurons: 0,
-            first_token_ms: self.first_token_ms,
-            total_ms: self.started.elapsed().as_secs_f64() * 1000.0,
-            output_tokens: 0,
-            outcome: outcome.to_owned(),
-            message: None,
-        }
-    }
-
-    /// Records what `frame` says (first token, tokens, Neurons, cache); for a last frame,
-    /// returns its outcome and route, counted once it is known to have been sent.
-    fn observe(&mut self, frame: &ResponseFrame) -> Option<(Finished, &'static str)> {
-        let metrics = self.metrics.as_ref()?;
-        let model = ModelLabel {
-            model: self.model.clone(),
-        };
-        let (outcome, route) = match frame {
-            ResponseFrame::Delta(_) => {
-                if self.first_token_ms.is_none() {
-                    let elapsed = self.started.elapsed().as_secs_f64();
-                    self.first_token_ms = Some(elapsed * 1000.0);
-                    metrics.first_token.get_or_create(&model).observe(elapsed);
-                }
-                return None;
-            }
-            ResponseFrame::Final(response) => {
-                let route = if response.cache.status == CacheStatus::Hit {
-                    "cache_hit"
-                } else if response.route.executed_by == self.node {
-                    "local"
-                } else {
-                    "handoff"
-                };
-                for (direction, count) in [
-                    ("in", response.usage.input_tokens),
-                    ("out", response.usage.output_tokens),
-                ] {
-                    metrics
-                        .tokens
-                        .get_or_create(&TokenLabels {
-                            model: self.model.clone(),
-                            direction: direction.to_owned(),
-                        })
-                        .inc_by(u64::from(count));
-                }
-                metrics
-                    .neurons
-                    .get_or_create(&model)
-                    .inc_by(response.usage.micro_neurons as f64 / 1e6);
-                metrics
-                    .cache_lookups
-                    .get_or_create(&StatusLabel {
-                        status: response.cache.status.as_str().to_owned(),
-                    })
-                    .inc();
-                let mut finished = self.finished("ok");
-                // Bounded: a peer's route was checked before it was passed on.
-                finished.path = (response.route.path.iter())
-                    .take(ganglion_client::protocol::MAX_PATH_NODES + 1)
-                    .cloned()
-                    .collect();
-                finished.cache = Some(response.cache.status.as_str().to_owned());
-                finished.micro_neurons = response.usage.micro_neurons;
-                finished.output_tokens = response.usage.output_tokens;
-                (finished, route)
-            }
-            ResponseFrame::Error(error) => {
-                let mut finished = self.finished(error.code.as_str());
-                finished.message = Some(short(&error.message));
-                (finished, "none")
-            }
-            _ => return None,
-        };
-        Some((outcome, route))
-    }
-
-    /// Counts the request's end, once.
-    fn count(&mut self, finished: Finished, route: &str) {
-        let Some(metrics) = &self.metrics else {
-            return;
-        };
-        if std::mem::replace(&mut self.counted, true) {
-            return;
-        }
-        let outcome = finished.outcome.clone();
-        metrics.recent.push(finished);
-        let model = ModelLabel {
-            model: self.model.clone(),
-        };
-        metrics
-            .duration
-            .get_or_create(&model)
-            .observe(self.started.elapsed().as_secs_f64());
-        metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                model: self.model.clone(),
-                outcome,
-                route: route.to_owned(),
-            })
-            .inc();
-    }
-}
-
-impl<R> Drop for Observed<'_, R> {
-    /// A request that ended without its last frame reaching the requester was cancelled.
-    fn drop(&mut self) {
-        if self.metrics.is_some() && !self.counted {
-            self.count(self.finished("cancelled"), "none");
-        }
-    }
-}
-
-impl<R: Responder> Responder for Observed<'_, R> {
-    async fn send(&mut self, frame: ResponseFrame) -> Result<(), Gone> {
-        let ended = self.observe(&frame);
-        let sent = self.inner.send(frame).await;
-        if let Some((finished, route)) = ended {
-            match sent {
-                Ok(()) => self.count(finished, route),
-                Err(Gone) => self.count(self.finished("cancelled"), "none"),
-            }
-        }
-        sent
-    }
-
-    fn gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        self.inner.gone()
-    }
-
-    fn cache_decided(&mut self, report: &ganglion_client::protocol::CacheReport) {
-        self.cache = Some(report.status.as_str().to_owned());
-        self.inner.cache_decided(report);
     }
 }

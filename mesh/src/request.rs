@@ -18,7 +18,9 @@ pub mod admit;
 pub mod authenticate;
 pub mod cache;
 pub mod handoff;
+pub mod listing;
 pub mod local;
+pub mod observed;
 pub mod quota;
 
 use std::future::Future;
@@ -111,7 +113,7 @@ pub async fn run(
         "unknown"
     };
     let metrics = (origin == Origin::Client).then(|| ctx.metrics.clone());
-    let out = &mut crate::metrics::Observed::new(out, metrics, request.id, label, &ctx.node);
+    let out = &mut observed::Observed::new(out, metrics, request.id, label, &ctx.node);
     let mut admitted = match admit::admit(
         &ctx.node,
         &ctx.catalog,

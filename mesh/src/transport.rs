@@ -15,3 +15,7 @@ pub mod limits;
 pub mod tls;
 
 pub use endpoint::{CloseCode, PeerConnection, TransportError};
+
+/// QUIC stream error code sent when a peer's stream is refused (by whichever part serves its
+/// kind).
+pub const STREAM_REFUSED: u32 = 1;

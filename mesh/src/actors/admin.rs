@@ -6,6 +6,7 @@
 
 mod cache;
 pub mod client;
+mod context;
 mod dashboard;
 pub mod routes;
 
@@ -13,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::AbortOnDrop;
 
-pub use routes::{Context, ContextParts};
+pub use context::{Context, ContextParts};
 
 /// Connections the admin listener serves at once: 64, at most 8 from one address (so that
 /// one client cannot lock operators out).

@@ -34,7 +34,7 @@ use crate::membership::{Direction, Keep, resolve_duplicate, retry_delay};
 use crate::transport::cluster_stream::{QuicClusterStream, SessionLabel};
 use crate::transport::endpoint::{self, Accepted, Liveness};
 use crate::transport::limits::{ConnectionLimits, is_loopback};
-use crate::transport::{CloseCode, PeerConnection, tls};
+use crate::transport::{CloseCode, PeerConnection, STREAM_REFUSED, tls};
 
 /// Host part of every ractor_cluster node name (`<name>@ganglion`); the name part is the
 /// certificate's name.
@@ -58,8 +58,6 @@ const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_LEARNED_ADDRESSES: usize = 64;
 /// Most new dials started per tick, so that adverts cannot turn a node into a dialing storm.
 const MAX_DIALS_PER_TICK: usize = 4;
-/// QUIC stream error code sent when a stream is refused.
-pub(crate) const STREAM_REFUSED: u32 = 1;
 
 /// The ractor_cluster node name of the node called `name`.
 pub fn cluster_name(name: &str) -> String {

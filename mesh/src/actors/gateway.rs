@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ganglion_client::protocol::{
-    ApiKey, ClientRequest, ErrorCode, MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, ModelListing,
-    ResponseFrame, WireError,
+    ApiKey, ClientRequest, ErrorCode, MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, ResponseFrame,
+    WireError,
 };
 use ganglion_client::{FrameError, read_frame, write_frame};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -23,7 +23,6 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::ActorSlot;
-use super::peer_directory::PeerDirectoryHandle;
 use crate::request::{self, Gone, Origin, Responder};
 
 /// A request frame must arrive this soon after its stream opens.
@@ -62,8 +61,6 @@ pub struct Gateway;
 pub struct Arguments {
     /// What every request's stages need.
     pub context: request::Context,
-    /// Where peers' hosted models are known (for model listings).
-    pub directory: PeerDirectoryHandle,
     /// The HTTP APIs, when on.
     pub http: Option<HttpArguments>,
 }
@@ -112,7 +109,6 @@ fn serve_http(
 #[derive(Debug)]
 struct Shared {
     context: request::Context,
-    directory: PeerDirectoryHandle,
 }
 
 /// The gateway's state: connections and streams being served.
@@ -137,7 +133,6 @@ impl Actor for Gateway {
                 http,
                 crate::api::Api {
                     context: args.context.clone(),
-                    directory: args.directory.clone(),
                 },
             )?),
             None => None,
@@ -145,7 +140,6 @@ impl Actor for Gateway {
         Ok(State {
             shared: Arc::new(Shared {
                 context: args.context,
-                directory: args.directory,
             }),
             connections: JoinSet::new(),
             _http: http,
@@ -345,7 +339,7 @@ async fn answer_models(shared: &Shared, api_key: Option<ApiKey>, out: &mut QuicR
     let now = crate::metering::unix_now();
     let key = api_key.map(|k| k.0);
     let listed = match request::authenticate::client_account(&shared.context.auth, key, now) {
-        Ok(_) => list_models(&shared.context, &shared.directory).await,
+        Ok(_) => request::listing::list_models(&shared.context).await,
         Err(error) => Err(error),
     };
     let frame = match listed {
@@ -387,35 +381,4 @@ async fn account_usage(
         limit_micro: usage::daily_limit(account.plan, account.daily_limit),
         resets_at: usage::reset_at(day),
     })
-}
-
-/// The catalog, each model with the nodes serving it: this node, and peers by their adverts
-/// (one directory query for the whole listing).
-pub(crate) async fn list_models(
-    ctx: &request::Context,
-    directory: &PeerDirectoryHandle,
-) -> Result<Vec<ModelListing>, WireError> {
-    let peers = directory.list().await.map_err(|e| {
-        WireError::new(
-            ErrorCode::Unavailable,
-            format!("the peer directory did not answer: {e}"),
-        )
-    })?;
-    Ok(ctx
-        .catalog
-        .models()
-        .iter()
-        .map(|spec| {
-            let here = ctx.hosts.get(&spec.id).map(|_| ctx.node.clone());
-            let there = peers
-                .iter()
-                .filter(|p| p.models.contains(&spec.id))
-                .map(|p| p.name.clone());
-            ModelListing {
-                id: spec.id.clone(),
-                task: spec.task.as_str().to_owned(),
-                hosted_by: here.into_iter().chain(there).collect(),
-            }
-        })
-        .collect())
 }

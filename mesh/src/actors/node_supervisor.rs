@@ -115,22 +115,11 @@ pub struct Arguments {
     /// The ledger (opened by the node, held by the meter and the writer).
     pub ledger: Arc<crate::metering::ledger::Ledger>,
     /// The result cache.
-    pub cache: CacheArguments,
+    pub cache: crate::config::CacheSettings,
     /// The HTTP APIs, when on (served by the gateway).
     pub http: Option<gateway::HttpArguments>,
     /// `/metrics` without the admin token.
     pub metrics_open: bool,
-}
-
-/// The cache as configured.
-#[derive(Debug, Clone, Copy)]
-pub struct CacheArguments {
-    /// Shards on this node (0 when the cache is off here).
-    pub shards: u16,
-    /// Bytes the shards share.
-    pub bytes: u64,
-    /// How long answers are kept when a request does not say.
-    pub default_ttl: Duration,
 }
 
 /// Cluster host arguments before the directory exists.
@@ -340,7 +329,6 @@ impl Actor for NodeSupervisor {
                 metrics: metrics.clone(),
                 mesh_size: mesh_size.clone(),
             },
-            directory: directory_handle.clone(),
             http: args.http,
         };
         let gateway = spawn(
@@ -406,7 +394,6 @@ impl Actor for NodeSupervisor {
             reporter,
             api: Arc::new(crate::api::Api {
                 context: gateway_args.context.clone(),
-                directory: gateway_args.directory.clone(),
             }),
         });
         let admin = spawn_admin(&args.admin_listener, admin_context.clone(), &cell).await?;

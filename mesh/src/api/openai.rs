@@ -351,7 +351,7 @@ fn model_object(listing: &ganglion_client::protocol::ModelListing) -> serde_json
 /// nodes: the guard lets only callers through who may run requests.
 pub async fn models(State(api): State<Arc<Api>>) -> Response {
     let id = rand::random();
-    match crate::actors::gateway::list_models(&api.context, &api.directory).await {
+    match crate::request::listing::list_models(&api.context).await {
         Ok(listing) => {
             let data: Vec<_> = listing.iter().map(model_object).collect();
             (
@@ -367,7 +367,7 @@ pub async fn models(State(api): State<Arc<Api>>) -> Response {
 /// `GET /v1/models/{id}` (catalog ids hold `@` and `/`).
 pub async fn model(State(api): State<Arc<Api>>, Path(model): Path<String>) -> Response {
     let id = rand::random();
-    let listing = match crate::actors::gateway::list_models(&api.context, &api.directory).await {
+    let listing = match crate::request::listing::list_models(&api.context).await {
         Ok(listing) => listing,
         Err(error) => return errors::openai(&error, common_headers(id, None)),
     };

@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 
-use super::routes::{Context, unavailable};
+use super::context::{Context, unavailable};
 use crate::cache::store::Purge;
 
 /// Query of `DELETE /admin/cache`.

@@ -12,7 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use ganglion_client::protocol::{ChatMessage, Input, Parameters, Request, ResponseFrame, Role};
 
-use super::routes::{Context, unavailable};
+use super::context::{Context, unavailable};
 use crate::api::Call;
 
 const INDEX: &str = include_str!("dashboard/index.html");
@@ -24,9 +24,6 @@ const STYLE: &str = include_str!("dashboard/dashboard.css");
 const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
-
-/// Mesh views being gathered at once; more are refused (each asks every peer).
-pub const VIEWS_AT_ONCE: usize = 4;
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (

@@ -23,8 +23,6 @@
 //!   for tests, present only when the node runs with `--fault-injection`
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -35,88 +33,9 @@ use axum::{Json, Router};
 use ractor::{ActorCell, ActorId};
 use serde::Serialize;
 
+use super::context::{Context, unavailable};
 use crate::actors::cluster_host;
-use crate::actors::model_host::LocalModels;
-use crate::actors::peer_directory::PeerDirectoryHandle;
-use crate::actors::router::RouterHandle;
-use crate::credentials::api_keys::{KeyVerifier, RevokedKeys};
 use crate::credentials::revoked::KeyId;
-use crate::facts::{ModelStatus, NodeInfo};
-use crate::faults::Faults;
-
-/// What the routes read.
-#[derive(Debug, Clone)]
-pub struct Context(Arc<Inner>);
-
-/// The parts of a [`Context`].
-#[derive(Debug)]
-pub struct ContextParts {
-    /// Static node facts.
-    pub info: NodeInfo,
-    /// The bearer token; with none, every route but `/healthz` answers 401.
-    pub token: Option<String>,
-    /// The peer directory.
-    pub directory: PeerDirectoryHandle,
-    /// The root of the actor tree.
-    pub root: ActorCell,
-    /// Fault injection (its routes exist only when it is on).
-    pub faults: Arc<Faults>,
-    /// Hosting decisions made at start-up.
-    pub hosting: Vec<ModelStatus>,
-    /// The router.
-    pub router: RouterHandle,
-    /// The model hosts and their live state.
-    pub hosts: LocalModels,
-    /// Revoked API keys, and where they are kept.
-    pub revoked: RevokedKeys,
-    /// The file the revoked set is stored in.
-    pub revoked_file: std::path::PathBuf,
-    /// Verifies API keys (to find the id of a key being revoked).
-    pub key_verifier: Option<KeyVerifier>,
-    /// Usage counters.
-    pub meter: crate::actors::meter::MeterHandle,
-    /// This node's ledger (read by `/admin/ledger`).
-    pub ledger: Arc<crate::metering::ledger::Ledger>,
-    /// This node's cache shards.
-    pub cache: crate::actors::cache_shard::Shards,
-    /// Prometheus metrics.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Serve `/metrics` without the token.
-    pub metrics_open: bool,
-    /// This node's dashboard report (and the way to its peers').
-    pub reporter: crate::dashboard::report::Reporter,
-    /// The request pipeline, for the dashboard's "try it" box.
-    pub api: Arc<crate::api::Api>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    parts: ContextParts,
-    started: Instant,
-    started_at: SystemTime,
-    views: tokio::sync::Semaphore,
-}
-
-impl Context {
-    /// Bundles what the routes need.
-    pub fn new(parts: ContextParts) -> Self {
-        Self(Arc::new(Inner {
-            parts,
-            started: Instant::now(),
-            started_at: SystemTime::now(),
-            views: tokio::sync::Semaphore::new(super::dashboard::VIEWS_AT_ONCE),
-        }))
-    }
-
-    /// A place among the mesh views gathered at once, if one is free.
-    pub(super) fn view_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.0.views.try_acquire().ok()
-    }
-
-    pub(super) fn parts(&self) -> &ContextParts {
-        &self.0.parts
-    }
-}
 
 /// The admin router.
 pub fn router(context: Context) -> Router {
@@ -193,8 +112,8 @@ async fn node(State(ctx): State<Context>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "name": info.name,
         "version": info.version,
-        "started_at": humantime::format_rfc3339_seconds(ctx.0.started_at).to_string(),
-        "uptime_s": ctx.0.started.elapsed().as_secs_f64(),
+        "started_at": humantime::format_rfc3339_seconds(ctx.started_at()).to_string(),
+        "uptime_s": ctx.uptime().as_secs_f64(),
         "addresses": info.addresses,
         "cpu": info.cpu,
         "revoked_keys": {
@@ -256,14 +175,6 @@ async fn models(State(ctx): State<Context>) -> Response {
         "models": entries,
     }))
     .into_response()
-}
-
-pub(super) fn unavailable(message: &str) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(serde_json::json!({ "error": message })),
-    )
-        .into_response()
 }
 
 /// Query of `/admin/usage` and `/admin/ledger`.
