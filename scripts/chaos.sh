@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --quiet -p ganglion-node -p ganglion-client
+cargo build --quiet -p ganglion-node -p ganglion-cli
 command -v nft >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables >/dev/null
 bin="$CARGO_TARGET_DIR/debug"
 "$bin/ganglion-node" models pull >/dev/null
