@@ -123,25 +123,45 @@ async fn llama_cpp_batches_concurrent_requests_of_different_lengths() {
         .unwrap();
     assert!(slots >= 2, "slots follow the cores: {slots}");
     let client = &cluster.client(&node).await;
+    let node = &node;
     // Long stories keep their sequences running while short questions come and go.
     let stories = (0..2).map(|i| async move {
         let prompt = format!("Tell story number {i} about a lighthouse.");
-        client
+        let story = client
             .generate(GenerateRequest::new(SMOLLM2, prompt).max_tokens(160))
             .await
-            .unwrap()
+            .unwrap();
+        (story, std::time::Instant::now())
     });
+    let running = || async { node.model_status(SMOLLM2).await["stats"]["in_flight"].as_u64() };
     let questions = (0..4).map(|_| async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        client
+        // Asked once both stories run side by side.
+        eventually(Duration::from_secs(30), "both stories run", || async {
+            (running().await? >= 2).then_some(())
+        })
+        .await;
+        let answer = client
             .generate(GenerateRequest::new(SMOLLM2, CAPITAL).max_tokens(24))
             .await
-            .unwrap()
+            .unwrap();
+        (answer, std::time::Instant::now())
     });
     let (stories, answers) = tokio::join!(
         futures::future::join_all(stories),
         futures::future::join_all(questions)
     );
+    // With slots to spare, questions asked while the stories ran were answered before either
+    // story ended: they were batched beside them, not queued behind them.
+    let first_story_end = stories.iter().map(|(_, at)| *at).min().unwrap();
+    let first_answer = answers.iter().map(|(_, at)| *at).min().unwrap();
+    if slots > 2 {
+        assert!(
+            first_answer < first_story_end,
+            "a question waited for a story"
+        );
+    }
+    let stories: Vec<_> = stories.into_iter().map(|(story, _)| story).collect();
+    let answers: Vec<_> = answers.into_iter().map(|(answer, _)| answer).collect();
     for story in &stories {
         assert!(story.response.usage.output_tokens > 40, "{:?}", story.text);
     }
