@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Every source file of the crate by module path (`actors/admin/routes`; the crate root is
+/// Every source file of the crate by module path (`admin/routes`; the crate root is
 /// ``), with its code: test modules and comment lines left out.
 fn sources(root: &Path) -> BTreeMap<String, String> {
     let mut found = BTreeMap::new();

@@ -9,6 +9,7 @@
 //! Start one with [`config::ConfigFile::validate`] and [`node::start`].
 
 pub mod actors;
+pub mod admin;
 pub mod api;
 pub mod cache;
 pub mod config;

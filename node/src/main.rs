@@ -511,7 +511,7 @@ fn ledger(
             let Some(runtime) = runtime() else {
                 return ExitCode::FAILURE;
             };
-            match runtime.block_on(ganglion::actors::admin::client::ledger(
+            match runtime.block_on(ganglion::admin::client::ledger(
                 address,
                 &token,
                 day.as_deref(),
@@ -541,9 +541,7 @@ fn revoke_key(admin: std::net::SocketAddr, token: &str, key: &str) -> ExitCode {
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(ganglion::actors::admin::client::revoke_key(
-        admin, token, key,
-    )) {
+    match runtime.block_on(ganglion::admin::client::revoke_key(admin, token, key)) {
         Ok(kid) => {
             println!("revoked key {kid}");
             ExitCode::SUCCESS

@@ -1,27 +1,13 @@
 //! Admin: the node's HTTP introspection endpoint. A child of `NodeSupervisor`, restarted by it
 //! on failure (serving the same listener again).
 //!
-//! The actor owns the HTTP server task (routes in [`routes`]) and stops it when it stops, or
-//! fails; it takes no messages.
-
-mod cache;
-pub mod client;
-mod context;
-mod dashboard;
-pub mod routes;
+//! The actor owns the HTTP server task (the application is [`crate::admin`]) and stops it when
+//! it stops, or fails; it takes no messages.
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::AbortOnDrop;
-
-pub use context::{Context, ContextParts};
-
-/// Connections the admin listener serves at once: 64, at most 8 from one address (so that
-/// one client cannot lock operators out).
-pub const CAPS: crate::api::listener::Caps = crate::api::listener::Caps {
-    connections: 64,
-    per_address: 8,
-};
+use crate::admin::{CAPS, Context, routes};
 
 /// The admin actor.
 #[derive(Debug, Default)]

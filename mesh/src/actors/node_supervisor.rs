@@ -146,7 +146,7 @@ struct Specs {
     gateway: gateway::Arguments,
     cluster: cluster_host::Arguments,
     admin_listener: std::net::TcpListener,
-    admin: admin::Context,
+    admin: crate::admin::Context,
     models: BTreeMap<String, model_host::Arguments>,
     meter: meter::Arguments,
     shards: Vec<cache_shard::Arguments>,
@@ -374,7 +374,7 @@ impl Actor for NodeSupervisor {
         .await?;
         remember(Child::ClusterHost, cluster.get_cell());
 
-        let admin_context = admin::Context::new(admin::ContextParts {
+        let admin_context = crate::admin::Context::new(crate::admin::ContextParts {
             info: args.node_info,
             token: args.admin_token,
             directory: directory_handle,
@@ -684,7 +684,7 @@ where
 
 async fn spawn_admin(
     listener: &std::net::TcpListener,
-    context: admin::Context,
+    context: crate::admin::Context,
     supervisor: &ActorCell,
 ) -> Result<ActorRef<admin::Msg>, ActorProcessingErr> {
     let arguments = || -> std::io::Result<admin::Arguments> {

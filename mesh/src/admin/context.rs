@@ -84,27 +84,27 @@ impl Context {
     }
 
     /// A place among the mesh views gathered at once, if one is free.
-    pub(in crate::actors::admin) fn view_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    pub(in crate::admin) fn view_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         self.0.views.try_acquire().ok()
     }
 
-    pub(in crate::actors::admin) fn parts(&self) -> &ContextParts {
+    pub(in crate::admin) fn parts(&self) -> &ContextParts {
         &self.0.parts
     }
 
     /// When the node started, by the wall clock.
-    pub(in crate::actors::admin) fn started_at(&self) -> SystemTime {
+    pub(in crate::admin) fn started_at(&self) -> SystemTime {
         self.0.started_at
     }
 
     /// How long the node has run.
-    pub(in crate::actors::admin) fn uptime(&self) -> std::time::Duration {
+    pub(in crate::admin) fn uptime(&self) -> std::time::Duration {
         self.0.started.elapsed()
     }
 }
 
 /// A 503 with the reason, when a part of the node does not answer.
-pub(in crate::actors::admin) fn unavailable(message: &str) -> Response {
+pub(in crate::admin) fn unavailable(message: &str) -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         Json(serde_json::json!({ "error": message })),

@@ -1,4 +1,4 @@
-//! Routes of the admin introspection endpoint, served by the [`super::Admin`] actor. They reach
+//! Routes of the admin introspection endpoint, served by the [`Admin`](crate::actors::admin::Admin) actor. They reach
 //! actors only through typed handles.
 //!
 //! `GET /healthz` is open; every other route needs `Authorization: Bearer <token>`.
