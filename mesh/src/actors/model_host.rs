@@ -6,7 +6,10 @@
 //! `concurrency` of them at once, and frees a slot only once a request's work has really
 //! stopped: the model finished, or let go of a cancelled sequence, or a blocking embedding
 //! call returned. A queued request whose deadline passed or whose requester left is dropped
-//! when its turn comes. A job that panics frees its slot and answers `internal`.
+//! when its turn comes. Turns are fair between accounts (`model_host/fairness.rs`): a freed slot goes to
+//! the account running the fewest, and a full queue makes way for an account under its share.
+//! What ran is charged however the request ended. A job that panics frees its slot and answers
+//! `internal`.
 //!
 //! Each request has its own bounded response buffer ([`RESPONSE_BUFFER`] frames): the model
 //! never waits on a requester, and a requester that lets its buffer fill up is cancelled.

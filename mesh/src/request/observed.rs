@@ -1,6 +1,6 @@
 //! Counts a request where it entered: a responder that records, as frames pass, what became
 //! of it (first token, tokens, Neurons, cache, outcome and route) in the node's
-//! [`Metrics`](crate::metrics::Metrics); a request whose answer did not reach its client counts
+//! [`Metrics`]; a request whose answer did not reach its client counts
 //! as `cancelled`.
 
 use std::sync::Arc;

@@ -4,8 +4,11 @@
 //! node ([`crate::metering::home`]), which decides for every request of that account wherever
 //! it enters; over the limit, nothing runs (`quota_exceeded`, with what was used, the limit and
 //! when it resets). The hold lasts until the request ends; a charge made on a node other than
-//! the home then keeps counting until that node's adverts carry it. If the home cannot be
-//! reached in time, the entry node decides alone (logged: the mesh-wide bound then loosens).
+//! the home then keeps counting until that node's adverts carry it. A request that ended
+//! without an answer after work may have run leaves its hold lingering at the home until that
+//! charge can have arrived ([`Watched`]). If the home cannot be reached in time, or this node's
+//! peer directory does not answer, the entry node decides alone within its share of the limit
+//! (logged: the mesh-wide bound then loosens).
 //! A request handed over by a peer was reserved at its entry node.
 
 use std::sync::atomic::Ordering;
@@ -166,7 +169,7 @@ pub struct Watched<'a, R> {
     /// (or, however else the request ends, until this is dropped).
     pub hold: Option<Hold>,
     /// A last frame passed (else the requester left before one could).
-    pub ended: bool,
+    ended: bool,
 }
 
 impl<'a, R> Watched<'a, R> {

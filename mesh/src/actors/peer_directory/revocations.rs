@@ -136,7 +136,7 @@ pub async fn pull(connection: &quinn::Connection) -> Result<Vec<KeyId>, PullErro
 static SERVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 /// Serves one `Revoked` stream: this node's whole set, in chunks, then an empty chunk. Past
-/// [`SERVING`] pulls at once, the stream is reset (the puller tries again later).
+/// `SERVING` pulls at once, the stream is reset (the puller tries again later).
 pub async fn serve(revoked: RevokedKeys, mut send: quinn::SendStream) {
     let Ok(_serving) = SERVING.try_acquire() else {
         let _ = send.reset(quinn::VarInt::from_u32(1));
