@@ -18,7 +18,7 @@ use ganglion_client::protocol::{
     MAX_RESPONSE_FRAME_LEN, Request, ResponseFrame, Role,
 };
 use ganglion_client::{
-    ALPN_CLIENT, ALPN_PEER, GenerateRequest, PeerStreamKind, codec, read_frame, write_frame,
+    ALPN_CLIENT, GenerateRequest, PeerStreamKind, codec, read_frame, write_frame,
 };
 use harness::{Cluster, MINILM, SMOLLM2, TOKEN, ensure_models, eventually, names};
 
@@ -389,13 +389,7 @@ async fn spoofed_and_extreme_adverts_are_refused_and_panic_nothing() {
     })
     .await;
     b.sees_serving("a", MINILM).await;
-    let rogue = Identity::load(&cluster.identity("m")).unwrap();
-    let endpoint = raw_quic::endpoint(
-        &rogue,
-        Some(&rogue),
-        ALPN_PEER,
-        quinn::TransportConfig::default(),
-    );
+    let endpoint = raw_quic::member(&Identity::load(&cluster.identity("m")).unwrap());
     let connection = connect(&endpoint, b.quic).await;
     let advert = |name: &str, service_ms: f64| {
         serde_json::json!({
@@ -461,13 +455,7 @@ async fn a_member_cannot_join_under_another_members_name_or_evict_it() {
     .await;
 
     // Member m dials a over QUIC and opens a cluster session claiming to be b.
-    let rogue = Identity::load(&cluster.identity("m")).unwrap();
-    let endpoint = raw_quic::endpoint(
-        &rogue,
-        Some(&rogue),
-        ALPN_PEER,
-        quinn::TransportConfig::default(),
-    );
+    let endpoint = raw_quic::member(&Identity::load(&cluster.identity("m")).unwrap());
     let connection = connect(&endpoint, a.quic).await;
     let (mut send, _recv) = connection.open_bi().await.unwrap();
     write_frame(&mut send, &PeerStreamKind::Cluster, MAX_OPEN_FRAME_LEN)
@@ -689,13 +677,7 @@ async fn a_peer_whose_cluster_session_never_comes_up_is_disconnected() {
     let cluster = Cluster::new("no-session");
     let a = cluster.start("a", &[], &[]);
     // A member dials and then never opens its cluster session.
-    let lazy = Identity::load(&cluster.identity("m")).unwrap();
-    let endpoint = raw_quic::endpoint(
-        &lazy,
-        Some(&lazy),
-        ALPN_PEER,
-        quinn::TransportConfig::default(),
-    );
+    let endpoint = raw_quic::member(&Identity::load(&cluster.identity("m")).unwrap());
     let connection = connect(&endpoint, a.quic).await;
     eventually(
         Duration::from_secs(5),
@@ -923,13 +905,7 @@ async fn a_member_flooding_revocations_is_held_to_its_budget_and_a_bad_record_co
     let a = cluster.start("a", &[], &["--host", MINILM]);
     let b = cluster.start("b", &[a.quic], &[]);
     b.sees_serving("a", MINILM).await;
-    let rogue = Identity::load(&cluster.identity("m")).unwrap();
-    let endpoint = raw_quic::endpoint(
-        &rogue,
-        Some(&rogue),
-        ALPN_PEER,
-        quinn::TransportConfig::default(),
-    );
+    let endpoint = raw_quic::member(&Identity::load(&cluster.identity("m")).unwrap());
     let connection = connect(&endpoint, b.quic).await;
 
     // One bad usage record beside a good one: the advert is heard, the record dropped.
@@ -1069,13 +1045,7 @@ async fn a_handoff_naming_no_valid_account_is_refused_and_charges_nothing() {
     ensure_models();
     let cluster = Cluster::new("handoff-account");
     let b = cluster.start("b", &[], &["--host", MINILM]);
-    let rogue = Identity::load(&cluster.identity("m")).unwrap();
-    let endpoint = raw_quic::endpoint(
-        &rogue,
-        Some(&rogue),
-        ALPN_PEER,
-        quinn::TransportConfig::default(),
-    );
+    let endpoint = raw_quic::member(&Identity::load(&cluster.identity("m")).unwrap());
     let connection = connect(&endpoint, b.quic).await;
     let request = |name: &str, key_id: &str| {
         let mut request = Request::new(MINILM, Input::Embed(vec!["charge me".into()]));

@@ -360,13 +360,7 @@ async fn a_member_cannot_fill_or_read_another_accounts_cache_entries() {
     let forged = key_of("acme", &CacheSecret::of_api_key("gnk1.guess"), &request, 0)
         .unwrap()
         .material;
-    let rogue = ganglion::Identity::load(&cluster.identity("m")).unwrap();
-    let endpoint = raw_quic::endpoint(
-        &rogue,
-        Some(&rogue),
-        ganglion_client::ALPN_PEER,
-        quinn::TransportConfig::default(),
-    );
+    let endpoint = raw_quic::member(&ganglion::Identity::load(&cluster.identity("m")).unwrap());
     let mut forged_fills = 0;
     for node in [&a, &b] {
         let connection = endpoint

@@ -419,11 +419,22 @@ impl Cluster {
 
     /// A client of `node` that presents `key`.
     pub async fn keyed_client(&self, node: &Node, key: Option<&str>) -> ganglion_client::Client {
+        self.client_with_timeout(node, key, Duration::from_secs(120))
+            .await
+    }
+
+    /// A client of `node` with `key` whose requests have `timeout` as their deadline.
+    pub async fn client_with_timeout(
+        &self,
+        node: &Node,
+        key: Option<&str>,
+        timeout: Duration,
+    ) -> ganglion_client::Client {
         let mut builder = ganglion_client::Client::builder()
             .node(node.quic)
             .ca_file(self.ca_dir().join("ca.crt"))
             .unwrap()
-            .request_timeout(Duration::from_secs(120));
+            .request_timeout(timeout);
         if let Some(key) = key {
             builder = builder.api_key(key);
         }

@@ -191,24 +191,6 @@ fn charged_to(cluster: &Cluster, node: &str, account: &str) -> u64 {
         .sum()
 }
 
-/// A client of `node` with `key` whose requests have `timeout` as their deadline.
-async fn client_with_deadline(
-    cluster: &Cluster,
-    node: &harness::Node,
-    key: &str,
-    timeout: Duration,
-) -> ganglion_client::Client {
-    ganglion_client::Client::builder()
-        .node(node.quic)
-        .ca_file(cluster.ca_dir().join("ca.crt"))
-        .unwrap()
-        .api_key(key)
-        .request_timeout(timeout)
-        .connect()
-        .await
-        .unwrap()
-}
-
 /// Issue 19, point 6: work that stopped before its first output (the requester left, or the
 /// deadline passed) was free, and an abandoned embedding batch ran to its end uncharged.
 #[tokio::test(flavor = "multi_thread")]
@@ -226,7 +208,9 @@ async fn work_that_ran_is_charged_and_one_key_cannot_hold_a_model_from_another()
     // A prompt of ~1,800 tokens whose deadline passes while the engine reads it.
     let prompt =
         "The lighthouse keeper counted the ships that passed the rocks at night. ".repeat(125);
-    let hurried = client_with_deadline(&cluster, &a, &paid, Duration::from_millis(300)).await;
+    let hurried = cluster
+        .client_with_timeout(&a, Some(&paid), Duration::from_millis(300))
+        .await;
     let request = ganglion_client::GenerateRequest::new(harness::SMOLLM2, prompt).max_tokens(16);
     let failed = hurried
         .generate(request)

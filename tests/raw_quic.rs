@@ -12,6 +12,16 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// A raw QUIC endpoint of a member holding `identity`'s certificate (for a member's attacks).
+pub fn member(identity: &Identity) -> quinn::Endpoint {
+    endpoint(
+        identity,
+        Some(identity),
+        ganglion_client::ALPN_PEER,
+        quinn::TransportConfig::default(),
+    )
+}
+
 /// A raw QUIC endpoint speaking `alpn`, trusting the cluster CA, presenting `present`'s
 /// certificate if given, with `transport` settings.
 pub fn endpoint(

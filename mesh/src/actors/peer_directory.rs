@@ -401,16 +401,10 @@ pub struct State {
     /// Adverts being sent, one task per peer and tick, each bounded by the advert interval.
     sending: JoinSet<()>,
     revoked: RevokedKeys,
-    /// How many revoked ids each member may still add (kept across its reconnections).
-    budgets: HashMap<String, Budget>,
-    /// Ids each member offered beyond its budget or the set's bound.
-    refused: HashMap<String, u64>,
+    /// What each member did, kept across its reconnections.
+    conduct: HashMap<String, Conduct>,
     /// Which accounts' usage the next advert carries.
     usage_window: crate::metering::usage::AdvertWindow,
-    /// When a warning about each member was last logged.
-    warned: HashMap<String, Instant>,
-    /// Adverts refused from each member.
-    adverts_refused: HashMap<String, u64>,
     meter: crate::actors::meter::MeterHandle,
     faults: std::sync::Arc<crate::faults::Faults>,
     mesh_size: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -418,6 +412,18 @@ pub struct State {
     _on_usage: AbortOnDrop,
     /// Stores the revoked set when it grows; aborted with the state.
     _store_revoked: AbortOnDrop,
+}
+
+/// What the directory keeps of one member's conduct.
+struct Conduct {
+    /// How many revoked ids it may still add.
+    budget: Budget,
+    /// Revoked ids it offered beyond its budget or the set's bound.
+    revoked_held_back: u64,
+    /// Its adverts refused.
+    adverts_refused: u64,
+    /// When a warning about it was last logged.
+    warned: Option<Instant>,
 }
 
 /// Least time between two adverts heard from one peer; one sooner is dropped.
@@ -467,18 +473,16 @@ impl State {
         ids: Vec<KeyId>,
         pulled: Option<[u8; 16]>,
     ) -> (usize, bool) {
-        let now = Instant::now();
         let new = self.revoked.unknown(ids);
-        let budget = self
-            .budgets
-            .entry(peer.to_owned())
-            .or_insert_with(|| Budget::new(now));
-        let granted = budget.take(new.len(), now);
+        if new.is_empty() {
+            return (0, true);
+        }
+        let granted = self.conduct(peer).budget.take(new.len(), Instant::now());
         let learned = self.revoked.learn(new[..granted].iter().copied());
         let over_budget = new.len() - granted;
         let held_back = over_budget + learned.refused;
         if held_back > 0 {
-            *self.refused.entry(peer.to_owned()).or_default() += held_back as u64;
+            self.conduct(peer).revoked_held_back += held_back as u64;
             if self.may_warn(peer) {
                 tracing::warn!(
                     %peer,
@@ -501,13 +505,27 @@ impl State {
     /// member cannot flood the log.
     fn may_warn(&mut self, peer: &str) -> bool {
         let now = Instant::now();
-        match self.warned.get(peer) {
-            Some(at) if now.duration_since(*at) < WARN_GAP => false,
-            _ => {
-                self.warned.insert(peer.to_owned(), now);
-                true
-            }
+        let conduct = self.conduct(peer);
+        if conduct
+            .warned
+            .is_some_and(|at| now.duration_since(at) < WARN_GAP)
+        {
+            return false;
         }
+        conduct.warned = Some(now);
+        true
+    }
+
+    /// What is kept of `peer`'s conduct (a full budget for a member first heard of now).
+    fn conduct(&mut self, peer: &str) -> &mut Conduct {
+        self.conduct
+            .entry(peer.to_owned())
+            .or_insert_with(|| Conduct {
+                budget: Budget::new(Instant::now()),
+                revoked_held_back: 0,
+                adverts_refused: 0,
+                warned: None,
+            })
     }
 
     /// Starts a pull of `peer`'s revoked set if its summary differs from ours and one is due.
@@ -608,8 +626,8 @@ impl State {
                 .as_ref()
                 .map(|(a, _)| a.loads.clone())
                 .unwrap_or_default(),
-            revoked_held_back: self.refused.get(name).copied().unwrap_or(0),
-            adverts_refused: self.adverts_refused.get(name).copied().unwrap_or(0),
+            revoked_held_back: self.conduct.get(name).map_or(0, |c| c.revoked_held_back),
+            adverts_refused: self.conduct.get(name).map_or(0, |c| c.adverts_refused),
         }
     }
 
@@ -650,11 +668,8 @@ impl Actor for PeerDirectory {
                 args.revoked.clone().keep_stored(args.revoked_file),
             )),
             revoked: args.revoked,
-            budgets: HashMap::new(),
-            refused: HashMap::new(),
+            conduct: HashMap::new(),
             usage_window: Default::default(),
-            warned: HashMap::new(),
-            adverts_refused: HashMap::new(),
             faults: args.faults,
             mesh_size: args.mesh_size,
             meter: args.meter,
@@ -739,7 +754,7 @@ impl Actor for PeerDirectory {
                     // An honest node sends one a second, and one more soon after its usage grew.
                     tracing::debug!(%peer, "advert dropped: too soon after the last");
                 } else if let Err(e) = advert.check(&peer) {
-                    *state.adverts_refused.entry(peer.clone()).or_default() += 1;
+                    state.conduct(&peer).adverts_refused += 1;
                     if state.may_warn(&peer) {
                         tracing::warn!(%peer, error = %e, "advert refused");
                     }
@@ -748,9 +763,7 @@ impl Actor for PeerDirectory {
                     if dropped > 0 && state.may_warn(&peer) {
                         tracing::warn!(%peer, dropped, "usage records naming no valid account dropped");
                     }
-                    if state.revoked.lacks_any(&advert.revoked.recent) {
-                        state.learn_revoked(&peer, advert.revoked.recent.clone(), None);
-                    }
+                    state.learn_revoked(&peer, advert.revoked.recent.clone(), None);
                     state.pull_revoked_if_due(&myself, &peer, &advert.revoked);
                     state.meter.merge(&peer, advert.usage.clone());
                     if let Some(entry) = state.peers.get_mut(&peer) {

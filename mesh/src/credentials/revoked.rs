@@ -168,12 +168,6 @@ impl RevokedKeys {
             .collect()
     }
 
-    /// Whether an id of `ids` would be new here (cheap: no write lock).
-    pub fn lacks_any(&self, ids: &[KeyId]) -> bool {
-        let set = self.read();
-        ids.iter().any(|id| !set.ids.contains(id))
-    }
-
     /// The summary an advert carries.
     pub fn summary(&self) -> Summary {
         let set = self.read();
