@@ -11,7 +11,7 @@
 # timeout and rejoined by itself; every peer list is exactly the other nodes (no ghost); every
 # answer a client received has exactly one ledger record, or came from the cache (texts repeat,
 # and the cache is on); no answer is another text's vector. One line per scenario; cleans up.
-# (tc netem is not in this kernel: slow links are covered on loopback by tests/relay.rs.)
+# (tc netem is not in this kernel: slow links are covered on loopback by testkit/src/relay.rs.)
 # Installs nftables from Debian when `nft` is missing.
 #
 # Run as root (a root shell, or `sudo -E env PATH="$PATH" ./scripts/chaos.sh`); it builds the

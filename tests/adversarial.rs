@@ -4,9 +4,6 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-mod raw_quic;
-
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -20,7 +17,9 @@ use ganglion_client::protocol::{
 use ganglion_client::{
     ALPN_CLIENT, GenerateRequest, PeerStreamKind, codec, read_frame, write_frame,
 };
-use harness::{Cluster, MINILM, SMOLLM2, TOKEN, ensure_models, eventually, names};
+use ganglion_testkit::{
+    self as harness, Cluster, MINILM, SMOLLM2, TOKEN, ensure_models, eventually, names, raw_quic,
+};
 
 async fn connect(endpoint: &quinn::Endpoint, node: std::net::SocketAddr) -> quinn::Connection {
     tokio::time::timeout(
@@ -362,19 +361,15 @@ async fn a_stream_flood_of_stalled_frames_does_not_grow_the_node() {
 /// An advert frame as a member would send it on a unidirectional stream.
 async fn send_advert(connection: &quinn::Connection, advert: &serde_json::Value) {
     // Adverts are bincode; build one through the node's own type from JSON.
-    let advert: ganglion::actors::peer_directory::PeerAdvert =
+    let advert: ganglion::peer::advert::PeerAdvert =
         serde_json::from_value(advert.clone()).unwrap();
     let mut stream = connection.open_uni().await.unwrap();
     write_frame(&mut stream, &PeerStreamKind::Advert, MAX_OPEN_FRAME_LEN)
         .await
         .unwrap();
-    write_frame(
-        &mut stream,
-        &advert,
-        ganglion::actors::peer_directory::MAX_ADVERT_LEN,
-    )
-    .await
-    .unwrap();
+    write_frame(&mut stream, &advert, ganglion::peer::advert::MAX_ADVERT_LEN)
+        .await
+        .unwrap();
     stream.finish().unwrap();
 }
 

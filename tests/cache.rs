@@ -4,15 +4,15 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-mod raw_quic;
-
 use std::time::Duration;
 
 use futures::StreamExt;
 use ganglion_client::protocol::{CachePolicy, CacheStatus, FinalResponse, Output};
 use ganglion_client::{EmbedRequest, GenerateRequest, StreamEvent};
-use harness::{Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, WITH_CACHE, ensure_models, eventually};
+use ganglion_testkit::{
+    self as harness, Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, WITH_CACHE, ensure_models,
+    eventually, raw_quic,
+};
 
 /// Generates, collecting the streamed deltas beside the final response.
 async fn generate(
@@ -290,9 +290,9 @@ async fn rogue_lookup(
     connection: &quinn::Connection,
     shard: u16,
     material: Vec<u8>,
-) -> ganglion::actors::cache_shard::remote::CacheReply {
-    use ganglion::actors::cache_shard::remote::{CacheCall, CacheReply};
+) -> ganglion::peer::cache::CacheReply {
     use ganglion::cache::store::Answer;
+    use ganglion::peer::cache::{CacheCall, CacheReply};
     use ganglion_client::protocol::{MAX_OPEN_FRAME_LEN, MAX_RESPONSE_FRAME_LEN};
     use ganglion_client::{PeerStreamKind, read_frame, write_frame};
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
@@ -341,8 +341,8 @@ async fn rogue_lookup(
 /// answer (served as a HIT anywhere), read its entries, and label them with any account.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_member_cannot_fill_or_read_another_accounts_cache_entries() {
-    use ganglion::actors::cache_shard::remote::CacheReply;
     use ganglion::cache::key::{CacheSecret, key_of};
+    use ganglion::peer::cache::CacheReply;
     ensure_models();
     let cluster = Cluster::new("cache-poison");
     let a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED, WITH_CACHE]);

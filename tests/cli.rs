@@ -2,19 +2,20 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{Cluster, binary};
+use ganglion_testkit::{Cluster, NO_ADMIN_TOKEN, binary, output_within};
 
+/// Runs `ganglion-node` with `args`, expected to end at once (a refused configuration, a
+/// credentials command): its exit code and what it said on stderr.
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(binary())
-        .args(args)
-        .env_remove("GANGLION_ADMIN_TOKEN")
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(binary())
+            .args(args)
+            .env_remove("GANGLION_ADMIN_TOKEN"),
+        Duration::from_secs(30),
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -118,33 +119,11 @@ fn credentials_commands_write_what_a_node_needs_and_never_overwrite_a_ca() {
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_configured_token_the_node_generates_one_in_its_data_folder() {
     let cluster = Cluster::new("generated-token");
-    let id = cluster.identity("a");
-    let data = cluster.dir.join("data-a");
-    let mut child = Command::new(binary())
-        .args([
-            "run",
-            "--identity",
-            id.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .args(["--data-dir", data.to_str().unwrap()])
-        .env_remove("GANGLION_ADMIN_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
-    let admin = ready["admin"].as_str().unwrap();
-    let token_file = ready["admin_token_file"].as_str().unwrap();
+    let node = cluster.start("a", &[], &[NO_ADMIN_TOKEN]);
+    let token_file = node
+        .admin_token_file
+        .as_ref()
+        .expect("the ready line names the generated token's file");
     let token = std::fs::read_to_string(token_file).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -156,7 +135,7 @@ async fn without_a_configured_token_the_node_generates_one_in_its_data_folder() 
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let url = format!("http://{admin}/admin/node");
+    let url = format!("http://{}/admin/node", node.admin);
     assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
     let ok = client
         .get(&url)
@@ -165,6 +144,4 @@ async fn without_a_configured_token_the_node_generates_one_in_its_data_folder() 
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let _ = child.kill();
-    let _ = child.wait();
 }

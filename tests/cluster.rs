@@ -2,11 +2,9 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-
 use std::time::Duration;
 
-use harness::{Cluster, eventually, names, stays};
+use ganglion_testkit::{Cluster, UdpRelay, eventually, names, stays};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_form_a_full_mesh_from_one_seed() {
@@ -79,30 +77,15 @@ async fn three_nodes_form_a_full_mesh_from_one_seed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_dialing_each_other_at_once_keep_one_session() {
     let cluster = Cluster::new("simultaneous");
-    // Each node is the other's seed: both dial as soon as they start.
-    let port = |p: u16| format!("127.0.0.1:{p}");
-    let free = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (pa, pb) = (free(), free());
-    let a = harness::Node::start(
-        &cluster,
-        "a",
-        &cluster.identity("a"),
-        &[port(pb).parse().unwrap()],
-        &["--listen", &port(pa)],
-    );
-    let b = harness::Node::start(
-        &cluster,
-        "b",
-        &cluster.identity("b"),
-        &[port(pa).parse().unwrap()],
-        &["--listen", &port(pb)],
-    );
+    // Each node is the other's seed: both dial as soon as they start. b's address, known
+    // before b starts, is a relay the test binds and keeps: b advertises it, and it carries
+    // datagrams to b from the moment b is up, so a's dials, unanswered until then, reach b
+    // while b dials a.
+    let to_b = UdpRelay::bind(Duration::ZERO).await.unwrap();
+    let a = cluster.start("a", &[to_b.addr], &[]);
+    let b_advertise = to_b.addr.to_string();
+    let b = cluster.start("b", &[a.quic], &["--advertise", &b_advertise]);
+    to_b.route_to(b.quic);
     for (node, other) in [(&a, "b"), (&b, "a")] {
         eventually(Duration::from_secs(10), "connected", || async {
             (node.connected_peers().await == names(&[other])).then_some(())
@@ -170,13 +153,14 @@ async fn a_killed_node_is_dropped_within_the_liveness_timeout_and_rejoins_after_
 async fn a_restarted_seed_is_found_again_by_its_peers() {
     let cluster = Cluster::new("seed-restart");
     let liveness = ["--liveness-timeout", "2s"];
-    let free = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let seed_listen = ["--listen", &free.to_string(), "--liveness-timeout", "2s"];
-    let mut a = harness::Node::start(&cluster, "a", &cluster.identity("a"), &[], &seed_listen);
-    let b = cluster.start("b", &[a.quic], &liveness);
+    // a's address is a relay the test binds and keeps: a advertises it, and the restarted a,
+    // on whatever port it gets then, is reached through it at the same address.
+    let to_a = UdpRelay::bind(Duration::ZERO).await.unwrap();
+    let a_advertise = to_a.addr.to_string();
+    let seed_args = ["--advertise", &a_advertise, "--liveness-timeout", "2s"];
+    let mut a = cluster.start("a", &[], &seed_args);
+    to_a.route_to(a.quic);
+    let b = cluster.start("b", &[to_a.addr], &liveness);
     eventually(Duration::from_secs(10), "b joins a", || async {
         (b.connected_peers().await == names(&["a"])).then_some(())
     })
@@ -189,7 +173,8 @@ async fn a_restarted_seed_is_found_again_by_its_peers() {
     .await;
 
     // Same address, no seeds of its own: b's seed retries must bring it back.
-    let a = harness::Node::start(&cluster, "a", &cluster.identity("a"), &[], &seed_listen);
+    let a = cluster.start("a", &[], &seed_args);
+    to_a.route_to(a.quic);
     eventually(
         Duration::from_secs(10),
         "b reconnects to the restarted seed",

@@ -5,12 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-
 use std::process::Command;
 use std::time::Duration;
 
-use harness::{Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, TOKEN, WITH_CACHE, ensure_models};
+use ganglion_testkit::{
+    self as harness, Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, TOKEN, WITH_CACHE, ensure_models,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_dashboard_shows_the_mesh_and_a_request_sent_through_try_it() {

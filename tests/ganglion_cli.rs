@@ -2,13 +2,11 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ganglion_client::protocol::ErrorCode;
-use harness::{Cluster, MINILM, QUIET, SMOLLM2, ensure_models};
+use ganglion_testkit::{Cluster, MINILM, QUIET, SMOLLM2, ensure_models};
 
 /// Exit code of a command the mesh was too busy to serve within its timeout (EX_TEMPFAIL).
 const EXIT_OVERLOADED: i32 = 75;

@@ -8,14 +8,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ganglion_client::protocol::ErrorCode;
 use ganglion_client::{GenerateRequest, StreamEvent};
-use harness::{
+use ganglion_testkit::{
     Cluster, MINILM, Node, SMOLLM2, UdpRelay, ensure_models, eventually, running_generation,
 };
 

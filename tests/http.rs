@@ -5,9 +5,6 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-mod raw_quic;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +14,10 @@ use base64::Engine;
 use ganglion_client::protocol::{
     ClientRequest, ErrorCode, MAX_REQUEST_FRAME_LEN, MAX_RESPONSE_FRAME_LEN, ResponseFrame,
 };
-use harness::{Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, WITH_CACHE, ensure_models, eventually};
+use ganglion_testkit::{
+    self as harness, Cluster, KEYS_REQUIRED, MINILM, SMOLLM2, WITH_CACHE, ensure_models,
+    eventually, raw_quic,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-
 use std::time::Duration;
 
 use futures::StreamExt;
 use ganglion_client::protocol::{ErrorCode, MAX_EMBED_BATCH, MAX_PROMPT_BYTES, Output};
 use ganglion_client::{GenerateRequest, StreamEvent};
-use harness::{Cluster, MINILM, SMOLLM2, ensure_models, eventually, running_generation};
+use ganglion_testkit::{Cluster, MINILM, SMOLLM2, ensure_models, eventually, running_generation};
 
 const CAPITAL: &str = "What is the capital of France? Answer in one sentence.";
 

@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-
 use std::time::Duration;
 
 use ganglion_client::protocol::ErrorCode;
-use harness::{Cluster, KEYS_REQUIRED, MINILM, TOKEN, ensure_models, eventually};
+use ganglion_testkit::{
+    self as harness, Cluster, KEYS_REQUIRED, MINILM, TOKEN, ensure_models, eventually,
+};
 
 /// The node's ledger as the `ganglion-node ledger` command prints it.
 fn ledger(cluster: &Cluster, node: &str) -> Vec<serde_json::Value> {

@@ -2,9 +2,6 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-mod raw_quic;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +10,7 @@ use ganglion::credentials::NODE_SERVER_NAME;
 use ganglion::transport::CloseCode;
 use ganglion_client::protocol::MAX_OPEN_FRAME_LEN;
 use ganglion_client::{ALPN_PEER, PeerStreamKind, codec};
-use harness::{Cluster, TOKEN, eventually, names};
+use ganglion_testkit::{self as harness, Cluster, TOKEN, eventually, names, raw_quic};
 
 /// A QUIC client that trusts `trust`'s CA and presents `present`'s certificate, if any.
 fn quic_client(trust: &Identity, present: Option<&Identity>) -> quinn::Endpoint {

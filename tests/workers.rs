@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
-mod harness;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,7 +13,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ganglion_client::GenerateRequest;
 use ganglion_client::protocol::ErrorCode;
-use harness::{Cluster, MINILM, SMOLLM2, ensure_models, eventually, running_generation};
+use ganglion_testkit::{
+    self as harness, Cluster, MINILM, SMOLLM2, ensure_models, eventually, running_generation,
+};
 
 /// The worker of `model` as `/admin/models` shows it.
 async fn worker(node: &harness::Node, model: &str) -> serde_json::Value {
@@ -27,16 +27,17 @@ async fn worker(node: &harness::Node, model: &str) -> serde_json::Value {
 /// on a real fault the instruction faults again and the default action ends the process; a
 /// SIGSEGV sent from outside needs sending twice.
 async fn kill(pid: u64, signal: &str) {
-    for _ in 0..50 {
+    let what = format!("process {pid} ends on SIG{signal}");
+    eventually(Duration::from_secs(5), &what, || async {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return;
+            return Some(());
         }
         let _ = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &pid.to_string()])
             .status();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("process {pid} survived SIG{signal}");
+        None
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

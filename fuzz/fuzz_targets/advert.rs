@@ -3,7 +3,7 @@
 //! the check must encode within the advert bound, decode and encode again to the same bytes.
 #![no_main]
 
-use ganglion::actors::peer_directory::{MAX_ADVERT_LEN, PeerAdvert};
+use ganglion::peer::advert::{MAX_ADVERT_LEN, PeerAdvert};
 use ganglion_client::codec::{decode_payload, encode};
 use ganglion_client::read_frame;
 

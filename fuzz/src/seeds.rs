@@ -24,7 +24,7 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 
 /// Real adverts: a small node's, and one with every list in use.
 fn adverts() {
-    use ganglion::actors::peer_directory::{AdvertisedModel, MAX_ADVERT_LEN, ModelLoad, PeerAdvert};
+    use ganglion::peer::advert::{AdvertisedModel, MAX_ADVERT_LEN, ModelLoad, PeerAdvert};
     use ganglion::facts::ModelState;
     use ganglion::hardware::Hardware;
     use ganglion::membership::KnownPeer;

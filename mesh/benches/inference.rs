@@ -56,7 +56,7 @@ async fn run() {
 
     // In-process, straight through the engine a node on this machine uses.
     let hardware = ganglion::hardware::Hardware::detect(None);
-    let engine = inference::TextEngine::for_hardware(&hardware);
+    let engine = ganglion::config::engines::TextEngine::for_hardware(&hardware);
     let plan = inference::plan(
         llm,
         &store,
@@ -246,12 +246,16 @@ fn bench_config(
         model_queue_depth: Some(16),
         text_engine: None,
         // This bench starts its node inside its own process, which has no worker mode.
-        engines: ganglion::inference::Placement::InProcess,
-        request_limits: ganglion::request::Limits {
+        engines: ganglion::config::engines::Placement::InProcess,
+        request_limits: ganglion::config::requests::Limits {
             default_deadline: Duration::from_secs(600),
             max_deadline: Duration::from_secs(600),
         },
-        connection_limits: ganglion::transport::limits::ConnectionLimits::new(64, 64, false),
+        connection_limits: ganglion::config::clients::ConnectionSettings {
+            max_total: 64,
+            max_per_address: 64,
+            remote_clients: false,
+        },
         fault_injection: false,
         allow_anonymous: true,
         // Every run must reach the model.

@@ -1,8 +1,7 @@
 //! The mesh as the dashboard shows it. Every node can answer for the whole mesh: it builds its
-//! own [`report::NodeReport`], asks each connected peer for theirs on a `Report` stream of the
+//! own [`NodeReport`], asks each connected peer for theirs on a `Report` stream of the
 //! peer connection, and adds the mesh-wide Neuron counters its meter already merges.
 //!
-//! - [`recent`]: the window of requests that entered a node, and their traffic figures (pure);
 //! - [`report`]: one node's report, built from its actors' handles;
 //! - here: asking peers for theirs, answering theirs, and the mesh view.
 //!
@@ -10,26 +9,18 @@
 //! each peer one stream at a time, and serves the same report to everyone who asks within
 //! half a second, so that gathering cannot be used to load it.
 
-pub mod recent;
 pub mod report;
-
-use std::time::Duration;
 
 use std::collections::HashMap;
 
-use ganglion_client::protocol::MAX_OPEN_FRAME_LEN;
-use ganglion_client::{PeerStreamKind, read_frame, write_frame};
 use serde::Serialize;
 
 use crate::actors::meter::MeterHandle;
 use crate::metering::usage::{FREE_DAILY_NEURONS, day_of, day_text, reset_at, time_text};
 use crate::metering::{MICRO, unix_now};
-use report::{NodeReport, Reporter};
+use crate::peer::report::{ASK_TIMEOUT, NodeReport};
+use report::Reporter;
 
-/// Bound on a report frame.
-pub const MAX_REPORT_FRAME: usize = 512 * 1024;
-/// A peer's report must arrive within this time.
-pub const ASK_TIMEOUT: Duration = Duration::from_secs(1);
 /// Accounts the mesh view lists (those that used the most today).
 pub const ACCOUNTS_SHOWN: usize = 50;
 
@@ -88,11 +79,10 @@ pub async fn mesh_view(reporter: &Reporter, meter: &MeterHandle) -> MeshView {
         tokio::join!(reporter.report(), directory.list(), directory.members());
     let members = members.unwrap_or_default();
     let asks = members.iter().map(|(name, connection)| async move {
-        let answer = match tokio::time::timeout(ASK_TIMEOUT, ask(connection)).await {
-            Ok(Ok(report)) if report.name == *name => Ok(report.bounded()),
-            Ok(Ok(report)) => Err(format!("answered as `{}`", report.name)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err("no report within 1 s".to_owned()),
+        let answer = match crate::peer::report::ask(connection).await {
+            Ok(report) if report.name == *name => Ok(report.bounded()),
+            Ok(report) => Err(format!("answered as `{}`", report.name)),
+            Err(e) => Err(e.to_string()),
         };
         (name.clone(), answer)
     });
@@ -158,19 +148,6 @@ pub async fn mesh_view(reporter: &Reporter, meter: &MeterHandle) -> MeshView {
     }
 }
 
-/// Asks the peer behind `connection` for its report.
-pub async fn ask(connection: &quinn::Connection) -> Result<NodeReport, String> {
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-    write_frame(&mut send, &PeerStreamKind::Report, MAX_OPEN_FRAME_LEN)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = send.finish();
-    read_frame::<_, NodeReport>(&mut recv, MAX_REPORT_FRAME)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "no report".to_owned())
-}
-
 /// Answers one `Report` stream `peer` opened (after its opening frame): this node's report,
 /// written within [`ASK_TIMEOUT`]; refused while another of the peer's is being answered.
 pub async fn serve(
@@ -185,14 +162,8 @@ pub async fn serve(
         let _ = send.reset(refused);
         return;
     };
-    let _ = tokio::time::timeout(ASK_TIMEOUT, async {
-        let report = reporter.report().await;
-        if write_frame(&mut send, &report, MAX_REPORT_FRAME)
-            .await
-            .is_ok()
-        {
-            let _ = send.finish();
-        }
-    })
-    .await;
+    let Ok(report) = tokio::time::timeout(ASK_TIMEOUT, reporter.report()).await else {
+        return;
+    };
+    crate::peer::report::answer(&mut send, &report).await;
 }

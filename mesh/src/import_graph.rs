@@ -1,8 +1,9 @@
-//! A check on the crate's own sources: no file imports in a circle. A file that uses another (a
-//! `crate::` or `super::` path that names an item of it, or a parent naming its submodule) is
-//! never used back by it, directly or through others, so each one can be read, tested and
-//! changed from the files below it. A module may use its ancestors (`super::`), which do not
-//! count. `docs/architecture.md` ("Module map") says what lives where.
+//! A check on the crate's own sources: no file imports in a circle, and none imports from a
+//! floor above its own. A file that uses another (a `crate::` or `super::` path that names an
+//! item of it, or a parent naming its submodule) is never used back by it, directly or through
+//! others, so each one can be read, tested and changed from the files below it. A module may
+//! use its ancestors (`super::`), which do not count. The floors are the table of
+//! `docs/architecture.md` ("Layers"), read here, so the document and the code cannot drift.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -231,6 +232,57 @@ fn circles<'a>(edges: &BTreeMap<&'a str, BTreeSet<&'a str>>) -> Vec<Vec<&'a str>
     walk.found
 }
 
+/// The floors of the "Layers" table of `doc`: module path → floor (the crate root is `lib`).
+fn floors(doc: &str) -> BTreeMap<String, u32> {
+    let section = doc.split("\n## Layers\n").nth(1).unwrap_or("");
+    let section = section.split("\n## ").next().unwrap_or("");
+    let mut floors = BTreeMap::new();
+    for line in section.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let Some(floor) = cells.get(1).and_then(|c| c.parse::<u32>().ok()) else {
+            continue;
+        };
+        for name in cells.get(2).unwrap_or(&"").split(',') {
+            let name = name.trim().trim_matches('`');
+            let path = if name == "lib" { "" } else { name };
+            floors.insert(path.to_owned(), floor);
+        }
+    }
+    floors
+}
+
+/// The floor of `module`: that of the longest path of the table that contains it.
+fn floor_of(floors: &BTreeMap<String, u32>, module: &str) -> Option<u32> {
+    floors
+        .iter()
+        .filter(|(path, _)| {
+            module == path.as_str() || (!path.is_empty() && module.starts_with(&format!("{path}/")))
+        })
+        .max_by_key(|(path, _)| path.len())
+        .map(|(_, floor)| *floor)
+}
+
+/// The imports of `edges` that go up a floor (`from (floor) -> to (floor)`), and the files no
+/// floor holds.
+fn upward(
+    edges: &BTreeMap<&str, BTreeSet<&str>>,
+    floors: &BTreeMap<String, u32>,
+) -> (Vec<String>, Vec<String>) {
+    let (mut up, mut unplaced) = (Vec::new(), Vec::new());
+    for (from, to) in edges {
+        let Some(low) = floor_of(floors, from) else {
+            unplaced.push((*from).to_owned());
+            continue;
+        };
+        for to in to {
+            if let Some(high) = floor_of(floors, to).filter(|high| *high > low) {
+                up.push(format!("{from} ({low}) -> {to} ({high})"));
+            }
+        }
+    }
+    (up, unplaced)
+}
+
 #[test]
 fn no_file_imports_in_a_circle() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -278,4 +330,48 @@ fn the_check_sees_every_kind_of_import() {
     assert_eq!(edges, ["a->a/x", "a->b", "a->b/c", "a/x->b/c", "b/c->a"]);
     let sources = source(&[("a", "use crate::b::X;"), ("b", "use crate::a::Y;")]);
     assert_eq!(circles(&imports(&sources)), [vec!["a", "b"]]);
+}
+
+#[test]
+fn no_import_goes_up_a_floor() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(manifest.join("../docs/architecture.md"))
+        .expect("docs/architecture.md");
+    let floors = floors(&doc);
+    assert!(floors.len() > 10, "the Layers table was read: {floors:?}");
+    let sources = sources(&manifest.join("src"));
+    let (up, unplaced) = upward(&imports(&sources), &floors);
+    assert!(
+        unplaced.is_empty(),
+        "files the Layers table of docs/architecture.md does not place: {unplaced:?}"
+    );
+    assert!(up.is_empty(), "imports that go up a floor: {up:#?}");
+}
+
+#[test]
+fn the_floor_check_reads_the_table_and_sees_an_import_go_up() {
+    let doc = "# x\n## Layers\n\n| Floor | Modules | What |\n|---|---|---|\n\
+               | 1 | `a`, `b/c` | low |\n| 2 | `b`, `lib` | high |\n\n## Next\n| 9 | `z` | no |\n";
+    let floors = floors(doc);
+    assert_eq!(floors.len(), 4, "{floors:?}");
+    assert_eq!(floor_of(&floors, "b/c/d"), Some(1), "the longest path wins");
+    assert_eq!(floor_of(&floors, "b/x"), Some(2));
+    assert_eq!(floor_of(&floors, ""), Some(2), "the crate root");
+    assert_eq!(
+        floor_of(&floors, "z"),
+        None,
+        "only the Layers section counts"
+    );
+    let sources: BTreeMap<String, String> = [
+        ("a", "use crate::b::X;"),
+        ("b", "use crate::a::Y;"),
+        ("b/c", ""),
+        ("z", ""),
+    ]
+    .iter()
+    .map(|(m, code)| ((*m).to_owned(), (*code).to_owned()))
+    .collect();
+    let (up, unplaced) = upward(&imports(&sources), &floors);
+    assert_eq!(up, ["a (1) -> b (2)"]);
+    assert_eq!(unplaced, ["z"]);
 }

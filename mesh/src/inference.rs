@@ -28,6 +28,8 @@ use std::time::Instant;
 
 use ganglion_client::protocol::{ChatMessage, Parameters, ResponseFrame};
 
+use crate::config::engines::TextEngine;
+
 /// A loaded model.
 pub enum Backend {
     /// A chat model.
@@ -130,49 +132,6 @@ impl Backend {
 /// Requests a mistralrs model runs at once unless told: its scheduler alternates sequences
 /// rather than batching them, so more slots only share the same speed.
 const MISTRALRS_SLOTS: usize = 2;
-
-/// Which library runs GGUF chat models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TextEngine {
-    /// llama.cpp: batched, fastest on CPU.
-    #[serde(rename = "llama.cpp")]
-    LlamaCpp,
-    /// mistralrs: meant for accelerators (CUDA, Metal builds; this build detects none, so it
-    /// is chosen by config, or when llama.cpp cannot serve a model).
-    Mistralrs,
-}
-
-impl TextEngine {
-    /// The engine for this hardware: mistralrs where it has accelerators, llama.cpp on CPU.
-    pub fn for_hardware(hardware: &crate::hardware::Hardware) -> Self {
-        if hardware.accelerators.is_empty() {
-            Self::LlamaCpp
-        } else {
-            Self::Mistralrs
-        }
-    }
-
-    /// Its name in configuration and listings.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::LlamaCpp => "llama.cpp",
-            Self::Mistralrs => "mistralrs",
-        }
-    }
-}
-
-/// Where a node runs its engines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Placement {
-    /// One worker process per model ([`worker`]): a crash in native code takes only that
-    /// model's worker down, and it is restarted.
-    #[default]
-    Workers,
-    /// Inside the node's own process (a crash in an engine ends the node).
-    InProcess,
-}
 
 /// A chat model on one of the engines.
 pub enum Generator {

@@ -5,7 +5,10 @@
 //! by model, outcome (`ok` or the error code) and route (`local`, `handoff`, `cache_hit`),
 //! with their duration, time to first token, tokens and Neurons. Gauges (cache, queues, peers)
 //! are read from the actors when scraped. No per-account labels: accounts live in
-//! `/admin/usage`. The latest requests themselves are kept for the dashboard in [`Metrics::recent`].
+//! `/admin/usage`. The latest requests themselves are kept for the dashboard in [`Metrics::recent`]
+//! ([`recent`]: the window of requests that entered the node and their traffic figures, pure).
+
+pub mod recent;
 
 use ganglion_client::protocol::{CacheStatus, Usage};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::dashboard::recent::{Finished, Recent};
+use recent::{Finished, Recent};
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {

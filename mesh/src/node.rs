@@ -8,11 +8,13 @@ use tokio::task::JoinHandle;
 
 use crate::actors::node_supervisor::{self, ClusterArguments, NodeSupervisor};
 use crate::config::Config;
+use crate::config::engines::{Placement, TextEngine};
 use crate::facts::{Addresses, ModelStatus, NodeInfo};
 use crate::hardware::{Hardware, Hosting, mib, plan_hosting};
 use crate::inference::{self, Backend};
 use crate::models::{Catalog, ModelSpec, ModelStore};
 use crate::transport::endpoint::{self, Liveness};
+use crate::transport::limits::ConnectionLimits;
 use crate::transport::{TransportError, tls::TlsError};
 
 /// File in the data folder holding the admin token generated when none is configured.
@@ -170,7 +172,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
                     Some(crate::api::listener::tls_config(cert, key).map_err(StartError::HttpTls)?)
                 }
             };
-            let remote_clients = config.connection_limits.remote_clients();
+            let remote_clients = config.connection_limits.remote_clients;
             if !remote_clients && !http.listen.ip().to_canonical().is_loopback() {
                 tracing::warn!(listen = %http.listen, "the HTTP API listens beyond loopback, but clients are served on loopback only (--allow-anonymous without clients.allow_remote): others get 403");
             }
@@ -232,7 +234,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
             seeds: config.seeds,
             liveness,
             cluster_tcp,
-            limits: config.connection_limits,
+            limits: ConnectionLimits::from_settings(config.connection_limits),
         },
         request_limits: config.request_limits,
         fault_injection: config.fault_injection,
@@ -269,10 +271,10 @@ async fn load_models(
     host: &[String],
     hardware: &Hardware,
     concurrency: Option<usize>,
-    text_engine: Option<inference::TextEngine>,
-    placement: inference::Placement,
+    text_engine: Option<TextEngine>,
+    placement: Placement,
 ) -> (Vec<(ModelSpec, Arc<Backend>, usize)>, Vec<ModelStatus>) {
-    let engine = text_engine.unwrap_or_else(|| inference::TextEngine::for_hardware(hardware));
+    let engine = text_engine.unwrap_or_else(|| TextEngine::for_hardware(hardware));
     let specs: Vec<&ModelSpec> = host.iter().filter_map(|id| catalog.get(id)).collect();
     let plan = plan_hosting(hardware.memory_budget(), specs.iter().copied());
     // What the models to host leave of the budget is shared by the chat models' KV caches.
@@ -312,8 +314,8 @@ async fn load_models(
                     let plan =
                         inference::plan(spec, store, concurrency, engine, hardware, kv_budget)?;
                     match placement {
-                        inference::Placement::Workers => Backend::in_worker(plan).await,
-                        inference::Placement::InProcess => inference::load(&plan)
+                        Placement::Workers => Backend::in_worker(plan).await,
+                        Placement::InProcess => inference::load(&plan)
                             .await
                             .map(|loaded| (loaded.backend, loaded.slots)),
                     }
@@ -321,13 +323,13 @@ async fn load_models(
                 let mut outcome = load(engine).await;
                 if let Err(e) = &outcome
                     && !explicit_engine
-                    && engine == inference::TextEngine::LlamaCpp
+                    && engine == TextEngine::LlamaCpp
                     && spec.task == crate::models::Task::TextGeneration
                 {
                     // llama.cpp knows chat templates by their text; mistralrs runs the template
                     // itself, so a model llama.cpp refuses may still be served.
                     tracing::warn!(model = %spec.id, error = %e, "llama.cpp cannot serve it; trying mistralrs");
-                    let mistralrs = inference::TextEngine::Mistralrs;
+                    let mistralrs = TextEngine::Mistralrs;
                     outcome = load(mistralrs).await;
                 }
                 match outcome {

@@ -1,22 +1,36 @@
 //! The way every inference request takes through a node, one stage per module, in order:
 //!
-//! 1. [`admit`]: bounds, catalog, path and hop budget, the request's deadline;
+//! 1. [`admit`]: bounds, the model's catalog entry, path and hop budget, the request's
+//!    deadline, and the model's default `max_tokens`;
 //! 2. [`authenticate`]: the account, from the client's API key or the handing peer;
 //! 3. [`cache`] (entry node only): a hit is answered here and ends the request; a miss runs
 //!    on, and its answer is stored as it passes;
-//! 4. [`quota`]: the charge id, and a hold on the most the request could cost;
-//! 5. [`local`]: run on this node's model host when it hosts the model and has room (the
-//!    executing node charges the request in its ledger before the final frame leaves);
+//! 4. [`quota`]: the charge id, and a hold on the most the request could cost, released with
+//!    the charge as the final frame passes;
+//! 5. [`local`]: run on this node's model host when it hosts the model and has room;
 //! 6. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
 //!    one answers, before any output;
+//! 7. [`charge`]: on the node that ran the model (this one after stage 5, or the peer of
+//!    stage 6 after its own stage 5), once the work has stopped: price what ran, record it in
+//!    the ledger, then make the final frame, so that it never leaves without its record.
 //!
-//! each stage relaying the answer to the requester through a [`Responder`]. Nothing here
+//! Stage 1 makes the state the others share ([`admit::Admitted`]: the request, its catalog
+//! entry, its times, what the cache did, the nodes that did not serve it). Stages 2 to 6 have
+//! one shape, `run(ctx, &mut admitted, out)`: stages 2 to 5 return a [`Flow`], going on with
+//! what they leave for the rest (a cache lease, a quota hold) or ending the request, having
+//! sent its last frame themselves; stage 6, the last, returns nothing. Stage 7 runs in the
+//! model host's task, which owns the work, so that a requester that leaves cannot make the
+//! work free. The final frame is made in one place ([`final_frame`]).
+//!
+//! Each stage relays the answer to the requester through a [`Responder`]. Nothing here
 //! knows which door (QUIC data plane, or a later HTTP API) the request came through: the door
 //! supplies the [`Responder`].
 
 pub mod admit;
 pub mod authenticate;
 pub mod cache;
+pub mod charge;
+pub mod final_frame;
 pub mod handoff;
 pub mod listing;
 pub mod local;
@@ -27,20 +41,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ganglion_client::protocol::{Attempt, ErrorCode, Input, Request, ResponseFrame, WireError};
+use ganglion_client::protocol::{Attempt, ErrorCode, Request, ResponseFrame, WireError};
 
 use crate::actors::model_host::LocalModels;
 use crate::actors::router::RouterHandle;
+use crate::config::requests::Limits;
 use crate::models::Catalog;
-
-/// Deadlines the node grants.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Deadline of a request that names none.
-    pub default_deadline: Duration,
-    /// Longest deadline a request may ask for; longer ones are cut to it.
-    pub max_deadline: Duration,
-}
 
 /// What every stage needs: who this node is and handles to its actors.
 #[derive(Debug, Clone)]
@@ -59,6 +65,8 @@ pub struct Context {
     pub auth: authenticate::Auth,
     /// Neurons: reservations and counters.
     pub meter: crate::actors::meter::MeterHandle,
+    /// This node's ledger, where the charge stage records what ran here.
+    pub ledger: crate::metering::ledger::LedgerWriter,
     /// Peers (to reach an account's home node, or a cache shard).
     pub directory: crate::actors::peer_directory::PeerDirectoryHandle,
     /// The result cache.
@@ -77,6 +85,17 @@ pub enum Origin {
     Client,
     /// A peer handing the request over, by its certificate name.
     Peer(String),
+}
+
+/// How a stage ended.
+#[must_use]
+#[derive(Debug)]
+pub enum Flow<T = ()> {
+    /// The request goes on to the next stage, with what this one leaves it.
+    Next(T),
+    /// The request ended here: the stage sent its last frame (an answer or an error), or the
+    /// requester left.
+    Ended,
 }
 
 /// The requester went away, stopped its stream, or read too slowly; the request must stop.
@@ -105,68 +124,36 @@ pub async fn run(
     received: Instant,
     out: &mut impl Responder,
 ) {
-    // Counted where it entered, under its model's name only if the catalog knows it (a client
-    // cannot mint label values).
-    let label = if ctx.catalog.get(&request.model).is_some() {
-        request.model.as_str()
-    } else {
-        "unknown"
-    };
+    // The request's one catalog lookup: admission refuses a model the catalog does not know,
+    // and the later stages read the entry it admitted. The request is counted where it
+    // entered, under its model's name only if the catalog knows it (a client cannot mint
+    // label values).
+    let spec = ctx.catalog.get(&request.model);
+    let label = spec.map_or("unknown", |spec| spec.id.as_str());
     let metrics = (origin == Origin::Client).then(|| ctx.metrics.clone());
     let out = &mut observed::Observed::new(out, metrics, request.id, label, &ctx.node);
-    let mut admitted = match admit::admit(
-        &ctx.node,
-        &ctx.catalog,
-        ctx.limits,
-        &origin,
-        request,
-        received,
-    ) {
+    let now = crate::metering::unix_now();
+    let admitted = admit::admit(&ctx.node, spec, ctx.limits, origin, request, received, now);
+    let mut admitted = match admitted {
         Ok(admitted) => admitted,
         Err(error) => return fail(out, error).await,
     };
-    let now = crate::metering::unix_now();
-    if let Err(error) = authenticate::authenticate(&ctx.auth, &origin, &mut admitted.request, now) {
-        return fail(out, error).await;
-    }
+    let Flow::Next(()) = authenticate::run(ctx, &mut admitted, out).await else {
+        return;
+    };
     out.account(admitted.request.account.as_ref());
-    let Some(spec) = ctx.catalog.get(&admitted.request.model) else {
-        let error = WireError::new(ErrorCode::UnknownModel, "model left the catalog");
-        return fail(out, error).await;
+    let Flow::Next(fill) = cache::run(ctx, &mut admitted, out).await else {
+        return;
     };
-    if origin == Origin::Client
-        && matches!(admitted.request.input, Input::Chat(_))
-        && admitted.request.parameters.max_tokens.is_none()
-    {
-        // The entry node's default holds along the whole path, so the answer matches the
-        // cache key and the quota hold it was given.
-        admitted.request.parameters.max_tokens = Some(spec.default_max_tokens);
-    }
-    let filler = match origin {
-        Origin::Client => match cache::begin(ctx, &admitted, spec, out).await {
-            cache::Began::Answered => return,
-            cache::Began::Run(filler) => Some(filler),
-        },
-        Origin::Peer(_) => None,
-    };
-    let out = &mut cache::Filling { inner: out, filler };
-    let hold = match quota::reserve(ctx, spec, &origin, &mut admitted.request, now).await {
-        Ok(hold) => hold,
-        Err(error) => return fail(out, error).await,
+    let out = &mut cache::Filling { inner: out, fill };
+    let Flow::Next(hold) = quota::run(ctx, &mut admitted, out).await else {
+        return;
     };
     let out = &mut quota::Watched::new(out, hold);
-    let mut attempts = Vec::new();
-    match local::run(ctx, &admitted, out).await {
-        local::Outcome::Answered => return,
-        local::Outcome::NotHosted => {}
-        local::Outcome::Refused(error) => attempts.push(Attempt {
-            node: ctx.node.clone(),
-            code: error.code,
-            reason: error.message,
-        }),
-        local::Outcome::Failed(error) => return fail(out, error).await,
-    }
-    handoff::run(ctx, &admitted, attempts, out).await;
+    let Flow::Next(()) = local::run(ctx, &mut admitted, out).await else {
+        return;
+    };
+    handoff::run(ctx, &mut admitted, out).await;
 }
 
 /// Answers with an error as the last frame (if the requester is still there).

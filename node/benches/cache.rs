@@ -10,15 +10,15 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
 
-#[path = "../../tests/harness.rs"]
-mod harness;
-
-use std::process::{Command, Stdio};
+use std::cell::RefCell;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ganglion_client::protocol::{CacheStatus, Output};
 use ganglion_client::{Client, GenerateRequest};
-use harness::{Cluster, KEYS_REQUIRED, QUIET, SMOLLM2, WITH_CACHE, ensure_models, eventually};
+use ganglion_testkit::{
+    Cluster, KEYS_REQUIRED, QUIET, SMOLLM2, WITH_CACHE, ensure_models, eventually,
+};
 
 const WARMUP: usize = 200;
 const SEQUENTIAL: usize = 3_000;
@@ -113,7 +113,7 @@ async fn main() {
     let many_rate = many.len() as f64 / elapsed;
     many.sort();
 
-    let redis = redis_anchor(size);
+    let redis = redis_anchor(size).await;
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!();
     println!("| {size}-byte answer | p50 | p99 | per second |");
@@ -159,7 +159,7 @@ struct RedisRow {
 }
 
 /// GETs of a `size`-byte value from a Redis started for the purpose, with 1 and with 32 clients.
-fn redis_anchor(size: usize) -> Vec<(usize, RedisRow)> {
+async fn redis_anchor(size: usize) -> Vec<(usize, RedisRow)> {
     if Command::new("redis-server")
         .arg("--version")
         .output()
@@ -174,17 +174,7 @@ fn redis_anchor(size: usize) -> Vec<(usize, RedisRow)> {
             "redis-server is missing and could not be installed"
         );
     }
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
-    let mut server = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let (mut server, port) = redis_server().await;
     let rows = [1, CLIENTS]
         .iter()
         .map(|&clients| {
@@ -217,4 +207,57 @@ fn redis_anchor(size: usize) -> Vec<(usize, RedisRow)> {
     let _ = server.kill();
     let _ = server.wait();
     rows
+}
+
+/// A Redis server of this benchmark's own on loopback, answering, and its port.
+///
+/// Redis binds its port itself and cannot report one the OS chose (`--port 0` turns TCP
+/// off), so a port found free is given to it. Should another process take that port first,
+/// the server exits, or another server answers there (`INFO` names another pid), and the
+/// next try takes another port.
+async fn redis_server() -> (Child, u16) {
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = RefCell::new(
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let ours = eventually(
+            Duration::from_secs(10),
+            "redis-server answers or exits",
+            || async {
+                if server.borrow_mut().try_wait().unwrap().is_some() {
+                    return Some(false);
+                }
+                let info = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "info", "server"])
+                    .output()
+                    .ok()?;
+                let info = String::from_utf8_lossy(&info.stdout);
+                let pid: u32 = info
+                    .lines()
+                    .find_map(|line| line.strip_prefix("process_id:"))?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                Some(pid == server.borrow().id())
+            },
+        )
+        .await;
+        let mut server = server.into_inner();
+        if ours {
+            return (server, port);
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    panic!("redis-server found no free port in 5 tries");
 }

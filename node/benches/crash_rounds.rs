@@ -13,15 +13,12 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
 
-#[path = "../../tests/harness.rs"]
-mod harness;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ganglion_client::protocol::ErrorCode;
-use harness::{Cluster, KEYS_REQUIRED, MINILM, Node, QUIET, ensure_models, eventually};
+use ganglion_testkit::{Cluster, KEYS_REQUIRED, MINILM, Node, QUIET, ensure_models, eventually};
 
 const BURST: usize = 200;
 const NAMES: [&str; 3] = ["a", "b", "c"];

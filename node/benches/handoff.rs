@@ -7,15 +7,12 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
 
-#[path = "../../tests/harness.rs"]
-mod harness;
-
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ganglion_client::protocol::Route;
 use ganglion_client::{Client, GenerateRequest, StreamEvent};
-use harness::{Cluster, MINILM, SMOLLM2, ensure_models};
+use ganglion_testkit::{Cluster, MINILM, SMOLLM2, ensure_models, eventually};
 
 const RUNS: usize = 30;
 
@@ -80,16 +77,18 @@ async fn main() {
     let local = cluster.client(&regional).await;
     let via_edge = cluster.client(&edge).await;
     // Wait until the edge knows where the LLM is, and warm both paths.
-    for _ in 0..100 {
-        if via_edge
-            .generate(GenerateRequest::new(SMOLLM2, "Hi").max_tokens(1))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        "the edge hands a request to regional",
+        || async {
+            via_edge
+                .generate(GenerateRequest::new(SMOLLM2, "Hi").max_tokens(1))
+                .await
+                .is_ok()
+                .then_some(())
+        },
+    )
+    .await;
     measure(&local, 4).await;
 
     // Seen by the client, inference variance included; and inside each handed-over request,

@@ -9,15 +9,12 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
 
-#[path = "../../tests/harness.rs"]
-mod harness;
-
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ganglion_client::protocol::{CachePolicy, CacheStatus};
 use ganglion_client::{Client, GenerateRequest, StreamEvent};
-use harness::{Cluster, KEYS_REQUIRED, QUIET, SMOLLM2, WITH_CACHE, ensure_models};
+use ganglion_testkit::{Cluster, KEYS_REQUIRED, QUIET, SMOLLM2, WITH_CACHE, ensure_models};
 use serde_json::json;
 
 const PROMPT: &str = "Write a short story about a lighthouse keeper.";

@@ -9,14 +9,11 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
 
-#[path = "../../tests/harness.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ganglion_client::{Client, GenerateRequest};
-use harness::{Cluster, KEYS_REQUIRED, QUIET, SMOLLM2, ensure_models};
+use ganglion_testkit::{self as harness, Cluster, KEYS_REQUIRED, QUIET, SMOLLM2, ensure_models};
 use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(60);

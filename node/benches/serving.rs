@@ -20,14 +20,12 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
 
-#[path = "../../tests/harness.rs"]
-mod harness;
-
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use harness::{Cluster, QUIET, SMOLLM2, ensure_models};
+use ganglion_testkit::{self as harness, Cluster, QUIET, SMOLLM2, ensure_models, first_match};
 use serde_json::json;
 
 const GENERATED: u32 = 128;
@@ -239,14 +237,6 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::main]
 async fn main() {
     ensure_models();
@@ -267,8 +257,7 @@ async fn main() {
         "no Q4_1 file".to_owned()
     };
 
-    let port = free_port();
-    let server = Killed(
+    let mut server = Killed(
         Command::new(bin.join("llama-server"))
             .args([
                 "-m",
@@ -280,13 +269,27 @@ async fn main() {
             ])
             .args(["--parallel", &PARALLEL.to_string(), "--cont-batching"])
             .args(["-c", &(2048 * PARALLEL).to_string(), "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--no-webui"])
+            // Port 0: llama-server binds a port the OS chooses, and logs where it listens.
+            .args(["--port", "0", "--no-webui"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let llama_base = format!("http://127.0.0.1:{port}");
+    // Its log (stderr) says `... listening on http://127.0.0.1:PORT ...` once the model is
+    // loaded; it is read to its end, so that llama-server never blocks on a full pipe.
+    let listening = first_match(server.0.stderr.take().unwrap(), |line| {
+        let (_, address) = line.split_once("listening on http://")?;
+        address
+            .split_whitespace()
+            .next()?
+            .parse::<SocketAddr>()
+            .ok()
+    });
+    let address = listening
+        .recv_timeout(Duration::from_secs(120))
+        .expect("llama-server did not say where it listens within 120 s");
+    let llama_base = format!("http://{address}");
     harness::eventually(Duration::from_secs(60), "llama-server up", || async {
         let health = reqwest::get(format!("{llama_base}/health")).await.ok()?;
         health.status().is_success().then_some(())

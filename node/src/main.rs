@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use ganglion::config::{ConfigFile, env};
 
 /// EX_USAGE from sysexits.h: the command was used incorrectly.
@@ -128,100 +129,19 @@ enum ModelsCommand {
     },
 }
 
+/// `run`: the config file's flags come with its sections (`ganglion::config::ConfigFile`, one
+/// `#[arg(long = ...)]` per field that has a flag), so each is declared once, beside its field.
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// TOML config file (see config/example.toml).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Identity folder written by `issue-cert`.
-    #[arg(long)]
-    identity: Option<PathBuf>,
-    /// UDP address of the QUIC endpoint.
-    #[arg(long)]
-    listen: Option<String>,
-    /// Peer to dial at start-up; repeat for several. Retried with backoff.
-    #[arg(long = "seed")]
-    seeds: Vec<String>,
-    /// Address peers should dial to reach this node.
-    #[arg(long)]
-    advertise: Option<String>,
-    /// Address of the admin HTTP endpoint (loopback unless a token is set).
-    #[arg(long)]
-    admin: Option<String>,
-    /// Admin bearer token (also from GANGLION_ADMIN_TOKEN).
-    #[arg(long)]
-    admin_token: Option<String>,
-    /// Folder for durable state.
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// A peer silent this long is dead, e.g. "5s".
-    #[arg(long, value_parser = humantime_duration)]
-    liveness_timeout: Option<Duration>,
-    /// Model to host (repeat); those that fit in memory are loaded.
-    #[arg(long = "host")]
-    host: Vec<String>,
-    /// Cap on model memory, e.g. 512MiB, to emulate a small edge box.
-    #[arg(long)]
-    memory_limit: Option<String>,
-    /// Model store folder.
-    #[arg(long)]
-    models_dir: Option<PathBuf>,
-    /// Requests each model runs at once (default: from the hardware and the model).
-    #[arg(long)]
-    model_concurrency: Option<usize>,
-    /// Engine of GGUF chat models: llama.cpp or mistralrs (default: llama.cpp on CPU).
-    #[arg(long, value_parser = text_engine)]
-    text_engine: Option<ganglion::inference::TextEngine>,
-    /// Requests each model lets wait beyond those running.
-    #[arg(long)]
-    model_queue: Option<usize>,
-    /// Where engines run: workers (one process per model, the default) or in-process.
-    #[arg(long, value_parser = engines)]
-    engines: Option<ganglion::inference::Placement>,
-    /// Deadline of a request that names none, e.g. "120s".
-    #[arg(long, value_parser = humantime_duration)]
-    default_deadline: Option<Duration>,
-    /// Longest deadline a request may ask for, e.g. "10m".
-    #[arg(long, value_parser = humantime_duration)]
-    max_deadline: Option<Duration>,
-    /// Accept client connections from beyond loopback even with --allow-anonymous.
-    #[arg(long)]
-    allow_remote_clients: bool,
-    /// Most incoming connections at once (clients and peers).
-    #[arg(long)]
-    max_connections: Option<usize>,
-    /// Most incoming connections from one address.
-    #[arg(long)]
-    max_connections_per_address: Option<usize>,
     /// Test only: admin routes that crash actors and jobs on demand.
     #[arg(long, hide = true)]
     fault_injection: bool,
-    /// Serve requests without an API key as the free account `anonymous` (demos; implies
-    /// loopback-only clients unless --allow-remote-clients).
-    #[arg(long)]
-    allow_anonymous: bool,
-    /// Result cache shards on this node.
-    #[arg(long)]
-    cache_shards: Option<u16>,
-    /// Bytes of result cache on this node, e.g. 256MiB; 0 keeps no entries here (requests
-    /// entering here still use the mesh's other shards).
-    #[arg(long)]
-    cache_size: Option<String>,
-    /// How long an answer stays cached when its request does not say, e.g. "5m".
-    #[arg(long, value_parser = humantime_duration)]
-    cache_ttl: Option<Duration>,
-    /// Serve /metrics on the admin listener without the admin token.
-    #[arg(long)]
-    metrics_open: bool,
-    /// Serve the HTTP APIs (OpenAI-compatible /v1, Workers-AI-style /ai/run) on this address.
-    #[arg(long, value_name = "ADDR")]
-    http: Option<String>,
-    /// PEM certificate chain for HTTPS on --http.
-    #[arg(long, requires = "http_tls_key")]
-    http_tls_cert: Option<PathBuf>,
-    /// PEM private key for HTTPS on --http.
-    #[arg(long, requires = "http_tls_cert")]
-    http_tls_key: Option<PathBuf>,
+    // Every setting that has a flag.
+    #[command(flatten)]
+    settings: ConfigFile,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -231,77 +151,64 @@ fn humantime_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl RunArgs {
-    /// The config file (if any) with every given flag applied over it.
+    /// The config file (if any) with every flag `typed` applied over it (see [`typed_flags`]).
     /// Precedence: flag, then (for the admin token) the environment, then the config file.
-    fn into_config_file(self) -> Result<ConfigFile, ganglion::ConfigError> {
-        let mut file = match &self.config {
+    fn into_config_file(mut self, typed: &clap::ArgMatches) -> anyhow::Result<ConfigFile> {
+        self.settings = match &self.config {
             Some(path) => ConfigFile::load(path)?,
             None => ConfigFile::default(),
         };
-        set(&mut file.node.identity, self.identity);
-        set(&mut file.node.data_dir, self.data_dir);
-        set(&mut file.transport.listen, self.listen);
-        set(&mut file.transport.advertise, self.advertise);
-        set(&mut file.transport.liveness_timeout, self.liveness_timeout);
-        if !self.seeds.is_empty() {
-            file.transport.seeds = Some(self.seeds);
-        }
-        set(&mut file.admin.listen, self.admin);
-        if !self.host.is_empty() {
-            file.models.host = Some(self.host);
-        }
-        set(&mut file.models.memory_limit, self.memory_limit);
-        set(&mut file.models.dir, self.models_dir);
-        set(&mut file.models.concurrency, self.model_concurrency);
-        set(&mut file.models.queue_depth, self.model_queue);
-        set(&mut file.models.text_engine, self.text_engine);
-        set(&mut file.models.engines, self.engines);
-        set(&mut file.requests.default_deadline, self.default_deadline);
-        set(&mut file.requests.max_deadline, self.max_deadline);
-        if self.allow_remote_clients {
-            file.clients.allow_remote = Some(true);
-        }
-        if self.allow_anonymous {
-            file.clients.allow_anonymous = Some(true);
-        }
-        set(&mut file.clients.max_connections, self.max_connections);
-        set(
-            &mut file.clients.max_connections_per_address,
-            self.max_connections_per_address,
-        );
-        if self.metrics_open {
-            file.admin.metrics_open = Some(true);
-        }
-        set(&mut file.http.listen, self.http);
-        set(&mut file.http.tls_cert, self.http_tls_cert);
-        set(&mut file.http.tls_key, self.http_tls_key);
-        set(&mut file.cache.shards, self.cache_shards);
-        set(&mut file.cache.size, self.cache_size);
-        set(&mut file.cache.default_ttl, self.cache_ttl);
-        set(&mut file.admin.token, env::admin_token());
-        set(&mut file.admin.token, self.admin_token);
-        Ok(file)
+        set(&mut self.settings.admin.token, env::admin_token());
+        self.update_from_arg_matches(typed)?;
+        Ok(self.settings)
     }
 }
 
-/// Replaces `slot` with `value` when a flag gave one.
+/// The flags typed on the command line of subcommand `name`. clap also fills in defaults (a
+/// switch left out is `false`); those are dropped, so that only what was typed overrides the
+/// config file.
+fn typed_flags(matches: &clap::ArgMatches, name: &str) -> clap::ArgMatches {
+    let mut typed = matches
+        .subcommand_matches(name)
+        .cloned()
+        .unwrap_or_default();
+    let defaulted: Vec<String> = typed
+        .ids()
+        .map(|id| id.as_str().to_owned())
+        .filter(|id| typed.value_source(id) == Some(ValueSource::DefaultValue))
+        .collect();
+    for id in defaulted {
+        let _ = typed.try_clear_id(&id);
+    }
+    typed
+}
+
+/// Replaces `slot` with `value` when there is one.
 fn set<T>(slot: &mut Option<T>, value: Option<T>) {
     if value.is_some() {
         *slot = value;
     }
 }
 
+/// Prints a command-line error (or the help or version asked for); the exit code it means.
+fn usage(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if e.use_stderr() {
+        ExitCode::from(EX_USAGE)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // As `Cli::parse` does, keeping the matches: they tell a flag typed from one left out.
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return usage(&e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EX_USAGE)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(e) => return usage(&e.format(&mut Cli::command())),
     };
     init_tracing();
     match cli.command {
@@ -338,7 +245,11 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             openmp::spin_briefly_at_barriers();
             let fault_injection = args.fault_injection;
-            let config = match args.into_config_file().and_then(ConfigFile::validate) {
+            let typed = typed_flags(&matches, "run");
+            let config = args
+                .into_config_file(&typed)
+                .and_then(|file| file.validate().map_err(anyhow::Error::from));
+            let config = match config {
                 Ok(mut config) => {
                     config.fault_injection = fault_injection;
                     config
@@ -652,14 +563,6 @@ fn init_tracing() {
         .init();
 }
 
-fn engines(text: &str) -> Result<ganglion::inference::Placement, String> {
-    match text {
-        "workers" => Ok(ganglion::inference::Placement::Workers),
-        "in-process" => Ok(ganglion::inference::Placement::InProcess),
-        other => Err(format!("`{other}`: use workers or in-process")),
-    }
-}
-
 /// Runs an engine worker until the node that started it goes away.
 fn worker(socket: &std::path::Path) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -683,10 +586,79 @@ fn worker(socket: &std::path::Path) -> ExitCode {
     std::process::exit(code)
 }
 
-fn text_engine(text: &str) -> Result<ganglion::inference::TextEngine, String> {
-    match text {
-        "llama.cpp" => Ok(ganglion::inference::TextEngine::LlamaCpp),
-        "mistralrs" => Ok(ganglion::inference::TextEngine::Mistralrs),
-        other => Err(format!("`{other}`: use llama.cpp or mistralrs")),
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ganglion::config::engines::TextEngine;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_flag_typed_overrides_the_file_and_a_flag_left_out_leaves_it() {
+        let dir = std::env::temp_dir().join(format!("ganglion-node-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("node.toml");
+        std::fs::write(
+            &path,
+            "[clients]\nallow_anonymous = true\nmax_connections = 10\n\
+             [admin]\nmetrics_open = true\n\
+             [transport]\nseeds = [\"10.0.0.1:7400\"]\n\
+             [cache]\nshards = 3\n",
+        )
+        .unwrap();
+        let argv = [
+            "ganglion-node",
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-connections",
+            "20",
+            "--seed",
+            "10.0.0.2:7400",
+            "--seed",
+            "10.0.0.3:7400",
+            "--cache-ttl",
+            "2m",
+            "--text-engine",
+            "mistralrs",
+            "--allow-remote-clients",
+        ];
+        let matches = Cli::command().try_get_matches_from(argv).unwrap();
+        let Command::Run(args) = Cli::from_arg_matches(&matches).unwrap().command else {
+            panic!("not `run`");
+        };
+        let file = args
+            .into_config_file(&typed_flags(&matches, "run"))
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        // Switches left out leave the file's `true`; a typed one sets its field.
+        assert_eq!(file.clients.allow_anonymous, Some(true));
+        assert_eq!(file.admin.metrics_open, Some(true));
+        assert_eq!(file.clients.allow_remote, Some(true));
+        assert_eq!(file.clients.max_connections, Some(20));
+        assert_eq!(
+            file.transport.seeds,
+            Some(vec!["10.0.0.2:7400".to_owned(), "10.0.0.3:7400".to_owned()])
+        );
+        assert_eq!(file.cache.shards, Some(3));
+        assert_eq!(file.cache.default_ttl, Some(Duration::from_secs(120)));
+        assert_eq!(file.models.text_engine, Some(TextEngine::Mistralrs));
+        assert_eq!(file.http.listen, None);
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_by_name() {
+        let err = Cli::try_parse_from(["ganglion-node", "run", "--engines", "nowhere"])
+            .expect_err("unknown placement");
+        assert!(
+            err.to_string().contains("use workers or in-process"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["ganglion-node", "run", "--http-tls-cert", "c.pem"])
+            .expect_err("a certificate without its key");
+        assert!(err.to_string().contains("--http-tls-key"), "{err}");
     }
 }

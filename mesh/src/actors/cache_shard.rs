@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::{ActorSlot, LocalCallError};
 use crate::cache::flight::{Due, Flights, Joined, Patience};
 use crate::cache::key::CacheKey;
-use crate::cache::store::{Answer, Found, Owner, Purge, Store};
+use crate::cache::store::{Answer, Found, Owner, Purge, ShardTotals, Store};
 use crate::cache::{GROUP, ShardId, index_of};
 use crate::facts::SessionNodes;
 
@@ -123,27 +123,6 @@ pub struct ShardStats {
     pub in_flight: usize,
     /// Lookups waiting for a fill now.
     pub waiting: usize,
-}
-
-/// A node's cache shards, summed (the dashboard's report, `/metrics`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct ShardTotals {
-    /// Shards answering.
-    pub shards: usize,
-    /// Entries held.
-    pub entries: u64,
-    /// Bytes held.
-    pub bytes: u64,
-    /// Byte budget.
-    pub capacity_bytes: u64,
-    /// Lookups answered.
-    pub hits: u64,
-    /// Lookups that found nothing.
-    pub misses: u64,
-    /// Entries evicted for room.
-    pub evictions: u64,
-    /// Requests that entered here and bypassed the cache.
-    pub bypasses: u64,
 }
 
 /// A shard's state.

@@ -27,8 +27,7 @@ use ractor_cluster::{
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::gateway::GatewayHandle;
-use super::peer_directory::{MAX_ADVERT_LEN, PeerAdvert, PeerDirectoryHandle};
+use super::peer_directory::PeerDirectoryHandle;
 use crate::credentials::Identity;
 use crate::membership::{Direction, Keep, resolve_duplicate, retry_delay};
 use crate::transport::cluster_stream::{QuicClusterStream, SessionLabel};
@@ -84,19 +83,35 @@ pub struct Arguments {
     /// The directory to report to.
     pub directory: PeerDirectoryHandle,
     /// Where client connections go.
-    pub gateway: GatewayHandle,
+    pub clients: ClientDoor,
     /// Caps on incoming connections.
     pub limits: crate::transport::limits::ConnectionLimits,
-    /// This node's meter (answers peers' quota requests).
-    pub meter: super::meter::MeterHandle,
-    /// This node's cache shards (answer peers' lookups).
-    pub cache: super::cache_shard::Shards,
+    /// Who serves the streams peers open (all but `Cluster` and `Advert`).
+    pub servers: crate::peer::Servers,
     /// The peer behind each cluster session, kept up to date here.
     pub sessions: crate::facts::SessionNodes,
-    /// This node's dashboard report (answers peers gathering the mesh's view).
-    pub reporter: crate::dashboard::report::Reporter,
-    /// Revoked API keys (peers pull the set).
-    pub revoked: crate::credentials::revoked::RevokedKeys,
+}
+
+/// Where client connections go: the gateway, which runs the request pipeline (above the
+/// cluster host, so handed in as a function).
+#[derive(Clone)]
+pub struct ClientDoor(Arc<dyn Fn(quinn::Connection) + Send + Sync>);
+
+impl ClientDoor {
+    /// A door that hands each client connection to `enter`.
+    pub fn new(enter: impl Fn(quinn::Connection) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(enter))
+    }
+
+    fn enter(&self, connection: quinn::Connection) {
+        (self.0)(connection)
+    }
+}
+
+impl std::fmt::Debug for ClientDoor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientDoor")
+    }
 }
 
 /// A ractor_cluster session event, forwarded from the `NodeServer`.
@@ -181,11 +196,7 @@ pub struct State {
     liveness: Liveness,
     node_server: ActorRef<NodeServerMessage>,
     directory: PeerDirectoryHandle,
-    gateway: GatewayHandle,
-    meter: super::meter::MeterHandle,
-    cache: super::cache_shard::Shards,
-    reporter: crate::dashboard::report::Reporter,
-    revoked: crate::credentials::revoked::RevokedKeys,
+    servers: crate::peer::Servers,
     sessions: crate::facts::SessionNodes,
     links: HashMap<String, Link>,
     dial_book: HashMap<SocketAddr, DialEntry>,
@@ -252,7 +263,7 @@ impl Actor for ClusterHost {
             args.endpoint.clone(),
             args.liveness.idle_timeout,
             myself.clone(),
-            args.gateway.clone(),
+            args.clients.clone(),
             args.limits.clone(),
         ));
         myself.send_interval(TICK, || Msg::Tick);
@@ -277,11 +288,7 @@ impl Actor for ClusterHost {
             liveness: args.liveness,
             node_server,
             directory: args.directory,
-            gateway: args.gateway,
-            meter: args.meter,
-            cache: args.cache,
-            reporter: args.reporter,
-            revoked: args.revoked,
+            servers: args.servers,
             sessions: {
                 // Sessions of an earlier host (and their node ids) are gone.
                 args.sessions.clear();
@@ -401,12 +408,8 @@ impl State {
         let span = tracing::info_span!("peer", node = %self.name, peer = %name);
         let owners = StreamOwners {
             node_server: self.node_server.clone(),
-            gateway: self.gateway.clone(),
             directory: self.directory.clone(),
-            meter: self.meter.clone(),
-            cache: self.cache.clone(),
-            reporter: self.reporter.clone(),
-            revoked: self.revoked.clone(),
+            servers: self.servers.clone(),
         };
         self.tasks
             .spawn(serve_connection(myself, owners, name, connection, direction).instrument(span));
@@ -596,7 +599,7 @@ impl State {
 }
 
 /// Accepts incoming connections; each handshake runs in its own task so a slow one cannot hold
-/// up the others. Peers join the mesh; clients go to the gateway.
+/// up the others. Peers join the mesh; clients go through the client door.
 ///
 /// Every incoming connection holds a place under [`ConnectionLimits`] (in total and per source
 /// address) from its first packet until it closes; past a cap, or past
@@ -608,7 +611,7 @@ async fn accept_loop(
     endpoint: quinn::Endpoint,
     idle_timeout: Duration,
     host: ActorRef<Msg>,
-    gateway: GatewayHandle,
+    clients: ClientDoor,
     limits: ConnectionLimits,
 ) {
     let handshake_timeout = idle_timeout.max(ganglion_client::client::HANDSHAKE_TIMEOUT);
@@ -639,7 +642,7 @@ async fn accept_loop(
                     incoming.refuse();
                     continue;
                 };
-                let (host, gateway, limits) = (host.clone(), gateway.clone(), limits.clone());
+                let (host, clients, limits) = (host.clone(), clients.clone(), limits.clone());
                 connections.spawn(async move {
                     let accepted = endpoint::accept(incoming, handshake_timeout).await;
                     drop(handshake);
@@ -655,7 +658,7 @@ async fn accept_loop(
                                 CloseCode::ClientsLoopbackOnly.close(&connection);
                                 return;
                             }
-                            gateway.connection(connection.clone());
+                            clients.enter(connection.clone());
                             connection
                         }
                         Err(e) => {
@@ -678,18 +681,10 @@ async fn accept_loop(
 struct StreamOwners {
     /// `Cluster` streams: the ractor_cluster session.
     node_server: ActorRef<NodeServerMessage>,
-    /// `Data` streams: requests handed over by the peer.
-    gateway: GatewayHandle,
     /// `Advert` streams: the peer's adverts.
     directory: PeerDirectoryHandle,
-    /// `Quota` streams: the peer's quota requests for accounts whose home is this node.
-    meter: super::meter::MeterHandle,
-    /// `Cache` streams: the peer's lookups at this node's shards.
-    cache: super::cache_shard::Shards,
-    /// `Report` streams: the peer gathering the dashboard's view.
-    reporter: crate::dashboard::report::Reporter,
-    /// `Revoked` streams: the peer pulling the revoked-key set.
-    revoked: crate::credentials::revoked::RevokedKeys,
+    /// Every other kind.
+    servers: crate::peer::Servers,
 }
 
 /// Runs one peer connection: opens the cluster session (when this node dialed), serves the
@@ -773,27 +768,10 @@ async fn open_cluster_session(
 /// Reads one advert from a unidirectional stream and hands it to the directory under the
 /// connection's certificate name; anything else on such a stream is dropped.
 async fn receive_advert(directory: PeerDirectoryHandle, peer: String, mut recv: quinn::RecvStream) {
-    let read = tokio::time::timeout(STREAM_OPEN_TIMEOUT, async {
-        match read_frame::<_, PeerStreamKind>(&mut recv, MAX_OPEN_FRAME_LEN).await {
-            Ok(Some(PeerStreamKind::Advert)) => {}
-            Ok(_) => return Err("not an advert stream".to_owned()),
-            Err(e) => return Err(e.to_string()),
-        }
-        match read_frame::<_, PeerAdvert>(&mut recv, MAX_ADVERT_LEN).await {
-            Ok(Some(advert)) => Ok(advert),
-            Ok(None) => Err("stream ended before the advert".to_owned()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await;
-    match read {
-        Ok(Ok(advert)) => directory.advert(peer, advert),
-        Ok(Err(reason)) => {
-            tracing::warn!(%reason, "advert stream refused");
-            let _ = recv.stop(quinn::VarInt::from_u32(STREAM_REFUSED));
-        }
-        Err(_) => {
-            tracing::debug!("advert did not arrive in time");
+    match crate::peer::within(STREAM_OPEN_TIMEOUT, crate::peer::advert::receive(&mut recv)).await {
+        Ok(advert) => directory.advert(peer, advert),
+        Err(error) => {
+            tracing::debug!(%error, "advert stream refused");
             let _ = recv.stop(quinn::VarInt::from_u32(STREAM_REFUSED));
         }
     }
@@ -837,27 +815,10 @@ async fn serve_stream(
         Ok(Ok(Some(PeerStreamKind::Cluster))) => {
             "a second cluster stream on one connection".to_owned()
         }
-        Ok(Ok(Some(PeerStreamKind::Data))) => {
-            owners.gateway.peer_stream(label.peer, send, recv);
-            return;
-        }
-        Ok(Ok(Some(PeerStreamKind::Quota))) => {
-            super::meter::serve_quota_stream(owners.meter, label.peer, send, recv).await;
-            return;
-        }
-        Ok(Ok(Some(PeerStreamKind::Cache))) => {
-            super::cache_shard::remote::serve(owners.cache, label.peer, send, recv).await;
-            return;
-        }
-        Ok(Ok(Some(PeerStreamKind::Revoked))) => {
-            super::peer_directory::serve_revoked(owners.revoked, send).await;
-            return;
-        }
-        Ok(Ok(Some(PeerStreamKind::Report))) => {
-            crate::dashboard::serve(owners.reporter, label.peer, send, recv).await;
-            return;
-        }
-        Ok(Ok(Some(other))) => format!("stream kind {other:?} is not served"),
+        Ok(Ok(Some(kind))) => match owners.servers.get(&kind) {
+            Some(serve) => return serve(label.peer, send, recv).await,
+            None => format!("stream kind {kind:?} is not served"),
+        },
         Ok(Ok(None)) => return,
         Ok(Err(e)) => e.to_string(),
         Err(_) => "no opening frame in time".to_owned(),

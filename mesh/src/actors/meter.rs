@@ -19,6 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use super::{ActorSlot, LocalCallError};
 use crate::metering::unix_now;
 use crate::metering::usage::{self, Day, NodeUsage, OverQuota, Totals, UsageCounters};
+use crate::peer::quota::{self, QuotaReply, QuotaRequest};
 
 /// How often expired reservations are swept.
 const SWEEP: Duration = Duration::from_secs(1);
@@ -374,7 +375,7 @@ impl MeterHandle {
         connection: &quinn::Connection,
         request: QuotaRequest,
     ) -> Result<Hold, ReserveError> {
-        match ask_home(connection, &request).await {
+        match quota::ask(connection, &request).await {
             Ok(QuotaReply::Reserved(id)) => Ok(Hold {
                 at: HoldAt::Remote(connection.clone()),
                 id,
@@ -383,7 +384,7 @@ impl MeterHandle {
             }),
             Ok(QuotaReply::Over(over)) => Err(ReserveError::OverQuota(over)),
             Ok(other) => Err(ReserveError::Home(format!("unexpected answer {other:?}"))),
-            Err(e) => Err(ReserveError::Home(e)),
+            Err(e) => Err(ReserveError::Home(e.to_string())),
         }
     }
 
@@ -450,79 +451,6 @@ pub enum ReserveError {
     Home(String),
 }
 
-/// How long a reservation at the home node may take.
-pub const HOME_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Bound on a quota frame.
-const MAX_QUOTA_FRAME: usize = 1024;
-
-/// A request to an account's home node (on a `Quota` stream: one request, one reply).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum QuotaRequest {
-    /// Reserve `max_cost` for `account` on `day` within `limit`.
-    Reserve {
-        /// The account.
-        account: String,
-        /// Its daily limit (micro-Neurons).
-        limit: Option<u64>,
-        /// The day.
-        day: Day,
-        /// The most the request could cost.
-        max_cost: u64,
-        /// The request's charge id.
-        charge_id: u128,
-    },
-    /// End a reservation.
-    Release {
-        /// The reservation.
-        id: u64,
-        /// Who charged it, and how much.
-        charged_by: Option<(String, u64)>,
-        /// The request ended without an answer after work may have run (its requester left, it
-        /// was cancelled or ran out of time, its executor was lost): the hold stays for
-        /// [`LINGER`] or until the charge arrives, so that abandoned work cannot spend past
-        /// the limit while its charge is on its way.
-        linger: bool,
-    },
-}
-
-/// The home node's answer.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum QuotaReply {
-    /// Reserved, under this id.
-    Reserved(u64),
-    /// Over quota.
-    Over(OverQuota),
-    /// Released.
-    Released,
-    /// The home's meter did not answer.
-    Failed(String),
-}
-
-async fn ask_home(
-    connection: &quinn::Connection,
-    request: &QuotaRequest,
-) -> Result<QuotaReply, String> {
-    use ganglion_client::protocol::MAX_OPEN_FRAME_LEN;
-    use ganglion_client::{PeerStreamKind, read_frame, write_frame};
-    tokio::time::timeout(HOME_TIMEOUT, async {
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-        write_frame(&mut send, &PeerStreamKind::Quota, MAX_OPEN_FRAME_LEN)
-            .await
-            .map_err(|e| e.to_string())?;
-        write_frame(&mut send, request, MAX_QUOTA_FRAME)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = send.finish();
-        read_frame::<_, QuotaReply>(&mut recv, MAX_QUOTA_FRAME)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "no answer".to_owned())
-    })
-    .await
-    .map_err(|_| "timed out".to_owned())?
-}
-
 /// Serves one `Quota` stream that `peer` opened: the request, then the answer of this node's
 /// meter. Only days around today are accepted, and a peer may release only its own holds.
 pub async fn serve_quota_stream(
@@ -533,20 +461,15 @@ pub async fn serve_quota_stream(
 ) {
     let today = usage::day_of(unix_now());
     let plausible = |day: Day| (today.saturating_sub(1)..=today.saturating_add(1)).contains(&day);
-    use ganglion_client::{read_frame, write_frame};
-    let request = tokio::time::timeout(
-        HOME_TIMEOUT,
-        read_frame::<_, QuotaRequest>(&mut recv, MAX_QUOTA_FRAME),
-    )
-    .await;
+    let request = quota::read_request(&mut recv).await;
     let reply = match request {
-        Ok(Ok(Some(QuotaRequest::Reserve {
+        Ok(QuotaRequest::Reserve {
             account,
             limit,
             day,
             max_cost,
             charge_id,
-        }))) if plausible(day) => {
+        }) if plausible(day) => {
             match meter
                 .reserve_id(&account, limit, day, max_cost, charge_id, Some(peer))
                 .await
@@ -556,28 +479,18 @@ pub async fn serve_quota_stream(
                 Err(e) => QuotaReply::Failed(format!("{e:?}")),
             }
         }
-        Ok(Ok(Some(QuotaRequest::Reserve { .. }))) => {
-            QuotaReply::Failed("day out of range".to_owned())
-        }
-        Ok(Ok(Some(QuotaRequest::Release {
+        Ok(QuotaRequest::Reserve { .. }) => QuotaReply::Failed("day out of range".to_owned()),
+        Ok(QuotaRequest::Release {
             id,
             charged_by,
             linger,
-        }))) => {
+        }) => {
             meter.release(id, charged_by, linger, Some(peer));
             QuotaReply::Released
         }
         _ => return,
     };
-    let _ = tokio::time::timeout(HOME_TIMEOUT, async {
-        if write_frame(&mut send, &reply, MAX_QUOTA_FRAME)
-            .await
-            .is_ok()
-        {
-            let _ = send.finish();
-        }
-    })
-    .await;
+    quota::answer(&mut send, &reply).await;
 }
 
 /// Where a hold was made.
@@ -616,7 +529,7 @@ impl Drop for Hold {
             HoldAt::Local(meter) => meter.release(self.id, charged_by, linger, None),
             HoldAt::Remote(connection) => {
                 // Dropping cannot wait: the release goes out on a task of its own, bounded by
-                // HOME_TIMEOUT. If it is lost, the home keeps counting the hold until
+                // `quota::HOME_TIMEOUT`. If it is lost, the home keeps counting the hold until
                 // HOLD_LIMIT: an early refusal at worst, never an overspend.
                 let (connection, id) = (connection.clone(), self.id);
                 if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -626,7 +539,7 @@ impl Drop for Hold {
                             charged_by,
                             linger,
                         };
-                        let _ = ask_home(&connection, &release).await;
+                        let _ = quota::ask(&connection, &release).await;
                     });
                 }
             }

@@ -8,8 +8,13 @@
 //! call returned. A queued request whose deadline passed or whose requester left is dropped
 //! when its turn comes. Turns are fair between accounts (`model_host/fairness.rs`): a freed slot goes to
 //! the account running the fewest, and a full queue makes way for an account under its share.
-//! What ran is charged however the request ended. A job that panics frees its slot and answers
-//! `internal`.
+//! A job that panics frees its slot and answers `internal`.
+//!
+//! The host prices and records nothing. When a job's work stops, however it ended, the host
+//! reports what ran ([`Ran`]: tokens in and out, texts embedded, its times, or why it stopped)
+//! to the job's settlement ([`Settle`]: the request's charge stage, `request::charge`), in the
+//! job's own task, so that it runs whether or not the requester is still there; then it
+//! delivers the last frame the settlement returns.
 //!
 //! Each request has its own bounded response buffer ([`RESPONSE_BUFFER`] frames): the model
 //! never waits on a requester, and a requester that lets its buffer fill up is cancelled.
@@ -25,9 +30,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use ganglion_client::protocol::{
-    ErrorCode, FinalResponse, HopTime, Input, Output, Request, ResponseFrame, Route, Timings,
-    Usage, WireError,
+    ErrorCode, Input, Output, Request, ResponseFrame, Usage, WireError,
 };
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -35,13 +40,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::meter::MeterHandle;
 use super::{ActorSlot, LocalCallError};
 use crate::facts::{ModelState, ModelStates};
 use crate::faults::Faults;
 use crate::inference::{Backend, BackendError};
-use crate::metering::ledger::{LedgerWriter, Record};
-use crate::metering::pricing;
 use crate::models::ModelSpec;
 
 pub use crate::inference::delivery::RESPONSE_BUFFER;
@@ -60,9 +62,8 @@ pub fn actor_name(id: &str) -> String {
 }
 
 /// A request on its way into a model.
-#[derive(Debug)]
 pub struct Job {
-    /// The validated request.
+    /// The admitted request (a chat request has its `max_tokens`).
     pub request: Request,
     /// When the node received it.
     pub received: Instant,
@@ -70,6 +71,62 @@ pub struct Job {
     pub deadline: Instant,
     /// Where response frames go ([`RESPONSE_BUFFER`] of them); closing it cancels the job.
     pub frames: mpsc::Sender<ResponseFrame>,
+    /// What becomes of what ran, once the work has stopped.
+    pub settle: Settle,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("request", &self.request)
+            .field("received", &self.received)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run by the job's task once its work has stopped, however it ended (the requester may have
+/// left): given what ran and the ledger writer of this node, it charges the run and returns
+/// the request's last frame, which the host then delivers. The request's charge stage makes
+/// it (`request::charge`).
+pub type Settle = Box<dyn FnOnce(Ran) -> BoxFuture<'static, ResponseFrame> + Send>;
+
+/// What a job ran, as the host reports it once the work has stopped.
+#[derive(Debug)]
+pub struct Ran {
+    /// The answer, or why there is none (the requester left: `cancelled`; the deadline
+    /// passed: `deadline_exceeded`; or the engine's or the host's error).
+    pub outcome: Result<Output, WireError>,
+    /// What the engine did, whether or not an answer came of it.
+    pub work: Work,
+    /// When the job left the queue and started.
+    pub started: Instant,
+    /// When its first piece of output was handed on (text generation, with an answer).
+    pub first_token_at: Option<Instant>,
+    /// When its work stopped.
+    pub ended: Instant,
+}
+
+/// What an engine did for a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    /// Tokens of the prompt read (or of the texts embedded).
+    pub input_tokens: u32,
+    /// With an answer, the tokens generated; without one, the pieces of output handed on.
+    pub output_tokens: u32,
+    /// Texts embedded (with an answer, every text of the batch; without one, those of a batch
+    /// that ran to its end after its requester left or its deadline passed).
+    pub items: u32,
+    /// The engine was given the prompt (or the texts).
+    pub prompt_read: bool,
+}
+
+/// A job as its task runs it (its settlement taken apart).
+struct Order {
+    request: Request,
+    received: Instant,
+    deadline: Instant,
+    frames: mpsc::Sender<ResponseFrame>,
 }
 
 /// Messages of a model host.
@@ -141,10 +198,6 @@ pub struct Arguments {
     pub node: String,
     /// Injected faults.
     pub faults: Arc<Faults>,
-    /// Where charges are recorded, durably, before a final frame leaves this node.
-    pub ledger: LedgerWriter,
-    /// Where charges are counted.
-    pub meter: MeterHandle,
 }
 
 /// The host's state.
@@ -153,8 +206,6 @@ pub struct State {
     backend: Arc<Backend>,
     node: Arc<str>,
     faults: Arc<Faults>,
-    ledger: LedgerWriter,
-    meter: MeterHandle,
     queue: VecDeque<Job>,
     running: JoinSet<()>,
     /// Requests running per account, for fair turns.
@@ -195,8 +246,6 @@ impl Actor for ModelHost {
             backend: args.backend,
             node: args.node.into(),
             faults: args.faults,
-            ledger: args.ledger,
-            meter: args.meter,
             queue: VecDeque::new(),
             running: JoinSet::new(),
             running_by: fairness::Running::default(),
@@ -345,82 +394,61 @@ impl State {
         let account = account_of(&job).to_owned();
         self.running_by.start(&account);
         let span = tracing::info_span!("request", node = %self.node, model = %self.spec.id, request_id = %job.request.id);
-        let (spec, backend, node, faults, myself) = (
+        let (spec, backend, faults, myself) = (
             self.spec.clone(),
             self.backend.clone(),
-            self.node.clone(),
             self.faults.clone(),
             myself.clone(),
         );
-        let (ledger, meter) = (self.ledger.clone(), self.meter.clone());
+        let Job {
+            request,
+            received,
+            deadline,
+            frames,
+            settle,
+        } = job;
+        let job = Order {
+            request,
+            received,
+            deadline,
+            frames,
+        };
         self.running.spawn(
             async move {
-                let frames = job.frames.clone();
                 let started = Instant::now();
                 let streamed = Streamed::default();
                 let work = async {
                     if faults.take_job_panic() {
                         panic!("injected fault: job panics");
                     }
-                    match run(&spec, &backend, &node, &job, &streamed).await {
-                        Ok(mut response) => {
-                            let items = match &job.request.input {
-                                Input::Embed(texts) => texts.len() as u64,
-                                _ => 0,
-                            };
-                            let charge = charge(&spec, &node, &job, response.usage, items, &ledger, &meter);
-                            response.usage.micro_neurons = charge.await?;
-                            Ok(response)
-                        }
-                        Err(error) => {
-                            // What ran is charged however the request ended: output that
-                            // reached the requester, a prompt the engine read before the
-                            // requester left or the deadline passed, texts embedded. Stopping
-                            // early must not make a run free.
-                            let pieces = streamed.pieces.load(Ordering::Relaxed);
-                            let items = streamed.items.load(Ordering::Relaxed);
-                            let read_prompt = streamed.started.load(Ordering::Relaxed)
-                                && matches!(error.code, ErrorCode::Cancelled | ErrorCode::DeadlineExceeded);
-                            if pieces > 0 || items > 0 || read_prompt {
-                                let usage = Usage {
-                                    input_tokens: streamed.prompt_tokens.load(Ordering::Relaxed),
-                                    output_tokens: pieces,
-                                    micro_neurons: 0,
-                                };
-                                if let Err(e) = charge(&spec, &node, &job, usage, u64::from(items), &ledger, &meter).await {
-                                    tracing::error!(error = %e.message, "work that ran not charged");
-                                }
-                            }
-                            Err(error)
-                        }
-                    }
+                    let ran = run(&spec, &backend, &job, &streamed, started).await;
+                    settle(ran).await
                 };
-                let outcome = AssertUnwindSafe(work).catch_unwind().await.unwrap_or_else(|_| {
-                    tracing::error!("a job panicked; its slot is freed");
-                    Err(WireError::new(
-                        ErrorCode::Internal,
-                        "the model failed while running this request",
-                    ))
-                });
+                let last = AssertUnwindSafe(work)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::error!("a job panicked; its slot is freed");
+                        ResponseFrame::Error(WireError::new(
+                            ErrorCode::Internal,
+                            "the model failed while running this request",
+                        ))
+                    });
                 let took = started.elapsed();
-                let ok = outcome.is_ok();
+                let ok = matches!(last, ResponseFrame::Final(_));
                 // The work has stopped: free the slot before waiting to deliver the last frame.
                 let _ = myself.cast(Msg::Finished { ok, took, account });
-                let last = match outcome {
-                    Ok(final_response) => ResponseFrame::Final(final_response),
-                    Err(error) => {
-                        tracing::debug!(code = %error.code, message = %error.message, "request failed");
-                        ResponseFrame::Error(error)
-                    }
-                };
-                let _ = frames.send_timeout(last, LAST_FRAME_TIMEOUT).await;
+                if let ResponseFrame::Error(error) = &last {
+                    tracing::debug!(code = %error.code, message = %error.message, "request failed");
+                }
+                let _ = job.frames.send_timeout(last, LAST_FRAME_TIMEOUT).await;
             }
             .instrument(span),
         );
     }
 }
 
-/// What a job has run so far, for charging it when it ends without an answer.
+/// What a job has run so far, to report when it ends without an answer.
 #[derive(Debug, Default)]
 struct Streamed {
     /// Tokens of the prompt (or of the texts embedded).
@@ -433,106 +461,55 @@ struct Streamed {
     items: AtomicU32,
 }
 
-/// Prices what ran, records it in the ledger durably and counts it, before the final frame
-/// leaves: a final response a client receives always has its ledger record. Returns the
-/// micro-Neurons charged.
-async fn charge(
-    spec: &ModelSpec,
-    node: &str,
-    job: &Job,
-    usage: Usage,
-    items: u64,
-    ledger: &LedgerWriter,
-    meter: &MeterHandle,
-) -> Result<u64, WireError> {
-    let request = &job.request;
-    let (Some(account), Some(charge_id)) = (&request.account, request.charge_id) else {
-        return Err(WireError::new(
-            ErrorCode::Internal,
-            "a request reached a model without an account or charge id",
-        ));
-    };
-    let micro = pricing::cost(
-        spec.pricing,
-        pricing::Metered {
-            input_tokens: u64::from(usage.input_tokens),
-            output_tokens: u64::from(usage.output_tokens),
-            items,
-        },
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let day = crate::metering::usage::day_of(now.as_secs());
-    let record = Record {
-        // 32 hex digits, as every other place shows a request id (`x-request-id`, the dashboard).
-        charge_id: format!("{charge_id:032x}"),
-        request_id: format!("{:032x}", request.id),
-        account: account.name.clone(),
-        key_id: account.key_id.clone(),
-        model: spec.id.clone(),
-        input_tokens: u64::from(usage.input_tokens),
-        output_tokens: u64::from(usage.output_tokens),
-        micro_neurons: micro,
-        entry: request
-            .path
-            .first()
-            .cloned()
-            .unwrap_or_else(|| node.to_owned()),
-        executor: node.to_owned(),
-        at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
-        day,
-    };
-    match ledger.commit(record).await {
-        Ok(true) => meter.charged(charge_id, day, &account.name, micro),
-        // Charged already (a handoff retried after this node had answered): not twice.
-        Ok(false) => {}
-        Err(e) => {
-            tracing::error!(error = %e, "charge not recorded; the answer is withheld");
-            return Err(WireError::new(
-                ErrorCode::Internal,
-                "the charge for this request could not be recorded",
-            ));
+impl Streamed {
+    /// What ran, for a job that ended without an answer.
+    fn work(&self) -> Work {
+        Work {
+            input_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            output_tokens: self.pieces.load(Ordering::Relaxed),
+            items: self.items.load(Ordering::Relaxed),
+            prompt_read: self.started.load(Ordering::Relaxed),
         }
     }
-    Ok(micro)
 }
 
-/// Runs one job on the backend, within its deadline.
+/// Runs one job on the backend, within its deadline, and reports what ran.
 async fn run(
     spec: &ModelSpec,
     backend: &Arc<Backend>,
-    node: &str,
-    job: &Job,
+    job: &Order,
     streamed: &Streamed,
-) -> Result<FinalResponse, WireError> {
-    let started = Instant::now();
-    let queue_ms = ms(started - job.received);
-    let (output, usage, first_token_at) = execute(spec, backend, job, streamed).await?;
-    let first_token_ms = first_token_at.map(|t| ms(t - job.received));
-    let total_ms = ms(job.received.elapsed());
-    Ok(FinalResponse {
-        id: job.request.id,
-        output,
-        usage,
-        timings: Timings {
-            queue_ms,
-            first_token_ms,
-            total_ms,
+    started: Instant,
+) -> Ran {
+    let outcome = execute(spec, backend, job, streamed).await;
+    let ended = Instant::now();
+    match outcome {
+        Ok((output, usage, first_token_at)) => {
+            let items = match &job.request.input {
+                Input::Embed(texts) => u32::try_from(texts.len()).unwrap_or(u32::MAX),
+                _ => 0,
+            };
+            Ran {
+                outcome: Ok(output),
+                work: Work {
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    items,
+                    prompt_read: true,
+                },
+                started,
+                first_token_at,
+                ended,
+            }
+        }
+        Err(error) => Ran {
+            outcome: Err(error),
+            work: streamed.work(),
+            started,
+            first_token_at: None,
+            ended,
         },
-        route: Route {
-            entry: node.to_owned(),
-            executed_by: node.to_owned(),
-            path: vec![node.to_owned()],
-            attempts: Vec::new(),
-            per_hop: vec![HopTime {
-                node: node.to_owned(),
-                first_token_ms,
-                total_ms,
-            }],
-        },
-        cache: ganglion_client::protocol::CacheReport::bypass(),
-    })
+    }
 }
 
 type Executed = (Output, Usage, Option<Instant>);
@@ -543,7 +520,7 @@ type Embedded = Result<(Vec<Vec<f32>>, u32), BackendError>;
 async fn execute(
     spec: &ModelSpec,
     backend: &Arc<Backend>,
-    job: &Job,
+    job: &Order,
     streamed: &Streamed,
 ) -> Result<Executed, WireError> {
     let wrong_input = |task: &str, takes: &str| {
@@ -556,11 +533,13 @@ async fn execute(
         || backend_error(BackendError::DeadlineExceeded, Some(job.received.elapsed()));
     match (&**backend, &job.request.input) {
         (Backend::Text(generator), Input::Chat(messages)) => {
-            let max_tokens = job
-                .request
-                .parameters
-                .max_tokens
-                .unwrap_or(spec.default_max_tokens);
+            // Admission gave every chat request its model's default.
+            let Some(max_tokens) = job.request.parameters.max_tokens else {
+                return Err(WireError::new(
+                    ErrorCode::Internal,
+                    "a chat request reached the model without `max_tokens`",
+                ));
+            };
             let prompt_tokens = generator
                 .count_prompt_tokens(messages, job.deadline)
                 .await

@@ -72,6 +72,87 @@ impl Child {
             },
         })
     }
+
+    /// The name the child's actor registers under.
+    fn actor_name(&self) -> String {
+        match self {
+            Self::Directory => "ganglion.peer_directory".into(),
+            Self::Meter => "ganglion.meter".into(),
+            Self::Router => "ganglion.router".into(),
+            Self::Gateway => "ganglion.gateway".into(),
+            Self::ClusterHost => "ganglion.cluster_host".into(),
+            Self::Admin => "ganglion.admin".into(),
+            Self::Model(id) => model_host::actor_name(id),
+            Self::CacheShard(index) => crate::cache::shard_name(*index),
+        }
+    }
+}
+
+/// What a child is started from: its actor's arguments, which say which child they start. With
+/// [`Child::actor_name`], the table of child kinds that every start and restart goes through
+/// (the admin actor, whose arguments hold a listener, is started by [`spawn_admin`]).
+trait ChildSpec: Clone + Send + 'static {
+    /// The actor these arguments start.
+    type Starts: Actor<Arguments = Self> + Default;
+
+    /// The child they start.
+    fn child(&self) -> Child;
+}
+
+impl ChildSpec for meter::Arguments {
+    type Starts = meter::Meter;
+
+    fn child(&self) -> Child {
+        Child::Meter
+    }
+}
+
+impl ChildSpec for peer_directory::Arguments {
+    type Starts = peer_directory::PeerDirectory;
+
+    fn child(&self) -> Child {
+        Child::Directory
+    }
+}
+
+impl ChildSpec for router::Arguments {
+    type Starts = router::Router;
+
+    fn child(&self) -> Child {
+        Child::Router
+    }
+}
+
+impl ChildSpec for gateway::Arguments {
+    type Starts = gateway::Gateway;
+
+    fn child(&self) -> Child {
+        Child::Gateway
+    }
+}
+
+impl ChildSpec for cluster_host::Arguments {
+    type Starts = cluster_host::ClusterHost;
+
+    fn child(&self) -> Child {
+        Child::ClusterHost
+    }
+}
+
+impl ChildSpec for model_host::Arguments {
+    type Starts = model_host::ModelHost;
+
+    fn child(&self) -> Child {
+        Child::Model(self.spec.id.clone())
+    }
+}
+
+impl ChildSpec for cache_shard::Arguments {
+    type Starts = cache_shard::CacheShard;
+
+    fn child(&self) -> Child {
+        Child::CacheShard(self.index)
+    }
 }
 
 /// Messages of the supervisor.
@@ -105,7 +186,7 @@ pub struct Arguments {
     /// Hosting decisions, for `/admin/models`.
     pub hosting: Vec<ModelStatus>,
     /// Deadlines the node grants.
-    pub request_limits: request::Limits,
+    pub request_limits: crate::config::requests::Limits,
     /// Whether the fault-injection admin route is on.
     pub fault_injection: bool,
     /// API keys: verifier, revoked set, anonymous access.
@@ -152,11 +233,44 @@ struct Specs {
     shards: Vec<cache_shard::Arguments>,
 }
 
+/// The running children: which child each actor is, and each child's actor.
+#[derive(Default)]
+struct Children {
+    live: HashMap<ActorId, Child>,
+    cells: HashMap<Child, ActorCell>,
+}
+
+impl Children {
+    /// Records `cell` as the running `child`.
+    fn remember(&mut self, child: Child, cell: ActorCell) {
+        self.live.insert(cell.get_id(), child.clone());
+        self.cells.insert(child, cell);
+    }
+
+    /// The child the actor `id` was, if it is one; it is no longer running.
+    fn forget(&mut self, id: &ActorId) -> Option<Child> {
+        let child = self.live.remove(id)?;
+        self.cells.remove(&child);
+        Some(child)
+    }
+
+    /// Starts the child `spec` describes for the first time, and records it.
+    async fn start<S: ChildSpec>(
+        &mut self,
+        spec: S,
+        supervisor: &ActorCell,
+    ) -> Result<ActorRef<<S::Starts as Actor>::Msg>, ActorProcessingErr> {
+        let child = spec.child();
+        let actor = start(spec, supervisor).await?;
+        self.remember(child, actor.get_cell());
+        Ok(actor)
+    }
+}
+
 /// The supervisor's state.
 pub struct State {
     specs: Specs,
-    live: HashMap<ActorId, Child>,
-    cells: HashMap<Child, ActorCell>,
+    children: Children,
     restarts: HashMap<Child, VecDeque<Instant>>,
     directory: ActorSlot<peer_directory::Msg>,
     meter: ActorSlot<meter::Msg>,
@@ -178,20 +292,14 @@ impl Actor for NodeSupervisor {
         myself: ActorRef<Msg>,
         args: Arguments,
     ) -> Result<State, ActorProcessingErr> {
-        let cell = myself.get_cell();
+        let me = myself.get_cell();
         let name = args.node_info.name.clone();
-        let states = ModelStates::default();
         let faults = Arc::new(Faults::new(args.fault_injection));
         let supervisor = myself.clone();
         faults.install_kill_switch(Box::new(move |name| {
             Child::parse(name).is_some_and(|child| supervisor.cast(Msg::Kill(child)).is_ok())
         }));
-        let mut live = HashMap::new();
-        let mut cells = HashMap::new();
-        let mut remember = |child: Child, actor: ActorCell| {
-            live.insert(actor.get_id(), child.clone());
-            cells.insert(child, actor);
-        };
+        let mut children = Children::default();
 
         let usage_changed = Arc::new(tokio::sync::Notify::new());
         let meter_args = meter::Arguments {
@@ -199,21 +307,13 @@ impl Actor for NodeSupervisor {
             ledger: args.ledger.clone(),
             changed: usage_changed.clone(),
         };
-        let meter_actor = spawn(
-            "ganglion.meter".into(),
-            meter::Meter,
-            meter_args.clone(),
-            &cell,
-        )
-        .await?;
-        remember(Child::Meter, meter_actor.get_cell());
-        let meter_slot = ActorSlot::new(meter_actor);
-        let meter_handle = meter::MeterHandle(meter_slot.clone());
+        let meter = ActorSlot::new(children.start(meter_args.clone(), &me).await?);
+        let meter_handle = meter::MeterHandle(meter.clone());
         let ledger_writer = crate::metering::ledger::LedgerWriter::start(args.ledger.clone());
 
+        let states = ModelStates::default();
         let mut model_specs = BTreeMap::new();
         let mut hosts = BTreeMap::new();
-        let mut handles = BTreeMap::new();
         for (spec, backend, slots) in args.models {
             let id = spec.id.clone();
             let host_args = model_host::Arguments {
@@ -225,24 +325,17 @@ impl Actor for NodeSupervisor {
                     .unwrap_or_else(|| crate::config::default_queue_depth(slots)),
                 node: name.clone(),
                 faults: faults.clone(),
-                ledger: ledger_writer.clone(),
-                meter: meter_handle.clone(),
             };
             states.set(&id, ModelState::Loading);
-            let host = spawn(
-                model_host::actor_name(&id),
-                model_host::ModelHost,
-                host_args.clone(),
-                &cell,
-            )
-            .await?;
+            let host = children.start(host_args.clone(), &me).await?;
             states.set(&id, ModelState::Hosted);
-            remember(Child::Model(id.clone()), host.get_cell());
-            let slot = ActorSlot::new(host);
-            handles.insert(id.clone(), model_host::ModelHostHandle(slot.clone()));
-            hosts.insert(id.clone(), slot);
+            hosts.insert(id.clone(), ActorSlot::new(host));
             model_specs.insert(id, host_args);
         }
+        let handles = hosts
+            .iter()
+            .map(|(id, slot)| (id.clone(), model_host::ModelHostHandle(slot.clone())))
+            .collect();
         let local_models = model_host::LocalModels::new(handles, states.clone());
 
         let shard_specs: Vec<cache_shard::Arguments> = (0..args.cache.shards)
@@ -253,15 +346,7 @@ impl Actor for NodeSupervisor {
             .collect();
         let mut shard_slots = Vec::new();
         for spec in &shard_specs {
-            let shard = spawn(
-                crate::cache::shard_name(spec.index),
-                cache_shard::CacheShard,
-                spec.clone(),
-                &cell,
-            )
-            .await?;
-            remember(Child::CacheShard(spec.index), shard.get_cell());
-            shard_slots.push(ActorSlot::new(shard));
+            shard_slots.push(ActorSlot::new(children.start(spec.clone(), &me).await?));
         }
         let sessions = SessionNodes::default();
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -287,29 +372,13 @@ impl Actor for NodeSupervisor {
             faults: faults.clone(),
             mesh_size: mesh_size.clone(),
         };
-        let directory = spawn(
-            "ganglion.peer_directory".into(),
-            peer_directory::PeerDirectory,
-            directory_args.clone(),
-            &cell,
-        )
-        .await?;
-        remember(Child::Directory, directory.get_cell());
-        let directory = ActorSlot::new(directory);
+        let directory = ActorSlot::new(children.start(directory_args.clone(), &me).await?);
         let directory_handle = peer_directory::PeerDirectoryHandle(directory.clone());
 
         let router_args = router::Arguments {
             directory: directory_handle.clone(),
         };
-        let router = spawn(
-            "ganglion.router".into(),
-            router::Router,
-            router_args.clone(),
-            &cell,
-        )
-        .await?;
-        remember(Child::Router, router.get_cell());
-        let router = ActorSlot::new(router);
+        let router = ActorSlot::new(children.start(router_args.clone(), &me).await?);
         let router_handle = router::RouterHandle(router.clone());
 
         let gateway_args = gateway::Arguments {
@@ -321,6 +390,7 @@ impl Actor for NodeSupervisor {
                 limits: args.request_limits,
                 auth: args.auth.clone(),
                 meter: meter_handle.clone(),
+                ledger: ledger_writer.clone(),
                 directory: directory_handle.clone(),
                 cache: request::cache::Settings {
                     shards: shards.clone(),
@@ -331,15 +401,7 @@ impl Actor for NodeSupervisor {
             },
             http: args.http,
         };
-        let gateway = spawn(
-            "ganglion.gateway".into(),
-            gateway::Gateway,
-            gateway_args.clone(),
-            &cell,
-        )
-        .await?;
-        remember(Child::Gateway, gateway.get_cell());
-        let gateway = ActorSlot::new(gateway);
+        let gateway = ActorSlot::new(children.start(gateway_args.clone(), &me).await?);
 
         let reporter = crate::dashboard::report::Reporter::new(crate::dashboard::report::Parts {
             info: args.node_info.clone(),
@@ -357,28 +419,27 @@ impl Actor for NodeSupervisor {
             liveness: c.liveness,
             cluster_tcp: c.cluster_tcp,
             directory: directory_handle.clone(),
-            gateway: gateway::GatewayHandle(gateway.clone()),
+            clients: {
+                let gateway = gateway::GatewayHandle(gateway.clone());
+                cluster_host::ClientDoor::new(move |connection| gateway.connection(connection))
+            },
             limits: c.limits,
-            meter: meter_handle.clone(),
-            cache: shards.clone(),
+            servers: peer_servers(
+                gateway::GatewayHandle(gateway.clone()),
+                meter_handle.clone(),
+                shards.clone(),
+                reporter.clone(),
+                args.auth.revoked.clone(),
+            ),
             sessions,
-            reporter: reporter.clone(),
-            revoked: args.auth.revoked.clone(),
         };
-        let cluster = spawn(
-            "ganglion.cluster_host".into(),
-            cluster_host::ClusterHost,
-            cluster_args.clone(),
-            &cell,
-        )
-        .await?;
-        remember(Child::ClusterHost, cluster.get_cell());
+        let cluster = children.start(cluster_args.clone(), &me).await?;
 
         let admin_context = crate::admin::Context::new(crate::admin::ContextParts {
             info: args.node_info,
             token: args.admin_token,
             directory: directory_handle,
-            root: cell.clone(),
+            root: me.clone(),
             faults: faults.clone(),
             hosting: args.hosting,
             router: router_handle,
@@ -396,8 +457,8 @@ impl Actor for NodeSupervisor {
                 context: gateway_args.context.clone(),
             }),
         });
-        let admin = spawn_admin(&args.admin_listener, admin_context.clone(), &cell).await?;
-        remember(Child::Admin, admin.get_cell());
+        let admin = spawn_admin(&args.admin_listener, admin_context.clone(), &me).await?;
+        children.remember(Child::Admin, admin.get_cell());
 
         Ok(State {
             specs: Specs {
@@ -411,11 +472,10 @@ impl Actor for NodeSupervisor {
                 meter: meter_args,
                 shards: shard_specs,
             },
-            live,
-            cells,
+            children,
             restarts: HashMap::new(),
             directory,
-            meter: meter_slot,
+            meter,
             router,
             gateway,
             cluster: Some(cluster),
@@ -446,7 +506,7 @@ impl Actor for NodeSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             Msg::Kill(child) => {
-                if let Some(cell) = state.cells.get(&child) {
+                if let Some(cell) = state.children.cells.get(&child) {
                     tracing::warn!(?child, "fault injection: killing a child");
                     cell.kill();
                 }
@@ -468,10 +528,9 @@ impl Actor for NodeSupervisor {
             }
             _ => return Ok(()),
         };
-        let Some(child) = state.live.remove(&cell.get_id()) else {
+        let Some(child) = state.children.forget(&cell.get_id()) else {
             return Ok(());
         };
-        state.cells.remove(&child);
         tracing::error!(?child, %why, "node actor ended; restarting it");
         if !state.may_restart(&child) {
             if let Child::CacheShard(index) = &child {
@@ -521,107 +580,31 @@ impl State {
         true
     }
 
+    /// Starts `child` again from the arguments it was first started with, and puts the new
+    /// actor where the handles others hold find it. A child whose arguments are gone is left.
     async fn restart(&mut self, child: &Child, me: &ActorCell) -> Result<(), ActorProcessingErr> {
         let cell = match child {
-            Child::Meter => {
-                let actor = spawn(
-                    "ganglion.meter".into(),
-                    meter::Meter,
-                    self.specs.meter.clone(),
-                    me,
-                )
-                .await?;
-                self.meter.replace(actor.clone());
-                actor.get_cell()
-            }
+            Child::Meter => respawn(self.specs.meter.clone(), &self.meter, me).await?,
             Child::Directory => {
-                let actor = spawn(
-                    "ganglion.peer_directory".into(),
-                    peer_directory::PeerDirectory,
-                    self.specs.directory.clone(),
-                    me,
-                )
-                .await?;
-                self.directory.replace(actor.clone());
+                let cell = respawn(self.specs.directory.clone(), &self.directory, me).await?;
                 // The new directory knows no peer yet: the cluster host tells it again.
                 if let Some(cluster) = &self.cluster {
                     let _ = cluster.cast(cluster_host::Msg::ReplayLinks);
                 }
-                actor.get_cell()
+                cell
             }
-            Child::Router => {
-                let actor = spawn(
-                    "ganglion.router".into(),
-                    router::Router,
-                    self.specs.router.clone(),
-                    me,
-                )
-                .await?;
-                self.router.replace(actor.clone());
-                actor.get_cell()
-            }
-            Child::Gateway => {
-                let actor = spawn(
-                    "ganglion.gateway".into(),
-                    gateway::Gateway,
-                    self.specs.gateway.clone(),
-                    me,
-                )
-                .await?;
-                self.gateway.replace(actor.clone());
-                actor.get_cell()
-            }
-            Child::ClusterHost => {
-                self.cluster = None;
-                // The old host's NodeServer (and with it every session) goes first; peers
-                // reconnect to the new one.
-                if let Some(server) = ractor::registry::where_is(cluster_host::NODE_SERVER_NAME) {
-                    let _ = server
-                        .stop_and_wait(
-                            Some("cluster host restarting".into()),
-                            Some(Duration::from_secs(5)),
-                        )
-                        .await;
-                }
-                // ractor_cluster's TCP listener of the old host releases its port only as its
-                // actor winds down: retry for a little while.
-                let mut attempt = 0;
-                let actor = loop {
-                    let spawned = spawn(
-                        "ganglion.cluster_host".into(),
-                        cluster_host::ClusterHost,
-                        self.specs.cluster.clone(),
-                        me,
-                    )
-                    .await;
-                    match spawned {
-                        Ok(actor) => break actor,
-                        Err(e) if attempt < CLUSTER_RESTART_ATTEMPTS => {
-                            attempt += 1;
-                            tracing::debug!(error = %e, attempt, "cluster host not restarted yet; retrying");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                };
-                self.cluster = Some(actor.clone());
-                actor.get_cell()
-            }
+            Child::Router => respawn(self.specs.router.clone(), &self.router, me).await?,
+            Child::Gateway => respawn(self.specs.gateway.clone(), &self.gateway, me).await?,
+            Child::ClusterHost => self.restart_cluster_host(me).await?,
             Child::Admin => spawn_admin(&self.specs.admin_listener, self.specs.admin.clone(), me)
                 .await?
                 .get_cell(),
             Child::Model(id) => {
-                let Some(args) = self.specs.models.get(id) else {
+                let Some(spec) = self.specs.models.get(id) else {
                     return Ok(());
                 };
                 self.states.set(id, ModelState::Restarting);
-                let actor = spawn(
-                    model_host::actor_name(id),
-                    model_host::ModelHost,
-                    args.clone(),
-                    me,
-                )
-                .await?;
+                let actor = start(spec.clone(), me).await?;
                 if let Some(slot) = self.hosts.get(id) {
                     slot.replace(actor.clone());
                 }
@@ -629,35 +612,77 @@ impl State {
                 actor.get_cell()
             }
             Child::CacheShard(index) => {
-                let (Some(args), Some(slot)) = (
-                    self.specs.shards.get(usize::from(*index)),
-                    self.shards.get(usize::from(*index)),
-                ) else {
+                let index = usize::from(*index);
+                let (Some(spec), Some(slot)) =
+                    (self.specs.shards.get(index), self.shards.get(index))
+                else {
                     return Ok(());
                 };
-                let actor = spawn(
-                    crate::cache::shard_name(*index),
-                    cache_shard::CacheShard,
-                    args.clone(),
-                    me,
-                )
-                .await?;
-                slot.replace(actor.clone());
-                actor.get_cell()
+                respawn(spec.clone(), slot, me).await?
             }
         };
         tracing::info!(?child, "node actor restarted");
-        self.live.insert(cell.get_id(), child.clone());
-        self.cells.insert(child.clone(), cell);
+        self.children.remember(child.clone(), cell);
         Ok(())
     }
+
+    /// Starts the cluster host again. The old host's NodeServer (and with it every session)
+    /// goes first; peers reconnect to the new one.
+    async fn restart_cluster_host(
+        &mut self,
+        me: &ActorCell,
+    ) -> Result<ActorCell, ActorProcessingErr> {
+        self.cluster = None;
+        if let Some(server) = ractor::registry::where_is(cluster_host::NODE_SERVER_NAME) {
+            let _ = server
+                .stop_and_wait(
+                    Some("cluster host restarting".into()),
+                    Some(Duration::from_secs(5)),
+                )
+                .await;
+        }
+        // ractor_cluster's TCP listener of the old host releases its port only as its actor
+        // winds down: retry for a little while.
+        let mut attempt = 0;
+        let actor = loop {
+            match start(self.specs.cluster.clone(), me).await {
+                Ok(actor) => break actor,
+                Err(e) if attempt < CLUSTER_RESTART_ATTEMPTS => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "cluster host not restarted yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.cluster = Some(actor.clone());
+        Ok(actor.get_cell())
+    }
+}
+
+/// Starts the child `spec` describes, linked to `supervisor`, under the child's name.
+async fn start<S: ChildSpec>(
+    spec: S,
+    supervisor: &ActorCell,
+) -> Result<ActorRef<<S::Starts as Actor>::Msg>, ActorProcessingErr> {
+    spawn::<S::Starts>(spec.child().actor_name(), spec, supervisor).await
+}
+
+/// Starts the child `spec` describes again, and puts it in `slot`.
+async fn respawn<S: ChildSpec>(
+    spec: S,
+    slot: &ActorSlot<<S::Starts as Actor>::Msg>,
+    supervisor: &ActorCell,
+) -> Result<ActorCell, ActorProcessingErr> {
+    let actor = start(spec, supervisor).await?;
+    slot.replace(actor.clone());
+    Ok(actor.get_cell())
 }
 
 /// Spawns a child linked to `supervisor` under `name`; if the name is still held (a stopped
 /// actor's registration not yet released), without it.
 async fn spawn<A: Actor + Default>(
     name: String,
-    _actor: A,
     args: A::Arguments,
     supervisor: &ActorCell,
 ) -> Result<ActorRef<A::Msg>, ActorProcessingErr>
@@ -693,7 +718,7 @@ async fn spawn_admin(
             context: context.clone(),
         })
     };
-    let name = "ganglion.admin".to_owned();
+    let name = Child::Admin.actor_name();
     match admin::Admin::spawn_linked(
         Some(name.clone()),
         admin::Admin,
@@ -712,4 +737,32 @@ async fn spawn_admin(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Who serves each kind of stream a peer opens: the actors that own the state.
+fn peer_servers(
+    gateway: gateway::GatewayHandle,
+    meter: meter::MeterHandle,
+    shards: cache_shard::Shards,
+    reporter: crate::dashboard::report::Reporter,
+    revoked: crate::credentials::revoked::RevokedKeys,
+) -> crate::peer::Servers {
+    use ganglion_client::PeerStreamKind as Kind;
+    crate::peer::Servers::default()
+        .with(Kind::Data, move |peer, send, recv| {
+            gateway.peer_stream(peer, send, recv);
+            std::future::ready(())
+        })
+        .with(Kind::Quota, move |peer, send, recv| {
+            meter::serve_quota_stream(meter.clone(), peer, send, recv)
+        })
+        .with(Kind::Cache, move |peer, send, recv| {
+            cache_shard::remote::serve(shards.clone(), peer, send, recv)
+        })
+        .with(Kind::Report, move |peer, send, recv| {
+            crate::dashboard::serve(reporter.clone(), peer, send, recv)
+        })
+        .with(Kind::Revoked, move |_, send, _| {
+            peer_directory::serve_revoked(revoked.clone(), send)
+        })
 }

@@ -38,8 +38,6 @@ use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-/// Connections served at once by default.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Connections from one address at once (loopback excepted).
 pub const MAX_PER_ADDRESS: usize = 64;
 /// A request head (or the next one, on a kept-alive connection) must arrive within this time.
@@ -537,6 +535,7 @@ impl AsyncWrite for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::http::DEFAULT_MAX_CONNECTIONS;
 
     #[test]
     fn an_address_gets_its_places_and_loopback_only_the_total() {

@@ -225,6 +225,27 @@ impl Store {
     }
 }
 
+/// A node's cache shards, summed (the dashboard's report, `/metrics`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShardTotals {
+    /// Shards answering.
+    pub shards: usize,
+    /// Entries held.
+    pub entries: u64,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Byte budget.
+    pub capacity_bytes: u64,
+    /// Lookups answered.
+    pub hits: u64,
+    /// Lookups that found nothing.
+    pub misses: u64,
+    /// Entries evicted for room.
+    pub evictions: u64,
+    /// Requests that entered here and bypassed the cache.
+    pub bypasses: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,9 @@ pub fn admin_token() -> Option<String> {
     std::env::var(ADMIN_TOKEN).ok().filter(|t| !t.is_empty())
 }
 
-/// The user's home folder, for default state locations.
-pub fn home_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os("HOME").map(Into::into)
-}
+/// The user's home folder (`HOME`), for default state locations. Read by the model store,
+/// which sits below config and finds its default folder there.
+pub use crate::models::store::home_dir;
 
 /// Base URL of the PyPI "simple" index that `models pull` fetches wheels from.
 pub const PYPI_INDEX: &str = "GANGLION_PYPI_INDEX";

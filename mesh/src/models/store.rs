@@ -35,6 +35,12 @@ pub enum StoreError {
     },
 }
 
+/// The user's home folder (`HOME`), for default state locations (this store's, and the node's
+/// data folder; `config::env` lists it with the other variables the node reads).
+pub fn home_dir() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(Into::into)
+}
+
 /// The cache folder of model files.
 #[derive(Debug, Clone)]
 pub struct ModelStore {
@@ -49,7 +55,7 @@ impl ModelStore {
 
     /// The default location: `$HOME/.cache/ganglion/models`.
     pub fn default_root() -> Option<PathBuf> {
-        crate::config::env::home_dir().map(|h| h.join(".cache/ganglion/models"))
+        home_dir().map(|h| h.join(".cache/ganglion/models"))
     }
 
     /// The store's root folder.

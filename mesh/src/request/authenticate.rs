@@ -5,7 +5,8 @@
 
 use ganglion_client::protocol::{Account, ErrorCode, Plan, Request, WireError};
 
-use super::Origin;
+use super::admit::Admitted;
+use super::{Context, Flow, Origin, Responder, fail};
 use crate::credentials::api_keys::{KeyVerifier, RevokedKeys};
 
 /// The account keyless requests are served as, when the node allows them.
@@ -49,6 +50,23 @@ pub fn client_account(auth: &Auth, key: Option<String>, now: u64) -> Result<Acco
             daily_limit: claims.daily_limit,
         }),
         Err(e) => refused(&e.to_string()),
+    }
+}
+
+/// Gives the request its account, or answers `unauthenticated` (or `invalid_input`, for a peer
+/// that did not say whose request it hands over).
+pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Responder) -> Flow {
+    match authenticate(
+        &ctx.auth,
+        &admitted.origin,
+        &mut admitted.request,
+        admitted.now,
+    ) {
+        Ok(()) => Flow::Next(()),
+        Err(error) => {
+            fail(out, error).await;
+            Flow::Ended
+        }
     }
 }
 

@@ -12,20 +12,17 @@
 
 use std::time::{Duration, Instant};
 
-use ganglion_client::protocol::{
-    CacheReport, CacheStatus, FinalResponse, HopTime, Output, ResponseFrame, Route, Timings, Usage,
-};
+use ganglion_client::protocol::{CacheReport, CacheStatus, Output, ResponseFrame, Timings, Usage};
 
 use super::admit::Admitted;
 use super::authenticate::ANONYMOUS;
-use super::{Context, Gone, Responder, ms};
-use crate::actors::cache_shard::remote::{self, RemoteLease, RemoteLookup};
+use super::{Context, Flow, Gone, Origin, Responder, final_frame, ms};
 use crate::actors::cache_shard::{LocalLease, Lookup};
 use crate::cache::flight::Patience;
 use crate::cache::key::{CacheKey, key_of};
 use crate::cache::store::{Answer, Found};
 use crate::cache::{ShardId, owner_of};
-use crate::models::ModelSpec;
+use crate::peer::cache::{self as remote, RemoteLease, RemoteLookup};
 
 /// Most bytes of text in one replayed delta: a few frames for a typical answer, each small
 /// enough to reach a client early.
@@ -40,27 +37,28 @@ pub struct Settings {
     pub default_ttl: Duration,
 }
 
-/// How the cache stage ended.
+/// How the cache lookup ended.
 #[derive(Debug)]
 // Returned once per request and moved straight on: its size does not matter.
 #[allow(clippy::large_enum_variant)]
-pub enum Began {
+enum Began {
     /// Answered from the cache (or the requester left meanwhile).
     Answered,
-    /// Run the request; pass its frames through this filler.
+    /// Run the request, with this report and lease.
     Run(Filler),
 }
 
-/// What the cache stage leaves for the rest of the pipeline: the report for the final frame,
+/// What the cache lookup leaves for the rest of the pipeline: the report for the final frame,
 /// and, when this request leads its key's fill, the lease to fill under.
 #[derive(Debug)]
-pub struct Filler {
+struct Filler {
     report: CacheReport,
     fill: Option<Fill>,
 }
 
+/// The lease under which this request fills its key with its answer ([`Filling`]).
 #[derive(Debug)]
-struct Fill {
+pub struct Fill {
     lease: Lease,
     key: CacheKey,
     ttl_ms: u64,
@@ -85,13 +83,28 @@ impl Filler {
     }
 }
 
-/// Looks the request up; replays a hit, or says how to run it.
-pub async fn begin(
+/// Looks a client's request up: answers a hit, or goes on with the lease to fill its key
+/// under, if this request leads the fill, and the cache's report in `admitted` for its final
+/// frame. A request handed over by a peer goes on untouched (its entry node did all this).
+pub async fn run(
     ctx: &Context,
-    admitted: &Admitted,
-    spec: &ModelSpec,
+    admitted: &mut Admitted<'_>,
     out: &mut impl Responder,
-) -> Began {
+) -> Flow<Option<Fill>> {
+    if admitted.origin != Origin::Client {
+        return Flow::Next(None);
+    }
+    match begin(ctx, admitted, out).await {
+        Began::Answered => Flow::Ended,
+        Began::Run(Filler { report, fill }) => {
+            admitted.cache_report = Some(report);
+            Flow::Next(fill)
+        }
+    }
+}
+
+/// Looks the request up; replays a hit, or says how to run it.
+async fn begin(ctx: &Context, admitted: &Admitted<'_>, out: &mut impl Responder) -> Began {
     let settings = &ctx.cache;
     let request = &admitted.request;
     let mut bypass = || {
@@ -108,7 +121,9 @@ pub async fn begin(
     let Some(secret) = admitted.cache_secret.as_ref() else {
         return bypass();
     };
-    let Ok(key) = key_of(&account.name, secret, request, spec.default_max_tokens) else {
+    // Admission gave a chat request its `max_tokens`: the default here is never used.
+    let default_max_tokens = admitted.spec.default_max_tokens;
+    let Ok(key) = key_of(&account.name, secret, request, default_max_tokens) else {
         return bypass();
     };
     let members = settings.shards.members();
@@ -201,19 +216,20 @@ async fn remote_lookup(
         .shards
         .connection(&shard.node)
         .ok_or_else(|| format!("no connection to `{}`", shard.node))?;
-    remote::lookup(&connection, shard.index, key, patience, slot).await
+    remote::lookup(&connection, shard.index, key, patience, slot)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Answers from the cache: the text as deltas (as a live answer streams), then the final
 /// frame, free; the hit is counted for the account.
 async fn replay(
     ctx: &Context,
-    admitted: &Admitted,
+    admitted: &Admitted<'_>,
     shard: &ShardId,
     found: Found,
     out: &mut impl Responder,
 ) {
-    let request = &admitted.request;
     let report = CacheReport {
         status: CacheStatus::Hit,
         shard: Some(shard.label().to_owned()),
@@ -239,32 +255,24 @@ async fn replay(
         input_tokens,
         output_tokens,
     } = found.answer;
-    let response = FinalResponse {
-        id: request.id,
-        output,
-        usage: Usage {
-            input_tokens,
-            output_tokens,
-            micro_neurons: 0,
-        },
-        timings: Timings {
-            queue_ms: 0.0,
-            first_token_ms,
-            total_ms,
-        },
-        route: Route {
-            entry: ctx.node.clone(),
-            executed_by: ctx.node.clone(),
-            path: vec![ctx.node.clone()],
-            attempts: Vec::new(),
-            per_hop: vec![HopTime {
-                node: ctx.node.clone(),
-                first_token_ms,
-                total_ms,
-            }],
-        },
-        cache: report,
+    let usage = Usage {
+        input_tokens,
+        output_tokens,
+        micro_neurons: 0,
     };
+    let timings = Timings {
+        queue_ms: 0.0,
+        first_token_ms,
+        total_ms,
+    };
+    let response = final_frame::answered_here(
+        &ctx.node,
+        admitted.request.id,
+        output,
+        usage,
+        timings,
+        report,
+    );
     count_hit(ctx, admitted);
     let _ = out.send(ResponseFrame::Final(response)).await;
 }
@@ -272,7 +280,7 @@ async fn replay(
 /// The hit counts as a cached request of the account today. It writes no ledger record: it
 /// cost nothing, and an account past its quota could otherwise grow every ledger without
 /// bound through hits alone.
-fn count_hit(ctx: &Context, admitted: &Admitted) {
+fn count_hit(ctx: &Context, admitted: &Admitted<'_>) {
     if let Some(account) = &admitted.request.account {
         let day = crate::metering::usage::day_of(crate::metering::unix_now());
         ctx.meter.cached(day, &account.name);
@@ -300,31 +308,30 @@ fn chunks(text: &str, max: usize) -> impl Iterator<Item = &str> {
     })
 }
 
-/// A responder that puts the cache report on the final frame and, when this request leads its
-/// key's fill, stores the answer as it passes. A request that ends any other way drops the
-/// lease, and the next waiting request leads.
+/// A responder that, when this request leads its key's fill, stores the answer as its final
+/// frame passes. A request that ends any other way drops the lease, and the next waiting
+/// request leads.
 pub struct Filling<'a, R> {
     /// Where frames go.
     pub inner: &'a mut R,
-    /// The cache stage's report and lease (`None` for a request handed over by a peer: its
-    /// entry node reports and fills).
-    pub filler: Option<Filler>,
+    /// The lease to fill under (`None` when this request does not fill: a request handed over
+    /// by a peer, whose entry node fills, or one that runs without the cache).
+    pub fill: Option<Fill>,
 }
 
 impl<R: Responder> Responder for Filling<'_, R> {
-    async fn send(&mut self, mut frame: ResponseFrame) -> Result<(), Gone> {
-        if let (ResponseFrame::Final(response), Some(filler)) = (&mut frame, &mut self.filler) {
-            response.cache = filler.report.clone();
-            if let Some(fill) = filler.fill.take() {
-                let answer = Answer {
-                    output: response.output.clone(),
-                    input_tokens: response.usage.input_tokens,
-                    output_tokens: response.usage.output_tokens,
-                };
-                match fill.lease {
-                    Lease::Local(lease) => lease.fill(fill.key, answer, fill.ttl_ms),
-                    Lease::Remote(lease) => lease.fill(answer, fill.ttl_ms),
-                }
+    async fn send(&mut self, frame: ResponseFrame) -> Result<(), Gone> {
+        if let ResponseFrame::Final(response) = &frame
+            && let Some(fill) = self.fill.take()
+        {
+            let answer = Answer {
+                output: response.output.clone(),
+                input_tokens: response.usage.input_tokens,
+                output_tokens: response.usage.output_tokens,
+            };
+            match fill.lease {
+                Lease::Local(lease) => lease.fill(fill.key, answer, fill.ttl_ms),
+                Lease::Remote(lease) => lease.fill(answer, fill.ttl_ms),
             }
         }
         self.inner.send(frame).await

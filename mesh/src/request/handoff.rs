@@ -1,36 +1,23 @@
-//! Stage 3: hand the request to the best peers that host its model, one after another until
+//! Stage 6: hand the request to the best peers that host its model, one after another until
 //! one answers, before any output; relay that peer's answer, adding this node to its route.
 //!
 //! Every wait on the peer is bounded: opening the stream and sending the request by
-//! [`OPEN_TIMEOUT`], every response frame by the request's deadline.
+//! [`peer::handoff::OPEN_TIMEOUT`], every response frame by the request's deadline.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ganglion_client::protocol::{
-    Attempt, ClientRequest, ErrorCode, HopTime, MAX_OPEN_FRAME_LEN, MAX_REQUEST_FRAME_LEN,
-    MAX_RESPONSE_FRAME_LEN, Request, ResponseFrame, WireError,
-};
-use ganglion_client::{PeerStreamKind, read_frame, write_frame};
+use ganglion_client::protocol::{Attempt, ErrorCode, Request, ResponseFrame, WireError};
 use tracing::Instrument;
 
 use super::admit::Admitted;
-use super::{Context, Responder, fail, ms, retryable, unserved};
+use super::{Context, Responder, fail, final_frame, retryable, unserved};
 use crate::actors::router::Target;
+use crate::peer;
 
-/// Opening a data stream to a peer and sending it the request must take no longer.
-pub const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// QUIC stream error code sent to a peer when this node gives up on a handoff.
-const HANDOFF_ABANDONED: u32 = 2;
-
-/// Hands the request to peers in the router's order; `attempts` holds why this node (or
+/// Hands the request to peers in the router's order; its attempts hold why this node (or
 /// earlier candidates) did not serve it.
-pub async fn run(
-    ctx: &Context,
-    admitted: &Admitted,
-    mut attempts: Vec<Attempt>,
-    out: &mut impl Responder,
-) {
+pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Responder) {
+    let mut attempts = std::mem::take(&mut admitted.attempts);
     let request = &admitted.request;
     let route_text = request.path.join(" → ");
     if request.hop_budget == 0 {
@@ -80,7 +67,7 @@ pub async fn run(
                 attempts.push(Attempt {
                     node: target.name.clone(),
                     code: error.code,
-                    reason: crate::dashboard::recent::short(&error.message),
+                    reason: crate::metrics::recent::short(&error.message),
                 });
             }
             Handoff::Failed(error) => {
@@ -146,7 +133,7 @@ async fn hand_to(
     ctx: &Context,
     target: &Target,
     request: &Request,
-    admitted: &Admitted,
+    admitted: &Admitted<'_>,
     attempts: &[Attempt],
     out: &mut impl Responder,
 ) -> Handoff {
@@ -156,36 +143,13 @@ async fn hand_to(
             format!("{what}: {e}"),
         ))
     };
-    let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
-        let (mut peer_send, peer_recv) = target
-            .connection
-            .open_bi()
-            .await
-            .map_err(|e| e.to_string())?;
-        write_frame(&mut peer_send, &PeerStreamKind::Data, MAX_OPEN_FRAME_LEN)
-            .await
-            .map_err(|e| e.to_string())?;
-        write_frame(
-            &mut peer_send,
-            &ClientRequest::Infer(request.clone()),
-            MAX_REQUEST_FRAME_LEN,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        peer_send.finish().map_err(|e| e.to_string())?;
-        Ok::<_, String>((peer_send, peer_recv))
-    })
-    .await;
-    let (_peer_send, mut peer_recv) = match opened {
-        Ok(Ok(streams)) => streams,
-        Ok(Err(e)) => return unavailable("cannot open a stream", &e),
-        Err(_) => return unavailable("cannot open a stream", &"timed out"),
+    let (_peer_send, mut peer_recv) = match peer::handoff::open(&target.connection, request).await {
+        Ok(streams) => streams,
+        Err(e) => return unavailable("cannot open a stream", &e),
     };
     // Dropping `peer_recv` unread would leave the peer writing into flow control until its
-    // own timeout; stop the stream explicitly whenever this node gives up on it.
-    let abandon = |recv: &mut quinn::RecvStream| {
-        let _ = recv.stop(quinn::VarInt::from_u32(HANDOFF_ABANDONED));
-    };
+    // own timeout; it is stopped explicitly whenever this node gives up on it.
+    let abandon = peer::handoff::abandon;
     let gone = out.gone();
     tokio::pin!(gone);
     let mut first_output: Option<Instant> = None;
@@ -193,7 +157,7 @@ async fn hand_to(
         let next = tokio::select! {
             next = tokio::time::timeout_at(
                 admitted.deadline.into(),
-                read_frame::<_, ResponseFrame>(&mut peer_recv, MAX_RESPONSE_FRAME_LEN),
+                peer::handoff::next(&mut peer_recv),
             ) => next,
             () = &mut gone => {
                 abandon(&mut peer_recv);
@@ -248,30 +212,9 @@ async fn hand_to(
                 abandon(&mut peer_recv);
                 return lost("its answer's route is out of bounds".to_owned());
             }
-            Ok(Some(ResponseFrame::Final(mut response))) => {
-                // This node's own view replaces the downstream one in the timings; the route
-                // keeps every node's.
-                let first_token_ms = first_output.map(|first| ms(first - admitted.received));
-                let total_ms = ms(admitted.received.elapsed());
-                let route = &mut response.route;
-                route.path.insert(0, ctx.node.clone());
-                route.entry = ctx.node.clone();
-                route.attempts.splice(0..0, attempts.iter().cloned());
-                route
-                    .attempts
-                    .truncate(ganglion_client::protocol::MAX_ROUTE_ATTEMPTS);
-                route.per_hop.insert(
-                    0,
-                    HopTime {
-                        node: ctx.node.clone(),
-                        first_token_ms,
-                        total_ms,
-                    },
-                );
-                response.timings.total_ms = total_ms;
-                if first_token_ms.is_some() {
-                    response.timings.first_token_ms = first_token_ms;
-                }
+            Ok(Some(ResponseFrame::Final(response))) => {
+                let response =
+                    final_frame::passed_on(response, &ctx.node, admitted, attempts, first_output);
                 let _ = out.send(ResponseFrame::Final(response)).await;
                 return Handoff::Served;
             }

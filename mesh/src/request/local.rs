@@ -1,35 +1,29 @@
-//! Stage 2: run on this node's model host, when it hosts the model and has room, relaying the
-//! host's frames to the requester.
+//! Stage 5: run on this node's model host, when it hosts the model and has room, relaying the
+//! host's frames to the requester. The job carries the request's [`Bill`]: once the model's
+//! work has stopped, stage 7 ([`super::charge`]) charges what ran and makes the last frame,
+//! in the host's task, whether or not the requester is still there.
+//! A host that is full or restarting leaves the request to the next stage (its reason kept
+//! among the request's attempts).
 
 use std::time::{Duration, Instant};
 
-use ganglion_client::protocol::{ErrorCode, ResponseFrame, WireError};
+use ganglion_client::protocol::{Attempt, ErrorCode, ResponseFrame, WireError};
 use tokio::sync::mpsc;
 
 use super::admit::Admitted;
-use super::{Context, Responder};
+use super::charge::Bill;
+use super::{Context, Flow, Responder, fail};
 use crate::actors::model_host::{Job, RESPONSE_BUFFER};
 
 /// How long past the deadline the relay waits for a host's last frame.
 const RELAY_GRACE: Duration = Duration::from_secs(15);
 
-/// How the local stage ended.
-#[derive(Debug)]
-pub enum Outcome {
-    /// The request ran here; the requester has its answer (or left).
-    Answered,
-    /// The model is not served here now.
-    NotHosted,
-    /// The host could not take it now (full, or restarting): try peers.
-    Refused(WireError),
-    /// The host refused the request for good.
-    Failed(WireError),
-}
-
-/// Submits the request to the local host of its model, if any, and relays the answer.
-pub async fn run(ctx: &Context, admitted: &Admitted, out: &mut impl Responder) -> Outcome {
+/// Submits the request to the local host of its model, if any, and relays the answer. Goes on
+/// (to hand the request to a peer) when the model is not served here now, or the host could
+/// not take it now (full, or restarting, or its engine lost before any output).
+pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Responder) -> Flow {
     let Some(host) = ctx.hosts.get(&admitted.request.model) else {
-        return Outcome::NotHosted;
+        return Flow::Next(());
     };
     let (frames, receiver) = mpsc::channel(RESPONSE_BUFFER);
     let job = Job {
@@ -37,20 +31,28 @@ pub async fn run(ctx: &Context, admitted: &Admitted, out: &mut impl Responder) -
         received: admitted.received,
         deadline: admitted.deadline,
         frames,
+        settle: Bill::of(ctx, admitted).settle(),
     };
-    match host.submit(job).await {
+    let refused = match host.submit(job).await {
         Ok(()) => {
             ctx.router.ran_locally(&admitted.request.model);
             match relay(receiver, admitted.deadline, out).await {
-                Some(lost) => Outcome::Refused(lost),
-                None => Outcome::Answered,
+                Some(lost) => lost,
+                None => return Flow::Ended,
             }
         }
-        Err(e) if e.code == ErrorCode::Overloaded || e.code == ErrorCode::Unavailable => {
-            Outcome::Refused(e)
+        Err(e) if e.code == ErrorCode::Overloaded || e.code == ErrorCode::Unavailable => e,
+        Err(e) => {
+            fail(out, e).await;
+            return Flow::Ended;
         }
-        Err(e) => Outcome::Failed(e),
-    }
+    };
+    admitted.attempts.push(Attempt {
+        node: ctx.node.clone(),
+        code: refused.code,
+        reason: refused.message,
+    });
+    Flow::Next(())
 }
 
 /// Writes the host's frames to the requester until the last one. When the requester goes

@@ -9,8 +9,8 @@ use std::time::Instant;
 use ganglion_client::protocol::{CacheStatus, ResponseFrame};
 
 use super::{Gone, Responder};
-use crate::dashboard::recent::{Finished, short};
 use crate::metrics::Metrics;
+use crate::metrics::recent::{Finished, short};
 
 /// A responder that records, as frames pass, what became of a request that entered here.
 pub struct Observed<'a, R> {

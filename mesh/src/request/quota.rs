@@ -1,4 +1,4 @@
-//! Stage 3: can the account pay. The entry node gives the request its charge id and reserves
+//! Stage 4: can the account pay. The entry node gives the request its charge id and reserves
 //! the most it could cost (its model's flat price, or prompt tokens × input rate + `max_tokens`
 //! × output rate) against what the account has left today, mesh-wide, at the account's home
 //! node ([`crate::metering::home`]), which decides for every request of that account wherever
@@ -15,26 +15,40 @@ use std::sync::atomic::Ordering;
 
 use ganglion_client::protocol::{ErrorCode, Input, Request, ResponseFrame, WireError};
 
-use super::Context;
-use super::{Gone, Origin, Responder};
-use crate::actors::meter::{Hold, MeterHandle, QuotaRequest, ReserveError};
+use super::admit::Admitted;
+use super::{Context, Flow, Gone, Origin, Responder, fail};
+use crate::actors::meter::{Hold, MeterHandle, ReserveError};
 use crate::metering::{home, neurons_text, pricing, usage};
 use crate::models::ModelSpec;
+use crate::peer::quota::QuotaRequest;
 
 /// Tokens the chat template may add per message, on top of one token per byte of content (a
 /// safe upper bound for any tokenizer: a token covers at least one byte).
 const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 8;
 
-/// Gives `request` its charge id and reserves what it could cost; `None` for a handed-over
-/// request (its entry node holds the reservation).
-pub async fn reserve(
+/// Gives a client's request its charge id and holds what it could cost; goes on with the hold,
+/// for the responder that releases it (`None` for a handed-over request: its entry node holds
+/// the reservation), or answers why not.
+pub async fn run(
     ctx: &Context,
-    spec: &ModelSpec,
-    origin: &Origin,
-    request: &mut Request,
-    now: u64,
-) -> Result<Option<Hold>, WireError> {
-    if let Origin::Peer(peer) = origin {
+    admitted: &mut Admitted<'_>,
+    out: &mut impl Responder,
+) -> Flow<Option<Hold>> {
+    match reserve(ctx, admitted).await {
+        Ok(hold) => Flow::Next(hold),
+        Err(error) => {
+            fail(out, error).await;
+            Flow::Ended
+        }
+    }
+}
+
+/// Gives the request its charge id and reserves what it could cost; `None` for a handed-over
+/// request (its entry node holds the reservation).
+async fn reserve(ctx: &Context, admitted: &mut Admitted<'_>) -> Result<Option<Hold>, WireError> {
+    let (spec, now) = (admitted.spec, admitted.now);
+    let request = &mut admitted.request;
+    if let Origin::Peer(peer) = &admitted.origin {
         if request.charge_id.is_none() {
             return Err(WireError::new(
                 ErrorCode::InvalidInput,
@@ -147,12 +161,13 @@ pub fn max_cost(spec: &ModelSpec, request: &Request) -> u64 {
         ),
         _ => (0, 0),
     };
+    // Admission gave every chat request its `max_tokens`; without one, the most any may ask.
     let max_tokens = match &request.input {
         Input::Chat(_) => u64::from(
             request
                 .parameters
                 .max_tokens
-                .unwrap_or(spec.default_max_tokens),
+                .unwrap_or(ganglion_client::protocol::MAX_OUTPUT_TOKENS),
         ),
         _ => 0,
     };

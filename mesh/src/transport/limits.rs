@@ -8,12 +8,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-/// Default cap on incoming connections (clients and peers together).
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-/// Default cap on incoming connections from one address.
-pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 16;
+use crate::config::clients::ConnectionSettings;
 
-/// Shared caps on incoming connections.
+/// Shared caps on incoming connections (as configured in [`ConnectionSettings`]), and the
+/// connections counted against them.
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     inner: Arc<Mutex<Counts>>,
@@ -45,6 +43,15 @@ impl ConnectionLimits {
             max_per_address,
             remote_clients,
         }
+    }
+
+    /// Caps as configured.
+    pub fn from_settings(settings: ConnectionSettings) -> Self {
+        Self::new(
+            settings.max_total,
+            settings.max_per_address,
+            settings.remote_clients,
+        )
     }
 
     /// A place for a connection from `address`, or `None` when a cap is reached.

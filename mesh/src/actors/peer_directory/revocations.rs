@@ -5,25 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use ganglion_client::protocol::MAX_OPEN_FRAME_LEN;
-use ganglion_client::{PeerStreamKind, read_frame, write_frame};
-
-use crate::credentials::revoked::{KeyId, MAX_REVOKED, RevokedKeys, Summary};
+use crate::credentials::revoked::{RevokedKeys, Summary};
 
 /// Ids one peer may add at once: a mass revocation of this many keys crosses in one pull.
 pub const BURST: f64 = 10_000.0;
 /// Ids one peer may add per second, once its burst is spent: a member making up ids would
-/// take six days to fill a node's set ([`MAX_REVOKED`]).
+/// take six days to fill a node's set ([`crate::credentials::revoked::MAX_REVOKED`]).
 pub const REFILL_PER_SEC: f64 = 2.0;
 /// Least time between two pulls from one peer that brought nothing new (a peer whose digest
 /// keeps changing cannot make this node download its set more often).
 pub const IDLE_PULL_GAP: Duration = Duration::from_secs(5);
-/// Bound on a whole pull.
-pub const PULL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Ids per frame of a pull.
-const CHUNK: usize = 8192;
-/// Bound on one frame of a pull (8,192 ids of at most 9 bytes each, and the length).
-const MAX_CHUNK_FRAME: usize = 80 * 1024;
 
 /// A token bucket: how many ids a peer may still add. Pure: the clock is a parameter.
 #[derive(Debug, Clone, Copy)]
@@ -89,48 +80,6 @@ impl PullState {
     }
 }
 
-/// Why a pull failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PullError {
-    /// The stream could not be opened or broke.
-    #[error("revoked-key stream failed: {0}")]
-    Stream(String),
-    /// The peer sent more ids than any node keeps.
-    #[error("peer sent more than {MAX_REVOKED} revoked ids")]
-    TooMany,
-    /// Not done within [`PULL_TIMEOUT`].
-    #[error("pull not done within {PULL_TIMEOUT:?}")]
-    TimedOut,
-}
-
-/// Pulls a peer's whole revoked set.
-pub async fn pull(connection: &quinn::Connection) -> Result<Vec<KeyId>, PullError> {
-    let stream = |e: &dyn std::fmt::Display| PullError::Stream(e.to_string());
-    tokio::time::timeout(PULL_TIMEOUT, async {
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|e| stream(&e))?;
-        write_frame(&mut send, &PeerStreamKind::Revoked, MAX_OPEN_FRAME_LEN)
-            .await
-            .map_err(|e| stream(&e))?;
-        let _ = send.finish();
-        let mut ids = Vec::new();
-        loop {
-            let chunk: Vec<KeyId> = read_frame(&mut recv, MAX_CHUNK_FRAME)
-                .await
-                .map_err(|e| stream(&e))?
-                .ok_or_else(|| stream(&"stream ended before its last chunk"))?;
-            if chunk.is_empty() {
-                return Ok(ids);
-            }
-            if ids.len() + chunk.len() > MAX_REVOKED || chunk.len() > CHUNK {
-                return Err(PullError::TooMany);
-            }
-            ids.extend(chunk);
-        }
-    })
-    .await
-    .map_err(|_| PullError::TimedOut)?
-}
-
 /// Pulls served at once by this node: each holds a copy of the set (2 MiB when full) until its
 /// reader has taken it, so members opening many streams cannot multiply that.
 static SERVING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
@@ -142,19 +91,7 @@ pub async fn serve(revoked: RevokedKeys, mut send: quinn::SendStream) {
         let _ = send.reset(quinn::VarInt::from_u32(1));
         return;
     };
-    let ids = revoked.ids();
-    let sent = tokio::time::timeout(PULL_TIMEOUT, async {
-        for chunk in ids.chunks(CHUNK) {
-            write_frame(&mut send, &chunk, MAX_CHUNK_FRAME).await?;
-        }
-        write_frame(&mut send, &Vec::<KeyId>::new(), MAX_CHUNK_FRAME).await?;
-        let _ = send.finish();
-        Ok::<_, ganglion_client::FrameError>(())
-    })
-    .await;
-    if !matches!(sent, Ok(Ok(()))) {
-        tracing::debug!("revoked set not sent in time");
-    }
+    crate::peer::revoked::send(&mut send, &revoked.ids()).await;
 }
 
 #[cfg(test)]

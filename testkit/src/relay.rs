@@ -1,6 +1,10 @@
 //! A UDP relay that delays every datagram, to put real, different round-trip times between
 //! node processes on one machine (`tc netem` is not available here). Shared by the tests and
 //! the edge-mesh example.
+//!
+//! It is also how a test keeps an address of its own for a node: the relay's socket is bound
+//! first and kept, the node binds port 0 behind it and advertises the relay, and a restarted
+//! node is routed to under the same address.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -19,6 +23,14 @@ pub struct UdpRelay {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Where one client's datagrams go: a socket connected to the target of the time.
+struct Upstream {
+    target: SocketAddr,
+    socket: std::sync::Arc<tokio::net::UdpSocket>,
+    /// The task relaying the target's answers back to the client.
+    answers: tokio::task::AbortHandle,
+}
+
 #[derive(Default)]
 struct Route {
     target: Option<SocketAddr>,
@@ -26,7 +38,8 @@ struct Route {
 }
 
 impl UdpRelay {
-    /// Where datagrams go from now on.
+    /// Where datagrams go from now on (e.g. to a node restarted on another port: each client
+    /// is given a new upstream socket on its next datagram).
     pub fn route_to(&self, target: SocketAddr) {
         self.route.write().expect("relay route lock").target = Some(target);
     }
@@ -48,7 +61,9 @@ impl UdpRelay {
         let routing = route.clone();
         let task = tokio::spawn(async move {
             // One upstream socket per client, so answers can be sent back to the right one.
-            let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut upstreams: HashMap<SocketAddr, Upstream> = HashMap::new();
+            // The tasks relaying answers: aborted with this one when the relay is dropped.
+            let mut relaying = tokio::task::JoinSet::new();
             let mut buf = vec![0u8; 65536];
             loop {
                 let Ok((n, client)) = front.recv_from(&mut buf).await else {
@@ -64,8 +79,12 @@ impl UdpRelay {
                         None => continue,
                     }
                 };
-                let upstream = match upstreams.get(&client) {
-                    Some(socket) => socket.clone(),
+                let current = upstreams
+                    .get(&client)
+                    .filter(|upstream| upstream.target == target)
+                    .map(|upstream| upstream.socket.clone());
+                let upstream = match current {
+                    Some(socket) => socket,
                     None => {
                         let Ok(socket) = UdpSocket::bind("127.0.0.1:0").await else {
                             continue;
@@ -75,9 +94,18 @@ impl UdpRelay {
                         }
                         let socket = Arc::new(socket);
                         let (back, front) = (socket.clone(), front.clone());
-                        tokio::spawn(async move {
+                        let answers = relaying.spawn(async move {
                             let mut buf = vec![0u8; 65536];
-                            while let Ok(n) = back.recv(&mut buf).await {
+                            loop {
+                                let n = match back.recv(&mut buf).await {
+                                    Ok(n) => n,
+                                    // The target was down for a moment (e.g. a node being
+                                    // restarted on the same port): it may answer again.
+                                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                        continue;
+                                    }
+                                    Err(_) => return,
+                                };
                                 let (front, packet) = (front.clone(), buf[..n].to_vec());
                                 tokio::spawn(async move {
                                     tokio::time::sleep(one_way).await;
@@ -85,7 +113,19 @@ impl UdpRelay {
                                 });
                             }
                         });
-                        upstreams.insert(client, socket.clone());
+                        let replaced = upstreams.insert(
+                            client,
+                            Upstream {
+                                target,
+                                socket: socket.clone(),
+                                answers,
+                            },
+                        );
+                        if let Some(old) = replaced {
+                            // Routed elsewhere since: the old target's answers are not wanted.
+                            old.answers.abort();
+                        }
+                        while relaying.try_join_next().is_some() {}
                         socket
                     }
                 };

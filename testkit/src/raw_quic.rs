@@ -1,8 +1,6 @@
 //! A QUIC endpoint built by hand, for tests that speak the wire protocol themselves: as a
 //! client, or as a member (presenting a certificate), with any transport settings.
 
-#![allow(dead_code, clippy::unwrap_used)]
-
 use std::sync::Arc;
 
 use ganglion::Identity;
