@@ -14,7 +14,8 @@ use futures::StreamExt;
 use ganglion_client::protocol::ErrorCode;
 use ganglion_client::{GenerateRequest, StreamEvent};
 use ganglion_testkit::{
-    Cluster, MINILM, Node, SMOLLM2, UdpRelay, ensure_models, eventually, running_generation,
+    Cluster, MINILM, Node, QWEN_05B, SMOLLM2, UdpRelay, ensure_models, eventually,
+    running_generation,
 };
 
 const PROMPT: &str = "What is the capital of France? Answer in one sentence.";
@@ -56,6 +57,56 @@ async fn sees_hosts(node: &Node, peers: &[&str]) {
     for peer in peers {
         node.sees_serving(peer, SMOLLM2).await;
     }
+}
+
+/// The regional LLM is a real chat model: joined from six chunk wheels at pull time, too big
+/// for the edge box, so the edge hands it to the regional node, which answers sensibly where
+/// the 135M model could not ("Name one colour." got "One colour is not possible.").
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_box_hands_the_regional_llm_to_a_regional_node_that_answers_sensibly() {
+    ensure_models();
+    let cluster = Cluster::new("regional-llm");
+    let regional = cluster.start("regional", &[], &["--host", QWEN_05B]);
+    let edge = cluster.start(
+        "edge",
+        &[regional.quic],
+        &[
+            "--host",
+            QWEN_05B,
+            "--host",
+            SMOLLM2,
+            "--memory-limit",
+            "600MiB",
+        ],
+    );
+    edge.sees_serving("regional", QWEN_05B).await;
+    assert_eq!(edge.model_status(QWEN_05B).await["hosted"], false);
+    assert_eq!(edge.model_status(SMOLLM2).await["hosted"], true);
+
+    let client = cluster.client(&edge).await;
+    let answer = client
+        .generate(
+            GenerateRequest::new(QWEN_05B, "Name one colour. Answer with one word.").max_tokens(8),
+        )
+        .await
+        .unwrap();
+    assert_eq!(answer.response.route.executed_by, "regional");
+    assert_eq!(answer.response.route.path, ["edge", "regional"]);
+    let colours = [
+        "red", "blue", "green", "yellow", "black", "white", "orange", "purple", "pink",
+    ];
+    let text = answer.text.to_lowercase();
+    assert!(
+        colours.iter().any(|c| text.contains(c)),
+        "not a colour: {:?}",
+        answer.text
+    );
+    // The small model still answers at the edge itself.
+    let small = client
+        .generate(GenerateRequest::new(SMOLLM2, PROMPT).max_tokens(16))
+        .await
+        .unwrap();
+    assert_eq!(small.response.route.executed_by, "edge");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -162,8 +162,11 @@ pub async fn serve(
         let _ = send.reset(refused);
         return;
     };
-    let Ok(report) = tokio::time::timeout(ASK_TIMEOUT, reporter.report()).await else {
+    // One bound for building the report and writing it.
+    let deadline = tokio::time::Instant::now() + ASK_TIMEOUT;
+    let Ok(report) = tokio::time::timeout_at(deadline, reporter.report()).await else {
         return;
     };
-    crate::peer::report::answer(&mut send, &report).await;
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    crate::peer::report::answer(&mut send, &report, left).await;
 }

@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
     /// No stream could be opened: the connection is gone.
-    #[error("cannot open a stream: {0}")]
+    #[error("{0}")]
     Open(#[from] quinn::ConnectionError),
     /// A frame could not be written or read (the stream broke, or the peer sent one out of
     /// bounds).

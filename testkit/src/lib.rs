@@ -30,7 +30,7 @@ mod relay;
 mod tools;
 
 pub use cluster::Cluster;
-pub use models::{LONG_STORY, MINILM, SMOLLM2, ensure_models, running_generation};
+pub use models::{LONG_STORY, MINILM, QWEN_05B, SMOLLM2, ensure_models, running_generation};
 pub use node::{KEYS_REQUIRED, NO_ADMIN_TOKEN, Node, QUIET, TOKEN, WITH_CACHE, names};
 pub use poll::{eventually, stays};
 pub use process::{binary, cli_binary, first_match, output_within, succeed};

@@ -10,6 +10,9 @@ pub const SMOLLM2: &str = "@ganglion/smollm2-135m-instruct";
 /// The built-in embedder (all-MiniLM-L6-v2).
 pub const MINILM: &str = "@ganglion/all-minilm-l6-v2";
 
+/// The built-in regional LLM (Qwen2.5-Coder-0.5B-Instruct, joined from six chunk wheels).
+pub const QWEN_05B: &str = "@ganglion/qwen2.5-coder-0.5b-instruct";
+
 /// A prompt SmolLM2 answers at length, to keep a slot busy.
 pub const LONG_STORY: &str = "Tell me a very long story about a lighthouse.";
 

@@ -771,7 +771,11 @@ async fn receive_advert(directory: PeerDirectoryHandle, peer: String, mut recv: 
     match crate::peer::within(STREAM_OPEN_TIMEOUT, crate::peer::advert::receive(&mut recv)).await {
         Ok(advert) => directory.advert(peer, advert),
         Err(error) => {
-            tracing::debug!(%error, "advert stream refused");
+            if let crate::peer::PeerError::TimedOut(_) = error {
+                tracing::debug!("advert did not arrive in time");
+            } else {
+                tracing::warn!(%error, "advert stream refused");
+            }
             let _ = recv.stop(quinn::VarInt::from_u32(STREAM_REFUSED));
         }
     }

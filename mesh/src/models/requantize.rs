@@ -21,6 +21,11 @@ pub fn source_gguf(spec: &ModelSpec, dir: &Path) -> Option<PathBuf> {
             .iter()
             .find(|f| f.name.ends_with(".gguf"))
             .map(|f| dir.join(f.name)),
+        (Source::PypiChunks { joined, .. }, Task::TextGeneration)
+            if joined.name.ends_with(".gguf") =>
+        {
+            Some(dir.join(joined.name))
+        }
         _ => None,
     }
 }

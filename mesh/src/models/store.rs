@@ -80,7 +80,9 @@ impl ModelStore {
     pub fn is_complete(&self, spec: &ModelSpec) -> bool {
         match &spec.source {
             Source::Local(path) => path.exists(),
-            Source::PypiWheel { .. } => self.model_dir(&spec.id).join(COMPLETE_MARKER).exists(),
+            Source::PypiWheel { .. } | Source::PypiChunks { .. } => {
+                self.model_dir(&spec.id).join(COMPLETE_MARKER).exists()
+            }
         }
     }
 
@@ -92,8 +94,10 @@ impl ModelStore {
                 id: spec.id.clone(),
                 path: path.clone(),
             }),
-            Source::PypiWheel { .. } if self.is_complete(spec) => Ok(self.model_dir(&spec.id)),
-            Source::PypiWheel { .. } => Err(StoreError::NotPulled {
+            Source::PypiWheel { .. } | Source::PypiChunks { .. } if self.is_complete(spec) => {
+                Ok(self.model_dir(&spec.id))
+            }
+            Source::PypiWheel { .. } | Source::PypiChunks { .. } => Err(StoreError::NotPulled {
                 id: spec.id.clone(),
                 dir: self.model_dir(&spec.id),
             }),

@@ -39,7 +39,7 @@ pub enum QuotaRequest {
         charged_by: Option<(String, u64)>,
         /// The request ended without an answer after work may have run (its requester left, it
         /// was cancelled or ran out of time, its executor was lost): the hold stays for
-        /// [`LINGER`] or until the charge arrives, so that abandoned work cannot spend past
+        /// [`crate::actors::meter::LINGER`] or until the charge arrives, so that abandoned work cannot spend past
         /// the limit while its charge is on its way.
         linger: bool,
     },

@@ -136,9 +136,10 @@ pub async fn ask(connection: &quinn::Connection) -> Result<NodeReport, PeerError
     .await
 }
 
-/// Sends this node's report on a `Report` stream, within [`ASK_TIMEOUT`].
-pub async fn answer(send: &mut quinn::SendStream, report: &NodeReport) {
-    super::answer(send, report, MAX_REPORT_FRAME, ASK_TIMEOUT).await;
+/// Sends this node's report on a `Report` stream, within `limit` (what is left of the
+/// asker's [`ASK_TIMEOUT`]).
+pub async fn answer(send: &mut quinn::SendStream, report: &NodeReport, limit: Duration) {
+    super::answer(send, report, MAX_REPORT_FRAME, limit).await;
 }
 
 #[cfg(test)]

@@ -161,13 +161,13 @@ pub fn max_cost(spec: &ModelSpec, request: &Request) -> u64 {
         ),
         _ => (0, 0),
     };
-    // Admission gave every chat request its `max_tokens`; without one, the most any may ask.
+    // Admission gave every chat request its `max_tokens`; the model's default otherwise.
     let max_tokens = match &request.input {
         Input::Chat(_) => u64::from(
             request
                 .parameters
                 .max_tokens
-                .unwrap_or(ganglion_client::protocol::MAX_OUTPUT_TOKENS),
+                .unwrap_or(spec.default_max_tokens),
         ),
         _ => 0,
     };
