@@ -59,6 +59,71 @@ async fn sees_hosts(node: &Node, peers: &[&str]) {
     }
 }
 
+/// A request may name fallback models: when its own has no host anywhere, the next one
+/// answers, and the route says which model answered and why the first did not. An error that
+/// another model would meet too (bad input) does not fall back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_falls_back_to_the_next_model_when_its_own_cannot_answer() {
+    ensure_models();
+    let cluster = Cluster::new("fallbacks");
+    let node = cluster.start("solo", &[], &["--host", SMOLLM2]);
+    let client = cluster.client(&node).await;
+
+    let answer = client
+        .generate(
+            GenerateRequest::new(QWEN_05B, PROMPT)
+                .max_tokens(16)
+                .fallbacks(vec!["@nobody/unknown".into(), SMOLLM2.into()]),
+        )
+        .await
+        .unwrap();
+    assert!(answer.text.contains("Paris"), "{}", answer.text);
+    let route = &answer.response.route;
+    assert_eq!(route.model, SMOLLM2);
+    assert_eq!(route.executed_by, "solo");
+    let tried: Vec<(&str, ErrorCode)> = route
+        .models_tried
+        .iter()
+        .map(|m| (m.model.as_str(), m.code))
+        .collect();
+    assert_eq!(
+        tried,
+        [
+            (QWEN_05B, ErrorCode::Unavailable),
+            ("@nobody/unknown", ErrorCode::UnknownModel)
+        ]
+    );
+    assert!(
+        answer.response.usage.micro_neurons > 0,
+        "the answer is charged"
+    );
+
+    // Without a fallback that can answer, the error names every model tried.
+    let failed = client
+        .generate(GenerateRequest::new(QWEN_05B, PROMPT).fallbacks(vec!["@nobody/unknown".into()]))
+        .await
+        .unwrap_err();
+    let ganglion_client::ClientError::Server(error) = failed else {
+        panic!("{failed:?}")
+    };
+    assert_eq!(error.code, ErrorCode::UnknownModel);
+    assert!(error.message.contains(QWEN_05B), "{}", error.message);
+
+    // Bad input is bad for every model: it does not fall back.
+    let refused = client
+        .generate(
+            GenerateRequest::new(SMOLLM2, PROMPT)
+                .temperature(-1.0)
+                .fallbacks(vec![SMOLLM2.into(), MINILM.into()]),
+        )
+        .await
+        .unwrap_err();
+    let ganglion_client::ClientError::Server(error) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(error.code, ErrorCode::InvalidInput);
+}
+
 /// The regional LLM is a real chat model: joined from six chunk wheels at pull time, too big
 /// for the edge box, so the edge hands it to the regional node, which answers sensibly where
 /// the 135M model could not ("Name one colour." got "One colour is not possible.").

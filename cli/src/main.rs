@@ -104,6 +104,9 @@ enum Command {
         seed: Option<u64>,
         #[command(flatten)]
         cache: CacheArgs,
+        /// A model to try when the ones before cannot answer (repeat, in order).
+        #[arg(long = "fallback", value_name = "MODEL")]
+        fallbacks: Vec<String>,
         /// Print the final response (text, usage, timings, route) as JSON.
         #[arg(long)]
         json: bool,
@@ -218,10 +221,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             temperature,
             seed,
             cache,
+            fallbacks,
             json,
             prompt,
         } => {
-            let mut request = GenerateRequest::new(model, prompt).cache(cache.policy());
+            let mut request = GenerateRequest::new(model, prompt)
+                .cache(cache.policy())
+                .fallbacks(fallbacks);
             request.parameters.max_tokens = max_tokens;
             request.parameters.temperature = temperature;
             request.parameters.seed = seed;
@@ -389,6 +395,8 @@ fn final_json(response: &FinalResponse) -> serde_json::Value {
             "hops": response.route.hops(),
             "attempts": response.route.attempts.iter().map(|a| serde_json::json!({ "node": a.node, "code": a.code.as_str(), "reason": a.reason })).collect::<Vec<_>>(),
             "per_hop": response.route.per_hop.iter().map(|h| serde_json::json!({ "node": h.node, "first_token_ms": h.first_token_ms, "total_ms": h.total_ms })).collect::<Vec<_>>(),
+            "model": response.route.model,
+            "models_tried": response.route.models_tried.iter().map(|m| serde_json::json!({ "model": m.model, "code": m.code.as_str(), "reason": m.reason })).collect::<Vec<_>>(),
         },
         "cache": {
             "status": response.cache.status.as_str(),
@@ -418,12 +426,25 @@ fn route_summary(route: &ganglion_client::protocol::Route) -> String {
         .iter()
         .map(|h| format!("{} {:.0} ms", h.node, h.total_ms))
         .collect();
-    format!(
+    let mut line = format!(
         "{} ({hops} hop{}; total as seen by {})",
         route.path.join(" → "),
         if hops == 1 { "" } else { "s" },
         times.join(", ")
-    )
+    );
+    if !route.models_tried.is_empty() {
+        let tried: Vec<String> = route
+            .models_tried
+            .iter()
+            .map(|m| format!("{} ({})", m.model, m.code.as_str()))
+            .collect();
+        line.push_str(&format!(
+            "; answered by {} after {}",
+            route.model,
+            tried.join(", ")
+        ));
+    }
+    line
 }
 
 /// One line for people: what the cache did.

@@ -323,6 +323,9 @@ pub struct GenerateRequest {
     pub parameters: Parameters,
     /// Cache controls.
     pub cache: CachePolicy,
+    /// Models to try in order when `model` cannot answer (at most
+    /// [`crate::protocol::MAX_FALLBACKS`]).
+    pub fallbacks: Vec<String>,
 }
 
 impl GenerateRequest {
@@ -336,7 +339,15 @@ impl GenerateRequest {
             }],
             parameters: Parameters::default(),
             cache: CachePolicy::default(),
+            fallbacks: Vec::new(),
         }
+    }
+
+    /// Models to try in order when `model` is unavailable, overloaded or fails before its
+    /// first output; the final route says which model answered and why the others did not.
+    pub fn fallbacks(mut self, models: Vec<String>) -> Self {
+        self.fallbacks = models;
+        self
     }
 
     /// Most tokens to generate.
@@ -379,6 +390,8 @@ pub struct EmbedRequest {
     pub texts: Vec<String>,
     /// Cache controls.
     pub cache: CachePolicy,
+    /// Models to try in order when `model` cannot answer.
+    pub fallbacks: Vec<String>,
 }
 
 impl EmbedRequest {
@@ -388,6 +401,7 @@ impl EmbedRequest {
             model: model.into(),
             texts,
             cache: CachePolicy::default(),
+            fallbacks: Vec::new(),
         }
     }
 
@@ -464,6 +478,7 @@ impl Client {
             Input::Chat(request.messages),
             request.parameters,
             request.cache,
+            request.fallbacks,
         );
         let (send, recv) = self.open(&ClientRequest::Infer(request)).await?;
         let node = self.node;
@@ -536,6 +551,7 @@ impl Client {
             Input::Embed(request.texts),
             Parameters::default(),
             request.cache,
+            request.fallbacks,
         );
         let (_send, mut recv) = self.open(&ClientRequest::Infer(request)).await?;
         match self.read_one(&mut recv).await? {
@@ -585,12 +601,14 @@ impl Client {
         input: Input,
         parameters: Parameters,
         cache: CachePolicy,
+        fallbacks: Vec<String>,
     ) -> Request {
         Request {
             parameters,
             deadline_ms: Some(self.request_timeout.as_millis() as u64),
             api_key: self.api_key.clone(),
             cache,
+            fallbacks,
             ..Request::new(model, input)
         }
     }

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 /// ALPN of node-to-node connections (mutual TLS, cluster CA on both sides). Its version moves
 /// with any change of what peers exchange (3: adverts summarise the revoked set, releases may
 /// linger, fills name no owner), so that nodes of two builds never misread each other.
-pub const ALPN_PEER: &[u8] = b"ganglion-peer/3";
+pub const ALPN_PEER: &[u8] = b"ganglion-peer/4";
 
 /// ALPN of client-to-node connections (server-authenticated TLS).
-pub const ALPN_CLIENT: &[u8] = b"ganglion-client/2";
+pub const ALPN_CLIENT: &[u8] = b"ganglion-client/3";
 
 /// Application close code of a node that stops serving a connection (it shuts down, or its
 /// gateway restarts): retry, or use another node.
@@ -79,6 +79,8 @@ pub const MAX_PATH_NODES: usize = 16;
 pub const MAX_NODE_NAME_BYTES: usize = 64;
 /// Most attempts a route may list.
 pub const MAX_ROUTE_ATTEMPTS: usize = 64;
+/// Most fallback models a request may name.
+pub const MAX_FALLBACKS: usize = 3;
 /// Longest reason an attempt may give, in bytes.
 pub const MAX_ATTEMPT_REASON_BYTES: usize = 1024;
 /// Largest hop budget a request may carry; nodes clamp a client's to [`DEFAULT_HOP_BUDGET`].
@@ -143,6 +145,11 @@ pub struct Request {
     pub charge_id: Option<u128>,
     /// How the mesh's result cache treats the request (only the entry node reads it).
     pub cache: CachePolicy,
+    /// Models to try, in order, when `model` is unavailable, overloaded or fails before its
+    /// first output (as AI Gateway's fallbacks); at most [`MAX_FALLBACKS`]. Only the entry
+    /// node reads them.
+    #[serde(deserialize_with = "bounded::fallbacks")]
+    pub fallbacks: Vec<String>,
 }
 
 /// A request's cache controls, as AI Gateway's `cf-aig-cache-ttl`, `cf-aig-skip-cache` and
@@ -222,6 +229,7 @@ impl Request {
             account: None,
             charge_id: None,
             cache: CachePolicy::default(),
+            fallbacks: Vec::new(),
         }
     }
 }
@@ -352,6 +360,8 @@ pub struct Parameters {
 /// One frame of a node's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
+// A request has one final frame and many deltas, which are moved, not copied, on their way.
+#[allow(clippy::large_enum_variant)]
 pub enum ResponseFrame {
     /// Newly generated text.
     Delta(String),
@@ -443,6 +453,21 @@ pub struct Route {
     /// Time from arrival to final frame at each node of the path (entry first); the
     /// difference between neighbours is the time a hop added.
     pub per_hop: Vec<HopTime>,
+    /// The model that answered (the request's, or one of its fallbacks).
+    pub model: String,
+    /// The request's models given up on before the one that answered, with why.
+    pub models_tried: Vec<ModelAttempt>,
+}
+
+/// A model of a request's list (its own, or a fallback) that did not answer it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelAttempt {
+    /// The model.
+    pub model: String,
+    /// Why it did not answer, as a matchable code.
+    pub code: ErrorCode,
+    /// Why it did not answer, for people.
+    pub reason: String,
 }
 
 impl Route {
@@ -468,6 +493,11 @@ impl Route {
                 .attempts
                 .iter()
                 .all(|a| name_ok(&a.node) && a.reason.len() <= MAX_ATTEMPT_REASON_BYTES)
+            && self.model.len() <= MAX_MODEL_ID_BYTES
+            && self.models_tried.len() <= MAX_FALLBACKS
+            && self.models_tried.iter().all(|m| {
+                m.model.len() <= MAX_MODEL_ID_BYTES && m.reason.len() <= MAX_ATTEMPT_REASON_BYTES
+            })
     }
 }
 
@@ -593,7 +623,10 @@ mod bounded {
 
     use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
 
-    use super::{ChatMessage, MAX_EMBED_BATCH, MAX_MESSAGES, MAX_PATH_NODES, MAX_STOP_SEQUENCES};
+    use super::{
+        ChatMessage, MAX_EMBED_BATCH, MAX_FALLBACKS, MAX_MESSAGES, MAX_PATH_NODES,
+        MAX_STOP_SEQUENCES,
+    };
 
     pub fn messages<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ChatMessage>, D::Error> {
         at_most::<_, _, { 4 * MAX_MESSAGES }>(d)
@@ -609,6 +642,10 @@ mod bounded {
 
     pub fn path<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         at_most::<_, _, { 4 * MAX_PATH_NODES }>(d)
+    }
+
+    pub fn fallbacks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        at_most::<_, _, { 4 * MAX_FALLBACKS }>(d)
     }
 
     fn at_most<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
@@ -651,6 +688,16 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
         return invalid(format!(
             "model id must be 1 to {MAX_MODEL_ID_BYTES} bytes, got {}",
             request.model.len()
+        ));
+    }
+    if request.fallbacks.len() > MAX_FALLBACKS
+        || request
+            .fallbacks
+            .iter()
+            .any(|m| m.is_empty() || m.len() > MAX_MODEL_ID_BYTES)
+    {
+        return invalid(format!(
+            "at most {MAX_FALLBACKS} fallback models, each id of 1 to {MAX_MODEL_ID_BYTES} bytes"
         ));
     }
     if request.path.len() > MAX_PATH_NODES
@@ -815,6 +862,33 @@ mod tests {
     }
 
     #[test]
+    fn fallbacks_are_bounded_in_number_and_length() {
+        let mut request = chat("hi");
+        request.fallbacks = vec!["a".into(); MAX_FALLBACKS];
+        assert!(validate(&request).is_ok());
+        request.fallbacks.push("b".into());
+        assert_eq!(
+            validate(&request).unwrap_err().code,
+            ErrorCode::InvalidInput
+        );
+        request.fallbacks = vec![String::new()];
+        assert_eq!(
+            validate(&request).unwrap_err().code,
+            ErrorCode::InvalidInput
+        );
+        request.fallbacks = vec!["m".repeat(MAX_MODEL_ID_BYTES + 1)];
+        assert_eq!(
+            validate(&request).unwrap_err().code,
+            ErrorCode::InvalidInput
+        );
+        // Far past the bound, a list is refused before it is built.
+        request.fallbacks = vec!["a".into(); 4 * MAX_FALLBACKS + 1];
+        let frame =
+            crate::codec::encode(&ClientRequest::Infer(request), usize::MAX).expect("encode");
+        assert!(crate::codec::decode_payload::<ClientRequest>(&frame[5..]).is_err());
+    }
+
+    #[test]
     fn a_list_past_its_bound_is_refused_before_it_is_built() {
         let frame = |input: Input| {
             let request = ClientRequest::Infer(Request::new("m", input));
@@ -859,8 +933,23 @@ mod tests {
                 MAX_ROUTE_ATTEMPTS
             ],
             per_hop: Vec::new(),
+            model: "m".into(),
+            models_tried: vec![
+                ModelAttempt {
+                    model: "m".into(),
+                    code: ErrorCode::Unavailable,
+                    reason: "no host".into(),
+                };
+                MAX_FALLBACKS
+            ],
         };
         assert!(route.within_bounds());
+        let mut tried = route.clone();
+        tried.models_tried.push(tried.models_tried[0].clone());
+        assert!(
+            !tried.within_bounds(),
+            "more models tried than a request may name"
+        );
         let mut long = route.clone();
         long.path.push(name(99));
         assert!(!long.within_bounds(), "too many nodes");

@@ -215,6 +215,7 @@ fn main() {
             skip: false,
             key: Some("faq-1".into()),
         },
+        fallbacks: vec!["@ganglion/qwen2.5-coder-0.5b-instruct".into()],
         ..Request::new(
             "@ganglion/smollm2-135m-instruct",
             Input::Chat(vec![
@@ -280,6 +281,12 @@ fn main() {
                 node: "edge".into(),
                 first_token_ms: Some(40.0),
                 total_ms: 60.0,
+            }],
+            model: "@ganglion/smollm2-135m-instruct".into(),
+            models_tried: vec![ganglion_client::protocol::ModelAttempt {
+                model: "@ganglion/qwen2.5-coder-0.5b-instruct".into(),
+                code: ErrorCode::Unavailable,
+                reason: "no node hosts it".into(),
             }],
         },
         cache: CacheReport {

@@ -14,6 +14,9 @@
 //!    stage 6 after its own stage 5), once the work has stopped: price what ran, record it in
 //!    the ledger, then make the final frame, so that it never leaves without its record.
 //!
+//! Before them, at the entry node, [`fallback`] runs a request that names fallback models with
+//! each in turn until one answers.
+//!
 //! Stage 1 makes the state the others share ([`admit::Admitted`]: the request, its catalog
 //! entry, its times, what the cache did, the nodes that did not serve it). Stages 2 to 6 have
 //! one shape, `run(ctx, &mut admitted, out)`: stages 2 to 5 return a [`Flow`], going on with
@@ -30,6 +33,7 @@ pub mod admit;
 pub mod authenticate;
 pub mod cache;
 pub mod charge;
+pub mod fallback;
 pub mod final_frame;
 pub mod handoff;
 pub mod listing;
@@ -116,8 +120,27 @@ pub trait Responder: Send {
     fn cache_decided(&mut self, _report: &ganglion_client::protocol::CacheReport) {}
 }
 
-/// Runs one inference request through every stage, answering on `out`.
+/// Runs one inference request through every stage, answering on `out`; a client's request
+/// that names fallback models runs with each in turn until one answers ([`fallback`]).
 pub async fn run(
+    ctx: &Context,
+    origin: Origin,
+    request: Request,
+    received: Instant,
+    out: &mut impl Responder,
+) {
+    let falls_back = origin == Origin::Client
+        && !request.fallbacks.is_empty()
+        && ganglion_client::protocol::validate(&request).is_ok();
+    if falls_back {
+        fallback::run(ctx, request, received, out).await;
+    } else {
+        run_model(ctx, origin, request, received, out).await;
+    }
+}
+
+/// Runs one inference request, with its own model, through every stage.
+async fn run_model(
     ctx: &Context,
     origin: Origin,
     request: Request,

@@ -69,6 +69,10 @@ struct Sampling {
 #[derive(Debug, Deserialize)]
 pub struct ChatBody {
     model: String,
+    /// Models to try in order when `model` cannot answer (an extension: AI Gateway's
+    /// fallbacks, as one field).
+    #[serde(default)]
+    fallbacks: Vec<String>,
     messages: Vec<MessageIn>,
     #[serde(flatten)]
     sampling: Sampling,
@@ -85,6 +89,8 @@ enum Prompt {
 #[derive(Debug, Deserialize)]
 pub struct CompletionBody {
     model: String,
+    #[serde(default)]
+    fallbacks: Vec<String>,
     prompt: Prompt,
     #[serde(flatten)]
     sampling: Sampling,
@@ -101,6 +107,8 @@ enum EmbedInput {
 #[derive(Debug, Deserialize)]
 pub struct EmbeddingsBody {
     model: String,
+    #[serde(default)]
+    fallbacks: Vec<String>,
     input: EmbedInput,
     encoding_format: Option<String>,
 }
@@ -193,7 +201,8 @@ impl ChatBody {
     pub fn into_request(self, headers: &HeaderMap) -> Result<(Request, Option<bool>), WireError> {
         let parameters = self.sampling.parameters()?;
         let input = Input::Chat(messages(self.messages)?);
-        let request = super::request(self.model, input, parameters, headers)?;
+        let mut request = super::request(self.model, input, parameters, headers)?;
+        request.fallbacks = self.fallbacks;
         Ok((request, self.sampling.stream()))
     }
 }
@@ -211,7 +220,8 @@ impl CompletionBody {
             role: Role::User,
             content: prompt,
         }]);
-        let request = super::request(self.model, input, self.sampling.parameters()?, headers)?;
+        let mut request = super::request(self.model, input, self.sampling.parameters()?, headers)?;
+        request.fallbacks = self.fallbacks;
         Ok((request, self.sampling.stream()))
     }
 }
@@ -233,12 +243,13 @@ impl EmbeddingsBody {
             EmbedInput::One(text) => vec![text],
             EmbedInput::Many(texts) => texts,
         };
-        let request = super::request(
+        let mut request = super::request(
             self.model,
             Input::Embed(texts),
             Parameters::default(),
             headers,
         )?;
+        request.fallbacks = self.fallbacks;
         Ok((request, base64))
     }
 }

@@ -94,7 +94,7 @@ impl Shape {
             "id": self.id,
             "object": self.object(false),
             "created": self.created,
-            "model": self.model,
+            "model": answered_by(response, &self.model),
             "choices": [choice],
             "usage": usage(&response.usage),
         })
@@ -326,7 +326,7 @@ pub async fn embeddings(
     let body = serde_json::json!({
         "object": "list",
         "data": data,
-        "model": model,
+        "model": answered_by(&response, &model),
         "usage": {
             "prompt_tokens": response.usage.input_tokens,
             "total_tokens": response.usage.input_tokens,
@@ -380,5 +380,14 @@ pub async fn model(State(api): State<Arc<Api>>, Path(model): Path<String>) -> Re
             );
             errors::openai(&error, common_headers(id, None))
         }
+    }
+}
+
+/// The model that answered `response`: the one asked for, or a fallback.
+fn answered_by<'a>(response: &'a FinalResponse, asked: &'a str) -> &'a str {
+    if response.route.model.is_empty() {
+        asked
+    } else {
+        &response.route.model
     }
 }

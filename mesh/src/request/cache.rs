@@ -267,6 +267,7 @@ async fn replay(
     };
     let response = final_frame::answered_here(
         &ctx.node,
+        &admitted.spec.id,
         admitted.request.id,
         output,
         usage,

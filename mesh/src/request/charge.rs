@@ -132,6 +132,7 @@ pub async fn charge(bill: Bill, ran: Ran) -> ResponseFrame {
     };
     ResponseFrame::Final(final_frame::answered_here(
         &bill.node,
+        &bill.model,
         bill.request_id,
         output,
         usage,

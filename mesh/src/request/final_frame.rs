@@ -13,10 +13,11 @@ use ganglion_client::protocol::{
 use super::admit::Admitted;
 use super::ms;
 
-/// The final frame of an answer `node` made itself (it ran the model, or replayed its cache):
-/// the route names `node` alone, and its one hop has the answer's times.
+/// The final frame of an answer `node` made itself with `model` (it ran the model, or
+/// replayed its cache): the route names `node` alone, and its one hop has the answer's times.
 pub fn answered_here(
     node: &str,
+    model: &str,
     id: u128,
     output: Output,
     usage: Usage,
@@ -38,6 +39,8 @@ pub fn answered_here(
                 first_token_ms: timings.first_token_ms,
                 total_ms: timings.total_ms,
             }],
+            model: model.to_owned(),
+            models_tried: Vec::new(),
         },
         cache,
     }
@@ -93,6 +96,7 @@ mod tests {
         };
         answered_here(
             node,
+            "m",
             7,
             Output::Embeddings(Vec::new()),
             Usage::default(),
