@@ -265,6 +265,69 @@ impl Children {
         self.remember(child, actor.get_cell());
         Ok(actor)
     }
+
+    /// Starts a model host for each loaded model, marking it in `states` as it comes up:
+    /// their arguments (kept to restart them) and their slots, by model id.
+    #[allow(clippy::type_complexity)]
+    async fn start_models(
+        &mut self,
+        models: Vec<(ModelSpec, Arc<Backend>, usize)>,
+        queue_depth: Option<usize>,
+        (node, faults): (&str, &Arc<Faults>),
+        states: &ModelStates,
+        supervisor: &ActorCell,
+    ) -> Result<
+        (
+            BTreeMap<String, model_host::Arguments>,
+            BTreeMap<String, ActorSlot<model_host::Msg>>,
+        ),
+        ActorProcessingErr,
+    > {
+        let (mut specs, mut hosts) = (BTreeMap::new(), BTreeMap::new());
+        for (spec, backend, slots) in models {
+            let id = spec.id.clone();
+            let host_args = model_host::Arguments {
+                spec,
+                backend,
+                concurrency: slots,
+                queue_capacity: queue_depth
+                    .unwrap_or_else(|| crate::config::default_queue_depth(slots)),
+                node: node.to_owned(),
+                faults: faults.clone(),
+            };
+            states.set(&id, ModelState::Loading);
+            let host = self.start(host_args.clone(), supervisor).await?;
+            states.set(&id, ModelState::Hosted);
+            hosts.insert(id.clone(), ActorSlot::new(host));
+            specs.insert(id, host_args);
+        }
+        Ok((specs, hosts))
+    }
+
+    /// Starts the cache's shards, sharing its bytes: their arguments and their slots.
+    async fn start_shards(
+        &mut self,
+        cache: &crate::config::CacheSettings,
+        supervisor: &ActorCell,
+    ) -> Result<
+        (
+            Vec<cache_shard::Arguments>,
+            Vec<ActorSlot<cache_shard::Msg>>,
+        ),
+        ActorProcessingErr,
+    > {
+        let specs: Vec<cache_shard::Arguments> = (0..cache.shards)
+            .map(|index| cache_shard::Arguments {
+                index,
+                bytes: cache.bytes / u64::from(cache.shards),
+            })
+            .collect();
+        let mut slots = Vec::new();
+        for spec in &specs {
+            slots.push(ActorSlot::new(self.start(spec.clone(), supervisor).await?));
+        }
+        Ok((specs, slots))
+    }
 }
 
 /// The supervisor's state.
@@ -312,42 +375,22 @@ impl Actor for NodeSupervisor {
         let ledger_writer = crate::metering::ledger::LedgerWriter::start(args.ledger.clone());
 
         let states = ModelStates::default();
-        let mut model_specs = BTreeMap::new();
-        let mut hosts = BTreeMap::new();
-        for (spec, backend, slots) in args.models {
-            let id = spec.id.clone();
-            let host_args = model_host::Arguments {
-                spec,
-                backend,
-                concurrency: slots,
-                queue_capacity: args
-                    .model_queue_depth
-                    .unwrap_or_else(|| crate::config::default_queue_depth(slots)),
-                node: name.clone(),
-                faults: faults.clone(),
-            };
-            states.set(&id, ModelState::Loading);
-            let host = children.start(host_args.clone(), &me).await?;
-            states.set(&id, ModelState::Hosted);
-            hosts.insert(id.clone(), ActorSlot::new(host));
-            model_specs.insert(id, host_args);
-        }
+        let (model_specs, hosts) = children
+            .start_models(
+                args.models,
+                args.model_queue_depth,
+                (&name, &faults),
+                &states,
+                &me,
+            )
+            .await?;
         let handles = hosts
             .iter()
             .map(|(id, slot)| (id.clone(), model_host::ModelHostHandle(slot.clone())))
             .collect();
         let local_models = model_host::LocalModels::new(handles, states.clone());
 
-        let shard_specs: Vec<cache_shard::Arguments> = (0..args.cache.shards)
-            .map(|index| cache_shard::Arguments {
-                index,
-                bytes: args.cache.bytes / u64::from(args.cache.shards),
-            })
-            .collect();
-        let mut shard_slots = Vec::new();
-        for spec in &shard_specs {
-            shard_slots.push(ActorSlot::new(children.start(spec.clone(), &me).await?));
-        }
+        let (shard_specs, shard_slots) = children.start_shards(&args.cache, &me).await?;
         let sessions = SessionNodes::default();
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let shards = cache_shard::Shards::new(
