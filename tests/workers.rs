@@ -255,3 +255,25 @@ async fn a_worker_lost_before_the_first_token_hands_the_request_to_a_peer() {
     );
     drop(client);
 }
+
+/// A worker lives no longer than its node: when the node is killed outright (no shutdown, so
+/// nothing closes the worker's socket in an orderly way), its worker goes too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_ends_when_its_node_is_killed() {
+    ensure_models();
+    let cluster = Cluster::new("orphans");
+    let mut node = cluster.start("gone", &[], &["--host", SMOLLM2]);
+    let pid = worker(&node, SMOLLM2).await["pid"].as_u64().unwrap();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    node.kill();
+    eventually(
+        Duration::from_secs(10),
+        "the worker ends with its node",
+        || async {
+            // A zombie (reaped by nobody yet) has ended too.
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            (status.is_empty() || status.contains("State:\tZ")).then_some(())
+        },
+    )
+    .await;
+}

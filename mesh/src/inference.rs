@@ -402,6 +402,10 @@ async fn choose_weights(plan: &LoadPlan) -> Option<weights::Choice> {
 
 /// Tokens the weights measurement generates.
 const TIMED_TOKENS: u32 = 32;
+/// Longest one file's measurement may take: on any real CPU it takes well under a second; under
+/// an emulator (scripts/emulated-cpus.sh) it could take minutes, and a file not measured in
+/// time is not chosen (nor is either, when neither is: the plan's own file is served).
+const MEASURE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long llama.cpp takes to generate [`TIMED_TOKENS`] greedy tokens from `file` (after a
 /// short warm-up that brings the mapped weights into memory), one sequence on every core.
@@ -416,7 +420,7 @@ async fn time_generation(
         role: Role::User,
         content: "Count from 1 to 100, separated by commas.".into(),
     }];
-    let deadline = Instant::now() + std::time::Duration::from_secs(300);
+    let deadline = Instant::now() + MEASURE_LIMIT;
     let generator = &generator;
     let messages = &messages;
     let run = |max_tokens| async move {

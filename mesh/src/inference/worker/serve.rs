@@ -27,6 +27,18 @@ const OUTGOING: usize = 1024;
 
 /// Runs a worker until its node goes away.
 pub async fn run(socket: &Path) -> anyhow::Result<()> {
+    // A worker lives no longer than its node. One busy loading or measuring when the node dies
+    // would not notice its socket close for minutes, so it watches its parent as well (under
+    // a launcher such as qemu-user, the parent is still the node).
+    let parent = std::os::unix::process::parent_id();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if std::os::unix::process::parent_id() != parent {
+                std::process::exit(1);
+            }
+        }
+    });
     let stream = UnixStream::connect(socket).await?;
     let (mut reader, mut writer) = stream.into_split();
     let Some(ToWorker::Load { plan, rung }) = tokio::time::timeout(
