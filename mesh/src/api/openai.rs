@@ -198,6 +198,7 @@ impl Streaming {
                 let mut last = self
                     .shape
                     .piece("", first, Some(finish_reason(&response.output)));
+                last["model"] = answered_by(&response, &self.shape.model).into();
                 last["ganglion"] = serde_json::json!({
                     "cache_status": response.cache.status.as_str(),
                     "executed_by": response.route.executed_by,

@@ -44,6 +44,11 @@ pub fn prepared_path(gguf: &Path) -> PathBuf {
 /// The file to load for a text-generation model in `dir`: the prepared copy when present.
 pub fn best_gguf(spec: &ModelSpec, dir: &Path) -> Option<PathBuf> {
     let source = source_gguf(spec, dir)?;
+    // Only a wheel's Q4_1 file is prepared at pull; for any other, a file at the prepared
+    // path is none of the pull's and is never loaded.
+    if !matches!(spec.source, Source::PypiWheel { .. }) {
+        return Some(source);
+    }
     let prepared = prepared_path(&source);
     Some(if prepared.exists() { prepared } else { source })
 }

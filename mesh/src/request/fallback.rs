@@ -7,7 +7,8 @@
 //! one did not; when none answers, the last error says what the earlier ones gave.
 //!
 //! Errors that another model would meet as well end the request at once: bad input, a key
-//! refused, a quota spent, the deadline passed, the requester gone.
+//! refused, a quota spent, the deadline passed, the requester gone; so does a lost peer, which
+//! may have charged the work already (an embedding batch is never run twice).
 
 use ganglion_client::protocol::{
     ErrorCode, MAX_ATTEMPT_REASON_BYTES, ModelAttempt, Request, ResponseFrame, WireError,
@@ -24,7 +25,6 @@ pub fn falls_back(error: &WireError) -> bool {
                 | ErrorCode::Unavailable
                 | ErrorCode::Overloaded
                 | ErrorCode::Internal
-                | ErrorCode::PeerLost
         )
 }
 
@@ -49,6 +49,11 @@ pub async fn run(
     let models = models(&request);
     let mut tried: Vec<ModelAttempt> = Vec::new();
     for (i, model) in models.iter().enumerate() {
+        // A requester that left while an attempt's error was held back is not noticed by a
+        // write: look before starting the next.
+        if i > 0 && futures::FutureExt::now_or_never(out.gone()).is_some() {
+            return;
+        }
         let last = i + 1 == models.len();
         let mut attempt = request.clone();
         attempt.model = model.clone();
@@ -148,11 +153,12 @@ mod tests {
             ErrorCode::Unavailable,
             ErrorCode::Overloaded,
             ErrorCode::Internal,
-            ErrorCode::PeerLost,
         ] {
             assert!(falls_back(&error(code)), "{code:?}");
         }
         for code in [
+            // A peer lost after it may have charged (an embedding batch): not run again.
+            ErrorCode::PeerLost,
             ErrorCode::InvalidInput,
             ErrorCode::TooLarge,
             ErrorCode::DeadlineExceeded,
@@ -163,7 +169,7 @@ mod tests {
         ] {
             assert!(!falls_back(&error(code)), "{code:?}");
         }
-        let mut partial = error(ErrorCode::PeerLost);
+        let mut partial = error(ErrorCode::Unavailable);
         partial.partial = true;
         assert!(!falls_back(&partial));
     }

@@ -61,6 +61,10 @@ pub fn passed_on(
     let first_token_ms = first_output.map(|first| ms(first - admitted.received));
     let total_ms = ms(admitted.received.elapsed());
     let route = &mut response.route;
+    // The model is the one this node admitted, whatever the peer says; only the entry node
+    // lists models tried (its fallbacks), never a peer.
+    route.model = admitted.spec.id.clone();
+    route.models_tried.clear();
     route.path.insert(0, node.to_owned());
     route.entry = node.to_owned();
     route.attempts.splice(0..0, attempts.iter().cloned());
@@ -163,9 +167,20 @@ mod tests {
             shard: Some("a/0".into()),
             age_ms: None,
         });
-        let entry = passed_on(middle, "a", &admitted, &[], Some(now));
+        // A peer's word on the model or on models tried is not kept: the model is the one
+        // admitted here, and only the entry node lists models tried (its own fallbacks).
+        let mut lying = middle;
+        lying.route.model = "@someone/else".into();
+        lying.route.models_tried = vec![ganglion_client::protocol::ModelAttempt {
+            model: "@x/y".into(),
+            code: ErrorCode::Unavailable,
+            reason: "made up".into(),
+        }];
+        let entry = passed_on(lying, "a", &admitted, &[], Some(now));
         assert_eq!(entry.route.path, ["a", "m", "b"]);
         assert_eq!(entry.cache.status, CacheStatus::Miss);
         assert_eq!(entry.route.per_hop[0].node, "a");
+        assert_eq!(entry.route.model, crate::models::catalog::MINILM);
+        assert!(entry.route.models_tried.is_empty());
     }
 }
