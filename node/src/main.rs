@@ -283,11 +283,20 @@ fn models(command: ModelsCommand) -> ExitCode {
     };
     match command {
         ModelsCommand::List { .. } => {
-            println!("{:<36} {:<16} {:>9}  IN STORE", "MODEL", "TASK", "MEMORY");
+            let width = catalog
+                .models()
+                .iter()
+                .map(|m| m.id.len())
+                .max()
+                .unwrap_or(0);
+            println!(
+                "{:<width$} {:<16} {:>9}  IN STORE",
+                "MODEL", "TASK", "MEMORY"
+            );
             for spec in catalog.models() {
                 let cached = if store.is_complete(spec) { "yes" } else { "no" };
                 println!(
-                    "{:<36} {:<16} {:>9}  {cached}",
+                    "{:<width$} {:<16} {:>9}  {cached}",
                     spec.id,
                     spec.task.as_str(),
                     ganglion::hardware::mib(spec.memory_bytes)
