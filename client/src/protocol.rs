@@ -678,34 +678,35 @@ mod bounded {
     }
 }
 
+/// Whether `id` can name a model: 1 to [`MAX_MODEL_ID_BYTES`] bytes.
+pub fn model_id_ok(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_MODEL_ID_BYTES
+}
+
+/// Whether `name` can name a node: 1 to [`MAX_NODE_NAME_BYTES`] bytes.
+pub fn node_name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NODE_NAME_BYTES
+}
+
 /// Checks a request against the protocol's bounds; nodes call this before queueing anything.
 /// Every field a client controls is bounded here: sizes, counts, numbers.
 pub fn validate(request: &Request) -> Result<(), WireError> {
     let p = &request.parameters;
     let invalid = |message: String| Err(WireError::new(ErrorCode::InvalidInput, message));
     let too_large = |message: String| Err(WireError::new(ErrorCode::TooLarge, message));
-    if request.model.is_empty() || request.model.len() > MAX_MODEL_ID_BYTES {
+    if !model_id_ok(&request.model) {
         return invalid(format!(
             "model id must be 1 to {MAX_MODEL_ID_BYTES} bytes, got {}",
             request.model.len()
         ));
     }
-    if request.fallbacks.len() > MAX_FALLBACKS
-        || request
-            .fallbacks
-            .iter()
-            .any(|m| m.is_empty() || m.len() > MAX_MODEL_ID_BYTES)
+    if request.fallbacks.len() > MAX_FALLBACKS || !request.fallbacks.iter().all(|m| model_id_ok(m))
     {
         return invalid(format!(
             "at most {MAX_FALLBACKS} fallback models, each id of 1 to {MAX_MODEL_ID_BYTES} bytes"
         ));
     }
-    if request.path.len() > MAX_PATH_NODES
-        || request
-            .path
-            .iter()
-            .any(|n| n.is_empty() || n.len() > MAX_NODE_NAME_BYTES)
-    {
+    if request.path.len() > MAX_PATH_NODES || !request.path.iter().all(|n| node_name_ok(n)) {
         return invalid(format!(
             "path must name at most {MAX_PATH_NODES} nodes of 1 to {MAX_NODE_NAME_BYTES} bytes"
         ));

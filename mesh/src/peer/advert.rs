@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use ganglion_client::protocol::{MAX_MODEL_ID_BYTES, MAX_NODE_NAME_BYTES, MAX_OPEN_FRAME_LEN};
+use ganglion_client::protocol::{MAX_OPEN_FRAME_LEN, model_id_ok, node_name_ok};
 use ganglion_client::{PeerStreamKind, read_frame, write_frame};
 use serde::{Deserialize, Serialize};
 
@@ -151,14 +151,6 @@ impl PeerAdvert {
     }
 }
 
-fn node_name_ok(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NODE_NAME_BYTES
-}
-
-fn model_id_ok(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_MODEL_ID_BYTES
-}
-
 /// An address worth dialing: a concrete unicast address with a port.
 fn dialable(addr: SocketAddr) -> bool {
     let ip = addr.ip();
@@ -214,6 +206,7 @@ mod tests {
     use super::*;
     use crate::credentials::api_keys::MAX_ACCOUNT_LEN;
     use crate::credentials::revoked::KeyId;
+    use ganglion_client::protocol::{MAX_MODEL_ID_BYTES, MAX_NODE_NAME_BYTES};
 
     fn advert() -> PeerAdvert {
         PeerAdvert {

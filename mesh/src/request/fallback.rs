@@ -10,9 +10,7 @@
 //! refused, a quota spent, the deadline passed, the requester gone; so does a lost peer, which
 //! may have charged the work already (an embedding batch is never run twice).
 
-use ganglion_client::protocol::{
-    ErrorCode, MAX_ATTEMPT_REASON_BYTES, ModelAttempt, Request, ResponseFrame, WireError,
-};
+use ganglion_client::protocol::{ErrorCode, ModelAttempt, Request, ResponseFrame, WireError};
 
 use super::{Context, Gone, Origin, Responder};
 
@@ -69,18 +67,11 @@ pub async fn run(
         let Some(error) = holding.held.take() else {
             return;
         };
-        let mut reason = error.message;
-        if reason.len() > MAX_ATTEMPT_REASON_BYTES {
-            let mut end = MAX_ATTEMPT_REASON_BYTES;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-        }
+        // Cut as a handoff's attempts are.
         tried.push(ModelAttempt {
             model: model.clone(),
             code: error.code,
-            reason,
+            reason: crate::metrics::recent::short(&error.message),
         });
     }
 }
