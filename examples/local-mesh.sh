@@ -6,13 +6,14 @@
 # creates a throw-away cluster and starts three nodes on loopback:
 #   a  a regional node: hosts SmolLM2-135M-Instruct, all-MiniLM-L6-v2 and the regional chat
 #      model Qwen2.5-Coder-0.5B-Instruct
-#   b  an edge box (--memory-limit 256MiB): the LLM does not fit, it hosts the embedder
+#   b  an edge box (--memory-limit 256MiB): the LLM does not fit, it hosts the embedder and
+#      the sentiment classifier
 #   c  an edge box like b
 # b and c know only a; the mesh forms by itself. Requests carry an API key issued for the demo. Then a real prompt goes to edge box b, which
 # hands it to a: SmolLM2 answers token by token, and the route shows the hop b → a and the time
 # each node saw. The same prompt again is a cache hit; with --skip-cache it runs again; b also
 # answers it over its OpenAI-compatible HTTP API (curl). A question for the regional model goes
-# to b as well, which hands it to a.
+# to b as well, which hands it to a; a sentiment question to b is answered by b itself.
 # It ends with the dashboard's address (every node serves it on its admin listener).
 # With --keep the mesh keeps running until Ctrl-C, for the dashboard.
 set -euo pipefail
@@ -61,9 +62,10 @@ field() { sed -n "s/.*\"$2\":\"\([^\"]*\)\".*/\1/p" "$work/$1.out"; }
 llm=@ganglion/smollm2-135m-instruct
 embedder=@ganglion/all-minilm-l6-v2
 regional=@ganglion/qwen2.5-coder-0.5b-instruct
+sentiment=@ganglion/vader-sentiment
 
 start a --host "$llm" --host "$embedder" --host "$regional"
-start b --seed "$(field a quic)" --host "$llm" --host "$embedder" --memory-limit 256MiB --http 127.0.0.1:0
+start b --seed "$(field a quic)" --host "$llm" --host "$embedder" --host "$sentiment" --memory-limit 256MiB --http 127.0.0.1:0
 start c --seed "$(field a quic)" --host "$llm" --host "$embedder" --memory-limit 256MiB
 
 admin() { curl -fsS -H "Authorization: Bearer $token" "http://$(field "$1" admin)$2"; }
@@ -103,6 +105,9 @@ curl -sS -i "http://$(field b http)/v1/chat/completions" -H "Authorization: Bear
 echo
 echo "== a question for the regional model, asked at edge box b (it runs on a):"
 "${ganglion[@]}" generate "${edge[@]}" --model "$regional" --max-tokens 16 "Name one colour. Answer with one word."
+echo
+echo "== sentiment at edge box b, answered by b itself:"
+"${ganglion[@]}" classify "${edge[@]}" --model "$sentiment" "The food was wonderful." "The service was slow and rude."
 echo
 echo "== embeddings from node b (an edge box):"
 "${ganglion[@]}" embed --node "$(field b quic)" --ca "$work/cluster/ca.crt" --model "$embedder" "edge inference" "inference at the edge"

@@ -21,7 +21,8 @@ use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
 use ganglion_client::protocol::{CachePolicy, FinalResponse, Output};
 use ganglion_client::{
-    Client, ClientError, EmbedRequest, GenerateRequest, GenerationStream, StreamEvent,
+    ClassifyRequest, Client, ClientError, EmbedRequest, GenerateRequest, GenerationStream,
+    StreamEvent,
 };
 
 #[derive(Debug, Parser)]
@@ -126,6 +127,25 @@ enum Command {
         #[command(flatten)]
         cache: CacheArgs,
         /// Texts to embed.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+    /// Classify texts: sentiment, moderation or language, as the model does.
+    Classify {
+        #[command(flatten)]
+        connection: Connection,
+        /// Catalog id of a text classifier, e.g. @ganglion/vader-sentiment.
+        #[arg(long)]
+        model: String,
+        /// A model to try when the ones before cannot answer (repeat, in order).
+        #[arg(long = "fallback", value_name = "MODEL")]
+        fallbacks: Vec<String>,
+        /// Print the final response as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// Texts to classify.
         #[arg(required = true)]
         texts: Vec<String>,
     },
@@ -265,6 +285,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         vector.len()
                     );
                 }
+            }
+        }
+        Command::Classify {
+            connection,
+            model,
+            fallbacks,
+            json,
+            cache,
+            texts,
+        } => {
+            let request = ClassifyRequest::new(model, texts.clone())
+                .cache(cache.policy())
+                .fallbacks(fallbacks);
+            let (client, response) = with_retries(&connection, async |client: &Client| {
+                client.classify_request(request.clone()).await
+            })
+            .await?;
+            client.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&final_json(&response))?);
+            } else if let Output::Labels(lists) = &response.output {
+                for (text, labels) in texts.iter().zip(lists) {
+                    let labels: Vec<String> = labels
+                        .iter()
+                        .map(|l| format!("{} {:.3}", l.label, l.score))
+                        .collect();
+                    let labels = if labels.is_empty() {
+                        "(no label)".to_owned()
+                    } else {
+                        labels.join(", ")
+                    };
+                    println!("{text:?}: {labels}");
+                }
+                eprintln!("route: {}", route_summary(&response.route));
             }
         }
         Command::Usage { connection, json } => {
@@ -413,6 +467,7 @@ fn final_json(response: &FinalResponse) -> serde_json::Value {
             value["finish_reason"] = format!("{finish_reason:?}").to_lowercase().into();
         }
         Output::Embeddings(vectors) => value["embeddings"] = serde_json::json!(vectors),
+        Output::Labels(lists) => value["labels"] = serde_json::json!(lists),
         _ => {}
     }
     value

@@ -13,7 +13,7 @@ use rustls::pki_types::CertificateDer;
 use crate::codec::{read_frame, write_frame};
 use crate::protocol::{
     ALPN_CLIENT, CLOSE_CLIENTS_LOOPBACK_ONLY, CLOSE_NOT_SERVING, CLOSE_OVERLOADED, CachePolicy,
-    ChatMessage, ClientRequest, ErrorCode, FinalResponse, Input, MAX_REQUEST_FRAME_LEN,
+    ChatMessage, ClientRequest, ErrorCode, FinalResponse, Input, Label, MAX_REQUEST_FRAME_LEN,
     MAX_RESPONSE_FRAME_LEN, ModelListing, Output, Parameters, Request, ResponseFrame, Role,
     WireError,
 };
@@ -381,12 +381,12 @@ impl GenerateRequest {
     }
 }
 
-/// An embedding request.
+/// A request on a batch of texts: to embed, or to classify.
 #[derive(Debug, Clone)]
-pub struct EmbedRequest {
+pub struct TextsRequest {
     /// Catalog id of the model.
     pub model: String,
-    /// Texts to embed.
+    /// The texts.
     pub texts: Vec<String>,
     /// Cache controls.
     pub cache: CachePolicy,
@@ -394,8 +394,14 @@ pub struct EmbedRequest {
     pub fallbacks: Vec<String>,
 }
 
-impl EmbedRequest {
-    /// Texts to embed with `model`.
+/// An embedding request.
+pub type EmbedRequest = TextsRequest;
+
+/// A classification request.
+pub type ClassifyRequest = TextsRequest;
+
+impl TextsRequest {
+    /// Texts for `model`.
     pub fn new(model: impl Into<String>, texts: Vec<String>) -> Self {
         Self {
             model: model.into(),
@@ -408,6 +414,13 @@ impl EmbedRequest {
     /// Cache controls.
     pub fn cache(mut self, cache: CachePolicy) -> Self {
         self.cache = cache;
+        self
+    }
+
+    /// Models to try in order when `model` is unavailable, overloaded or fails (see
+    /// [`GenerateRequest::fallbacks`]).
+    pub fn fallbacks(mut self, models: Vec<String>) -> Self {
+        self.fallbacks = models;
         self
     }
 }
@@ -546,9 +559,43 @@ impl Client {
 
     /// Embeds texts as `request` says and returns the node's whole final response.
     pub async fn embed_request(&self, request: EmbedRequest) -> Result<FinalResponse, ClientError> {
+        self.texts_request(request, Input::Embed).await
+    }
+
+    /// Classifies texts: for each, its labels with their scores, the likeliest first.
+    pub async fn classify(
+        &self,
+        model: impl Into<String>,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<Label>>, ClientError> {
+        let response = self
+            .classify_request(ClassifyRequest::new(model, texts))
+            .await?;
+        match response.output {
+            Output::Labels(labels) => Ok(labels),
+            _ => Err(ClientError::Protocol(
+                "a text classifier answered with something else".into(),
+            )),
+        }
+    }
+
+    /// Classifies texts as `request` says and returns the node's whole final response.
+    pub async fn classify_request(
+        &self,
+        request: ClassifyRequest,
+    ) -> Result<FinalResponse, ClientError> {
+        self.texts_request(request, Input::Classify).await
+    }
+
+    /// Sends a request on a batch of texts, as `input` wraps them, and reads its one answer.
+    async fn texts_request(
+        &self,
+        request: TextsRequest,
+        input: fn(Vec<String>) -> Input,
+    ) -> Result<FinalResponse, ClientError> {
         let request = self.request(
             request.model,
-            Input::Embed(request.texts),
+            input(request.texts),
             Parameters::default(),
             request.cache,
             request.fallbacks,

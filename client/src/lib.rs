@@ -6,7 +6,7 @@
 //! ALPN identifiers and the messages that open each stream.
 //!
 //! [`Client`] connects to the first reachable node of a list (verifying it against the cluster
-//! CA) and sends requests: [`Client::generate`], [`Client::generate_stream`], [`Client::embed`],
+//! CA) and sends requests: [`Client::generate`], [`Client::generate_stream`], [`Client::embed`], [`Client::classify`],
 //! [`Client::list_models`]. The `ganglion` binary is a command-line front end to it.
 
 pub mod client;
@@ -14,8 +14,8 @@ pub mod codec;
 pub mod protocol;
 
 pub use client::{
-    Client, ClientBuilder, ClientError, EmbedRequest, GenerateRequest, Generation,
-    GenerationStream, StreamEvent,
+    ClassifyRequest, Client, ClientBuilder, ClientError, EmbedRequest, GenerateRequest, Generation,
+    GenerationStream, StreamEvent, TextsRequest,
 };
 pub use codec::{FrameError, MAX_FRAME_LEN, read_frame, write_frame};
 pub use protocol::{ALPN_CLIENT, ALPN_PEER, CachePolicy, CacheStatus, PeerStreamKind};

@@ -7,12 +7,13 @@
 use serde::{Deserialize, Serialize};
 
 /// ALPN of node-to-node connections (mutual TLS, cluster CA on both sides). Its version moves
-/// with any change of what peers exchange (3: adverts summarise the revoked set, releases may
-/// linger, fills name no owner), so that nodes of two builds never misread each other.
-pub const ALPN_PEER: &[u8] = b"ganglion-peer/4";
+/// with any change of what peers exchange (5: requests may classify texts), so that nodes of
+/// two builds never misread each other.
+pub const ALPN_PEER: &[u8] = b"ganglion-peer/5";
 
-/// ALPN of client-to-node connections (server-authenticated TLS).
-pub const ALPN_CLIENT: &[u8] = b"ganglion-client/3";
+/// ALPN of client-to-node connections (server-authenticated TLS); 4: requests may classify
+/// texts.
+pub const ALPN_CLIENT: &[u8] = b"ganglion-client/4";
 
 /// Application close code of a node that stops serving a connection (it shuts down, or its
 /// gateway restarts): retry, or use another node.
@@ -317,6 +318,8 @@ pub enum Input {
     Chat(#[serde(deserialize_with = "bounded::messages")] Vec<ChatMessage>),
     /// Texts for an embedding model.
     Embed(#[serde(deserialize_with = "bounded::texts")] Vec<String>),
+    /// Texts for a text classifier (sentiment, moderation, language): one list of labels each.
+    Classify(#[serde(deserialize_with = "bounded::texts")] Vec<String>),
 }
 
 /// One chat message.
@@ -405,6 +408,17 @@ pub enum Output {
     },
     /// One unit-length vector per input text.
     Embeddings(Vec<Vec<f32>>),
+    /// Per input text, its labels with their scores, the likeliest first.
+    Labels(Vec<Vec<Label>>),
+}
+
+/// A label a classifier gives a text, with its score (0 to 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    /// The label, e.g. `POSITIVE`, `hate_speech` or `eng`.
+    pub label: String,
+    /// How likely it is, 0 to 1.
+    pub score: f32,
 }
 
 /// Why generation ended.
@@ -528,8 +542,12 @@ pub struct HopTime {
 pub struct ModelListing {
     /// Catalog id.
     pub id: String,
-    /// `text-generation` or `text-embeddings`.
+    /// `text-generation`, `text-embeddings` or `text-classification`.
     pub task: String,
+    /// Its price class: `lightweight`, `standard` or `complex`.
+    pub class: String,
+    /// What a request costs, e.g. "1 Neurons per request (per text …)".
+    pub pricing: String,
     /// Nodes hosting it now.
     pub hosted_by: Vec<String>,
 }
@@ -821,29 +839,34 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
                 ));
             }
         }
-        Input::Embed(texts) => {
-            if texts.is_empty() {
-                return Err(WireError::new(ErrorCode::InvalidInput, "no texts to embed"));
-            }
-            if texts.len() > MAX_EMBED_BATCH {
-                return Err(WireError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "{} texts exceed the batch limit of {MAX_EMBED_BATCH}",
-                        texts.len()
-                    ),
-                ));
-            }
-            if let Some(long) = texts.iter().find(|t| t.len() > MAX_EMBED_TEXT_BYTES) {
-                return Err(WireError::new(
-                    ErrorCode::TooLarge,
-                    format!(
-                        "a text of {} bytes exceeds the limit of {MAX_EMBED_TEXT_BYTES}",
-                        long.len()
-                    ),
-                ));
-            }
-        }
+        Input::Embed(texts) => texts_ok(texts, "no texts to embed")?,
+        Input::Classify(texts) => texts_ok(texts, "no texts to classify")?,
+    }
+    Ok(())
+}
+
+/// Checks a batch of texts (to embed or classify) against the batch and text bounds.
+fn texts_ok(texts: &[String], empty: &str) -> Result<(), WireError> {
+    if texts.is_empty() {
+        return Err(WireError::new(ErrorCode::InvalidInput, empty));
+    }
+    if texts.len() > MAX_EMBED_BATCH {
+        return Err(WireError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "{} texts exceed the batch limit of {MAX_EMBED_BATCH}",
+                texts.len()
+            ),
+        ));
+    }
+    if let Some(long) = texts.iter().find(|t| t.len() > MAX_EMBED_TEXT_BYTES) {
+        return Err(WireError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "a text of {} bytes exceeds the limit of {MAX_EMBED_TEXT_BYTES}",
+                long.len()
+            ),
+        ));
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! JSON body. Nothing may panic, and every refusal is a typed error.
 #![no_main]
 
-use ganglion::api::bodies::{ChatBody, CompletionBody, EmbeddingsBody, RunBody, parse};
+use ganglion::api::bodies::{
+    ChatBody, CompletionBody, EmbeddingsBody, ModerationsBody, RunBody, parse,
+};
 use ganglion::models::Task;
 use ganglion_client::protocol::{ErrorCode, Request, WireError, validate};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -31,16 +33,20 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     };
     let (block, body) = rest.split_at(usize::from(*length).min(rest.len()));
     let headers = headers(block);
-    let built: Result<Request, WireError> = match route % 5 {
+    let built: Result<Request, WireError> = match route % 7 {
         0 => parse::<ChatBody>(body).and_then(|b| b.into_request(&headers).map(|r| r.0)),
         1 => parse::<CompletionBody>(body).and_then(|b| b.into_request(&headers).map(|r| r.0)),
         2 => parse::<EmbeddingsBody>(body).and_then(|b| b.into_request(&headers).map(|r| r.0)),
         3 => parse::<RunBody>(body)
             .and_then(|b| b.into_request("m".into(), Task::TextGeneration, &headers))
             .map(|r| r.0),
-        _ => parse::<RunBody>(body)
+        4 => parse::<RunBody>(body)
             .and_then(|b| b.into_request("m".into(), Task::TextEmbeddings, &headers))
             .map(|r| r.0),
+        5 => parse::<RunBody>(body)
+            .and_then(|b| b.into_request("m".into(), Task::TextClassification, &headers))
+            .map(|r| r.0),
+        _ => parse::<ModerationsBody>(body).and_then(|b| b.into_request(&headers)),
     };
     match built {
         Ok(request) => {

@@ -72,7 +72,7 @@ async fn run() {
         .backend
     {
         Backend::Text(generator) => generator,
-        Backend::Embed(_) => unreachable!("SmolLM2 is a text model"),
+        _ => unreachable!("SmolLM2 is a text model"),
     };
     let messages = vec![ChatMessage {
         role: Role::User,
@@ -177,7 +177,7 @@ async fn run() {
     let embedder_engine = backend.engine().to_owned();
     let embedder = match backend {
         Backend::Embed(e) => e,
-        Backend::Text(_) => unreachable!("MiniLM is an embedding model"),
+        _ => unreachable!("MiniLM is an embedding model"),
     };
     // candle, which the node used before llama.cpp, as the reference.
     let candle = inference::embeddings::Embedder::load(

@@ -67,6 +67,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/moderations", post(openai::moderations))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*id}", get(openai::model))
         .route("/ai/run/{*model}", post(workers_ai::run))

@@ -8,10 +8,12 @@
 //! - [`delivery`]: what both chat engines share towards the requester.
 //! - [`embeddings`]: BERT sentence embeddings through candle, mean-pooled and normalised as
 //!   sentence-transformers does.
+//! - [`classify`]: text classifiers (sentiment, moderation, language).
 //!
 //! Backends know nothing of actors or the network: `ModelHost` owns one and drives it.
 
 pub mod bert_gguf;
+pub mod classify;
 pub mod delivery;
 pub mod embeddings;
 pub mod kernels;
@@ -26,7 +28,7 @@ pub mod worker;
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
-use ganglion_client::protocol::{ChatMessage, Parameters, ResponseFrame};
+use ganglion_client::protocol::{ChatMessage, Output, Parameters, ResponseFrame};
 
 use crate::config::engines::TextEngine;
 
@@ -36,6 +38,8 @@ pub enum Backend {
     Text(Generator),
     /// An embedding model.
     Embed(Embedder),
+    /// A text classifier.
+    Classify(classify::Classifier),
 }
 
 /// A sentence embedder: llama.cpp on the model converted to GGUF (about 5x faster than candle
@@ -58,7 +62,7 @@ impl Embedder {
             Self::LlamaCpp(e) => e.embed(texts),
             Self::Candle(e) => e.embed(texts),
             Self::Worker(_) => Err(BackendError::Run(
-                "an embedder in a worker is asked through Worker::embed".into(),
+                "an embedder in a worker is asked through Worker::batch".into(),
             )),
         }
     }
@@ -69,6 +73,7 @@ impl std::fmt::Debug for Backend {
         f.write_str(match self {
             Self::Text(_) => "Backend::Text",
             Self::Embed(_) => "Backend::Embed",
+            Self::Classify(_) => "Backend::Classify",
         })
     }
 }
@@ -79,40 +84,63 @@ impl Backend {
         match self {
             Self::Text(Generator::LlamaCpp(_)) => TextEngine::LlamaCpp.as_str(),
             Self::Text(Generator::Mistralrs(_)) => TextEngine::Mistralrs.as_str(),
-            Self::Text(Generator::Worker(w)) | Self::Embed(Embedder::Worker(w)) => w.engine(),
+            Self::Text(Generator::Worker(w))
+            | Self::Embed(Embedder::Worker(w))
+            | Self::Classify(classify::Classifier::Worker(w)) => w.engine(),
             Self::Embed(Embedder::LlamaCpp(_)) => "llama.cpp",
             Self::Embed(Embedder::Candle(_)) => "candle",
+            Self::Classify(classify::Classifier::Sentiment(_)) => "vader",
+            Self::Classify(classify::Classifier::Moderation(_)) => "tf-idf linear",
+            Self::Classify(classify::Classifier::Language) => "whatlang",
         }
     }
 
-    /// Embeds `texts`: one unit-length vector each, and the tokens read. An embedder in process
-    /// runs on a blocking thread and cannot be interrupted, so this ends when it does; one in a
-    /// worker is waited for until `deadline` and its grace ([`worker::Worker::embed`]).
-    pub async fn embed(
+    /// Runs a batch of texts (to embed or classify): the output, one entry per text, and the
+    /// tokens read. A model in process runs on a blocking thread and cannot be interrupted, so
+    /// this ends when it does; one in a worker is waited for until `deadline` and its grace
+    /// ([`worker::Worker::batch`]).
+    pub async fn batch(
         self: std::sync::Arc<Self>,
         texts: Vec<String>,
         deadline: Instant,
-    ) -> Result<(Vec<Vec<f32>>, u32), BackendError> {
+    ) -> Result<(Output, u32), BackendError> {
         match &*self {
-            Self::Embed(Embedder::Worker(worker)) => worker.embed(&texts, deadline).await,
-            Self::Embed(_) => tokio::task::spawn_blocking(move || match &*self {
-                Self::Embed(embedder) => embedder.embed(&texts),
-                Self::Text(_) => Err(BackendError::Run("not an embedding model".into())),
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(BackendError::Run(format!(
-                    "the embedding model failed: {e}"
-                )))
-            }),
-            Self::Text(_) => Err(BackendError::Run("not an embedding model".into())),
+            Self::Embed(Embedder::Worker(worker))
+            | Self::Classify(classify::Classifier::Worker(worker)) => {
+                worker.batch(&texts, deadline).await
+            }
+            Self::Embed(_) | Self::Classify(_) => {
+                tokio::task::spawn_blocking(move || self.batch_here(&texts))
+                    .await
+                    .unwrap_or_else(|e| Err(BackendError::Run(format!("the model failed: {e}"))))
+            }
+            Self::Text(_) => Err(BackendError::Run(
+                "a chat model takes no batch of texts".into(),
+            )),
+        }
+    }
+
+    /// Runs a batch of texts in this thread. CPU-bound.
+    fn batch_here(&self, texts: &[String]) -> Result<(Output, u32), BackendError> {
+        match self {
+            Self::Embed(embedder) => embedder
+                .embed(texts)
+                .map(|(vectors, tokens)| (Output::Embeddings(vectors), tokens)),
+            Self::Classify(classifier) => classifier
+                .classify(texts)
+                .map(|(labels, words)| (Output::Labels(labels), words)),
+            Self::Text(_) => Err(BackendError::Run(
+                "a chat model takes no batch of texts".into(),
+            )),
         }
     }
 
     /// Its worker process, when it runs in one.
     pub fn worker(&self) -> Option<&worker::Worker> {
         match self {
-            Self::Text(Generator::Worker(w)) | Self::Embed(Embedder::Worker(w)) => Some(w),
+            Self::Text(Generator::Worker(w))
+            | Self::Embed(Embedder::Worker(w))
+            | Self::Classify(classify::Classifier::Worker(w)) => Some(w),
             _ => None,
         }
     }
@@ -125,6 +153,9 @@ impl Backend {
         Ok(match task {
             crate::models::Task::TextGeneration => (Self::Text(Generator::Worker(worker)), slots),
             crate::models::Task::TextEmbeddings => (Self::Embed(Embedder::Worker(worker)), slots),
+            crate::models::Task::TextClassification => {
+                (Self::Classify(classify::Classifier::Worker(worker)), slots)
+            }
         })
     }
 }
@@ -245,6 +276,8 @@ pub struct LoadPlan {
     pub hardware: crate::hardware::Hardware,
     /// Bytes of KV cache the model may use.
     pub kv_budget: u64,
+    /// The library a model compiled into the node comes with (nothing is read from disk).
+    pub compiled: Option<String>,
 }
 
 /// Resolves what loading `spec` from the model store needs, chat models on `engine`:
@@ -259,6 +292,7 @@ pub fn plan(
     hardware: &crate::hardware::Hardware,
     kv_budget: u64,
 ) -> Result<LoadPlan, BackendError> {
+    use crate::models::catalog::Source;
     use crate::models::{Task, requantize};
     let location = store.locate(spec).map_err(|e| BackendError::Load {
         path: store.model_dir(&spec.id),
@@ -278,7 +312,7 @@ pub fn plan(
             (best, candidates)
         }
         Task::TextGeneration => (location.clone(), vec![location]),
-        Task::TextEmbeddings => (location, Vec::new()),
+        Task::TextEmbeddings | Task::TextClassification => (location, Vec::new()),
     };
     Ok(LoadPlan {
         model: spec.id.clone(),
@@ -290,6 +324,10 @@ pub fn plan(
         engine,
         hardware: hardware.clone(),
         kv_budget,
+        compiled: match spec.source {
+            Source::Compiled { library, .. } => Some(library.to_owned()),
+            _ => None,
+        },
     })
 }
 
@@ -366,6 +404,18 @@ pub async fn load(plan: &LoadPlan) -> Result<Loaded, BackendError> {
             .map_err(|e| BackendError::Run(e.to_string()))??;
             Ok(Loaded {
                 backend: Backend::Embed(embedder),
+                slots: concurrency.unwrap_or(threads),
+                weights: None,
+            })
+        }
+        crate::models::Task::TextClassification => {
+            let (location, compiled) = (plan.location.clone(), plan.compiled.clone());
+            let classifier =
+                tokio::task::spawn_blocking(move || classify::load(&location, compiled.as_deref()))
+                    .await
+                    .map_err(|e| BackendError::Run(e.to_string()))??;
+            Ok(Loaded {
+                backend: Backend::Classify(classifier),
                 slots: concurrency.unwrap_or(threads),
                 weights: None,
             })

@@ -290,16 +290,18 @@ fn models(command: ModelsCommand) -> ExitCode {
                 .max()
                 .unwrap_or(0);
             println!(
-                "{:<width$} {:<16} {:>9}  IN STORE",
-                "MODEL", "TASK", "MEMORY"
+                "{:<width$} {:<19} {:>9}  {:<8}  {:<11}  PRICE",
+                "MODEL", "TASK", "MEMORY", "IN STORE", "CLASS"
             );
             for spec in catalog.models() {
                 let cached = if store.is_complete(spec) { "yes" } else { "no" };
                 println!(
-                    "{:<width$} {:<16} {:>9}  {cached}",
+                    "{:<width$} {:<19} {:>9}  {cached:<8}  {:<11}  {}",
                     spec.id,
                     spec.task.as_str(),
-                    ganglion::hardware::mib(spec.memory_bytes)
+                    ganglion::hardware::mib(spec.memory_bytes),
+                    spec.class.as_str(),
+                    spec.pricing.describe(),
                 );
             }
             println!("store: {}", store.root().display());

@@ -1,11 +1,10 @@
 //! ModelHost: one per hosted model. A child of `NodeSupervisor`, restarted by it on failure.
 //!
-//! It owns the model's backend (text generation on llama.cpp or mistralrs, or candle
-//! embeddings), admits
-//! requests into a bounded queue (a full queue is a clear `overloaded` error), runs at most
-//! `concurrency` of them at once, and frees a slot only once a request's work has really
-//! stopped: the model finished, or let go of a cancelled sequence, or a blocking embedding
-//! call returned. A queued request whose deadline passed or whose requester left is dropped
+//! It owns the model's backend (text generation on llama.cpp or mistralrs, embeddings, or a
+//! text classifier), admits requests into a bounded queue (a full queue is a clear `overloaded`
+//! error), runs at most `concurrency` of them at once, and frees a slot only once a request's
+//! work has really stopped: the model finished, or let go of a cancelled sequence, or a
+//! blocking batch (embeddings, labels) returned. A queued request whose deadline passed or whose requester left is dropped
 //! when its turn comes. Turns are fair between accounts (`model_host/fairness.rs`): a freed slot goes to
 //! the account running the fewest, and a full queue makes way for an account under its share.
 //! A job that panics frees its slot and answers `internal`.
@@ -486,7 +485,9 @@ async fn run(
     match outcome {
         Ok((output, usage, first_token_at)) => {
             let items = match &job.request.input {
-                Input::Embed(texts) => u32::try_from(texts.len()).unwrap_or(u32::MAX),
+                Input::Embed(texts) | Input::Classify(texts) => {
+                    u32::try_from(texts.len()).unwrap_or(u32::MAX)
+                }
                 _ => 0,
             };
             Ran {
@@ -514,8 +515,8 @@ async fn run(
 
 type Executed = (Output, Usage, Option<Instant>);
 
-/// What the embedding thread returns: one vector per text, and the tokens read.
-type Embedded = Result<(Vec<Vec<f32>>, u32), BackendError>;
+/// What a batch returns: one vector or list of labels per text, and the tokens read.
+type Batched = Result<(Output, u32), BackendError>;
 
 async fn execute(
     spec: &ModelSpec,
@@ -596,21 +597,22 @@ async fn execute(
                 completion.first_token_at,
             ))
         }
-        (Backend::Embed(_), Input::Embed(texts)) => {
-            // The embedder is CPU-bound and cannot be interrupted: the slot stays taken until
-            // it is done, even when the requester leaves or the deadline passes meanwhile, and
-            // what it embedded is charged then.
-            let work = backend.clone().embed(texts.clone(), job.deadline);
+        (Backend::Embed(_), Input::Embed(texts))
+        | (Backend::Classify(_), Input::Classify(texts)) => {
+            // A batch is CPU-bound and cannot be interrupted: the slot stays taken until it is
+            // done, even when the requester leaves or the deadline passes meanwhile, and what
+            // it ran is charged then.
+            let work = backend.clone().batch(texts.clone(), job.deadline);
             let mut work = std::pin::pin!(work);
             let stopped_early = tokio::select! {
-                joined = &mut work => return embedded(joined),
+                joined = &mut work => return batched(joined),
                 () = job.frames.closed() => BackendError::Cancelled,
                 () = tokio::time::sleep_until(job.deadline.into()) => BackendError::DeadlineExceeded,
             };
-            if let Ok((vectors, tokens)) = work.await {
+            if let Ok((_, tokens)) = work.await {
                 streamed.prompt_tokens.store(tokens, Ordering::Relaxed);
                 streamed.items.store(
-                    u32::try_from(vectors.len()).unwrap_or(u32::MAX),
+                    u32::try_from(texts.len()).unwrap_or(u32::MAX),
                     Ordering::Relaxed,
                 );
             }
@@ -621,13 +623,14 @@ async fn execute(
         }
         (Backend::Text(_), _) => wrong_input("text-generation", "chat messages"),
         (Backend::Embed(_), _) => wrong_input("text-embeddings", "texts to embed"),
+        (Backend::Classify(_), _) => wrong_input("text-classification", "texts to classify"),
     }
 }
 
-fn embedded(done: Embedded) -> Result<Executed, WireError> {
-    let (vectors, tokens) = done.map_err(|e| backend_error(e, None))?;
+fn batched(done: Batched) -> Result<Executed, WireError> {
+    let (output, tokens) = done.map_err(|e| backend_error(e, None))?;
     Ok((
-        Output::Embeddings(vectors),
+        output,
         Usage {
             input_tokens: tokens,
             output_tokens: 0,

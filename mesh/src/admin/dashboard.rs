@@ -90,6 +90,7 @@ pub async fn try_it(State(ctx): State<Context>, body: axum::body::Body) -> Respo
     let api = &ctx.parts().api;
     let input = match api.context.catalog.get(&body.model).map(|spec| spec.task) {
         Some(crate::models::Task::TextEmbeddings) => Input::Embed(vec![body.prompt]),
+        Some(crate::models::Task::TextClassification) => Input::Classify(vec![body.prompt]),
         _ => Input::Chat(vec![ChatMessage {
             role: Role::User,
             content: body.prompt,
@@ -154,6 +155,7 @@ fn final_json(response: &ganglion_client::protocol::FinalResponse) -> serde_json
             "dimensions": vectors.first().map_or(0, Vec::len),
             "head": vectors.first().map(|v| v.iter().take(8).collect::<Vec<_>>()),
         }),
+        Output::Labels(lists) => serde_json::json!({ "labels": lists.first() }),
         _ => serde_json::Value::Null,
     };
     serde_json::json!({

@@ -113,6 +113,15 @@ pub struct EmbeddingsBody {
     encoding_format: Option<String>,
 }
 
+/// The body of `POST /v1/moderations`: `model` defaults to the built-in moderation model.
+#[derive(Debug, Deserialize)]
+pub struct ModerationsBody {
+    model: Option<String>,
+    #[serde(default)]
+    fallbacks: Vec<String>,
+    input: EmbedInput,
+}
+
 /// An `invalid_input` error.
 pub fn invalid(message: impl Into<String>) -> WireError {
     WireError::new(ErrorCode::InvalidInput, message)
@@ -254,9 +263,30 @@ impl EmbeddingsBody {
     }
 }
 
+impl ModerationsBody {
+    /// The request: each input text classified.
+    pub fn into_request(self, headers: &HeaderMap) -> Result<Request, WireError> {
+        let texts = match self.input {
+            EmbedInput::One(text) => vec![text],
+            EmbedInput::Many(texts) => texts,
+        };
+        let model = self
+            .model
+            .unwrap_or_else(|| crate::models::catalog::MODERATION.to_owned());
+        let mut request = super::request(
+            model,
+            Input::Classify(texts),
+            Parameters::default(),
+            headers,
+        )?;
+        request.fallbacks = self.fallbacks;
+        Ok(request)
+    }
+}
+
 impl RunBody {
     /// The request for `model`, a model of `task`, and whether the answer is streamed
-    /// (vectors come whole: `stream` applies to text only).
+    /// (vectors and labels come whole: `stream` applies to text generation only).
     pub fn into_request(
         self,
         model: String,
@@ -264,15 +294,20 @@ impl RunBody {
         headers: &HeaderMap,
     ) -> Result<(Request, bool), WireError> {
         let (input, parameters) = match task {
-            Task::TextEmbeddings => {
+            Task::TextEmbeddings | Task::TextClassification => {
                 let texts = match self.text {
                     Some(EmbedInput::One(text)) => vec![text],
                     Some(EmbedInput::Many(texts)) => texts,
-                    None => return Err(invalid("an embedding model takes `text`")),
+                    None => return Err(invalid(format!("a {} model takes `text`", task.as_str()))),
                 };
-                (Input::Embed(texts), Parameters::default())
+                let input = if task == Task::TextEmbeddings {
+                    Input::Embed(texts)
+                } else {
+                    Input::Classify(texts)
+                };
+                (input, Parameters::default())
             }
-            _ => {
+            Task::TextGeneration => {
                 let chat = match (self.prompt, self.messages) {
                     (Some(prompt), None) => vec![ChatMessage {
                         role: Role::User,
@@ -291,7 +326,7 @@ impl RunBody {
                 (Input::Chat(chat), parameters)
             }
         };
-        let streaming = self.stream.unwrap_or(false) && task != Task::TextEmbeddings;
+        let streaming = self.stream.unwrap_or(false) && task == Task::TextGeneration;
         let request = super::request(model, input, parameters, headers)?;
         Ok((request, streaming))
     }
@@ -350,6 +385,22 @@ mod tests {
     }
 
     #[test]
+    fn a_moderations_body_classifies_its_inputs_on_the_moderation_model_by_default() {
+        let request = parse::<ModerationsBody>(br#"{"input":["a","b"]}"#)
+            .expect("parses")
+            .into_request(&HeaderMap::new())
+            .expect("accepted");
+        assert_eq!(request.model, crate::models::catalog::MODERATION);
+        assert!(matches!(request.input, Input::Classify(ref t) if t.len() == 2));
+        let named = parse::<ModerationsBody>(br#"{"input":"a","model":"m"}"#)
+            .expect("parses")
+            .into_request(&HeaderMap::new())
+            .expect("accepted");
+        assert_eq!(named.model, "m");
+        assert!(parse::<ModerationsBody>(br#"{"input":3}"#).is_err());
+    }
+
+    #[test]
     fn a_workers_ai_body_follows_the_task_of_its_model() {
         let run = |json: &str, task| {
             parse::<RunBody>(json.as_bytes())?.into_request("m".into(), task, &HeaderMap::new())
@@ -358,11 +409,19 @@ mod tests {
             run(r#"{"text":["a","b"],"stream":true}"#, Task::TextEmbeddings).expect("embeds");
         assert!(matches!(request.input, Input::Embed(ref t) if t.len() == 2));
         assert!(!streaming, "vectors come whole");
+        let (request, streaming) = run(
+            r#"{"text":"I love it","stream":true}"#,
+            Task::TextClassification,
+        )
+        .expect("labels");
+        assert!(!streaming, "labels come whole");
+        assert!(matches!(request.input, Input::Classify(ref t) if t.len() == 1));
         let (_, streaming) =
             run(r#"{"prompt":"hi","stream":true}"#, Task::TextGeneration).expect("generates");
         assert!(streaming);
         for (body, task) in [
             (r#"{"prompt":"hi"}"#, Task::TextEmbeddings),
+            (r#"{"prompt":"hi"}"#, Task::TextClassification),
             (r#"{"prompt":"hi","messages":[]}"#, Task::TextGeneration),
             (r#"{}"#, Task::TextGeneration),
         ] {

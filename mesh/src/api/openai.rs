@@ -15,7 +15,7 @@ use ganglion_client::protocol::{
     ErrorCode, FinalResponse, FinishReason, Output, ResponseFrame, Usage, WireError,
 };
 
-use super::bodies::{ChatBody, CompletionBody, EmbeddingsBody, invalid};
+use super::bodies::{ChatBody, CompletionBody, EmbeddingsBody, ModerationsBody, invalid};
 use super::{Api, Call, common_headers, errors, final_headers, read_json};
 use crate::metering::unix_now;
 
@@ -337,6 +337,64 @@ pub async fn embeddings(
     (final_headers(&response), Json(body)).into_response()
 }
 
+/// `POST /v1/moderations`: each input classified by a moderation model; an input is flagged
+/// when its likeliest label is not `neither`. The categories are the model's own labels
+/// (hatesonar's: `hate_speech`, `offensive_language`), not OpenAI's list.
+pub async fn moderations(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let built = async {
+        read_json::<ModerationsBody>(body)
+            .await?
+            .into_request(&headers)
+    };
+    let request = match built.await {
+        Ok(request) => request,
+        Err(error) => return errors::openai(&error, common_headers(rand::random(), None)),
+    };
+    let model = request.model.clone();
+    let call = Call::start(&api, request);
+    let id = call.id;
+    let response = match call.finish().await {
+        Ok(response) => response,
+        Err(error) => return errors::openai(&error, common_headers(id, None)),
+    };
+    let Output::Labels(lists) = &response.output else {
+        let error = invalid(format!("`{model}` is not a text classifier"));
+        return errors::openai(&error, final_headers(&response));
+    };
+    let results: Vec<serde_json::Value> = lists
+        .iter()
+        .map(|labels| {
+            let top = labels.first().map(|l| l.label.as_str());
+            let harmful = labels.iter().filter(|l| l.label != SAFE_LABEL);
+            let categories: serde_json::Map<_, _> = harmful
+                .clone()
+                .map(|l| (l.label.clone(), (Some(l.label.as_str()) == top).into()))
+                .collect();
+            let scores: serde_json::Map<_, _> = harmful
+                .map(|l| (l.label.clone(), f64::from(l.score).into()))
+                .collect();
+            serde_json::json!({
+                "flagged": top.is_some_and(|top| top != SAFE_LABEL),
+                "categories": categories,
+                "category_scores": scores,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "id": format!("modr-{id:032x}"),
+        "model": answered_by(&response, &model),
+        "results": results,
+    });
+    (final_headers(&response), Json(body)).into_response()
+}
+
+/// The label of a moderation model that flags nothing (hatesonar's).
+const SAFE_LABEL: &str = "neither";
+
 fn model_object(listing: &ganglion_client::protocol::ModelListing) -> serde_json::Value {
     serde_json::json!({
         "id": listing.id,
@@ -344,6 +402,8 @@ fn model_object(listing: &ganglion_client::protocol::ModelListing) -> serde_json
         "created": 0,
         "owned_by": "ganglion",
         "task": listing.task,
+        "class": listing.class,
+        "pricing": listing.pricing,
         "hosted_by": listing.hosted_by,
     })
 }

@@ -97,6 +97,11 @@ async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body:
             "shape": [vectors.len(), vectors.first().map_or(0, Vec::len)],
             "data": vectors,
         }),
+        // One text (what Workers AI takes) gives its list of labels; a batch, one list each.
+        Output::Labels(lists) => match lists.as_slice() {
+            [one] => serde_json::json!(one),
+            many => serde_json::json!(many),
+        },
         _ => serde_json::Value::Null,
     };
     let body =

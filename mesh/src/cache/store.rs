@@ -29,6 +29,11 @@ impl Answer {
         match &self.output {
             Output::Text { text, .. } => text.len() as u64,
             Output::Embeddings(vectors) => vectors.iter().map(|v| v.len() as u64 * 4 + 24).sum(),
+            Output::Labels(lists) => lists
+                .iter()
+                .flatten()
+                .map(|l| l.label.len() as u64 + 28)
+                .sum(),
             _ => 0,
         }
     }

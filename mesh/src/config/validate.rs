@@ -17,7 +17,7 @@ use super::requests::{DEFAULT_MAX_REQUEST_DEADLINE, DEFAULT_REQUEST_DEADLINE, Li
 use super::{Config, ConfigError, DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_LIVENESS_TIMEOUT, env};
 use crate::credentials::{CredentialsError, Identity};
 use crate::hardware::parse_size;
-use crate::metering::pricing::PricingRule;
+use crate::metering::pricing::{PriceClass, PricingRule};
 use crate::models::catalog::Source;
 use crate::models::{Catalog, ModelSpec, ModelStore, Task};
 
@@ -315,15 +315,12 @@ impl ModelsSection {
                     ),
                 ));
             }
-            let task = match local.task.as_str() {
-                "text-generation" => Task::TextGeneration,
-                "text-embeddings" => Task::TextEmbeddings,
-                other => {
-                    return Err(ConfigError::new(
-                        "models.local.task",
-                        format!("`{other}` is not text-generation or text-embeddings"),
-                    ));
-                }
+            let Some(task) = Task::from_name(&local.task) else {
+                let tasks: Vec<&str> = Task::ALL.iter().map(|t| t.as_str()).collect();
+                return Err(ConfigError::new(
+                    "models.local.task",
+                    format!("`{}` is not one of {}", local.task, tasks.join(", ")),
+                ));
             };
             let memory_bytes = parse_size(&local.memory)
                 .map_err(|e| ConfigError::new("models.local.memory", e))?;
@@ -335,7 +332,7 @@ impl ModelsSection {
                 (Some(neurons), None, None) => PricingRule::per_request(neurons),
                 (None, None, None) => PricingRule::per_request(match task {
                     Task::TextGeneration => 3,
-                    Task::TextEmbeddings => 1,
+                    Task::TextEmbeddings | Task::TextClassification => 1,
                 }),
                 (None, input, output) => PricingRule::PerToken {
                     input_per_million: input.unwrap_or(0),
@@ -361,6 +358,7 @@ impl ModelsSection {
                     2048
                 },
                 dimensions: None,
+                class: PriceClass::of(pricing),
                 pricing,
             });
         }

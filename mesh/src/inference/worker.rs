@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ganglion_client::codec::{read_frame, write_frame};
-use ganglion_client::protocol::{ChatMessage, Parameters, ResponseFrame};
+use ganglion_client::protocol::{ChatMessage, Output, Parameters, ResponseFrame};
 use serde::Serialize;
 use tokio::net::UnixListener;
 use tokio::process::{Child, Command};
@@ -52,9 +52,9 @@ const PER_REQUEST: usize = super::delivery::RESPONSE_BUFFER + 8;
 /// How long past a request's deadline its answer is waited for (the worker ends a generation
 /// itself at the deadline): a worker that has not answered by then is hung, and is killed.
 const DEADLINE_GRACE: Duration = Duration::from_secs(15);
-/// The same for an embedding, which cannot be stopped at the deadline: a big batch may end
+/// The same for a batch (embeddings, labels), which cannot be stopped at the deadline: a big batch may end
 /// late without its worker being hung.
-const EMBED_GRACE: Duration = Duration::from_secs(60);
+const BATCH_GRACE: Duration = Duration::from_secs(60);
 /// How long a request waits for a restarting worker before it is refused as `unavailable`
 /// (and handed to a peer): longer than the longest wait between restarts plus the load of a
 /// small model; a request for a model that loads for longer goes to a peer meanwhile.
@@ -280,24 +280,22 @@ impl Worker {
         }
     }
 
-    /// Embeds `texts` in the worker: one unit-length vector each, and the tokens read. An
-    /// embedding cannot be interrupted: it is waited for (its slot stays taken) until it ends,
-    /// or the worker is found hung past the deadline's grace, and killed.
-    pub async fn embed(
+    /// Embeds or classifies `texts` in the worker: one vector or list of labels each, and the
+    /// tokens read. A batch cannot be interrupted: it is waited for (its slot stays taken) until
+    /// it ends, or the worker is found hung past the deadline's grace, and killed.
+    pub async fn batch(
         &self,
         texts: &[String],
         deadline: Instant,
-    ) -> Result<(Vec<Vec<f32>>, u32), BackendError> {
+    ) -> Result<(Output, u32), BackendError> {
         let mut call = self
-            .call(deadline, |id| ToWorker::Embed {
+            .call(deadline, |id| ToWorker::Batch {
                 id,
                 texts: texts.to_vec(),
             })
             .await?;
-        match call.end(deadline + EMBED_GRACE).await? {
-            Answer::Embedded(vectors, tokens) if vectors.len() == texts.len() => {
-                Ok((vectors, tokens))
-            }
+        match call.end(deadline + BATCH_GRACE).await? {
+            Answer::Batch(output, tokens) if one_each(&output, texts.len()) => Ok((output, tokens)),
             _ => Err(unexpected()),
         }
     }
@@ -360,6 +358,15 @@ impl Worker {
             Ok(Err(_)) => Err(BackendError::EngineLost(call.exit())),
             Err(_) => Err(BackendError::DeadlineExceeded),
         }
+    }
+}
+
+/// Whether a batch's output has one entry per text.
+fn one_each(output: &Output, texts: usize) -> bool {
+    match output {
+        Output::Embeddings(vectors) => vectors.len() == texts,
+        Output::Labels(labels) => labels.len() == texts,
+        _ => false,
     }
 }
 

@@ -39,6 +39,104 @@ impl PricingRule {
     }
 }
 
+/// A model's price class, as Workers AI describes them: what one request (or one text, for
+/// embeddings and classifiers) costs, in whole Neurons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceClass {
+    /// Embeddings, classifiers and small text models: 1 to 5 Neurons.
+    Lightweight,
+    /// Text generation and image analysis: 10 to 50 Neurons.
+    Standard,
+    /// Large language models and image generation: 100 Neurons and more.
+    Complex,
+}
+
+impl PriceClass {
+    /// Its name in listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lightweight => "lightweight",
+            Self::Standard => "standard",
+            Self::Complex => "complex",
+        }
+    }
+
+    /// Its range of flat prices, in whole Neurons (`None`: no upper end).
+    pub fn range(self) -> (u64, Option<u64>) {
+        match self {
+            Self::Lightweight => (1, Some(5)),
+            Self::Standard => (10, Some(50)),
+            Self::Complex => (100, None),
+        }
+    }
+
+    /// The class an operator's price falls in: below the standard range is lightweight, below
+    /// the complex range standard.
+    pub fn of(rule: PricingRule) -> Self {
+        let neurons = typical_cost(rule) / MICRO;
+        if neurons < Self::Standard.range().0 {
+            Self::Lightweight
+        } else if neurons < Self::Complex.range().0 {
+            Self::Standard
+        } else {
+            Self::Complex
+        }
+    }
+
+    /// Whether `rule` prices a request within this class's range (a per-token rule is judged
+    /// on a request of 1,000 tokens in and 100 out).
+    pub fn admits(self, rule: PricingRule) -> bool {
+        let neurons = typical_cost(rule) / MICRO;
+        let (low, high) = self.range();
+        neurons >= low && high.is_none_or(|high| neurons <= high)
+    }
+}
+
+/// What `rule` charges a typical request: one text, or 1,000 tokens in and 100 out.
+fn typical_cost(rule: PricingRule) -> u64 {
+    let typical = Metered {
+        input_tokens: 1000,
+        output_tokens: 100,
+        items: 1,
+    };
+    cost(rule, typical)
+}
+
+impl PricingRule {
+    /// How the rule reads in a listing: "3 Neurons per request".
+    pub fn describe(self) -> String {
+        match self {
+            Self::PerRequest { micro } => {
+                let unit = if micro == MICRO { "Neuron" } else { "Neurons" };
+                format!(
+                    "{} {unit} per request (per text for embeddings and classifiers)",
+                    neurons(micro)
+                )
+            }
+            Self::PerToken {
+                input_per_million,
+                output_per_million,
+            } => format!(
+                "{input_per_million} Neurons per million input tokens, {output_per_million} per million output tokens"
+            ),
+        }
+    }
+}
+
+/// Micro-Neurons as Neurons, without trailing zeros.
+fn neurons(micro: u64) -> String {
+    let whole = micro / MICRO;
+    let frac = micro % MICRO;
+    if frac == 0 {
+        whole.to_string()
+    } else {
+        format!("{whole}.{frac:06}")
+            .trim_end_matches('0')
+            .to_owned()
+    }
+}
+
 /// What a request used, as pricing sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Metered {
@@ -46,7 +144,7 @@ pub struct Metered {
     pub input_tokens: u64,
     /// Generated tokens.
     pub output_tokens: u64,
-    /// Texts embedded (embedding requests), else 0.
+    /// Texts embedded or classified, else 0.
     pub items: u64,
 }
 
@@ -80,6 +178,36 @@ pub fn max_cost(rule: PricingRule, prompt_tokens: u64, max_tokens: u64, items: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classes_admit_the_prices_of_their_range_only() {
+        assert!(PriceClass::Lightweight.admits(PricingRule::per_request(1)));
+        assert!(PriceClass::Lightweight.admits(PricingRule::per_request(5)));
+        assert!(!PriceClass::Lightweight.admits(PricingRule::per_request(6)));
+        assert!(PriceClass::Standard.admits(PricingRule::per_request(12)));
+        assert!(!PriceClass::Standard.admits(PricingRule::per_request(3)));
+        assert!(PriceClass::Complex.admits(PricingRule::per_request(1000)));
+        let per_token = PricingRule::PerToken {
+            input_per_million: 10_000,
+            output_per_million: 50_000,
+        };
+        // 1,000 in and 100 out: 10 + 5 Neurons.
+        assert!(PriceClass::Standard.admits(per_token));
+        assert_eq!(PriceClass::of(per_token), PriceClass::Standard);
+        assert_eq!(
+            PriceClass::of(PricingRule::per_request(7)),
+            PriceClass::Lightweight
+        );
+        assert_eq!(
+            PriceClass::of(PricingRule::per_request(100)),
+            PriceClass::Complex
+        );
+        assert_eq!(
+            PricingRule::per_request(3).describe().split(' ').next(),
+            Some("3")
+        );
+        assert_eq!(neurons(1_500_000), "1.5");
+    }
 
     #[test]
     fn flat_prices_ignore_length_and_embeddings_pay_per_text() {

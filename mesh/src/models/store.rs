@@ -80,6 +80,7 @@ impl ModelStore {
     pub fn is_complete(&self, spec: &ModelSpec) -> bool {
         match &spec.source {
             Source::Local(path) => path.exists(),
+            Source::Compiled { .. } => true,
             Source::PypiWheel { .. } | Source::PypiChunks { .. } => {
                 self.model_dir(&spec.id).join(COMPLETE_MARKER).exists()
             }
@@ -90,6 +91,8 @@ impl ModelStore {
     pub fn locate(&self, spec: &ModelSpec) -> Result<PathBuf, StoreError> {
         match &spec.source {
             Source::Local(path) if path.exists() => Ok(path.clone()),
+            // Nothing on disk: the loader knows it by its library (`LoadPlan::compiled`).
+            Source::Compiled { .. } => Ok(self.model_dir(&spec.id)),
             Source::Local(path) => Err(StoreError::MissingLocal {
                 id: spec.id.clone(),
                 path: path.clone(),

@@ -164,10 +164,11 @@ async fn hand_to(
                 return Handoff::Cancelled;
             }
         };
-        // An answer without deltas (embeddings) is complete when the node charges it: once the
-        // request reached such a node, losing it may mean its final frame was lost after the
-        // charge, so it is not run again elsewhere (that would charge it twice).
-        let answers_at_once = matches!(request.input, ganglion_client::protocol::Input::Embed(_));
+        // An answer without deltas (embeddings, labels) is complete when the node charges it:
+        // once the request reached such a node, losing it may mean its final frame was lost
+        // after the charge, so it is not run again elsewhere (that would charge it twice).
+        use ganglion_client::protocol::Input;
+        let answers_at_once = matches!(request.input, Input::Embed(_) | Input::Classify(_));
         let lost = |why: String| match first_output {
             None if answers_at_once => Handoff::Failed(WireError::new(
                 ErrorCode::PeerLost,

@@ -27,6 +27,8 @@ pub async fn list_models(ctx: &Context) -> Result<Vec<ModelListing>, WireError> 
             ModelListing {
                 id: spec.id.clone(),
                 task: spec.task.as_str().to_owned(),
+                class: spec.class.as_str().to_owned(),
+                pricing: spec.pricing.describe(),
                 hosted_by: here.into_iter().chain(there).collect(),
             }
         })

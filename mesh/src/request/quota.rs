@@ -155,7 +155,7 @@ pub fn max_cost(spec: &ModelSpec, request: &Request) -> u64 {
                 .sum(),
             0,
         ),
-        Input::Embed(texts) => (
+        Input::Embed(texts) | Input::Classify(texts) => (
             texts.iter().map(|t| t.len() as u64 + 2).sum(),
             texts.len() as u64,
         ),

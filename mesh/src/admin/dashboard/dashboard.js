@@ -432,6 +432,7 @@ $('try').addEventListener('submit', async (event) => {
       } else if (name === 'final') {
         if (data.output && data.output.text !== undefined) output.textContent = data.output.text;
         else if (data.output && data.output.dimensions) output.textContent = `${data.output.dimensions}-dimensional vector: [${data.output.head.map((v) => v.toFixed(4)).join(', ')}, …]`;
+        else if (data.output && data.output.labels) output.textContent = data.output.labels.map((l) => `${l.label} ${l.score.toFixed(3)}`).join(', ') || '(no label)';
         showFacts([
           ['Route', data.route.path.join(' → ')],
           ['Executed by', data.route.executed_by],

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ganglion_client::protocol::{ChatMessage, FinishReason, Parameters, Usage};
+use ganglion_client::protocol::{ChatMessage, FinishReason, Output, Parameters, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::inference::{BackendError, LoadPlan};
@@ -46,8 +46,8 @@ pub enum ToWorker {
         /// Time left, in milliseconds.
         within_ms: u64,
     },
-    /// Embed texts.
-    Embed {
+    /// Embed or classify texts (whichever the worker's model does).
+    Batch {
         /// Request id.
         id: u64,
         /// The texts.
@@ -114,8 +114,8 @@ pub enum Answer {
         /// Milliseconds from the request's arrival at the worker to its first token.
         first_token_after_ms: Option<u64>,
     },
-    /// Vectors and the tokens read.
-    Embedded(Vec<Vec<f32>>, u32),
+    /// A batch's output (vectors or labels, one per text) and the tokens read.
+    Batch(Output, u32),
 }
 
 /// Milliseconds left until `deadline` (0 when passed).
