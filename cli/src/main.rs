@@ -130,6 +130,22 @@ enum Command {
         #[arg(required = true)]
         texts: Vec<String>,
     },
+    /// Run an image model on an image file: OCR prints the lines it read with their boxes, a
+    /// classifier its labels.
+    Image {
+        #[command(flatten)]
+        connection: Connection,
+        /// Catalog id of an image model, e.g. @ganglion/pp-ocrv6-tiny.
+        #[arg(long)]
+        model: String,
+        /// Print the final response as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// The image: a PNG or JPEG file.
+        file: std::path::PathBuf,
+    },
     /// Classify texts: sentiment, moderation or language, as the model does.
     Classify {
         #[command(flatten)]
@@ -305,7 +321,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client.close().await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&final_json(&response))?);
-            } else if let Output::Labels(lists) = &response.output {
+            } else {
+                let lists = match &response.output {
+                    Output::Labels(lists) if lists.len() == texts.len() => lists,
+                    _ => anyhow::bail!(
+                        "the node answered with something other than one list of labels per text"
+                    ),
+                };
                 for (text, labels) in texts.iter().zip(lists) {
                     let labels: Vec<String> = labels
                         .iter()
@@ -317,6 +339,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         labels.join(", ")
                     };
                     println!("{text:?}: {labels}");
+                }
+                eprintln!("route: {}", route_summary(&response.route));
+            }
+        }
+        Command::Image {
+            connection,
+            model,
+            json,
+            cache,
+            file,
+        } => {
+            let image = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let policy = cache.policy();
+            let (client, response) = with_retries(&connection, async |client: &Client| {
+                client
+                    .image(model.clone(), image.clone(), policy.clone())
+                    .await
+            })
+            .await?;
+            client.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&final_json(&response))?);
+            } else {
+                match &response.output {
+                    Output::Regions(regions) => {
+                        for r in regions {
+                            println!(
+                                "{:>5},{:<5} {:>4}x{:<4} {:.3}  {}",
+                                r.x, r.y, r.width, r.height, r.score, r.text
+                            );
+                        }
+                    }
+                    Output::Labels(lists) => {
+                        for l in lists.iter().flatten() {
+                            println!("{} {:.3}", l.label, l.score);
+                        }
+                    }
+                    _ => anyhow::bail!(
+                        "the node answered with something other than an image model's output"
+                    ),
                 }
                 eprintln!("route: {}", route_summary(&response.route));
             }
@@ -468,6 +531,7 @@ fn final_json(response: &FinalResponse) -> serde_json::Value {
         }
         Output::Embeddings(vectors) => value["embeddings"] = serde_json::json!(vectors),
         Output::Labels(lists) => value["labels"] = serde_json::json!(lists),
+        Output::Regions(regions) => value["regions"] = serde_json::json!(regions),
         _ => {}
     }
     value

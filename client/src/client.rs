@@ -568,13 +568,14 @@ impl Client {
         model: impl Into<String>,
         texts: Vec<String>,
     ) -> Result<Vec<Vec<Label>>, ClientError> {
+        let count = texts.len();
         let response = self
             .classify_request(ClassifyRequest::new(model, texts))
             .await?;
         match response.output {
-            Output::Labels(labels) => Ok(labels),
+            Output::Labels(labels) if labels.len() == count => Ok(labels),
             _ => Err(ClientError::Protocol(
-                "a text classifier answered with something else".into(),
+                "a text classifier answered with something other than one list per text".into(),
             )),
         }
     }
@@ -585,6 +586,30 @@ impl Client {
         request: ClassifyRequest,
     ) -> Result<FinalResponse, ClientError> {
         self.texts_request(request, Input::Classify).await
+    }
+
+    /// Runs an image model on an image file's bytes (PNG or JPEG, at most
+    /// [`crate::protocol::MAX_IMAGE_BYTES`]) and returns the node's whole final response:
+    /// [`Output::Regions`] from OCR, [`Output::Labels`] (one list) from a classifier.
+    pub async fn image(
+        &self,
+        model: impl Into<String>,
+        image: Vec<u8>,
+        cache: CachePolicy,
+    ) -> Result<FinalResponse, ClientError> {
+        let request = self.request(
+            model.into(),
+            Input::Image(image),
+            Parameters::default(),
+            cache,
+            Vec::new(),
+        );
+        let (_send, mut recv) = self.open(&ClientRequest::Infer(request)).await?;
+        match self.read_one(&mut recv).await? {
+            ResponseFrame::Final(response) => Ok(response),
+            ResponseFrame::Error(error) => Err(ClientError::Server(error)),
+            other => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
+        }
     }
 
     /// Sends a request on a batch of texts, as `input` wraps them, and reads its one answer.

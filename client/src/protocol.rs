@@ -66,6 +66,9 @@ pub const MAX_OUTPUT_TOKENS: u32 = 2048;
 pub const MAX_EMBED_BATCH: usize = 64;
 /// Longest text to embed, in bytes.
 pub const MAX_EMBED_TEXT_BYTES: usize = 8 * 1024;
+/// Largest image a request may carry, in bytes of its PNG or JPEG file (the request frame, 1
+/// MiB, bounds it too).
+pub const MAX_IMAGE_BYTES: usize = 1000 * 1024;
 /// Most chat messages in one request.
 pub const MAX_MESSAGES: usize = 256;
 /// Most stop strings in one request.
@@ -320,6 +323,9 @@ pub enum Input {
     Embed(#[serde(deserialize_with = "bounded::texts")] Vec<String>),
     /// Texts for a text classifier (sentiment, moderation, language): one list of labels each.
     Classify(#[serde(deserialize_with = "bounded::texts")] Vec<String>),
+    /// An image (the bytes of a PNG or JPEG file) for an image model: OCR reads its text, an
+    /// image classifier labels it. Bounded by the request frame, then by [`MAX_IMAGE_BYTES`].
+    Image(Vec<u8>),
 }
 
 /// One chat message.
@@ -408,8 +414,85 @@ pub enum Output {
     },
     /// One unit-length vector per input text.
     Embeddings(Vec<Vec<f32>>),
-    /// Per input text, its labels with their scores, the likeliest first.
+    /// Per input text (or for the one image), its labels with their scores, the likeliest
+    /// first.
     Labels(Vec<Vec<Label>>),
+    /// The text an OCR model read, one region (a line) each, top to bottom.
+    Regions(Vec<TextRegion>),
+}
+
+/// A region of an image and the text read in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TextRegion {
+    /// The text.
+    pub text: String,
+    /// How sure the model is of it, 0 to 1.
+    pub score: f32,
+    /// Left edge, in the image's pixels.
+    pub x: u32,
+    /// Top edge.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+/// Most labels one text or image may be given.
+pub const MAX_LABELS: usize = 32;
+/// Longest label, in bytes.
+pub const MAX_LABEL_BYTES: usize = 64;
+/// Most regions an OCR answer may hold.
+pub const MAX_REGIONS: usize = 512;
+/// Longest text of one region, in bytes.
+pub const MAX_REGION_TEXT_BYTES: usize = 4096;
+/// Longest embedding vector.
+pub const MAX_DIMENSIONS: usize = 8192;
+
+impl Output {
+    /// Whether the output is within the protocol's bounds (labels, regions and vectors of
+    /// bounded sizes, finite scores from 0 to 1): what a node checks of an answer a peer sent
+    /// before keeping or passing on anything of it.
+    pub fn within_bounds(&self) -> bool {
+        let score_ok = |s: f32| (0.0..=1.0).contains(&s);
+        match self {
+            Self::Text { .. } => true,
+            Self::Embeddings(vectors) => vectors
+                .iter()
+                .all(|v| v.len() <= MAX_DIMENSIONS && v.iter().all(|x| x.is_finite())),
+            Self::Labels(lists) => lists.iter().all(|labels| {
+                labels.len() <= MAX_LABELS
+                    && labels
+                        .iter()
+                        .all(|l| l.label.len() <= MAX_LABEL_BYTES && score_ok(l.score))
+            }),
+            Self::Regions(regions) => {
+                regions.len() <= MAX_REGIONS
+                    && regions
+                        .iter()
+                        .all(|r| r.text.len() <= MAX_REGION_TEXT_BYTES && score_ok(r.score))
+            }
+        }
+    }
+
+    /// Whether the output answers `input`, within bounds: text for a chat, one vector or list
+    /// of labels per text, one list of labels or the regions read for an image.
+    pub fn answers(&self, input: &Input) -> bool {
+        let fits = match (input, self) {
+            (Input::Chat(_), Self::Text { .. }) => true,
+            (Input::Embed(texts), Self::Embeddings(vectors)) => {
+                vectors.len() == texts.len()
+                    && vectors
+                        .windows(2)
+                        .all(|pair| pair[0].len() == pair[1].len())
+            }
+            (Input::Classify(texts), Self::Labels(lists)) => lists.len() == texts.len(),
+            (Input::Image(_), Self::Labels(lists)) => lists.len() == 1,
+            (Input::Image(_), Self::Regions(_)) => true,
+            _ => false,
+        };
+        fits && self.within_bounds()
+    }
 }
 
 /// A label a classifier gives a text, with its score (0 to 1).
@@ -841,6 +924,25 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
         }
         Input::Embed(texts) => texts_ok(texts, "no texts to embed")?,
         Input::Classify(texts) => texts_ok(texts, "no texts to classify")?,
+        Input::Image(bytes) => {
+            if bytes.len() > MAX_IMAGE_BYTES {
+                return Err(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "an image of {} bytes exceeds the limit of {MAX_IMAGE_BYTES}",
+                        bytes.len()
+                    ),
+                ));
+            }
+            // Only the header is read here; the node checks the dimensions before decoding.
+            if !(bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.starts_with(&[0xff, 0xd8, 0xff]))
+            {
+                return Err(WireError::new(
+                    ErrorCode::InvalidInput,
+                    "the image is not a PNG or JPEG file",
+                ));
+            }
+        }
     }
     Ok(())
 }

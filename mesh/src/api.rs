@@ -118,10 +118,12 @@ async fn guard(
     if let Some(client) = &client {
         client.authenticated();
     }
-    if request.method() == Method::POST && !sends_json(request.headers()) {
+    let workers_ai = path.starts_with("/ai/") || path.starts_with("/accounts/");
+    let accepted = sends_json(request.headers()) || (workers_ai && sends_image(request.headers()));
+    if request.method() == Method::POST && !accepted {
         let error = WireError::new(
             ErrorCode::InvalidInput,
-            "the body must be JSON, sent as `Content-Type: application/json`",
+            "the body must be JSON, sent as `Content-Type: application/json` (or, to /ai/run, an image as `image/png`, `image/jpeg` or `application/octet-stream`)",
         );
         return error_answer(&path, &error, id);
     }
@@ -133,15 +135,32 @@ async fn guard(
     response
 }
 
-/// Whether the body is declared JSON (`application/json`, parameters such as `charset` allowed).
-/// Any other type is one a web page can make a browser send to another origin without asking
-/// first (a CORS "simple request"), so none is read.
-fn sends_json(headers: &HeaderMap) -> bool {
+/// The essence of the body's declared type (`application/json` of
+/// `application/json; charset=utf-8`).
+fn content_type(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+        .map(str::trim)
+}
+
+/// Whether the body is declared JSON (`application/json`, parameters such as `charset` allowed).
+/// The types a web page can make a browser send to another origin without asking first (a
+/// CORS "simple request": `text/plain`, forms) are never read.
+fn sends_json(headers: &HeaderMap) -> bool {
+    content_type(headers).is_some_and(|t| t.eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether the body is declared an image file (`image/png`, `image/jpeg`,
+/// `application/octet-stream`): none of these is a "simple request" type either, so a browser
+/// asks the door first, and the door does not answer that question.
+pub fn sends_image(headers: &HeaderMap) -> bool {
+    content_type(headers).is_some_and(|t| {
+        ["image/png", "image/jpeg", "application/octet-stream"]
+            .iter()
+            .any(|image| t.eq_ignore_ascii_case(image))
+    })
 }
 
 /// `error` in the dialect of the route at `path`: Workers AI's envelope on its routes, OpenAI's
@@ -158,6 +177,11 @@ fn error_answer(path: &str, error: &WireError, id: u128) -> Response {
 /// Reads a JSON body: at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`]; anything else is a
 /// typed error (`too_large`, `invalid_input`).
 pub async fn read_json<T: DeserializeOwned>(body: axum::body::Body) -> Result<T, WireError> {
+    bodies::parse(&read_body(body).await?)
+}
+
+/// Reads a body: at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`].
+pub async fn read_body(body: axum::body::Body) -> Result<Bytes, WireError> {
     let bytes: Bytes =
         match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
             Ok(Ok(bytes)) => bytes,
@@ -174,7 +198,7 @@ pub async fn read_json<T: DeserializeOwned>(body: axum::body::Body) -> Result<T,
                 ));
             }
         };
-    bodies::parse(&bytes)
+    Ok(bytes)
 }
 
 /// The API key of `Authorization: Bearer <key>`.

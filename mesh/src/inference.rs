@@ -9,6 +9,7 @@
 //! - [`embeddings`]: BERT sentence embeddings through candle, mean-pooled and normalised as
 //!   sentence-transformers does.
 //! - [`classify`]: text classifiers (sentiment, moderation, language).
+//! - [`vision`]: image models on ONNX Runtime (OCR, image classifiers).
 //!
 //! Backends know nothing of actors or the network: `ModelHost` owns one and drives it.
 
@@ -22,13 +23,14 @@ pub mod llama_embeddings;
 pub mod sampling;
 pub mod stop;
 pub mod text_generation;
+pub mod vision;
 pub mod weights;
 pub mod worker;
 
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
-use ganglion_client::protocol::{ChatMessage, Output, Parameters, ResponseFrame};
+use ganglion_client::protocol::{ChatMessage, Input, Output, Parameters, ResponseFrame};
 
 use crate::config::engines::TextEngine;
 
@@ -40,6 +42,8 @@ pub enum Backend {
     Embed(Embedder),
     /// A text classifier.
     Classify(classify::Classifier),
+    /// An image model.
+    Vision(vision::Vision),
 }
 
 /// A sentence embedder: llama.cpp on the model converted to GGUF (about 5x faster than candle
@@ -74,6 +78,7 @@ impl std::fmt::Debug for Backend {
             Self::Text(_) => "Backend::Text",
             Self::Embed(_) => "Backend::Embed",
             Self::Classify(_) => "Backend::Classify",
+            Self::Vision(_) => "Backend::Vision",
         })
     }
 }
@@ -86,52 +91,48 @@ impl Backend {
             Self::Text(Generator::Mistralrs(_)) => TextEngine::Mistralrs.as_str(),
             Self::Text(Generator::Worker(w))
             | Self::Embed(Embedder::Worker(w))
-            | Self::Classify(classify::Classifier::Worker(w)) => w.engine(),
+            | Self::Classify(classify::Classifier::Worker(w))
+            | Self::Vision(vision::Vision::Worker(w)) => w.engine(),
             Self::Embed(Embedder::LlamaCpp(_)) => "llama.cpp",
             Self::Embed(Embedder::Candle(_)) => "candle",
             Self::Classify(classify::Classifier::Sentiment(_)) => "vader",
             Self::Classify(classify::Classifier::Moderation(_)) => "tf-idf linear",
             Self::Classify(classify::Classifier::Language) => "whatlang",
+            Self::Vision(_) => "onnxruntime",
         }
     }
 
-    /// Runs a batch of texts (to embed or classify): the output, one entry per text, and the
-    /// tokens read. A model in process runs on a blocking thread and cannot be interrupted, so
-    /// this ends when it does; one in a worker is waited for until `deadline` and its grace
-    /// ([`worker::Worker::batch`]).
-    pub async fn batch(
+    /// Runs a request answered whole (texts to embed or classify, an image): the output, and
+    /// the tokens read (texts) or megapixels (an image). A model in process runs on a blocking
+    /// thread and cannot be interrupted, so this ends when it does; one in a worker is waited
+    /// for until `deadline` and its grace ([`worker::Worker::whole`]).
+    pub async fn whole(
         self: std::sync::Arc<Self>,
-        texts: Vec<String>,
+        input: Input,
         deadline: Instant,
     ) -> Result<(Output, u32), BackendError> {
         match &*self {
             Self::Embed(Embedder::Worker(worker))
-            | Self::Classify(classify::Classifier::Worker(worker)) => {
-                worker.batch(&texts, deadline).await
-            }
-            Self::Embed(_) | Self::Classify(_) => {
-                tokio::task::spawn_blocking(move || self.batch_here(&texts))
-                    .await
-                    .unwrap_or_else(|e| Err(BackendError::Run(format!("the model failed: {e}"))))
-            }
-            Self::Text(_) => Err(BackendError::Run(
-                "a chat model takes no batch of texts".into(),
-            )),
+            | Self::Classify(classify::Classifier::Worker(worker))
+            | Self::Vision(vision::Vision::Worker(worker)) => worker.whole(&input, deadline).await,
+            Self::Text(_) => Err(wrong_input()),
+            _ => tokio::task::spawn_blocking(move || self.whole_here(&input))
+                .await
+                .unwrap_or_else(|e| Err(BackendError::Run(format!("the model failed: {e}")))),
         }
     }
 
-    /// Runs a batch of texts in this thread. CPU-bound.
-    fn batch_here(&self, texts: &[String]) -> Result<(Output, u32), BackendError> {
-        match self {
-            Self::Embed(embedder) => embedder
+    /// Runs a request answered whole in this thread. CPU-bound.
+    fn whole_here(&self, input: &Input) -> Result<(Output, u32), BackendError> {
+        match (self, input) {
+            (Self::Embed(embedder), Input::Embed(texts)) => embedder
                 .embed(texts)
                 .map(|(vectors, tokens)| (Output::Embeddings(vectors), tokens)),
-            Self::Classify(classifier) => classifier
+            (Self::Classify(classifier), Input::Classify(texts)) => classifier
                 .classify(texts)
                 .map(|(labels, words)| (Output::Labels(labels), words)),
-            Self::Text(_) => Err(BackendError::Run(
-                "a chat model takes no batch of texts".into(),
-            )),
+            (Self::Vision(model), Input::Image(bytes)) => model.run(bytes),
+            _ => Err(wrong_input()),
         }
     }
 
@@ -140,7 +141,8 @@ impl Backend {
         match self {
             Self::Text(Generator::Worker(w))
             | Self::Embed(Embedder::Worker(w))
-            | Self::Classify(classify::Classifier::Worker(w)) => Some(w),
+            | Self::Classify(classify::Classifier::Worker(w))
+            | Self::Vision(vision::Vision::Worker(w)) => Some(w),
             _ => None,
         }
     }
@@ -156,8 +158,16 @@ impl Backend {
             crate::models::Task::TextClassification => {
                 (Self::Classify(classify::Classifier::Worker(worker)), slots)
             }
+            crate::models::Task::ImageToText | crate::models::Task::ImageClassification => {
+                (Self::Vision(vision::Vision::Worker(worker)), slots)
+            }
         })
     }
+}
+
+/// A request the model does not take (the host checks inputs first: this is a last guard).
+fn wrong_input() -> BackendError {
+    BackendError::Input("this model does not take that input".into())
 }
 
 /// Requests a mistralrs model runs at once unless told: its scheduler alternates sequences
@@ -239,6 +249,9 @@ pub enum BackendError {
     /// Running the model failed.
     #[error("inference failed: {0}")]
     Run(String),
+    /// The input is not what the model takes (an image that does not decode).
+    #[error("{0}")]
+    Input(String),
     /// The requester went away; the work was stopped.
     #[error("cancelled: the requester went away")]
     Cancelled,
@@ -278,6 +291,8 @@ pub struct LoadPlan {
     pub kv_budget: u64,
     /// The library a model compiled into the node comes with (nothing is read from disk).
     pub compiled: Option<String>,
+    /// ONNX Runtime's library, for the models that run on it.
+    pub onnx_runtime: Option<std::path::PathBuf>,
 }
 
 /// Resolves what loading `spec` from the model store needs, chat models on `engine`:
@@ -312,7 +327,18 @@ pub fn plan(
             (best, candidates)
         }
         Task::TextGeneration => (location.clone(), vec![location]),
-        Task::TextEmbeddings | Task::TextClassification => (location, Vec::new()),
+        Task::TextEmbeddings
+        | Task::TextClassification
+        | Task::ImageToText
+        | Task::ImageClassification => (location, Vec::new()),
+    };
+    let onnx_runtime = if spec.task.on_onnx_runtime() {
+        Some(store.onnx_runtime().map_err(|e| BackendError::Load {
+            path: location.clone(),
+            message: e.to_string(),
+        })?)
+    } else {
+        None
     };
     Ok(LoadPlan {
         model: spec.id.clone(),
@@ -328,6 +354,7 @@ pub fn plan(
             Source::Compiled { library, .. } => Some(library.to_owned()),
             _ => None,
         },
+        onnx_runtime,
     })
 }
 
@@ -417,6 +444,19 @@ pub async fn load(plan: &LoadPlan) -> Result<Loaded, BackendError> {
             Ok(Loaded {
                 backend: Backend::Classify(classifier),
                 slots: concurrency.unwrap_or(threads),
+                weights: None,
+            })
+        }
+        crate::models::Task::ImageToText | crate::models::Task::ImageClassification => {
+            let plan = plan.clone();
+            let model = tokio::task::spawn_blocking(move || vision::load(&plan))
+                .await
+                .map_err(|e| BackendError::Run(e.to_string()))??;
+            // A session runs one image at a time, on every core; a second slot keeps the next
+            // image decoding while one runs.
+            Ok(Loaded {
+                backend: Backend::Vision(model),
+                slots: concurrency.unwrap_or(2),
                 weights: None,
             })
         }

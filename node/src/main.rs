@@ -301,7 +301,7 @@ fn models(command: ModelsCommand) -> ExitCode {
                     spec.task.as_str(),
                     ganglion::hardware::mib(spec.memory_bytes),
                     spec.class.as_str(),
-                    spec.pricing.describe(),
+                    spec.pricing.describe(spec.task.unit()),
                 );
             }
             println!("store: {}", store.root().display());
@@ -328,6 +328,9 @@ fn models(command: ModelsCommand) -> ExitCode {
                     }
                     Ok(ganglion::models::pull::Pulled::Fetched) => {
                         println!("{id}: fetched and verified")
+                    }
+                    Ok(ganglion::models::pull::Pulled::Compiled) => {
+                        println!("{id}: compiled into this node, nothing to fetch")
                     }
                     Err(e) => {
                         eprintln!("ganglion-node: {id}: {e}");

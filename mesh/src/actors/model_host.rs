@@ -488,6 +488,7 @@ async fn run(
                 Input::Embed(texts) | Input::Classify(texts) => {
                     u32::try_from(texts.len()).unwrap_or(u32::MAX)
                 }
+                Input::Image(_) => 1,
                 _ => 0,
             };
             Ran {
@@ -515,8 +516,8 @@ async fn run(
 
 type Executed = (Output, Usage, Option<Instant>);
 
-/// What a batch returns: one vector or list of labels per text, and the tokens read.
-type Batched = Result<(Output, u32), BackendError>;
+/// What a request answered whole returns: its output, and the tokens (or megapixels) read.
+type Whole = Result<(Output, u32), BackendError>;
 
 async fn execute(
     spec: &ModelSpec,
@@ -597,24 +598,29 @@ async fn execute(
                 completion.first_token_at,
             ))
         }
-        (Backend::Embed(_), Input::Embed(texts))
-        | (Backend::Classify(_), Input::Classify(texts)) => {
-            // A batch is CPU-bound and cannot be interrupted: the slot stays taken until it is
-            // done, even when the requester leaves or the deadline passes meanwhile, and what
-            // it ran is charged then.
-            let work = backend.clone().batch(texts.clone(), job.deadline);
+        (Backend::Embed(_), Input::Embed(_))
+        | (Backend::Classify(_), Input::Classify(_))
+        | (Backend::Vision(_), Input::Image(_)) => {
+            // Such work is CPU-bound and cannot be interrupted: the slot stays taken until it
+            // is done, even when the requester leaves or the deadline passes meanwhile, and
+            // what it ran is charged then.
+            let input = &job.request.input;
+            let work = backend.clone().whole(input.clone(), job.deadline);
             let mut work = std::pin::pin!(work);
             let stopped_early = tokio::select! {
-                joined = &mut work => return batched(joined),
+                joined = &mut work => return whole(joined),
                 () = job.frames.closed() => BackendError::Cancelled,
                 () = tokio::time::sleep_until(job.deadline.into()) => BackendError::DeadlineExceeded,
             };
             if let Ok((_, tokens)) = work.await {
+                let items = match input {
+                    Input::Embed(texts) | Input::Classify(texts) => texts.len(),
+                    _ => 1,
+                };
                 streamed.prompt_tokens.store(tokens, Ordering::Relaxed);
-                streamed.items.store(
-                    u32::try_from(texts.len()).unwrap_or(u32::MAX),
-                    Ordering::Relaxed,
-                );
+                streamed
+                    .items
+                    .store(u32::try_from(items).unwrap_or(u32::MAX), Ordering::Relaxed);
             }
             Err(match stopped_early {
                 BackendError::DeadlineExceeded => deadline_passed(),
@@ -624,10 +630,11 @@ async fn execute(
         (Backend::Text(_), _) => wrong_input("text-generation", "chat messages"),
         (Backend::Embed(_), _) => wrong_input("text-embeddings", "texts to embed"),
         (Backend::Classify(_), _) => wrong_input("text-classification", "texts to classify"),
+        (Backend::Vision(_), _) => wrong_input("image", "an image"),
     }
 }
 
-fn batched(done: Batched) -> Result<Executed, WireError> {
+fn whole(done: Whole) -> Result<Executed, WireError> {
     let (output, tokens) = done.map_err(|e| backend_error(e, None))?;
     Ok((
         output,
@@ -654,6 +661,7 @@ fn backend_error(e: BackendError, elapsed: Option<Duration>) -> WireError {
         ),
         // Nothing reached the requester: another node may serve it.
         BackendError::EngineLost(_) => WireError::new(ErrorCode::Unavailable, e.to_string()),
+        BackendError::Input(_) => WireError::new(ErrorCode::InvalidInput, e.to_string()),
         other => WireError::new(ErrorCode::Internal, other.to_string()),
     }
 }

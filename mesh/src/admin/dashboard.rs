@@ -156,6 +156,9 @@ fn final_json(response: &ganglion_client::protocol::FinalResponse) -> serde_json
             "head": vectors.first().map(|v| v.iter().take(8).collect::<Vec<_>>()),
         }),
         Output::Labels(lists) => serde_json::json!({ "labels": lists.first() }),
+        Output::Regions(regions) => serde_json::json!({
+            "text": regions.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("\n"),
+        }),
         _ => serde_json::Value::Null,
     };
     serde_json::json!({

@@ -103,6 +103,26 @@ enum EmbedInput {
     Many(Vec<String>),
 }
 
+impl EmbedInput {
+    fn into_texts(self) -> Vec<String> {
+        match self {
+            Self::One(text) => vec![text],
+            Self::Many(texts) => texts,
+        }
+    }
+}
+
+/// How a Workers AI answer is shaped, as its request asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunShape {
+    /// Text streamed as server-sent events.
+    Streamed,
+    /// One answer for the one text or image sent (a string `text`, or an image).
+    One,
+    /// One answer per text of a `text` array.
+    Each,
+}
+
 /// The body of `POST /v1/embeddings`.
 #[derive(Debug, Deserialize)]
 pub struct EmbeddingsBody {
@@ -198,6 +218,8 @@ pub struct RunBody {
     prompt: Option<String>,
     messages: Option<Vec<MessageIn>>,
     text: Option<EmbedInput>,
+    /// An image file's bytes, as a JSON array of numbers (Workers AI's shape).
+    image: Option<Vec<u8>>,
     max_tokens: Option<u32>,
     temperature: Option<f32>,
     top_p: Option<f32>,
@@ -248,13 +270,9 @@ impl EmbeddingsBody {
                 )));
             }
         };
-        let texts = match self.input {
-            EmbedInput::One(text) => vec![text],
-            EmbedInput::Many(texts) => texts,
-        };
         let mut request = super::request(
             self.model,
-            Input::Embed(texts),
+            Input::Embed(self.input.into_texts()),
             Parameters::default(),
             headers,
         )?;
@@ -266,10 +284,7 @@ impl EmbeddingsBody {
 impl ModerationsBody {
     /// The request: each input text classified.
     pub fn into_request(self, headers: &HeaderMap) -> Result<Request, WireError> {
-        let texts = match self.input {
-            EmbedInput::One(text) => vec![text],
-            EmbedInput::Many(texts) => texts,
-        };
+        let texts = self.input.into_texts();
         let model = self
             .model
             .unwrap_or_else(|| crate::models::catalog::MODERATION.to_owned());
@@ -285,27 +300,39 @@ impl ModerationsBody {
 }
 
 impl RunBody {
-    /// The request for `model`, a model of `task`, and whether the answer is streamed
-    /// (vectors and labels come whole: `stream` applies to text generation only).
+    /// The request for `model`, a model of `task`, and how its answer is shaped (vectors,
+    /// labels and images come whole: `stream` applies to text generation only).
     pub fn into_request(
         self,
         model: String,
         task: Task,
         headers: &HeaderMap,
-    ) -> Result<(Request, bool), WireError> {
+    ) -> Result<(Request, RunShape), WireError> {
+        let mut shape = RunShape::One;
         let (input, parameters) = match task {
             Task::TextEmbeddings | Task::TextClassification => {
-                let texts = match self.text {
-                    Some(EmbedInput::One(text)) => vec![text],
-                    Some(EmbedInput::Many(texts)) => texts,
-                    None => return Err(invalid(format!("a {} model takes `text`", task.as_str()))),
+                let Some(text) = self.text else {
+                    return Err(invalid(format!("a {} model takes `text`", task.as_str())));
                 };
+                if matches!(text, EmbedInput::Many(_)) {
+                    shape = RunShape::Each;
+                }
+                let texts = text.into_texts();
                 let input = if task == Task::TextEmbeddings {
                     Input::Embed(texts)
                 } else {
                     Input::Classify(texts)
                 };
                 (input, Parameters::default())
+            }
+            Task::ImageToText | Task::ImageClassification => {
+                let Some(image) = self.image else {
+                    return Err(invalid(format!(
+                        "an {} model takes `image` (an array of bytes) or the image as the body",
+                        task.as_str()
+                    )));
+                };
+                (Input::Image(image), Parameters::default())
             }
             Task::TextGeneration => {
                 let chat = match (self.prompt, self.messages) {
@@ -326,9 +353,11 @@ impl RunBody {
                 (Input::Chat(chat), parameters)
             }
         };
-        let streaming = self.stream.unwrap_or(false) && task == Task::TextGeneration;
+        if self.stream.unwrap_or(false) && task == Task::TextGeneration {
+            shape = RunShape::Streamed;
+        }
         let request = super::request(model, input, parameters, headers)?;
-        Ok((request, streaming))
+        Ok((request, shape))
     }
 }
 
@@ -405,25 +434,31 @@ mod tests {
         let run = |json: &str, task| {
             parse::<RunBody>(json.as_bytes())?.into_request("m".into(), task, &HeaderMap::new())
         };
-        let (request, streaming) =
+        let (request, shape) =
             run(r#"{"text":["a","b"],"stream":true}"#, Task::TextEmbeddings).expect("embeds");
         assert!(matches!(request.input, Input::Embed(ref t) if t.len() == 2));
-        assert!(!streaming, "vectors come whole");
-        let (request, streaming) = run(
+        assert_eq!(shape, RunShape::Each, "vectors come whole, one per text");
+        let (request, shape) = run(
             r#"{"text":"I love it","stream":true}"#,
             Task::TextClassification,
         )
         .expect("labels");
-        assert!(!streaming, "labels come whole");
+        assert_eq!(shape, RunShape::One, "labels come whole, for the one text");
         assert!(matches!(request.input, Input::Classify(ref t) if t.len() == 1));
-        let (_, streaming) =
+        let (request, shape) =
+            run(r#"{"image":[137,80,78,71]}"#, Task::ImageToText).expect("an image");
+        assert_eq!(shape, RunShape::One);
+        assert!(matches!(request.input, Input::Image(ref b) if b.len() == 4));
+        let (_, shape) =
             run(r#"{"prompt":"hi","stream":true}"#, Task::TextGeneration).expect("generates");
-        assert!(streaming);
+        assert_eq!(shape, RunShape::Streamed);
         for (body, task) in [
             (r#"{"prompt":"hi"}"#, Task::TextEmbeddings),
             (r#"{"prompt":"hi"}"#, Task::TextClassification),
             (r#"{"prompt":"hi","messages":[]}"#, Task::TextGeneration),
             (r#"{}"#, Task::TextGeneration),
+            (r#"{"text":"a"}"#, Task::ImageClassification),
+            (r#"{"image":[256]}"#, Task::ImageClassification),
         ] {
             assert_eq!(code(run(body, task)), ErrorCode::InvalidInput, "{body}");
         }

@@ -337,9 +337,10 @@ pub async fn embeddings(
     (final_headers(&response), Json(body)).into_response()
 }
 
-/// `POST /v1/moderations`: each input classified by a moderation model; an input is flagged
-/// when its likeliest label is not `neither`. The categories are the model's own labels
-/// (hatesonar's: `hate_speech`, `offensive_language`), not OpenAI's list.
+/// `POST /v1/moderations`: each input classified by a moderation model (refused before it runs
+/// when the model, or a fallback, is not one); an input is flagged when its likeliest label
+/// is not `neither`. OpenAI's categories are all present: `hate` is hatesonar's
+/// `hate_speech`, `harassment` its `offensive_language`, and the others are never flagged.
 pub async fn moderations(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -354,6 +355,14 @@ pub async fn moderations(
         Ok(request) => request,
         Err(error) => return errors::openai(&error, common_headers(rand::random(), None)),
     };
+    let catalog = &api.context.catalog;
+    if let Some(other) = std::iter::once(&request.model)
+        .chain(&request.fallbacks)
+        .find(|id| !catalog.get(id).is_some_and(moderates))
+    {
+        let error = invalid(format!("`{other}` is not a moderation model"));
+        return errors::openai(&error, common_headers(rand::random(), None));
+    }
     let model = request.model.clone();
     let call = Call::start(&api, request);
     let id = call.id;
@@ -369,14 +378,22 @@ pub async fn moderations(
         .iter()
         .map(|labels| {
             let top = labels.first().map(|l| l.label.as_str());
-            let harmful = labels.iter().filter(|l| l.label != SAFE_LABEL);
-            let categories: serde_json::Map<_, _> = harmful
-                .clone()
-                .map(|l| (l.label.clone(), (Some(l.label.as_str()) == top).into()))
-                .collect();
-            let scores: serde_json::Map<_, _> = harmful
-                .map(|l| (l.label.clone(), f64::from(l.score).into()))
-                .collect();
+            let mut categories = serde_json::Map::new();
+            let mut scores = serde_json::Map::new();
+            for category in OPENAI_CATEGORIES {
+                let label = CATEGORY_LABELS
+                    .iter()
+                    .find(|(name, _)| *name == category)
+                    .and_then(|(_, label)| labels.iter().find(|l| l.label == *label));
+                categories.insert(
+                    category.into(),
+                    label.is_some_and(|l| Some(l.label.as_str()) == top).into(),
+                );
+                scores.insert(
+                    category.into(),
+                    label.map_or(0.0, |l| f64::from(l.score)).into(),
+                );
+            }
             serde_json::json!({
                 "flagged": top.is_some_and(|top| top != SAFE_LABEL),
                 "categories": categories,
@@ -394,6 +411,37 @@ pub async fn moderations(
 
 /// The label of a moderation model that flags nothing (hatesonar's).
 const SAFE_LABEL: &str = "neither";
+
+/// OpenAI's moderation categories, every one of which its answers carry.
+const OPENAI_CATEGORIES: [&str; 13] = [
+    "harassment",
+    "harassment/threatening",
+    "hate",
+    "hate/threatening",
+    "illicit",
+    "illicit/violent",
+    "self-harm",
+    "self-harm/intent",
+    "self-harm/instructions",
+    "sexual",
+    "sexual/minors",
+    "violence",
+    "violence/graphic",
+];
+
+/// The OpenAI categories a moderation model's labels stand for.
+const CATEGORY_LABELS: [(&str, &str); 2] = [
+    ("hate", "hate_speech"),
+    ("harassment", "offensive_language"),
+];
+
+/// Whether `spec` is a moderation model: the built-in one, or an operator's text classifier
+/// (whose labels the operator answers for).
+fn moderates(spec: &crate::models::ModelSpec) -> bool {
+    spec.id == crate::models::catalog::MODERATION
+        || (spec.task == crate::models::Task::TextClassification
+            && matches!(spec.source, crate::models::catalog::Source::Local(_)))
+}
 
 fn model_object(listing: &ganglion_client::protocol::ModelListing) -> serde_json::Value {
     serde_json::json!({

@@ -1,6 +1,8 @@
 //! The Workers-AI-style REST API: `POST /ai/run/{model}` and
 //! `POST /accounts/{account}/ai/run/{model}`, answers in Workers AI's envelope
 //! (`{"result", "success", "errors", "messages"}`), streams as `data: {"response": ...}` events.
+//! Image models take the image as the body (`image/png`, `image/jpeg`, `application/octet-stream`)
+//! or as `{"image": [bytes]}`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,9 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use ganglion_client::protocol::{ErrorCode, Output, ResponseFrame, WireError};
+use ganglion_client::protocol::{ErrorCode, Input, Output, Parameters, ResponseFrame, WireError};
 
-use super::bodies::RunBody;
+use super::bodies::{RunBody, RunShape, invalid};
 use super::{Api, Call, common_headers, errors, final_headers, read_json};
 
 /// `POST /ai/run/{model}`.
@@ -54,7 +56,6 @@ pub async fn run_in_account(
 
 async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body::Body) -> Response {
     let built = async {
-        let body: RunBody = read_json(body).await?;
         let task = api
             .context
             .catalog
@@ -63,14 +64,33 @@ async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body:
             .ok_or_else(|| {
                 WireError::new(ErrorCode::UnknownModel, format!("no such model `{model}`"))
             })?;
+        if super::sends_image(headers) {
+            // The image itself as the body, as Workers AI's REST API takes it.
+            let bytes = super::read_body(body).await?;
+            if !task.takes(&Input::Image(Vec::new())) {
+                return Err(invalid(format!(
+                    "model `{model}` is a {} model and takes {}, not an image",
+                    task.as_str(),
+                    task.input_name()
+                )));
+            }
+            let request = super::request(
+                model.clone(),
+                Input::Image(bytes.to_vec()),
+                Parameters::default(),
+                headers,
+            )?;
+            return Ok((request, RunShape::One));
+        }
+        let body: RunBody = read_json(body).await?;
         body.into_request(model.clone(), task, headers)
     };
-    let (request, streaming) = match built.await {
+    let (request, shape) = match built.await {
         Ok(built) => built,
         Err(error) => return errors::workers_ai(&error, common_headers(rand::random(), None)),
     };
     let mut call = Call::start(api, request);
-    if streaming {
+    if shape == RunShape::Streamed {
         return match call.next().await {
             Some(ResponseFrame::Error(error)) => {
                 errors::workers_ai(&error, common_headers(call.id, call.cache().as_ref()))
@@ -97,11 +117,16 @@ async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body:
             "shape": [vectors.len(), vectors.first().map_or(0, Vec::len)],
             "data": vectors,
         }),
-        // One text (what Workers AI takes) gives its list of labels; a batch, one list each.
-        Output::Labels(lists) => match lists.as_slice() {
-            [one] => serde_json::json!(one),
-            many => serde_json::json!(many),
+        // One text or image gives its list of labels (Workers AI's shape); an array of texts,
+        // one list each.
+        Output::Labels(lists) => match (shape, lists.as_slice()) {
+            (RunShape::One, [one]) => serde_json::json!(one),
+            (_, each) => serde_json::json!(each),
         },
+        Output::Regions(regions) => serde_json::json!({
+            "text": regions.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("\n"),
+            "regions": regions,
+        }),
         _ => serde_json::Value::Null,
     };
     let body =

@@ -29,11 +29,17 @@ impl Answer {
         match &self.output {
             Output::Text { text, .. } => text.len() as u64,
             Output::Embeddings(vectors) => vectors.iter().map(|v| v.len() as u64 * 4 + 24).sum(),
+            // Each list and label counts its own header, so that empty ones are not free.
             Output::Labels(lists) => lists
                 .iter()
-                .flatten()
-                .map(|l| l.label.len() as u64 + 28)
+                .map(|labels| {
+                    24 + labels
+                        .iter()
+                        .map(|l| l.label.len() as u64 + 32)
+                        .sum::<u64>()
+                })
                 .sum(),
+            Output::Regions(regions) => regions.iter().map(|r| r.text.len() as u64 + 48).sum(),
             _ => 0,
         }
     }

@@ -333,6 +333,7 @@ impl ModelsSection {
                 (None, None, None) => PricingRule::per_request(match task {
                     Task::TextGeneration => 3,
                     Task::TextEmbeddings | Task::TextClassification => 1,
+                    Task::ImageToText | Task::ImageClassification => 10,
                 }),
                 (None, input, output) => PricingRule::PerToken {
                     input_per_million: input.unwrap_or(0),

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ganglion_client::codec::{read_frame, write_frame};
-use ganglion_client::protocol::{ChatMessage, Output, Parameters, ResponseFrame};
+use ganglion_client::protocol::{ChatMessage, Input, Output, Parameters, ResponseFrame};
 use serde::Serialize;
 use tokio::net::UnixListener;
 use tokio::process::{Child, Command};
@@ -52,9 +52,9 @@ const PER_REQUEST: usize = super::delivery::RESPONSE_BUFFER + 8;
 /// How long past a request's deadline its answer is waited for (the worker ends a generation
 /// itself at the deadline): a worker that has not answered by then is hung, and is killed.
 const DEADLINE_GRACE: Duration = Duration::from_secs(15);
-/// The same for a batch (embeddings, labels), which cannot be stopped at the deadline: a big batch may end
+/// The same for a whole answer (embeddings, labels, an image), which cannot be stopped at the deadline: a big batch may end
 /// late without its worker being hung.
-const BATCH_GRACE: Duration = Duration::from_secs(60);
+const WHOLE_GRACE: Duration = Duration::from_secs(60);
 /// How long a request waits for a restarting worker before it is refused as `unavailable`
 /// (and handed to a peer): longer than the longest wait between restarts plus the load of a
 /// small model; a request for a model that loads for longer goes to a peer meanwhile.
@@ -280,22 +280,23 @@ impl Worker {
         }
     }
 
-    /// Embeds or classifies `texts` in the worker: one vector or list of labels each, and the
-    /// tokens read. A batch cannot be interrupted: it is waited for (its slot stays taken) until
-    /// it ends, or the worker is found hung past the deadline's grace, and killed.
-    pub async fn batch(
+    /// Runs a request answered whole in the worker (texts to embed or classify, an image):
+    /// its output and the tokens read. It cannot be interrupted: it is waited for (its slot
+    /// stays taken) until it ends, or the worker is found hung past the deadline's grace, and
+    /// killed.
+    pub async fn whole(
         &self,
-        texts: &[String],
+        input: &Input,
         deadline: Instant,
     ) -> Result<(Output, u32), BackendError> {
         let mut call = self
-            .call(deadline, |id| ToWorker::Batch {
+            .call(deadline, |id| ToWorker::Whole {
                 id,
-                texts: texts.to_vec(),
+                input: input.clone(),
             })
             .await?;
-        match call.end(deadline + BATCH_GRACE).await? {
-            Answer::Batch(output, tokens) if one_each(&output, texts.len()) => Ok((output, tokens)),
+        match call.end(deadline + WHOLE_GRACE).await? {
+            Answer::Whole(output, tokens) if output.answers(input) => Ok((output, tokens)),
             _ => Err(unexpected()),
         }
     }
@@ -358,15 +359,6 @@ impl Worker {
             Ok(Err(_)) => Err(BackendError::EngineLost(call.exit())),
             Err(_) => Err(BackendError::DeadlineExceeded),
         }
-    }
-}
-
-/// Whether a batch's output has one entry per text.
-fn one_each(output: &Output, texts: usize) -> bool {
-    match output {
-        Output::Embeddings(vectors) => vectors.len() == texts,
-        Output::Labels(labels) => labels.len() == texts,
-        _ => false,
     }
 }
 

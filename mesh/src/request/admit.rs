@@ -62,6 +62,28 @@ pub fn admit<'a>(
             format!("model `{}` is not in the catalog", request.model),
         ));
     };
+    if !spec.task.takes(&request.input) {
+        return Err(WireError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "model `{}` is a {} model and takes {}",
+                spec.id,
+                spec.task.as_str(),
+                spec.task.input_name()
+            ),
+        ));
+    }
+    // An image's size is read from its header before it costs anything or goes anywhere.
+    if let Input::Image(bytes) = &request.input {
+        use crate::inference::vision::decode::{ImageError, dimensions};
+        match dimensions(bytes) {
+            Ok(_) => {}
+            Err(e @ ImageError::TooLarge { .. }) => {
+                return Err(WireError::new(ErrorCode::TooLarge, e.to_string()));
+            }
+            Err(e) => return Err(WireError::new(ErrorCode::InvalidInput, e.to_string())),
+        }
+    }
     match &origin {
         // A client starts a request's journey: it has no path, and one request may not fan
         // out into more handoffs than the default allows.

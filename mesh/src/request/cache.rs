@@ -189,7 +189,12 @@ async fn lookup(
         }
     } else {
         match remote_lookup(ctx, shard, key, patience).await {
-            Ok(RemoteLookup::Hit(found)) => Ok(found),
+            // A peer's answer is kept only within the protocol's bounds.
+            Ok(RemoteLookup::Hit(found)) if found.answer.output.within_bounds() => Ok(found),
+            Ok(RemoteLookup::Hit(_)) => {
+                tracing::warn!(shard = %shard.label(), "a peer's cache shard answered out of bounds; running without it");
+                Err(None)
+            }
             Ok(RemoteLookup::Lead(lease)) => Err(Some(Lease::Remote(lease))),
             Ok(RemoteLookup::Busy) => Err(None),
             Err(e) => {

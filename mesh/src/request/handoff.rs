@@ -168,7 +168,10 @@ async fn hand_to(
         // once the request reached such a node, losing it may mean its final frame was lost
         // after the charge, so it is not run again elsewhere (that would charge it twice).
         use ganglion_client::protocol::Input;
-        let answers_at_once = matches!(request.input, Input::Embed(_) | Input::Classify(_));
+        let answers_at_once = matches!(
+            request.input,
+            Input::Embed(_) | Input::Classify(_) | Input::Image(_)
+        );
         let lost = |why: String| match first_output {
             None if answers_at_once => Handoff::Failed(WireError::new(
                 ErrorCode::PeerLost,
@@ -212,6 +215,12 @@ async fn hand_to(
             Ok(Some(ResponseFrame::Final(response))) if !response.route.within_bounds() => {
                 abandon(&mut peer_recv);
                 return lost("its answer's route is out of bounds".to_owned());
+            }
+            Ok(Some(ResponseFrame::Final(response)))
+                if !response.output.answers(&admitted.request.input) =>
+            {
+                abandon(&mut peer_recv);
+                return lost("its answer does not fit the request".to_owned());
             }
             Ok(Some(ResponseFrame::Final(response))) => {
                 let response =

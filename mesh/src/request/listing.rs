@@ -28,7 +28,7 @@ pub async fn list_models(ctx: &Context) -> Result<Vec<ModelListing>, WireError> 
                 id: spec.id.clone(),
                 task: spec.task.as_str().to_owned(),
                 class: spec.class.as_str().to_owned(),
-                pricing: spec.pricing.describe(),
+                pricing: spec.pricing.describe(spec.task.unit()),
                 hosted_by: here.into_iter().chain(there).collect(),
             }
         })

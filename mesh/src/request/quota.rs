@@ -159,6 +159,8 @@ pub fn max_cost(spec: &ModelSpec, request: &Request) -> u64 {
             texts.iter().map(|t| t.len() as u64 + 2).sum(),
             texts.len() as u64,
         ),
+        // An image is one item; its megapixels are its tokens (at most 17).
+        Input::Image(_) => (17, 1),
         _ => (0, 0),
     };
     // Admission gave every chat request its `max_tokens`; the model's default otherwise.

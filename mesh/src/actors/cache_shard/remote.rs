@@ -108,7 +108,10 @@ pub async fn serve(
         read_frame::<_, CacheCall>(&mut recv, MAX_RESPONSE_FRAME_LEN),
     )
     .await;
-    if let Ok(Ok(Some(CacheCall::Fill { answer, ttl_ms }))) = fill {
+    // A fill is kept only within the protocol's bounds (the cache counts what it holds by them).
+    if let Ok(Ok(Some(CacheCall::Fill { answer, ttl_ms }))) = fill
+        && answer.output.within_bounds()
+    {
         let ttl_ms = ttl_ms.min(u64::from(ganglion_client::protocol::MAX_CACHE_TTL_SECS) * 1000);
         lease.fill(key, answer, ttl_ms);
     }

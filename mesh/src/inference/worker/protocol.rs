@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use ganglion_client::protocol::{ChatMessage, FinishReason, Output, Parameters, Usage};
+use ganglion_client::protocol::{ChatMessage, FinishReason, Input, Output, Parameters, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::inference::{BackendError, LoadPlan};
@@ -46,12 +46,12 @@ pub enum ToWorker {
         /// Time left, in milliseconds.
         within_ms: u64,
     },
-    /// Embed or classify texts (whichever the worker's model does).
-    Batch {
+    /// Run a request answered whole: texts to embed or classify, an image.
+    Whole {
         /// Request id.
         id: u64,
-        /// The texts.
-        texts: Vec<String>,
+        /// Its input.
+        input: Input,
     },
     /// Stop request `id` (its requester left or read too slowly).
     Cancel {
@@ -114,8 +114,9 @@ pub enum Answer {
         /// Milliseconds from the request's arrival at the worker to its first token.
         first_token_after_ms: Option<u64>,
     },
-    /// A batch's output (vectors or labels, one per text) and the tokens read.
-    Batch(Output, u32),
+    /// A whole answer's output (vectors or labels, one per text; an image's labels or text)
+    /// and the tokens (or megapixels) read.
+    Whole(Output, u32),
 }
 
 /// Milliseconds left until `deadline` (0 when passed).

@@ -79,7 +79,7 @@ pub async fn run(socket: &Path) -> anyhow::Result<()> {
     };
     let context_tokens = match &backend {
         Backend::Text(generator) => generator.context_tokens(),
-        Backend::Embed(_) | Backend::Classify(_) => 0,
+        Backend::Embed(_) | Backend::Classify(_) | Backend::Vision(_) => 0,
     };
     tracing::info!(model = %plan.model, kernels = %kernels.variant, engine = backend.engine(), slots, "worker ready");
     let loaded = FromWorker::Loaded(Ready {
@@ -142,7 +142,7 @@ fn request_id(order: &ToWorker) -> u64 {
     match order {
         ToWorker::Count { id, .. }
         | ToWorker::Generate { id, .. }
-        | ToWorker::Batch { id, .. }
+        | ToWorker::Whole { id, .. }
         | ToWorker::Cancel { id } => *id,
         ToWorker::Load { .. } => 0,
     }
@@ -218,11 +218,11 @@ async fn serve(
                     .map(|t| u64::try_from((t - arrived).as_millis()).unwrap_or(u64::MAX)),
             })
         }
-        (Backend::Embed(_) | Backend::Classify(_), ToWorker::Batch { texts, .. }) => {
+        (_, ToWorker::Whole { input, .. }) => {
             // The node bounds the wait (it kills a worker hung past the deadline's grace).
             let never = Instant::now() + Duration::from_secs(24 * 3600);
-            let (output, tokens) = backend.clone().batch(texts, never).await?;
-            Ok(Answer::Batch(output, tokens))
+            let (output, tokens) = backend.clone().whole(input, never).await?;
+            Ok(Answer::Whole(output, tokens))
         }
         _ => Err(BackendError::Run(
             "this worker's model does not take that request".into(),

@@ -1,7 +1,9 @@
-//! Text classification on the real models: the ports of VADER and hatesonar against their
-//! reference implementations' outputs, and a node serving sentiment, moderation and language
-//! through the client, the CLI and both HTTP dialects (cached, metered, bad input refused),
-//! with sentiment accuracy measured through the node on a labelled set it was not tuned on.
+//! The catalog's classifiers and image models on the real models: the ports of VADER and
+//! hatesonar against their reference implementations' outputs; a node serving sentiment,
+//! moderation and language through the client, the CLI and both HTTP dialects (cached,
+//! metered, bad input refused), with sentiment accuracy measured through the node on a
+//! labelled set it was not tuned on; and OCR, page orientation and image moderation on images
+//! with known answers, bad images refused for free.
 
 #![allow(clippy::unwrap_used)] // tests may panic on the unexpected
 
@@ -10,7 +12,9 @@ use std::time::Duration;
 
 use ganglion::inference::classify::moderation::HateSonar;
 use ganglion::inference::classify::vader::Vader;
-use ganglion::models::catalog::{LANGUAGE, MODERATION, SENTIMENT};
+use ganglion::models::catalog::{
+    IMAGE_MODERATION, LANGUAGE, MODERATION, OCR, ORIENTATION, SENTIMENT,
+};
 use ganglion_client::protocol::{CachePolicy, CacheStatus};
 use ganglion_client::protocol::{ErrorCode, Label, MAX_EMBED_BATCH, Output};
 use ganglion_client::{ClassifyRequest, ClientError};
@@ -242,14 +246,48 @@ async fn a_node_classifies_sentiment_moderation_and_language_through_every_door(
     assert_eq!(moderations["model"], MODERATION, "{moderations}");
     assert_eq!(moderations["results"][0]["flagged"], false, "{moderations}");
     assert_eq!(moderations["results"][1]["flagged"], true, "{moderations}");
+    let flagged = &moderations["results"][1];
+    assert_eq!(flagged["categories"]["harassment"], true, "{moderations}");
+    assert_eq!(flagged["categories"]["sexual"], false, "{moderations}");
     assert_eq!(
-        moderations["results"][1]["categories"]["offensive_language"], true,
-        "{moderations}"
+        flagged["categories"].as_object().unwrap().len(),
+        13,
+        "every OpenAI category"
     );
     let wrong = post("/v1/moderations", json!({ "input": 7 }))
         .await
         .unwrap();
     assert_eq!(wrong.status(), 400);
+    // Sentiment is no moderation model: refused before it runs, not every text flagged.
+    let sentiment_as_moderation = post(
+        "/v1/moderations",
+        json!({ "input": "fine", "model": SENTIMENT }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sentiment_as_moderation.status(), 400);
+    // A chat model asked to classify is refused at admission, whatever its price.
+    let (status, body) = {
+        let response = post(
+            &format!("/ai/run/{}", LANGUAGE),
+            json!({ "prompt": "hello" }),
+        )
+        .await
+        .unwrap();
+        (response.status(), response.json::<Value>().await.unwrap())
+    };
+    assert_eq!(status, 400, "{body}");
+    // An array of texts gives one list each, even of one text.
+    let each: Value = post(
+        &format!("/ai/run/{LANGUAGE}"),
+        json!({ "text": ["Bonjour tout le monde, comment allez-vous aujourd'hui ?"] }),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(each["result"][0][0]["label"], "fra", "{each}");
 
     // The node still serves, and the catalog lists each model's class and price.
     let listing = client.list_models().await.unwrap();
@@ -302,4 +340,194 @@ async fn sentiment_through_a_node_is_as_accurate_as_the_reference_on_a_labelled_
     // positive (docs/research/classification.md): the port gives the same answers.
     eprintln!("sentiment accuracy: {right}/3000");
     assert_eq!(right, 2266);
+}
+
+fn test_image(name: &str) -> Vec<u8> {
+    std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data")
+            .join(name),
+    )
+    .unwrap()
+}
+
+fn png(image: &image::DynamicImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_reads_text_in_images_tells_a_page_s_rotation_and_a_safe_image() {
+    ensure_models();
+    let cluster = Cluster::new("images");
+    let node = cluster.start(
+        "edge",
+        &[],
+        &[
+            "--host",
+            OCR,
+            "--host",
+            ORIENTATION,
+            "--host",
+            IMAGE_MODERATION,
+            "--http",
+            "127.0.0.1:0",
+            KEYS_REQUIRED,
+        ],
+    );
+    let key = cluster.issue_key("acme", &["--plan", "paid"]);
+    let client = cluster.keyed_client(&node, Some(&key)).await;
+    let fresh = CachePolicy::default();
+
+    // Text rendered into an image is read back exactly, with its box.
+    let line = client
+        .image(OCR, test_image("ocr_line.png"), fresh.clone())
+        .await
+        .unwrap();
+    let Output::Regions(regions) = &line.output else {
+        panic!("{:?}", line.output)
+    };
+    assert_eq!(regions.len(), 1, "{regions:?}");
+    assert_eq!(regions[0].text, "Ganglion edge mesh 2026");
+    assert!(
+        regions[0].width > 100 && regions[0].height > 10,
+        "{regions:?}"
+    );
+    let page = client
+        .image(OCR, test_image("ocr_page.png"), fresh.clone())
+        .await
+        .unwrap();
+    let Output::Regions(regions) = &page.output else {
+        panic!("{:?}", page.output)
+    };
+    let texts: Vec<&str> = regions.iter().map(|r| r.text.as_str()).collect();
+    assert_eq!(texts, ["The quick brown fox", "jumps over 13 lazy dogs"]);
+    assert!(regions[0].y < regions[1].y, "top to bottom");
+    assert_eq!(
+        page.usage.micro_neurons, 12_000_000,
+        "one image, standard class"
+    );
+
+    // A page turned by a quarter is told by its rotation (clockwise, as the model names it).
+    let upright = image::load_from_memory(&test_image("ocr_page.png")).unwrap();
+    for (turned, expected) in [
+        (upright.clone(), "0"),
+        (upright.rotate90(), "90"),
+        (upright.rotate180(), "180"),
+        (upright.rotate270(), "270"),
+    ] {
+        let response = client
+            .image(ORIENTATION, png(&turned), fresh.clone())
+            .await
+            .unwrap();
+        let Output::Labels(lists) = &response.output else {
+            panic!("{:?}", response.output)
+        };
+        assert_eq!(top(&lists[0]), expected, "{lists:?}");
+    }
+
+    // A page of text is safe.
+    let response = client
+        .image(IMAGE_MODERATION, test_image("ocr_page.png"), fresh.clone())
+        .await
+        .unwrap();
+    let Output::Labels(lists) = &response.output else {
+        panic!("{:?}", response.output)
+    };
+    assert_eq!(top(&lists[0]), "sfw", "{lists:?}");
+    assert!(lists[0][0].score > 0.9, "{lists:?}");
+
+    // Bad images are refused with a typed error and cost nothing; the node keeps serving.
+    let before = client.usage().await.unwrap().used_micro;
+    let refused = |e: ClientError| match e {
+        ClientError::Server(e) => e.code,
+        other => panic!("{other}"),
+    };
+    let text = client
+        .image(OCR, b"these bytes are no image".to_vec(), fresh.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(text), ErrorCode::InvalidInput);
+    let cut = test_image("ocr_line.png")[..200].to_vec();
+    let broken = client.image(OCR, cut, fresh.clone()).await.unwrap_err();
+    assert_eq!(refused(broken), ErrorCode::InvalidInput);
+    // 50 megapixels of one grey: a small file that would decode into 150 MB.
+    let huge = png(&image::DynamicImage::ImageLuma8(image::GrayImage::new(
+        10_000, 5_000,
+    )));
+    assert!(huge.len() < 1_000_000, "{} bytes", huge.len());
+    let huge = client.image(OCR, huge, fresh.clone()).await.unwrap_err();
+    assert_eq!(refused(huge), ErrorCode::TooLarge);
+    let chat = client
+        .generate(ganglion_client::GenerateRequest::new(OCR, "hello"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused(chat), ErrorCode::InvalidInput);
+    assert_eq!(client.usage().await.unwrap().used_micro, before);
+
+    // Workers AI's door: the image as the body, or as an array of bytes.
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/ai/run/{OCR}", node.http.unwrap());
+    let raw: Value = http
+        .post(&url)
+        .bearer_auth(&key)
+        .header("content-type", "image/png")
+        .body(test_image("ocr_line.png"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw["result"]["text"], "Ganglion edge mesh 2026", "{raw}");
+    let small = png(&upright.resize(200, 100, image::imageops::FilterType::Triangle));
+    let as_array: Value = http
+        .post(format!(
+            "http://{}/ai/run/{IMAGE_MODERATION}",
+            node.http.unwrap()
+        ))
+        .bearer_auth(&key)
+        .json(&json!({ "image": small }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(as_array["success"], true, "{as_array}");
+    assert!(as_array["result"][0]["label"].is_string(), "{as_array}");
+    let not_an_image = http
+        .post(&url)
+        .bearer_auth(&key)
+        .header("content-type", "application/octet-stream")
+        .body("plain text")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_an_image.status(), 400);
+
+    // The CLI.
+    let file = temp_file("line.png", &test_image("ocr_line.png"));
+    let printed = cluster.ganglion_json(
+        &node,
+        &key,
+        &["image", "--model", OCR, "--json", file.to_str().unwrap()],
+    );
+    assert_eq!(
+        printed["regions"][0]["text"], "Ganglion edge mesh 2026",
+        "{printed}"
+    );
+}
+
+/// Writes `bytes` to a file of this test process's own.
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("ganglion-{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
 }
