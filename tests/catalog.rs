@@ -13,7 +13,7 @@ use std::time::Duration;
 use ganglion::inference::classify::moderation::HateSonar;
 use ganglion::inference::classify::vader::Vader;
 use ganglion::models::catalog::{
-    IMAGE_MODERATION, LANGUAGE, MODERATION, OCR, ORIENTATION, SENTIMENT,
+    IMAGE_MODERATION, LANGUAGE, MODERATION, OCR, ORIENTATION, SENTIMENT, SPEECH,
 };
 use ganglion_client::protocol::{CachePolicy, CacheStatus};
 use ganglion_client::protocol::{ErrorCode, Label, MAX_EMBED_BATCH, Output};
@@ -454,9 +454,6 @@ async fn a_node_reads_text_in_images_tells_a_page_s_rotation_and_a_safe_image() 
         .await
         .unwrap_err();
     assert_eq!(refused(text), ErrorCode::InvalidInput);
-    let cut = test_image("ocr_line.png")[..200].to_vec();
-    let broken = client.image(OCR, cut, fresh.clone()).await.unwrap_err();
-    assert_eq!(refused(broken), ErrorCode::InvalidInput);
     // 50 megapixels of one grey: a small file that would decode into 150 MB.
     let huge = png(&image::DynamicImage::ImageLuma8(image::GrayImage::new(
         10_000, 5_000,
@@ -470,6 +467,15 @@ async fn a_node_reads_text_in_images_tells_a_page_s_rotation_and_a_safe_image() 
         .unwrap_err();
     assert_eq!(refused(chat), ErrorCode::InvalidInput);
     assert_eq!(client.usage().await.unwrap().used_micro, before);
+    // A file cut short passes the header check and fails in the decoder, after work was done:
+    // refused as invalid, and charged as the one image it was (decoding costs what it costs).
+    let cut = test_image("ocr_line.png")[..200].to_vec();
+    let broken = client.image(OCR, cut, fresh.clone()).await.unwrap_err();
+    assert_eq!(refused(broken), ErrorCode::InvalidInput);
+    assert_eq!(
+        client.usage().await.unwrap().used_micro,
+        before + 12_000_000
+    );
 
     // Workers AI's door: the image as the body, or as an array of bytes.
     let http = reqwest::Client::new();
@@ -530,4 +536,170 @@ fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
     let path = std::env::temp_dir().join(format!("ganglion-{}-{name}", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// Words, lower-cased, without punctuation: what a transcript says, whatever its commas.
+fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .collect::<String>()
+                .to_lowercase()
+        })
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// A WAV header for 16-bit mono 16 kHz audio that claims `seconds`, followed by `present`
+/// bytes of silence.
+fn wav_claiming(seconds: u32, present: usize) -> Vec<u8> {
+    let data = seconds * 16_000 * 2;
+    let mut wav = Vec::new();
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&16_000u32.to_le_bytes());
+    wav.extend_from_slice(&32_000u32.to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data.to_le_bytes());
+    wav.extend(std::iter::repeat_n(0u8, present));
+    wav
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_transcribes_a_known_recording_and_refuses_what_is_not_one() {
+    ensure_models();
+    let recording = std::fs::read(model_dir(SPEECH).join("beckett.wav")).unwrap();
+    let cluster = Cluster::new("speech");
+    let node = cluster.start(
+        "edge",
+        &[],
+        &["--host", SPEECH, "--http", "127.0.0.1:0", KEYS_REQUIRED],
+    );
+    let key = cluster.issue_key("acme", &["--plan", "paid"]);
+    let client = cluster.keyed_client(&node, Some(&key)).await;
+    // Beckett's "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.",
+    // as Moonshine's own test recording says it.
+    let expected = words("Ever tried ever failed, no matter try again fail again fail better.");
+    let response = client
+        .transcribe(SPEECH, recording.clone(), CachePolicy::default())
+        .await
+        .unwrap();
+    let Output::Text { text, .. } = &response.output else {
+        panic!("{:?}", response.output)
+    };
+    assert_eq!(words(text), expected, "{text}");
+    assert_eq!(
+        response.usage.micro_neurons, 10_000_000,
+        "one recording, standard class"
+    );
+
+    // What is not a recording, or is too long, is refused for free.
+    let before = client.usage().await.unwrap().used_micro;
+    let refused = |e: ClientError| match e {
+        ClientError::Server(e) => e.code,
+        other => panic!("{other}"),
+    };
+    let fresh = CachePolicy::default();
+    let text = client
+        .transcribe(SPEECH, b"RIFF this is no recording".to_vec(), fresh.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(text), ErrorCode::InvalidInput);
+    // A header claiming two hours, on a few bytes.
+    let long = client
+        .transcribe(SPEECH, wav_claiming(7200, 64_000), fresh.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(long), ErrorCode::TooLarge);
+    // A header claiming 20 s with 2 s present: it does not hold what it claims.
+    let short = client
+        .transcribe(SPEECH, wav_claiming(20, 64_000), fresh.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(short), ErrorCode::InvalidInput);
+    let image = client
+        .image(SPEECH, test_image("ocr_line.png"), fresh.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(refused(image), ErrorCode::InvalidInput);
+    assert_eq!(client.usage().await.unwrap().used_micro, before);
+
+    // OpenAI's transcriptions (a form, with a key) and Workers AI's door (the file as the body).
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.http.unwrap());
+    let boundary = "ganglion-test-boundary";
+    let mut form = Vec::new();
+    form.extend_from_slice(
+        format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{SPEECH}\r\n"
+        )
+        .as_bytes(),
+    );
+    form.extend_from_slice(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"beckett.wav\"\r\nContent-Type: audio/wav\r\n\r\n").as_bytes(),
+    );
+    form.extend_from_slice(&recording);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let post_form = |key: Option<&str>| {
+        let mut request = http
+            .post(format!("{base}/v1/audio/transcriptions"))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(form.clone());
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request.send()
+    };
+    let answer: Value = post_form(Some(&key)).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        words(answer["text"].as_str().unwrap_or_default()),
+        expected,
+        "{answer}"
+    );
+    // A form without a key is what any web page can send: never read.
+    let keyless = post_form(None).await.unwrap();
+    assert!(
+        keyless.status() == 400 || keyless.status() == 401,
+        "{}",
+        keyless.status()
+    );
+    let run: Value = http
+        .post(format!("{base}/ai/run/{SPEECH}"))
+        .bearer_auth(&key)
+        .header("content-type", "audio/wav")
+        .body(recording.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        words(run["result"]["text"].as_str().unwrap_or_default()),
+        expected,
+        "{run}"
+    );
+
+    // The CLI.
+    let file = temp_file("beckett.wav", &recording);
+    let printed = cluster.ganglion_json(
+        &node,
+        &key,
+        &["transcribe", "--json", file.to_str().unwrap()],
+    );
+    assert_eq!(
+        words(printed["text"].as_str().unwrap_or_default()),
+        expected,
+        "{printed}"
+    );
 }

@@ -146,6 +146,21 @@ enum Command {
         /// The image: a PNG or JPEG file.
         file: std::path::PathBuf,
     },
+    /// Transcribe a recording (a WAV file) with a speech model.
+    Transcribe {
+        #[command(flatten)]
+        connection: Connection,
+        /// Catalog id of a speech model.
+        #[arg(long, default_value = "@ganglion/moonshine-base-en")]
+        model: String,
+        /// Print the final response as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cache: CacheArgs,
+        /// The recording: a WAV file.
+        file: std::path::PathBuf,
+    },
     /// Classify texts: sentiment, moderation or language, as the model does.
     Classify {
         #[command(flatten)]
@@ -381,6 +396,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "the node answered with something other than an image model's output"
                     ),
                 }
+                eprintln!("route: {}", route_summary(&response.route));
+            }
+        }
+        Command::Transcribe {
+            connection,
+            model,
+            json,
+            cache,
+            file,
+        } => {
+            let wav = std::fs::read(&file)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let policy = cache.policy();
+            let (client, response) = with_retries(&connection, async |client: &Client| {
+                client
+                    .transcribe(model.clone(), wav.clone(), policy.clone())
+                    .await
+            })
+            .await?;
+            client.close().await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&final_json(&response))?);
+            } else {
+                let Output::Text { text, .. } = &response.output else {
+                    anyhow::bail!("the node answered with something other than a transcript");
+                };
+                println!("{text}");
                 eprintln!("route: {}", route_summary(&response.route));
             }
         }

@@ -597,16 +597,42 @@ impl Client {
         image: Vec<u8>,
         cache: CachePolicy,
     ) -> Result<FinalResponse, ClientError> {
+        self.file_request(model.into(), Input::Image(image), cache)
+            .await
+    }
+
+    /// Transcribes a recording (a WAV file, at most [`crate::protocol::MAX_AUDIO_BYTES`]) with
+    /// a speech model and returns the node's whole final response ([`Output::Text`]).
+    pub async fn transcribe(
+        &self,
+        model: impl Into<String>,
+        wav: Vec<u8>,
+        cache: CachePolicy,
+    ) -> Result<FinalResponse, ClientError> {
+        self.file_request(model.into(), Input::Audio(wav), cache)
+            .await
+    }
+
+    /// Sends a file (an image, a recording) and reads its one answer, which must fit it.
+    async fn file_request(
+        &self,
+        model: String,
+        input: Input,
+        cache: CachePolicy,
+    ) -> Result<FinalResponse, ClientError> {
         let request = self.request(
-            model.into(),
-            Input::Image(image),
+            model,
+            input.clone(),
             Parameters::default(),
             cache,
             Vec::new(),
         );
         let (_send, mut recv) = self.open(&ClientRequest::Infer(request)).await?;
         match self.read_one(&mut recv).await? {
-            ResponseFrame::Final(response) => Ok(response),
+            ResponseFrame::Final(response) if response.output.answers(&input) => Ok(response),
+            ResponseFrame::Final(_) => Err(ClientError::Protocol(
+                "the model answered with something that does not fit the file".into(),
+            )),
             ResponseFrame::Error(error) => Err(ClientError::Server(error)),
             other => Err(ClientError::Protocol(format!("unexpected frame {other:?}"))),
         }

@@ -7,13 +7,13 @@
 use serde::{Deserialize, Serialize};
 
 /// ALPN of node-to-node connections (mutual TLS, cluster CA on both sides). Its version moves
-/// with any change of what peers exchange (5: requests may classify texts), so that nodes of
-/// two builds never misread each other.
-pub const ALPN_PEER: &[u8] = b"ganglion-peer/5";
+/// with any change of what peers exchange (6: requests may carry texts to classify, images
+/// and recordings), so that nodes of two builds never misread each other.
+pub const ALPN_PEER: &[u8] = b"ganglion-peer/6";
 
-/// ALPN of client-to-node connections (server-authenticated TLS); 4: requests may classify
-/// texts.
-pub const ALPN_CLIENT: &[u8] = b"ganglion-client/4";
+/// ALPN of client-to-node connections (server-authenticated TLS); 5: requests may carry texts
+/// to classify, images and recordings.
+pub const ALPN_CLIENT: &[u8] = b"ganglion-client/5";
 
 /// Application close code of a node that stops serving a connection (it shuts down, or its
 /// gateway restarts): retry, or use another node.
@@ -69,6 +69,8 @@ pub const MAX_EMBED_TEXT_BYTES: usize = 8 * 1024;
 /// Largest image a request may carry, in bytes of its PNG or JPEG file (the request frame, 1
 /// MiB, bounds it too).
 pub const MAX_IMAGE_BYTES: usize = 1000 * 1024;
+/// Largest recording a request may carry, in bytes of its WAV file.
+pub const MAX_AUDIO_BYTES: usize = 1000 * 1024;
 /// Most chat messages in one request.
 pub const MAX_MESSAGES: usize = 256;
 /// Most stop strings in one request.
@@ -326,6 +328,9 @@ pub enum Input {
     /// An image (the bytes of a PNG or JPEG file) for an image model: OCR reads its text, an
     /// image classifier labels it. Bounded by the request frame, then by [`MAX_IMAGE_BYTES`].
     Image(Vec<u8>),
+    /// A recording (the bytes of a WAV file) for a speech model, which answers its text.
+    /// Bounded by the request frame, then by [`MAX_AUDIO_BYTES`].
+    Audio(Vec<u8>),
 }
 
 /// One chat message.
@@ -489,6 +494,7 @@ impl Output {
             (Input::Classify(texts), Self::Labels(lists)) => lists.len() == texts.len(),
             (Input::Image(_), Self::Labels(lists)) => lists.len() == 1,
             (Input::Image(_), Self::Regions(_)) => true,
+            (Input::Audio(_), Self::Text { .. }) => true,
             _ => false,
         };
         fits && self.within_bounds()
@@ -935,11 +941,29 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
                 ));
             }
             // Only the header is read here; the node checks the dimensions before decoding.
+            // (The recording's length, likewise, below.)
             if !(bytes.starts_with(b"\x89PNG\r\n\x1a\n") || bytes.starts_with(&[0xff, 0xd8, 0xff]))
             {
                 return Err(WireError::new(
                     ErrorCode::InvalidInput,
                     "the image is not a PNG or JPEG file",
+                ));
+            }
+        }
+        Input::Audio(bytes) => {
+            if bytes.len() > MAX_AUDIO_BYTES {
+                return Err(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "a recording of {} bytes exceeds the limit of {MAX_AUDIO_BYTES}",
+                        bytes.len()
+                    ),
+                ));
+            }
+            if !(bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WAVE") {
+                return Err(WireError::new(
+                    ErrorCode::InvalidInput,
+                    "the recording is not a WAV file",
                 ));
             }
         }

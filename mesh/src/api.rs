@@ -68,6 +68,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/moderations", post(openai::moderations))
+        .route("/v1/audio/transcriptions", post(openai::transcriptions))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{*id}", get(openai::model))
         .route("/ai/run/{*model}", post(workers_ai::run))
@@ -119,11 +120,18 @@ async fn guard(
         client.authenticated();
     }
     let workers_ai = path.starts_with("/ai/") || path.starts_with("/accounts/");
-    let accepted = sends_json(request.headers()) || (workers_ai && sends_image(request.headers()));
+    // A form is a type any web page may send to another origin without asking; one that
+    // carries a key was sent by a program (a page cannot add the header without asking).
+    let keyed_form = path == TRANSCRIPTIONS
+        && sends_form(request.headers())
+        && request.headers().contains_key(header::AUTHORIZATION);
+    let accepted = sends_json(request.headers())
+        || (workers_ai && sends_image(request.headers()))
+        || keyed_form;
     if request.method() == Method::POST && !accepted {
         let error = WireError::new(
             ErrorCode::InvalidInput,
-            "the body must be JSON, sent as `Content-Type: application/json` (or, to /ai/run, an image as `image/png`, `image/jpeg` or `application/octet-stream`)",
+            "the body must be JSON, sent as `Content-Type: application/json` (or, to /ai/run, an image or a recording as `image/png`, `image/jpeg`, `audio/wav` or `application/octet-stream`; to /v1/audio/transcriptions, a `multipart/form-data` form with an API key)",
         );
         return error_answer(&path, &error, id);
     }
@@ -152,14 +160,30 @@ fn sends_json(headers: &HeaderMap) -> bool {
     content_type(headers).is_some_and(|t| t.eq_ignore_ascii_case("application/json"))
 }
 
-/// Whether the body is declared an image file (`image/png`, `image/jpeg`,
-/// `application/octet-stream`): none of these is a "simple request" type either, so a browser
-/// asks the door first, and the door does not answer that question.
+/// The route of OpenAI's transcriptions, which take a form.
+const TRANSCRIPTIONS: &str = "/v1/audio/transcriptions";
+
+/// Whether the body is declared a form (`multipart/form-data`).
+fn sends_form(headers: &HeaderMap) -> bool {
+    content_type(headers).is_some_and(|t| t.eq_ignore_ascii_case("multipart/form-data"))
+}
+
+/// Whether the body is declared an image or a recording (`image/png`, `image/jpeg`,
+/// `audio/wav`, `application/octet-stream`, …): none of these is a "simple request" type
+/// either, so a browser asks the door first, and the door does not answer that question.
 pub fn sends_image(headers: &HeaderMap) -> bool {
     content_type(headers).is_some_and(|t| {
-        ["image/png", "image/jpeg", "application/octet-stream"]
-            .iter()
-            .any(|image| t.eq_ignore_ascii_case(image))
+        [
+            "image/png",
+            "image/jpeg",
+            "image/jpg",
+            "audio/wav",
+            "audio/x-wav",
+            "audio/wave",
+            "application/octet-stream",
+        ]
+        .iter()
+        .any(|image| t.eq_ignore_ascii_case(image))
     })
 }
 

@@ -9,7 +9,9 @@
 //! - [`embeddings`]: BERT sentence embeddings through candle, mean-pooled and normalised as
 //!   sentence-transformers does.
 //! - [`classify`]: text classifiers (sentiment, moderation, language).
+//! - [`onnx`]: ONNX Runtime, opened at run time, for the models that run on it;
 //! - [`vision`]: image models on ONNX Runtime (OCR, image classifiers).
+//! - [`speech`]: speech to text on ONNX Runtime (Moonshine).
 //!
 //! Backends know nothing of actors or the network: `ModelHost` owns one and drives it.
 
@@ -20,7 +22,9 @@ pub mod embeddings;
 pub mod kernels;
 pub mod llama_cpp;
 pub mod llama_embeddings;
+pub mod onnx;
 pub mod sampling;
+pub mod speech;
 pub mod stop;
 pub mod text_generation;
 pub mod vision;
@@ -44,6 +48,16 @@ pub enum Backend {
     Classify(classify::Classifier),
     /// An image model.
     Vision(vision::Vision),
+    /// A speech model.
+    Speech(Transcriber),
+}
+
+/// A speech-to-text model.
+pub enum Transcriber {
+    /// Moonshine, in this process.
+    Moonshine(Box<speech::Moonshine>),
+    /// In a worker process.
+    Worker(worker::Worker),
 }
 
 /// A sentence embedder: llama.cpp on the model converted to GGUF (about 5x faster than candle
@@ -79,6 +93,7 @@ impl std::fmt::Debug for Backend {
             Self::Embed(_) => "Backend::Embed",
             Self::Classify(_) => "Backend::Classify",
             Self::Vision(_) => "Backend::Vision",
+            Self::Speech(_) => "Backend::Speech",
         })
     }
 }
@@ -92,13 +107,14 @@ impl Backend {
             Self::Text(Generator::Worker(w))
             | Self::Embed(Embedder::Worker(w))
             | Self::Classify(classify::Classifier::Worker(w))
-            | Self::Vision(vision::Vision::Worker(w)) => w.engine(),
+            | Self::Vision(vision::Vision::Worker(w))
+            | Self::Speech(Transcriber::Worker(w)) => w.engine(),
             Self::Embed(Embedder::LlamaCpp(_)) => "llama.cpp",
             Self::Embed(Embedder::Candle(_)) => "candle",
             Self::Classify(classify::Classifier::Sentiment(_)) => "vader",
             Self::Classify(classify::Classifier::Moderation(_)) => "tf-idf linear",
             Self::Classify(classify::Classifier::Language) => "whatlang",
-            Self::Vision(_) => "onnxruntime",
+            Self::Vision(_) | Self::Speech(_) => "onnxruntime",
         }
     }
 
@@ -114,7 +130,8 @@ impl Backend {
         match &*self {
             Self::Embed(Embedder::Worker(worker))
             | Self::Classify(classify::Classifier::Worker(worker))
-            | Self::Vision(vision::Vision::Worker(worker)) => worker.whole(&input, deadline).await,
+            | Self::Vision(vision::Vision::Worker(worker))
+            | Self::Speech(Transcriber::Worker(worker)) => worker.whole(&input, deadline).await,
             Self::Text(_) => Err(wrong_input()),
             _ => tokio::task::spawn_blocking(move || self.whole_here(&input))
                 .await
@@ -132,6 +149,16 @@ impl Backend {
                 .classify(texts)
                 .map(|(labels, words)| (Output::Labels(labels), words)),
             (Self::Vision(model), Input::Image(bytes)) => model.run(bytes),
+            (Self::Speech(Transcriber::Moonshine(model)), Input::Audio(bytes)) => {
+                let samples = speech::audio::samples_16k(bytes)
+                    .map_err(|e| BackendError::Input(e.to_string()))?;
+                let (text, tokens) = model.transcribe(&samples)?;
+                let text = Output::Text {
+                    text,
+                    finish_reason: ganglion_client::protocol::FinishReason::Stop,
+                };
+                Ok((text, tokens))
+            }
             _ => Err(wrong_input()),
         }
     }
@@ -142,7 +169,8 @@ impl Backend {
             Self::Text(Generator::Worker(w))
             | Self::Embed(Embedder::Worker(w))
             | Self::Classify(classify::Classifier::Worker(w))
-            | Self::Vision(vision::Vision::Worker(w)) => Some(w),
+            | Self::Vision(vision::Vision::Worker(w))
+            | Self::Speech(Transcriber::Worker(w)) => Some(w),
             _ => None,
         }
     }
@@ -160,6 +188,9 @@ impl Backend {
             }
             crate::models::Task::ImageToText | crate::models::Task::ImageClassification => {
                 (Self::Vision(vision::Vision::Worker(worker)), slots)
+            }
+            crate::models::Task::SpeechRecognition => {
+                (Self::Speech(Transcriber::Worker(worker)), slots)
             }
         })
     }
@@ -330,13 +361,30 @@ pub fn plan(
         Task::TextEmbeddings
         | Task::TextClassification
         | Task::ImageToText
-        | Task::ImageClassification => (location, Vec::new()),
+        | Task::ImageClassification
+        | Task::SpeechRecognition => (location, Vec::new()),
     };
     let onnx_runtime = if spec.task.on_onnx_runtime() {
-        Some(store.onnx_runtime().map_err(|e| BackendError::Load {
+        let library = store.onnx_runtime().map_err(|e| BackendError::Load {
             path: location.clone(),
             message: e.to_string(),
-        })?)
+        })?;
+        // Native code, opened in the worker: only the file pinned at pull time, as it is still
+        // (a regular file of its size and hash, not a link).
+        let pinned = crate::models::catalog::onnx_runtime();
+        let trusted = match &pinned.source {
+            crate::models::catalog::Source::PypiWheel { files, .. } => files
+                .iter()
+                .all(|f| crate::models::pull::in_place(&library, f.size, f.sha256)),
+            _ => false,
+        };
+        if !trusted {
+            return Err(BackendError::Load {
+                path: library,
+                message: "ONNX Runtime's library is not the pinned file (pull it again)".into(),
+            });
+        }
+        Some(library)
     } else {
         None
     };
@@ -456,7 +504,30 @@ pub async fn load(plan: &LoadPlan) -> Result<Loaded, BackendError> {
             // image decoding while one runs.
             Ok(Loaded {
                 backend: Backend::Vision(model),
-                slots: concurrency.unwrap_or(2),
+                // At most 2 whatever the operator set for chat models: each holds a decoded
+                // image (up to 16 megapixels) while it runs.
+                slots: concurrency.unwrap_or(2).min(2),
+                weights: None,
+            })
+        }
+        crate::models::Task::SpeechRecognition => {
+            let library = plan
+                .onnx_runtime
+                .clone()
+                .ok_or_else(|| BackendError::Load {
+                    path: plan.location.clone(),
+                    message: "no ONNX Runtime library in the load plan".into(),
+                })?;
+            let dir = plan.location.clone();
+            let model = tokio::task::spawn_blocking(move || {
+                speech::Moonshine::load(&library, &dir, threads)
+            })
+            .await
+            .map_err(|e| BackendError::Run(e.to_string()))??;
+            Ok(Loaded {
+                backend: Backend::Speech(Transcriber::Moonshine(Box::new(model))),
+                // One recording at a time: its decoder steps use every core.
+                slots: concurrency.unwrap_or(1).min(2),
                 weights: None,
             })
         }

@@ -17,7 +17,7 @@ use ganglion::models::catalog::{
 };
 use ganglion_client::protocol::CachePolicy;
 use ganglion_client::{ClassifyRequest, Client};
-use ganglion_testkit::{Cluster, QUIET, ensure_models};
+use ganglion_testkit::{Cluster, KEYS_REQUIRED, QUIET, ensure_models};
 
 const RUNS: usize = 40;
 const THROUGHPUT_FOR: Duration = Duration::from_secs(5);
@@ -98,9 +98,11 @@ async fn main() {
     for (model, _) in &models {
         flags.extend(["--host", model]);
     }
-    flags.push(QUIET);
+    flags.extend([QUIET, KEYS_REQUIRED]);
     let node = cluster.start("edge", &[], &flags);
-    let client = cluster.client(&node).await;
+    // A paid account: the run spends more than a free day's Neurons.
+    let key = cluster.issue_key("bench", &["--plan", "paid"]);
+    let client = cluster.keyed_client(&node, Some(&key)).await;
     println!(
         "{:<32} {:>9} {:>9} {:>9} {:>9} {:>6} {:>10}",
         "model", "size MiB", "RSS MiB", "p50 ms", "p95 ms", "slots", "req/s"

@@ -488,7 +488,7 @@ async fn run(
                 Input::Embed(texts) | Input::Classify(texts) => {
                     u32::try_from(texts.len()).unwrap_or(u32::MAX)
                 }
-                Input::Image(_) => 1,
+                Input::Image(_) | Input::Audio(_) => 1,
                 _ => 0,
             };
             Ran {
@@ -528,7 +528,7 @@ async fn execute(
     let wrong_input = |task: &str, takes: &str| {
         Err(WireError::new(
             ErrorCode::InvalidInput,
-            format!("model `{}` is a {task} model and takes {takes}", spec.id),
+            format!("model `{}` is for {task} and takes {takes}", spec.id),
         ))
     };
     let deadline_passed =
@@ -600,7 +600,8 @@ async fn execute(
         }
         (Backend::Embed(_), Input::Embed(_))
         | (Backend::Classify(_), Input::Classify(_))
-        | (Backend::Vision(_), Input::Image(_)) => {
+        | (Backend::Vision(_), Input::Image(_))
+        | (Backend::Speech(_), Input::Audio(_)) => {
             // Such work is CPU-bound and cannot be interrupted: the slot stays taken until it
             // is done, even when the requester leaves or the deadline passes meanwhile, and
             // what it ran is charged then.
@@ -608,7 +609,17 @@ async fn execute(
             let work = backend.clone().whole(input.clone(), job.deadline);
             let mut work = std::pin::pin!(work);
             let stopped_early = tokio::select! {
-                joined = &mut work => return whole(joined),
+                joined = &mut work => {
+                    // A file admitted on its header that fails to decode was decoded as far as
+                    // it went: that work is charged, as one item.
+                    if let Err(BackendError::Input(_)) = &joined
+                        && matches!(input, Input::Image(_) | Input::Audio(_))
+                    {
+                        streamed.items.store(1, Ordering::Relaxed);
+                        streamed.started.store(true, Ordering::Relaxed);
+                    }
+                    return whole(joined);
+                }
                 () = job.frames.closed() => BackendError::Cancelled,
                 () = tokio::time::sleep_until(job.deadline.into()) => BackendError::DeadlineExceeded,
             };
@@ -631,6 +642,7 @@ async fn execute(
         (Backend::Embed(_), _) => wrong_input("text-embeddings", "texts to embed"),
         (Backend::Classify(_), _) => wrong_input("text-classification", "texts to classify"),
         (Backend::Vision(_), _) => wrong_input("image", "an image"),
+        (Backend::Speech(_), _) => wrong_input("speech", "a recording"),
     }
 }
 

@@ -220,6 +220,8 @@ pub struct RunBody {
     text: Option<EmbedInput>,
     /// An image file's bytes, as a JSON array of numbers (Workers AI's shape).
     image: Option<Vec<u8>>,
+    /// A WAV file's bytes, as a JSON array of numbers (Workers AI's shape).
+    audio: Option<Vec<u8>>,
     max_tokens: Option<u32>,
     temperature: Option<f32>,
     top_p: Option<f32>,
@@ -333,6 +335,14 @@ impl RunBody {
                     )));
                 };
                 (Input::Image(image), Parameters::default())
+            }
+            Task::SpeechRecognition => {
+                let Some(audio) = self.audio else {
+                    return Err(invalid(
+                        "a speech model takes `audio` (an array of bytes) or the recording as the body",
+                    ));
+                };
+                (Input::Audio(audio), Parameters::default())
             }
             Task::TextGeneration => {
                 let chat = match (self.prompt, self.messages) {

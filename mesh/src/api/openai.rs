@@ -12,7 +12,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use ganglion_client::protocol::{
-    ErrorCode, FinalResponse, FinishReason, Output, ResponseFrame, Usage, WireError,
+    ErrorCode, FinalResponse, FinishReason, Input, Output, Parameters, ResponseFrame, Usage,
+    WireError,
 };
 
 use super::bodies::{ChatBody, CompletionBody, EmbeddingsBody, ModerationsBody, invalid};
@@ -407,6 +408,80 @@ pub async fn moderations(
         "results": results,
     });
     (final_headers(&response), Json(body)).into_response()
+}
+
+/// `POST /v1/audio/transcriptions`: a `multipart/form-data` form with `file` (a WAV recording),
+/// `model` (default `@ganglion/moonshine-base-en`) and `response_format` (`json`, the default,
+/// or `text`); answers `{"text": ...}` or the bare text. The form is read within the door's
+/// bounds (1 MiB, 10 s) and only with an API key (see `api::guard`).
+pub async fn transcriptions(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    form: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Response {
+    let id = rand::random();
+    let read = async {
+        let mut form = form.map_err(|e| invalid(format!("not a multipart form: {e}")))?;
+        let (mut file, mut model, mut text) = (None, None, false);
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| invalid(format!("a bad form: {e}")))?
+        {
+            let name = field.name().unwrap_or_default().to_owned();
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| invalid(format!("a bad form field `{name}`: {e}")))?;
+            match name.as_str() {
+                "file" => file = Some(bytes.to_vec()),
+                "model" => model = Some(String::from_utf8_lossy(&bytes).into_owned()),
+                "response_format" => match &*bytes {
+                    b"json" => text = false,
+                    b"text" => text = true,
+                    other => {
+                        return Err(invalid(format!(
+                            "response_format `{}` is not supported (json or text)",
+                            String::from_utf8_lossy(other)
+                        )));
+                    }
+                },
+                // `language`, `prompt`, `temperature`: Moonshine is English and greedy.
+                _ => {}
+            }
+        }
+        let file = file.ok_or_else(|| invalid("the form has no `file`"))?;
+        let model = model.unwrap_or_else(|| crate::models::catalog::SPEECH.to_owned());
+        let request = super::request(model, Input::Audio(file), Parameters::default(), &headers)?;
+        Ok::<_, WireError>((request, text))
+    };
+    let (request, as_text) = match tokio::time::timeout(super::BODY_TIMEOUT, read).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(error)) => return errors::openai(&error, common_headers(id, None)),
+        Err(_) => {
+            let error = invalid("the form did not arrive within 10 s");
+            return errors::openai(&error, common_headers(id, None));
+        }
+    };
+    let call = Call::start(&api, request);
+    let id = call.id;
+    let response = match call.finish().await {
+        Ok(response) => response,
+        Err(error) => return errors::openai(&error, common_headers(id, None)),
+    };
+    let Output::Text { text, .. } = &response.output else {
+        let error = invalid("the model is not a speech model");
+        return errors::openai(&error, final_headers(&response));
+    };
+    if as_text {
+        (final_headers(&response), text.clone()).into_response()
+    } else {
+        (
+            final_headers(&response),
+            Json(serde_json::json!({ "text": text })),
+        )
+            .into_response()
+    }
 }
 
 /// The label of a moderation model that flags nothing (hatesonar's).

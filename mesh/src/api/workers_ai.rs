@@ -16,6 +16,7 @@ use ganglion_client::protocol::{ErrorCode, Input, Output, Parameters, ResponseFr
 
 use super::bodies::{RunBody, RunShape, invalid};
 use super::{Api, Call, common_headers, errors, final_headers, read_json};
+use crate::models::Task;
 
 /// `POST /ai/run/{model}`.
 pub async fn run(
@@ -65,21 +66,20 @@ async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body:
                 WireError::new(ErrorCode::UnknownModel, format!("no such model `{model}`"))
             })?;
         if super::sends_image(headers) {
-            // The image itself as the body, as Workers AI's REST API takes it.
-            let bytes = super::read_body(body).await?;
-            if !task.takes(&Input::Image(Vec::new())) {
-                return Err(invalid(format!(
-                    "model `{model}` is a {} model and takes {}, not an image",
-                    task.as_str(),
-                    task.input_name()
-                )));
-            }
-            let request = super::request(
-                model.clone(),
-                Input::Image(bytes.to_vec()),
-                Parameters::default(),
-                headers,
-            )?;
+            // The image or recording itself as the body, as Workers AI's REST API takes it.
+            let bytes = super::read_body(body).await?.to_vec();
+            let input = match task {
+                Task::SpeechRecognition => Input::Audio(bytes),
+                Task::ImageToText | Task::ImageClassification => Input::Image(bytes),
+                _ => {
+                    return Err(invalid(format!(
+                        "model `{model}` is for {} and takes {}, not a file",
+                        task.as_str(),
+                        task.input_name()
+                    )));
+                }
+            };
+            let request = super::request(model.clone(), input, Parameters::default(), headers)?;
             return Ok((request, RunShape::One));
         }
         let body: RunBody = read_json(body).await?;
@@ -89,6 +89,7 @@ async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body:
         Ok(built) => built,
         Err(error) => return errors::workers_ai(&error, common_headers(rand::random(), None)),
     };
+    let transcribing = matches!(request.input, Input::Audio(_));
     let mut call = Call::start(api, request);
     if shape == RunShape::Streamed {
         return match call.next().await {
@@ -105,6 +106,11 @@ async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body:
         Err(error) => return errors::workers_ai(&error, common_headers(id, None)),
     };
     let result = match &response.output {
+        // Workers AI's speech recognition answers the text and its word count.
+        Output::Text { text, .. } if transcribing => serde_json::json!({
+            "text": text,
+            "word_count": text.split_whitespace().count(),
+        }),
         Output::Text { text, .. } => serde_json::json!({
             "response": text,
             "usage": {
@@ -123,10 +129,15 @@ async fn answer(api: &Api, model: String, headers: &HeaderMap, body: axum::body:
             (RunShape::One, [one]) => serde_json::json!(one),
             (_, each) => serde_json::json!(each),
         },
-        Output::Regions(regions) => serde_json::json!({
-            "text": regions.iter().map(|r| r.text.as_str()).collect::<Vec<_>>().join("\n"),
-            "regions": regions,
-        }),
+        Output::Regions(regions) => {
+            let text = regions
+                .iter()
+                .map(|r| r.text.as_str())
+                .collect::<Vec<_>>()
+                .join("\n");
+            // `description` is what Workers AI's image-to-text models answer.
+            serde_json::json!({ "text": text, "description": text, "regions": regions })
+        }
         _ => serde_json::Value::Null,
     };
     let body =

@@ -322,6 +322,15 @@ impl ModelsSection {
                     format!("`{}` is not one of {}", local.task, tasks.join(", ")),
                 ));
             };
+            if task.on_onnx_runtime() {
+                return Err(ConfigError::new(
+                    "models.local.task",
+                    format!(
+                        "`{}` models are built in only (each needs its own preparation and labels)",
+                        task.as_str()
+                    ),
+                ));
+            }
             let memory_bytes = parse_size(&local.memory)
                 .map_err(|e| ConfigError::new("models.local.memory", e))?;
             let pricing = match (
@@ -333,7 +342,7 @@ impl ModelsSection {
                 (None, None, None) => PricingRule::per_request(match task {
                     Task::TextGeneration => 3,
                     Task::TextEmbeddings | Task::TextClassification => 1,
-                    Task::ImageToText | Task::ImageClassification => 10,
+                    Task::ImageToText | Task::ImageClassification | Task::SpeechRecognition => 10,
                 }),
                 (None, input, output) => PricingRule::PerToken {
                     input_per_million: input.unwrap_or(0),

@@ -12,13 +12,13 @@
 pub mod decode;
 pub mod ocr;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::path::Path;
 
 use ganglion_client::protocol::{Label, Output, TextRegion};
 use image::imageops::FilterType;
 
 use super::BackendError;
+use super::onnx::{Network, Tensor};
 
 /// An image model, loaded.
 pub enum Vision {
@@ -50,72 +50,8 @@ impl Vision {
     }
 }
 
-/// The process's ONNX Runtime environment, opened once from `library`.
-fn environment(library: &Path) -> Result<ort::environment::Environment, BackendError> {
-    static ENVIRONMENT: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
-    ENVIRONMENT
-        .get_or_init(|| {
-            ort::init_from(library)
-                .map_err(|e| e.to_string())?
-                .with_name("ganglion")
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .clone()
-        .map_err(|message| BackendError::Load {
-            path: library.to_owned(),
-            message: format!("ONNX Runtime: {message}"),
-        })
-}
-
-/// One ONNX graph in a session. ONNX Runtime runs a session once at a time through this API
-/// (`run` takes it mutably); the operators inside it use every core.
-struct Network {
-    session: Mutex<ort::session::Session>,
-    path: PathBuf,
-}
-
-impl Network {
-    fn load(library: &Path, path: &Path, threads: usize) -> Result<Self, BackendError> {
-        let failed = |message: String| BackendError::Load {
-            path: path.to_owned(),
-            message,
-        };
-        let environment = environment(library)?;
-        let session = ort::session::Session::builder(&environment)
-            .map_err(|e| failed(e.to_string()))?
-            .with_intra_threads(threads)
-            .map_err(|e| failed(e.to_string()))?
-            .commit_from_file(path)
-            .map_err(|e| failed(e.to_string()))?;
-        Ok(Self {
-            session: Mutex::new(session),
-            path: path.to_owned(),
-        })
-    }
-
-    /// A custom metadata value of the model (e.g. its labels).
-    fn metadata(&self, key: &str) -> Option<String> {
-        let session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        session.metadata().ok()?.custom(key)
-    }
-
-    /// Runs the graph on one input; its first output's shape and values.
-    fn run(&self, input: &ocr::Tensor) -> Result<(Vec<usize>, Vec<f32>), BackendError> {
-        let failed = |e: ort::Error| BackendError::Run(format!("{}: {e}", self.path.display()));
-        let tensor =
-            ort::value::TensorRef::from_array_view((input.shape.clone(), input.data.as_slice()))
-                .map_err(failed)?;
-        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        let outputs = session.run(ort::inputs![tensor]).map_err(failed)?;
-        let (shape, values) = outputs[0].try_extract_tensor::<f32>().map_err(failed)?;
-        let shape = shape
-            .iter()
-            .map(|d| usize::try_from(*d).unwrap_or(0))
-            .collect();
-        Ok((shape, values.to_vec()))
-    }
-}
+/// Most columns recognition reads in one image: 64 lines of 320 (a dense page).
+const OCR_COLUMNS: usize = 64 * 320;
 
 /// PP-OCR: a detector that finds lines of text, a recognizer that reads each.
 pub struct Ocr {
@@ -153,10 +89,16 @@ impl Ocr {
         let input = ocr::detection_input(&rgb);
         let (shape, map) = self.detector.run(&input.tensor)?;
         let mut lines = Vec::new();
+        // Recognition's work grows with its input's width: one image may ask for so much of it
+        // (OCR_COLUMNS), and lines past it are not read.
+        let mut columns = 0usize;
         for region in ocr::regions(&input, &shape, &map) {
-            let (shape, probs) = self
-                .recognizer
-                .run(&ocr::recognition_input(&rgb, &region))?;
+            let line = ocr::recognition_input(&rgb, &region);
+            columns += line.shape.last().copied().unwrap_or(0);
+            if columns > OCR_COLUMNS {
+                break;
+            }
+            let (shape, probs) = self.recognizer.run(&line)?;
             let Some((text, score)) = ocr::decode(&self.dictionary, &shape, &probs) else {
                 return Err(BackendError::Run(
                     "the recognizer's output does not match its dictionary".into(),
@@ -249,24 +191,18 @@ impl ImageClassifier {
 }
 
 /// The classifier's input tensor for `image`.
-fn prepare(
-    image: &decode::RgbImage,
-    preparation: Preparation,
-) -> Result<ocr::Tensor, BackendError> {
-    let rgb = image::RgbImage::from_raw(image.width, image.height, image.pixels.clone())
+fn prepare(image: &decode::RgbImage, preparation: Preparation) -> Result<Tensor, BackendError> {
+    let mut rgb = image::RgbImage::from_raw(image.width, image.height, image.pixels.clone())
         .ok_or_else(|| BackendError::Run("the decoded image has the wrong size".into()))?;
-    let (width, height) = match preparation {
-        Preparation::PaddleClas => {
-            // The shorter side to 256, the other in proportion (at least the crop).
-            let short = image.width.min(image.height).max(1);
-            let scale = |side: u32| {
-                let scaled = u64::from(side) * 256 / u64::from(short);
-                u32::try_from(scaled).unwrap_or(u32::MAX).max(SIDE)
-            };
-            (scale(image.width), scale(image.height))
-        }
-        Preparation::OpenNsfw => (256, 256),
-    };
+    if let Preparation::PaddleClas = preparation {
+        // PaddleClas scales the shorter side to 256 and keeps the centre 224: only the
+        // centre square of the image is ever seen. Cropping it first gives the same input
+        // and keeps a 8,192 x 1 image from being scaled to 2,097,152 x 256.
+        let short = image.width.min(image.height);
+        let (x, y) = ((image.width - short) / 2, (image.height - short) / 2);
+        rgb = image::imageops::crop_imm(&rgb, x, y, short, short).to_image();
+    }
+    let (width, height) = (256, 256);
     let resized = image::imageops::resize(&rgb, width, height, FilterType::Triangle);
     let (left, top) = ((width - SIDE) / 2, (height - SIDE) / 2);
     let side = SIDE as usize;
@@ -297,7 +233,7 @@ fn prepare(
         Preparation::PaddleClas => vec![1, 3, side, side],
         Preparation::OpenNsfw => vec![1, side, side, 3],
     };
-    Ok(ocr::Tensor { shape, data })
+    Ok(Tensor { shape, data })
 }
 
 /// Loads the image model of `plan` (its task says which), on the ONNX Runtime library of the

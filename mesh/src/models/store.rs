@@ -81,7 +81,7 @@ impl ModelStore {
         let files = match &spec.source {
             Source::Local(path) => path.exists(),
             Source::Compiled { .. } => true,
-            Source::PypiWheel { .. } | Source::PypiChunks { .. } => {
+            Source::PypiWheel { .. } | Source::PypiWheels(_) | Source::PypiChunks { .. } => {
                 self.model_dir(&spec.id).join(COMPLETE_MARKER).exists()
             }
         };
@@ -94,7 +94,11 @@ impl ModelStore {
         let runtime = super::catalog::onnx_runtime();
         let dir = self.model_dir(&runtime.id);
         if dir.join(COMPLETE_MARKER).exists() {
-            Ok(dir.join(super::catalog::ONNX_RUNTIME_LIBRARY))
+            // An absolute path: the loader would look beside the executable for a relative one.
+            Ok(
+                std::path::absolute(dir.join(super::catalog::ONNX_RUNTIME_LIBRARY))
+                    .unwrap_or_else(|_| dir.join(super::catalog::ONNX_RUNTIME_LIBRARY)),
+            )
         } else {
             Err(StoreError::NotPulled {
                 id: runtime.id,
@@ -113,13 +117,17 @@ impl ModelStore {
                 id: spec.id.clone(),
                 path: path.clone(),
             }),
-            Source::PypiWheel { .. } | Source::PypiChunks { .. } if self.is_complete(spec) => {
+            Source::PypiWheel { .. } | Source::PypiWheels(_) | Source::PypiChunks { .. }
+                if self.is_complete(spec) =>
+            {
                 Ok(self.model_dir(&spec.id))
             }
-            Source::PypiWheel { .. } | Source::PypiChunks { .. } => Err(StoreError::NotPulled {
-                id: spec.id.clone(),
-                dir: self.model_dir(&spec.id),
-            }),
+            Source::PypiWheel { .. } | Source::PypiWheels(_) | Source::PypiChunks { .. } => {
+                Err(StoreError::NotPulled {
+                    id: spec.id.clone(),
+                    dir: self.model_dir(&spec.id),
+                })
+            }
         }
     }
 }

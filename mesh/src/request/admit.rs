@@ -66,7 +66,7 @@ pub fn admit<'a>(
         return Err(WireError::new(
             ErrorCode::InvalidInput,
             format!(
-                "model `{}` is a {} model and takes {}",
+                "model `{}` is for {} and takes {}",
                 spec.id,
                 spec.task.as_str(),
                 spec.task.input_name()
@@ -79,6 +79,17 @@ pub fn admit<'a>(
         match dimensions(bytes) {
             Ok(_) => {}
             Err(e @ ImageError::TooLarge { .. }) => {
+                return Err(WireError::new(ErrorCode::TooLarge, e.to_string()));
+            }
+            Err(e) => return Err(WireError::new(ErrorCode::InvalidInput, e.to_string())),
+        }
+    }
+    // A recording's length, likewise, from its header.
+    if let Input::Audio(bytes) = &request.input {
+        use crate::inference::speech::audio::{AudioError, duration};
+        match duration(bytes) {
+            Ok(_) => {}
+            Err(e @ AudioError::TooLong { .. }) => {
                 return Err(WireError::new(ErrorCode::TooLarge, e.to_string()));
             }
             Err(e) => return Err(WireError::new(ErrorCode::InvalidInput, e.to_string())),

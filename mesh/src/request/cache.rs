@@ -144,9 +144,17 @@ async fn begin(ctx: &Context, admitted: &Admitted<'_>, out: &mut impl Responder)
         () = gone => return Began::Answered,
     };
     match looked {
-        Ok(found) => {
+        // An answer is replayed only when it answers this request (a peer's fill is checked
+        // for its bounds at the shard; this checks its shape against the input too).
+        Ok(found) if found.answer.output.answers(&admitted.request.input) => {
             replay(ctx, admitted, shard, found, out).await;
             Began::Answered
+        }
+        Ok(_) => {
+            tracing::warn!(shard = %shard.label(), "a cached answer does not fit its request; running the model");
+            let filler = Filler::without_cache(CacheStatus::Miss, Some(shard));
+            out.cache_decided(&filler.report);
+            Began::Run(filler)
         }
         Err(lease) => {
             let ttl = request

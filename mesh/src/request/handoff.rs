@@ -170,7 +170,7 @@ async fn hand_to(
         use ganglion_client::protocol::Input;
         let answers_at_once = matches!(
             request.input,
-            Input::Embed(_) | Input::Classify(_) | Input::Image(_)
+            Input::Embed(_) | Input::Classify(_) | Input::Image(_) | Input::Audio(_)
         );
         let lost = |why: String| match first_output {
             None if answers_at_once => Handoff::Failed(WireError::new(

@@ -161,6 +161,8 @@ pub fn max_cost(spec: &ModelSpec, request: &Request) -> u64 {
         ),
         // An image is one item; its megapixels are its tokens (at most 17).
         Input::Image(_) => (17, 1),
+        // A recording is one item; its tokens are what Moonshine generates (about 6 a second).
+        Input::Audio(_) => (400, 1),
         _ => (0, 0),
     };
     // Admission gave every chat request its `max_tokens`; the model's default otherwise.

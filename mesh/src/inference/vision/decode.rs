@@ -54,9 +54,17 @@ fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>, ImageError> {
     }
 }
 
+/// Most memory reading a header may take (a PNG's compressed ICC profile or text chunks are
+/// inflated while its header is read): a real profile is a few hundred KiB.
+const HEADER_ALLOC: u64 = 8 * 1024 * 1024;
+
 /// The image's dimensions, from its header alone, checked against the limits.
 pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
-    let (width, height) = reader(bytes)?
+    let mut reader = reader(bytes)?;
+    let mut limits = Limits::default();
+    limits.max_alloc = Some(HEADER_ALLOC);
+    reader.limits(limits);
+    let (width, height) = reader
         .into_dimensions()
         .map_err(|e| ImageError::NotAnImage(e.to_string()))?;
     if width == 0 || height == 0 {
@@ -69,7 +77,9 @@ pub fn dimensions(bytes: &[u8]) -> Result<(u32, u32), ImageError> {
 }
 
 /// Decodes the image to RGB, after [`dimensions`] accepted it; the decoder is held to the same
-/// limits (and to the memory they imply), whatever the header said.
+/// limits (and to the memory they imply), whatever the header said. A photo is turned as its
+/// EXIF orientation says, and transparent pixels are laid on white (black text on a clear
+/// background stays readable).
 pub fn rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     dimensions(bytes)?;
     let mut reader = reader(bytes)?;
@@ -79,10 +89,26 @@ pub fn rgb(bytes: &[u8]) -> Result<RgbImage, ImageError> {
     // RGBA at 16 bits a channel, the widest a PNG decodes to, plus room for the decoder.
     limits.max_alloc = Some(MAX_PIXELS * 8 + 64 * 1024 * 1024);
     reader.limits(limits);
-    let image = reader
-        .decode()
-        .map_err(|e| ImageError::NotAnImage(e.to_string()))?
-        .into_rgb8();
+    let failed = |e: image::ImageError| ImageError::NotAnImage(e.to_string());
+    let mut decoder = reader.into_decoder().map_err(failed)?;
+    let orientation = image::ImageDecoder::orientation(&mut decoder).map_err(failed)?;
+    let mut image = image::DynamicImage::from_decoder(decoder).map_err(failed)?;
+    image.apply_orientation(orientation);
+    let image = if image.color().has_alpha() {
+        let mut rgba = image.into_rgba8();
+        for pixel in rgba.pixels_mut() {
+            let [r, g, b, a] = pixel.0;
+            let over_white = |c: u8| {
+                let (c, a) = (u16::from(c), u16::from(a));
+                // c·a + 255·(255 − a), over 255: at most 255.
+                u8::try_from((c * a + 255 * (255 - a)) / 255).unwrap_or(u8::MAX)
+            };
+            pixel.0 = [over_white(r), over_white(g), over_white(b), 255];
+        }
+        image::DynamicImage::ImageRgba8(rgba).into_rgb8()
+    } else {
+        image.into_rgb8()
+    };
     Ok(RgbImage {
         width: image.width(),
         height: image.height(),
@@ -110,6 +136,18 @@ mod tests {
         let image = rgb(&bytes).expect("decodes");
         assert_eq!((image.width, image.height), (7, 5));
         assert_eq!(image.pixels.len(), 7 * 5 * 3);
+    }
+
+    #[test]
+    fn clear_pixels_are_laid_on_white() {
+        let mut image = image::RgbaImage::new(2, 1);
+        image.put_pixel(1, 0, image::Rgba([0, 0, 0, 255]));
+        let mut bytes = Vec::new();
+        image
+            .write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png)
+            .expect("encodes");
+        let decoded = rgb(&bytes).expect("decodes");
+        assert_eq!(decoded.pixels, vec![255, 255, 255, 0, 0, 0]);
     }
 
     #[test]

@@ -66,14 +66,7 @@ impl Rgb<'_> {
     }
 }
 
-/// A tensor for a network: its shape and values (row-major f32).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tensor {
-    /// Dimensions, outermost first.
-    pub shape: Vec<usize>,
-    /// `shape.iter().product()` values.
-    pub data: Vec<f32>,
-}
+pub use crate::inference::onnx::Tensor;
 
 /// An axis-aligned box in the original image's pixels: `x..x + width` by `y..y + height`.
 #[derive(Debug, Clone, Copy, PartialEq)]

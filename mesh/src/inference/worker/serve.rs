@@ -79,7 +79,7 @@ pub async fn run(socket: &Path) -> anyhow::Result<()> {
     };
     let context_tokens = match &backend {
         Backend::Text(generator) => generator.context_tokens(),
-        Backend::Embed(_) | Backend::Classify(_) | Backend::Vision(_) => 0,
+        Backend::Embed(_) | Backend::Classify(_) | Backend::Vision(_) | Backend::Speech(_) => 0,
     };
     tracing::info!(model = %plan.model, kernels = %kernels.variant, engine = backend.engine(), slots, "worker ready");
     let loaded = FromWorker::Loaded(Ready {
