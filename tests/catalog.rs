@@ -580,7 +580,14 @@ async fn a_node_transcribes_a_known_recording_and_refuses_what_is_not_one() {
     let node = cluster.start(
         "edge",
         &[],
-        &["--host", SPEECH, "--http", "127.0.0.1:0", KEYS_REQUIRED],
+        &[
+            "--host",
+            SPEECH,
+            "--http",
+            "127.0.0.1:0",
+            KEYS_REQUIRED,
+            WITH_CACHE,
+        ],
     );
     let key = cluster.issue_key("acme", &["--plan", "paid"]);
     let client = cluster.keyed_client(&node, Some(&key)).await;
@@ -599,6 +606,14 @@ async fn a_node_transcribes_a_known_recording_and_refuses_what_is_not_one() {
         response.usage.micro_neurons, 10_000_000,
         "one recording, standard class"
     );
+    // The same recording again: the cache's answer, whole, for nothing.
+    let again = client
+        .transcribe(SPEECH, recording.clone(), CachePolicy::default())
+        .await
+        .unwrap();
+    assert_eq!(again.cache.status, CacheStatus::Hit);
+    assert_eq!(again.output, response.output);
+    assert_eq!(again.usage.micro_neurons, 0);
 
     // What is not a recording, or is too long, is refused for free.
     let before = client.usage().await.unwrap().used_micro;
@@ -702,4 +717,28 @@ async fn a_node_transcribes_a_known_recording_and_refuses_what_is_not_one() {
         expected,
         "{printed}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_edge_box_without_a_classifier_hands_the_request_to_a_node_with_one() {
+    ensure_models();
+    let cluster = Cluster::new("classify-handoff");
+    let regional = cluster.start("regional", &[], &["--host", SENTIMENT]);
+    let edge = cluster.start("edge", &[regional.quic], &[]);
+    edge.sees_serving("regional", SENTIMENT).await;
+    let client = cluster.client(&edge).await;
+    let response = client
+        .classify_request(ClassifyRequest::new(
+            SENTIMENT,
+            vec!["What a wonderful little place.".to_owned()],
+        ))
+        .await
+        .unwrap();
+    let Output::Labels(labels) = &response.output else {
+        panic!("{:?}", response.output)
+    };
+    assert_eq!(top(&labels[0]), "POSITIVE");
+    assert_eq!(response.route.entry, "edge");
+    assert_eq!(response.route.executed_by, "regional");
+    assert_eq!(response.route.path, ["edge", "regional"]);
 }

@@ -628,7 +628,16 @@ impl Client {
             Vec::new(),
         );
         let (_send, mut recv) = self.open(&ClientRequest::Infer(request)).await?;
-        match self.read_one(&mut recv).await? {
+        let mut frame = self.read_one(&mut recv).await?;
+        // A node of another build may stream text before its final frame: it is in the final
+        // frame too.
+        for _ in 0..MAX_SKIPPED_DELTAS {
+            if !matches!(frame, ResponseFrame::Delta(_)) {
+                break;
+            }
+            frame = self.read_one(&mut recv).await?;
+        }
+        match frame {
             ResponseFrame::Final(response) if response.output.answers(&input) => Ok(response),
             ResponseFrame::Final(_) => Err(ClientError::Protocol(
                 "the model answered with something that does not fit the file".into(),
@@ -746,6 +755,9 @@ impl Client {
         }
     }
 }
+
+/// Most text deltas read past before a file's final frame.
+const MAX_SKIPPED_DELTAS: usize = 4096;
 
 /// What a failed stream means: how the connection ended, when it has (so that an overloaded,
 /// restarting or silent node is told apart from a broken stream), else the stream's own error.

@@ -955,7 +955,7 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
                 return Err(WireError::new(
                     ErrorCode::TooLarge,
                     format!(
-                        "a recording of {} bytes exceeds the limit of {MAX_AUDIO_BYTES}",
+                        "a recording of {} bytes exceeds the limit of {MAX_AUDIO_BYTES} (about 32 s of 16 kHz 16-bit mono WAV: convert longer or richer recordings first)",
                         bytes.len()
                     ),
                 ));

@@ -124,7 +124,7 @@ async fn guard(
     // carries a key was sent by a program (a page cannot add the header without asking).
     let keyed_form = path == TRANSCRIPTIONS
         && sends_form(request.headers())
-        && request.headers().contains_key(header::AUTHORIZATION);
+        && api_key(request.headers()).is_some();
     let accepted = sends_json(request.headers())
         || (workers_ai && sends_image(request.headers()))
         || keyed_form;

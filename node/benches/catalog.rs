@@ -1,11 +1,12 @@
 //! Run with: cargo bench --workspace --profile dev --bench catalog
 //! (models must be pulled first: `ganglion-node models pull`)
 //!
-//! The classifiers and image models through a real node, in one run: for each, the size of its
+//! The classifiers, image models and speech model through a real node, in one run: for each, the size of its
 //! files, its worker's resident memory once warm, the latency of one typical input through the
 //! node (p50 and p95, the cache skipped, one request at a time) and its throughput with as
 //! many requests at once as the model has slots. Workers AI publishes 30–80 ms for text
 //! classification and 100–300 ms for image analysis.
+//! Speech reads Moonshine's own 10 s test recording.
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
 
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ganglion::models::catalog::{
-    IMAGE_MODERATION, LANGUAGE, MODERATION, OCR, ORIENTATION, SENTIMENT,
+    IMAGE_MODERATION, LANGUAGE, MODERATION, OCR, ORIENTATION, SENTIMENT, SPEECH,
 };
 use ganglion_client::protocol::CachePolicy;
 use ganglion_client::{ClassifyRequest, Client};
@@ -26,6 +27,7 @@ const THROUGHPUT_FOR: Duration = Duration::from_secs(5);
 enum Input {
     Text(&'static str),
     Image(Vec<u8>),
+    Audio(Vec<u8>),
 }
 
 async fn once(client: &Client, model: &str, input: &Input) {
@@ -40,6 +42,9 @@ async fn once(client: &Client, model: &str, input: &Input) {
         }
         Input::Image(bytes) => {
             client.image(model, bytes.clone(), skip).await.unwrap();
+        }
+        Input::Audio(bytes) => {
+            client.transcribe(model, bytes.clone(), skip).await.unwrap();
         }
     }
 }
@@ -79,7 +84,17 @@ async fn main() {
         std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/ocr_page.png"))
             .unwrap();
     let sentence = "The food was wonderful, but the service was painfully slow.";
-    let models: [(&str, Input); 6] = [
+    let (catalog, store) = ganglion::config::ModelsSection::default()
+        .catalog_and_store()
+        .unwrap();
+    let recording = std::fs::read(
+        store
+            .locate(catalog.get(SPEECH).unwrap())
+            .unwrap()
+            .join("beckett.wav"),
+    )
+    .unwrap();
+    let models: [(&str, Input); 7] = [
         (SENTIMENT, Input::Text(sentence)),
         (MODERATION, Input::Text(sentence)),
         (
@@ -89,10 +104,8 @@ async fn main() {
         (OCR, Input::Image(page.clone())),
         (ORIENTATION, Input::Image(page.clone())),
         (IMAGE_MODERATION, Input::Image(page)),
+        (SPEECH, Input::Audio(recording)),
     ];
-    let (catalog, store) = ganglion::config::ModelsSection::default()
-        .catalog_and_store()
-        .unwrap();
     let cluster = Cluster::new("bench-catalog");
     let mut flags = Vec::new();
     for (model, _) in &models {

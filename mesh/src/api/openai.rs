@@ -429,10 +429,14 @@ pub async fn transcriptions(
             .map_err(|e| invalid(format!("a bad form: {e}")))?
         {
             let name = field.name().unwrap_or_default().to_owned();
-            let bytes = field
-                .bytes()
-                .await
-                .map_err(|e| invalid(format!("a bad form field `{name}`: {e}")))?;
+            let bytes = field.bytes().await.map_err(|e| {
+                let message = format!("a bad form field `{name}`: {e}");
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    WireError::new(ErrorCode::TooLarge, message)
+                } else {
+                    invalid(message)
+                }
+            })?;
             match name.as_str() {
                 "file" => file = Some(bytes.to_vec()),
                 "model" => model = Some(String::from_utf8_lossy(&bytes).into_owned()),

@@ -12,7 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use ganglion_client::protocol::{CacheReport, CacheStatus, Output, ResponseFrame, Timings, Usage};
+use ganglion_client::protocol::{
+    CacheReport, CacheStatus, Input, Output, ResponseFrame, Timings, Usage,
+};
 
 use super::admit::Admitted;
 use super::authenticate::ANONYMOUS;
@@ -250,7 +252,10 @@ async fn replay(
     };
     out.cache_decided(&report);
     let mut first_token_ms = None;
-    if let Output::Text { text, .. } = &found.answer.output {
+    // A chat's answer streams, as it did live; a transcript comes whole, as it did live.
+    if let (Output::Text { text, .. }, Input::Chat(_)) =
+        (&found.answer.output, &admitted.request.input)
+    {
         first_token_ms = Some(ms(admitted.received.elapsed()));
         for chunk in chunks(text, REPLAY_CHUNK) {
             if out

@@ -181,7 +181,9 @@ pub(crate) fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
         return input.to_vec();
     }
     let (from_f, to_f) = (f64::from(from), f64::from(to));
-    let outputs = (input.len() as u64 * u64::from(to) + u64::from(from) / 2) / u64::from(from);
+    // At least one sample for any input (a frame or two at 192 kHz rounds to none).
+    let outputs = ((input.len() as u64 * u64::from(to) + u64::from(from) / 2) / u64::from(from))
+        .max(u64::from(!input.is_empty()));
     // The kernel in input samples: sinc(scale × x), zero crossings every 1 / scale samples.
     let scale = (to_f / from_f).min(1.0);
     let half_width = LOBES as f64 / scale;
