@@ -289,14 +289,20 @@ fn models(command: ModelsCommand) -> ExitCode {
                 .map(|m| m.id.len())
                 .max()
                 .unwrap_or(0);
+            let tasks = catalog
+                .models()
+                .iter()
+                .map(|m| m.task.as_str().len())
+                .max()
+                .unwrap_or(0);
             println!(
-                "{:<width$} {:<19} {:>9}  {:<8}  {:<11}  PRICE",
+                "{:<width$} {:<tasks$} {:>9}  {:<8}  {:<11}  PRICE",
                 "MODEL", "TASK", "MEMORY", "IN STORE", "CLASS"
             );
             for spec in catalog.models() {
                 let cached = if store.is_complete(spec) { "yes" } else { "no" };
                 println!(
-                    "{:<width$} {:<19} {:>9}  {cached:<8}  {:<11}  {}",
+                    "{:<width$} {:<tasks$} {:>9}  {cached:<8}  {:<11}  {}",
                     spec.id,
                     spec.task.as_str(),
                     ganglion::hardware::mib(spec.memory_bytes),
