@@ -646,6 +646,34 @@ async fn a_node_transcribes_a_known_recording_and_refuses_what_is_not_one() {
     assert_eq!(refused(image), ErrorCode::InvalidInput);
     assert_eq!(client.usage().await.unwrap().used_micro, before);
 
+    // A deadline shorter than the work: the decoder stops at it, and what ran is charged as
+    // the one recording it was.
+    let hurried = cluster
+        .client_with_timeout(&node, Some(&key), Duration::from_millis(300))
+        .await;
+    let before = client.usage().await.unwrap().used_micro;
+    let skip = CachePolicy {
+        skip: true,
+        ..CachePolicy::default()
+    };
+    let late = hurried
+        .transcribe(SPEECH, recording.clone(), skip)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&late, ClientError::Server(e) if e.code == ErrorCode::DeadlineExceeded)
+            || matches!(late, ClientError::Timeout(_)),
+        "{late}"
+    );
+    ganglion_testkit::eventually(
+        Duration::from_secs(30),
+        "the late recording's charge",
+        || async {
+            (client.usage().await.unwrap().used_micro == before + 10_000_000).then_some(())
+        },
+    )
+    .await;
+
     // OpenAI's transcriptions (a form, with a key) and Workers AI's door (the file as the body).
     let http = reqwest::Client::new();
     let base = format!("http://{}", node.http.unwrap());

@@ -133,14 +133,14 @@ impl Backend {
             | Self::Vision(vision::Vision::Worker(worker))
             | Self::Speech(Transcriber::Worker(worker)) => worker.whole(&input, deadline).await,
             Self::Text(_) => Err(wrong_input()),
-            _ => tokio::task::spawn_blocking(move || self.whole_here(&input))
+            _ => tokio::task::spawn_blocking(move || self.whole_here(&input, deadline))
                 .await
                 .unwrap_or_else(|e| Err(BackendError::Run(format!("the model failed: {e}")))),
         }
     }
 
     /// Runs a request answered whole in this thread. CPU-bound.
-    fn whole_here(&self, input: &Input) -> Result<(Output, u32), BackendError> {
+    fn whole_here(&self, input: &Input, deadline: Instant) -> Result<(Output, u32), BackendError> {
         match (self, input) {
             (Self::Embed(embedder), Input::Embed(texts)) => embedder
                 .embed(texts)
@@ -152,7 +152,7 @@ impl Backend {
             (Self::Speech(Transcriber::Moonshine(model)), Input::Audio(bytes)) => {
                 let samples = speech::audio::samples_16k(bytes)
                     .map_err(|e| BackendError::Input(e.to_string()))?;
-                let (text, tokens) = model.transcribe(&samples)?;
+                let (text, tokens) = model.transcribe(&samples, deadline)?;
                 let text = Output::Text {
                     text,
                     finish_reason: ganglion_client::protocol::FinishReason::Stop,

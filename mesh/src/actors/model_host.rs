@@ -612,9 +612,15 @@ async fn execute(
                 joined = &mut work => {
                     // A file admitted on its header that fails to decode was decoded as far as
                     // it went: that work is charged, as one item.
-                    if let Err(BackendError::Input(_)) = &joined
-                        && matches!(input, Input::Image(_) | Input::Audio(_))
-                    {
+                    // So is a recording decoded until its deadline.
+                    let ran = match &joined {
+                        Err(BackendError::Input(_)) => {
+                            matches!(input, Input::Image(_) | Input::Audio(_))
+                        }
+                        Err(BackendError::DeadlineExceeded) => matches!(input, Input::Audio(_)),
+                        _ => false,
+                    };
+                    if ran {
                         streamed.items.store(1, Ordering::Relaxed);
                         streamed.started.store(true, Ordering::Relaxed);
                     }
@@ -623,15 +629,23 @@ async fn execute(
                 () = job.frames.closed() => BackendError::Cancelled,
                 () = tokio::time::sleep_until(job.deadline.into()) => BackendError::DeadlineExceeded,
             };
-            if let Ok((_, tokens)) = work.await {
-                let items = match input {
-                    Input::Embed(texts) | Input::Classify(texts) => texts.len(),
-                    _ => 1,
-                };
-                streamed.prompt_tokens.store(tokens, Ordering::Relaxed);
-                streamed
-                    .items
-                    .store(u32::try_from(items).unwrap_or(u32::MAX), Ordering::Relaxed);
+            let items = match input {
+                Input::Embed(texts) | Input::Classify(texts) => texts.len(),
+                _ => 1,
+            };
+            let items = u32::try_from(items).unwrap_or(u32::MAX);
+            match work.await {
+                Ok((_, tokens)) => {
+                    streamed.prompt_tokens.store(tokens, Ordering::Relaxed);
+                    streamed.items.store(items, Ordering::Relaxed);
+                }
+                // A recording decoded step by step until its deadline: that work ran, and is
+                // charged as the one item it was.
+                Err(BackendError::DeadlineExceeded) if matches!(input, Input::Audio(_)) => {
+                    streamed.items.store(items, Ordering::Relaxed);
+                    streamed.started.store(true, Ordering::Relaxed);
+                }
+                Err(_) => {}
             }
             Err(match stopped_early {
                 BackendError::DeadlineExceeded => deadline_passed(),

@@ -138,8 +138,13 @@ impl Moonshine {
 
     /// Transcribes 16 kHz mono samples: the text, and the tokens generated (the end token
     /// included when reached: the decoder steps run). At most [`audio::MAX_SECONDS`] of audio;
-    /// shorter than 0.1 s is padded with silence. CPU-bound; call from a blocking thread.
-    pub fn transcribe(&self, samples: &[f32]) -> Result<(String, u32), BackendError> {
+    /// shorter than 0.1 s is padded with silence. Stops with `DeadlineExceeded` at `deadline`
+    /// (checked between decoder steps). CPU-bound; call from a blocking thread.
+    pub fn transcribe(
+        &self,
+        samples: &[f32],
+        deadline: std::time::Instant,
+    ) -> Result<(String, u32), BackendError> {
         if samples.is_empty() {
             return Err(BackendError::Input("the recording is empty".into()));
         }
@@ -182,7 +187,7 @@ impl Moonshine {
             )));
         }
 
-        let tokens = self.decode(&states, max_tokens(samples.len()))?;
+        let tokens = self.decode(&states, max_tokens(samples.len()), deadline)?;
         let text = self
             .tokenizer
             .decode(&tokens, true)
@@ -193,7 +198,12 @@ impl Moonshine {
 
     /// The greedy loop: tokens after the start token, up to and including the end token, at
     /// most `limit` of them.
-    fn decode(&self, states: &Tensor, limit: usize) -> Result<Vec<u32>, BackendError> {
+    fn decode(
+        &self,
+        states: &Tensor,
+        limit: usize,
+        deadline: std::time::Instant,
+    ) -> Result<Vec<u32>, BackendError> {
         let layers = self.past.len() / 4;
         // The cache before the first step: no positions ([1, heads, 0, width], no values).
         let empty = Tensor {
@@ -214,6 +224,9 @@ impl Moonshine {
             .collect();
 
         for step in 0..limit {
+            if std::time::Instant::now() >= deadline {
+                return Err(BackendError::DeadlineExceeded);
+            }
             let first = step == 0;
             let ids = [i64::from(last)];
             let branch = [!first];
@@ -294,6 +307,11 @@ fn argmax_last(logits: &Tensor) -> Result<u32, BackendError> {
 mod tests {
     use super::*;
 
+    /// A deadline no test reaches.
+    fn later() -> std::time::Instant {
+        std::time::Instant::now() + std::time::Duration::from_secs(600)
+    }
+
     #[test]
     fn token_limit_follows_the_length() {
         assert_eq!(max_tokens(16_000 * 10), 65);
@@ -339,7 +357,7 @@ mod tests {
         let samples = audio::samples_16k(&bytes).unwrap();
         let model = Moonshine::load(&library, &dir, 2).unwrap();
         let started = std::time::Instant::now();
-        let (text, tokens) = model.transcribe(&samples).unwrap();
+        let (text, tokens) = model.transcribe(&samples, later()).unwrap();
         eprintln!("{text:?}, {tokens} tokens in {:?}", started.elapsed());
         assert_eq!(
             text,
@@ -364,7 +382,7 @@ mod tests {
         writer.finalize().unwrap();
         let resampled = audio::samples_16k(&cursor.into_inner()).unwrap();
         assert!(resampled.len().abs_diff(samples.len()) <= 1);
-        let (text, _) = model.transcribe(&resampled).unwrap();
+        let (text, _) = model.transcribe(&resampled, later()).unwrap();
         assert_eq!(
             text,
             "Ever tried ever failed, no matter try again fail again fail better."

@@ -293,6 +293,7 @@ impl Worker {
             .call(deadline, |id| ToWorker::Whole {
                 id,
                 input: input.clone(),
+                within_ms: within_ms(deadline),
             })
             .await?;
         match call.end(deadline + WHOLE_GRACE).await? {

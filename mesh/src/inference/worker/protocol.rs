@@ -46,12 +46,14 @@ pub enum ToWorker {
         /// Time left, in milliseconds.
         within_ms: u64,
     },
-    /// Run a request answered whole: texts to embed or classify, an image.
+    /// Run a request answered whole: texts to embed or classify, an image, a recording.
     Whole {
         /// Request id.
         id: u64,
         /// Its input.
         input: Input,
+        /// Time left, in milliseconds (a model that works in steps stops at it).
+        within_ms: u64,
     },
     /// Stop request `id` (its requester left or read too slowly).
     Cancel {

@@ -218,10 +218,16 @@ async fn serve(
                     .map(|t| u64::try_from((t - arrived).as_millis()).unwrap_or(u64::MAX)),
             })
         }
-        (_, ToWorker::Whole { input, .. }) => {
-            // The node bounds the wait (it kills a worker hung past the deadline's grace).
-            let never = Instant::now() + Duration::from_secs(24 * 3600);
-            let (output, tokens) = backend.clone().whole(input, never).await?;
+        (
+            _,
+            ToWorker::Whole {
+                input, within_ms, ..
+            },
+        ) => {
+            // A model that works in steps (speech) stops at the deadline; the node bounds the
+            // wait for the others (it kills a worker hung past the deadline's grace).
+            let deadline = deadline_in(within_ms);
+            let (output, tokens) = backend.clone().whole(input, deadline).await?;
             Ok(Answer::Whole(output, tokens))
         }
         _ => Err(BackendError::Run(
