@@ -231,6 +231,23 @@ async fn connect(c: &Connection, timeout: Duration) -> Result<Client, ClientErro
 /// Connects and runs `request`, and does both again after `overloaded` (with full-jitter
 /// backoff) while `--timeout` allows; returns the open client with the answer. A client whose
 /// request failed is closed first, so that it does not hold a place at the node.
+/// Reads `file` and sends its bytes with `send`, retried as [`with_retries`] does; closes the
+/// client and returns the node's answer.
+async fn send_file(
+    connection: &Connection,
+    file: &std::path::Path,
+    mut send: impl AsyncFnMut(&Client, Vec<u8>) -> Result<FinalResponse, ClientError>,
+) -> anyhow::Result<FinalResponse> {
+    let bytes =
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    let (client, response) = with_retries(connection, async |client: &Client| {
+        send(client, bytes.clone()).await
+    })
+    .await?;
+    client.close().await;
+    Ok(response)
+}
+
 async fn with_retries<T>(
     c: &Connection,
     mut request: impl AsyncFnMut(&Client) -> Result<T, ClientError>,
@@ -365,16 +382,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cache,
             file,
         } => {
-            let image = std::fs::read(&file)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let policy = cache.policy();
-            let (client, response) = with_retries(&connection, async |client: &Client| {
-                client
-                    .image(model.clone(), image.clone(), policy.clone())
-                    .await
+            let response = send_file(&connection, &file, async |client, bytes| {
+                client.image(model.clone(), bytes, policy.clone()).await
             })
             .await?;
-            client.close().await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&final_json(&response))?);
             } else {
@@ -406,16 +418,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cache,
             file,
         } => {
-            let wav = std::fs::read(&file)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
             let policy = cache.policy();
-            let (client, response) = with_retries(&connection, async |client: &Client| {
+            let response = send_file(&connection, &file, async |client, bytes| {
                 client
-                    .transcribe(model.clone(), wav.clone(), policy.clone())
+                    .transcribe(model.clone(), bytes, policy.clone())
                     .await
             })
             .await?;
-            client.close().await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&final_json(&response))?);
             } else {
