@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// ALPN of node-to-node connections (mutual TLS, cluster CA on both sides). Its version moves
 /// with any change of what peers exchange (6: requests may carry texts to classify, images
 /// and recordings), so that nodes of two builds never misread each other.
-pub const ALPN_PEER: &[u8] = b"ganglion-peer/6";
+pub const ALPN_PEER: &[u8] = b"ganglion-peer/7";
 
 /// ALPN of client-to-node connections (server-authenticated TLS); 5: requests may carry texts
 /// to classify, images and recordings.

@@ -28,12 +28,21 @@ fn adverts() {
     use ganglion::facts::ModelState;
     use ganglion::hardware::Hardware;
     use ganglion::membership::KnownPeer;
+    use ganglion::membership::view::Gossip;
     use ganglion::metering::usage::{NodeUsage, Totals};
 
     let small = PeerAdvert {
         name: "edge".into(),
         addr: "10.0.0.1:7400".parse().expect("addr"),
-        peers: vec![],
+        membership: Gossip {
+            region: "default".into(),
+            gateway: true,
+            region_size: 1,
+            peers: vec![],
+            gateways: vec![],
+            summary: None,
+            elsewhere: vec![],
+        },
         models: vec![AdvertisedModel {
             id: "@ganglion/smollm2-135m-instruct".into(),
             state: ModelState::Failed,
@@ -52,16 +61,42 @@ fn adverts() {
     let busy = PeerAdvert {
         name: "regional".into(),
         addr: "[2001:db8::1]:7400".parse().expect("addr"),
-        peers: vec![
-            KnownPeer {
-                name: "edge".into(),
-                addr: "10.0.0.1:7400".parse().expect("addr"),
-            },
-            KnownPeer {
-                name: "west".into(),
-                addr: "10.0.0.3:7400".parse().expect("addr"),
-            },
-        ],
+        membership: Gossip {
+            region: "eu".into(),
+            gateway: true,
+            region_size: 3,
+            peers: vec![
+                KnownPeer {
+                    name: "edge".into(),
+                    addr: "10.0.0.1:7400".parse().expect("addr"),
+                    region: "eu".into(),
+                },
+                KnownPeer {
+                    name: "west".into(),
+                    addr: "10.0.0.3:7400".parse().expect("addr"),
+                    region: "eu".into(),
+                },
+            ],
+            gateways: vec![KnownPeer {
+                name: "us-gw".into(),
+                addr: "10.0.1.1:7400".parse().expect("addr"),
+                region: "us".into(),
+            }],
+            summary: Some(ganglion::membership::regions::RegionSummary {
+                region: "eu".into(),
+                models: vec![ganglion::membership::regions::RegionModel {
+                    hosts: 2,
+                    load: ModelLoad {
+                        model: "@ganglion/smollm2-135m-instruct".into(),
+                        queued: 1,
+                        in_flight: 2,
+                        concurrency: 4,
+                        service_ms: 40.0,
+                    },
+                }],
+            }),
+            elsewhere: vec!["@ganglion/qwen2.5-coder-0.5b-instruct".into()],
+        },
         models: vec![
             AdvertisedModel {
                 id: "@ganglion/smollm2-135m-instruct".into(),

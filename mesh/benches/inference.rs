@@ -233,6 +233,7 @@ fn bench_config(
         data_dir: data.to_owned(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertise: None,
+        region: "default".into(),
         seeds: Vec::new(),
         liveness_timeout: Duration::from_secs(5),
         cluster_tcp_listen: "127.0.0.1:0".parse().expect("addr"),

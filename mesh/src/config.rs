@@ -81,6 +81,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Address advertised to peers; `None` means "the bound address".
     pub advertise: Option<SocketAddr>,
+    /// The region this node belongs to.
+    pub region: String,
     /// Seed addresses.
     pub seeds: Vec<SocketAddr>,
     /// Idle timeout after which a peer is dead.

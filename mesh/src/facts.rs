@@ -103,9 +103,26 @@ impl ModelStates {
 /// is tied to a peer's certificate name, and how to reach that peer at once. Written by the
 /// cluster host as sessions come and go.
 #[derive(Debug, Clone, Default)]
-pub struct SessionNodes(Arc<RwLock<BTreeMap<u64, (String, quinn::Connection)>>>);
+pub struct SessionNodes(
+    Arc<RwLock<BTreeMap<u64, (String, quinn::Connection)>>>,
+    Arc<RwLock<std::collections::BTreeSet<String>>>,
+);
 
 impl SessionNodes {
+    /// Peers of other regions (gateways, connected to this gateway), as the peer directory
+    /// last saw them: their sessions carry adverts and handoffs, not this region's cache shards.
+    pub fn set_other_regions(&self, peers: std::collections::BTreeSet<String>) {
+        *self.1.write().unwrap_or_else(|p| p.into_inner()) = peers;
+    }
+
+    /// Whether `peer` is in another region.
+    pub fn in_other_region(&self, peer: &str) -> bool {
+        self.1
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(peer)
+    }
+
     /// Session `node_id` is with `peer`, over `connection`.
     pub fn up(&self, node_id: u64, peer: &str, connection: quinn::Connection) {
         self.write().insert(node_id, (peer.to_owned(), connection));

@@ -3,21 +3,41 @@
 //!
 //! ractor_cluster's transitive mode would dial TCP connection strings and bypass QUIC, so nodes
 //! run it in isolated mode and exchange peer lists themselves (in [`crate::actors::peer_directory`]
-//! adverts); this module decides what to do with them.
+//! adverts); this module decides what to do with them: [`regions`] says which nodes are gateways
+//! and which connections are kept, [`view`] what a node tells its peers and whom it dials.
 
-use std::collections::BTreeSet;
+pub mod regions;
+pub mod view;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A peer as others advertise it: its name and the address it can be dialed at.
+/// A peer as others advertise it: its name, the address it can be dialed at, its region.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct KnownPeer {
     /// The peer's name (its certificate's name).
     pub name: String,
     /// The address it advertises.
     pub addr: SocketAddr,
+    /// The region it says it is in.
+    pub region: String,
+}
+
+/// The load of one served model, as advertised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelLoad {
+    /// Catalog id.
+    pub model: String,
+    /// Requests waiting.
+    pub queued: u32,
+    /// Requests running.
+    pub in_flight: u32,
+    /// Requests run at once.
+    pub concurrency: u32,
+    /// Recent time to serve one request, in milliseconds.
+    pub service_ms: f64,
 }
 
 /// Which side opened a connection, from the local node's point of view.
@@ -67,31 +87,6 @@ pub fn resolve_duplicate(
     }
 }
 
-/// The peers worth dialing, given what connected peers advertise.
-///
-/// Skips this node, peers already connected, addresses being dialed, and duplicate entries; a
-/// peer advertised at several addresses is dialed at the first (adverts are sorted by name).
-pub fn dial_targets<'a>(
-    local_name: &str,
-    connected: &BTreeSet<String>,
-    dialing: &BTreeSet<SocketAddr>,
-    advertised: impl IntoIterator<Item = &'a KnownPeer>,
-) -> Vec<KnownPeer> {
-    let mut seen = BTreeSet::new();
-    let mut targets = Vec::new();
-    for peer in advertised {
-        if peer.name == local_name
-            || connected.contains(&peer.name)
-            || dialing.contains(&peer.addr)
-            || !seen.insert(peer.name.as_str())
-        {
-            continue;
-        }
-        targets.push(peer.clone());
-    }
-    targets
-}
-
 /// Delay before retry number `failures` (1-based) of a seed: doubling from `base`, capped at
 /// `max`, so a restarted seed is found again within `max`.
 pub fn retry_delay(failures: u32, base: Duration, max: Duration) -> Duration {
@@ -102,13 +97,6 @@ pub fn retry_delay(failures: u32, base: Duration, max: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn peer(name: &str, port: u16) -> KnownPeer {
-        KnownPeer {
-            name: name.into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
 
     #[test]
     fn both_ends_keep_the_same_connection() {
@@ -134,56 +122,6 @@ mod tests {
                 resolve_duplicate(local, remote, Accepted, Accepted),
                 Keep::New
             );
-        }
-    }
-
-    #[test]
-    fn dial_targets_skip_self_connected_dialing_and_duplicates() {
-        let connected = BTreeSet::from(["b".to_owned()]);
-        let dialing = BTreeSet::from([peer("c", 3).addr]);
-        let adverts = [
-            peer("a", 1),
-            peer("b", 2),
-            peer("c", 3),
-            peer("d", 4),
-            peer("d", 5),
-            peer("e", 6),
-        ];
-        let targets = dial_targets("a", &connected, &dialing, &adverts);
-        assert_eq!(targets, vec![peer("d", 4), peer("e", 6)]);
-    }
-
-    #[test]
-    fn a_full_mesh_forms_from_one_seed() {
-        // Simulate n nodes that each know only node 0. Each round, every node learns the
-        // connected peers of its neighbours and dials what `dial_targets` says; connections are
-        // symmetric. The mesh must be full after a couple of rounds.
-        let n = 50;
-        let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
-        let addrs: Vec<KnownPeer> = (0..n).map(|i| peer(&names[i], 1000 + i as u16)).collect();
-        let mut links = vec![BTreeSet::<usize>::new(); n];
-        for i in 1..n {
-            links[i].insert(0);
-            links[0].insert(i);
-        }
-        for _round in 0..2 {
-            let snapshot = links.clone();
-            for i in 0..n {
-                let connected: BTreeSet<String> =
-                    snapshot[i].iter().map(|&j| names[j].clone()).collect();
-                let advertised: Vec<&KnownPeer> = snapshot[i]
-                    .iter()
-                    .flat_map(|&j| snapshot[j].iter().map(|&k| &addrs[k]))
-                    .collect();
-                for target in dial_targets(&names[i], &connected, &BTreeSet::new(), advertised) {
-                    let j = addrs.iter().position(|p| p == &target).expect("known");
-                    links[i].insert(j);
-                    links[j].insert(i);
-                }
-            }
-        }
-        for (i, l) in links.iter().enumerate() {
-            assert_eq!(l.len(), n - 1, "node {i} is missing peers");
         }
     }
 

@@ -228,6 +228,7 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
         model_queue_depth: config.model_queue_depth,
         hosting,
         advertise,
+        region: config.region.clone(),
         cluster: ClusterArguments {
             identity,
             endpoint,

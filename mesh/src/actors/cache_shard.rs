@@ -447,8 +447,9 @@ impl Shards {
         totals
     }
 
-    /// Every live shard of the mesh, sorted: the members of [`GROUP`] on this node and on the
-    /// peers with a cluster session (each named by its session, never by what it claims).
+    /// Every live shard of the region, sorted: the members of [`GROUP`] on this node and on the
+    /// peers of its region with a cluster session (each named by its session, never by what it
+    /// claims).
     pub fn members(&self) -> Vec<ShardId> {
         let mut members: Vec<ShardId> = ractor::pg::get_members(&GROUP.to_owned())
             .iter()
@@ -456,7 +457,10 @@ impl Shards {
                 let index = index_of(&cell.get_name()?)?;
                 let node = match cell.get_id() {
                     ractor::ActorId::Local(_) => self.node.clone(),
-                    ractor::ActorId::Remote { node_id, .. } => self.sessions.name(node_id)?,
+                    ractor::ActorId::Remote { node_id, .. } => self
+                        .sessions
+                        .name(node_id)
+                        .filter(|peer| !self.sessions.in_other_region(peer))?,
                 };
                 Some(ShardId::new(node, index))
             })

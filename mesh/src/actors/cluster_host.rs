@@ -57,6 +57,9 @@ const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_LEARNED_ADDRESSES: usize = 64;
 /// Most new dials started per tick, so that adverts cannot turn a node into a dialing storm.
 const MAX_DIALS_PER_TICK: usize = 4;
+/// A connection the region rule does not keep is closed only after it has been up this long,
+/// so that both ends have exchanged adverts (and learned whom to dial instead).
+const OTHER_REGION_GRACE: Duration = Duration::from_secs(5);
 
 /// The ractor_cluster node name of the node called `name`.
 pub fn cluster_name(name: &str) -> String {
@@ -146,6 +149,8 @@ pub enum Msg {
         connection_id: usize,
         /// Why it ended.
         reason: String,
+        /// The peer closed it because it is in another region.
+        other_region: bool,
     },
     /// A dial finished: the peer's name, or why it failed.
     DialDone {
@@ -184,6 +189,9 @@ struct DialEntry {
     /// A learned address that answered with a name other than the advertised one: not dialed
     /// again while it stays advertised so.
     mismatched: bool,
+    /// A seed found to be in another region (its connection closed by the region rule): dialed
+    /// again only while this node has no connection at all.
+    other_region: bool,
     failures: u32,
     next_attempt: Option<Instant>,
 }
@@ -335,7 +343,11 @@ impl Actor for ClusterHost {
                 peer,
                 connection_id,
                 reason,
+                other_region,
             } => {
+                if other_region {
+                    state.mark_other_region(&peer);
+                }
                 if state
                     .links
                     .get(&peer)
@@ -459,11 +471,39 @@ impl State {
         }
     }
 
+    /// Closes the connections to `peers` that the region rule does not keep, once they have been
+    /// up for [`OTHER_REGION_GRACE`]; a seed among them is not redialed while this node has
+    /// other connections.
+    fn close_unwanted(&mut self, peers: &[String]) {
+        for peer in peers {
+            let Some(link) = self.links.get(peer) else {
+                continue;
+            };
+            if link.since.elapsed() < OTHER_REGION_GRACE {
+                continue;
+            }
+            tracing::info!(%peer, "another region's node, and not gateway to gateway: connection closed");
+            CloseCode::OtherRegion.close(&link.connection);
+            self.mark_other_region(peer);
+        }
+    }
+
+    /// Remembers that the seed reached as `peer` is in another region.
+    fn mark_other_region(&mut self, peer: &str) {
+        for entry in self.dial_book.values_mut() {
+            if entry.peer.as_deref() == Some(peer) {
+                entry.other_region = true;
+            }
+        }
+    }
+
     /// Dials every seed and advertised peer that is not connected and is due: at most
     /// [`MAX_DIALS_PER_TICK`] at a time, and at most [`MAX_LEARNED_ADDRESSES`] learned ones.
     async fn dial_due(&mut self, myself: &ActorRef<Msg>) {
-        match self.directory.dial_targets().await {
-            Ok(targets) => {
+        match self.directory.dial_plan().await {
+            Ok(plan) => {
+                self.close_unwanted(&plan.unwanted);
+                let targets = plan.targets;
                 // Learned addresses live only while some peer still advertises them (and
                 // the peer is not connected): a member cannot fill the book for good.
                 let advertised: std::collections::HashSet<SocketAddr> = targets
@@ -506,6 +546,7 @@ impl State {
             .filter(|(addr, e)| {
                 !e.is_self
                     && !e.mismatched
+                    && !(e.other_region && !self.links.is_empty())
                     && !self.dialing.contains(*addr)
                     && !e.peer.as_ref().is_some_and(|p| self.links.contains_key(p))
                     && e.next_attempt.is_none_or(|t| t <= now)
@@ -617,6 +658,7 @@ async fn accept_loop(
     let handshake_timeout = idle_timeout.max(ganglion_client::client::HANDSHAKE_TIMEOUT);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(endpoint::MAX_HANDSHAKES));
     let mut connections = JoinSet::new();
+    let mut last_cap_warning: Option<Instant> = None;
     loop {
         tokio::select! {
             incoming = endpoint.accept() => {
@@ -633,7 +675,10 @@ async fn accept_loop(
                     continue;
                 }
                 let Some(place) = limits.admit(remote.ip()) else {
-                    tracing::debug!(%remote, "connection refused: too many connections");
+                    if last_cap_warning.is_none_or(|at: Instant| at.elapsed() > Duration::from_secs(10)) {
+                        last_cap_warning = Some(Instant::now());
+                        tracing::warn!(%remote, max = limits.max_total(), refused = limits.refused(), "connection refused: the cap on connections is reached (clients.max_connections, see /admin/membership)");
+                    }
                     incoming.refuse();
                     continue;
                 };
@@ -738,10 +783,16 @@ async fn serve_connection(
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }
     };
+    let other_region = matches!(
+        connection.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(close))
+            if close.error_code == quinn::VarInt::from_u32(CloseCode::OtherRegion as u32)
+    );
     let _ = host.cast(Msg::Closed {
         peer,
         connection_id: label.connection_id,
         reason,
+        other_region,
     });
 }
 

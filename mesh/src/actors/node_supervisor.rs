@@ -168,6 +168,8 @@ impl ractor::Message for Msg {}
 pub struct Arguments {
     /// The address this node advertises to peers.
     pub advertise: std::net::SocketAddr,
+    /// The region this node belongs to.
+    pub region: String,
     /// Cluster host arguments (its `directory` handle is filled in here).
     pub cluster: ClusterArguments,
     /// The bound admin listener (kept, so that a restarted admin actor serves it again).
@@ -406,6 +408,8 @@ impl Actor for NodeSupervisor {
         let directory_args = peer_directory::Arguments {
             name: name.clone(),
             advertise: args.advertise,
+            region: args.region.clone(),
+            sessions: sessions.clone(),
             hosts: local_models.clone(),
             hardware: args.node_info.hardware.clone(),
             revoked: args.auth.revoked.clone(),
@@ -455,6 +459,7 @@ impl Actor for NodeSupervisor {
             metrics: metrics.clone(),
         });
         let c = args.cluster;
+        let cluster_spec_limits = c.limits.clone();
         let cluster_args = cluster_host::Arguments {
             identity: c.identity,
             endpoint: c.endpoint,
@@ -466,7 +471,7 @@ impl Actor for NodeSupervisor {
                 let gateway = gateway::GatewayHandle(gateway.clone());
                 cluster_host::ClientDoor::new(move |connection| gateway.connection(connection))
             },
-            limits: c.limits,
+            limits: c.limits.clone(),
             servers: peer_servers(
                 gateway::GatewayHandle(gateway.clone()),
                 meter_handle.clone(),
@@ -495,6 +500,7 @@ impl Actor for NodeSupervisor {
             cache: shards,
             metrics,
             metrics_open: args.metrics_open,
+            connection_limits: cluster_spec_limits,
             reporter,
             api: Arc::new(crate::api::Api {
                 context: gateway_args.context.clone(),

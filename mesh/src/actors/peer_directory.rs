@@ -25,7 +25,8 @@ use super::{AbortOnDrop, ActorSlot, LocalCallError};
 use crate::actors::model_host::LocalModels;
 use crate::credentials::revoked::{self, KeyId, RevokedKeys};
 use crate::hardware::Hardware;
-use crate::membership::{Direction, KnownPeer, dial_targets};
+use crate::membership::view::{BoundsReached, Candidates, View};
+use crate::membership::{Direction, KnownPeer};
 use crate::peer::advert::{AdvertisedModel, MAX_ADVERT_ACCOUNTS, ModelLoad, PeerAdvert};
 use revocations::{Budget, PullState};
 
@@ -36,15 +37,56 @@ pub const GROUP: &str = "ganglion.peers";
 /// How often a directory sends its advert to every peer.
 pub const ADVERT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A peer that hosts a model, with what routing needs to know of it.
+/// A peer a request for a model can be handed to, with what routing needs to know of it.
 #[derive(Debug, Clone)]
 pub struct HostingPeer {
     /// The peer's name.
     pub name: String,
     /// Its connection (for RTT, and to open data streams on).
     pub connection: quinn::Connection,
-    /// Its advertised load for the model.
+    /// Its advertised load for the model (a region's, added up, for another region's gateway;
+    /// none known for this region's gateway).
     pub load: ModelLoad,
+    /// Whether it hosts the model, or passes it on to another region.
+    pub via: Via,
+}
+
+/// How a candidate reaches the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// It hosts the model (a peer of this region).
+    Host,
+    /// It is a gateway of another region that hosts the model.
+    OtherRegion,
+    /// It is a gateway of this region, which knows a region that hosts the model.
+    Gateway,
+}
+
+/// The membership of this node, as `/admin/membership` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MembershipView {
+    /// This node's region.
+    pub region: String,
+    /// Whether this node is one of its region's gateways.
+    pub gateway: bool,
+    /// Its region's gateways, as this node sees them.
+    pub gateways: Vec<String>,
+    /// Members of its region with a session, this node included.
+    pub region_size: usize,
+    /// Other regions' gateways connected (a gateway's).
+    pub other_regions: BTreeMap<String, Vec<String>>,
+    /// Bounds reached.
+    pub bounds: BoundsReached,
+}
+
+/// What the cluster host should do with its connections.
+#[derive(Debug, Clone, Default)]
+pub struct DialPlan {
+    /// Addresses worth dialing.
+    pub targets: Vec<KnownPeer>,
+    /// Connected peers that the region rule does not keep.
+    pub unwanted: Vec<String>,
 }
 
 /// Where a peer's connection stands.
@@ -76,7 +118,13 @@ pub struct PeerView {
     pub connected_since: String,
     /// Milliseconds since the last advert from this peer, if any arrived.
     pub last_advert_ms: Option<u64>,
-    /// Peers this peer reports a live session with.
+    /// Its region.
+    pub region: Option<String>,
+    /// Whether it is a gateway of its region.
+    pub gateway: bool,
+    /// Members of its region it has a session with, itself included.
+    pub region_size: u32,
+    /// Its region's members it named in its last advert (a rotating sample).
     pub peers: Vec<String>,
     /// Models this peer serves now.
     pub models: Vec<String>,
@@ -146,12 +194,23 @@ pub enum Msg {
     Reset,
     /// The peers as `/admin/peers` shows them.
     List(RpcReplyPort<Vec<PeerView>>),
-    /// Advertised peers this node is not connected to.
-    DialTargets(RpcReplyPort<Vec<KnownPeer>>),
-    /// Connected peers hosting a model.
-    HostsOf(String, RpcReplyPort<Vec<HostingPeer>>),
-    /// Connected peers, with their connections.
+    /// Advertised peers this node is not connected to, and connections to let go.
+    DialPlan(RpcReplyPort<DialPlan>),
+    /// Where a request for a model (its path, its hops left) can be handed.
+    Candidates {
+        /// The model.
+        model: String,
+        /// Nodes the request visited.
+        path: Vec<String>,
+        /// Hops it may still take.
+        hop_budget: u8,
+        /// Where the answer goes.
+        reply: RpcReplyPort<Vec<HostingPeer>>,
+    },
+    /// Connected peers of this region, with their connections.
     Members(RpcReplyPort<Vec<(String, quinn::Connection)>>),
+    /// This node's membership.
+    Membership(RpcReplyPort<MembershipView>),
 }
 
 // Serializable only so that the directory can be a member of a process group that other
@@ -173,6 +232,10 @@ pub struct Arguments {
     pub name: String,
     /// The address this node advertises.
     pub advertise: SocketAddr,
+    /// The region this node belongs to.
+    pub region: String,
+    /// Sessions by peer; told which peers are in other regions.
+    pub sessions: crate::facts::SessionNodes,
     /// The model hosts of this node.
     pub hosts: LocalModels,
     /// This node's hardware.
@@ -225,8 +288,10 @@ impl Entry {
 /// The directory's state.
 pub struct State {
     name: String,
-    advertise: SocketAddr,
     hosts: LocalModels,
+    /// What adverts taught: regions, gateways, samples, summaries.
+    view: View,
+    sessions: crate::facts::SessionNodes,
     hardware: Hardware,
     peers: BTreeMap<String, Entry>,
     /// Adverts being sent, one task per peer and tick, each bounded by the advert interval.
@@ -266,31 +331,38 @@ const WARN_GAP: Duration = Duration::from_secs(10);
 const USAGE_ADVERT_GAP: Duration = Duration::from_millis(200);
 
 impl State {
-    fn advert(&self) -> PeerAdvert {
+    /// This node's advert, with this round's gossip (given the load of what it serves).
+    fn advert(&mut self, loads: Vec<ModelLoad>) -> PeerAdvert {
+        let models: Vec<AdvertisedModel> = self
+            .hosts
+            .states()
+            .all()
+            .into_iter()
+            .map(|(id, state)| AdvertisedModel { id, state })
+            .collect();
+        let serving: Vec<ModelLoad> = loads
+            .iter()
+            .filter(|l| {
+                models
+                    .iter()
+                    .any(|m| m.id == l.model && m.state == crate::facts::ModelState::Hosted)
+            })
+            .cloned()
+            .collect();
+        let membership = self.view.gossip(&serving);
+        if self.view.bounds().summary_cut == 1 && membership.summary.is_some() {
+            tracing::warn!(
+                max = crate::membership::regions::MAX_SUMMARY_MODELS,
+                "this region serves more models than a region summary lists; the ones with fewest hosts are left out"
+            );
+        }
         PeerAdvert {
             name: self.name.clone(),
-            addr: self.advertise,
-            // Only peers whose own advert has arrived: until then the address they want to be
-            // dialed at (`--advertise`, e.g. behind NAT) is not known, and the address their
-            // packets come from may be one that others cannot reach.
-            peers: self
-                .peers
-                .iter()
-                .filter(|(_, e)| e.state() == PeerState::Connected && e.advert.is_some())
-                .map(|(name, e)| KnownPeer {
-                    name: name.clone(),
-                    addr: e.address(),
-                })
-                .collect(),
-            models: self
-                .hosts
-                .states()
-                .all()
-                .into_iter()
-                .map(|(id, state)| AdvertisedModel { id, state })
-                .collect(),
+            addr: self.view.me().addr,
+            membership,
+            models,
             hardware: self.hardware.clone(),
-            loads: Vec::new(),
+            loads,
             revoked: self.revoked.summary(),
             usage: Vec::new(),
         }
@@ -390,37 +462,82 @@ impl State {
         });
     }
 
-    /// Connected peers that advertise `model`, with their load.
-    fn hosts_of(&self, model: &str) -> Vec<HostingPeer> {
-        self.peers
-            .iter()
-            .filter(|(_, e)| e.state() == PeerState::Connected)
-            .filter_map(|(name, e)| {
-                let (advert, _) = e.advert.as_ref()?;
-                if !advert.serving().any(|m| m == model) {
-                    return None;
-                }
-                let load = advert
-                    .loads
-                    .iter()
-                    .find(|l| l.model == model)
-                    .cloned()
-                    .or_else(|| {
-                        Some(ModelLoad {
-                            model: model.to_owned(),
-                            queued: 0,
-                            in_flight: 0,
-                            concurrency: 1,
-                            service_ms: 0.0,
-                        })
-                    })?;
-                Some(HostingPeer {
-                    name: name.clone(),
-                    connection: e.connection.clone(),
+    /// Where a request for `model` can go (see [`View::candidates`]), with the connections.
+    fn candidates(&self, model: &str, path: &[String], hop_budget: u8) -> Vec<HostingPeer> {
+        let idle = || ModelLoad {
+            model: model.to_owned(),
+            queued: 0,
+            in_flight: 0,
+            concurrency: 1,
+            service_ms: 0.0,
+        };
+        let found: Vec<(String, ModelLoad, Via)> = match self.view.candidates(model, path, hop_budget) {
+            Candidates::Hosts(hosts) => hosts.into_iter().map(|(n, l)| (n, l, Via::Host)).collect(),
+            Candidates::Regions(gateways) => gateways
+                .into_iter()
+                .map(|(n, l)| (n, l, Via::OtherRegion))
+                .collect(),
+            Candidates::Gateways(gateways) => gateways
+                .into_iter()
+                .map(|n| (n, idle(), Via::Gateway))
+                .collect(),
+            Candidates::None => Vec::new(),
+        };
+        found
+            .into_iter()
+            .filter_map(|(name, load, via)| {
+                let entry = self.peers.get(&name)?;
+                (entry.state() == PeerState::Connected).then(|| HostingPeer {
+                    name,
+                    connection: entry.connection.clone(),
                     load,
+                    via,
                 })
             })
             .collect()
+    }
+
+    /// Forgets what `peer` said, and tells the cache which peers are of other regions.
+    fn forget(&mut self, peer: &str) {
+        self.view.forget(peer);
+        self.publish_regions();
+    }
+
+    /// Tells the cache's shard set which connected peers are in other regions.
+    fn publish_regions(&self) {
+        let other: BTreeSet<String> = self
+            .peers
+            .keys()
+            .filter(|p| {
+                self.view
+                    .region_of(p)
+                    .is_some_and(|r| r != self.view.me().region)
+            })
+            .cloned()
+            .collect();
+        self.sessions.set_other_regions(other);
+    }
+
+    fn membership(&self) -> MembershipView {
+        let mut other_regions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for name in self.peers.keys() {
+            if let Some(region) = self.view.region_of(name)
+                && region != self.view.me().region
+            {
+                other_regions
+                    .entry(region.to_owned())
+                    .or_default()
+                    .push(name.clone());
+            }
+        }
+        MembershipView {
+            region: self.view.me().region.clone(),
+            gateway: self.view.is_gateway(),
+            gateways: self.view.gateways().into_iter().map(str::to_owned).collect(),
+            region_size: self.view.region_peers().count() + 1,
+            other_regions,
+            bounds: self.view.bounds().clone(),
+        }
     }
 
     fn view(&self, name: &str, entry: &Entry) -> PeerView {
@@ -436,10 +553,22 @@ impl State {
                 .advert
                 .as_ref()
                 .map(|(_, at)| at.elapsed().as_millis() as u64),
+            region: entry
+                .advert
+                .as_ref()
+                .map(|(a, _)| a.membership.region.clone()),
+            gateway: entry
+                .advert
+                .as_ref()
+                .is_some_and(|(a, _)| a.membership.gateway),
+            region_size: entry
+                .advert
+                .as_ref()
+                .map_or(0, |(a, _)| a.membership.region_size),
             peers: entry
                 .advert
                 .as_ref()
-                .map(|(a, _)| a.peers.iter().map(|p| p.name.clone()).collect())
+                .map(|(a, _)| a.membership.peers.iter().map(|p| p.name.clone()).collect())
                 .unwrap_or_default(),
             models: entry
                 .advert
@@ -462,17 +591,12 @@ impl State {
         }
     }
 
-    fn dial_targets(&self) -> Vec<KnownPeer> {
+    fn dial_plan(&self) -> DialPlan {
         let known: BTreeSet<String> = self.peers.keys().cloned().collect();
-        let mut advertised: Vec<&KnownPeer> = self
-            .peers
-            .values()
-            .filter(|e| e.state() == PeerState::Connected)
-            .filter_map(|e| e.advert.as_ref())
-            .flat_map(|(a, _)| &a.peers)
-            .collect();
-        advertised.sort();
-        dial_targets(&self.name, &known, &BTreeSet::new(), advertised)
+        DialPlan {
+            targets: self.view.dial_targets(&known),
+            unwanted: self.view.unwanted(),
+        }
     }
 }
 
@@ -489,8 +613,13 @@ impl Actor for PeerDirectory {
         ractor::pg::join(GROUP.to_owned(), vec![myself.get_cell()]);
         myself.send_interval(ADVERT_INTERVAL, || Msg::Tick);
         Ok(State {
+            view: View::new(KnownPeer {
+                name: args.name.clone(),
+                addr: args.advertise,
+                region: args.region,
+            }),
+            sessions: args.sessions,
             name: args.name,
-            advertise: args.advertise,
             hosts: args.hosts,
             hardware: args.hardware,
             peers: BTreeMap::new(),
@@ -553,6 +682,7 @@ impl Actor for PeerDirectory {
                     .is_some_and(|e| e.connection.stable_id() == connection_id)
                 {
                     state.peers.remove(&peer);
+                    state.forget(&peer);
                     tracing::info!(%peer, "peer removed from directory");
                 }
             }
@@ -573,6 +703,7 @@ impl Actor for PeerDirectory {
                     && entry.session == Some(connection_id)
                 {
                     entry.session = None;
+                    state.forget(&peer);
                 }
             }
             Msg::Advert { peer, mut advert } => {
@@ -598,7 +729,21 @@ impl Actor for PeerDirectory {
                     state.pull_revoked_if_due(&myself, &peer, &advert.revoked);
                     state.meter.merge(&peer, advert.usage.clone());
                     if let Some(entry) = state.peers.get_mut(&peer) {
+                        let (gossip, serving) =
+                            (advert.membership.clone(), advert.serving_loads());
                         entry.advert = Some((*advert, Instant::now()));
+                        if entry.state() == PeerState::Connected {
+                            let addr = entry.address();
+                            if state.view.learn(&peer, addr, gossip, serving)
+                                && state.view.bounds().heard_full == 1
+                            {
+                                tracing::warn!(
+                                    max = crate::membership::view::MAX_HEARD,
+                                    "too many addresses heard of to keep: the rest are dropped until some expire (see /admin/membership)"
+                                );
+                            }
+                            state.publish_regions();
+                        }
                     }
                 } else {
                     tracing::debug!(%peer, "advert from a peer without a connection");
@@ -624,16 +769,12 @@ impl Actor for PeerDirectory {
             }
             Msg::Tick => {
                 while state.sending.try_join_next().is_some() {}
-                let connected = state
-                    .peers
-                    .values()
-                    .filter(|e| e.state() == PeerState::Connected)
-                    .count();
+                let region_size = state.view.region_peers().count() + 1;
                 state
                     .mesh_size
-                    .store(connected + 1, std::sync::atomic::Ordering::Relaxed);
-                let mut advert = state.advert();
-                advert.loads = local_loads(&state.hosts).await;
+                    .store(region_size, std::sync::atomic::Ordering::Relaxed);
+                let loads = local_loads(&state.hosts).await;
+                let mut advert = state.advert(loads);
                 let today = crate::metering::usage::day_of(crate::metering::unix_now());
                 match state.meter.own(today).await {
                     Ok(mut usage) => {
@@ -675,12 +816,17 @@ impl Actor for PeerDirectory {
                     tracing::info!(peers = state.peers.len(), "peer directory reset");
                 }
                 state.peers.clear();
+                state.view.clear();
+                state.publish_regions();
             }
             Msg::List(reply) => {
                 let _ = reply.send(state.peers.iter().map(|(n, e)| state.view(n, e)).collect());
             }
-            Msg::DialTargets(reply) => {
-                let _ = reply.send(state.dial_targets());
+            Msg::DialPlan(reply) => {
+                let _ = reply.send(state.dial_plan());
+            }
+            Msg::Membership(reply) => {
+                let _ = reply.send(state.membership());
             }
             Msg::Members(reply) if state.faults.directory_stalled() => {
                 tokio::spawn(async move {
@@ -692,13 +838,20 @@ impl Actor for PeerDirectory {
                 let members = state
                     .peers
                     .iter()
-                    .filter(|(_, e)| e.state() == PeerState::Connected)
+                    .filter(|(name, e)| {
+                        e.state() == PeerState::Connected && state.view.in_region(name)
+                    })
                     .map(|(name, e)| (name.clone(), e.connection.clone()))
                     .collect();
                 let _ = reply.send(members);
             }
-            Msg::HostsOf(model, reply) => {
-                let _ = reply.send(state.hosts_of(&model));
+            Msg::Candidates {
+                model,
+                path,
+                hop_budget,
+                reply,
+            } => {
+                let _ = reply.send(state.candidates(&model, &path, hop_budget));
             }
         }
         Ok(())
@@ -787,20 +940,37 @@ impl PeerDirectoryHandle {
         self.call(Msg::List).await
     }
 
-    /// Advertised peers not yet connected.
-    pub async fn dial_targets(&self) -> Result<Vec<KnownPeer>, LocalCallError> {
-        self.call(Msg::DialTargets).await
+    /// Advertised peers not yet connected, and connections the region rule does not keep.
+    pub async fn dial_plan(&self) -> Result<DialPlan, LocalCallError> {
+        self.call(Msg::DialPlan).await
     }
 
-    /// Connected peers, with their connections.
+    /// This node's membership: region, gateways, bounds reached.
+    pub async fn membership(&self) -> Result<MembershipView, LocalCallError> {
+        self.call(Msg::Membership).await
+    }
+
+    /// Connected peers of this node's region, with their connections.
     pub async fn members(&self) -> Result<Vec<(String, quinn::Connection)>, LocalCallError> {
         self.call(Msg::Members).await
     }
 
-    /// Connected peers hosting `model`, with their advertised load.
-    pub async fn hosts_of(&self, model: &str) -> Result<Vec<HostingPeer>, LocalCallError> {
-        let model = model.to_owned();
-        self.call(|reply| Msg::HostsOf(model, reply)).await
+    /// Where a request for `model` that visited `path` and may take `hop_budget` more hops
+    /// can be handed: this region's hosts, else gateways towards a region that hosts it.
+    pub async fn candidates(
+        &self,
+        model: &str,
+        path: &[String],
+        hop_budget: u8,
+    ) -> Result<Vec<HostingPeer>, LocalCallError> {
+        let (model, path) = (model.to_owned(), path.to_vec());
+        self.call(|reply| Msg::Candidates {
+            model,
+            path,
+            hop_budget,
+            reply,
+        })
+        .await
     }
 
     async fn call<T: Send + 'static>(

@@ -42,6 +42,8 @@ pub enum Msg {
         model: String,
         /// Nodes the request has visited (this one included).
         path: Vec<String>,
+        /// Hops the request may still take.
+        hop_budget: u8,
         /// The ranked targets, best first, at most [`MAX_ATTEMPTS`]; `Err` when the
         /// directory did not answer.
         reply: RpcReplyPort<Result<Vec<Target>, LocalCallError>>,
@@ -144,8 +146,13 @@ impl Actor for Router {
         state: &mut State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            Msg::Plan { model, path, reply } => {
-                let targets = state.plan(&model, &path).await.map_err(|e| {
+            Msg::Plan {
+                model,
+                path,
+                hop_budget,
+                reply,
+            } => {
+                let targets = state.plan(&model, &path, hop_budget).await.map_err(|e| {
                     tracing::warn!(error = %e, "no routing view");
                     e
                 });
@@ -175,8 +182,13 @@ impl Actor for Router {
 }
 
 impl State {
-    async fn plan(&mut self, model: &str, path: &[String]) -> Result<Vec<Target>, LocalCallError> {
-        let hosts = self.directory.hosts_of(model).await?;
+    async fn plan(
+        &mut self,
+        model: &str,
+        path: &[String],
+        hop_budget: u8,
+    ) -> Result<Vec<Target>, LocalCallError> {
+        let hosts = self.directory.candidates(model, path, hop_budget).await?;
         let now = Instant::now();
         let candidates: Vec<Candidate> = hosts
             .iter()
@@ -228,11 +240,24 @@ impl State {
 pub struct RouterHandle(pub(crate) ActorSlot<Msg>);
 
 impl RouterHandle {
-    /// Ranked peers for `model`, leaving out `path` (empty when none host it); `Err` when the
-    /// router or the directory did not answer, which is not the same as "no peer".
-    pub async fn plan(&self, model: &str, path: &[String]) -> Result<Vec<Target>, LocalCallError> {
+    /// Ranked peers for `model`, leaving out `path`, that a request with `hop_budget` hops left
+    /// can reach it through: this region's hosts, else gateways towards another region (empty
+    /// when none is known); `Err` when the router or the directory did not answer, which is not
+    /// the same as "no peer".
+    pub async fn plan(
+        &self,
+        model: &str,
+        path: &[String],
+        hop_budget: u8,
+    ) -> Result<Vec<Target>, LocalCallError> {
         let (model, path) = (model.to_owned(), path.to_vec());
-        super::call_local(&self.0.get(), |reply| Msg::Plan { model, path, reply }).await?
+        super::call_local(&self.0.get(), |reply| Msg::Plan {
+            model,
+            path,
+            hop_budget,
+            reply,
+        })
+        .await?
     }
 
     /// Records a request admitted locally.

@@ -58,6 +58,8 @@ pub struct ContextParts {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Serve `/metrics` without the token.
     pub metrics_open: bool,
+    /// Caps on incoming connections, and how many were refused.
+    pub connection_limits: crate::transport::limits::ConnectionLimits,
     /// This node's dashboard report (and the way to its peers').
     pub reporter: crate::dashboard::report::Reporter,
     /// The request pipeline, for the dashboard's "try it" box.

@@ -5,6 +5,8 @@
 //! - `GET /admin/node`: name, version, uptime, addresses, CPU features and kernels, the
 //!   revoked-key set's size and digest
 //! - `GET /admin/peers`: the peer directory
+//! - `GET /admin/membership`: region, gateways, other regions reached, bounds reached, and
+//!   connections refused at the cap
 //! - `GET /admin/actors`: the actor tree, and the members of every process group
 //! - `GET /admin/models`: configured models, hosted or why not, queue and traffic counters
 //! - `GET /admin/routing`: per model, requests run here vs handed to peers; per peer, handoffs,
@@ -42,6 +44,7 @@ pub fn router(context: Context) -> Router {
     let mut protected = Router::new()
         .route("/admin/node", get(node))
         .route("/admin/peers", get(peers))
+        .route("/admin/membership", get(membership))
         .route("/admin/actors", get(actors))
         .route("/admin/models", get(models))
         .route("/admin/routing", get(routing))
@@ -126,6 +129,25 @@ async fn node(State(ctx): State<Context>) -> Json<serde_json::Value> {
 
 fn hex_digest(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn membership(State(ctx): State<Context>) -> Response {
+    let parts = ctx.parts();
+    match parts.directory.membership().await {
+        Ok(view) => {
+            let limits = &parts.connection_limits;
+            Json(serde_json::json!({
+                "membership": view,
+                "connections": {
+                    "open": limits.open(),
+                    "max": limits.max_total(),
+                    "refused": limits.refused(),
+                },
+            }))
+            .into_response()
+        }
+        Err(e) => unavailable(&e.to_string()),
+    }
 }
 
 async fn peers(State(ctx): State<Context>) -> Response {

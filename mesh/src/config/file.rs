@@ -69,6 +69,10 @@ pub struct NodeSection {
     /// Folder for durable state.
     #[cfg_attr(feature = "clap", arg(long = "data-dir"))]
     pub data_dir: Option<PathBuf>,
+    /// The region this node belongs to (default: `default`): a full mesh inside, gateways
+    /// between regions.
+    #[cfg_attr(feature = "clap", arg(long = "region"))]
+    pub region: Option<String>,
 }
 
 /// `[transport]`: the QUIC endpoint and liveness.

@@ -84,6 +84,17 @@ impl ConfigFile {
                 format!("`{addr}` is not dialable: give a concrete address and port"),
             ));
         }
+        let region = self
+            .node
+            .region
+            .clone()
+            .unwrap_or_else(|| crate::membership::regions::DEFAULT_REGION.to_owned());
+        if !crate::membership::regions::region_ok(&region) {
+            return Err(ConfigError::new(
+                "node.region",
+                "must be 1 to 64 of a-z, 0-9, `-`, `_` and `.`",
+            ));
+        }
         let liveness_timeout = self
             .transport
             .liveness_timeout
@@ -230,6 +241,7 @@ impl ConfigFile {
             data_dir,
             listen,
             advertise,
+            region,
             seeds,
             liveness_timeout,
             cluster_tcp_listen,
@@ -507,6 +519,7 @@ mod tests {
             ),
             ("[requests]\nmax_deadline = \"2h\"", "requests.max_deadline"),
             ("[clients]\nmax_connections = 0", "clients.max_connections"),
+            ("[node]\nregion = \"EU West\"", "node.region"),
             (
                 "[http]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"",
                 "http.listen",
@@ -542,7 +555,7 @@ mod tests {
                 "models.local.neurons_per_request",
             ),
             (
-                "[clients]\nmax_connections_per_address = 1000",
+                "[clients]\nmax_connections_per_address = 2000",
                 "clients.max_connections_per_address",
             ),
         ];
@@ -560,6 +573,7 @@ mod tests {
             node: NodeSection {
                 identity: Some("/nonexistent/id".into()),
                 data_dir: None,
+                region: None,
             },
             ..Default::default()
         };

@@ -14,15 +14,15 @@ use super::PeerError;
 use crate::credentials::revoked::{self, MAX_RECENT};
 use crate::facts::ModelState;
 use crate::hardware::Hardware;
-use crate::membership::KnownPeer;
+pub use crate::membership::ModelLoad;
+use crate::membership::view::Gossip;
 use crate::routing::placement::MAX_SERVICE_TIME;
 
 /// Bound on an encoded advert; a larger one is refused on arrival. Every list in an advert is
-/// bounded, and their bounds together fit well within it (about 80 KiB at most).
-pub const MAX_ADVERT_LEN: usize = 128 * 1024;
-
-/// Most peers an advert may list.
-pub const MAX_ADVERT_PEERS: usize = 256;
+/// bounded by the design (samples, the catalog, the accounts window), never by the mesh's size,
+/// and their bounds together fit within it (about 150 KiB at most; a usual advert is well under
+/// 1 KiB).
+pub const MAX_ADVERT_LEN: usize = 256 * 1024;
 /// Most models an advert may list.
 pub const MAX_ADVERT_MODELS: usize = 64;
 /// Most accounts whose usage an advert may carry.
@@ -38,8 +38,9 @@ pub struct PeerAdvert {
     pub name: String,
     /// The address peers should dial.
     pub addr: SocketAddr,
-    /// Peers the sender has a live session with.
-    pub peers: Vec<KnownPeer>,
+    /// Its region, gateway role, samples of the members and gateways it knows, and (from a
+    /// gateway) its region's summary.
+    pub membership: Gossip,
     /// The models the sender was configured to host, each with its live state.
     pub models: Vec<AdvertisedModel>,
     /// The sender's hardware.
@@ -94,13 +95,11 @@ impl PeerAdvert {
         if self.addr.port() == 0 || self.addr.ip().is_multicast() {
             return bad("addr");
         }
-        if self.peers.len() > MAX_ADVERT_PEERS
-            || self
-                .peers
-                .iter()
-                .any(|p| !node_name_ok(&p.name) || !dialable(p.addr))
+        let g = &self.membership;
+        if !g.within_bounds(node_name_ok, model_id_ok)
+            || g.peers.iter().chain(&g.gateways).any(|p| !dialable(p.addr))
         {
-            return bad("peers");
+            return bad("membership");
         }
         if self.models.len() > MAX_ADVERT_MODELS || self.models.iter().any(|m| !model_id_ok(&m.id))
         {
@@ -142,6 +141,26 @@ impl PeerAdvert {
         before - self.usage.len()
     }
 
+    /// The load of every model the sender serves now (a served model it gave no load for
+    /// counts as idle with one slot).
+    pub fn serving_loads(&self) -> Vec<ModelLoad> {
+        self.serving()
+            .map(|model| {
+                self.loads
+                    .iter()
+                    .find(|l| l.model == model)
+                    .cloned()
+                    .unwrap_or_else(|| ModelLoad {
+                        model: model.to_owned(),
+                        queued: 0,
+                        in_flight: 0,
+                        concurrency: 1,
+                        service_ms: 0.0,
+                    })
+            })
+            .collect()
+    }
+
     /// Ids of the models the sender serves now.
     pub fn serving(&self) -> impl Iterator<Item = &str> {
         self.models
@@ -158,21 +177,6 @@ fn dialable(addr: SocketAddr) -> bool {
         && !ip.is_unspecified()
         && !ip.is_multicast()
         && !matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast())
-}
-
-/// The load of one hosted model, as advertised.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelLoad {
-    /// Catalog id.
-    pub model: String,
-    /// Requests waiting.
-    pub queued: u32,
-    /// Requests running.
-    pub in_flight: u32,
-    /// Requests run at once.
-    pub concurrency: u32,
-    /// Recent time to serve one request, in milliseconds.
-    pub service_ms: f64,
 }
 
 /// Sends one encoded advert (see [`encode`]) on a fresh unidirectional stream.
@@ -206,16 +210,28 @@ mod tests {
     use super::*;
     use crate::credentials::api_keys::MAX_ACCOUNT_LEN;
     use crate::credentials::revoked::KeyId;
+    use crate::membership::KnownPeer;
+    use crate::membership::regions::{MAX_SUMMARY_MODELS, RegionModel, RegionSummary};
+    use crate::membership::view::{MAX_ELSEWHERE, MAX_SAMPLE};
     use ganglion_client::protocol::{MAX_MODEL_ID_BYTES, MAX_NODE_NAME_BYTES};
 
     fn advert() -> PeerAdvert {
         PeerAdvert {
             name: "a".into(),
             addr: "127.0.0.1:7400".parse().expect("addr"),
-            peers: vec![KnownPeer {
-                name: "b".into(),
-                addr: "127.0.0.1:7401".parse().expect("addr"),
-            }],
+            membership: Gossip {
+                region: "eu".into(),
+                gateway: true,
+                region_size: 2,
+                peers: vec![KnownPeer {
+                    name: "b".into(),
+                    addr: "127.0.0.1:7401".parse().expect("addr"),
+                    region: "eu".into(),
+                }],
+                gateways: Vec::new(),
+                summary: None,
+                elsewhere: Vec::new(),
+            },
             models: vec![AdvertisedModel {
                 id: "@ganglion/all-minilm-l6-v2".into(),
                 state: ModelState::Hosted,
@@ -254,7 +270,14 @@ mod tests {
     #[test]
     fn an_advert_over_its_bound_is_refused_before_it_is_decoded() {
         let mut a = advert();
-        a.peers = vec![a.peers[0].clone(); MAX_ADVERT_LEN / 8];
+        a.usage = vec![
+            crate::metering::usage::NodeUsage {
+                day: 1,
+                account: "a".repeat(64),
+                totals: Default::default(),
+            };
+            MAX_ADVERT_LEN / 32
+        ];
         let frame = ganglion_client::codec::encode(&a, 4 * MAX_ADVERT_LEN).expect("encode");
         assert!(frame.len() > MAX_ADVERT_LEN);
         let read = futures::executor::block_on(ganglion_client::read_frame::<_, PeerAdvert>(
@@ -272,13 +295,37 @@ mod tests {
         let mut a = advert();
         let name = "n".repeat(MAX_NODE_NAME_BYTES);
         let id = "m".repeat(MAX_MODEL_ID_BYTES);
-        a.peers = vec![
-            KnownPeer {
-                name: name.clone(),
-                addr: "[2001:db8::1]:65535".parse().expect("addr"),
-            };
-            MAX_ADVERT_PEERS
-        ];
+        let region = "r".repeat(crate::membership::regions::MAX_REGION_NAME);
+        let known = KnownPeer {
+            name: name.clone(),
+            addr: "[2001:db8::1]:65535".parse().expect("addr"),
+            region: region.clone(),
+        };
+        let full_load = ModelLoad {
+            model: id.clone(),
+            queued: u32::MAX,
+            in_flight: u32::MAX,
+            concurrency: u32::MAX,
+            service_ms: 1e6,
+        };
+        a.membership = Gossip {
+            region: region.clone(),
+            gateway: true,
+            region_size: u32::MAX,
+            peers: vec![known.clone(); MAX_SAMPLE],
+            gateways: vec![known; MAX_SAMPLE],
+            summary: Some(RegionSummary {
+                region,
+                models: vec![
+                    RegionModel {
+                        hosts: u32::MAX,
+                        load: full_load,
+                    };
+                    MAX_SUMMARY_MODELS
+                ],
+            }),
+            elsewhere: vec![id.clone(); MAX_ELSEWHERE],
+        };
         a.models = vec![
             AdvertisedModel {
                 id: id.clone(),
@@ -339,7 +386,7 @@ mod tests {
                 a.check("a"),
                 Err(AdvertRefused::OutOfBounds(match field {
                     "addr" => "addr",
-                    "peers" => "peers",
+                    "membership" => "membership",
                     "models" => "models",
                     "loads" => "loads",
                     "revoked" => "revoked",
@@ -357,17 +404,34 @@ mod tests {
             "addr",
         );
         refused(&|a| a.addr.set_port(0), "addr");
+        let m = "membership";
         refused(
-            &|a| a.peers = vec![a.peers[0].clone(); MAX_ADVERT_PEERS + 1],
-            "peers",
+            &|a| a.membership.peers = vec![a.membership.peers[0].clone(); MAX_SAMPLE + 1],
+            m,
         );
         refused(
-            &|a| a.peers[0].addr = "224.0.0.1:5".parse().expect("addr"),
-            "peers",
+            &|a| a.membership.peers[0].addr = "224.0.0.1:5".parse().expect("addr"),
+            m,
         );
         refused(
-            &|a| a.peers[0].name = "x".repeat(MAX_NODE_NAME_BYTES + 1),
-            "peers",
+            &|a| a.membership.peers[0].name = "x".repeat(MAX_NODE_NAME_BYTES + 1),
+            m,
+        );
+        refused(&|a| a.membership.region = "EU".into(), m);
+        refused(&|a| a.membership.peers[0].region = String::new(), m);
+        refused(&|a| a.membership.elsewhere = vec![String::new()], m);
+        refused(
+            &|a| a.membership.elsewhere = vec!["@m/x".into(); MAX_ELSEWHERE + 1],
+            m,
+        );
+        refused(
+            &|a| {
+                a.membership.summary = Some(RegionSummary {
+                    region: "us".into(),
+                    models: Vec::new(),
+                })
+            },
+            m,
         );
         refused(&|a| a.models[0].id = String::new(), "models");
         refused(

@@ -24,7 +24,10 @@ pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Resp
         let why = format!("the hop budget is exhausted (path {route_text})");
         return fail(out, unserved(&request.model, &attempts, &why)).await;
     }
-    let targets = match ctx.router.plan(&request.model, &request.path).await {
+    let targets = match ctx
+        .router
+        .plan(&request.model, &request.path, request.hop_budget)
+        .await {
         Ok(targets) => targets,
         Err(e) => {
             let error = WireError::new(

@@ -14,6 +14,18 @@ pub fn owner<M: AsRef<str>>(key: &[u8], members: impl IntoIterator<Item = M>) ->
         .map(|(_, m)| m)
 }
 
+/// The `count` members of `members` that rank highest for `key`, best first: the owner, then
+/// who would own it without the owner, and so on.
+pub fn top<M: AsRef<str>>(key: &[u8], members: impl IntoIterator<Item = M>, count: usize) -> Vec<M> {
+    let mut ranked: Vec<([u8; 32], M)> = members
+        .into_iter()
+        .map(|m| (weight(key, m.as_ref()), m))
+        .collect();
+    ranked.sort_by(|(a, ma), (b, mb)| b.cmp(a).then_with(|| mb.as_ref().cmp(ma.as_ref())));
+    ranked.truncate(count);
+    ranked.into_iter().map(|(_, m)| m).collect()
+}
+
 fn weight(key: &[u8], member: &str) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(key);
@@ -50,5 +62,15 @@ mod tests {
             }
         }
         assert_eq!(owner::<&str>(b"x", []), None);
+        for key in &keys {
+            let ranked = top(key.as_bytes(), members, 2);
+            assert_eq!(ranked[0], owner(key.as_bytes(), members).expect("an owner"));
+            assert_eq!(
+                ranked[1],
+                owner(key.as_bytes(), members.into_iter().filter(|m| *m != ranked[0]))
+                    .expect("a second")
+            );
+        }
+        assert_eq!(top(b"x", ["a"], 2), vec!["a"]);
     }
 }

@@ -34,6 +34,8 @@ pub enum CloseCode {
     UnsupportedProtocol = 5,
     /// The cluster session did not come up (or ended) on this connection.
     SessionTimeout = 6,
+    /// The peer is in another region, and the two are not both gateways.
+    OtherRegion = 10,
     /// Client connections are accepted from loopback only on this node.
     ClientsLoopbackOnly = CLOSE_CLIENTS_LOOPBACK_ONLY,
     /// The handshake did not finish in time: the node is too busy, and the client should
@@ -59,6 +61,7 @@ impl CloseCode {
             Self::SelfConnection => "connected to itself",
             Self::UnsupportedProtocol => "protocol not served",
             Self::SessionTimeout => "cluster session not up",
+            Self::OtherRegion => "another region's node, and not gateway to gateway",
             Self::ClientsLoopbackOnly => "this node serves clients on loopback only",
             Self::Overloaded => "node overloaded; retry in 1 s",
         }

@@ -15,6 +15,7 @@ use crate::config::clients::ConnectionSettings;
 #[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     inner: Arc<Mutex<Counts>>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
     max_total: usize,
     max_per_address: usize,
     remote_clients: bool,
@@ -39,6 +40,7 @@ impl ConnectionLimits {
     pub fn new(max_total: usize, max_per_address: usize, remote_clients: bool) -> Self {
         Self {
             inner: Arc::default(),
+            refused: Arc::default(),
             max_total,
             max_per_address,
             remote_clients,
@@ -62,6 +64,8 @@ impl ConnectionLimits {
         let from_address = counts.per_address.get(&address).copied().unwrap_or(0);
         let capped = !loopback && from_address >= self.max_per_address;
         if counts.total >= self.max_total || capped {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return None;
         }
         counts.total += 1;
@@ -85,6 +89,16 @@ impl ConnectionLimits {
     /// More than half the places are taken: new sources should prove their address first.
     pub fn under_pressure(&self) -> bool {
         self.open() * 2 >= self.max_total
+    }
+
+    /// Connections refused because a cap was reached, since start.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The cap on connections in total.
+    pub fn max_total(&self) -> usize {
+        self.max_total
     }
 
     /// Connections holding a place now.
@@ -144,6 +158,7 @@ mod tests {
         assert!(limits.admit(b).is_none(), "total cap");
         drop(first);
         assert_eq!(limits.open(), 2);
+        assert_eq!(limits.refused(), 2);
         assert!(limits.admit(a).is_some(), "a freed place is reusable");
     }
 

@@ -1,0 +1,622 @@
+//! A node's view of the mesh, as adverts build it: the peers it has a session with and what they
+//! last said, the addresses it has heard of, and from these what it tells others
+//! ([`View::gossip`]), whom it dials ([`View::dial_targets`]), which connections it lets go
+//! ([`View::unwanted`]) and where a request for a model can go ([`View::candidates`]).
+//!
+//! Pure: no sockets and no clock (time is counted in advert rounds). The peer directory keeps one
+//! for the node; the scale simulation (`sim/`) keeps one per simulated node and drives it with
+//! simulated links, so what it measures is this code.
+//!
+//! What a node sends per advert is bounded whatever the mesh's size: a rotating sample of its
+//! region's members and of the gateways it knows ([`SAMPLE`] each), and, from gateways, a
+//! summary of their region sized by the catalog. Rotation means every member is named to every
+//! peer within `region size / SAMPLE` rounds, and a new member is named by many peers at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::regions::{self, RegionSummary};
+use super::{KnownPeer, ModelLoad};
+
+/// Entries of each sampled list in one advert.
+pub const SAMPLE: usize = 8;
+/// Most entries of a sampled list an advert may carry (a peer's may sample more than ours).
+pub const MAX_SAMPLE: usize = 32;
+/// Most models a gateway lists as served in other regions.
+pub const MAX_ELSEWHERE: usize = 256;
+/// Most addresses heard of and not connected that a view keeps.
+pub const MAX_HEARD: usize = 4096;
+/// Rounds an address is kept after it was last heard of.
+pub const HEARD_FOR: u64 = 60;
+
+/// The membership part of an advert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Gossip {
+    /// The sender's region.
+    pub region: String,
+    /// Whether the sender is one of its region's gateways (by its own view).
+    pub gateway: bool,
+    /// Members of its region it has a session with, itself included.
+    pub region_size: u32,
+    /// A rotating sample of its region's members.
+    pub peers: Vec<KnownPeer>,
+    /// A rotating sample of the gateways it knows, of any region.
+    pub gateways: Vec<KnownPeer>,
+    /// A gateway's summary of what its region serves.
+    pub summary: Option<RegionSummary>,
+    /// A gateway's list of models served in other regions (from their gateways' summaries).
+    pub elsewhere: Vec<String>,
+}
+
+impl Gossip {
+    /// Whether every list is within its bound and every name is well formed.
+    pub fn within_bounds(&self, name_ok: impl Fn(&str) -> bool, model_ok: impl Fn(&str) -> bool) -> bool {
+        let peers_ok = |list: &[KnownPeer]| {
+            list.len() <= MAX_SAMPLE
+                && list
+                    .iter()
+                    .all(|p| name_ok(&p.name) && regions::region_ok(&p.region))
+        };
+        regions::region_ok(&self.region)
+            && peers_ok(&self.peers)
+            && peers_ok(&self.gateways)
+            && self.elsewhere.len() <= MAX_ELSEWHERE
+            && self.elsewhere.iter().all(|m| model_ok(m))
+            && self.summary.as_ref().is_none_or(|s| {
+                s.region == self.region
+                    && s.models.len() <= regions::MAX_SUMMARY_MODELS
+                    && s.models.iter().all(|m| model_ok(&m.load.model))
+            })
+    }
+}
+
+/// Where a request for a model can go from this node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Candidates {
+    /// Peers of this region that serve it, with their load.
+    Hosts(Vec<(String, ModelLoad)>),
+    /// Other regions' gateways whose region serves it, with the region's load (this node is a
+    /// gateway).
+    Regions(Vec<(String, ModelLoad)>),
+    /// This region's gateways, which know another region that serves it.
+    Gateways(Vec<String>),
+    /// Nowhere known.
+    None,
+}
+
+/// Bounds a view reached, counted (shown in `/admin/membership`; each is logged when reached).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BoundsReached {
+    /// Addresses not kept because [`MAX_HEARD`] were.
+    pub heard_full: u64,
+    /// Rounds in which this gateway's summary left models out.
+    pub summary_cut: u64,
+    /// Rounds in which this gateway's list of models served elsewhere was cut.
+    pub elsewhere_cut: u64,
+}
+
+/// What a view keeps of a connected peer.
+#[derive(Debug, Clone)]
+struct Peer {
+    addr: SocketAddr,
+    gossip: Gossip,
+    serving: Vec<ModelLoad>,
+}
+
+/// An address heard of in a sample.
+#[derive(Debug, Clone)]
+struct Heard {
+    peer: KnownPeer,
+    /// Heard of as a gateway.
+    gateway: bool,
+    /// The round it was last heard of.
+    round: u64,
+}
+
+/// A node's view of the mesh.
+#[derive(Debug, Clone)]
+pub struct View {
+    me: KnownPeer,
+    round: u64,
+    peers: BTreeMap<String, Peer>,
+    heard: BTreeMap<String, Heard>,
+    bounds: BoundsReached,
+}
+
+impl View {
+    /// The view of a node `me` that knows no peer yet.
+    pub fn new(me: KnownPeer) -> Self {
+        Self {
+            me,
+            round: 0,
+            peers: BTreeMap::new(),
+            heard: BTreeMap::new(),
+            bounds: BoundsReached::default(),
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &KnownPeer {
+        &self.me
+    }
+
+    /// Bounds reached so far.
+    pub fn bounds(&self) -> &BoundsReached {
+        &self.bounds
+    }
+
+    /// Records an advert from connected `peer`, reachable at `addr`: its gossip and the load of
+    /// each model it serves. Returns whether an address heard of was not kept (the bound
+    /// [`MAX_HEARD`] is reached; the caller logs it).
+    pub fn learn(
+        &mut self,
+        peer: &str,
+        addr: SocketAddr,
+        gossip: Gossip,
+        serving: Vec<ModelLoad>,
+    ) -> bool {
+        let mut full = false;
+        let heard = gossip
+            .peers
+            .iter()
+            .map(|p| (p, false))
+            .chain(gossip.gateways.iter().map(|p| (p, true)));
+        for (known, gateway) in heard {
+            if known.name == self.me.name || self.peers.contains_key(&known.name) {
+                continue;
+            }
+            let room = self.heard.len() < MAX_HEARD;
+            match self.heard.get_mut(&known.name) {
+                Some(h) => {
+                    h.peer = known.clone();
+                    h.gateway |= gateway;
+                    h.round = self.round;
+                }
+                None if !room => full = true,
+                None => {
+                    self.heard.insert(
+                        known.name.clone(),
+                        Heard {
+                            peer: known.clone(),
+                            gateway,
+                            round: self.round,
+                        },
+                    );
+                }
+            }
+        }
+        if full {
+            self.bounds.heard_full += 1;
+        }
+        self.heard.remove(peer);
+        self.peers.insert(
+            peer.to_owned(),
+            Peer {
+                addr,
+                gossip,
+                serving,
+            },
+        );
+        full
+    }
+
+    /// Forgets `peer` (its connection or session ended).
+    pub fn forget(&mut self, peer: &str) {
+        self.peers.remove(peer);
+    }
+
+    /// Forgets every peer.
+    pub fn clear(&mut self) {
+        self.peers.clear();
+    }
+
+    /// Connected peers of this node's region.
+    pub fn region_peers(&self) -> impl Iterator<Item = &str> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.gossip.region == self.me.region)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Whether `peer` is a connected peer of this node's region.
+    pub fn in_region(&self, peer: &str) -> bool {
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.gossip.region == self.me.region)
+    }
+
+    /// The region a connected peer says it is in.
+    pub fn region_of(&self, peer: &str) -> Option<&str> {
+        self.peers.get(peer).map(|p| p.gossip.region.as_str())
+    }
+
+    /// Whether a connected peer says it is a gateway.
+    pub fn is_gateway_peer(&self, peer: &str) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.gossip.gateway)
+    }
+
+    /// This region's gateways as this node sees its members.
+    pub fn gateways(&self) -> Vec<&str> {
+        let members = std::iter::once(self.me.name.as_str()).chain(self.region_peers());
+        regions::gateways(&self.me.region, members)
+    }
+
+    /// Whether this node is one of its region's gateways.
+    pub fn is_gateway(&self) -> bool {
+        self.gateways().contains(&self.me.name.as_str())
+    }
+
+    /// Gossip for this round's advert, given the load of each model this node serves; starts a
+    /// new round (addresses not heard of for [`HEARD_FOR`] rounds are forgotten).
+    pub fn gossip(&mut self, own: &[ModelLoad]) -> Gossip {
+        self.round += 1;
+        let round = self.round;
+        self.heard
+            .retain(|_, h| round.saturating_sub(h.round) <= HEARD_FOR);
+        let gateway = self.is_gateway();
+        let members: Vec<KnownPeer> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.gossip.region == self.me.region)
+            .map(|(name, p)| self.known(name, p))
+            .collect();
+        let own_gateways = self.gateways();
+        let mut gateways: Vec<KnownPeer> = own_gateways
+            .iter()
+            .filter_map(|name| match self.peers.get(*name) {
+                Some(p) => Some(self.known(name, p)),
+                None => (*name == self.me.name).then(|| self.me.clone()),
+            })
+            .collect();
+        // Other regions' gateways: those connected (a gateway's), then those heard of.
+        gateways.extend(
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.gossip.region != self.me.region && p.gossip.gateway)
+                .map(|(name, p)| self.known(name, p)),
+        );
+        gateways.extend(
+            self.heard
+                .values()
+                .filter(|h| h.gateway && h.peer.region != self.me.region)
+                .map(|h| h.peer.clone()),
+        );
+        let (summary, elsewhere) = if gateway {
+            let loads = own.iter().chain(
+                self.peers
+                    .values()
+                    .filter(|p| p.gossip.region == self.me.region)
+                    .flat_map(|p| &p.serving),
+            );
+            let (summary, cut) = regions::summarize(&self.me.region, loads);
+            if cut {
+                self.bounds.summary_cut += 1;
+            }
+            let mut elsewhere: BTreeSet<&str> = BTreeSet::new();
+            for p in self.peers.values() {
+                if p.gossip.region != self.me.region
+                    && let Some(s) = &p.gossip.summary
+                {
+                    elsewhere.extend(s.models.iter().map(|m| m.load.model.as_str()));
+                }
+            }
+            if elsewhere.len() > MAX_ELSEWHERE {
+                self.bounds.elsewhere_cut += 1;
+            }
+            let elsewhere = elsewhere
+                .into_iter()
+                .take(MAX_ELSEWHERE)
+                .map(str::to_owned)
+                .collect();
+            (Some(summary), elsewhere)
+        } else {
+            (None, Vec::new())
+        };
+        Gossip {
+            region: self.me.region.clone(),
+            gateway,
+            region_size: u32::try_from(members.len() + 1).unwrap_or(u32::MAX),
+            peers: rotate(members, round),
+            gateways: rotate(gateways, round),
+            summary,
+            elsewhere,
+        }
+    }
+
+    fn known(&self, name: &str, peer: &Peer) -> KnownPeer {
+        KnownPeer {
+            name: name.to_owned(),
+            addr: peer.addr,
+            region: peer.gossip.region.clone(),
+        }
+    }
+
+    /// Addresses worth dialing, this region's first: every member of this region heard of, and
+    /// (for a gateway) every other region's gateway heard of; never one in `connected`.
+    pub fn dial_targets(&self, connected: &BTreeSet<String>) -> Vec<KnownPeer> {
+        let gateway = self.is_gateway();
+        let mut targets: Vec<(bool, &KnownPeer)> = self
+            .heard
+            .values()
+            .filter(|h| !connected.contains(&h.peer.name))
+            .filter(|h| h.peer.region == self.me.region || (gateway && h.gateway))
+            .map(|h| (h.peer.region != self.me.region, &h.peer))
+            .collect();
+        targets.sort_by_key(|(other_region, _)| *other_region);
+        targets.into_iter().map(|(_, p)| p.clone()).collect()
+    }
+
+    /// Connected peers whose connection the region rule does not keep (see
+    /// [`regions::keep_connection`]): another region's, unless both ends are gateways.
+    pub fn unwanted(&self) -> Vec<String> {
+        let gateway = self.is_gateway();
+        self.peers
+            .iter()
+            .filter(|(_, p)| {
+                !regions::keep_connection(
+                    &self.me.region,
+                    gateway,
+                    &p.gossip.region,
+                    p.gossip.gateway,
+                )
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Where a request for `model` that has visited `path` and may take `hop_budget` more hops
+    /// can go: this region's hosts; else, from a gateway, the gateways of regions that serve it
+    /// (two hops: theirs and their host); else this region's gateways (three hops).
+    pub fn candidates(&self, model: &str, path: &[String], hop_budget: u8) -> Candidates {
+        let off_path = |name: &&String| !path.contains(name);
+        let hosts: Vec<(String, ModelLoad)> = self
+            .peers
+            .iter()
+            .filter(|(name, p)| p.gossip.region == self.me.region && off_path(name))
+            .filter_map(|(name, p)| {
+                let load = p.serving.iter().find(|l| l.model == model)?;
+                Some((name.clone(), load.clone()))
+            })
+            .collect();
+        if !hosts.is_empty() {
+            return Candidates::Hosts(hosts);
+        }
+        if self.is_gateway() {
+            if hop_budget < 2 {
+                return Candidates::None;
+            }
+            let regions: Vec<(String, ModelLoad)> = self
+                .peers
+                .iter()
+                .filter(|(name, p)| {
+                    p.gossip.region != self.me.region && p.gossip.gateway && off_path(name)
+                })
+                .filter_map(|(name, p)| {
+                    let summary = p.gossip.summary.as_ref()?;
+                    let m = summary.models.iter().find(|m| m.load.model == model)?;
+                    Some((name.clone(), m.load.clone()))
+                })
+                .collect();
+            return if regions.is_empty() {
+                Candidates::None
+            } else {
+                Candidates::Regions(regions)
+            };
+        }
+        if hop_budget < 3 {
+            return Candidates::None;
+        }
+        let gateways: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(name, p)| {
+                p.gossip.region == self.me.region
+                    && p.gossip.gateway
+                    && off_path(name)
+                    && p.gossip.elsewhere.iter().any(|m| m == model)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if gateways.is_empty() {
+            Candidates::None
+        } else {
+            Candidates::Gateways(gateways)
+        }
+    }
+}
+
+/// At most [`SAMPLE`] of `list`, starting at an offset that moves by [`SAMPLE`] each round, so
+/// that every entry is sent within `len / SAMPLE` rounds.
+fn rotate(list: Vec<KnownPeer>, round: u64) -> Vec<KnownPeer> {
+    if list.len() <= SAMPLE {
+        return list;
+    }
+    let len = list.len();
+    let start = ((round as usize).wrapping_mul(SAMPLE)) % len;
+    (0..SAMPLE).map(|i| list[(start + i) % len].clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known(name: &str, region: &str, port: u16) -> KnownPeer {
+        KnownPeer {
+            name: name.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            region: region.into(),
+        }
+    }
+
+    fn load(model: &str) -> ModelLoad {
+        ModelLoad {
+            model: model.into(),
+            queued: 0,
+            in_flight: 0,
+            concurrency: 1,
+            service_ms: 10.0,
+        }
+    }
+
+    /// Nodes `n0..n{size}` of each region; every node of a region connected to every other, and
+    /// each gateway to the other regions' gateways; adverts exchanged `rounds` times.
+    fn mesh(regions: &[(&str, usize)], serving: &[(&str, &str)], rounds: usize) -> Vec<View> {
+        let mut views: Vec<View> = Vec::new();
+        for (region, size) in regions {
+            for i in 0..*size {
+                let port = views.len() as u16 + 1;
+                views.push(View::new(known(&format!("{region}{i}"), region, port)));
+            }
+        }
+        let own = |v: &View| -> Vec<ModelLoad> {
+            serving
+                .iter()
+                .filter(|(n, _)| *n == v.me().name)
+                .map(|(_, m)| load(m))
+                .collect()
+        };
+        for _ in 0..rounds {
+            let adverts: Vec<(KnownPeer, Gossip, Vec<ModelLoad>)> = views
+                .iter_mut()
+                .map(|v| {
+                    let o = own(v);
+                    (v.me().clone(), v.gossip(&o), o)
+                })
+                .collect();
+            for v in &mut views {
+                for (from, gossip, serving) in &adverts {
+                    if from.name == v.me().name {
+                        continue;
+                    }
+                    let gateways = regions::keep_connection(
+                        &v.me().region,
+                        v.is_gateway(),
+                        &from.region,
+                        gossip.gateway,
+                    );
+                    if gateways {
+                        v.learn(&from.name, from.addr, gossip.clone(), serving.clone());
+                    } else {
+                        v.forget(&from.name);
+                    }
+                }
+            }
+        }
+        views
+    }
+
+    #[test]
+    fn gossip_is_bounded_and_names_every_member_within_a_few_rounds() {
+        let views = mesh(&[("eu", 40)], &[], 1);
+        let mut v = views[0].clone();
+        let mut named = BTreeSet::new();
+        for _ in 0..5 {
+            let g = v.gossip(&[]);
+            assert!(g.peers.len() <= SAMPLE && g.gateways.len() <= SAMPLE);
+            assert_eq!(g.region_size, 40);
+            named.extend(g.peers.into_iter().map(|p| p.name));
+        }
+        assert_eq!(named.len(), 39, "every other member named within 39/8 rounds");
+    }
+
+    #[test]
+    fn a_joiner_learns_its_region_from_a_seed_of_another_region() {
+        let mut views = mesh(&[("eu", 10), ("us", 10)], &[], 3);
+        let seed = views.iter().position(|v| v.me().name == "us3").expect("us3");
+        let mut joiner = View::new(known("eu-new", "eu", 999));
+        let g = views[seed].gossip(&[]);
+        joiner.learn("us3", views[seed].me().addr, g, Vec::new());
+        // Alone in its region, the joiner is its region's gateway, so it keeps the other
+        // regions' gateways as targets, and it heard of its own region's gateways.
+        assert!(joiner.is_gateway());
+        let targets = joiner.dial_targets(&BTreeSet::from(["us3".to_owned()]));
+        assert!(targets.iter().any(|t| t.region == "eu"), "{targets:?}");
+        // The seed is not a gateway of "us": the joiner lets that connection go.
+        if !views[seed].is_gateway() {
+            assert_eq!(joiner.unwanted(), vec!["us3".to_owned()]);
+        }
+        let _ = &mut views;
+    }
+
+    #[test]
+    fn only_gateways_keep_connections_across_regions_and_they_route_between_regions() {
+        let views = mesh(
+            &[("eu", 6), ("us", 6)],
+            &[("us4", "@m/llm"), ("eu1", "@m/embed")],
+            4,
+        );
+        for v in &views {
+            assert_eq!(v.gateways().len(), regions::GATEWAYS_PER_REGION);
+            for peer in v.peers.keys() {
+                let same = v.in_region(peer);
+                assert!(same || (v.is_gateway() && v.is_gateway_peer(peer)), "{} → {peer}", v.me().name);
+            }
+            assert!(v.unwanted().is_empty());
+        }
+        let member = views
+            .iter()
+            .find(|v| v.me().region == "eu" && !v.is_gateway() && v.me().name != "eu1")
+            .expect("a member");
+        // In the region: its host.
+        match member.candidates("@m/embed", &[member.me().name.clone()], 3) {
+            Candidates::Hosts(h) => assert_eq!(h[0].0, "eu1"),
+            other => panic!("{other:?}"),
+        }
+        // Elsewhere: this region's gateways, then from a gateway the other region's gateways.
+        let path = vec![member.me().name.clone()];
+        let Candidates::Gateways(gateways) = member.candidates("@m/llm", &path, 3) else {
+            panic!("no gateway knows the model");
+        };
+        assert_eq!(gateways.len(), regions::GATEWAYS_PER_REGION);
+        assert_eq!(member.candidates("@m/llm", &path, 2), Candidates::None, "not enough hops");
+        let gateway = views.iter().find(|v| v.me().name == gateways[0]).expect("gw");
+        let Candidates::Regions(remote) = gateway.candidates("@m/llm", &path, 2) else {
+            panic!("the gateway knows no region serving it");
+        };
+        for (name, load) in &remote {
+            assert!(name.starts_with("us"));
+            assert_eq!(load.concurrency, 1);
+        }
+        for (name, _) in remote.iter().filter(|(name, _)| name != "us4") {
+            // Another region's gateway that does not host it passes it to its host.
+            let remote_gw = views.iter().find(|v| v.me().name == *name).expect("gw");
+            match remote_gw.candidates("@m/llm", &[gateway.me().name.clone()], 1) {
+                Candidates::Hosts(h) => assert_eq!(h[0].0, "us4"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(member.candidates("@m/none", &path, 3), Candidates::None);
+    }
+
+    #[test]
+    fn heard_addresses_are_bounded_and_expire() {
+        let mut v = View::new(known("a", "eu", 1));
+        let many: Vec<KnownPeer> = (0..MAX_SAMPLE).map(|i| known(&format!("p{i}"), "eu", 10 + i as u16)).collect();
+        for chunk in 0..(MAX_HEARD / MAX_SAMPLE + 2) {
+            let gossip = Gossip {
+                region: "eu".into(),
+                gateway: false,
+                region_size: 1,
+                peers: many
+                    .iter()
+                    .map(|p| KnownPeer {
+                        name: format!("{}-{chunk}", p.name),
+                        ..p.clone()
+                    })
+                    .collect(),
+                gateways: Vec::new(),
+                summary: None,
+                elsewhere: Vec::new(),
+            };
+            v.learn("b", many[0].addr, gossip, Vec::new());
+        }
+        assert_eq!(v.heard.len(), MAX_HEARD);
+        assert!(v.bounds().heard_full > 0);
+        for _ in 0..=HEARD_FOR {
+            v.gossip(&[]);
+        }
+        assert!(v.heard.is_empty(), "forgotten after {HEARD_FOR} rounds");
+    }
+}
