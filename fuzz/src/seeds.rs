@@ -77,10 +77,13 @@ fn adverts() {
                     region: "eu".into(),
                 },
             ],
-            gateways: vec![KnownPeer {
-                name: "us-gw".into(),
-                addr: "10.0.1.1:7400".parse().expect("addr"),
-                region: "us".into(),
+            gateways: vec![ganglion::membership::view::Claim {
+                gateway: KnownPeer {
+                    name: "us-gw".into(),
+                    addr: "10.0.1.1:7400".parse().expect("addr"),
+                    region: "us".into(),
+                },
+                beat: 1_765_000_000,
             }],
             summary: Some(ganglion::membership::regions::RegionSummary {
                 region: "eu".into(),

@@ -349,7 +349,7 @@ impl State {
             })
             .cloned()
             .collect();
-        let membership = self.view.gossip(&serving);
+        let membership = self.view.gossip(crate::metering::unix_now(), &serving);
         if self.view.bounds().summary_cut == 1 && membership.summary.is_some() {
             tracing::warn!(
                 max = crate::membership::regions::MAX_SUMMARY_MODELS,
@@ -592,9 +592,8 @@ impl State {
     }
 
     fn dial_plan(&self) -> DialPlan {
-        let known: BTreeSet<String> = self.peers.keys().cloned().collect();
         DialPlan {
-            targets: self.view.dial_targets(&known),
+            targets: self.view.dial_targets(|peer| self.peers.contains_key(peer)),
             unwanted: self.view.unwanted(),
         }
     }
@@ -613,11 +612,14 @@ impl Actor for PeerDirectory {
         ractor::pg::join(GROUP.to_owned(), vec![myself.get_cell()]);
         myself.send_interval(ADVERT_INTERVAL, || Msg::Tick);
         Ok(State {
-            view: View::new(KnownPeer {
-                name: args.name.clone(),
-                addr: args.advertise,
-                region: args.region,
-            }),
+            view: View::new(
+                KnownPeer {
+                    name: args.name.clone(),
+                    addr: args.advertise,
+                    region: args.region,
+                },
+                crate::metering::unix_now(),
+            ),
             sessions: args.sessions,
             name: args.name,
             hosts: args.hosts,
@@ -729,8 +731,10 @@ impl Actor for PeerDirectory {
                     state.pull_revoked_if_due(&myself, &peer, &advert.revoked);
                     state.meter.merge(&peer, advert.usage.clone());
                     if let Some(entry) = state.peers.get_mut(&peer) {
-                        let (gossip, serving) =
-                            (advert.membership.clone(), advert.serving_loads());
+                        let (gossip, serving) = (
+                            std::sync::Arc::new(advert.membership.clone()),
+                            advert.serving_loads().into(),
+                        );
                         entry.advert = Some((*advert, Instant::now()));
                         if entry.state() == PeerState::Connected {
                             let addr = entry.address();

@@ -14,13 +14,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::regions::{self, RegionSummary};
 use super::{KnownPeer, ModelLoad};
 
-/// Entries of each sampled list in one advert.
+/// Entries of each sampled list in one advert (and as many more members that just arrived).
 pub const SAMPLE: usize = 8;
 /// Most entries of a sampled list an advert may carry (a peer's may sample more than ours).
 pub const MAX_SAMPLE: usize = 32;
@@ -28,8 +29,16 @@ pub const MAX_SAMPLE: usize = 32;
 pub const MAX_ELSEWHERE: usize = 256;
 /// Most addresses heard of and not connected that a view keeps.
 pub const MAX_HEARD: usize = 4096;
-/// Rounds an address is kept after it was last heard of.
-pub const HEARD_FOR: u64 = 60;
+/// Seconds an address is kept after it was last heard of.
+pub const HEARD_FOR: u64 = 120;
+/// Seconds in which a member that just arrived is named in every advert, ahead of the rotation.
+pub const FRESH_FOR: u64 = 3;
+/// Seconds a gateway's claim is believed after it was made.
+pub const CLAIM_TTL: u64 = 15;
+/// A claim dated further ahead of this node's clock than this is refused.
+pub const MAX_CLOCK_SKEW: u64 = 60;
+/// Most gateway claims a view keeps.
+pub const MAX_CLAIMS: usize = 4096;
 
 /// The membership part of an advert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,12 +51,25 @@ pub struct Gossip {
     pub region_size: u32,
     /// A rotating sample of its region's members.
     pub peers: Vec<KnownPeer>,
-    /// A rotating sample of the gateways it knows, of any region.
-    pub gateways: Vec<KnownPeer>,
+    /// Gateways it knows of, of any region, each with the beat its claim last carried: its
+    /// own claim when it is a gateway, its region's gateways', then others' in turn.
+    pub gateways: Vec<Claim>,
     /// A gateway's summary of what its region serves.
     pub summary: Option<RegionSummary>,
     /// A gateway's list of models served in other regions (from their gateways' summaries).
     pub elsewhere: Vec<String>,
+}
+
+/// A gateway's claim to be one: who, and when it claimed (its clock, in seconds since the Unix
+/// epoch). A claim passed on keeps its beat, so a node that stops being a gateway stops
+/// renewing it, and its claim expires everywhere [`CLAIM_TTL`] seconds after it was made,
+/// however often others repeat it (clocks are assumed within [`MAX_CLOCK_SKEW`] of each other).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The gateway.
+    pub gateway: KnownPeer,
+    /// Its beat when it made this claim.
+    pub beat: u64,
 }
 
 impl Gossip {
@@ -61,7 +83,11 @@ impl Gossip {
         };
         regions::region_ok(&self.region)
             && peers_ok(&self.peers)
-            && peers_ok(&self.gateways)
+            && self.gateways.len() <= MAX_SAMPLE
+            && self
+                .gateways
+                .iter()
+                .all(|c| name_ok(&c.gateway.name) && regions::region_ok(&c.gateway.region))
             && self.elsewhere.len() <= MAX_ELSEWHERE
             && self.elsewhere.iter().all(|m| model_ok(m))
             && self.summary.as_ref().is_none_or(|s| {
@@ -101,40 +127,76 @@ pub struct BoundsReached {
 #[derive(Debug, Clone)]
 struct Peer {
     addr: SocketAddr,
-    gossip: Gossip,
-    serving: Vec<ModelLoad>,
+    gossip: Arc<Gossip>,
+    serving: Arc<[ModelLoad]>,
+    /// The round its first advert arrived in.
+    since: u64,
 }
 
 /// An address heard of in a sample.
 #[derive(Debug, Clone)]
 struct Heard {
     peer: KnownPeer,
-    /// Heard of as a gateway.
-    gateway: bool,
     /// The round it was last heard of.
     round: u64,
 }
+
+
 
 /// A node's view of the mesh.
 #[derive(Debug, Clone)]
 pub struct View {
     me: KnownPeer,
+    /// The latest time given (seconds since the Unix epoch): what heard addresses, fresh
+    /// members and claims are aged by.
     round: u64,
+    /// Adverts made: what the samples rotate by.
+    turn: u64,
     peers: BTreeMap<String, Peer>,
     heard: BTreeMap<String, Heard>,
+    claims: BTreeMap<String, Claim>,
+    /// Nodes that said themselves they are not gateways, and when: older claims of theirs
+    /// that others still repeat are refused.
+    denied: BTreeMap<String, u64>,
     bounds: BoundsReached,
+    /// This region's gateways, computed again whenever its members change.
+    gateways: Vec<String>,
 }
 
 impl View {
-    /// The view of a node `me` that knows no peer yet.
-    pub fn new(me: KnownPeer) -> Self {
+    /// The view of a node `me` that knows no peer yet, at `now` (seconds since the Unix epoch).
+    pub fn new(me: KnownPeer, now: u64) -> Self {
         Self {
             me,
-            round: 0,
+            round: now,
+            turn: 0,
             peers: BTreeMap::new(),
             heard: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            denied: BTreeMap::new(),
             bounds: BoundsReached::default(),
+            gateways: Vec::new(),
         }
+        .with_gateways()
+    }
+
+    /// Computes this region's gateways from its members (this node and its region's peers).
+    fn with_gateways(mut self) -> Self {
+        self.choose_gateways();
+        self
+    }
+
+    fn choose_gateways(&mut self) {
+        let members = std::iter::once(self.me.name.as_str()).chain(
+            self.peers
+                .iter()
+                .filter(|(_, p)| p.gossip.region == self.me.region)
+                .map(|(name, _)| name.as_str()),
+        );
+        self.gateways = regions::gateways(&self.me.region, members)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
     }
 
     /// This node.
@@ -154,24 +216,22 @@ impl View {
         &mut self,
         peer: &str,
         addr: SocketAddr,
-        gossip: Gossip,
-        serving: Vec<ModelLoad>,
+        gossip: Arc<Gossip>,
+        serving: Arc<[ModelLoad]>,
     ) -> bool {
         let mut full = false;
-        let heard = gossip
-            .peers
-            .iter()
-            .map(|p| (p, false))
-            .chain(gossip.gateways.iter().map(|p| (p, true)));
-        for (known, gateway) in heard {
+        // Of members named, only this region's are worth keeping (a gateway of another region
+        // names its own).
+        for known in gossip.peers.iter().filter(|p| p.region == self.me.region) {
             if known.name == self.me.name || self.peers.contains_key(&known.name) {
                 continue;
             }
             let room = self.heard.len() < MAX_HEARD;
             match self.heard.get_mut(&known.name) {
                 Some(h) => {
-                    h.peer = known.clone();
-                    h.gateway |= gateway;
+                    if h.peer != *known {
+                        h.peer = known.clone();
+                    }
                     h.round = self.round;
                 }
                 None if !room => full = true,
@@ -180,15 +240,32 @@ impl View {
                         known.name.clone(),
                         Heard {
                             peer: known.clone(),
-                            gateway,
                             round: self.round,
                         },
                     );
                 }
             }
         }
+        for claim in &gossip.gateways {
+            full |= self.take_claim(claim);
+        }
+        // The peer's own word on its role overrides what others repeat.
+        if !gossip.gateway && self.claims.remove(peer).is_some() {
+            self.denied.insert(peer.to_owned(), self.round);
+        }
         if full {
             self.bounds.heard_full += 1;
+        }
+        let member = gossip.region == self.me.region;
+        if let Some(known) = self.peers.get_mut(peer) {
+            let was_member = known.gossip.region == self.me.region;
+            known.addr = addr;
+            known.gossip = gossip;
+            known.serving = serving;
+            if was_member != member {
+                self.choose_gateways();
+            }
+            return full;
         }
         self.heard.remove(peer);
         self.peers.insert(
@@ -197,19 +274,50 @@ impl View {
                 addr,
                 gossip,
                 serving,
+                since: self.round,
             },
         );
+        if member {
+            self.choose_gateways();
+        }
         full
+    }
+
+    /// Keeps `claim` if it is current (made within [`CLAIM_TTL`], not dated ahead by more than
+    /// [`MAX_CLOCK_SKEW`]) and newer than the one kept; returns whether it was new and not kept
+    /// because [`MAX_CLAIMS`] are.
+    fn take_claim(&mut self, claim: &Claim) -> bool {
+        let name = &claim.gateway.name;
+        let current = claim.beat.saturating_add(CLAIM_TTL) >= self.round
+            && claim.beat <= self.round.saturating_add(MAX_CLOCK_SKEW);
+        let denied = self.denied.get(name).is_some_and(|at| claim.beat <= *at);
+        if *name == self.me.name || !current || denied {
+            return false;
+        }
+        if let Some(kept) = self.claims.get_mut(name) {
+            if claim.beat > kept.beat {
+                *kept = claim.clone();
+            }
+            return false;
+        }
+        if self.claims.len() >= MAX_CLAIMS {
+            return true;
+        }
+        self.claims.insert(name.clone(), claim.clone());
+        false
     }
 
     /// Forgets `peer` (its connection or session ended).
     pub fn forget(&mut self, peer: &str) {
-        self.peers.remove(peer);
+        if self.peers.remove(peer).is_some() {
+            self.choose_gateways();
+        }
     }
 
     /// Forgets every peer.
     pub fn clear(&mut self) {
         self.peers.clear();
+        self.choose_gateways();
     }
 
     /// Connected peers of this node's region.
@@ -237,58 +345,89 @@ impl View {
         self.peers.get(peer).is_some_and(|p| p.gossip.gateway)
     }
 
-    /// This region's gateways as this node sees its members.
+    /// This region's gateways as this node sees its members, best first.
     pub fn gateways(&self) -> Vec<&str> {
-        let members = std::iter::once(self.me.name.as_str()).chain(self.region_peers());
-        regions::gateways(&self.me.region, members)
+        self.gateways.iter().map(String::as_str).collect()
     }
 
     /// Whether this node is one of its region's gateways.
     pub fn is_gateway(&self) -> bool {
-        self.gateways().contains(&self.me.name.as_str())
+        self.gateways.contains(&self.me.name)
     }
 
-    /// Gossip for this round's advert, given the load of each model this node serves; starts a
-    /// new round (addresses not heard of for [`HEARD_FOR`] rounds are forgotten).
-    pub fn gossip(&mut self, own: &[ModelLoad]) -> Gossip {
-        self.round += 1;
-        let round = self.round;
+    /// Whether a live claim to be a gateway is kept for `name`.
+    pub fn claims_gateway(&self, name: &str) -> bool {
+        self.claims.contains_key(name)
+    }
+
+    /// Connected peers, of any region.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Gossip for an advert sent at `now` (seconds since the Unix epoch), given the load of
+    /// each model this node serves. Addresses not heard of for [`HEARD_FOR`] seconds and claims
+    /// older than [`CLAIM_TTL`] are forgotten.
+    pub fn gossip(&mut self, now: u64, own: &[ModelLoad]) -> Gossip {
+        self.round = self.round.max(now);
+        self.turn += 1;
+        let (round, turn) = (self.round, self.turn);
         self.heard
             .retain(|_, h| round.saturating_sub(h.round) <= HEARD_FOR);
+        self.claims
+            .retain(|_, c| c.beat.saturating_add(CLAIM_TTL) >= round);
+        self.denied
+            .retain(|_, at| at.saturating_add(CLAIM_TTL) >= round);
         let gateway = self.is_gateway();
-        let members: Vec<KnownPeer> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.gossip.region == self.me.region)
-            .map(|(name, p)| self.known(name, p))
-            .collect();
-        let own_gateways = self.gateways();
-        let mut gateways: Vec<KnownPeer> = own_gateways
-            .iter()
-            .filter_map(|name| match self.peers.get(*name) {
-                Some(p) => Some(self.known(name, p)),
-                None => (*name == self.me.name).then(|| self.me.clone()),
-            })
-            .collect();
-        // Other regions' gateways: those connected (a gateway's), then those heard of.
-        gateways.extend(
-            self.peers
+        // Members that arrived in the last few rounds are named first (a join spreads to the
+        // whole region in one round), then the rotation names every member in turn.
+        let mut fresh: Vec<KnownPeer> = Vec::new();
+        let mut members: Vec<KnownPeer> = Vec::new();
+        for (name, p) in &self.peers {
+            if p.gossip.region != self.me.region {
+                continue;
+            }
+            if round.saturating_sub(p.since) <= FRESH_FOR && fresh.len() < SAMPLE {
+                fresh.push(self.known(name, p));
+            } else {
+                members.push(self.known(name, p));
+            }
+        }
+        let region_size = fresh.len() + members.len() + 1;
+        // Claims: this node's own (a gateway's), its region's gateways' (so that another
+        // region's gateway hears at once who replaced one), then every other claim kept, in
+        // turn.
+        let mut claims: Vec<Claim> = Vec::new();
+        if gateway {
+            claims.push(Claim {
+                gateway: self.me.clone(),
+                beat: round,
+            });
+        }
+        claims.extend(
+            self.gateways
                 .iter()
-                .filter(|(_, p)| p.gossip.region != self.me.region && p.gossip.gateway)
-                .map(|(name, p)| self.known(name, p)),
+                .filter_map(|name| self.claims.get(name))
+                .cloned(),
         );
-        gateways.extend(
-            self.heard
-                .values()
-                .filter(|h| h.gateway && h.peer.region != self.me.region)
-                .map(|h| h.peer.clone()),
-        );
+        let others: Vec<KnownPeer> = self
+            .claims
+            .iter()
+            .filter(|(name, _)| !self.gateways.contains(name))
+            .map(|(_, c)| c.gateway.clone())
+            .collect();
+        let room = SAMPLE.saturating_sub(claims.len());
+        for gateway in rotate(others, turn, room) {
+            if let Some(claim) = self.claims.get(&gateway.name) {
+                claims.push(claim.clone());
+            }
+        }
         let (summary, elsewhere) = if gateway {
             let loads = own.iter().chain(
                 self.peers
                     .values()
                     .filter(|p| p.gossip.region == self.me.region)
-                    .flat_map(|p| &p.serving),
+                    .flat_map(|p| p.serving.iter()),
             );
             let (summary, cut) = regions::summarize(&self.me.region, loads);
             if cut {
@@ -317,9 +456,12 @@ impl View {
         Gossip {
             region: self.me.region.clone(),
             gateway,
-            region_size: u32::try_from(members.len() + 1).unwrap_or(u32::MAX),
-            peers: rotate(members, round),
-            gateways: rotate(gateways, round),
+            region_size: u32::try_from(region_size).unwrap_or(u32::MAX),
+            peers: {
+                fresh.extend(rotate(members, turn, SAMPLE));
+                fresh
+            },
+            gateways: claims,
             summary,
             elsewhere,
         }
@@ -333,19 +475,31 @@ impl View {
         }
     }
 
-    /// Addresses worth dialing, this region's first: every member of this region heard of, and
-    /// (for a gateway) every other region's gateway heard of; never one in `connected`.
-    pub fn dial_targets(&self, connected: &BTreeSet<String>) -> Vec<KnownPeer> {
+    /// Addresses worth dialing, this region's first: every member of this region heard of and
+    /// every gateway of it claimed, and (for a gateway) every other region's gateway claimed;
+    /// never one `connected` says is connected (or being dialed).
+    pub fn dial_targets(&self, connected: impl Fn(&str) -> bool) -> Vec<KnownPeer> {
         let gateway = self.is_gateway();
-        let mut targets: Vec<(bool, &KnownPeer)> = self
-            .heard
+        // This region's first, then claims newest first: a gateway renews its claim every
+        // advert, while the claims of nodes that were gateways for a moment grow old.
+        let members = self.heard.values().map(|h| (&h.peer, u64::MAX));
+        let claimed = self
+            .claims
             .values()
-            .filter(|h| !connected.contains(&h.peer.name))
-            .filter(|h| h.peer.region == self.me.region || (gateway && h.gateway))
-            .map(|h| (h.peer.region != self.me.region, &h.peer))
+            .filter(|c| gateway || c.gateway.region == self.me.region)
+            .map(|c| (&c.gateway, c.beat));
+        let mut targets: Vec<(bool, std::cmp::Reverse<u64>, &KnownPeer)> = members
+            .chain(claimed)
+            .filter(|(p, _)| !connected(&p.name))
+            .map(|(p, beat)| (p.region != self.me.region, std::cmp::Reverse(beat), p))
             .collect();
-        targets.sort_by_key(|(other_region, _)| *other_region);
-        targets.into_iter().map(|(_, p)| p.clone()).collect()
+        targets.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut seen = BTreeSet::new();
+        targets
+            .into_iter()
+            .filter(|(_, _, p)| seen.insert(p.name.as_str()))
+            .map(|(_, _, p)| p.clone())
+            .collect()
     }
 
     /// Connected peers whose connection the region rule does not keep (see
@@ -427,15 +581,15 @@ impl View {
     }
 }
 
-/// At most [`SAMPLE`] of `list`, starting at an offset that moves by [`SAMPLE`] each round, so
-/// that every entry is sent within `len / SAMPLE` rounds.
-fn rotate(list: Vec<KnownPeer>, round: u64) -> Vec<KnownPeer> {
-    if list.len() <= SAMPLE {
+/// At most `n` of `list`, starting at an offset that moves by `n` each round, so that every
+/// entry is sent within `len / n` rounds.
+fn rotate(list: Vec<KnownPeer>, round: u64, n: usize) -> Vec<KnownPeer> {
+    if list.len() <= n {
         return list;
     }
     let len = list.len();
-    let start = ((round as usize).wrapping_mul(SAMPLE)) % len;
-    (0..SAMPLE).map(|i| list[(start + i) % len].clone()).collect()
+    let start = ((round as usize).wrapping_mul(n)) % len;
+    (0..n).map(|i| list[(start + i) % len].clone()).collect()
 }
 
 #[cfg(test)]
@@ -467,7 +621,7 @@ mod tests {
         for (region, size) in regions {
             for i in 0..*size {
                 let port = views.len() as u16 + 1;
-                views.push(View::new(known(&format!("{region}{i}"), region, port)));
+                views.push(View::new(known(&format!("{region}{i}"), region, port), 0));
             }
         }
         let own = |v: &View| -> Vec<ModelLoad> {
@@ -477,12 +631,12 @@ mod tests {
                 .map(|(_, m)| load(m))
                 .collect()
         };
-        for _ in 0..rounds {
+        for round in 0..rounds {
             let adverts: Vec<(KnownPeer, Gossip, Vec<ModelLoad>)> = views
                 .iter_mut()
                 .map(|v| {
                     let o = own(v);
-                    (v.me().clone(), v.gossip(&o), o)
+                    (v.me().clone(), v.gossip(round as u64, &o), o)
                 })
                 .collect();
             for v in &mut views {
@@ -497,7 +651,12 @@ mod tests {
                         gossip.gateway,
                     );
                     if gateways {
-                        v.learn(&from.name, from.addr, gossip.clone(), serving.clone());
+                        v.learn(
+                            &from.name,
+                            from.addr,
+                            Arc::new(gossip.clone()),
+                            serving.clone().into(),
+                        );
                     } else {
                         v.forget(&from.name);
                     }
@@ -512,9 +671,9 @@ mod tests {
         let views = mesh(&[("eu", 40)], &[], 1);
         let mut v = views[0].clone();
         let mut named = BTreeSet::new();
-        for _ in 0..5 {
-            let g = v.gossip(&[]);
-            assert!(g.peers.len() <= SAMPLE && g.gateways.len() <= SAMPLE);
+        for t in 0..FRESH_FOR + 5 {
+            let g = v.gossip(1 + t, &[]);
+            assert!(g.peers.len() <= 2 * SAMPLE && g.gateways.len() <= SAMPLE);
             assert_eq!(g.region_size, 40);
             named.extend(g.peers.into_iter().map(|p| p.name));
         }
@@ -525,13 +684,13 @@ mod tests {
     fn a_joiner_learns_its_region_from_a_seed_of_another_region() {
         let mut views = mesh(&[("eu", 10), ("us", 10)], &[], 3);
         let seed = views.iter().position(|v| v.me().name == "us3").expect("us3");
-        let mut joiner = View::new(known("eu-new", "eu", 999));
-        let g = views[seed].gossip(&[]);
-        joiner.learn("us3", views[seed].me().addr, g, Vec::new());
+        let mut joiner = View::new(known("eu-new", "eu", 999), 0);
+        let g = views[seed].gossip(3, &[]);
+        joiner.learn("us3", views[seed].me().addr, Arc::new(g), Arc::from([]));
         // Alone in its region, the joiner is its region's gateway, so it keeps the other
         // regions' gateways as targets, and it heard of its own region's gateways.
         assert!(joiner.is_gateway());
-        let targets = joiner.dial_targets(&BTreeSet::from(["us3".to_owned()]));
+        let targets = joiner.dial_targets(|p| p == "us3");
         assert!(targets.iter().any(|t| t.region == "eu"), "{targets:?}");
         // The seed is not a gateway of "us": the joiner lets that connection go.
         if !views[seed].is_gateway() {
@@ -592,7 +751,7 @@ mod tests {
 
     #[test]
     fn heard_addresses_are_bounded_and_expire() {
-        let mut v = View::new(known("a", "eu", 1));
+        let mut v = View::new(known("a", "eu", 1), 0);
         let many: Vec<KnownPeer> = (0..MAX_SAMPLE).map(|i| known(&format!("p{i}"), "eu", 10 + i as u16)).collect();
         for chunk in 0..(MAX_HEARD / MAX_SAMPLE + 2) {
             let gossip = Gossip {
@@ -610,13 +769,11 @@ mod tests {
                 summary: None,
                 elsewhere: Vec::new(),
             };
-            v.learn("b", many[0].addr, gossip, Vec::new());
+            v.learn("b", many[0].addr, Arc::new(gossip), Arc::from([]));
         }
         assert_eq!(v.heard.len(), MAX_HEARD);
         assert!(v.bounds().heard_full > 0);
-        for _ in 0..=HEARD_FOR {
-            v.gossip(&[]);
-        }
+        v.gossip(HEARD_FOR + 1, &[]);
         assert!(v.heard.is_empty(), "forgotten after {HEARD_FOR} rounds");
     }
 }

@@ -97,7 +97,11 @@ impl PeerAdvert {
         }
         let g = &self.membership;
         if !g.within_bounds(node_name_ok, model_id_ok)
-            || g.peers.iter().chain(&g.gateways).any(|p| !dialable(p.addr))
+            || g
+                .peers
+                .iter()
+                .chain(g.gateways.iter().map(|c| &c.gateway))
+                .any(|p| !dialable(p.addr))
         {
             return bad("membership");
         }
@@ -313,7 +317,13 @@ mod tests {
             gateway: true,
             region_size: u32::MAX,
             peers: vec![known.clone(); MAX_SAMPLE],
-            gateways: vec![known; MAX_SAMPLE],
+            gateways: vec![
+                crate::membership::view::Claim {
+                    gateway: known,
+                    beat: u64::MAX,
+                };
+                MAX_SAMPLE
+            ],
             summary: Some(RegionSummary {
                 region,
                 models: vec![
