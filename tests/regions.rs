@@ -53,15 +53,20 @@ async fn a_request_entering_one_region_is_served_in_the_region_that_hosts_its_mo
             || async {
                 let view = node.json("/admin/membership").await;
                 let m = &view["membership"];
-                (m["region"] == region && m["region_size"] == 3 && m["gateways"] == serde_json::json!(gws))
-                    .then_some(())
+                (m["region"] == region
+                    && m["region_size"] == 3
+                    && m["gateways"] == serde_json::json!(gws))
+                .then_some(())
             },
         )
         .await;
     }
     // Each gateway reaches both of the other region's gateways; a member reaches no one of the
     // other region (the seed connection across regions was let go).
-    for gateway in [&e0, &e1, &e2].into_iter().filter(|n| eu_gateways.contains(&n.name.as_str())) {
+    for gateway in [&e0, &e1, &e2]
+        .into_iter()
+        .filter(|n| eu_gateways.contains(&n.name.as_str()))
+    {
         eventually(
             Duration::from_secs(20),
             &format!("{} reaches us's gateways", gateway.name),
@@ -99,7 +104,9 @@ async fn a_request_entering_one_region_is_served_in_the_region_that_hosts_its_mo
             client
                 .classify_request(ClassifyRequest::new(
                     LANGUAGE,
-                    vec!["Ceci est une phrase en français, assez longue pour être reconnue.".into()],
+                    vec![
+                        "Ceci est une phrase en français, assez longue pour être reconnue.".into(),
+                    ],
                 ))
                 .await
                 .ok()
@@ -112,7 +119,10 @@ async fn a_request_entering_one_region_is_served_in_the_region_that_hosts_its_mo
     assert_eq!(route.path.last().map(String::as_str), Some("u2"));
     assert!(
         route.path.iter().any(|n| eu_gateways.contains(&n.as_str()))
-            && route.path.iter().any(|n| us_gateways.contains(&n.as_str()) || n == "u2"),
+            && route
+                .path
+                .iter()
+                .any(|n| us_gateways.contains(&n.as_str()) || n == "u2"),
         "the route crosses from eu's gateways to us: {:?}",
         route.path
     );

@@ -148,23 +148,17 @@ pub fn run(setup: &Setup) -> Report {
     for _ in 0..120 {
         world.run_until(world.now + SECOND);
         if std::env::var_os("SIM_DEBUG").is_some() {
-            let unmeshed = (0..world.nodes.len()).filter(|&i| !in_full_mesh(&world, i)).count();
+            let unmeshed = (0..world.nodes.len())
+                .filter(|&i| !in_full_mesh(&world, i))
+                .count();
             let all = all_gateways(&world);
             let unrecovered: Vec<usize> = (0..regions)
                 .filter(|&r| !gateways_recovered(&world, &all, r))
                 .collect();
-            eprintln!("t={} unmeshed={unmeshed} regions without their gateway links={unrecovered:?}", world.now / SECOND);
-            if let Some(&r) = unrecovered.first() && world.now / SECOND % 20 == 0 {
-                for &g in &all[r] {
-                    let n = &world.nodes[g];
-                    let t = n.view.dial_targets(|p| { let p = id_of(p); n.links.contains_key(&p) || n.dialing.contains(&p) });
-                    eprintln!("  n{g} targets {:?} dialing {:?}", t.iter().map(|k| k.name.clone()).collect::<Vec<_>>(), n.dialing);
-                    for o in (0..regions).filter(|&o| o != r).flat_map(|o| all[o].clone()).filter(|o| !n.links.contains_key(o)) {
-                        let m = &world.nodes[o];
-                        eprintln!("  n{g} (gw {}) lacks n{o} (gw {}): claims {} / {}, dialing {}, backoff {:?}, members agree {:?}", n.view.is_gateway(), m.view.is_gateway(), n.view.claims_gateway(&m.name), m.view.claims_gateway(&n.name), n.dialing.contains(&o), n.backoff.get(&o), world.members(r).filter(|&x| world.nodes[x].view.gateways() != n.view.gateways()).count());
-                    }
-                }
-            }
+            eprintln!(
+                "t={} unmeshed={unmeshed} regions without their gateway links={unrecovered:?}",
+                world.now / SECOND
+            );
         }
         if formed(&world) {
             report.formation_s = Some((world.now - last_start) as f64 / SECOND as f64);
@@ -198,7 +192,8 @@ pub fn run(setup: &Setup) -> Report {
 
     // Churn: kill nodes (the first two are gateways, one of them of the region that alone
     // serves ONE_REGION) and add as many, half a second apart.
-    let mut joins: Vec<(usize, Micros)> = Vec::new();
+    // A join: the node, when, and the members its region had then.
+    let mut joins: Vec<(usize, Micros, Vec<usize>)> = Vec::new();
     // A death: the node, when, whether all have forgotten it, the region whose gateway it was.
     let mut deaths: Vec<(usize, Micros, bool, Option<usize>)> = Vec::new();
     let (mut join_s, mut takeover_s) = (Vec::new(), Vec::new());
@@ -228,8 +223,9 @@ pub fn run(setup: &Setup) -> Report {
             } else {
                 let region = world.rng.below(regions);
                 let seed = seed_for(&mut world, region);
+                let before: Vec<usize> = world.members(region).collect();
                 let id = world.add(region, seed, Vec::new());
-                joins.push((id, world.now));
+                joins.push((id, world.now, before));
             }
             step += 1;
             next_step += 250 * MS;
@@ -237,14 +233,16 @@ pub fn run(setup: &Setup) -> Report {
         world.run_until(world.now + 100 * MS);
         let now = world.now;
         let all = all_gateways(&world);
-        joins.retain(|&(id, at)| {
-            let done = in_full_mesh(&world, id);
-            if std::env::var_os("SIM_TRACE").is_some() {
-                let n = &world.nodes[id];
-                let knows = world.members(n.region).filter(|&m| n.view.in_region(&world.nodes[m].name)).count();
-                let known = world.members(n.region).filter(|&m| world.nodes[m].view.in_region(&n.name)).count();
-                eprintln!("join n{id} +{:.2}s links {} knows {knows} known by {known} of {}", (now - at) as f64 / 1e6, n.links.len(), world.members(n.region).count());
-            }
+        joins.retain(|(id, at, before)| {
+            let (id, at) = (*id, *at);
+            // The new node and the members its region had when it joined (still alive) know
+            // each other; nodes that joined after it are counted by their own joins.
+            let node = &world.nodes[id];
+            let done = before.iter().all(|&m| {
+                let member = &world.nodes[m];
+                !member.alive
+                    || (member.view.in_region(&node.name) && node.view.in_region(&member.name))
+            });
             if done {
                 join_s.push((now - at) as f64 / SECOND as f64);
             }
@@ -382,7 +380,9 @@ fn gateways_recovered(world: &World, all: &[Vec<usize>], r: usize) -> bool {
         .iter()
         .map(|&g| world.nodes[g].name.as_str())
         .collect();
-    let agreed = world.members(r).all(|m| world.nodes[m].view.gateways() == names);
+    let agreed = world
+        .members(r)
+        .all(|m| world.nodes[m].view.gateways() == names);
     agreed
         && (0..world.net.regions).filter(|&o| o != r).all(|o| {
             let others = &all[o];
@@ -410,9 +410,8 @@ fn place(world: &mut World, report: &mut Report) {
     let requests = 2000;
     let mut added = Vec::new();
     let mut served = 0;
-    let score = |load: &ModelLoad| {
-        placement::expected_wait(&candidate("", 0, load)).as_secs_f64() * 1000.0
-    };
+    let score =
+        |load: &ModelLoad| placement::expected_wait(&candidate("", 0, load)).as_secs_f64() * 1000.0;
     for k in 0..requests {
         let model = if k % 2 == 0 { EVERYWHERE } else { ONE_REGION };
         let entry = loop {
@@ -470,7 +469,9 @@ fn place(world: &mut World, report: &mut Report) {
                     candidate(name, rtt, load)
                 })
                 .collect();
-            let Some(next) = placement::rank(&candidates, &path, 1).first().map(|c| c.name.clone())
+            let Some(next) = placement::rank(&candidates, &path, 1)
+                .first()
+                .map(|c| c.name.clone())
             else {
                 break;
             };

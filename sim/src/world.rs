@@ -50,7 +50,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -60,12 +60,12 @@ impl Rng {
 
     /// A number in `0..n`.
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
     }
 }
 
@@ -94,9 +94,9 @@ pub struct Node {
     /// Its connections, by peer.
     pub links: HashMap<usize, Link>,
     /// Dials in flight.
-    pub dialing: HashSet<usize>,
+    dialing: HashSet<usize>,
     /// Failures and next attempt per address dialed.
-    pub backoff: HashMap<usize, (u32, Micros)>,
+    backoff: HashMap<usize, (u32, Micros)>,
     seed: Option<usize>,
     seed_other_region: bool,
     /// What it serves, with its load.
@@ -113,7 +113,11 @@ pub struct Node {
 enum Event {
     AdvertTick(usize),
     DialTick(usize),
-    DialDone { from: usize, to: usize, ok: bool },
+    DialDone {
+        from: usize,
+        to: usize,
+        ok: bool,
+    },
     Deliver {
         from: usize,
         to: usize,
@@ -328,7 +332,8 @@ impl World {
                 link.idle_from = now;
                 link.sent_since_heard = false;
                 node.received += bytes;
-                node.view.learn(&self.names[from], addr(from), gossip, serving);
+                node.view
+                    .learn(&self.names[from], addr(from), gossip, serving);
             }
         }
     }
@@ -413,7 +418,9 @@ impl World {
             self.drop_link(id, peer);
             match self.nodes[peer].died {
                 Some(died) if !self.nodes[peer].alive => {
-                    self.tally.detections.push((peer, fired.saturating_sub(died)));
+                    self.tally
+                        .detections
+                        .push((peer, fired.saturating_sub(died)));
                 }
                 _ => self.tally.false_deaths += 1,
             }
@@ -445,7 +452,7 @@ impl World {
         let mut due: Vec<usize> = Vec::new();
         if let Some(seed) = node.seed
             && !node.links.contains_key(&seed)
-            && !(node.seed_other_region && !node.links.is_empty())
+            && (!node.seed_other_region || node.links.is_empty())
         {
             due.push(seed);
         }

@@ -546,7 +546,7 @@ impl State {
             .filter(|(addr, e)| {
                 !e.is_self
                     && !e.mismatched
-                    && !(e.other_region && !self.links.is_empty())
+                    && (!e.other_region || self.links.is_empty())
                     && !self.dialing.contains(*addr)
                     && !e.peer.as_ref().is_some_and(|p| self.links.contains_key(p))
                     && e.next_attempt.is_none_or(|t| t <= now)

@@ -471,7 +471,10 @@ impl State {
             concurrency: 1,
             service_ms: 0.0,
         };
-        let found: Vec<(String, ModelLoad, Via)> = match self.view.candidates(model, path, hop_budget) {
+        let found: Vec<(String, ModelLoad, Via)> = match self
+            .view
+            .candidates(model, path, hop_budget)
+        {
             Candidates::Hosts(hosts) => hosts.into_iter().map(|(n, l)| (n, l, Via::Host)).collect(),
             Candidates::Regions(gateways) => gateways
                 .into_iter()
@@ -533,7 +536,12 @@ impl State {
         MembershipView {
             region: self.view.me().region.clone(),
             gateway: self.view.is_gateway(),
-            gateways: self.view.gateways().into_iter().map(str::to_owned).collect(),
+            gateways: self
+                .view
+                .gateways()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
             region_size: self.view.region_peers().count() + 1,
             other_regions,
             bounds: self.view.bounds().clone(),

@@ -106,7 +106,11 @@ pub fn summarize<'a>(
         .collect();
     let cut = models.len() > MAX_SUMMARY_MODELS;
     if cut {
-        models.sort_by(|a, b| b.hosts.cmp(&a.hosts).then_with(|| a.load.model.cmp(&b.load.model)));
+        models.sort_by(|a, b| {
+            b.hosts
+                .cmp(&a.hosts)
+                .then_with(|| a.load.model.cmp(&b.load.model))
+        });
         models.truncate(MAX_SUMMARY_MODELS);
         models.sort_by(|a, b| a.load.model.cmp(&b.load.model));
     }
@@ -159,12 +163,19 @@ mod tests {
 
     #[test]
     fn a_summary_adds_up_its_hosts_and_stays_within_its_bound() {
-        let loads = [load("a", 2, 2, 30.0), load("a", 0, 1, 20.0), load("b", 0, 1, f64::NAN)];
+        let loads = [
+            load("a", 2, 2, 30.0),
+            load("a", 0, 1, 20.0),
+            load("b", 0, 1, f64::NAN),
+        ];
         let (summary, cut) = summarize("eu", &loads);
         assert!(!cut);
         assert_eq!(summary.models.len(), 2);
         let a = &summary.models[0];
-        assert_eq!((a.hosts, a.load.queued, a.load.in_flight, a.load.concurrency), (2, 2, 2, 3));
+        assert_eq!(
+            (a.hosts, a.load.queued, a.load.in_flight, a.load.concurrency),
+            (2, 2, 2, 3)
+        );
         assert_eq!(a.load.service_ms, 20.0);
         assert_eq!(summary.models[1].load.service_ms, 0.0);
         let many: Vec<ModelLoad> = (0..MAX_SUMMARY_MODELS + 5)

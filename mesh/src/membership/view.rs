@@ -12,7 +12,9 @@
 //! summary of their region sized by the catalog. Rotation means every member is named to every
 //! peer within `region size / SAMPLE` rounds, and a new member is named by many peers at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -74,7 +76,11 @@ pub struct Claim {
 
 impl Gossip {
     /// Whether every list is within its bound and every name is well formed.
-    pub fn within_bounds(&self, name_ok: impl Fn(&str) -> bool, model_ok: impl Fn(&str) -> bool) -> bool {
+    pub fn within_bounds(
+        &self,
+        name_ok: impl Fn(&str) -> bool,
+        model_ok: impl Fn(&str) -> bool,
+    ) -> bool {
         let peers_ok = |list: &[KnownPeer]| {
             list.len() <= MAX_SAMPLE
                 && list
@@ -141,8 +147,6 @@ struct Heard {
     round: u64,
 }
 
-
-
 /// A node's view of the mesh.
 #[derive(Debug, Clone)]
 pub struct View {
@@ -152,12 +156,12 @@ pub struct View {
     round: u64,
     /// Adverts made: what the samples rotate by.
     turn: u64,
-    peers: BTreeMap<String, Peer>,
-    heard: BTreeMap<String, Heard>,
-    claims: BTreeMap<String, Claim>,
+    peers: HashMap<String, Peer>,
+    heard: HashMap<String, Heard>,
+    claims: HashMap<String, Claim>,
     /// Nodes that said themselves they are not gateways, and when: older claims of theirs
     /// that others still repeat are refused.
-    denied: BTreeMap<String, u64>,
+    denied: HashMap<String, u64>,
     bounds: BoundsReached,
     /// This region's gateways, computed again whenever its members change.
     gateways: Vec<String>,
@@ -170,10 +174,10 @@ impl View {
             me,
             round: now,
             turn: 0,
-            peers: BTreeMap::new(),
-            heard: BTreeMap::new(),
-            claims: BTreeMap::new(),
-            denied: BTreeMap::new(),
+            peers: HashMap::default(),
+            heard: HashMap::default(),
+            claims: HashMap::default(),
+            denied: HashMap::default(),
             bounds: BoundsReached::default(),
             gateways: Vec::new(),
         }
@@ -355,11 +359,6 @@ impl View {
         self.gateways.contains(&self.me.name)
     }
 
-    /// Whether a live claim to be a gateway is kept for `name`.
-    pub fn claims_gateway(&self, name: &str) -> bool {
-        self.claims.contains_key(name)
-    }
-
     /// Connected peers, of any region.
     pub fn peer_count(&self) -> usize {
         self.peers.len()
@@ -393,6 +392,9 @@ impl View {
                 members.push(self.known(name, p));
             }
         }
+        // Maps keep no order: sort, so that the rotation goes through every member in turn.
+        fresh.sort();
+        members.sort();
         let region_size = fresh.len() + members.len() + 1;
         // Claims: this node's own (a gateway's), its region's gateways' (so that another
         // region's gateway hears at once who replaced one), then every other claim kept, in
@@ -410,12 +412,13 @@ impl View {
                 .filter_map(|name| self.claims.get(name))
                 .cloned(),
         );
-        let others: Vec<KnownPeer> = self
+        let mut others: Vec<KnownPeer> = self
             .claims
             .iter()
             .filter(|(name, _)| !self.gateways.contains(name))
             .map(|(_, c)| c.gateway.clone())
             .collect();
+        others.sort();
         let room = SAMPLE.saturating_sub(claims.len());
         for gateway in rotate(others, turn, room) {
             if let Some(claim) = self.claims.get(&gateway.name) {
@@ -493,7 +496,7 @@ impl View {
             .filter(|(p, _)| !connected(&p.name))
             .map(|(p, beat)| (p.region != self.me.region, std::cmp::Reverse(beat), p))
             .collect();
-        targets.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        targets.sort_by(|a, b| (a.0, a.1, &a.2.name).cmp(&(b.0, b.1, &b.2.name)));
         let mut seen = BTreeSet::new();
         targets
             .into_iter()
@@ -677,13 +680,20 @@ mod tests {
             assert_eq!(g.region_size, 40);
             named.extend(g.peers.into_iter().map(|p| p.name));
         }
-        assert_eq!(named.len(), 39, "every other member named within 39/8 rounds");
+        assert_eq!(
+            named.len(),
+            39,
+            "every other member named within 39/8 rounds"
+        );
     }
 
     #[test]
     fn a_joiner_learns_its_region_from_a_seed_of_another_region() {
         let mut views = mesh(&[("eu", 10), ("us", 10)], &[], 3);
-        let seed = views.iter().position(|v| v.me().name == "us3").expect("us3");
+        let seed = views
+            .iter()
+            .position(|v| v.me().name == "us3")
+            .expect("us3");
         let mut joiner = View::new(known("eu-new", "eu", 999), 0);
         let g = views[seed].gossip(3, &[]);
         joiner.learn("us3", views[seed].me().addr, Arc::new(g), Arc::from([]));
@@ -710,7 +720,11 @@ mod tests {
             assert_eq!(v.gateways().len(), regions::GATEWAYS_PER_REGION);
             for peer in v.peers.keys() {
                 let same = v.in_region(peer);
-                assert!(same || (v.is_gateway() && v.is_gateway_peer(peer)), "{} → {peer}", v.me().name);
+                assert!(
+                    same || (v.is_gateway() && v.is_gateway_peer(peer)),
+                    "{} → {peer}",
+                    v.me().name
+                );
             }
             assert!(v.unwanted().is_empty());
         }
@@ -729,8 +743,15 @@ mod tests {
             panic!("no gateway knows the model");
         };
         assert_eq!(gateways.len(), regions::GATEWAYS_PER_REGION);
-        assert_eq!(member.candidates("@m/llm", &path, 2), Candidates::None, "not enough hops");
-        let gateway = views.iter().find(|v| v.me().name == gateways[0]).expect("gw");
+        assert_eq!(
+            member.candidates("@m/llm", &path, 2),
+            Candidates::None,
+            "not enough hops"
+        );
+        let gateway = views
+            .iter()
+            .find(|v| v.me().name == gateways[0])
+            .expect("gw");
         let Candidates::Regions(remote) = gateway.candidates("@m/llm", &path, 2) else {
             panic!("the gateway knows no region serving it");
         };
@@ -752,7 +773,9 @@ mod tests {
     #[test]
     fn heard_addresses_are_bounded_and_expire() {
         let mut v = View::new(known("a", "eu", 1), 0);
-        let many: Vec<KnownPeer> = (0..MAX_SAMPLE).map(|i| known(&format!("p{i}"), "eu", 10 + i as u16)).collect();
+        let many: Vec<KnownPeer> = (0..MAX_SAMPLE)
+            .map(|i| known(&format!("p{i}"), "eu", 10 + i as u16))
+            .collect();
         for chunk in 0..(MAX_HEARD / MAX_SAMPLE + 2) {
             let gossip = Gossip {
                 region: "eu".into(),

@@ -97,8 +97,7 @@ impl PeerAdvert {
         }
         let g = &self.membership;
         if !g.within_bounds(node_name_ok, model_id_ok)
-            || g
-                .peers
+            || g.peers
                 .iter()
                 .chain(g.gateways.iter().map(|c| &c.gateway))
                 .any(|p| !dialable(p.addr))

@@ -27,7 +27,8 @@ pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Resp
     let targets = match ctx
         .router
         .plan(&request.model, &request.path, request.hop_budget)
-        .await {
+        .await
+    {
         Ok(targets) => targets,
         Err(e) => {
             let error = WireError::new(

@@ -16,7 +16,11 @@ pub fn owner<M: AsRef<str>>(key: &[u8], members: impl IntoIterator<Item = M>) ->
 
 /// The `count` members of `members` that rank highest for `key`, best first: the owner, then
 /// who would own it without the owner, and so on.
-pub fn top<M: AsRef<str>>(key: &[u8], members: impl IntoIterator<Item = M>, count: usize) -> Vec<M> {
+pub fn top<M: AsRef<str>>(
+    key: &[u8],
+    members: impl IntoIterator<Item = M>,
+    count: usize,
+) -> Vec<M> {
     let mut ranked: Vec<([u8; 32], M)> = members
         .into_iter()
         .map(|m| (weight(key, m.as_ref()), m))
@@ -67,8 +71,11 @@ mod tests {
             assert_eq!(ranked[0], owner(key.as_bytes(), members).expect("an owner"));
             assert_eq!(
                 ranked[1],
-                owner(key.as_bytes(), members.into_iter().filter(|m| *m != ranked[0]))
-                    .expect("a second")
+                owner(
+                    key.as_bytes(),
+                    members.into_iter().filter(|m| *m != ranked[0])
+                )
+                .expect("a second")
             );
         }
         assert_eq!(top(b"x", ["a"], 2), vec!["a"]);
