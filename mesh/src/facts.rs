@@ -109,14 +109,15 @@ pub struct SessionNodes(
 );
 
 impl SessionNodes {
-    /// Peers of other regions (gateways, connected to this gateway), as the peer directory
-    /// last saw them: their sessions carry adverts and handoffs, not this region's cache shards.
-    pub fn set_other_regions(&self, peers: std::collections::BTreeSet<String>) {
+    /// The peers of this node's region, as the peer directory last learned them from their
+    /// adverts: their cache shards are this region's (a gateway's peers of other regions, and a
+    /// peer whose region is not known yet, are left out).
+    pub fn set_region_peers(&self, peers: std::collections::BTreeSet<String>) {
         *self.1.write().unwrap_or_else(|p| p.into_inner()) = peers;
     }
 
-    /// Whether `peer` is in another region.
-    pub fn in_other_region(&self, peer: &str) -> bool {
+    /// Whether `peer` is known to be in this node's region.
+    pub fn in_region(&self, peer: &str) -> bool {
         self.1
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -99,6 +99,8 @@ pub struct Node {
     backoff: HashMap<usize, (u32, Micros)>,
     seed: Option<usize>,
     seed_other_region: bool,
+    /// Since when each peer has been unwanted by the region rule.
+    unwanted_since: HashMap<usize, Micros>,
     /// What it serves, with its load.
     pub serving: Arc<[ModelLoad]>,
     /// Bytes it sent and received since the counters were last reset.
@@ -263,6 +265,7 @@ impl World {
             backoff: HashMap::new(),
             seed,
             seed_other_region: false,
+            unwanted_since: HashMap::new(),
             serving: serving.into(),
             sent: 0,
             received: 0,
@@ -431,12 +434,19 @@ impl World {
             node.links.contains_key(&p) || node.dialing.contains(&p)
         });
         let unwanted = node.view.unwanted();
+        let unwanted: Vec<usize> = unwanted.iter().map(|p| id_of(p)).collect();
+        let node = &mut self.nodes[id];
+        node.unwanted_since.retain(|p, _| unwanted.contains(p));
+        for &peer in &unwanted {
+            node.unwanted_since.entry(peer).or_insert(now);
+        }
         for peer in unwanted {
-            let peer = id_of(&peer);
-            let old_enough = self.nodes[id]
-                .links
-                .get(&peer)
-                .is_some_and(|l| now - l.since >= OTHER_REGION_GRACE);
+            let since = self.nodes[id].unwanted_since[&peer];
+            let old_enough = now - since >= OTHER_REGION_GRACE
+                && self.nodes[id]
+                    .links
+                    .get(&peer)
+                    .is_some_and(|l| now - l.since >= OTHER_REGION_GRACE);
             if old_enough {
                 self.drop_link(id, peer);
                 self.drop_link(peer, id);

@@ -460,7 +460,7 @@ impl Shards {
                     ractor::ActorId::Remote { node_id, .. } => self
                         .sessions
                         .name(node_id)
-                        .filter(|peer| !self.sessions.in_other_region(peer))?,
+                        .filter(|peer| self.sessions.in_region(peer))?,
                 };
                 Some(ShardId::new(node, index))
             })

@@ -57,8 +57,9 @@ const SESSION_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_LEARNED_ADDRESSES: usize = 64;
 /// Most new dials started per tick, so that adverts cannot turn a node into a dialing storm.
 const MAX_DIALS_PER_TICK: usize = 4;
-/// A connection the region rule does not keep is closed only after it has been up this long,
-/// so that both ends have exchanged adverts (and learned whom to dial instead).
+/// A connection the region rule does not keep is closed only after it has been unwanted this
+/// long (and up as long), so that both ends have exchanged adverts and learned whom to dial
+/// instead, and a gateway set that changes for a moment cuts no link between regions.
 const OTHER_REGION_GRACE: Duration = Duration::from_secs(5);
 
 /// The ractor_cluster node name of the node called `name`.
@@ -210,6 +211,8 @@ pub struct State {
     dial_book: HashMap<SocketAddr, DialEntry>,
     dialing: BTreeSet<SocketAddr>,
     tasks: JoinSet<()>,
+    /// Since when each peer has been unwanted by the region rule.
+    unwanted_since: HashMap<String, Instant>,
 }
 
 /// Forwards ractor_cluster's session events to the cluster host.
@@ -305,6 +308,7 @@ impl Actor for ClusterHost {
             links: HashMap::new(),
             dial_book,
             dialing: BTreeSet::new(),
+            unwanted_since: HashMap::new(),
             tasks,
         })
     }
@@ -475,11 +479,14 @@ impl State {
     /// up for [`OTHER_REGION_GRACE`]; a seed among them is not redialed while this node has
     /// other connections.
     fn close_unwanted(&mut self, peers: &[String]) {
+        let now = Instant::now();
+        self.unwanted_since.retain(|peer, _| peers.contains(peer));
         for peer in peers {
+            let since = *self.unwanted_since.entry(peer.clone()).or_insert(now);
             let Some(link) = self.links.get(peer) else {
                 continue;
             };
-            if link.since.elapsed() < OTHER_REGION_GRACE {
+            if link.since.elapsed() < OTHER_REGION_GRACE || since.elapsed() < OTHER_REGION_GRACE {
                 continue;
             }
             tracing::info!(%peer, "another region's node, and not gateway to gateway: connection closed");

@@ -500,25 +500,48 @@ impl State {
             .collect()
     }
 
-    /// Forgets what `peer` said, and tells the cache which peers are of other regions.
+    /// Forgets what `peer` said, and tells the cache which peers are of this region.
     fn forget(&mut self, peer: &str) {
+        let was_member = self.view.in_region(peer);
         self.view.forget(peer);
-        self.publish_regions();
+        if was_member {
+            self.publish_region();
+        }
     }
 
-    /// Tells the cache's shard set which connected peers are in other regions.
-    fn publish_regions(&self) {
-        let other: BTreeSet<String> = self
-            .peers
-            .keys()
-            .filter(|p| {
-                self.view
-                    .region_of(p)
-                    .is_some_and(|r| r != self.view.me().region)
-            })
-            .cloned()
-            .collect();
-        self.sessions.set_other_regions(other);
+    /// Learns `peer`'s stored advert into the view, if its session is up; tells the cache when
+    /// the peer's region became known or changed.
+    fn learn(&mut self, peer: &str) {
+        let Some(entry) = self.peers.get(peer) else {
+            return;
+        };
+        let Some((advert, _)) = &entry.advert else {
+            return;
+        };
+        if entry.state() != PeerState::Connected {
+            return;
+        }
+        let was_member = self.view.in_region(peer);
+        let (addr, gossip, serving) = (
+            entry.address(),
+            std::sync::Arc::new(advert.membership.clone()),
+            advert.serving_loads().into(),
+        );
+        if self.view.learn(peer, addr, gossip, serving) && self.view.bounds().heard_full == 1 {
+            tracing::warn!(
+                max = crate::membership::view::MAX_HEARD,
+                "too many addresses heard of to keep: the rest are dropped until some expire (see /admin/membership)"
+            );
+        }
+        if was_member != self.view.in_region(peer) {
+            self.publish_region();
+        }
+    }
+
+    /// Tells the cache's shard set which connected peers are of this region.
+    fn publish_region(&self) {
+        let members: BTreeSet<String> = self.view.region_peers().map(str::to_owned).collect();
+        self.sessions.set_region_peers(members);
     }
 
     fn membership(&self) -> MembershipView {
@@ -670,6 +693,8 @@ impl Actor for PeerDirectory {
                 connection,
                 direction,
             } => {
+                // A replaced connection's session and advert go with it.
+                state.forget(&peer);
                 state.peers.insert(
                     peer,
                     Entry {
@@ -703,6 +728,8 @@ impl Actor for PeerDirectory {
                 if let Some(entry) = state.peers.get_mut(&peer) {
                     entry.session = Some(connection_id);
                     tracing::info!(%peer, "peer connected");
+                    // An advert that came before the session is learned now.
+                    state.learn(&peer);
                 }
             }
             Msg::SessionDown {
@@ -739,23 +766,8 @@ impl Actor for PeerDirectory {
                     state.pull_revoked_if_due(&myself, &peer, &advert.revoked);
                     state.meter.merge(&peer, advert.usage.clone());
                     if let Some(entry) = state.peers.get_mut(&peer) {
-                        let (gossip, serving) = (
-                            std::sync::Arc::new(advert.membership.clone()),
-                            advert.serving_loads().into(),
-                        );
                         entry.advert = Some((*advert, Instant::now()));
-                        if entry.state() == PeerState::Connected {
-                            let addr = entry.address();
-                            if state.view.learn(&peer, addr, gossip, serving)
-                                && state.view.bounds().heard_full == 1
-                            {
-                                tracing::warn!(
-                                    max = crate::membership::view::MAX_HEARD,
-                                    "too many addresses heard of to keep: the rest are dropped until some expire (see /admin/membership)"
-                                );
-                            }
-                            state.publish_regions();
-                        }
+                        state.learn(&peer);
                     }
                 } else {
                     tracing::debug!(%peer, "advert from a peer without a connection");
@@ -829,7 +841,7 @@ impl Actor for PeerDirectory {
                 }
                 state.peers.clear();
                 state.view.clear();
-                state.publish_regions();
+                state.publish_region();
             }
             Msg::List(reply) => {
                 let _ = reply.send(state.peers.iter().map(|(n, e)| state.view(n, e)).collect());

@@ -38,7 +38,7 @@ pub const FRESH_FOR: u64 = 3;
 /// Seconds a gateway's claim is believed after it was made.
 pub const CLAIM_TTL: u64 = 15;
 /// A claim dated further ahead of this node's clock than this is refused.
-pub const MAX_CLOCK_SKEW: u64 = 60;
+pub const MAX_CLOCK_SKEW: u64 = 10;
 /// Most gateway claims a view keeps.
 pub const MAX_CLAIMS: usize = 4096;
 
@@ -232,12 +232,8 @@ impl View {
             }
             let room = self.heard.len() < MAX_HEARD;
             match self.heard.get_mut(&known.name) {
-                Some(h) => {
-                    if h.peer != *known {
-                        h.peer = known.clone();
-                    }
-                    h.round = self.round;
-                }
+                // The address first heard is kept: a peer cannot move another member's.
+                Some(h) => h.round = self.round,
                 None if !room => full = true,
                 None => {
                     self.heard.insert(
@@ -251,7 +247,7 @@ impl View {
             }
         }
         for claim in &gossip.gateways {
-            full |= self.take_claim(claim);
+            full |= self.take_claim(peer, claim);
         }
         // The peer's own word on its role overrides what others repeat.
         if !gossip.gateway && self.claims.remove(peer).is_some() {
@@ -287,15 +283,18 @@ impl View {
         full
     }
 
-    /// Keeps `claim` if it is current (made within [`CLAIM_TTL`], not dated ahead by more than
+    /// Keeps `claim`, passed on by `from`, if it is current (made within [`CLAIM_TTL`], not dated ahead by more than
     /// [`MAX_CLOCK_SKEW`]) and newer than the one kept; returns whether it was new and not kept
     /// because [`MAX_CLAIMS`] are.
-    fn take_claim(&mut self, claim: &Claim) -> bool {
+    fn take_claim(&mut self, from: &str, claim: &Claim) -> bool {
         let name = &claim.gateway.name;
         let current = claim.beat.saturating_add(CLAIM_TTL) >= self.round
             && claim.beat <= self.round.saturating_add(MAX_CLOCK_SKEW);
         let denied = self.denied.get(name).is_some_and(|at| claim.beat <= *at);
-        if *name == self.me.name || !current || denied {
+        // A connected peer speaks for itself (its own advert's claim comes first in it): what
+        // others repeat about it is not taken.
+        let speaks_for_itself = *name != from && self.peers.contains_key(name.as_str());
+        if *name == self.me.name || !current || denied || speaks_for_itself {
             return false;
         }
         if let Some(kept) = self.claims.get_mut(name) {
@@ -571,6 +570,7 @@ impl View {
             .filter(|(name, p)| {
                 p.gossip.region == self.me.region
                     && p.gossip.gateway
+                    && self.gateways.contains(name)
                     && off_path(name)
                     && p.gossip.elsewhere.iter().any(|m| m == model)
             })
