@@ -390,7 +390,8 @@ async fn spoofed_and_extreme_adverts_are_refused_and_panic_nothing() {
         serde_json::json!({
             "name": name,
             "addr": "127.0.0.1:9",
-            "peers": [],
+            "membership": { "region": "default", "gateway": false, "region_size": 1, "peers": [],
+                            "gateways": [], "summary": null, "elsewhere": [] },
             "models": [{ "id": SMOLLM2, "state": "hosted" }],
             "hardware": { "cores": 64, "memory_total": 1u64 << 40, "memory_available": 1u64 << 40,
                           "memory_limit": null, "accelerators": [] },
@@ -879,7 +880,8 @@ fn member_advert(name: &str, recent: &[u64], usage: serde_json::Value) -> serde_
     serde_json::json!({
         "name": name,
         "addr": "127.0.0.1:9",
-        "peers": [],
+        "membership": { "region": "default", "gateway": false, "region_size": 1, "peers": [],
+                            "gateways": [], "summary": null, "elsewhere": [] },
         "models": [],
         "hardware": { "cores": 2, "memory_total": 1u64 << 30, "memory_available": 1u64 << 30,
                       "memory_limit": null, "accelerators": [] },
