@@ -38,7 +38,8 @@ async fn a_request_entering_one_region_is_served_in_the_region_that_hosts_its_mo
         .find(|n| n.name == eu_member)
         .unwrap();
 
-    // Every node sees its region whole, and agrees on its gateways.
+    // Every node sees its region whole, agrees on its gateways, and knows both regions (each
+    // region's home grants half of a key's daily limit).
     for (node, region, gws) in [
         (&e0, "eu", &eu_gateways),
         (&e1, "eu", &eu_gateways),
@@ -55,6 +56,7 @@ async fn a_request_entering_one_region_is_served_in_the_region_that_hosts_its_mo
                 let m = &view["membership"];
                 (m["region"] == region
                     && m["region_size"] == 3
+                    && m["regions_known"] == 2
                     && m["gateways"] == serde_json::json!(gws))
                 .then_some(())
             },

@@ -80,6 +80,9 @@ pub struct Context {
     /// Nodes in the mesh as the peer directory last counted them (this one included): a quota
     /// decided without a peer view uses the share of the limit over them.
     pub mesh_size: Arc<std::sync::atomic::AtomicUsize>,
+    /// Regions the peer directory last knew of: each region's home grants its share of a daily
+    /// limit.
+    pub regions: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Who sent a request to this node.

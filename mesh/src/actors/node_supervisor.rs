@@ -405,6 +405,7 @@ impl Actor for NodeSupervisor {
         );
 
         let mesh_size = Arc::new(std::sync::atomic::AtomicUsize::new(1));
+        let regions = Arc::new(std::sync::atomic::AtomicUsize::new(1));
         let directory_args = peer_directory::Arguments {
             name: name.clone(),
             advertise: args.advertise,
@@ -418,6 +419,7 @@ impl Actor for NodeSupervisor {
             usage_changed,
             faults: faults.clone(),
             mesh_size: mesh_size.clone(),
+            regions: regions.clone(),
         };
         let directory = ActorSlot::new(children.start(directory_args.clone(), &me).await?);
         let directory_handle = peer_directory::PeerDirectoryHandle(directory.clone());
@@ -445,6 +447,7 @@ impl Actor for NodeSupervisor {
                 },
                 metrics: metrics.clone(),
                 mesh_size: mesh_size.clone(),
+                regions: regions.clone(),
             },
             http: args.http,
         };

@@ -74,6 +74,8 @@ pub struct MembershipView {
     pub gateways: Vec<String>,
     /// Members of its region with a session, this node included.
     pub region_size: usize,
+    /// Regions it knows of (each region's home grants this share of a daily limit).
+    pub regions_known: usize,
     /// Other regions' gateways connected (a gateway's).
     pub other_regions: BTreeMap<String, Vec<String>>,
     /// Bounds reached.
@@ -253,6 +255,8 @@ pub struct Arguments {
     /// Nodes in the mesh, this one included, counted at every tick (read when this directory
     /// does not answer in time).
     pub mesh_size: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Regions known, counted at every tick (each region's home grants its share of a limit).
+    pub regions: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct Entry {
@@ -304,6 +308,7 @@ pub struct State {
     meter: crate::actors::meter::MeterHandle,
     faults: std::sync::Arc<crate::faults::Faults>,
     mesh_size: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    regions: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// Sends an extra advert soon after usage grows; aborted with the state.
     _on_usage: AbortOnDrop,
     /// Stores the revoked set when it grows; aborted with the state.
@@ -566,6 +571,7 @@ impl State {
                 .map(str::to_owned)
                 .collect(),
             region_size: self.view.region_peers().count() + 1,
+            regions_known: self.view.regions_known(),
             other_regions,
             bounds: self.view.bounds().clone(),
         }
@@ -665,6 +671,7 @@ impl Actor for PeerDirectory {
             usage_window: Default::default(),
             faults: args.faults,
             mesh_size: args.mesh_size,
+            regions: args.regions,
             meter: args.meter,
             _on_usage: {
                 let (changed, myself) = (args.usage_changed, myself.clone());
@@ -797,6 +804,10 @@ impl Actor for PeerDirectory {
                 state
                     .mesh_size
                     .store(region_size, std::sync::atomic::Ordering::Relaxed);
+                state.regions.store(
+                    state.view.regions_known(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 let loads = local_loads(&state.hosts).await;
                 let mut advert = state.advert(loads);
                 let today = crate::metering::usage::day_of(crate::metering::unix_now());

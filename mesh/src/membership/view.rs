@@ -358,6 +358,14 @@ impl View {
         self.gateways.contains(&self.me.name)
     }
 
+    /// Regions this node knows of: its own, its peers', and those of the gateways claimed.
+    pub fn regions_known(&self) -> usize {
+        let mut regions: BTreeSet<&str> = BTreeSet::from([self.me.region.as_str()]);
+        regions.extend(self.peers.values().map(|p| p.gossip.region.as_str()));
+        regions.extend(self.claims.values().map(|c| c.gateway.region.as_str()));
+        regions.len()
+    }
+
     /// Connected peers, of any region.
     pub fn peer_count(&self) -> usize {
         self.peers.len()

@@ -300,6 +300,13 @@ pub fn daily_limit(plan: ganglion_client::protocol::Plan, key_limit: Option<u64>
     }
 }
 
+/// The part of a daily `limit` that one region's home may grant, with `regions` regions known:
+/// each region decides at a home of its own, so each gets an equal share and together they never
+/// grant more than the limit (a key used in one region of three gets a third there).
+pub fn regional_share(limit: Option<u64>, regions: usize) -> Option<u64> {
+    limit.map(|l| l / regions.max(1) as u64)
+}
+
 /// Why a request may not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverQuota {
@@ -336,6 +343,18 @@ pub fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regions_share_a_daily_limit_and_never_grant_more_than_it() {
+        assert_eq!(regional_share(Some(100), 1), Some(100));
+        assert_eq!(regional_share(Some(100), 3), Some(33));
+        assert_eq!(regional_share(Some(100), 0), Some(100));
+        assert_eq!(regional_share(None, 3), None);
+        for regions in 1..50 {
+            let share = regional_share(Some(10_000), regions).expect("a share");
+            assert!(share * regions as u64 <= 10_000);
+        }
+    }
 
     #[test]
     fn an_advert_window_carries_grown_accounts_first_and_every_account_in_turn() {

@@ -66,17 +66,28 @@ async fn reserve(ctx: &Context, admitted: &mut Admitted<'_>) -> Result<Option<Ho
         ));
     };
     let day = usage::day_of(now);
-    let limit = usage::daily_limit(account.plan, account.daily_limit);
+    let regions = ctx.regions.load(Ordering::Relaxed).max(1);
+    let limit = usage::regional_share(
+        usage::daily_limit(account.plan, account.daily_limit),
+        regions,
+    );
     let most = max_cost(spec, request);
     match reserve_at_home(ctx, &account.name, limit, day, most, charge_id).await {
         Ok(hold) => Ok(Some(hold)),
         Err(ReserveError::OverQuota(over)) => Err(WireError::new(
             ErrorCode::QuotaExceeded,
             format!(
-                "account `{}` has used {} of its {} Neurons today (this request could cost up to {}); it resets at {}",
+                "account `{}` has used {} of its {} Neurons today{} (this request could cost up to {}); it resets at {}",
                 account.name,
                 neurons_text(over.used),
                 neurons_text(over.limit),
+                if regions > 1 {
+                    format!(
+                        " in this region (its daily allocation is shared by the mesh's {regions} regions)"
+                    )
+                } else {
+                    String::new()
+                },
                 neurons_text(most),
                 usage::time_text(over.reset_at),
             ),
