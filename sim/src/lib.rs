@@ -209,8 +209,10 @@ pub fn run(setup: &Setup) -> Report {
                 let victim = if k < 2.min(regions) {
                     true_gateways(&world, k)[0]
                 } else {
+                    // One of the nodes that formed the mesh (a node added since is measured
+                    // by its join).
                     loop {
-                        let v = world.rng.below(world.nodes.len());
+                        let v = world.rng.below(setup.nodes);
                         if world.nodes[v].alive {
                             break v;
                         }

@@ -6,7 +6,10 @@
 //! connected peer).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
+
+// Maps with a fixed hash, so that a run is the same every time.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -221,7 +224,7 @@ impl World {
             net,
             now: 0,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
+            events: HashMap::default(),
             seq: 0,
             rng: Rng::new(seed),
             tally: Tally::default(),
@@ -260,12 +263,12 @@ impl World {
             name,
             region,
             alive: true,
-            links: HashMap::new(),
-            dialing: HashSet::new(),
-            backoff: HashMap::new(),
+            links: HashMap::default(),
+            dialing: HashSet::default(),
+            backoff: HashMap::default(),
             seed,
             seed_other_region: false,
-            unwanted_since: HashMap::new(),
+            unwanted_since: HashMap::default(),
             serving: serving.into(),
             sent: 0,
             received: 0,
