@@ -366,11 +366,6 @@ impl View {
         regions.len()
     }
 
-    /// Connected peers, of any region.
-    pub fn peer_count(&self) -> usize {
-        self.peers.len()
-    }
-
     /// Gossip for an advert sent at `now` (seconds since the Unix epoch), given the load of
     /// each model this node serves. Addresses not heard of for [`HEARD_FOR`] seconds and claims
     /// older than [`CLAIM_TTL`] are forgotten.
