@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 
 /// ALPN of node-to-node connections (mutual TLS, cluster CA on both sides). Its version moves
 /// with any change of what peers exchange (6: requests may carry texts to classify, images
-/// and recordings), so that nodes of two builds never misread each other.
-pub const ALPN_PEER: &[u8] = b"ganglion-peer/7";
+/// and recordings; 8: usage counts cached prompt tokens), so that nodes of two builds never
+/// misread each other.
+pub const ALPN_PEER: &[u8] = b"ganglion-peer/8";
 
 /// ALPN of client-to-node connections (server-authenticated TLS); 5: requests may carry texts
-/// to classify, images and recordings.
-pub const ALPN_CLIENT: &[u8] = b"ganglion-client/5";
+/// to classify, images and recordings; 6: usage counts cached prompt tokens.
+pub const ALPN_CLIENT: &[u8] = b"ganglion-client/6";
 
 /// Application close code of a node that stops serving a connection (it shuts down, or its
 /// gateway restarts): retry, or use another node.
@@ -525,6 +526,9 @@ pub enum FinishReason {
 pub struct Usage {
     /// Prompt tokens (or embedded tokens).
     pub input_tokens: u32,
+    /// Of the prompt tokens, those not read again: the executor reused the work of an earlier
+    /// prompt of the same account that began the same way.
+    pub cached_input_tokens: u32,
     /// Generated tokens.
     pub output_tokens: u32,
     /// What the request cost, in micro-Neurons (millionths of a Neuron).

@@ -298,6 +298,7 @@ fn main() {
         },
         usage: Usage {
             input_tokens: 30,
+            cached_input_tokens: 0,
             output_tokens: 3,
             micro_neurons: 3_000_000,
         },

@@ -89,9 +89,13 @@ async fn run() {
         let start = Instant::now();
         let done = local
             .generate(
-                &messages,
-                &parameters,
-                MAX_TOKENS,
+                ganglion::inference::Chat {
+                    messages: &messages,
+                    parameters: &parameters,
+                    max_tokens: MAX_TOKENS,
+                    // Each run in a scope of its own: none reuses another's prompt.
+                    scope: in_process.len() as u64,
+                },
                 Instant::now() + Duration::from_secs(600),
                 &tx,
                 &std::sync::atomic::AtomicU32::new(0),

@@ -5,6 +5,8 @@
 //! - [`text_generation`]: GGUF chat models through mistralrs (streaming deltas, greedy by
 //!   default, seeded sampling), for nodes with accelerators;
 //! - [`stop`]: stop strings over streamed text;
+//! - [`parking`]: which finished sequences llama.cpp keeps, so that a prompt sharing their
+//!   beginning reads only what is new;
 //! - [`delivery`]: what both chat engines share towards the requester.
 //! - [`embeddings`]: BERT sentence embeddings through candle, mean-pooled and normalised as
 //!   sentence-transformers does.
@@ -23,6 +25,7 @@ pub mod kernels;
 pub mod llama_cpp;
 pub mod llama_embeddings;
 pub mod onnx;
+pub mod parking;
 pub mod sampling;
 pub mod speech;
 pub mod stop;
@@ -37,6 +40,20 @@ use std::time::Instant;
 use ganglion_client::protocol::{ChatMessage, Input, Output, Parameters, ResponseFrame};
 
 use crate::config::engines::TextEngine;
+
+/// A chat to answer, as every chat engine takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Chat<'a> {
+    /// The conversation.
+    pub messages: &'a [ChatMessage],
+    /// Sampling and stops.
+    pub parameters: &'a Parameters,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Whose earlier prompts this one may reuse the work of (a hash of its account): an
+    /// engine that keeps finished prompts (`parking`) reuses them only within a scope.
+    pub scope: u64,
+}
 
 /// A loaded model.
 pub enum Backend {
@@ -241,26 +258,15 @@ impl Generator {
     /// Generates an answer, streaming pieces into `deltas` (see each engine's `generate`).
     pub async fn generate(
         &self,
-        messages: &[ChatMessage],
-        parameters: &Parameters,
-        max_tokens: u32,
+        chat: Chat<'_>,
         deadline: Instant,
         deltas: &tokio::sync::mpsc::Sender<ResponseFrame>,
         sent: &AtomicU32,
     ) -> Result<text_generation::Completion, BackendError> {
         match self {
-            Self::LlamaCpp(g) => {
-                g.generate(messages, parameters, max_tokens, deadline, deltas, sent)
-                    .await
-            }
-            Self::Mistralrs(g) => {
-                g.generate(messages, parameters, max_tokens, deadline, deltas, sent)
-                    .await
-            }
-            Self::Worker(w) => {
-                w.generate(messages, parameters, max_tokens, deadline, deltas, sent)
-                    .await
-            }
+            Self::LlamaCpp(g) => g.generate(chat, deadline, deltas, sent).await,
+            Self::Mistralrs(g) => g.generate(chat, deadline, deltas, sent).await,
+            Self::Worker(w) => w.generate(chat, deadline, deltas, sent).await,
         }
     }
 }
@@ -588,15 +594,14 @@ async fn time_generation(
         // Room for every piece: nothing reads them.
         let (deltas, _pieces) = tokio::sync::mpsc::channel(TIMED_TOKENS as usize + 8);
         let started = Instant::now();
+        let chat = Chat {
+            messages,
+            parameters: &Parameters::default(),
+            max_tokens,
+            scope: 0,
+        };
         let done = generator
-            .generate(
-                messages,
-                &Parameters::default(),
-                max_tokens,
-                deadline,
-                &deltas,
-                &AtomicU32::new(0),
-            )
+            .generate(chat, deadline, &deltas, &AtomicU32::new(0))
             .await?;
         Ok::<_, BackendError>((started.elapsed(), done.usage.output_tokens.max(1)))
     };

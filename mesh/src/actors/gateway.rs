@@ -1,7 +1,7 @@
 //! Gateway: the client-facing data plane. A child of `NodeSupervisor`, restarted by it on
 //! failure (the connections it served are dropped; clients reconnect).
 //!
-//! Clients connect with ALPN `ganglion-client/5` (server-authenticated TLS, the cluster CA) and
+//! Clients connect with ALPN `ganglion-client/6` (server-authenticated TLS, the cluster CA) and
 //! open one bidirectional stream per request: one [`ClientRequest`] frame in, response frames
 //! out (deltas, then a final frame or a typed error). Peers hand requests over on
 //! `PeerStreamKind::Data` streams of their mutual-TLS connection; after that opening frame such

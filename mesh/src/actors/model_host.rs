@@ -42,7 +42,8 @@ use tracing::Instrument;
 use super::{ActorSlot, LocalCallError};
 use crate::facts::{ModelState, ModelStates};
 use crate::faults::Faults;
-use crate::inference::{Backend, BackendError};
+use crate::inference::parking::scope_of;
+use crate::inference::{Backend, BackendError, Chat};
 use crate::models::ModelSpec;
 
 pub use crate::inference::delivery::RESPONSE_BUFFER;
@@ -111,6 +112,8 @@ pub struct Ran {
 pub struct Work {
     /// Tokens of the prompt read (or of the texts embedded).
     pub input_tokens: u32,
+    /// Of those, the ones not read again (an earlier prompt's work reused).
+    pub cached_input_tokens: u32,
     /// With an answer, the tokens generated; without one, the pieces of output handed on.
     pub output_tokens: u32,
     /// Texts embedded (with an answer, every text of the batch; without one, those of a batch
@@ -214,7 +217,12 @@ pub struct State {
 
 /// The account a job runs for (every job that reaches a host has one).
 fn account_of(job: &Job) -> &str {
-    job.request.account.as_ref().map_or("", |a| a.name.as_str())
+    account(&job.request)
+}
+
+/// The account a request runs for.
+fn account(request: &Request) -> &str {
+    request.account.as_ref().map_or("", |a| a.name.as_str())
 }
 
 impl Actor for ModelHost {
@@ -465,6 +473,7 @@ impl Streamed {
     fn work(&self) -> Work {
         Work {
             input_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            cached_input_tokens: 0,
             output_tokens: self.pieces.load(Ordering::Relaxed),
             items: self.items.load(Ordering::Relaxed),
             prompt_read: self.started.load(Ordering::Relaxed),
@@ -495,6 +504,7 @@ async fn run(
                 outcome: Ok(output),
                 work: Work {
                     input_tokens: usage.input_tokens,
+                    cached_input_tokens: usage.cached_input_tokens,
                     output_tokens: usage.output_tokens,
                     items,
                     prompt_read: true,
@@ -564,10 +574,14 @@ async fn execute(
                 ));
             }
             streamed.started.store(true, Ordering::Relaxed);
-            let generation = generator.generate(
+            let chat = Chat {
                 messages,
-                &job.request.parameters,
+                parameters: &job.request.parameters,
                 max_tokens,
+                scope: scope_of(account(&job.request)),
+            };
+            let generation = generator.generate(
+                chat,
                 job.deadline,
                 &job.frames,
                 &streamed.pieces,
@@ -666,8 +680,7 @@ fn whole(done: Whole) -> Result<Executed, WireError> {
         output,
         Usage {
             input_tokens: tokens,
-            output_tokens: 0,
-            micro_neurons: 0,
+            ..Usage::default()
         },
         None,
     ))

@@ -40,6 +40,7 @@ fn text(output: &Output) -> &str {
 fn usage(usage: &Usage) -> serde_json::Value {
     serde_json::json!({
         "prompt_tokens": usage.input_tokens,
+        "prompt_tokens_details": { "cached_tokens": usage.cached_input_tokens },
         "completion_tokens": usage.output_tokens,
         "total_tokens": usage.input_tokens + usage.output_tokens,
         "neurons": usage.micro_neurons as f64 / 1e6,

@@ -9,6 +9,11 @@
 //! passes the text on without waiting and, when the requester is gone, too slow or out of
 //! time, tells the engine to drop the sequence, and returns once the engine has let it go (its
 //! slot in the KV cache is free then).
+//!
+//! A sequence that ends is parked rather than cleared, within a budget of KV cells beside the
+//! running sequences' (`parking`): a later prompt of the same account that begins the same way
+//! (a shared system prompt, a conversation's next turn) starts from its cells, and the engine
+//! reads only the tokens after them.
 
 use std::num::NonZeroU32;
 use std::path::Path;
@@ -16,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use ganglion_client::protocol::{ChatMessage, FinishReason, Parameters, ResponseFrame, Usage};
+use ganglion_client::protocol::{ChatMessage, FinishReason, ResponseFrame, Usage};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -27,9 +32,10 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use super::delivery::{CANCEL_SETTLE_LIMIT, Tokenizing, pass_on};
+use super::parking::Parking;
 use super::stop::StopScan;
 use super::text_generation::Completion;
-use super::{BackendError, sampling::SeededSampler};
+use super::{BackendError, Chat, sampling::SeededSampler};
 
 /// Prompt tokens one step decodes at most, over all new prompts: a long prompt is read in
 /// slices, so that running sequences keep getting a token every step.
@@ -37,6 +43,17 @@ const PREFILL_PER_STEP: usize = 256;
 
 /// Most sequences a model runs at once unless the operator says otherwise.
 pub const MAX_SLOTS: usize = 16;
+
+/// llama.cpp's most sequence ids in one context (`LLAMA_MAX_SEQ`): running and parked.
+const MAX_SEQUENCE_IDS: usize = 256;
+
+/// KV cells for parked sequences, beside the running ones' windows: half as many as they have,
+/// within what the memory budget leaves (none when it leaves nothing).
+fn parking_cells(running_cells: usize, kv_budget: u64, kv_bytes_per_token: u64) -> usize {
+    let used = running_cells as u64 * kv_bytes_per_token;
+    let left = kv_budget.saturating_sub(used) / kv_bytes_per_token.max(1);
+    (running_cells / 2).min(usize::try_from(left).unwrap_or(usize::MAX))
+}
 
 /// Sequences a llama.cpp model runs at once on a node with `cores`, given `kv_budget` bytes for
 /// its KV cache: 4 per core (batched, they share each step's pass over the weights), at most
@@ -115,6 +132,8 @@ enum Pick {
 /// One generation, as the engine runs it.
 struct Job {
     prompt: Vec<LlamaToken>,
+    /// Whose parked sequences it may start from.
+    scope: u64,
     pick: Pick,
     stops: Vec<String>,
     max_tokens: u32,
@@ -130,6 +149,8 @@ enum Event {
     Done {
         finish_reason: FinishReason,
         output_tokens: u32,
+        /// Prompt tokens taken from a parked sequence, not read.
+        cached_tokens: u32,
     },
     /// It failed, or was dropped; its slot is free.
     Failed(String),
@@ -186,21 +207,23 @@ impl LlamaGenerator {
                 )
             })
             .clamp(1, 256);
+        let parked_cells = parking_cells(
+            context_tokens * sequences,
+            kv_budget,
+            kv_bytes_per_sequence(&model, 1),
+        );
         let (jobs, queue) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let engine_model = model.clone();
+        let layout = Layout {
+            sequences,
+            context_tokens,
+            parked_cells,
+            threads,
+        };
         std::thread::Builder::new()
             .name("llama.cpp engine".into())
-            .spawn(move || {
-                engine(
-                    &engine_model,
-                    sequences,
-                    context_tokens,
-                    threads,
-                    queue,
-                    ready_tx,
-                );
-            })
+            .spawn(move || engine(&engine_model, &layout, queue, ready_tx))
             .map_err(|e| load_err(e.to_string()))?;
         ready_rx
             .await
@@ -271,13 +294,17 @@ impl LlamaGenerator {
     /// of the sequence. `sent` counts the pieces handed on.
     pub async fn generate(
         &self,
-        messages: &[ChatMessage],
-        parameters: &Parameters,
-        max_tokens: u32,
+        chat: Chat<'_>,
         deadline: Instant,
         deltas: &mpsc::Sender<ResponseFrame>,
         sent: &AtomicU32,
     ) -> Result<Completion, BackendError> {
+        let Chat {
+            messages,
+            parameters,
+            max_tokens,
+            scope,
+        } = chat;
         let prompt = self.tokenize(messages, deadline).await?;
         let input_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
         let pick = match parameters.temperature.filter(|t| *t > 0.0) {
@@ -293,6 +320,7 @@ impl LlamaGenerator {
         self.jobs
             .send(Job {
                 prompt,
+                scope,
                 pick,
                 stops: parameters.stop.clone(),
                 max_tokens,
@@ -322,12 +350,14 @@ impl LlamaGenerator {
                 Some(Event::Done {
                     finish_reason,
                     output_tokens,
+                    cached_tokens,
                 }) => {
                     return Ok(Completion {
                         text,
                         finish_reason,
                         usage: Usage {
                             input_tokens,
+                            cached_input_tokens: cached_tokens,
                             output_tokens,
                             micro_neurons: 0,
                         },
@@ -368,10 +398,14 @@ fn role(role: ganglion_client::protocol::Role) -> &'static str {
 struct Sequence {
     id: i32,
     job: Job,
-    /// Prompt tokens decoded so far.
+    /// Prompt tokens in the KV cache (read, or taken from a parked sequence).
     prefilled: usize,
+    /// Prompt tokens taken from a parked sequence.
+    cached: usize,
     /// Tokens in the KV cache.
     position: i32,
+    /// Generated tokens decoded into the KV cache, after the prompt.
+    decoded: Vec<LlamaToken>,
     /// The token to decode next, once the prompt is in.
     next: Option<LlamaToken>,
     /// Where this sequence's logits are in the current batch.
@@ -386,22 +420,50 @@ impl Sequence {
     fn tell(&self, event: Event) {
         let _ = self.job.events.send(event);
     }
+
+    /// The tokens its KV cells hold, in order.
+    fn tokens(&self) -> Vec<LlamaToken> {
+        let held = usize::try_from(self.position).unwrap_or(0);
+        self.job
+            .prompt
+            .iter()
+            .chain(&self.decoded)
+            .take(held)
+            .copied()
+            .collect()
+    }
+}
+
+/// How an engine lays out its context.
+struct Layout {
+    /// Sequences running at once.
+    sequences: usize,
+    /// Each one's window.
+    context_tokens: usize,
+    /// KV cells for parked sequences, beside the windows.
+    parked_cells: usize,
+    threads: usize,
+}
+
+impl Layout {
+    /// Sequence ids: the running ones, and as many more to park (within llama.cpp's most).
+    fn ids(&self) -> usize {
+        (self.sequences * 2).min(MAX_SEQUENCE_IDS).max(self.sequences)
+    }
 }
 
 /// The engine thread: creates the context, then runs steps while there is work.
 fn engine(
     model: &LlamaModel,
-    sequences: usize,
-    context_tokens: usize,
-    threads: usize,
+    layout: &Layout,
     queue: std::sync::mpsc::Receiver<Job>,
     ready: tokio::sync::oneshot::Sender<Result<(), String>>,
 ) {
-    let threads = i32::try_from(threads.max(1)).unwrap_or(1);
-    let total = u32::try_from(context_tokens * sequences).unwrap_or(u32::MAX);
+    let threads = i32::try_from(layout.threads.max(1)).unwrap_or(1);
+    let cells = layout.context_tokens * layout.sequences + layout.parked_cells;
     let params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(total))
-        .with_n_seq_max(u32::try_from(sequences).unwrap_or(1))
+        .with_n_ctx(NonZeroU32::new(u32::try_from(cells).unwrap_or(u32::MAX)))
+        .with_n_seq_max(u32::try_from(layout.ids()).unwrap_or(1))
         .with_n_batch(512)
         .with_n_ubatch(512)
         .with_n_threads(threads)
@@ -409,6 +471,7 @@ fn engine(
         // One cache shared by all sequences (each within its window, so they all fit). With a
         // cache per sequence, llama.cpp's decode got twice as slow after the first sequences
         // had come and gone (measured: 3.6 s, then 4.9, 5.6, 6.0 s for the same 8 streams).
+        // Shared, a sequence can also start from another's cells without copying them.
         .with_kv_unified(true);
     let mut ctx = match new_context(model, params) {
         Ok(ctx) => ctx,
@@ -418,34 +481,37 @@ fn engine(
         }
     };
     // Each sequence's window, as llama.cpp laid the cache out.
-    let window = (ctx.n_ctx() as usize / sequences).min(context_tokens);
+    let window = (ctx.n_ctx() as usize / layout.sequences).min(layout.context_tokens);
     let batch_size = ctx.n_batch() as usize;
     let _ = ready.send(Ok(()));
     let mut batch = LlamaBatch::new(batch_size, 1);
     let mut running: Vec<Sequence> = Vec::new();
-    let mut free: Vec<i32> = (0..sequences as i32).rev().collect();
+    let mut parking = Parking::new(layout.ids(), layout.parked_cells);
     loop {
         // Wait for work when idle; otherwise take whatever arrived, while there is room.
         if running.is_empty() {
             match queue.recv() {
-                Ok(job) => admit(&mut running, &mut free, job, window),
+                Ok(job) => admit(&mut ctx, &mut running, &mut parking, job, window),
                 Err(_) => return,
             }
         }
-        while !free.is_empty() {
+        while running.len() < layout.sequences {
             match queue.try_recv() {
-                Ok(job) => admit(&mut running, &mut free, job, window),
+                Ok(job) => admit(&mut ctx, &mut running, &mut parking, job, window),
                 Err(_) => break,
             }
         }
-        // Dropped sequences leave before the step.
-        running.retain(|s| {
-            let dropped = s.job.dropped.load(Ordering::Relaxed) || s.job.events.is_closed();
-            if dropped {
-                release(&mut ctx, &mut free, s, Event::Failed("dropped".into()));
+        // Dropped sequences leave before the step; what they read stays parked.
+        let mut i = 0;
+        while i < running.len() {
+            let s = &running[i];
+            if s.job.dropped.load(Ordering::Relaxed) || s.job.events.is_closed() {
+                let s = running.swap_remove(i);
+                park(&mut ctx, &mut parking, &s, Event::Failed("dropped".into()));
+            } else {
+                i += 1;
             }
-            !dropped
-        });
+        }
         if running.is_empty() {
             continue;
         }
@@ -468,34 +534,44 @@ fn engine(
         match stepped {
             Ok(Ok(ended)) => {
                 for (s, end) in ended {
-                    release(&mut ctx, &mut free, &s, end);
+                    park(&mut ctx, &mut parking, &s, end);
                 }
             }
-            Ok(Err(message)) => fail_all(&mut ctx, &mut free, &mut running, &message),
+            Ok(Err(message)) => fail_all(&mut ctx, &mut parking, &mut running, &message),
             Err(_) => {
                 tracing::error!("a llama.cpp step panicked; its sequences fail");
-                fail_all(&mut ctx, &mut free, &mut running, "the engine failed");
+                fail_all(&mut ctx, &mut parking, &mut running, "the engine failed");
                 // Sequences taken out of the step before it panicked are gone with it: start
                 // again from an empty cache with every id free.
                 ctx.clear_kv_cache();
-                free = (0..sequences as i32).rev().collect();
+                parking.reset(layout.ids());
             }
         }
     }
 }
 
+/// Fails every running sequence, clearing its cells (a failed step may have left them half
+/// written).
 fn fail_all(
     ctx: &mut LlamaContext<'_>,
-    free: &mut Vec<i32>,
+    parking: &mut Parking<LlamaToken>,
     running: &mut Vec<Sequence>,
     message: &str,
 ) {
     for s in running.drain(..) {
-        release(ctx, free, &s, Event::Failed(message.to_owned()));
+        let _ = ctx.kv_cache_seq_rm(s.id, None, None);
+        parking.free(s.id);
+        s.tell(Event::Failed(message.to_owned()));
     }
 }
 
-fn admit(running: &mut Vec<Sequence>, free: &mut Vec<i32>, job: Job, window: usize) {
+fn admit(
+    ctx: &mut LlamaContext<'_>,
+    running: &mut Vec<Sequence>,
+    parking: &mut Parking<LlamaToken>,
+    job: Job,
+    window: usize,
+) {
     // Admission checks prompt and output against the window; this only guards it.
     if job.prompt.is_empty() || job.prompt.len() >= window {
         let _ = (job.events).send(Event::Failed(format!(
@@ -504,18 +580,40 @@ fn admit(running: &mut Vec<Sequence>, free: &mut Vec<i32>, job: Job, window: usi
         )));
         return;
     }
-    let Some(id) = free.pop() else {
+    let Some(start) = parking.start(job.scope, &job.prompt) else {
         let _ = job
             .events
             .send(Event::Failed("no free sequence in the engine".into()));
         return;
     };
+    for id in &start.clear {
+        let _ = ctx.kv_cache_seq_rm(*id, None, None);
+    }
+    let id = start.id;
+    let reused = match start.from {
+        // Taken over: its cells after the shared beginning go.
+        Some((source, n)) if source == id => ctx
+            .kv_cache_seq_rm(id, u32::try_from(n).ok(), None)
+            .map(|()| n),
+        // Shared: the new sequence's cells are the source's (no copy in a unified cache).
+        Some((source, n)) => ctx
+            .kv_cache_seq_cp(source, id, Some(0), u32::try_from(n).ok())
+            .map(|()| n),
+        None => Ok(0),
+    };
+    // Whatever went wrong, the sequence can always read its whole prompt.
+    let reused = reused.unwrap_or_else(|_| {
+        let _ = ctx.kv_cache_seq_rm(id, None, None);
+        0
+    });
     running.push(Sequence {
         id,
         stops: StopScan::new(&job.stops),
         job,
-        prefilled: 0,
-        position: 0,
+        prefilled: reused,
+        cached: reused,
+        position: i32::try_from(reused).unwrap_or(0),
+        decoded: Vec::new(),
         next: None,
         logits_at: None,
         generated: 0,
@@ -523,10 +621,11 @@ fn admit(running: &mut Vec<Sequence>, free: &mut Vec<i32>, job: Job, window: usi
     });
 }
 
-/// Frees `s`'s cache and id, and tells its generation how it ended.
-fn release(ctx: &mut LlamaContext<'_>, free: &mut Vec<i32>, s: &Sequence, end: Event) {
-    let _ = ctx.kv_cache_seq_rm(s.id, None, None);
-    free.push(s.id);
+/// Parks `s` (or frees it, when it cannot be kept), and tells its generation how it ended.
+fn park(ctx: &mut LlamaContext<'_>, parking: &mut Parking<LlamaToken>, s: &Sequence, end: Event) {
+    for id in parking.park(s.id, s.job.scope, s.tokens()) {
+        let _ = ctx.kv_cache_seq_rm(id, None, None);
+    }
     s.tell(end);
 }
 
@@ -547,6 +646,7 @@ fn step(
                 .add(token, s.position, &[s.id], true)
                 .map_err(|e| e.to_string())?;
             s.position += 1;
+            s.decoded.push(token);
             s.logits_at = Some(batch.n_tokens() - 1);
             continue;
         }
@@ -602,6 +702,7 @@ fn sample(
         Some(Event::Done {
             finish_reason,
             output_tokens: s.generated,
+            cached_tokens: u32::try_from(s.cached).unwrap_or(u32::MAX),
         })
     };
     if vocab.is_eog(token) {
@@ -623,6 +724,7 @@ fn sample(
         return Some(Event::Done {
             finish_reason: FinishReason::Stop,
             output_tokens: s.generated,
+            cached_tokens: u32::try_from(s.cached).unwrap_or(u32::MAX),
         });
     }
     if s.generated >= s.job.max_tokens || s.position as usize + 1 >= window {

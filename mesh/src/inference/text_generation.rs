@@ -122,14 +122,18 @@ impl TextGenerator {
     /// before a failure is still charged).
     pub async fn generate(
         &self,
-        messages: &[ChatMessage],
-        parameters: &Parameters,
-        max_tokens: u32,
+        chat: super::Chat<'_>,
         deadline: Instant,
         deltas: &mpsc::Sender<ResponseFrame>,
         sent: &AtomicU32,
     ) -> Result<Completion, BackendError> {
         let (tx, mut rx) = mpsc::channel(1);
+        let super::Chat {
+            messages,
+            parameters,
+            max_tokens,
+            ..
+        } = chat;
         let mut builder = build_request(messages, parameters, max_tokens);
         if let Ok(config) = self.model.config() {
             builder.resolve_pending_prefixes(&config.category);
@@ -268,7 +272,7 @@ fn usage_of(u: &mistralrs::Usage) -> Usage {
     Usage {
         input_tokens: count(u.prompt_tokens),
         output_tokens: count(u.completion_tokens),
-        micro_neurons: 0,
+        ..Usage::default()
     }
 }
 

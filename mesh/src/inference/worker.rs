@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ganglion_client::codec::{read_frame, write_frame};
-use ganglion_client::protocol::{ChatMessage, Input, Output, Parameters, ResponseFrame};
+use ganglion_client::protocol::{ChatMessage, Input, Output, ResponseFrame};
 use serde::Serialize;
 use tokio::net::UnixListener;
 use tokio::process::{Child, Command};
@@ -217,19 +217,19 @@ impl Worker {
     /// `llama_cpp::LlamaGenerator::generate`); `sent` counts the pieces handed on.
     pub async fn generate(
         &self,
-        messages: &[ChatMessage],
-        parameters: &Parameters,
-        max_tokens: u32,
+        chat: super::Chat<'_>,
         deadline: Instant,
         deltas: &mpsc::Sender<ResponseFrame>,
         sent: &AtomicU32,
     ) -> Result<Completion, BackendError> {
+        let max_tokens = chat.max_tokens;
         let mut call = self
             .call(deadline, |id| ToWorker::Generate {
                 id,
-                messages: messages.to_vec(),
-                parameters: parameters.clone(),
+                messages: chat.messages.to_vec(),
+                parameters: chat.parameters.clone(),
                 max_tokens,
+                scope: chat.scope,
                 within_ms: within_ms(deadline),
             })
             .await?;
@@ -264,6 +264,8 @@ impl Worker {
                                 .clamp(sent.load(Ordering::Relaxed).min(max_tokens), max_tokens);
                             let context = u32::try_from(self.0.context_tokens).unwrap_or(u32::MAX);
                             usage.input_tokens = usage.input_tokens.min(context);
+                            usage.cached_input_tokens =
+                                usage.cached_input_tokens.min(usage.input_tokens);
                             Ok(Completion {
                                 text,
                                 finish_reason,

@@ -276,7 +276,7 @@ async fn replay(
     let usage = Usage {
         input_tokens,
         output_tokens,
-        micro_neurons: 0,
+        ..Usage::default()
     };
     let timings = Timings {
         queue_ms: 0.0,

@@ -127,6 +127,7 @@ pub async fn charge(bill: Bill, ran: Ran) -> ResponseFrame {
     };
     let usage = Usage {
         input_tokens: work.input_tokens,
+        cached_input_tokens: work.cached_input_tokens,
         output_tokens: work.output_tokens,
         micro_neurons: micro,
     };
@@ -229,9 +230,8 @@ mod tests {
     fn work_that_ran_is_charged_however_the_request_ended() {
         let read = Work {
             input_tokens: 1_800,
-            output_tokens: 0,
-            items: 0,
             prompt_read: true,
+            ..Work::default()
         };
         // A prompt read before the requester left or the deadline passed.
         for code in [ErrorCode::Cancelled, ErrorCode::DeadlineExceeded] {
@@ -250,9 +250,8 @@ mod tests {
         // An abandoned embedding batch, in full.
         let batch = Work {
             input_tokens: 640,
-            output_tokens: 0,
             items: 64,
-            prompt_read: false,
+            ..Work::default()
         };
         let charged = used_without_answer(&error(ErrorCode::Cancelled), batch);
         assert_eq!(charged.map(|m| m.items), Some(64));

@@ -2,7 +2,7 @@
 //!
 //! Peer connections are mutual TLS 1.3: both sides present a certificate chained to the cluster
 //! CA. The QUIC server accepts handshakes without a client certificate only so that clients
-//! (ALPN `ganglion-client/5`) can connect; [`super::endpoint`] refuses a peer-ALPN connection
+//! (ALPN `ganglion-client/6`) can connect; [`super::endpoint`] refuses a peer-ALPN connection
 //! that did not present one. A certificate that is presented is always verified during the
 //! handshake, so a certificate from another CA never gets a connection.
 

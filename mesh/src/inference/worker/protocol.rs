@@ -43,6 +43,8 @@ pub enum ToWorker {
         parameters: Parameters,
         /// Most tokens to generate.
         max_tokens: u32,
+        /// Whose earlier prompts it may reuse (`inference::Chat::scope`).
+        scope: u64,
         /// Time left, in milliseconds.
         within_ms: u64,
     },

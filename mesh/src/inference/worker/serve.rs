@@ -175,6 +175,7 @@ async fn serve(
                 messages,
                 parameters,
                 max_tokens,
+                scope,
                 within_ms,
             },
         ) => {
@@ -196,9 +197,12 @@ async fn serve(
             let generate = async {
                 let done = generator
                     .generate(
-                        &messages,
-                        &parameters,
-                        max_tokens,
+                        crate::inference::Chat {
+                            messages: &messages,
+                            parameters: &parameters,
+                            max_tokens,
+                            scope,
+                        },
                         deadline_in(within_ms),
                         &deltas,
                         &sent,
