@@ -3,14 +3,15 @@
 //! An edge → regional fall-back, on one machine: two edge nodes whose memory limit is too small
 //! for the LLM (they host the embedder), and two regional nodes hosting the LLM, about 5 ms and
 //! 60 ms of round trip away (UDP relays add real delay). A client asks an edge node for
-//! the LLM; the route shows it was handed to the nearer regional node. Then that node is
-//! killed, and the next request goes to the other one.
+//! the LLM; the route shows it was handed to the nearer regional node. The same question again
+//! is answered from the mesh's result cache, and the route says so. Then the near node is
+//! killed, and the next request (past the cache) goes to the other one.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ganglion_client::GenerateRequest;
-use ganglion_client::protocol::Route;
+use ganglion_client::protocol::{CachePolicy, FinalResponse};
 use ganglion_testkit::{
     Cluster, KEYS_REQUIRED, MINILM, Node, SMOLLM2, UdpRelay, WITH_CACHE, ensure_models, eventually,
 };
@@ -37,20 +38,9 @@ async fn peers(node: &Node) -> Vec<serde_json::Value> {
         .unwrap_or_default()
 }
 
-fn show(route: &Route) -> String {
-    let hops: Vec<String> = route
-        .per_hop
-        .iter()
-        .map(|h| format!("{} {:.1} ms", h.node, h.total_ms))
-        .collect();
-    let mut text = format!(
-        "route {} (executed by {}, {} hop(s); time at each node: {})",
-        route.path.join(" → "),
-        route.executed_by,
-        route.hops(),
-        hops.join(", ")
-    );
-    for attempt in &route.attempts {
+fn show(response: &FinalResponse) -> String {
+    let mut text = format!("route {}", response.route_line());
+    for attempt in &response.route.attempts {
         text.push_str(&format!(
             "\n      tried {} first: {}",
             attempt.node, attempt.reason
@@ -136,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
         "\nasked {} for the LLM: {:?}\n  {}",
         edge1.name,
         answer.text,
-        show(&answer.response.route)
+        show(&answer.response)
     );
 
     let client2 = cluster.keyed_client(&edge2, Some(&key)).await;
@@ -146,20 +136,40 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "asked {} for embeddings (hosted there):\n  {}",
         edge2.name,
-        show(&embedded.route)
+        show(&embedded)
+    );
+
+    // The same question again: the mesh's result cache answers, and the route says so.
+    let again = client
+        .generate(GenerateRequest::new(LLM, prompt).max_tokens(24))
+        .await?;
+    println!(
+        "asked {} the same again: {:?}\n  {}",
+        edge1.name,
+        again.text,
+        show(&again.response)
     );
 
     let near = regional.remove(0);
     println!("\nkilling {} (kill -9)...", near.name);
     drop(near);
+    // Past the cache, so that a model runs: the request fails over to the far node.
+    let skip_cache = CachePolicy {
+        skip: true,
+        ..CachePolicy::default()
+    };
     let answer = client
-        .generate(GenerateRequest::new(LLM, prompt).max_tokens(24))
+        .generate(
+            GenerateRequest::new(LLM, prompt)
+                .max_tokens(24)
+                .cache(skip_cache),
+        )
         .await?;
     println!(
-        "asked {} again: {:?}\n  {}",
+        "asked {} again, past the cache: {:?}\n  {}",
         edge1.name,
         answer.text,
-        show(&answer.response.route)
+        show(&answer.response)
     );
 
     drop((edge1, edge2, regional));

@@ -282,6 +282,60 @@ async fn with_both_regional_nodes_busy_the_less_loaded_one_is_chosen() {
     drop(streams);
 }
 
+/// Chats that begin with the same long system prompt go to one node whichever node they enter
+/// at: the node that holds the prompt's work or, before anyone does, the one it belongs to by
+/// rendezvous. There its engine reads only the new tokens.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeats_of_a_system_prompt_go_to_the_node_holding_it() {
+    use ganglion_client::protocol::{ChatMessage, Role};
+    ensure_models();
+    let cluster = Cluster::new("prefix-affinity");
+    let a = cluster.start("a", &[], &["--host", SMOLLM2]);
+    let b = cluster.start("b", &[a.quic], &["--host", SMOLLM2]);
+    let c = cluster.start("c", &[a.quic], &["--host", SMOLLM2]);
+    sees_hosts(&a, &["b", "c"]).await;
+    sees_hosts(&b, &["a", "c"]).await;
+    sees_hosts(&c, &["a", "b"]).await;
+    let clients = [
+        cluster.client(&a).await,
+        cluster.client(&b).await,
+        cluster.client(&c).await,
+    ];
+    let mut executors = std::collections::BTreeSet::new();
+    for desk in 0..4 {
+        let system = format!("Desk {desk}. ")
+            + &"You answer questions about the lighthouse and its keeper. ".repeat(16);
+        let mut served_by = Vec::new();
+        for (i, client) in clients.iter().chain(&clients).enumerate() {
+            let mut request =
+                GenerateRequest::new(SMOLLM2, format!("Question {i}: who keeps it?")).max_tokens(4);
+            request.messages.insert(
+                0,
+                ChatMessage {
+                    role: Role::System,
+                    content: system.clone(),
+                },
+            );
+            let answer = client.generate(request).await.unwrap();
+            let usage = answer.response.usage;
+            if i > 0 {
+                assert!(
+                    usage.cached_input_tokens > 150,
+                    "desk {desk}, question {i}: the prompt was read again: {usage:?}"
+                );
+            }
+            served_by.push(answer.response.route.executed_by);
+        }
+        assert!(
+            served_by.iter().all(|n| *n == served_by[0]),
+            "desk {desk}: {served_by:?}"
+        );
+        executors.insert(served_by[0].clone());
+    }
+    // Distinct prompts are not all sent to one node.
+    assert!(executors.len() > 1, "{executors:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_host_is_a_clear_error_and_forwarding_never_loops() {
     ensure_models();

@@ -372,7 +372,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     };
                     println!("{text:?}: {labels}");
                 }
-                eprintln!("route: {}", route_summary(&response.route));
+                eprintln!("route: {}", response.route_line());
             }
         }
         Command::Image {
@@ -408,7 +408,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         "the node answered with something other than an image model's output"
                     ),
                 }
-                eprintln!("route: {}", route_summary(&response.route));
+                eprintln!("route: {}", response.route_line());
             }
         }
         Command::Transcribe {
@@ -432,7 +432,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     anyhow::bail!("the node answered with something other than a transcript");
                 };
                 println!("{text}");
-                eprintln!("route: {}", route_summary(&response.route));
+                eprintln!("route: {}", response.route_line());
             }
         }
         Command::Usage { connection, json } => {
@@ -534,7 +534,7 @@ fn print_event(event: StreamEvent, json: bool) -> anyhow::Result<()> {
         }
         StreamEvent::Final(response) => {
             println!();
-            eprintln!("route: {}", route_summary(&response.route));
+            eprintln!("route: {}", response.route_line());
             eprintln!("cache: {}", cache_summary(&response.cache));
         }
     }
@@ -586,35 +586,6 @@ fn final_json(response: &FinalResponse) -> serde_json::Value {
         _ => {}
     }
     value
-}
-
-/// One line for people: the path, then how long the request took as seen from each node.
-fn route_summary(route: &ganglion_client::protocol::Route) -> String {
-    let hops = route.hops();
-    let times: Vec<String> = route
-        .per_hop
-        .iter()
-        .map(|h| format!("{} {:.0} ms", h.node, h.total_ms))
-        .collect();
-    let mut line = format!(
-        "{} ({hops} hop{}; total as seen by {})",
-        route.path.join(" → "),
-        if hops == 1 { "" } else { "s" },
-        times.join(", ")
-    );
-    if !route.models_tried.is_empty() {
-        let tried: Vec<String> = route
-            .models_tried
-            .iter()
-            .map(|m| format!("{} ({})", m.model, m.code.as_str()))
-            .collect();
-        line.push_str(&format!(
-            "; answered by {} after {}",
-            route.model,
-            tried.join(", ")
-        ));
-    }
-    line
 }
 
 /// One line for people: what the cache did.

@@ -407,6 +407,61 @@ pub struct FinalResponse {
     pub cache: CacheReport,
 }
 
+impl FinalResponse {
+    /// Whether the answer came from the result cache (no model ran for it).
+    pub fn from_cache(&self) -> bool {
+        self.cache.status == CacheStatus::Hit
+    }
+
+    /// One line for people: where the answer came from, the way it took and the time at each
+    /// node; an answer from the cache says so, and which shard held it.
+    pub fn route_line(&self) -> String {
+        let route = &self.route;
+        let times: Vec<String> = route
+            .per_hop
+            .iter()
+            .map(|h| format!("{} {:.1} ms", h.node, h.total_ms))
+            .collect();
+        let hops = route.hops();
+        let mut line = if self.from_cache() {
+            let mut from = String::from("from the cache");
+            if let Some(shard) = &self.cache.shard {
+                from.push_str(&format!(" (shard {shard}"));
+                if let Some(age) = self.cache.age_ms {
+                    from.push_str(&format!(", stored {:.1} s ago", age as f64 / 1000.0));
+                }
+                from.push(')');
+            }
+            format!(
+                "{from} at {}, no model ran ({})",
+                route.entry,
+                times.join(", ")
+            )
+        } else {
+            format!(
+                "{} (executed by {}, {hops} hop{}; time at each node: {})",
+                route.path.join(" → "),
+                route.executed_by,
+                if hops == 1 { "" } else { "s" },
+                times.join(", ")
+            )
+        };
+        if !route.models_tried.is_empty() {
+            let tried: Vec<String> = route
+                .models_tried
+                .iter()
+                .map(|m| format!("{} ({})", m.model, m.code.as_str()))
+                .collect();
+            line.push_str(&format!(
+                "; answered by {} after {}",
+                route.model,
+                tried.join(", ")
+            ));
+        }
+        line
+    }
+}
+
 /// Model output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

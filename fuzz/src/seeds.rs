@@ -95,6 +95,7 @@ fn adverts() {
                         in_flight: 2,
                         concurrency: 4,
                         service_ms: 40.0,
+                        warm: Vec::new(),
                     },
                 }],
             }),
@@ -123,6 +124,7 @@ fn adverts() {
             in_flight: 8,
             concurrency: 8,
             service_ms: 850.5,
+            warm: Vec::new(),
         }],
         revoked: ganglion::credentials::revoked::Summary {
             count: 1,

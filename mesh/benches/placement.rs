@@ -18,6 +18,7 @@ fn main() {
             service_time: Duration::from_millis(200 + (i % 11) as u64 * 10),
             sent_by_us: (i % 2) as u32,
             recent_failures: u32::from(i % 97 == 0),
+            warm: false,
         })
         .collect();
     let path = vec!["edge-1".to_owned(), "peer-0007".to_owned()];

@@ -180,6 +180,12 @@ impl Backend {
         }
     }
 
+    /// Whether its engine keeps finished chats' work for prompts that begin the same way
+    /// (llama.cpp's parked sequences).
+    pub fn parks_prompts(&self) -> bool {
+        matches!(self, Self::Text(_)) && self.engine() == TextEngine::LlamaCpp.as_str()
+    }
+
     /// Its worker process, when it runs in one.
     pub fn worker(&self) -> Option<&worker::Worker> {
         match self {

@@ -38,6 +38,9 @@ pub struct ModelLoad {
     pub concurrency: u32,
     /// Recent time to serve one request, in milliseconds.
     pub service_ms: f64,
+    /// Prefix keys of the chats it ran last (`routing::prefix`), at most
+    /// [`crate::routing::prefix::WARM_PREFIXES`].
+    pub warm: Vec<u64>,
 }
 
 /// Which side opened a connection, from the local node's point of view.

@@ -7,7 +7,8 @@
 //!    on, and its answer is stored as it passes;
 //! 4. [`quota`]: the charge id, and a hold on the most the request could cost, released with
 //!    the charge as the final frame passes;
-//! 5. [`local`]: run on this node's model host when it hosts the model and has room;
+//! 5. [`local`]: run on this node's model host when it hosts the model and has room (at the
+//!    entry node, after the peers when [`affinity`] finds one holding the chat's prefix);
 //! 6. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
 //!    one answers, before any output;
 //! 7. [`charge`]: on the node that ran the model (this one after stage 5, or the peer of
@@ -30,6 +31,7 @@
 //! supplies the [`Responder`].
 
 pub mod admit;
+pub mod affinity;
 pub mod authenticate;
 pub mod cache;
 pub mod charge;
@@ -176,10 +178,27 @@ async fn run_model(
         return;
     };
     let out = &mut quota::Watched::new(out, hold);
+    let prefix = affinity::prefix_of(&admitted);
+    let peers_first = match &prefix {
+        Some(prefix) => affinity::peers_first(ctx, &admitted, prefix).await,
+        None => false,
+    };
+    if peers_first {
+        let Flow::Next(_) = handoff::try_peers(ctx, &mut admitted, out, prefix).await else {
+            return;
+        };
+        let Flow::Next(()) = local::run(ctx, &mut admitted, out).await else {
+            return;
+        };
+        let why = "neither a peer nor this node could take it";
+        return fail(out, unserved(&admitted.request.model, &admitted.attempts, why)).await;
+    }
     let Flow::Next(()) = local::run(ctx, &mut admitted, out).await else {
         return;
     };
-    handoff::run(ctx, &mut admitted, out).await;
+    if let Flow::Next(why) = handoff::try_peers(ctx, &mut admitted, out, prefix).await {
+        fail(out, unserved(&admitted.request.model, &admitted.attempts, &why)).await;
+    }
 }
 
 /// Answers with an error as the last frame (if the requester is still there).

@@ -3,7 +3,9 @@
 //!
 //! - [`placement`]: scores peers that host a model by RTT, expected queue wait and health, and
 //!   ranks the candidates a request may be handed to, never a node already on its path.
-//! - [`rendezvous`]: which member owns a key (account homes, cache shards).
+//! - [`rendezvous`]: which member owns a key (account homes, cache shards, prefixes).
+//! - [`prefix`]: a request's prefix, the prefixes a host holds, and what holding one saves.
 
 pub mod placement;
+pub mod prefix;
 pub mod rendezvous;

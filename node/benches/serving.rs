@@ -20,12 +20,14 @@
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ganglion_testkit::{self as harness, Cluster, QUIET, SMOLLM2, ensure_models, first_match};
+use ganglion_testkit::{
+    self as harness, Cluster, LlamaServer, QUIET, SMOLLM2, Streamed, ensure_models,
+    llama_cpp_tools, smollm2_q8_0, stream_chat,
+};
 use serde_json::json;
 
 const GENERATED: u32 = 128;
@@ -34,52 +36,10 @@ const SINGLE_RUNS: usize = 3;
 /// Rounds over all sides; each row reports its median.
 const ROUNDS: usize = 3;
 
-/// One streamed answer, as a client saw it.
-struct Run {
-    first_token: Duration,
-    took: Duration,
-    prompt_tokens: u64,
-    tokens: u64,
-}
-
-/// Streams one chat completion from `base` and times it.
-async fn run(http: &reqwest::Client, base: &str, key: &str, prompt: &str, max_tokens: u32) -> Run {
-    let body = json!({
-        "model": SMOLLM2,
-        "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    let start = Instant::now();
-    let mut response = http
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{}", response.status());
-    let (mut first, mut text) = (None, String::new());
-    while let Some(chunk) = response.chunk().await.unwrap() {
-        text.push_str(&String::from_utf8_lossy(&chunk));
-        if first.is_none() && text.contains("\"content\":\"") {
-            first = Some(start.elapsed());
-        }
-    }
-    let took = start.elapsed();
-    let usage = text
-        .split("data: ")
-        .filter_map(|d| serde_json::from_str::<serde_json::Value>(d.trim()).ok())
-        .find_map(|v| v.get("usage").filter(|u| u.is_object()).cloned())
-        .unwrap_or_else(|| panic!("no usage in {text}"));
-    Run {
-        first_token: first.unwrap_or(took),
-        took,
-        prompt_tokens: usage["prompt_tokens"].as_u64().unwrap(),
-        tokens: usage["completion_tokens"].as_u64().unwrap(),
-    }
+/// Streams one chat completion of `prompt` from `base` and times it.
+async fn run(http: &reqwest::Client, base: &str, key: &str, prompt: &str, max_tokens: u32) -> Streamed {
+    let messages = json!([{"role": "user", "content": prompt}]);
+    stream_chat(http, base, key, SMOLLM2, messages, max_tokens).await
 }
 
 /// What one side did.
@@ -184,23 +144,6 @@ async fn measure(base: &str, key: &str, round: usize) -> Side {
     side
 }
 
-/// The GGUF both sides serve (the Q8_0 copy `models pull` prepares).
-fn gguf() -> PathBuf {
-    let home = std::env::var("HOME").unwrap();
-    let dir = std::env::var("GANGLION_MODELS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(&home).join(".cache/ganglion/models"));
-    let file = dir
-        .join("ganglion--smollm2-135m-instruct")
-        .join("SmolLM2-135M-Instruct.Q8_0.gguf");
-    assert!(
-        file.exists(),
-        "{} is missing: run `ganglion-node models pull`",
-        file.display()
-    );
-    file
-}
-
 /// `llama-bench`'s pp64 and tg128, in tokens/s, on `file` with `threads` threads.
 fn llama_bench(bin: &Path, file: &Path, threads: &str) -> (f64, f64) {
     let printed = harness::succeed(Command::new(bin.join("llama-bench")).args([
@@ -227,22 +170,11 @@ fn llama_bench(bin: &Path, file: &Path, threads: &str) -> (f64, f64) {
     (rate(64, 0), rate(0, 128))
 }
 
-/// Kills a child when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::main]
 async fn main() {
     ensure_models();
-    let gguf = gguf();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-llama-server.sh");
-    let bin = PathBuf::from(harness::succeed(&mut Command::new(script)).trim());
+    let gguf = smollm2_q8_0();
+    let bin = llama_cpp_tools();
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let threads = cores.to_string();
 
@@ -256,45 +188,8 @@ async fn main() {
     } else {
         "no Q4_1 file".to_owned()
     };
-
-    let mut server = Killed(
-        Command::new(bin.join("llama-server"))
-            .args([
-                "-m",
-                gguf.to_str().unwrap(),
-                "-t",
-                &threads,
-                "-tb",
-                &threads,
-            ])
-            .args(["--parallel", &PARALLEL.to_string(), "--cont-batching"])
-            .args(["-c", &(2048 * PARALLEL).to_string(), "--host", "127.0.0.1"])
-            // Port 0: llama-server binds a port the OS chooses, and logs where it listens.
-            .args(["--port", "0", "--no-webui"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    // Its log (stderr) says `... listening on http://127.0.0.1:PORT ...` once the model is
-    // loaded; it is read to its end, so that llama-server never blocks on a full pipe.
-    let listening = first_match(server.0.stderr.take().unwrap(), |line| {
-        let (_, address) = line.split_once("listening on http://")?;
-        address
-            .split_whitespace()
-            .next()?
-            .parse::<SocketAddr>()
-            .ok()
-    });
-    let address = listening
-        .recv_timeout(Duration::from_secs(120))
-        .expect("llama-server did not say where it listens within 120 s");
-    let llama_base = format!("http://{address}");
-    harness::eventually(Duration::from_secs(60), "llama-server up", || async {
-        let health = reqwest::get(format!("{llama_base}/health")).await.ok()?;
-        health.status().is_success().then_some(())
-    })
-    .await;
+    let server = LlamaServer::start(&bin, &gguf, cores, PARALLEL, &[]).await;
+    let llama_base = server.base.clone();
     // The node three ways: engines in worker processes (the default), in the node's own
     // process, and, when GANGLION_NATIVE_NODE names one, a node built for this machine's CPU
     // (e.g. the commit before portable builds, or this one with target-cpu=native). All run at

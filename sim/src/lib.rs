@@ -325,6 +325,7 @@ fn hosted(world: &mut World, index: usize, region: usize) -> Vec<ModelLoad> {
         in_flight: 2,
         concurrency: 2,
         service_ms: 300.0,
+        warm: Vec::new(),
     };
     if index < 3 {
         serving.push(load(EVERYWHERE, world));
@@ -458,6 +459,7 @@ fn place(world: &mut World, report: &mut Report) {
                                 in_flight: 0,
                                 concurrency: 1,
                                 service_ms: 0.0,
+                                warm: Vec::new(),
                             };
                             (n, idle)
                         })
@@ -503,6 +505,7 @@ fn candidate(name: &str, rtt_micros: u64, load: &ModelLoad) -> placement::Candid
         service_time: placement::service_time(load.service_ms),
         sent_by_us: 0,
         recent_failures: 0,
+        warm: false,
     }
 }
 

@@ -10,6 +10,8 @@
 //!   sleeps for a fixed time.
 //! - [`binary`], [`succeed`], [`output_within`], [`first_match`]: the workspace's binaries and
 //!   the processes a test runs.
+//! - [`LlamaServer`] and [`stream_chat`]: llama.cpp's own server, the reference of the serving
+//!   benchmarks, and a timed streaming OpenAI client for it and the node.
 //! - [`UdpRelay`]: a socket of the test's own that a node can advertise, adding a delay and
 //!   partitions between processes on one machine.
 //! - `raw_quic` (feature `raw-quic`): QUIC endpoints built by hand, for tests that speak the
@@ -20,6 +22,7 @@
 #![allow(clippy::unwrap_used)] // a harness panics on the unexpected, as the tests it serves
 
 mod cluster;
+mod llama_server;
 mod models;
 mod node;
 mod poll;
@@ -30,6 +33,7 @@ mod relay;
 mod tools;
 
 pub use cluster::Cluster;
+pub use llama_server::{LlamaServer, Streamed, llama_cpp_tools, smollm2_q8_0, stream_chat};
 pub use models::{LONG_STORY, MINILM, QWEN_05B, SMOLLM2, ensure_models, running_generation};
 pub use node::{KEYS_REQUIRED, NO_ADMIN_TOKEN, Node, QUIET, TOKEN, WITH_CACHE, names};
 pub use poll::{eventually, stays};

@@ -45,6 +45,7 @@ use crate::faults::Faults;
 use crate::inference::parking::scope_of;
 use crate::inference::{Backend, BackendError, Chat};
 use crate::models::ModelSpec;
+use crate::routing::prefix::{self, Warm};
 
 pub use crate::inference::delivery::RESPONSE_BUFFER;
 
@@ -179,6 +180,9 @@ pub struct ModelStats {
     pub service_ms: f64,
     /// The engine's worker process, when it runs in one.
     pub worker: Option<crate::inference::worker::WorkerStatus>,
+    /// Prefix keys of the chats it ran last, whose work its engine keeps (`routing::prefix`).
+    #[serde(skip)]
+    pub warm: Vec<u64>,
 }
 
 /// The model host actor.
@@ -213,6 +217,8 @@ pub struct State {
     /// Requests running per account, for fair turns.
     running_by: fairness::Running,
     stats: ModelStats,
+    /// The prefixes of the chats it ran last, when its engine keeps their work.
+    warm: Warm,
 }
 
 /// The account a job runs for (every job that reaches a host has one).
@@ -248,7 +254,9 @@ impl Actor for ModelHost {
                 expired: 0,
                 service_ms: 0.0,
                 worker: None,
+                warm: Vec::new(),
             },
+            warm: Warm::default(),
             spec: Arc::new(args.spec),
             backend: args.backend,
             node: args.node.into(),
@@ -333,6 +341,7 @@ impl Actor for ModelHost {
                 let mut stats = state.stats.clone();
                 stats.queued = state.queue.len();
                 stats.worker = state.backend.worker().map(|w| w.status());
+                stats.warm = state.warm.keys();
                 let _ = reply.send(stats);
             }
         }
@@ -399,6 +408,11 @@ impl State {
     fn start(&mut self, myself: &ActorRef<Msg>, job: Job) {
         self.stats.in_flight += 1;
         let account = account_of(&job).to_owned();
+        if let (Input::Chat(messages), true) = (&job.request.input, self.backend.parks_prompts()) {
+            if let Some(prefix) = prefix::of_chat(&account, &self.spec.id, messages) {
+                self.warm.ran(prefix.key);
+            }
+        }
         self.running_by.start(&account);
         let span = tracing::info_span!("request", node = %self.node, model = %self.spec.id, request_id = %job.request.id);
         let (spec, backend, faults, myself) = (

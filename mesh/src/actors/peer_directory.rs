@@ -475,6 +475,7 @@ impl State {
             in_flight: 0,
             concurrency: 1,
             service_ms: 0.0,
+            warm: Vec::new(),
         };
         let found: Vec<(String, ModelLoad, Via)> = match self
             .view
@@ -907,6 +908,7 @@ async fn local_loads(hosts: &LocalModels) -> Vec<ModelLoad> {
                 in_flight: stats.in_flight as u32,
                 concurrency: stats.concurrency as u32,
                 service_ms: stats.service_ms,
+                warm: stats.warm,
             });
         }
     }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 
-use super::peer_directory::PeerDirectoryHandle;
+use super::peer_directory::{PeerDirectoryHandle, Via};
 use super::{ActorSlot, LocalCallError};
 use crate::routing::placement::{self, Candidate};
+use crate::routing::prefix::Prefix;
 
 /// Most candidates one node tries for one request.
 pub const MAX_ATTEMPTS: usize = 3;
@@ -32,6 +33,10 @@ pub struct Target {
     pub connection: quinn::Connection,
     /// Its score when ranked (lower is better).
     pub score: Duration,
+    /// It ran the request's prefix lately.
+    pub warm: bool,
+    /// Whether it hosts the model or passes it on to another region.
+    pub via: Via,
 }
 
 /// Messages of the router.
@@ -44,6 +49,8 @@ pub enum Msg {
         path: Vec<String>,
         /// Hops the request may still take.
         hop_budget: u8,
+        /// The request's prefix, if it has one worth placing by.
+        prefix: Option<Prefix>,
         /// The ranked targets, best first, at most [`MAX_ATTEMPTS`]; `Err` when the
         /// directory did not answer.
         reply: RpcReplyPort<Result<Vec<Target>, LocalCallError>>,
@@ -150,9 +157,10 @@ impl Actor for Router {
                 model,
                 path,
                 hop_budget,
+                prefix,
                 reply,
             } => {
-                let targets = state.plan(&model, &path, hop_budget).await.map_err(|e| {
+                let targets = state.plan(&model, &path, hop_budget, prefix).await.map_err(|e| {
                     tracing::warn!(error = %e, "no routing view");
                     e
                 });
@@ -187,6 +195,7 @@ impl State {
         model: &str,
         path: &[String],
         hop_budget: u8,
+        prefix: Option<Prefix>,
     ) -> Result<Vec<Target>, LocalCallError> {
         let hosts = self.directory.candidates(model, path, hop_budget).await?;
         let now = Instant::now();
@@ -210,6 +219,7 @@ impl State {
                     service_time: placement::service_time(h.load.service_ms),
                     sent_by_us: counters.outstanding,
                     recent_failures: counters.recent_failures.len() as u32,
+                    warm: prefix.is_some_and(|p| h.load.warm.contains(&p.key)),
                 }
             })
             .collect();
@@ -221,7 +231,11 @@ impl State {
                     .insert(model.to_owned(), score.as_secs_f64() * 1000.0);
             }
         }
-        Ok(placement::rank(&candidates, path, MAX_ATTEMPTS)
+        let ranked = match &prefix {
+            Some(prefix) => placement::rank_for_prefix(&candidates, path, MAX_ATTEMPTS, prefix),
+            None => placement::rank(&candidates, path, MAX_ATTEMPTS),
+        };
+        Ok(ranked
             .into_iter()
             .filter_map(|c| {
                 let host = hosts.iter().find(|h| h.name == c.name)?;
@@ -229,6 +243,8 @@ impl State {
                     name: c.name.clone(),
                     connection: host.connection.clone(),
                     score: placement::score(c),
+                    warm: c.warm,
+                    via: host.via,
                 })
             })
             .collect())
@@ -249,12 +265,14 @@ impl RouterHandle {
         model: &str,
         path: &[String],
         hop_budget: u8,
+        prefix: Option<Prefix>,
     ) -> Result<Vec<Target>, LocalCallError> {
         let (model, path) = (model.to_owned(), path.to_vec());
         super::call_local(&self.0.get(), |reply| Msg::Plan {
             model,
             path,
             hop_budget,
+            prefix,
             reply,
         })
         .await?

@@ -638,7 +638,10 @@ fn step(
 ) -> Result<(), String> {
     batch.clear();
     let capacity = (ctx.n_batch() as usize).saturating_sub(running.len());
-    let mut prefill_budget = PREFILL_PER_STEP.min(capacity).max(1);
+    // While no sequence is generating, nobody waits on prompts: read them in whole batches.
+    let generating = running.iter().any(|s| s.next.is_some());
+    let per_step = if generating { PREFILL_PER_STEP } else { capacity };
+    let mut prefill_budget = per_step.min(capacity).max(1);
     for s in running.iter_mut() {
         s.logits_at = None;
         if let Some(token) = s.next {

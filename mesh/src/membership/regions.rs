@@ -84,6 +84,7 @@ pub fn summarize<'a>(
                     in_flight: 0,
                     concurrency: 0,
                     service_ms: f64::INFINITY,
+                    warm: Vec::new(),
                 },
             });
         entry.hosts = entry.hosts.saturating_add(1);
@@ -132,6 +133,7 @@ mod tests {
             in_flight: 1,
             concurrency,
             service_ms,
+            warm: Vec::new(),
         }
     }
 

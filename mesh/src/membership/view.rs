@@ -617,6 +617,7 @@ mod tests {
             in_flight: 0,
             concurrency: 1,
             service_ms: 10.0,
+            warm: Vec::new(),
         }
     }
 

@@ -112,6 +112,7 @@ impl PeerAdvert {
         if self.loads.len() > MAX_ADVERT_MODELS
             || self.loads.iter().any(|l| {
                 !model_id_ok(&l.model)
+                    || l.warm.len() > crate::routing::prefix::WARM_PREFIXES
                     || !l.service_ms.is_finite()
                     || !(0.0..=max_ms).contains(&l.service_ms)
             })
@@ -159,6 +160,7 @@ impl PeerAdvert {
                         in_flight: 0,
                         concurrency: 1,
                         service_ms: 0.0,
+                        warm: Vec::new(),
                     })
             })
             .collect()
@@ -252,6 +254,7 @@ mod tests {
                 in_flight: 2,
                 concurrency: 2,
                 service_ms: 12.5,
+                warm: Vec::new(),
             }],
             revoked: revoked::Summary {
                 count: 1,
@@ -310,6 +313,7 @@ mod tests {
             in_flight: u32::MAX,
             concurrency: u32::MAX,
             service_ms: 1e6,
+            warm: vec![u64::MAX; crate::routing::prefix::WARM_PREFIXES],
         };
         a.membership = Gossip {
             region: region.clone(),
@@ -349,6 +353,7 @@ mod tests {
                 in_flight: u32::MAX,
                 concurrency: u32::MAX,
                 service_ms: 1e6,
+                warm: Vec::new(),
             };
             MAX_ADVERT_MODELS
         ];
@@ -408,6 +413,10 @@ mod tests {
         refused(&|a| a.loads[0].service_ms = f64::NAN, "loads");
         refused(&|a| a.loads[0].service_ms = -1.0, "loads");
         refused(&|a| a.loads[0].service_ms = 1e300, "loads");
+        refused(
+            &|a| a.loads[0].warm = vec![1; crate::routing::prefix::WARM_PREFIXES + 1],
+            "loads",
+        );
         refused(
             &|a| a.addr = "224.0.0.1:7400".parse().expect("addr"),
             "addr",

@@ -10,42 +10,43 @@ use ganglion_client::protocol::{Attempt, ErrorCode, Request, ResponseFrame, Wire
 use tracing::Instrument;
 
 use super::admit::Admitted;
-use super::{Context, Responder, fail, final_frame, retryable, unserved};
+use super::{Context, Flow, Responder, fail, final_frame, retryable};
 use crate::actors::router::Target;
 use crate::peer;
+use crate::routing::prefix::Prefix;
 
-/// Hands the request to peers in the router's order; its attempts hold why this node (or
-/// earlier candidates) did not serve it.
-pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Responder) {
-    let mut attempts = std::mem::take(&mut admitted.attempts);
+/// Hands the request to peers in the router's order (by `prefix` too, when it has one); its
+/// attempts hold why this node (or earlier candidates) did not serve it. Goes on, with why,
+/// when no peer took it before any output (the attempts then hold every refusal): the request
+/// is still unanswered.
+pub async fn try_peers(
+    ctx: &Context,
+    admitted: &mut Admitted<'_>,
+    out: &mut impl Responder,
+    prefix: Option<Prefix>,
+) -> Flow<String> {
     let request = &admitted.request;
     let route_text = request.path.join(" → ");
     if request.hop_budget == 0 {
-        let why = format!("the hop budget is exhausted (path {route_text})");
-        return fail(out, unserved(&request.model, &attempts, &why)).await;
+        return Flow::Next(format!("the hop budget is exhausted (path {route_text})"));
     }
     let targets = match ctx
         .router
-        .plan(&request.model, &request.path, request.hop_budget)
+        .plan(&request.model, &request.path, request.hop_budget, prefix)
         .await
     {
         Ok(targets) => targets,
-        Err(e) => {
-            let error = WireError::new(
-                ErrorCode::Unavailable,
-                format!("cannot place model `{}`: {e}", request.model),
-            );
-            return fail(out, error).await;
-        }
+        Err(e) => return Flow::Next(format!("cannot place it: {e}")),
     };
     if targets.is_empty() {
-        let why = if request.path.len() > 1 {
+        return Flow::Next(if request.path.len() > 1 {
             format!("no reachable peer off the request's path ({route_text}) hosts it")
         } else {
             "no reachable peer hosts it".to_owned()
-        };
-        return fail(out, unserved(&request.model, &attempts, &why)).await;
+        });
     }
+    let mut attempts = std::mem::take(&mut admitted.attempts);
+    let request = &admitted.request;
     for target in targets {
         let left = admitted.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -53,7 +54,8 @@ pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Resp
                 ErrorCode::DeadlineExceeded,
                 "deadline passed before a node could take the request",
             );
-            return fail(out, error).await;
+            fail(out, error).await;
+            return Flow::Ended;
         }
         let mut handed = request.clone();
         handed.hop_budget -= 1;
@@ -64,7 +66,7 @@ pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Resp
             .instrument(span)
             .await;
         match outcome {
-            Handoff::Served | Handoff::Cancelled => return,
+            Handoff::Served | Handoff::Cancelled => return Flow::Ended,
             Handoff::Refused(error) => {
                 tracing::info!(peer = %target.name, code = %error.code, reason = %error.message, "handoff refused before output; trying the next candidate");
                 underway.failed();
@@ -77,15 +79,13 @@ pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Resp
             Handoff::Failed(error) => {
                 underway.failed();
                 drop(underway);
-                return fail(out, error).await;
+                fail(out, error).await;
+                return Flow::Ended;
             }
         }
     }
-    fail(
-        out,
-        unserved(&request.model, &attempts, "every candidate failed"),
-    )
-    .await;
+    admitted.attempts = attempts;
+    Flow::Next("every candidate failed".to_owned())
 }
 
 /// A handoff the router counts as outstanding until this is dropped, however the request ends

@@ -8,6 +8,9 @@
 
 use std::time::Duration;
 
+use super::prefix::{self, Prefix};
+use super::rendezvous;
+
 /// Added to a candidate's score per recent failure, so a failing peer is tried last.
 pub const FAILURE_PENALTY: Duration = Duration::from_secs(5);
 
@@ -30,6 +33,8 @@ pub struct Candidate {
     pub sent_by_us: u32,
     /// Recent failures of requests sent there.
     pub recent_failures: u32,
+    /// It ran the request's prefix lately (`prefix::Warm`): its engine need not read it again.
+    pub warm: bool,
 }
 
 /// Longest service time a peer's advert is believed for; anything above (or not a number) is
@@ -94,6 +99,44 @@ pub fn rank<'a>(candidates: &'a [Candidate], path: &[String], limit: usize) -> V
     eligible.into_iter().map(|(_, c)| c).collect()
 }
 
+/// Candidates ranked best first for a request with `prefix`, as [`rank`] does without one. A
+/// warm candidate's score is lowered by the prefill it saves (never below zero: a warm peer
+/// with a long queue still loses); scores within [`prefix::TIE`] of each other are a tie, broken
+/// by rendezvous on the prefix, so that every router sends a prefix to the same host among
+/// equals.
+pub fn rank_for_prefix<'a>(
+    candidates: &'a [Candidate],
+    path: &[String],
+    limit: usize,
+    prefix: &Prefix,
+) -> Vec<&'a Candidate> {
+    let mut eligible: Vec<(PrefixOrder, &Candidate)> = candidates
+        .iter()
+        .filter(|c| !path.contains(&c.name))
+        .map(|c| (prefix_order(score(c), c.warm, &c.name, prefix), c))
+        .collect();
+    eligible.sort_by(|a, b| a.0.cmp(&b.0));
+    eligible.truncate(limit);
+    eligible.into_iter().map(|(_, c)| c).collect()
+}
+
+/// Where a candidate stands for a request with a prefix: lower goes first.
+pub type PrefixOrder = (u128, std::cmp::Reverse<[u8; 32]>);
+
+/// The order of candidate `name` with `score`, warm or not, for `prefix`: its score less the
+/// prefill it saves when warm, in tiers of [`prefix::TIE`], then the higher rendezvous weight.
+pub fn prefix_order(score: Duration, warm: bool, name: &str, prefix: &Prefix) -> PrefixOrder {
+    let score = if warm {
+        score.saturating_sub(prefix::saving(prefix))
+    } else {
+        score
+    };
+    (
+        score.as_nanos() / prefix::TIE.as_nanos(),
+        std::cmp::Reverse(rendezvous::weight(&prefix.key_bytes(), name)),
+    )
+}
+
 /// The best candidate only, in one pass (what a decision costs when only the first choice is
 /// used).
 pub fn best<'a>(candidates: &'a [Candidate], path: &[String]) -> Option<&'a Candidate> {
@@ -117,7 +160,51 @@ mod tests {
             service_time: Duration::from_millis(500),
             sent_by_us: 0,
             recent_failures: 0,
+            warm: false,
         }
+    }
+
+    #[test]
+    fn a_warm_peer_wins_unless_its_queue_outweighs_the_prefill_it_saves() {
+        let prefix = Prefix {
+            key: 7,
+            tokens: 1000,
+        };
+        let mut warm = peer("warm", 20);
+        warm.warm = true;
+        let peers = [peer("near", 1), warm.clone()];
+        assert_eq!(rank_for_prefix(&peers, &[], 3, &prefix)[0].name, "warm");
+        // Two waves of 500 ms ahead of it: more than the second of prefill it saves.
+        warm.in_flight = 2;
+        warm.queued = 2;
+        let peers = [peer("near", 1), warm];
+        assert_eq!(rank_for_prefix(&peers, &[], 3, &prefix)[0].name, "near");
+    }
+
+    #[test]
+    fn among_equals_a_cold_prefix_goes_to_its_rendezvous_owner_for_every_router() {
+        let peers: Vec<Candidate> = (0..5).map(|i| peer(&format!("p{i}"), 1 + i)).collect();
+        let mut owners = std::collections::HashSet::new();
+        for key in 0..200 {
+            let prefix = Prefix { key, tokens: 1000 };
+            let first = rank_for_prefix(&peers, &[], 5, &prefix)[0].name.clone();
+            // Another router, the same facts in another order: the same choice.
+            let mut reversed = peers.clone();
+            reversed.reverse();
+            assert_eq!(rank_for_prefix(&reversed, &[], 5, &prefix)[0].name, first);
+            owners.insert(first);
+        }
+        // Prefixes spread over every host, not all onto the nearest.
+        assert_eq!(owners.len(), 5);
+        // A host whose queue is a tier worse is not chosen among equals.
+        let mut busy = peers.clone();
+        for c in &mut busy[1..] {
+            c.in_flight = 2;
+        }
+        assert_eq!(
+            rank_for_prefix(&busy, &[], 5, &Prefix { key: 1, tokens: 1000 })[0].name,
+            "p0"
+        );
     }
 
     #[test]

@@ -30,7 +30,8 @@ pub fn top<M: AsRef<str>>(
     ranked.into_iter().map(|(_, m)| m).collect()
 }
 
-fn weight(key: &[u8], member: &str) -> [u8; 32] {
+/// `member`'s weight for `key`: the owner is the member of the highest.
+pub fn weight(key: &[u8], member: &str) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(key);
     hash.update([0]);

@@ -296,7 +296,7 @@ function drawRequests(view) {
   fillBody($('traffic'), traffic);
   const recent = view.nodes.flatMap((n) => n.activity.requests).sort((a, b) => b.at_ms - a.at_ms).slice(0, 30);
   fillBody($('routes'), recent.map((r) => {
-    const route = r.path.length ? r.path.join(' → ') : `${r.entry} (did not run)`;
+    const route = r.cache === 'HIT' ? `${r.entry}, from the cache` : r.path.length ? r.path.join(' → ') : `${r.entry} (did not run)`;
     return el('tr', { 'data-id': r.id, class: r.outcome === 'ok' ? '' : 'failed' },
       el('td', {}, clock(r.at_ms)), el('td', {}, r.model), el('td', {}, r.account || '—'),
       el('td', { class: 'route' }, route), el('td', {}, Math.max(0, r.path.length - 1)),
@@ -435,7 +435,7 @@ $('try').addEventListener('submit', async (event) => {
         else if (data.output && data.output.labels) output.textContent = data.output.labels.map((l) => `${l.label} ${l.score.toFixed(3)}`).join(', ') || '(no label)';
         showFacts([
           ['Route', data.route.path.join(' → ')],
-          ['Executed by', data.route.executed_by],
+          ['Executed by', data.cache.status === 'HIT' ? 'nobody: from the cache' : data.route.executed_by],
           ['Hops', String(data.route.hops)],
           ['Cache', data.cache.status + (data.cache.shard ? ` (shard ${data.cache.shard})` : '')],
           ['Neurons', data.neurons],
