@@ -4,14 +4,16 @@
 //! for the LLM (they host the embedder), and two regional nodes hosting the LLM, about 5 ms and
 //! 60 ms of round trip away (UDP relays add real delay). A client asks an edge node for
 //! the LLM; the route shows it was handed to the nearer regional node. The same question again
-//! is answered from the mesh's result cache, and the route says so. Then the near node is
-//! killed, and the next request (past the cache) goes to the other one.
+//! is answered from the mesh's result cache, and the route says so. Then a long story streams
+//! from the near node, which is killed mid-story: the far node continues it in the same stream,
+//! and the route says where it moved. The next request (past the cache) goes to the far node.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ganglion_client::GenerateRequest;
+use futures::StreamExt;
 use ganglion_client::protocol::{CachePolicy, FinalResponse};
+use ganglion_client::{GenerateRequest, StreamEvent};
 use ganglion_testkit::{
     Cluster, KEYS_REQUIRED, MINILM, Node, SMOLLM2, UdpRelay, WITH_CACHE, ensure_models, eventually,
 };
@@ -150,14 +152,35 @@ async fn main() -> anyhow::Result<()> {
         show(&again.response)
     );
 
-    let near = regional.remove(0);
-    println!("\nkilling {} (kill -9)...", near.name);
-    drop(near);
-    // Past the cache, so that a model runs: the request fails over to the far node.
+    // A long story, past the cache, streams from the near node; that node is killed while it
+    // writes (kill -9): the far node continues the story from the text the client has.
     let skip_cache = CachePolicy {
         skip: true,
         ..CachePolicy::default()
     };
+    let story = GenerateRequest::new(LLM, "Tell me a long story about a lighthouse keeper.")
+        .max_tokens(120)
+        .cache(skip_cache.clone());
+    let mut stream = client.generate_stream(story).await?;
+    let mut text = String::new();
+    let mut near = Some(regional.remove(0));
+    print!("\nasked {} for a story, streaming: ", edge1.name);
+    while let Some(event) = stream.next().await {
+        match event? {
+            StreamEvent::Delta(piece) => {
+                print!("{piece}");
+                text.push_str(&piece);
+                if text.len() > 80 {
+                    if let Some(node) = near.take() {
+                        print!(" [killing {} (kill -9)] ", node.name);
+                        drop(node);
+                    }
+                }
+            }
+            StreamEvent::Final(response) => println!("\n  {}", show(&response)),
+        }
+    }
+    // Past the cache, so that a model runs: the request fails over to the far node.
     let answer = client
         .generate(
             GenerateRequest::new(LLM, prompt)

@@ -296,10 +296,12 @@ async fn repeats_of_a_system_prompt_go_to_the_node_holding_it() {
     sees_hosts(&a, &["b", "c"]).await;
     sees_hosts(&b, &["a", "c"]).await;
     sees_hosts(&c, &["a", "b"]).await;
+    // A keyed account: the keyless `anonymous` account's prompts are never reused.
+    let key = cluster.issue_key("desks", &[]);
     let clients = [
-        cluster.client(&a).await,
-        cluster.client(&b).await,
-        cluster.client(&c).await,
+        cluster.keyed_client(&a, Some(&key)).await,
+        cluster.keyed_client(&b, Some(&key)).await,
+        cluster.keyed_client(&c, Some(&key)).await,
     ];
     let mut executors = std::collections::BTreeSet::new();
     for desk in 0..4 {
@@ -334,6 +336,83 @@ async fn repeats_of_a_system_prompt_go_to_the_node_holding_it() {
     }
     // Distinct prompts are not all sent to one node.
     assert!(executors.len() > 1, "{executors:?}");
+}
+
+/// A generation whose executor is killed (kill -9) after its text has reached the client moves
+/// to the other host, which continues it from that text: the client sees one stream with no
+/// text lost or repeated, the route names the move, and the answer is charged once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_moves_to_another_host_when_its_executor_is_killed() {
+    ensure_models();
+    let cluster = Cluster::new("migration");
+    let host = |name: &str, seeds: &[std::net::SocketAddr]| {
+        let mut args = vec!["--host", SMOLLM2];
+        args.extend_from_slice(&LIVENESS);
+        cluster.start(name, seeds, &args)
+    };
+    let h1 = host("h1", &[]);
+    let h2 = host("h2", &[h1.quic]);
+    let entry = edge(&cluster, "west-edge", &[h1.quic, h2.quic]);
+    sees_hosts(&entry, &["h1", "h2"]).await;
+    let mut hosts = vec![h1, h2];
+
+    let client = cluster.client(&entry).await;
+    let story = GenerateRequest::new(SMOLLM2, "Tell me a very long story about a lighthouse.")
+        .max_tokens(160);
+    let mut stream = client.generate_stream(story).await.unwrap();
+    let mut streamed = String::new();
+    while streamed.len() < 60 {
+        match stream.next().await.unwrap().unwrap() {
+            StreamEvent::Delta(text) => streamed.push_str(&text),
+            StreamEvent::Final(_) => panic!("the story ended before the kill: {streamed:?}"),
+        }
+    }
+    let before_kill = streamed.clone();
+    let mut running = None;
+    for (i, h) in hosts.iter().enumerate() {
+        if h.model_status(SMOLLM2).await["stats"]["in_flight"] == 1 {
+            running = Some(i);
+        }
+    }
+    let mut executor = hosts.remove(running.expect("a host runs the story"));
+    let lost = executor.name.clone();
+    executor.kill();
+
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        match event.expect("one stream, no error") {
+            StreamEvent::Delta(text) => streamed.push_str(&text),
+            StreamEvent::Final(response) => last = Some(response),
+        }
+    }
+    let response = last.expect("a final answer");
+    let ganglion_client::protocol::Output::Text { text, .. } = &response.output else {
+        panic!("not text");
+    };
+    // One stream: what the client read is the whole answer, the text sent before the kill
+    // first, nothing repeated after it.
+    assert_eq!(&streamed, text);
+    assert!(text.starts_with(&before_kill) && text.len() > before_kill.len());
+    let route = &response.route;
+    assert_eq!(route.executed_by, hosts[0].name);
+    assert_eq!(route.migrations.len(), 1, "{route:?}");
+    assert_eq!(route.migrations[0].from, lost);
+    assert!(route.migrations[0].at_token > 0);
+    assert!(response.usage.output_tokens > route.migrations[0].at_token);
+    eprintln!("{}", response.route_line());
+    // Charged once, by the node that finished it, for everything the client received.
+    let id = format!("{:032x}", response.id);
+    let records: Vec<serde_json::Value> = ["h1", "h2", "west-edge"]
+        .iter()
+        .flat_map(|node| cluster.ledger(node))
+        .filter(|r| r["request_id"] == id.as_str())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["executor"], hosts[0].name.as_str());
+    assert_eq!(
+        records[0]["output_tokens"],
+        u64::from(response.usage.output_tokens)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -12,15 +12,7 @@ use ganglion_testkit::{
 
 /// The node's ledger as the `ganglion-node ledger` command prints it.
 fn ledger(cluster: &Cluster, node: &str) -> Vec<serde_json::Value> {
-    harness::succeed(
-        std::process::Command::new(harness::binary())
-            .args(["ledger", "--data-dir"])
-            .arg(cluster.dir.join("data").join(node))
-            .env("GANGLION_ADMIN_TOKEN", TOKEN),
-    )
-    .lines()
-    .map(|l| serde_json::from_str(l).unwrap())
-    .collect()
+    cluster.ledger(node)
 }
 
 async fn client(cluster: &Cluster, node: &harness::Node, key: &str) -> ganglion_client::Client {

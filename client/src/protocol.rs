@@ -157,7 +157,29 @@ pub struct Request {
     /// node reads them.
     #[serde(deserialize_with = "bounded::fallbacks")]
     pub fallbacks: Vec<String>,
+    /// A generation another node started and was lost running (set by nodes; a client's is
+    /// ignored): the new executor continues it.
+    pub resume: Option<Resume>,
 }
+
+/// A generation whose executor was lost after output had reached the client: what the client
+/// already has, for the next executor to read as the start of its answer and continue, with no
+/// text lost or repeated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// The answer's text the client has (every earlier executor's, in order).
+    pub text: String,
+    /// The node lost last.
+    pub from: String,
+    /// Moves so far (this one included).
+    pub moves: u8,
+}
+
+/// Most bytes of text a resumed generation carries: what [`MAX_OUTPUT_TOKENS`] tokens make.
+pub const MAX_RESUME_BYTES: usize = 64 * 1024;
+
+/// Most times one generation moves to another executor.
+pub const MAX_MOVES: u8 = 2;
 
 /// A request's cache controls, as AI Gateway's `cf-aig-cache-ttl`, `cf-aig-skip-cache` and
 /// `cf-aig-cache-key` headers give them.
@@ -237,6 +259,7 @@ impl Request {
             charge_id: None,
             cache: CachePolicy::default(),
             fallbacks: Vec::new(),
+            resume: None,
         }
     }
 }
@@ -446,6 +469,12 @@ impl FinalResponse {
                 times.join(", ")
             )
         };
+        for m in &route.migrations {
+            line.push_str(&format!(
+                "; migrated from {} at token {}",
+                m.from, m.at_token
+            ));
+        }
         if !route.models_tried.is_empty() {
             let tried: Vec<String> = route
                 .models_tried
@@ -619,6 +648,17 @@ pub struct Route {
     pub model: String,
     /// The request's models given up on before the one that answered, with why.
     pub models_tried: Vec<ModelAttempt>,
+    /// Executors lost after output had started, whose generation another continued.
+    pub migrations: Vec<Migration>,
+}
+
+/// A generation that moved: its executor was lost mid-stream and another continued it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Migration {
+    /// The executor lost.
+    pub from: String,
+    /// The answer's tokens the next executor took over, as it counted them.
+    pub at_token: u32,
 }
 
 /// A model of a request's list (its own, or a fallback) that did not answer it.
@@ -656,6 +696,8 @@ impl Route {
                 .iter()
                 .all(|a| name_ok(&a.node) && a.reason.len() <= MAX_ATTEMPT_REASON_BYTES)
             && self.model.len() <= MAX_MODEL_ID_BYTES
+            && self.migrations.len() <= usize::from(MAX_MOVES)
+            && self.migrations.iter().all(|m| name_ok(&m.from))
             && self.models_tried.len() <= MAX_FALLBACKS
             && self.models_tried.iter().all(|m| {
                 m.model.len() <= MAX_MODEL_ID_BYTES && m.reason.len() <= MAX_ATTEMPT_REASON_BYTES
@@ -875,6 +917,16 @@ pub fn validate(request: &Request) -> Result<(), WireError> {
     if request.path.len() > MAX_PATH_NODES || !request.path.iter().all(|n| node_name_ok(n)) {
         return invalid(format!(
             "path must name at most {MAX_PATH_NODES} nodes of 1 to {MAX_NODE_NAME_BYTES} bytes"
+        ));
+    }
+    if let Some(resume) = &request.resume
+        && (resume.text.len() > MAX_RESUME_BYTES
+            || !node_name_ok(&resume.from)
+            || !(1..=MAX_MOVES).contains(&resume.moves)
+            || !matches!(request.input, Input::Chat(_)))
+    {
+        return invalid(format!(
+            "a resumed generation is a chat with at most {MAX_RESUME_BYTES} bytes of text, moved at most {MAX_MOVES} times, from a node named in 1 to {MAX_NODE_NAME_BYTES} bytes"
         ));
     }
     if request
@@ -1151,8 +1203,18 @@ mod tests {
                 };
                 MAX_FALLBACKS
             ],
+            migrations: vec![
+                Migration {
+                    from: name(3),
+                    at_token: u32::MAX,
+                };
+                usize::from(MAX_MOVES)
+            ],
         };
         assert!(route.within_bounds());
+        let mut moved = route.clone();
+        moved.migrations.push(moved.migrations[0].clone());
+        assert!(!moved.within_bounds(), "more moves than a generation makes");
         let mut tried = route.clone();
         tried.models_tried.push(tried.models_tried[0].clone());
         assert!(

@@ -329,6 +329,10 @@ fn main() {
                 code: ErrorCode::Unavailable,
                 reason: "no node hosts it".into(),
             }],
+            migrations: vec![ganglion_client::protocol::Migration {
+                from: "lost".into(),
+                at_token: 37,
+            }],
         },
         cache: CacheReport {
             status: CacheStatus::Miss,

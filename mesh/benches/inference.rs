@@ -95,6 +95,7 @@ async fn run() {
                     max_tokens: MAX_TOKENS,
                     // Each run in a scope of its own: none reuses another's prompt.
                     scope: in_process.len() as u64,
+                    resume: None,
                 },
                 Instant::now() + Duration::from_secs(600),
                 &tx,
@@ -252,9 +253,11 @@ fn bench_config(
         text_engine: None,
         // This bench starts its node inside its own process, which has no worker mode.
         engines: ganglion::config::engines::Placement::InProcess,
+        park_prompts: true,
         request_limits: ganglion::config::requests::Limits {
             default_deadline: Duration::from_secs(600),
             max_deadline: Duration::from_secs(600),
+            prefix_affinity: true,
         },
         connection_limits: ganglion::config::clients::ConnectionSettings {
             max_total: 64,

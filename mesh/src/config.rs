@@ -111,6 +111,8 @@ pub struct Config {
     pub text_engine: Option<engines::TextEngine>,
     /// Where engines run.
     pub engines: engines::Placement,
+    /// Whether llama.cpp keeps finished chats' work for later prompts.
+    pub park_prompts: bool,
     /// Deadlines granted to requests.
     pub request_limits: requests::Limits,
     /// Caps on incoming connections, and whether clients may come from beyond loopback.

@@ -36,6 +36,11 @@ use api_keys::{KeyClaims, KeySigner, KeyVerifier};
 /// it when they know only an address.
 pub use ganglion_client::client::NODE_SERVER_NAME;
 
+/// The account keyless requests are served as, when the node allows them: anybody who can
+/// reach the node, so nothing of one such request is shared with another (the result cache,
+/// parked prompts).
+pub const ANONYMOUS: &str = "anonymous";
+
 const CA_CERT: &str = "ca.crt";
 const CA_KEY: &str = "ca.key";
 const COOKIE: &str = "cookie";

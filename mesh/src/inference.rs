@@ -53,6 +53,9 @@ pub struct Chat<'a> {
     /// Whose earlier prompts this one may reuse the work of (a hash of its account): an
     /// engine that keeps finished prompts (`parking`) reuses them only within a scope.
     pub scope: u64,
+    /// The start of the answer, which a lost executor already sent: read as part of the
+    /// prompt, and continued.
+    pub resume: Option<&'a str>,
 }
 
 /// A loaded model.
@@ -332,6 +335,8 @@ pub struct LoadPlan {
     pub hardware: crate::hardware::Hardware,
     /// Bytes of KV cache the model may use.
     pub kv_budget: u64,
+    /// Whether a llama.cpp chat model keeps finished chats' work (within `kv_budget`).
+    pub park_prompts: bool,
     /// The library a model compiled into the node comes with (nothing is read from disk).
     pub compiled: Option<String>,
     /// ONNX Runtime's library, for the models that run on it.
@@ -410,6 +415,7 @@ pub fn plan(
         engine,
         hardware: hardware.clone(),
         kv_budget,
+        park_prompts: true,
         compiled: match spec.source {
             Source::Compiled { library, .. } => Some(library.to_owned()),
             _ => None,
@@ -454,6 +460,7 @@ pub async fn load(plan: &LoadPlan) -> Result<Loaded, BackendError> {
                         plan.context_tokens as usize,
                         &plan.hardware,
                         plan.kv_budget,
+                        plan.park_prompts,
                     )
                     .await?;
                     Loaded {
@@ -588,7 +595,8 @@ async fn time_generation(
 ) -> Result<std::time::Duration, BackendError> {
     use ganglion_client::protocol::Role;
     let generator =
-        llama_cpp::LlamaGenerator::load(file, Some(1), 512, &plan.hardware, plan.kv_budget).await?;
+        llama_cpp::LlamaGenerator::load(file, Some(1), 512, &plan.hardware, plan.kv_budget, false)
+            .await?;
     let messages = [ChatMessage {
         role: Role::User,
         content: "Count from 1 to 100, separated by commas.".into(),
@@ -605,6 +613,7 @@ async fn time_generation(
             parameters: &Parameters::default(),
             max_tokens,
             scope: 0,
+            resume: None,
         };
         let done = generator
             .generate(chat, deadline, &deltas, &AtomicU32::new(0))

@@ -196,16 +196,13 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     let hardware = Hardware::detect(config.memory_limit);
     let catalog = Arc::new(config.catalog);
     let store = ModelStore::new(&config.models_dir);
-    let (models, hosting) = load_models(
-        &catalog,
-        &store,
-        &config.host,
-        &hardware,
-        config.model_concurrency,
-        config.text_engine,
-        config.engines,
-    )
-    .await;
+    let choices = EngineChoices {
+        concurrency: config.model_concurrency,
+        text_engine: config.text_engine,
+        placement: config.engines,
+        park_prompts: config.park_prompts,
+    };
+    let (models, hosting) = load_models(&catalog, &store, &config.host, &hardware, choices).await;
 
     let cpu = inference::kernels::CpuKernels::detect();
     tracing::info!(features = ?cpu.features, kernels = %cpu.variant, "CPU");
@@ -264,6 +261,19 @@ pub async fn start(config: Config) -> Result<RunningNode, StartError> {
     })
 }
 
+/// How the operator wants models run.
+#[derive(Debug, Clone, Copy)]
+struct EngineChoices {
+    /// Requests each model runs at once, when set.
+    concurrency: Option<usize>,
+    /// The engine of GGUF chat models, when set.
+    text_engine: Option<TextEngine>,
+    /// Where engines run.
+    placement: Placement,
+    /// Whether llama.cpp keeps finished chats' work for later prompts.
+    park_prompts: bool,
+}
+
 /// Loads every configured model that fits in the memory budget. A model that does not fit, is
 /// not pulled, or fails to load is reported (log and `/admin/models`) and the node runs without it.
 async fn load_models(
@@ -271,10 +281,14 @@ async fn load_models(
     store: &ModelStore,
     host: &[String],
     hardware: &Hardware,
-    concurrency: Option<usize>,
-    text_engine: Option<TextEngine>,
-    placement: Placement,
+    choices: EngineChoices,
 ) -> (Vec<(ModelSpec, Arc<Backend>, usize)>, Vec<ModelStatus>) {
+    let EngineChoices {
+        concurrency,
+        text_engine,
+        placement,
+        park_prompts,
+    } = choices;
     let engine = text_engine.unwrap_or_else(|| TextEngine::for_hardware(hardware));
     let specs: Vec<&ModelSpec> = host.iter().filter_map(|id| catalog.get(id)).collect();
     let plan = plan_hosting(hardware.memory_budget(), specs.iter().copied());
@@ -312,8 +326,9 @@ async fn load_models(
             Hosting::Host => {
                 let started = std::time::Instant::now();
                 let load = |engine| async move {
-                    let plan =
+                    let mut plan =
                         inference::plan(spec, store, concurrency, engine, hardware, kv_budget)?;
+                    plan.park_prompts = park_prompts;
                     match placement {
                         Placement::Workers => Backend::in_worker(plan).await,
                         Placement::InProcess => inference::load(&plan)

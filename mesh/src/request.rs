@@ -178,26 +178,40 @@ async fn run_model(
         return;
     };
     let out = &mut quota::Watched::new(out, hold);
-    let prefix = affinity::prefix_of(&admitted);
-    let peers_first = match &prefix {
+    let prefix = ctx
+        .limits
+        .prefix_affinity
+        .then(|| affinity::prefix_of(&admitted))
+        .flatten();
+    let here = match &prefix {
         Some(prefix) => affinity::peers_first(ctx, &admitted, prefix).await,
-        None => false,
+        None => None,
     };
-    if peers_first {
-        let Flow::Next(_) = handoff::try_peers(ctx, &mut admitted, out, prefix).await else {
+    if let Some(here) = here {
+        let peers = handoff::Peers::Before(here);
+        let Flow::Next(_) = handoff::try_peers(ctx, &mut admitted, out, prefix, peers).await else {
             return;
         };
         let Flow::Next(()) = local::run(ctx, &mut admitted, out).await else {
             return;
         };
         let why = "neither a peer nor this node could take it";
-        return fail(out, unserved(&admitted.request.model, &admitted.attempts, why)).await;
+        return fail(
+            out,
+            unserved(&admitted.request.model, &admitted.attempts, why),
+        )
+        .await;
     }
     let Flow::Next(()) = local::run(ctx, &mut admitted, out).await else {
         return;
     };
-    if let Flow::Next(why) = handoff::try_peers(ctx, &mut admitted, out, prefix).await {
-        fail(out, unserved(&admitted.request.model, &admitted.attempts, &why)).await;
+    let peers = handoff::Peers::All;
+    if let Flow::Next(why) = handoff::try_peers(ctx, &mut admitted, out, prefix, peers).await {
+        fail(
+            out,
+            unserved(&admitted.request.model, &admitted.attempts, &why),
+        )
+        .await;
     }
 }
 

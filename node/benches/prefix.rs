@@ -6,7 +6,7 @@
 //! run on this machine, the same GGUF file (SmolLM2-135M-Instruct Q8_0), every core, greedy,
 //! the same streaming OpenAI clients.
 //!
-//! - a system prompt of about 1,000 tokens shared by 32 requests with different questions,
+//! - a system prompt of about 1,200 tokens shared by 32 requests with different questions,
 //!   asked one after another: time to first token of the first (a miss, median of 3 distinct
 //!   system prompts) and of the 31 others (hits), and the prompt tokens each hit did not read;
 //! - the same 8 at once;
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ganglion_testkit::{
     Cluster, LlamaServer, QUIET, SMOLLM2, Streamed, ensure_models, llama_cpp_tools, smollm2_q8_0,
-    stream_chat,
+    stream_chat, system_prompt,
 };
 use serde_json::{Value, json};
 
@@ -31,22 +31,9 @@ const TURNS: usize = 4;
 const ROUNDS: usize = 2;
 const ANSWER_TOKENS: u32 = 16;
 
-/// A system prompt of about 1,000 tokens, its first words naming `which`.
-fn system_prompt(which: &str) -> String {
-    let rules = [
-        "Answer in one short sentence and never more.",
-        "The office opens at nine in the morning and closes at five.",
-        "Parcels are collected from the loading bay behind building C.",
-        "Visitors sign in at the front desk and wear a badge at all times.",
-        "The canteen serves lunch from noon until two in the afternoon.",
-    ];
-    let mut prompt = format!("{which}. You are the help desk of the Lighthouse Institute.");
-    for round in 1..=14 {
-        for rule in rules {
-            prompt.push_str(&format!(" Rule {round}: {rule}"));
-        }
-    }
-    prompt
+/// A system prompt of about 1,200 tokens, its first words naming `which`.
+fn long_prompt(which: &str) -> String {
+    system_prompt(which, 14)
 }
 
 fn chat(system: &str, turns: &[(String, String)], question: &str) -> Value {
@@ -90,14 +77,14 @@ async fn measure(base: &str, key: &str, round: usize) -> Figures {
     // Misses: three system prompts never seen.
     let mut misses = Vec::new();
     for k in 0..3 {
-        let system = system_prompt(&format!("Round {round}, desk {k}"));
+        let system = long_prompt(&format!("Round {round}, desk {k}"));
         let r = ask(chat(&system, &[], "Where do I collect a parcel?")).await;
         figures.prompt_tokens = r.prompt_tokens;
         misses.push(r.first_token);
     }
     figures.miss = percentile(misses, 0.5);
     // Hits: the first desk's prompt again, a different question each time.
-    let system = system_prompt(&format!("Round {round}, desk 0"));
+    let system = long_prompt(&format!("Round {round}, desk 0"));
     let mut hits: Vec<Streamed> = Vec::new();
     for q in 0..QUESTIONS - 1 {
         let question = format!("Question {q}: when does the canteen serve lunch?");
@@ -118,7 +105,7 @@ async fn measure(base: &str, key: &str, round: usize) -> Figures {
     figures.at_once_p50 = percentile(firsts.clone(), 0.5);
     figures.at_once_p95 = percentile(firsts, 0.95);
     // A conversation: each turn sends the whole conversation so far.
-    let system = system_prompt(&format!("Round {round}, conversation"));
+    let system = long_prompt(&format!("Round {round}, conversation"));
     let questions = [
         "Where do I collect a parcel?",
         "And when does the office open?",
@@ -228,7 +215,10 @@ async fn main() {
     );
     for t in 0..TURNS {
         row(
-            format!("conversation, turn {} (prompt tokens, not read again)", t + 1),
+            format!(
+                "conversation, turn {} (prompt tokens, not read again)",
+                t + 1
+            ),
             &|f| {
                 let (first, prompt, cached) = f.turns[t];
                 format!("{} ({prompt}, {cached})", ms(first))

@@ -37,7 +37,13 @@ const SINGLE_RUNS: usize = 3;
 const ROUNDS: usize = 3;
 
 /// Streams one chat completion of `prompt` from `base` and times it.
-async fn run(http: &reqwest::Client, base: &str, key: &str, prompt: &str, max_tokens: u32) -> Streamed {
+async fn run(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    prompt: &str,
+    max_tokens: u32,
+) -> Streamed {
     let messages = json!([{"role": "user", "content": prompt}]);
     stream_chat(http, base, key, SMOLLM2, messages, max_tokens).await
 }

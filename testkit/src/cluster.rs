@@ -26,6 +26,20 @@ impl Cluster {
         cluster
     }
 
+    /// Node `node`'s ledger, one JSON record per charge, as `ganglion-node ledger` prints it
+    /// (also once the node is gone).
+    pub fn ledger(&self, node: &str) -> Vec<serde_json::Value> {
+        succeed(
+            Command::new(binary())
+                .args(["ledger", "--data-dir"])
+                .arg(self.dir.join("data").join(node))
+                .env("GANGLION_ADMIN_TOKEN", crate::TOKEN),
+        )
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+    }
+
     /// The cluster's CA folder (`ca.crt` is the certificate clients trust).
     pub fn ca_dir(&self) -> PathBuf {
         self.dir.join("cluster")

@@ -34,7 +34,9 @@ mod tools;
 
 pub use cluster::Cluster;
 pub use llama_server::{LlamaServer, Streamed, llama_cpp_tools, smollm2_q8_0, stream_chat};
-pub use models::{LONG_STORY, MINILM, QWEN_05B, SMOLLM2, ensure_models, running_generation};
+pub use models::{
+    LONG_STORY, MINILM, QWEN_05B, SMOLLM2, ensure_models, running_generation, system_prompt,
+};
 pub use node::{KEYS_REQUIRED, NO_ADMIN_TOKEN, Node, QUIET, TOKEN, WITH_CACHE, names};
 pub use poll::{eventually, stays};
 pub use process::{binary, cli_binary, first_match, output_within, succeed};

@@ -53,7 +53,14 @@ impl LlamaServer {
     ) -> Self {
         let threads = threads.to_string();
         let mut child = Command::new(tools.join("llama-server"))
-            .args(["-m", model.to_str().unwrap(), "-t", &threads, "-tb", &threads])
+            .args([
+                "-m",
+                model.to_str().unwrap(),
+                "-t",
+                &threads,
+                "-tb",
+                &threads,
+            ])
             .args(["--parallel", &parallel.to_string(), "--cont-batching"])
             .args(["-c", &(2048 * parallel).to_string(), "--host", "127.0.0.1"])
             // Port 0: llama-server binds a port the OS chooses, and logs where it listens.

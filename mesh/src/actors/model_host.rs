@@ -42,7 +42,7 @@ use tracing::Instrument;
 use super::{ActorSlot, LocalCallError};
 use crate::facts::{ModelState, ModelStates};
 use crate::faults::Faults;
-use crate::inference::parking::scope_of;
+use crate::inference::parking::{scope_of, shares_prompts};
 use crate::inference::{Backend, BackendError, Chat};
 use crate::models::ModelSpec;
 use crate::routing::prefix::{self, Warm};
@@ -115,6 +115,8 @@ pub struct Work {
     pub input_tokens: u32,
     /// Of those, the ones not read again (an earlier prompt's work reused).
     pub cached_input_tokens: u32,
+    /// Of the output tokens, those of a resumed answer's start (sent by a lost executor).
+    pub resumed_tokens: u32,
     /// With an answer, the tokens generated; without one, the pieces of output handed on.
     pub output_tokens: u32,
     /// Texts embedded (with an answer, every text of the batch; without one, those of a batch
@@ -144,6 +146,8 @@ pub enum Msg {
         took: Duration,
         /// The account it ran for.
         account: String,
+        /// The prefix its chat left parked, if any.
+        prefix: Option<u64>,
     },
     /// Counters for the admin endpoint.
     Stats(RpcReplyPort<ModelStats>),
@@ -229,6 +233,16 @@ fn account_of(job: &Job) -> &str {
 /// The account a request runs for.
 fn account(request: &Request) -> &str {
     request.account.as_ref().map_or("", |a| a.name.as_str())
+}
+
+/// The engine's scope for a request of `account`: the account's own, or a fresh one for each
+/// request of an account whose requests share nothing.
+fn prompt_scope(account: &str) -> u64 {
+    if shares_prompts(account) {
+        scope_of(account)
+    } else {
+        rand::random()
+    }
 }
 
 impl Actor for ModelHost {
@@ -319,10 +333,18 @@ impl Actor for ModelHost {
                 };
                 let _ = reply.send(admitted);
             }
-            Msg::Finished { ok, took, account } => {
+            Msg::Finished {
+                ok,
+                took,
+                account,
+                prefix,
+            } => {
                 while state.running.try_join_next().is_some() {}
                 state.stats.in_flight = state.stats.in_flight.saturating_sub(1);
                 state.running_by.finish(&account);
+                if let (true, Some(key)) = (ok, prefix) {
+                    state.warm.ran(key);
+                }
                 if ok {
                     // Exponentially weighted, so routers see the recent service time.
                     let took = ms(took);
@@ -408,11 +430,13 @@ impl State {
     fn start(&mut self, myself: &ActorRef<Msg>, job: Job) {
         self.stats.in_flight += 1;
         let account = account_of(&job).to_owned();
-        if let (Input::Chat(messages), true) = (&job.request.input, self.backend.parks_prompts()) {
-            if let Some(prefix) = prefix::of_chat(&account, &self.spec.id, messages) {
-                self.warm.ran(prefix.key);
+        // The prefix this job leaves parked, once it has run: known to peers as warm here.
+        let prefix = match &job.request.input {
+            Input::Chat(messages) if self.backend.parks_prompts() && shares_prompts(&account) => {
+                prefix::of_chat(&account, &self.spec.id, messages).map(|p| p.key)
             }
-        }
+            _ => None,
+        };
         self.running_by.start(&account);
         let span = tracing::info_span!("request", node = %self.node, model = %self.spec.id, request_id = %job.request.id);
         let (spec, backend, faults, myself) = (
@@ -458,7 +482,12 @@ impl State {
                 let took = started.elapsed();
                 let ok = matches!(last, ResponseFrame::Final(_));
                 // The work has stopped: free the slot before waiting to deliver the last frame.
-                let _ = myself.cast(Msg::Finished { ok, took, account });
+                let _ = myself.cast(Msg::Finished {
+                    ok,
+                    took,
+                    account,
+                    prefix,
+                });
                 if let ResponseFrame::Error(error) = &last {
                     tracing::debug!(code = %error.code, message = %error.message, "request failed");
                 }
@@ -480,6 +509,8 @@ struct Streamed {
     started: std::sync::atomic::AtomicBool,
     /// Texts embedded by a batch whose requester left or whose deadline passed.
     items: AtomicU32,
+    /// Output tokens of a resumed answer's start, read here as part of the prompt.
+    resumed_tokens: AtomicU32,
 }
 
 impl Streamed {
@@ -488,6 +519,7 @@ impl Streamed {
         Work {
             input_tokens: self.prompt_tokens.load(Ordering::Relaxed),
             cached_input_tokens: 0,
+            resumed_tokens: 0,
             output_tokens: self.pieces.load(Ordering::Relaxed),
             items: self.items.load(Ordering::Relaxed),
             prompt_read: self.started.load(Ordering::Relaxed),
@@ -519,6 +551,7 @@ async fn run(
                 work: Work {
                     input_tokens: usage.input_tokens,
                     cached_input_tokens: usage.cached_input_tokens,
+                    resumed_tokens: streamed.resumed_tokens.load(Ordering::Relaxed),
                     output_tokens: usage.output_tokens,
                     items,
                     prompt_read: true,
@@ -592,14 +625,10 @@ async fn execute(
                 messages,
                 parameters: &job.request.parameters,
                 max_tokens,
-                scope: scope_of(account(&job.request)),
+                scope: prompt_scope(account(&job.request)),
+                resume: job.request.resume.as_ref().map(|r| r.text.as_str()),
             };
-            let generation = generator.generate(
-                chat,
-                job.deadline,
-                &job.frames,
-                &streamed.pieces,
-            );
+            let generation = generator.generate(chat, job.deadline, &job.frames, &streamed.pieces);
             let mut completion = generation.await.map_err(|e| match e {
                 BackendError::DeadlineExceeded => deadline_passed(),
                 // Output already reached the requester: it cannot be retried elsewhere.
@@ -617,6 +646,9 @@ async fn execute(
             if completion.usage.input_tokens == 0 {
                 completion.usage.input_tokens = u32::try_from(prompt_tokens).unwrap_or(u32::MAX);
             }
+            streamed
+                .resumed_tokens
+                .store(completion.resumed_tokens, Ordering::Relaxed);
             Ok((
                 Output::Text {
                     text: completion.text,

@@ -160,10 +160,13 @@ impl Actor for Router {
                 prefix,
                 reply,
             } => {
-                let targets = state.plan(&model, &path, hop_budget, prefix).await.map_err(|e| {
-                    tracing::warn!(error = %e, "no routing view");
-                    e
-                });
+                let targets = state
+                    .plan(&model, &path, hop_budget, prefix)
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "no routing view");
+                        e
+                    });
                 let _ = reply.send(targets);
             }
             Msg::RanLocally { model } => state.stats.models.entry(model).or_default().local += 1,
@@ -219,7 +222,9 @@ impl State {
                     service_time: placement::service_time(h.load.service_ms),
                     sent_by_us: counters.outstanding,
                     recent_failures: counters.recent_failures.len() as u32,
-                    warm: prefix.is_some_and(|p| h.load.warm.contains(&p.key)),
+                    // Only a host's own advert says what it holds (a region's summary never does).
+                    warm: h.via == Via::Host
+                        && prefix.is_some_and(|p| h.load.warm.contains(&p.key)),
                 }
             })
             .collect();

@@ -180,6 +180,11 @@ pub struct ModelsSection {
     /// native code takes only that model's worker down) or in-process.
     #[cfg_attr(feature = "clap", arg(long = "engines"))]
     pub engines: Option<Placement>,
+    /// Keep finished chats' work in llama.cpp's KV cache (within the memory left), so that a
+    /// later prompt of the same account that begins the same way reads only what is new
+    /// (default true).
+    #[cfg_attr(feature = "clap", arg(long = "park-prompts"))]
+    pub park_prompts: Option<bool>,
     /// Operator-added models (no flags).
     #[serde(default)]
     #[cfg_attr(feature = "clap", arg(skip))]
@@ -226,6 +231,11 @@ pub struct RequestsSection {
         arg(long = "max-deadline", value_parser = humantime::parse_duration)
     )]
     pub max_deadline: Option<Duration>,
+    /// Send a chat to the peer holding its prefix (its system prompt) before running it here
+    /// (default true; `false` runs every request here first when this node hosts its model).
+    #[serde(default)]
+    #[cfg_attr(feature = "clap", arg(long = "prefix-affinity"))]
+    pub prefix_affinity: Option<bool>,
 }
 
 /// `[clients]`: who may connect to the data plane, and how many at once.

@@ -1,4 +1,5 @@
-//! What the node grants each request: its deadlines (the request pipeline takes them).
+//! What the node grants each request: its deadlines, and whether chats are placed by their
+//! prefix (the request pipeline takes them).
 
 use std::time::Duration;
 
@@ -14,4 +15,6 @@ pub struct Limits {
     pub default_deadline: Duration,
     /// Longest deadline a request may ask for; longer ones are cut to it.
     pub max_deadline: Duration,
+    /// Whether the entry node places chats by their prefix (`request::affinity`).
+    pub prefix_affinity: bool,
 }

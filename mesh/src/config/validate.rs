@@ -219,6 +219,7 @@ impl ConfigFile {
             request_limits: Limits {
                 default_deadline,
                 max_deadline,
+                prefix_affinity: self.requests.prefix_affinity.unwrap_or(true),
             },
             connection_limits: ConnectionSettings {
                 max_total: max_connections,
@@ -237,6 +238,7 @@ impl ConfigFile {
             model_queue_depth: models.queue_depth,
             text_engine: models.text_engine,
             engines: models.engines,
+            park_prompts: models.park_prompts,
             identity,
             data_dir,
             listen,
@@ -301,6 +303,7 @@ struct ModelsConfig {
     queue_depth: Option<usize>,
     text_engine: Option<TextEngine>,
     engines: Placement,
+    park_prompts: bool,
 }
 
 impl ModelsSection {
@@ -429,6 +432,7 @@ impl ModelsSection {
             queue_depth,
             text_engine: self.text_engine,
             engines: self.engines.unwrap_or_default(),
+            park_prompts: self.park_prompts.unwrap_or(true),
         })
     }
 }

@@ -136,6 +136,8 @@ struct Job {
     scope: u64,
     pick: Pick,
     stops: Vec<String>,
+    /// The start of the answer, already sent by a lost executor (its tokens end `prompt`).
+    answered: String,
     max_tokens: u32,
     dropped: Arc<AtomicBool>,
     events: mpsc::UnboundedSender<Event>,
@@ -160,13 +162,14 @@ impl LlamaGenerator {
     /// Loads `file` (a GGUF chat model with a chat template llama.cpp knows) with room for
     /// `sequences` concurrent sequences (by default as many as [`slots_for`] the cores and
     /// `kv_budget` bytes of KV cache) of `context_tokens` each, computed on all of `hardware`'s
-    /// cores.
+    /// cores; with `park`, finished sequences are kept in what the budget leaves.
     pub async fn load(
         file: &Path,
         sequences: Option<usize>,
         context_tokens: usize,
         hardware: &crate::hardware::Hardware,
         kv_budget: u64,
+        park: bool,
     ) -> Result<Self, BackendError> {
         let threads = hardware.cores.max(1);
         let path = file.to_owned();
@@ -207,11 +210,16 @@ impl LlamaGenerator {
                 )
             })
             .clamp(1, 256);
-        let parked_cells = parking_cells(
-            context_tokens * sequences,
-            kv_budget,
-            kv_bytes_per_sequence(&model, 1),
-        );
+        // A recurrent (or hybrid) model's state cannot be cut at a position: nothing is parked.
+        let parked_cells = if park && !model.is_recurrent() && !model.is_hybrid() {
+            parking_cells(
+                context_tokens * sequences,
+                kv_budget,
+                kv_bytes_per_sequence(&model, 1),
+            )
+        } else {
+            0
+        };
         let (jobs, queue) = std::sync::mpsc::channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let engine_model = model.clone();
@@ -249,18 +257,21 @@ impl LlamaGenerator {
         self.context_tokens
     }
 
-    /// The prompt of `messages` with the chat template applied, as tokens.
+    /// The prompt of `messages` with the chat template applied, as tokens, followed by
+    /// `answered` (the start of the answer, as plain text) when there is one.
     async fn tokenize(
         &self,
         messages: &[ChatMessage],
+        answered: Option<&str>,
         deadline: Instant,
-    ) -> Result<Vec<LlamaToken>, BackendError> {
+    ) -> Result<(Vec<LlamaToken>, usize), BackendError> {
         let permit = self.tokenizing.permit(deadline).await?;
         let (model, template) = (self.model.clone(), self.template.clone());
         let chat: Vec<(String, String)> = messages
             .iter()
             .map(|m| (role(m.role).to_owned(), m.content.clone()))
             .collect();
+        let answered = answered.map(str::to_owned);
         let tokenizing = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let chat = chat
@@ -271,7 +282,13 @@ impl LlamaGenerator {
             let prompt = model
                 .apply_chat_template(&template, &chat, true)
                 .map_err(|e| BackendError::Run(format!("chat template: {e}")))?;
-            Ok(model.vocab().tokenize(prompt.as_bytes(), true, true))
+            let mut tokens = model.vocab().tokenize(prompt.as_bytes(), true, true);
+            let asked = tokens.len();
+            if let Some(answered) = answered {
+                // The answer's text as the model would have written it: no special tokens.
+                tokens.extend(model.vocab().tokenize(answered.as_bytes(), false, false));
+            }
+            Ok((tokens, asked))
         });
         tokio::time::timeout_at(deadline.into(), tokenizing)
             .await
@@ -285,7 +302,7 @@ impl LlamaGenerator {
         messages: &[ChatMessage],
         deadline: Instant,
     ) -> Result<usize, BackendError> {
-        Ok(self.tokenize(messages, deadline).await?.len())
+        Ok(self.tokenize(messages, None, deadline).await?.1)
     }
 
     /// Generates an answer, putting each new piece of text into `deltas` without ever waiting
@@ -304,15 +321,37 @@ impl LlamaGenerator {
             parameters,
             max_tokens,
             scope,
+            resume,
         } = chat;
-        let prompt = self.tokenize(messages, deadline).await?;
-        let input_tokens = u32::try_from(prompt.len()).unwrap_or(u32::MAX);
+        let (prompt, asked) = self.tokenize(messages, resume, deadline).await?;
+        let input_tokens = u32::try_from(asked).unwrap_or(u32::MAX);
+        // A resumed answer's start is read with the prompt, and counts as output.
+        let resumed_tokens = u32::try_from(prompt.len() - asked).unwrap_or(u32::MAX);
+        let answered = resume.unwrap_or_default();
+        if resume.is_some() && resumed_tokens >= max_tokens {
+            return Ok(Completion {
+                text: answered.to_owned(),
+                finish_reason: FinishReason::Length,
+                usage: Usage {
+                    input_tokens,
+                    output_tokens: max_tokens,
+                    ..Usage::default()
+                },
+                first_token_at: None,
+                resumed_tokens: max_tokens,
+            });
+        }
         let pick = match parameters.temperature.filter(|t| *t > 0.0) {
-            Some(t) => Pick::Seeded(Box::new(SeededSampler::new(
-                t,
-                parameters.top_p,
-                parameters.seed.unwrap_or_else(rand::random),
-            ))),
+            Some(t) => {
+                let sampler = SeededSampler::new(
+                    t,
+                    parameters.top_p,
+                    parameters.seed.unwrap_or_else(rand::random),
+                );
+                // The same draws as if this engine had generated the start itself.
+                sampler.skip(resumed_tokens);
+                Pick::Seeded(Box::new(sampler))
+            }
             None => Pick::Greedy,
         };
         let (events_tx, mut events) = mpsc::unbounded_channel();
@@ -323,12 +362,13 @@ impl LlamaGenerator {
                 scope,
                 pick,
                 stops: parameters.stop.clone(),
-                max_tokens,
+                answered: answered.to_owned(),
+                max_tokens: max_tokens - resumed_tokens,
                 dropped: dropped.clone(),
                 events: events_tx,
             })
             .map_err(|_| BackendError::Run("the engine stopped".into()))?;
-        let mut text = String::new();
+        let mut text = answered.to_owned();
         let mut first_token_at = None;
         let outcome = loop {
             // What the engine already said comes first: a finished answer is not lost to a
@@ -357,11 +397,12 @@ impl LlamaGenerator {
                         finish_reason,
                         usage: Usage {
                             input_tokens,
-                            cached_input_tokens: cached_tokens,
-                            output_tokens,
+                            cached_input_tokens: cached_tokens.min(input_tokens),
+                            output_tokens: output_tokens + resumed_tokens,
                             micro_neurons: 0,
                         },
                         first_token_at,
+                        resumed_tokens,
                     });
                 }
                 Some(Event::Failed(message)) => return Err(BackendError::Run(message)),
@@ -448,7 +489,9 @@ struct Layout {
 impl Layout {
     /// Sequence ids: the running ones, and as many more to park (within llama.cpp's most).
     fn ids(&self) -> usize {
-        (self.sequences * 2).min(MAX_SEQUENCE_IDS).max(self.sequences)
+        (self.sequences * 2)
+            .min(MAX_SEQUENCE_IDS)
+            .max(self.sequences)
     }
 }
 
@@ -608,7 +651,7 @@ fn admit(
     });
     running.push(Sequence {
         id,
-        stops: StopScan::new(&job.stops),
+        stops: StopScan::resumed(&job.stops, &job.answered),
         job,
         prefilled: reused,
         cached: reused,
@@ -640,7 +683,11 @@ fn step(
     let capacity = (ctx.n_batch() as usize).saturating_sub(running.len());
     // While no sequence is generating, nobody waits on prompts: read them in whole batches.
     let generating = running.iter().any(|s| s.next.is_some());
-    let per_step = if generating { PREFILL_PER_STEP } else { capacity };
+    let per_step = if generating {
+        PREFILL_PER_STEP
+    } else {
+        capacity
+    };
     let mut prefill_budget = per_step.min(capacity).max(1);
     for s in running.iter_mut() {
         s.logits_at = None;

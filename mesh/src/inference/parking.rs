@@ -13,6 +13,12 @@
 /// than a step's worth of bookkeeping and skews nothing.
 pub const MIN_REUSE: usize = 16;
 
+/// Whether requests of `account` may reuse each other's parked prompts: not the keyless
+/// account, which is anybody who can reach the node.
+pub fn shares_prompts(account: &str) -> bool {
+    !account.is_empty() && account != crate::credentials::ANONYMOUS
+}
+
 /// The scope of `account`'s prompts.
 pub fn scope_of(account: &str) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -212,6 +218,13 @@ mod tests {
         // The whole prompt parked: all but its last token are reused.
         let d = p.start(1, &tokens(1, 30)).unwrap();
         assert_eq!(d.from, Some((a.id, 29)));
+    }
+
+    #[test]
+    fn the_keyless_account_shares_nothing() {
+        assert!(shares_prompts("acme"));
+        assert!(!shares_prompts(crate::credentials::ANONYMOUS));
+        assert!(!shares_prompts(""));
     }
 
     #[test]

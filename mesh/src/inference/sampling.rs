@@ -26,6 +26,14 @@ impl SeededSampler {
         }
     }
 
+    /// Takes `draws` draws and forgets them: the sampler then stands where one that drew
+    /// `draws` tokens stands (each token takes one draw).
+    pub fn skip(&self, draws: u32) {
+        for _ in 0..draws {
+            self.uniform();
+        }
+    }
+
     fn uniform(&self) -> f32 {
         self.rng
             .lock()

@@ -20,6 +20,17 @@ impl StopScan {
         }
     }
 
+    /// Watches for `stops` in an answer that starts with `sent`, which was already sent (by a
+    /// lost executor): a stop string that begins in it is still found, and it is never sent
+    /// again.
+    pub fn resumed(stops: &[String], sent: &str) -> Self {
+        Self {
+            text: sent.to_owned(),
+            sent: sent.len(),
+            ..Self::new(stops)
+        }
+    }
+
     /// Adds `piece`; returns the text that can be sent now, and whether a stop string ended
     /// the generation (the text is then cut before it).
     pub fn push(&mut self, piece: &str) -> (String, bool) {
@@ -33,6 +44,9 @@ impl StopScan {
             .filter_map(|stop| self.text[from..].find(stop.as_str()).map(|at| from + at))
             .min();
         if let Some(at) = found {
+            // Text already sent cannot be taken back (a resumed answer's start never ends in
+            // the beginning of a stop string: that was held back).
+            let at = at.max(self.sent);
             self.text.truncate(at);
             return (self.take(at), true);
         }
@@ -115,5 +129,17 @@ mod tests {
         assert!(stopped);
         assert_eq!(text, "aé");
         assert_eq!(sent.concat(), "aé");
+    }
+
+    #[test]
+    fn a_resumed_answer_is_watched_from_its_start_and_never_sent_again() {
+        let stops = vec!["END".to_owned()];
+        let mut scan = StopScan::resumed(&stops, "The story ");
+        assert_eq!(scan.push("goes on E"), ("goes on ".to_owned(), false));
+        assert_eq!(scan.push("ND here"), (String::new(), true));
+        assert_eq!(scan.text(), "The story goes on ");
+        let mut scan = StopScan::resumed(&stops, "Done.");
+        assert_eq!(scan.push(" More"), (" More".to_owned(), false));
+        assert_eq!(scan.finish(), "");
     }
 }

@@ -49,6 +49,8 @@ pub struct Completion {
     pub usage: Usage,
     /// When the first token was produced, if any was.
     pub first_token_at: Option<Instant>,
+    /// Of the output tokens, those of a resumed answer's start (read, not generated here).
+    pub resumed_tokens: u32,
 }
 
 impl TextGenerator {
@@ -62,6 +64,9 @@ impl TextGenerator {
         let model = GgufModelBuilder::new(dir.to_string_lossy(), vec![file.to_owned()])
             .with_token_source(mistralrs::TokenSource::None)
             .with_max_num_seqs(max_sequences.max(1))
+            // Its prefix cache is shared by every request: one account's prompt would make
+            // another's faster (docs/security.md, "Prefix reuse never crosses accounts").
+            .with_prefix_cache_n(None)
             .with_force_cpu()
             .build()
             .await
@@ -132,8 +137,14 @@ impl TextGenerator {
             messages,
             parameters,
             max_tokens,
+            resume,
             ..
         } = chat;
+        if resume.is_some() {
+            return Err(BackendError::Run(
+                "mistralrs cannot continue another executor's answer".into(),
+            ));
+        }
         let mut builder = build_request(messages, parameters, max_tokens);
         if let Ok(config) = self.model.config() {
             builder.resolve_pending_prefixes(&config.category);
@@ -225,6 +236,7 @@ async fn read_responses(
                                     ..usage
                                 },
                                 first_token_at,
+                                resumed_tokens: 0,
                             };
                             return (Ok(completion), true);
                         }
@@ -263,6 +275,7 @@ async fn read_responses(
         finish_reason,
         usage,
         first_token_at,
+        resumed_tokens: 0,
     };
     (Ok(completion), false)
 }

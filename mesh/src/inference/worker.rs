@@ -230,6 +230,7 @@ impl Worker {
                 parameters: chat.parameters.clone(),
                 max_tokens,
                 scope: chat.scope,
+                resume: chat.resume.map(str::to_owned),
                 within_ms: within_ms(deadline),
             })
             .await?;
@@ -255,6 +256,7 @@ impl Worker {
                             text,
                             finish_reason,
                             mut usage,
+                            resumed_tokens,
                             ..
                         } => {
                             // What it reports is charged: within what was asked and handed on,
@@ -271,6 +273,7 @@ impl Worker {
                                 finish_reason,
                                 usage,
                                 first_token_at,
+                                resumed_tokens: resumed_tokens.min(usage.output_tokens),
                             })
                         }
                         _ => Err(unexpected()),

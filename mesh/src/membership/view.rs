@@ -99,7 +99,8 @@ impl Gossip {
             && self.summary.as_ref().is_none_or(|s| {
                 s.region == self.region
                     && s.models.len() <= regions::MAX_SUMMARY_MODELS
-                    && s.models.iter().all(|m| model_ok(&m.load.model))
+                    // A summary adds loads up; it names no prefix (`summarize` sends none).
+                    && s.models.iter().all(|m| model_ok(&m.load.model) && m.load.warm.is_empty())
             })
     }
 }

@@ -313,7 +313,7 @@ mod tests {
             in_flight: u32::MAX,
             concurrency: u32::MAX,
             service_ms: 1e6,
-            warm: vec![u64::MAX; crate::routing::prefix::WARM_PREFIXES],
+            warm: Vec::new(),
         };
         a.membership = Gossip {
             region: region.clone(),
@@ -353,7 +353,7 @@ mod tests {
                 in_flight: u32::MAX,
                 concurrency: u32::MAX,
                 service_ms: 1e6,
-                warm: Vec::new(),
+                warm: vec![u64::MAX; crate::routing::prefix::WARM_PREFIXES],
             };
             MAX_ADVERT_MODELS
         ];

@@ -104,6 +104,7 @@ pub fn admit<'a>(
             // Set by the nodes, never by a client.
             request.account = None;
             request.charge_id = None;
+            request.resume = None;
         }
         Origin::Peer(peer) => {
             if request.path.last() != Some(peer) {
@@ -169,6 +170,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         default_deadline: Duration::from_secs(120),
         max_deadline: Duration::from_secs(600),
+        prefix_affinity: true,
     };
 
     fn request(path: &[&str], hop_budget: u8) -> Request {

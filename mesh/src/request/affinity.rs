@@ -7,10 +7,11 @@
 use ganglion_client::protocol::Input;
 
 use super::Context;
-use crate::actors::peer_directory::Via;
 use super::admit::Admitted;
+use crate::actors::peer_directory::Via;
+use crate::actors::router::Target;
 use crate::request::Origin;
-use crate::routing::placement::{self, Candidate};
+use crate::routing::placement::{self, Candidate, PrefixOrder};
 use crate::routing::prefix::{self, Prefix};
 
 /// The prefix a client's chat is placed by, if it has one worth a hop.
@@ -26,20 +27,24 @@ pub fn prefix_of(admitted: &Admitted<'_>) -> Option<Prefix> {
         .account
         .as_ref()
         .map_or("", |a| a.name.as_str());
+    // The keyless account's prompts are never reused: nothing to place by.
+    if !crate::inference::parking::shares_prompts(account) {
+        return None;
+    }
     prefix::of_chat(account, &admitted.request.model, messages)
 }
 
-/// Whether the best peer for `prefix` comes before this node's own host of the model (`false`
-/// when this node hosts none: the request goes to peers anyway). Any failure to tell leaves
-/// the request to this node first, as without a prefix.
-pub async fn peers_first(ctx: &Context, admitted: &Admitted<'_>, prefix: &Prefix) -> bool {
+/// Where this node's own host of the model stands for `prefix` when a peer comes before it
+/// (`None` when none does, or when this node hosts none: the request goes to peers anyway).
+/// Any failure to tell leaves the request to this node first, as without a prefix.
+pub async fn peers_first(
+    ctx: &Context,
+    admitted: &Admitted<'_>,
+    prefix: &Prefix,
+) -> Option<PrefixOrder> {
     let request = &admitted.request;
-    let Some(host) = ctx.hosts.get(&request.model) else {
-        return false;
-    };
-    let Ok(stats) = host.stats().await else {
-        return false;
-    };
+    let host = ctx.hosts.get(&request.model)?;
+    let stats = host.stats().await.ok()?;
     let here = Candidate {
         name: ctx.node.clone(),
         rtt: std::time::Duration::ZERO,
@@ -52,7 +57,7 @@ pub async fn peers_first(ctx: &Context, admitted: &Admitted<'_>, prefix: &Prefix
         warm: stats.warm.contains(&prefix.key),
     };
     let here = placement::prefix_order(placement::score(&here), here.warm, &here.name, prefix);
-    let Ok(targets) = ctx
+    let targets = ctx
         .router
         .plan(
             &request.model,
@@ -61,13 +66,16 @@ pub async fn peers_first(ctx: &Context, admitted: &Admitted<'_>, prefix: &Prefix
             Some(*prefix),
         )
         .await
-    else {
-        return false;
-    };
-    // Only a host of this region: a gateway towards another region is never preferred to a
-    // host here for a prefix.
+        .ok()?;
     targets
         .iter()
-        .find(|t| t.via == Via::Host)
-        .is_some_and(|best| placement::prefix_order(best.score, best.warm, &best.name, prefix) < here)
+        .any(|t| comes_before(t, prefix, &here))
+        .then_some(here)
+}
+
+/// Whether `target` comes before `here` for `prefix`: only a host of this region does (a
+/// gateway towards another region never comes before a host here).
+pub fn comes_before(target: &Target, prefix: &Prefix, here: &PrefixOrder) -> bool {
+    target.via == Via::Host
+        && placement::prefix_order(target.score, target.warm, &target.name, prefix) < *here
 }

@@ -9,8 +9,7 @@ use super::admit::Admitted;
 use super::{Context, Flow, Origin, Responder, fail};
 use crate::credentials::api_keys::{KeyVerifier, RevokedKeys};
 
-/// The account keyless requests are served as, when the node allows them.
-pub const ANONYMOUS: &str = "anonymous";
+pub use crate::credentials::ANONYMOUS;
 
 /// What authentication needs.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use ganglion_client::protocol::{
-    Account, CacheReport, ErrorCode, ResponseFrame, Timings, Usage, WireError,
+    Account, CacheReport, ErrorCode, Migration, ResponseFrame, Timings, Usage, WireError,
 };
 
 use super::admit::Admitted;
@@ -58,6 +58,8 @@ pub struct Bill {
     received: Instant,
     /// The cache report for the final frame (this node's own when it is the entry node).
     cache: CacheReport,
+    /// The executor lost before this one, when this node continues its answer.
+    resumed_from: Option<String>,
 }
 
 impl Bill {
@@ -83,6 +85,7 @@ impl Bill {
                 .cache_report
                 .clone()
                 .unwrap_or_else(CacheReport::bypass),
+            resumed_from: request.resume.as_ref().map(|r| r.from.clone()),
         }
     }
 
@@ -131,7 +134,7 @@ pub async fn charge(bill: Bill, ran: Ran) -> ResponseFrame {
         output_tokens: work.output_tokens,
         micro_neurons: micro,
     };
-    ResponseFrame::Final(final_frame::answered_here(
+    let mut response = final_frame::answered_here(
         &bill.node,
         &bill.model,
         bill.request_id,
@@ -139,7 +142,14 @@ pub async fn charge(bill: Bill, ran: Ran) -> ResponseFrame {
         usage,
         timings,
         bill.cache,
-    ))
+    );
+    if let Some(from) = bill.resumed_from {
+        response.route.migrations.push(Migration {
+            from,
+            at_token: work.resumed_tokens,
+        });
+    }
+    ResponseFrame::Final(response)
 }
 
 /// Prices `used`, records it in the ledger durably and counts it, before any final frame

@@ -41,6 +41,7 @@ pub fn answered_here(
             }],
             model: model.to_owned(),
             models_tried: Vec::new(),
+            migrations: Vec::new(),
         },
         cache,
     }

@@ -6,13 +6,17 @@
 
 use std::time::Instant;
 
-use ganglion_client::protocol::{Attempt, ErrorCode, Request, ResponseFrame, WireError};
+use ganglion_client::protocol::{
+    Attempt, ErrorCode, Input, MAX_MOVES, MAX_RESUME_BYTES, Request, ResponseFrame, Resume,
+    WireError,
+};
 use tracing::Instrument;
 
 use super::admit::Admitted;
 use super::{Context, Flow, Responder, fail, final_frame, retryable};
 use crate::actors::router::Target;
 use crate::peer;
+use crate::routing::placement::PrefixOrder;
 use crate::routing::prefix::Prefix;
 
 /// Hands the request to peers in the router's order (by `prefix` too, when it has one); its
@@ -24,13 +28,14 @@ pub async fn try_peers(
     admitted: &mut Admitted<'_>,
     out: &mut impl Responder,
     prefix: Option<Prefix>,
+    peers: Peers,
 ) -> Flow<String> {
     let request = &admitted.request;
     let route_text = request.path.join(" → ");
     if request.hop_budget == 0 {
         return Flow::Next(format!("the hop budget is exhausted (path {route_text})"));
     }
-    let targets = match ctx
+    let mut targets = match ctx
         .router
         .plan(&request.model, &request.path, request.hop_budget, prefix)
         .await
@@ -38,6 +43,9 @@ pub async fn try_peers(
         Ok(targets) => targets,
         Err(e) => return Flow::Next(format!("cannot place it: {e}")),
     };
+    if let (Peers::Before(here), Some(prefix)) = (&peers, &prefix) {
+        targets.retain(|t| super::affinity::comes_before(t, prefix, here));
+    }
     if targets.is_empty() {
         return Flow::Next(if request.path.len() > 1 {
             format!("no reachable peer off the request's path ({route_text}) hosts it")
@@ -47,6 +55,9 @@ pub async fn try_peers(
     }
     let mut attempts = std::mem::take(&mut admitted.attempts);
     let request = &admitted.request;
+    // A generation whose executor was lost mid-stream (here, or before it reached this node),
+    // continued by the next candidate.
+    let mut resume: Option<Resume> = request.resume.clone();
     for target in targets {
         let left = admitted.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -58,6 +69,7 @@ pub async fn try_peers(
             return Flow::Ended;
         }
         let mut handed = request.clone();
+        handed.resume.clone_from(&resume);
         handed.hop_budget -= 1;
         handed.deadline_ms = Some(u64::try_from(left.as_millis()).unwrap_or(u64::MAX));
         let mut underway = Underway::start(ctx, &request.model, &target.name);
@@ -67,8 +79,46 @@ pub async fn try_peers(
             .await;
         match outcome {
             Handoff::Served | Handoff::Cancelled => return Flow::Ended,
+            Handoff::Lost { sent, why } => {
+                underway.failed();
+                let (mut text, moves) = resume
+                    .take()
+                    .map_or((String::new(), 0), |r| (r.text, r.moves));
+                text.push_str(&sent);
+                if moves >= MAX_MOVES || text.len() > MAX_RESUME_BYTES {
+                    drop(underway);
+                    let error = WireError {
+                        code: ErrorCode::PeerLost,
+                        message: format!(
+                            "node `{}` was lost after output had started ({why}); the generation had moved {moves} time(s) already or is too long to move",
+                            target.name
+                        ),
+                        partial: true,
+                    };
+                    fail(out, error).await;
+                    return Flow::Ended;
+                }
+                tracing::warn!(peer = %target.name, reason = %why, "executor lost mid-stream; its generation moves to the next candidate");
+                resume = Some(Resume {
+                    text,
+                    from: target.name.clone(),
+                    moves: moves + 1,
+                });
+            }
             Handoff::Refused(error) => {
                 tracing::info!(peer = %target.name, code = %error.code, reason = %error.message, "handoff refused before output; trying the next candidate");
+                underway.failed();
+                attempts.push(Attempt {
+                    node: target.name.clone(),
+                    code: error.code,
+                    reason: crate::metrics::recent::short(&error.message),
+                });
+            }
+            // Before any output, a peer tried first for a prefix leaves the request to this
+            // node's own host, whatever went wrong there.
+            Handoff::Failed(error)
+                if matches!(peers, Peers::Before(_)) && !error.partial && resume.is_none() =>
+            {
                 underway.failed();
                 attempts.push(Attempt {
                     node: target.name.clone(),
@@ -84,8 +134,31 @@ pub async fn try_peers(
             }
         }
     }
+    if let Some(resume) = resume.filter(|r| Some(r) != request.resume.as_ref()) {
+        // Text reached the requester from here: no other stage may answer now.
+        let error = WireError {
+            code: ErrorCode::PeerLost,
+            message: format!(
+                "node `{}` was lost after output had started, and no other candidate could continue it",
+                resume.from
+            ),
+            partial: true,
+        };
+        fail(out, error).await;
+        return Flow::Ended;
+    }
     admitted.attempts = attempts;
     Flow::Next("every candidate failed".to_owned())
+}
+
+/// Which peers a request is handed to.
+#[derive(Debug, Clone, Copy)]
+pub enum Peers {
+    /// Every candidate, best first: this node cannot serve the request.
+    All,
+    /// Only those placed before this node's own host for the request's prefix, which stands
+    /// here; when none takes the request before output, it comes back to this node.
+    Before(PrefixOrder),
 }
 
 /// A handoff the router counts as outstanding until this is dropped, however the request ends
@@ -126,6 +199,14 @@ enum Handoff {
     Cancelled,
     /// The peer could not take it, before any output: try the next candidate.
     Refused(WireError),
+    /// The peer was lost after it had sent `sent` (a generation's text, all of which reached
+    /// the requester): the next candidate continues it.
+    Lost {
+        /// The text relayed from it.
+        sent: String,
+        /// What was lost.
+        why: String,
+    },
     /// It failed for good (after output had started, or with an error no other node would
     /// avoid).
     Failed(WireError),
@@ -157,6 +238,8 @@ async fn hand_to(
     let gone = out.gone();
     tokio::pin!(gone);
     let mut first_output: Option<Instant> = None;
+    // The text relayed so far (bounded: past the most a move carries, it is not kept).
+    let mut relayed = String::new();
     loop {
         let next = tokio::select! {
             next = tokio::time::timeout_at(
@@ -171,12 +254,13 @@ async fn hand_to(
         // An answer without deltas (embeddings, labels) is complete when the node charges it:
         // once the request reached such a node, losing it may mean its final frame was lost
         // after the charge, so it is not run again elsewhere (that would charge it twice).
-        use ganglion_client::protocol::Input;
         let answers_at_once = matches!(
             request.input,
             Input::Embed(_) | Input::Classify(_) | Input::Image(_) | Input::Audio(_)
         );
-        let lost = |why: String| match first_output {
+        // `gone`: the connection or stream was lost (the node is gone, or cut off), as opposed
+        // to a node that answered wrongly (it may have charged: that answer is not run again).
+        let mut lost = |why: String, gone: bool| match first_output {
             None if answers_at_once => Handoff::Failed(WireError::new(
                 ErrorCode::PeerLost,
                 format!(
@@ -188,6 +272,19 @@ async fn hand_to(
                 ErrorCode::Unavailable,
                 format!("connection lost: {why}"),
             )),
+            // A generation the lost node had started moves on: the next candidate continues
+            // from the text the requester has. The lost node charged nothing (it never reached
+            // its final frame); the node that finishes charges the whole answer.
+            Some(_)
+                if gone
+                    && matches!(request.input, Input::Chat(_))
+                    && relayed.len() <= MAX_RESUME_BYTES =>
+            {
+                Handoff::Lost {
+                    sent: std::mem::take(&mut relayed),
+                    why,
+                }
+            }
             Some(_) => Handoff::Failed(WireError {
                 code: ErrorCode::PeerLost,
                 message: format!(
@@ -211,6 +308,9 @@ async fn hand_to(
         match next {
             Ok(Some(ResponseFrame::Delta(text))) => {
                 first_output.get_or_insert_with(Instant::now);
+                if relayed.len() <= MAX_RESUME_BYTES {
+                    relayed.push_str(&text);
+                }
                 if out.send(ResponseFrame::Delta(text)).await.is_err() {
                     abandon(&mut peer_recv);
                     return Handoff::Cancelled;
@@ -218,13 +318,13 @@ async fn hand_to(
             }
             Ok(Some(ResponseFrame::Final(response))) if !response.route.within_bounds() => {
                 abandon(&mut peer_recv);
-                return lost("its answer's route is out of bounds".to_owned());
+                return lost("its answer's route is out of bounds".to_owned(), false);
             }
             Ok(Some(ResponseFrame::Final(response)))
                 if !response.output.answers(&admitted.request.input) =>
             {
                 abandon(&mut peer_recv);
-                return lost("its answer does not fit the request".to_owned());
+                return lost("its answer does not fit the request".to_owned(), false);
             }
             Ok(Some(ResponseFrame::Final(response))) => {
                 let response =
@@ -240,10 +340,10 @@ async fn hand_to(
             Ok(Some(ResponseFrame::Error(error))) => return Handoff::Failed(error),
             Ok(Some(_)) => {
                 abandon(&mut peer_recv);
-                return lost("unexpected frame".to_owned());
+                return lost("unexpected frame".to_owned(), false);
             }
-            Ok(None) => return lost("the stream ended without an answer".to_owned()),
-            Err(e) => return lost(e.to_string()),
+            Ok(None) => return lost("the stream ended without an answer".to_owned(), true),
+            Err(e) => return lost(e.to_string(), true),
         }
     }
 }

@@ -202,7 +202,16 @@ mod tests {
             c.in_flight = 2;
         }
         assert_eq!(
-            rank_for_prefix(&busy, &[], 5, &Prefix { key: 1, tokens: 1000 })[0].name,
+            rank_for_prefix(
+                &busy,
+                &[],
+                5,
+                &Prefix {
+                    key: 1,
+                    tokens: 1000
+                }
+            )[0]
+            .name,
             "p0"
         );
     }

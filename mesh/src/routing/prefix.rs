@@ -27,6 +27,10 @@ pub const PREFILL_PER_TOKEN: Duration = Duration::from_millis(1);
 /// Prefixes shorter than this (in estimated tokens) are not worth a hop.
 pub const MIN_PREFIX_TOKENS: u32 = 64;
 
+/// The longest prefix placement counts (in estimated tokens), whatever a client sends: its
+/// saving (4 s) stays below one recent failure's penalty, so a failing warm host still loses.
+pub const MAX_PREFIX_TOKENS: u32 = 4096;
+
 /// Scores closer than this are a tie, broken by rendezvous on the prefix.
 pub const TIE: Duration = Duration::from_millis(10);
 
@@ -59,7 +63,9 @@ pub fn of_chat(account: &str, model: &str, messages: &[ChatMessage]) -> Option<P
         system
     };
     let bytes: usize = prefix.iter().map(|m| m.content.len()).sum();
-    let tokens = u32::try_from(bytes / 4).unwrap_or(u32::MAX);
+    let tokens = u32::try_from(bytes / 4)
+        .unwrap_or(u32::MAX)
+        .min(MAX_PREFIX_TOKENS);
     if tokens < MIN_PREFIX_TOKENS {
         return None;
     }
@@ -134,8 +140,14 @@ mod tests {
         let a = of_chat("acme", "m", &chat("Who keeps it?")).unwrap();
         assert_eq!(of_chat("acme", "m", &chat("How tall is it?")), Some(a));
         assert_eq!(a.tokens as usize, system.len() / 4);
-        assert_ne!(of_chat("other", "m", &chat("Who keeps it?")).unwrap().key, a.key);
-        assert_ne!(of_chat("acme", "n", &chat("Who keeps it?")).unwrap().key, a.key);
+        assert_ne!(
+            of_chat("other", "m", &chat("Who keeps it?")).unwrap().key,
+            a.key
+        );
+        assert_ne!(
+            of_chat("acme", "n", &chat("Who keeps it?")).unwrap().key,
+            a.key
+        );
         // No system prompt: the first message; a short one is no prefix at all.
         let long_question = "Summarise this log. ".repeat(20);
         let first = of_chat("acme", "m", &[message(Role::User, &long_question)]).unwrap();

@@ -45,6 +45,8 @@ pub enum ToWorker {
         max_tokens: u32,
         /// Whose earlier prompts it may reuse (`inference::Chat::scope`).
         scope: u64,
+        /// The start of the answer a lost executor sent (`inference::Chat::resume`).
+        resume: Option<String>,
         /// Time left, in milliseconds.
         within_ms: u64,
     },
@@ -117,6 +119,8 @@ pub enum Answer {
         usage: Usage,
         /// Milliseconds from the request's arrival at the worker to its first token.
         first_token_after_ms: Option<u64>,
+        /// Output tokens of a resumed answer's start.
+        resumed_tokens: u32,
     },
     /// A whole answer's output (vectors or labels, one per text; an image's labels or text)
     /// and the tokens (or megapixels) read.

@@ -176,6 +176,7 @@ async fn serve(
                 parameters,
                 max_tokens,
                 scope,
+                resume,
                 within_ms,
             },
         ) => {
@@ -202,6 +203,7 @@ async fn serve(
                             parameters: &parameters,
                             max_tokens,
                             scope,
+                            resume: resume.as_deref(),
                         },
                         deadline_in(within_ms),
                         &deltas,
@@ -220,6 +222,7 @@ async fn serve(
                 first_token_after_ms: completion
                     .first_token_at
                     .map(|t| u64::try_from((t - arrived).as_millis()).unwrap_or(u64::MAX)),
+                resumed_tokens: completion.resumed_tokens,
             })
         }
         (
