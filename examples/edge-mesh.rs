@@ -170,11 +170,11 @@ async fn main() -> anyhow::Result<()> {
             StreamEvent::Delta(piece) => {
                 print!("{piece}");
                 text.push_str(&piece);
-                if text.len() > 80 {
-                    if let Some(node) = near.take() {
-                        print!(" [killing {} (kill -9)] ", node.name);
-                        drop(node);
-                    }
+                if text.len() > 80
+                    && let Some(node) = near.take()
+                {
+                    print!(" [killing {} (kill -9)] ", node.name);
+                    drop(node);
                 }
             }
             StreamEvent::Final(response) => println!("\n  {}", show(&response)),

@@ -115,7 +115,7 @@ pub fn rank_for_prefix<'a>(
         .filter(|c| !path.contains(&c.name))
         .map(|c| (prefix_order(score(c), c.warm, &c.name, prefix), c))
         .collect();
-    eligible.sort_by(|a, b| a.0.cmp(&b.0));
+    eligible.sort_by_key(|a| a.0);
     eligible.truncate(limit);
     eligible.into_iter().map(|(_, c)| c).collect()
 }
