@@ -396,7 +396,7 @@ async fn spoofed_and_extreme_adverts_are_refused_and_panic_nothing() {
             "hardware": { "cores": 64, "memory_total": 1u64 << 40, "memory_available": 1u64 << 40,
                           "memory_limit": null, "accelerators": [] },
             "loads": [{ "model": SMOLLM2, "queued": u32::MAX, "in_flight": u32::MAX,
-                        "concurrency": 0, "service_ms": service_ms }],
+                        "concurrency": 0, "service_ms": service_ms, "warm": [] }],
             "revoked": { "count": 0, "digest": ([0u8; 16]), "recent": [] },
             "usage": [],
         })
