@@ -763,6 +763,14 @@ impl WireError {
             partial: false,
         }
     }
+
+    /// Builds an error that ends a request after part of its output reached the requester.
+    pub fn partial(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            partial: true,
+            ..Self::new(code, message)
+        }
+    }
 }
 
 /// Stable error codes. New codes are only ever appended.

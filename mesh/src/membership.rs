@@ -43,6 +43,21 @@ pub struct ModelLoad {
     pub warm: Vec<u64>,
 }
 
+impl ModelLoad {
+    /// `model` with nothing queued or running, one slot, and no service time known: what a
+    /// host that gave no load counts as.
+    pub fn idle(model: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            queued: 0,
+            in_flight: 0,
+            concurrency: 1,
+            service_ms: 0.0,
+            warm: Vec::new(),
+        }
+    }
+}
+
 /// Which side opened a connection, from the local node's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -183,12 +183,12 @@ async fn run_model(
         .prefix_affinity
         .then(|| affinity::prefix_of(&admitted))
         .flatten();
-    let here = match &prefix {
+    let first = match &prefix {
         Some(prefix) => affinity::peers_first(ctx, &admitted, prefix).await,
         None => None,
     };
-    if let Some(here) = here {
-        let peers = handoff::Peers::Before(here);
+    if let Some(first) = first {
+        let peers = handoff::Peers::Before(first);
         let Flow::Next(_) = handoff::try_peers(ctx, &mut admitted, out, prefix, peers).await else {
             return;
         };

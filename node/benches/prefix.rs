@@ -20,8 +20,8 @@
 use std::time::Duration;
 
 use ganglion_testkit::{
-    Cluster, LlamaServer, QUIET, SMOLLM2, Streamed, ensure_models, llama_cpp_tools, smollm2_q8_0,
-    stream_chat, system_prompt,
+    Cluster, LlamaServer, QUIET, SMOLLM2, Streamed, ensure_models, llama_cpp_tools, percentile,
+    smollm2_q8_0, stream_chat, system_prompt,
 };
 use serde_json::{Value, json};
 
@@ -59,11 +59,6 @@ struct Figures {
     turns: Vec<(Duration, u64, u64)>,
 }
 
-fn percentile(mut values: Vec<Duration>, q: f64) -> Duration {
-    values.sort();
-    values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1]
-}
-
 async fn measure(base: &str, key: &str, round: usize) -> Figures {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -82,7 +77,7 @@ async fn measure(base: &str, key: &str, round: usize) -> Figures {
         figures.prompt_tokens = r.prompt_tokens;
         misses.push(r.first_token);
     }
-    figures.miss = percentile(misses, 0.5);
+    figures.miss = percentile(&misses, 0.5);
     // Hits: the first desk's prompt again, a different question each time.
     let system = long_prompt(&format!("Round {round}, desk 0"));
     let mut hits: Vec<Streamed> = Vec::new();
@@ -93,8 +88,8 @@ async fn measure(base: &str, key: &str, round: usize) -> Figures {
     figures.hit_cached =
         hits.iter().map(|r| r.cached_tokens as f64).sum::<f64>() / hits.len() as f64;
     let firsts: Vec<Duration> = hits.iter().map(|r| r.first_token).collect();
-    figures.hit_p50 = percentile(firsts.clone(), 0.5);
-    figures.hit_p95 = percentile(firsts, 0.95);
+    figures.hit_p50 = percentile(&firsts, 0.5);
+    figures.hit_p95 = percentile(&firsts, 0.95);
     // The same prompt, 8 questions at once.
     let at_once = futures::future::join_all((0..AT_ONCE).map(|q| {
         let question = format!("Question {q} of a wave: where do visitors sign in?");
@@ -102,8 +97,8 @@ async fn measure(base: &str, key: &str, round: usize) -> Figures {
     }))
     .await;
     let firsts: Vec<Duration> = at_once.iter().map(|r| r.first_token).collect();
-    figures.at_once_p50 = percentile(firsts.clone(), 0.5);
-    figures.at_once_p95 = percentile(firsts, 0.95);
+    figures.at_once_p50 = percentile(&firsts, 0.5);
+    figures.at_once_p95 = percentile(&firsts, 0.95);
     // A conversation: each turn sends the whole conversation so far.
     let system = long_prompt(&format!("Round {round}, conversation"));
     let questions = [
@@ -125,7 +120,8 @@ async fn measure(base: &str, key: &str, round: usize) -> Figures {
 }
 
 fn median(runs: &[Figures]) -> Figures {
-    let mid = |f: &dyn Fn(&Figures) -> Duration| percentile(runs.iter().map(f).collect(), 0.5);
+    let mid =
+        |f: &dyn Fn(&Figures) -> Duration| percentile(&runs.iter().map(f).collect::<Vec<_>>(), 0.5);
     let turns = (0..runs[0].turns.len())
         .map(|t| {
             (

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ganglion_client::protocol::{ChatMessage, Role};
 use ganglion_client::{GenerateRequest, StreamEvent};
-use ganglion_testkit::{Cluster, QUIET, SMOLLM2, ensure_models, system_prompt};
+use ganglion_testkit::{Cluster, QUIET, SMOLLM2, ensure_models, percentile, system_prompt};
 
 const PROMPTS: usize = 4;
 const CHATS: usize = 200;
@@ -61,11 +61,6 @@ fn choices(seed: u64, n: usize) -> Vec<(usize, usize)> {
             )
         })
         .collect()
-}
-
-fn percentile(mut values: Vec<Duration>, q: f64) -> Duration {
-    values.sort();
-    values[((q * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1]
 }
 
 async fn run(label: &str, flags: &[&str]) -> Outcome {
@@ -153,8 +148,8 @@ async fn run(label: &str, flags: &[&str]) -> Outcome {
     let firsts: Vec<Duration> = chats.iter().map(|c| c.first_token).collect();
     Outcome {
         hits,
-        p50: percentile(firsts.clone(), 0.5),
-        p95: percentile(firsts, 0.95),
+        p50: percentile(&firsts, 0.5),
+        p95: percentile(&firsts, 0.95),
         wall,
         spread,
     }

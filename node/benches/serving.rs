@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use ganglion_testkit::{
     self as harness, Cluster, LlamaServer, QUIET, SMOLLM2, Streamed, ensure_models,
-    llama_cpp_tools, smollm2_q8_0, stream_chat,
+    llama_cpp_tools, percentile, smollm2_q8_0, stream_chat,
 };
 use serde_json::json;
 
@@ -79,10 +79,6 @@ fn median(runs: &[Side]) -> Side {
         prompt_tokens: runs[0].prompt_tokens,
         waves,
     }
-}
-
-fn percentile(sorted: &[Duration], q: f64) -> Duration {
-    sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 /// Drives `base` with the same clients as the other side.

@@ -450,20 +450,9 @@ fn place(world: &mut World, report: &mut Report) {
             let options: Vec<(String, ModelLoad)> =
                 match world.nodes[at].view.candidates(model, &path, budget) {
                     Candidates::Hosts(c) | Candidates::Regions(c) => c,
-                    Candidates::Gateways(g) => g
-                        .into_iter()
-                        .map(|n| {
-                            let idle = ModelLoad {
-                                model: model.to_owned(),
-                                queued: 0,
-                                in_flight: 0,
-                                concurrency: 1,
-                                service_ms: 0.0,
-                                warm: Vec::new(),
-                            };
-                            (n, idle)
-                        })
-                        .collect(),
+                    Candidates::Gateways(g) => {
+                        g.into_iter().map(|n| (n, ModelLoad::idle(model))).collect()
+                    }
                     Candidates::None => break,
                 };
             let candidates: Vec<placement::Candidate> = options

@@ -11,7 +11,7 @@
 //! - [`binary`], [`succeed`], [`output_within`], [`first_match`]: the workspace's binaries and
 //!   the processes a test runs.
 //! - [`LlamaServer`] and [`stream_chat`]: llama.cpp's own server, the reference of the serving
-//!   benchmarks, and a timed streaming OpenAI client for it and the node.
+//!   benchmarks, a timed streaming OpenAI client for it and the node, and [`percentile`].
 //! - [`UdpRelay`]: a socket of the test's own that a node can advertise, adding a delay and
 //!   partitions between processes on one machine.
 //! - `raw_quic` (feature `raw-quic`): QUIC endpoints built by hand, for tests that speak the
@@ -33,7 +33,9 @@ mod relay;
 mod tools;
 
 pub use cluster::Cluster;
-pub use llama_server::{LlamaServer, Streamed, llama_cpp_tools, smollm2_q8_0, stream_chat};
+pub use llama_server::{
+    LlamaServer, Streamed, llama_cpp_tools, percentile, smollm2_q8_0, stream_chat,
+};
 pub use models::{
     LONG_STORY, MINILM, QWEN_05B, SMOLLM2, ensure_models, running_generation, system_prompt,
 };

@@ -106,6 +106,14 @@ impl Drop for LlamaServer {
     }
 }
 
+/// The `q` quantile of `times` (nearest rank: the smallest time that at least `q` of them do
+/// not exceed).
+pub fn percentile(times: &[Duration], q: f64) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
 /// One streamed chat completion, as its client saw it.
 #[derive(Debug, Clone)]
 pub struct Streamed {

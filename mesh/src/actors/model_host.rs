@@ -633,11 +633,7 @@ async fn execute(
                 BackendError::DeadlineExceeded => deadline_passed(),
                 // Output already reached the requester: it cannot be retried elsewhere.
                 BackendError::EngineLost(why) if streamed.pieces.load(Ordering::Relaxed) > 0 => {
-                    WireError {
-                        code: ErrorCode::PeerLost,
-                        message: format!("model `{}`: {why}", spec.id),
-                        partial: true,
-                    }
+                    WireError::partial(ErrorCode::PeerLost, format!("model `{}`: {why}", spec.id))
                 }
                 other => backend_error(other, None),
             })?;

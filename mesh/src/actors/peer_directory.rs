@@ -469,14 +469,7 @@ impl State {
 
     /// Where a request for `model` can go (see [`View::candidates`]), with the connections.
     fn candidates(&self, model: &str, path: &[String], hop_budget: u8) -> Vec<HostingPeer> {
-        let idle = || ModelLoad {
-            model: model.to_owned(),
-            queued: 0,
-            in_flight: 0,
-            concurrency: 1,
-            service_ms: 0.0,
-            warm: Vec::new(),
-        };
+        let idle = || ModelLoad::idle(model);
         let found: Vec<(String, ModelLoad, Via)> = match self
             .view
             .candidates(model, path, hop_budget)

@@ -154,14 +154,7 @@ impl PeerAdvert {
                     .iter()
                     .find(|l| l.model == model)
                     .cloned()
-                    .unwrap_or_else(|| ModelLoad {
-                        model: model.to_owned(),
-                        queued: 0,
-                        in_flight: 0,
-                        concurrency: 1,
-                        service_ms: 0.0,
-                        warm: Vec::new(),
-                    })
+                    .unwrap_or_else(|| ModelLoad::idle(model))
             })
             .collect()
     }

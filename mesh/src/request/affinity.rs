@@ -11,7 +11,7 @@ use super::admit::Admitted;
 use crate::actors::peer_directory::Via;
 use crate::actors::router::Target;
 use crate::request::Origin;
-use crate::routing::placement::{self, Candidate, PrefixOrder};
+use crate::routing::placement::{self, Candidate};
 use crate::routing::prefix::{self, Prefix};
 
 /// The prefix a client's chat is placed by, if it has one worth a hop.
@@ -34,14 +34,14 @@ pub fn prefix_of(admitted: &Admitted<'_>) -> Option<Prefix> {
     prefix::of_chat(account, &admitted.request.model, messages)
 }
 
-/// Where this node's own host of the model stands for `prefix` when a peer comes before it
+/// The peers that come before this node's own host of the model for `prefix`, best first
 /// (`None` when none does, or when this node hosts none: the request goes to peers anyway).
 /// Any failure to tell leaves the request to this node first, as without a prefix.
 pub async fn peers_first(
     ctx: &Context,
     admitted: &Admitted<'_>,
     prefix: &Prefix,
-) -> Option<PrefixOrder> {
+) -> Option<Vec<Target>> {
     let request = &admitted.request;
     let host = ctx.hosts.get(&request.model)?;
     let stats = host.stats().await.ok()?;
@@ -57,7 +57,7 @@ pub async fn peers_first(
         warm: stats.warm.contains(&prefix.key),
     };
     let here = placement::prefix_order(placement::score(&here), here.warm, &here.name, prefix);
-    let targets = ctx
+    let mut targets = ctx
         .router
         .plan(
             &request.model,
@@ -67,15 +67,10 @@ pub async fn peers_first(
         )
         .await
         .ok()?;
-    targets
-        .iter()
-        .any(|t| comes_before(t, prefix, &here))
-        .then_some(here)
-}
-
-/// Whether `target` comes before `here` for `prefix`: only a host of this region does (a
-/// gateway towards another region never comes before a host here).
-pub fn comes_before(target: &Target, prefix: &Prefix, here: &PrefixOrder) -> bool {
-    target.via == Via::Host
-        && placement::prefix_order(target.score, target.warm, &target.name, prefix) < *here
+    // Only a host of this region: a gateway towards another region never comes before a
+    // host here.
+    targets.retain(|t| {
+        t.via == Via::Host && placement::prefix_order(t.score, t.warm, &t.name, prefix) < here
+    });
+    (!targets.is_empty()).then_some(targets)
 }

@@ -16,7 +16,6 @@ use super::admit::Admitted;
 use super::{Context, Flow, Responder, fail, final_frame, retryable};
 use crate::actors::router::Target;
 use crate::peer;
-use crate::routing::placement::PrefixOrder;
 use crate::routing::prefix::Prefix;
 
 /// Hands the request to peers in the router's order (by `prefix` too, when it has one); its
@@ -35,17 +34,18 @@ pub async fn try_peers(
     if request.hop_budget == 0 {
         return Flow::Next(format!("the hop budget is exhausted (path {route_text})"));
     }
-    let mut targets = match ctx
-        .router
-        .plan(&request.model, &request.path, request.hop_budget, prefix)
-        .await
-    {
-        Ok(targets) => targets,
-        Err(e) => return Flow::Next(format!("cannot place it: {e}")),
+    let peers_first = matches!(peers, Peers::Before(_));
+    let targets = match peers {
+        Peers::Before(targets) => targets,
+        Peers::All => match ctx
+            .router
+            .plan(&request.model, &request.path, request.hop_budget, prefix)
+            .await
+        {
+            Ok(targets) => targets,
+            Err(e) => return Flow::Next(format!("cannot place it: {e}")),
+        },
     };
-    if let (Peers::Before(here), Some(prefix)) = (&peers, &prefix) {
-        targets.retain(|t| super::affinity::comes_before(t, prefix, here));
-    }
     if targets.is_empty() {
         return Flow::Next(if request.path.len() > 1 {
             format!("no reachable peer off the request's path ({route_text}) hosts it")
@@ -77,6 +77,14 @@ pub async fn try_peers(
         let outcome = hand_to(ctx, &target, &handed, admitted, &attempts, out)
             .instrument(span)
             .await;
+        // Before any output, a peer tried first for a prefix leaves the request to this
+        // node's own host, whatever went wrong there: a refusal.
+        let outcome = match outcome {
+            Handoff::Failed(error) if peers_first && !error.partial && resume.is_none() => {
+                Handoff::Refused(error)
+            }
+            other => other,
+        };
         match outcome {
             Handoff::Served | Handoff::Cancelled => return Flow::Ended,
             Handoff::Lost { sent, why } => {
@@ -87,14 +95,13 @@ pub async fn try_peers(
                 text.push_str(&sent);
                 if moves >= MAX_MOVES || text.len() > MAX_RESUME_BYTES {
                     drop(underway);
-                    let error = WireError {
-                        code: ErrorCode::PeerLost,
-                        message: format!(
+                    let error = WireError::partial(
+                        ErrorCode::PeerLost,
+                        format!(
                             "node `{}` was lost after output had started ({why}); the generation had moved {moves} time(s) already or is too long to move",
                             target.name
                         ),
-                        partial: true,
-                    };
+                    );
                     fail(out, error).await;
                     return Flow::Ended;
                 }
@@ -114,18 +121,6 @@ pub async fn try_peers(
                     reason: crate::metrics::recent::short(&error.message),
                 });
             }
-            // Before any output, a peer tried first for a prefix leaves the request to this
-            // node's own host, whatever went wrong there.
-            Handoff::Failed(error)
-                if matches!(peers, Peers::Before(_)) && !error.partial && resume.is_none() =>
-            {
-                underway.failed();
-                attempts.push(Attempt {
-                    node: target.name.clone(),
-                    code: error.code,
-                    reason: crate::metrics::recent::short(&error.message),
-                });
-            }
             Handoff::Failed(error) => {
                 underway.failed();
                 drop(underway);
@@ -136,14 +131,13 @@ pub async fn try_peers(
     }
     if let Some(resume) = resume.filter(|r| Some(r) != request.resume.as_ref()) {
         // Text reached the requester from here: no other stage may answer now.
-        let error = WireError {
-            code: ErrorCode::PeerLost,
-            message: format!(
+        let error = WireError::partial(
+            ErrorCode::PeerLost,
+            format!(
                 "node `{}` was lost after output had started, and no other candidate could continue it",
                 resume.from
             ),
-            partial: true,
-        };
+        );
         fail(out, error).await;
         return Flow::Ended;
     }
@@ -152,13 +146,14 @@ pub async fn try_peers(
 }
 
 /// Which peers a request is handed to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Peers {
-    /// Every candidate, best first: this node cannot serve the request.
+    /// Every candidate the router ranks, best first: this node cannot serve the request.
     All,
-    /// Only those placed before this node's own host for the request's prefix, which stands
-    /// here; when none takes the request before output, it comes back to this node.
-    Before(PrefixOrder),
+    /// These, placed before this node's own host for the request's prefix
+    /// (`affinity::peers_first`); when none takes the request before output, it comes back to
+    /// this node.
+    Before(Vec<Target>),
 }
 
 /// A handoff the router counts as outstanding until this is dropped, however the request ends
@@ -285,14 +280,13 @@ async fn hand_to(
                     why,
                 }
             }
-            Some(_) => Handoff::Failed(WireError {
-                code: ErrorCode::PeerLost,
-                message: format!(
+            Some(_) => Handoff::Failed(WireError::partial(
+                ErrorCode::PeerLost,
+                format!(
                     "node `{}` was lost after output had started: {why}",
                     target.name
                 ),
-                partial: true,
-            }),
+            )),
         };
         let next = match next {
             Ok(next) => next,
