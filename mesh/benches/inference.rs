@@ -236,6 +236,7 @@ fn bench_config(
     ganglion::Config {
         identity: secrets.identity("bench").expect("identity"),
         data_dir: data.to_owned(),
+        io_threads: ganglion::config::DEFAULT_IO_THREADS,
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertise: None,
         region: "default".into(),

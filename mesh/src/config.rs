@@ -42,6 +42,13 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7400";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:7480";
 /// Default idle time after which a silent peer is declared dead.
 pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default threads of the node's async runtime. One: every packet, stream and actor message
+/// is then handed on within one thread, where each wake of another thread costs tens of
+/// microseconds on a virtual machine (`docs/performance.md`, "Mesh paths"); the node's heavy
+/// work runs on threads of its own (engines, blocking tasks).
+pub const DEFAULT_IO_THREADS: usize = 1;
+/// Most threads of the node's async runtime.
+pub const MAX_IO_THREADS: usize = 64;
 
 /// Default requests waiting per model: 4 per slot, at least this many.
 pub const DEFAULT_MODEL_QUEUE_DEPTH: usize = 16;
@@ -77,6 +84,9 @@ pub struct Config {
     pub identity: Identity,
     /// Folder for durable state (created at start-up).
     pub data_dir: PathBuf,
+    /// Threads of the async runtime: connections, actors and request stages (the binary
+    /// builds the runtime with them).
+    pub io_threads: usize,
     /// QUIC bind address.
     pub listen: SocketAddr,
     /// Address advertised to peers; `None` means "the bound address".

@@ -506,8 +506,16 @@ fn report(result: Result<(), ganglion::credentials::CredentialsError>) -> ExitCo
 }
 
 fn run(config: ganglion::Config) -> ExitCode {
-    let Some(runtime) = runtime() else {
-        return ExitCode::FAILURE;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.io_threads)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ganglion-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     runtime.block_on(async {
         let node = match ganglion::start(config).await {
@@ -585,7 +593,9 @@ fn init_tracing() {
 
 /// Runs an engine worker until the node that started it goes away.
 fn worker(socket: &std::path::Path) -> ExitCode {
+    // One thread reads and writes the socket; the engine has threads of its own.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

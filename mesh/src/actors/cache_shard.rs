@@ -9,11 +9,16 @@
 //! filling it) later, with their answer or, if they give up, with the lease. Peers reach a
 //! shard over `Cache` streams ([`remote`]). A shard that fails is restarted empty: its entries
 //! are lost (misses), its waiters go on without the cache.
+//!
+//! The entries sit behind a lock that the shard's handle reads too ([`Entries`]): a hit is
+//! answered by the task that asks, without a message to the actor and back, which costs more
+//! than the lookup itself. Everything that changes entries, and every miss (which joins or
+//! leads a flight), goes through the actor.
 
 pub mod remote;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -42,6 +47,47 @@ pub struct Arguments {
     pub index: u16,
     /// Its share of the node's byte budget.
     pub bytes: u64,
+    /// Its entries, shared with its handle (emptied when the shard starts again).
+    pub entries: Entries,
+}
+
+/// A shard's entries and its hit count, read by the handle's lookups and changed by the actor.
+#[derive(Debug, Clone)]
+pub struct Entries(Arc<Shared>);
+
+#[derive(Debug)]
+struct Shared {
+    store: Mutex<Store>,
+    hits: AtomicU64,
+}
+
+impl Entries {
+    /// No entries yet, within `bytes`.
+    pub fn new(bytes: u64) -> Self {
+        Self(Arc::new(Shared {
+            store: Mutex::new(Store::new(bytes)),
+            hits: AtomicU64::new(0),
+        }))
+    }
+
+    fn store(&self) -> MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves entries that are each whole: go on with them.
+        self.0
+            .store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The stored answer for `key`, counted as a hit.
+    fn hit(&self, key: &CacheKey, now_ms: u64) -> Option<Found> {
+        let found = self.store().get(key, now_ms)?;
+        self.0.hits.fetch_add(1, Ordering::Relaxed);
+        Some(found)
+    }
+
+    fn count_hit(&self) {
+        self.0.hits.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A shard's answer to a lookup.
@@ -127,7 +173,7 @@ pub struct ShardStats {
 
 /// A shard's state.
 pub struct State {
-    store: Store,
+    entries: Entries,
     flights: Flights<RpcReplyPort<Reply>>,
     stats: ShardStats,
     ticks: u64,
@@ -178,8 +224,10 @@ impl Actor for CacheShard {
     ) -> Result<State, ActorProcessingErr> {
         ractor::pg::join(GROUP.to_owned(), vec![myself.get_cell()]);
         myself.send_interval(TICK, || Msg::Tick);
+        *args.entries.store() = Store::new(args.bytes);
+        args.entries.0.hits.store(0, Ordering::Relaxed);
         Ok(State {
-            store: Store::new(args.bytes),
+            entries: args.entries,
             flights: Flights::new(u64::from(rand::random::<u32>()) << 16),
             stats: ShardStats {
                 index: args.index,
@@ -216,8 +264,7 @@ impl Actor for CacheShard {
                     let _ = reply.send(Reply::Busy);
                     return Ok(());
                 }
-                if let Some(found) = state.store.get(&key, now) {
-                    state.stats.hits += 1;
+                if let Some(found) = state.entries.hit(&key, now) {
                     let _ = reply.send(Reply::Hit(found));
                     return Ok(());
                 }
@@ -245,14 +292,14 @@ impl Actor for CacheShard {
                     return Ok(());
                 };
                 for waiter in waiters {
-                    state.stats.hits += 1;
+                    state.entries.count_hit();
                     let _ = waiter.send(Reply::Hit(Found {
                         answer: answer.clone(),
                         age_ms: 0,
                     }));
                 }
                 if let Some(owner) = Owner::of(&key.material) {
-                    state.store.insert(key, owner, answer, ttl_ms, now_ms());
+                    (state.entries.store()).insert(key, owner, answer, ttl_ms, now_ms());
                 }
             }
             Msg::Abandon { hash, lease } => {
@@ -263,15 +310,18 @@ impl Actor for CacheShard {
             }
             Msg::Stats(reply) => {
                 let mut stats = state.stats.clone();
-                stats.entries = state.store.len();
-                stats.bytes = state.store.bytes();
-                stats.evictions = state.store.evictions();
+                stats.hits = state.entries.0.hits.load(Ordering::Relaxed);
+                let store = state.entries.store();
+                stats.entries = store.len();
+                stats.bytes = store.bytes();
+                stats.evictions = store.evictions();
+                drop(store);
                 stats.in_flight = state.flights.len();
                 stats.waiting = state.flights.waiting();
                 let _ = reply.send(stats);
             }
             Msg::Purge(purge, reply) => {
-                let _ = reply.send(state.store.purge(&purge));
+                let _ = reply.send(state.entries.store().purge(&purge));
             }
             Msg::Tick => {
                 let now = now_ms();
@@ -279,7 +329,7 @@ impl Actor for CacheShard {
                 State::let_go(&myself, due);
                 state.ticks += 1;
                 if state.ticks.is_multiple_of(SWEEP_TICKS) {
-                    state.store.sweep(now);
+                    state.entries.store().sweep(now);
                 }
             }
         }
@@ -300,7 +350,10 @@ pub enum Lookup {
 
 /// A typed handle to one shard of this node.
 #[derive(Debug, Clone)]
-pub struct CacheShardHandle(pub(crate) ActorSlot<Msg>);
+pub struct CacheShardHandle {
+    pub(crate) actor: ActorSlot<Msg>,
+    pub(crate) entries: Entries,
+}
 
 impl CacheShardHandle {
     /// Looks `key` up, waiting (as `patience` says) for another request's fill. The shard
@@ -311,13 +364,20 @@ impl CacheShardHandle {
         key: &CacheKey,
         patience: Patience,
     ) -> Result<Lookup, LocalCallError> {
+        // A hit needs nothing of the actor (material that names no owner is the actor's to
+        // refuse, and is never stored).
+        if Owner::of(&key.material).is_some()
+            && let Some(found) = self.entries.hit(key, now_ms())
+        {
+            return Ok(Lookup::Hit(found));
+        }
         let msg = |reply| Msg::Lookup {
             key: key.clone(),
             patience,
             reply,
         };
         let backstop = Duration::from_millis(patience.wait_ms) + TICK * 2;
-        let reply = match self.0.get().call(msg, Some(backstop)).await {
+        let reply = match self.actor.get().call(msg, Some(backstop)).await {
             Ok(ractor::rpc::CallResult::Success(reply)) => reply,
             Ok(ractor::rpc::CallResult::Timeout) => return Err(LocalCallError::TimedOut),
             Ok(_) => return Err(LocalCallError::Gone("reply dropped".into())),
@@ -332,12 +392,12 @@ impl CacheShardHandle {
 
     /// This shard's counters.
     pub async fn stats(&self) -> Result<ShardStats, LocalCallError> {
-        super::call_local(&self.0.get(), Msg::Stats).await
+        super::call_local(&self.actor.get(), Msg::Stats).await
     }
 
     /// Drops the entries `purge` names.
     pub async fn purge(&self, purge: Purge) -> Result<usize, LocalCallError> {
-        super::call_local(&self.0.get(), |reply| Msg::Purge(purge, reply)).await
+        super::call_local(&self.actor.get(), |reply| Msg::Purge(purge, reply)).await
     }
 }
 

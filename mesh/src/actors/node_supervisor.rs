@@ -319,9 +319,13 @@ impl Children {
         ActorProcessingErr,
     > {
         let specs: Vec<cache_shard::Arguments> = (0..cache.shards)
-            .map(|index| cache_shard::Arguments {
-                index,
-                bytes: cache.bytes / u64::from(cache.shards),
+            .map(|index| {
+                let bytes = cache.bytes / u64::from(cache.shards);
+                cache_shard::Arguments {
+                    index,
+                    bytes,
+                    entries: cache_shard::Entries::new(bytes),
+                }
             })
             .collect();
         let mut slots = Vec::new();
@@ -397,9 +401,13 @@ impl Actor for NodeSupervisor {
         let metrics = Arc::new(crate::metrics::Metrics::default());
         let shards = cache_shard::Shards::new(
             name.clone(),
-            shard_slots
+            shard_specs
                 .iter()
-                .map(|slot| cache_shard::CacheShardHandle(slot.clone()))
+                .zip(&shard_slots)
+                .map(|(spec, slot)| cache_shard::CacheShardHandle {
+                    actor: slot.clone(),
+                    entries: spec.entries.clone(),
+                })
                 .collect(),
             sessions.clone(),
         );

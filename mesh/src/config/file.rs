@@ -73,6 +73,10 @@ pub struct NodeSection {
     /// between regions.
     #[cfg_attr(feature = "clap", arg(long = "region"))]
     pub region: Option<String>,
+    /// Threads that run the node's I/O: its connections, actors and request stages (default
+    /// 1; engines and blocking work have threads of their own).
+    #[cfg_attr(feature = "clap", arg(long = "io-threads"))]
+    pub io_threads: Option<usize>,
 }
 
 /// `[transport]`: the QUIC endpoint and liveness.

@@ -14,7 +14,10 @@ use super::engines::{Placement, TextEngine};
 use super::file::{CacheSection, ConfigFile, ModelsSection};
 use super::http::HttpConfig;
 use super::requests::{DEFAULT_MAX_REQUEST_DEADLINE, DEFAULT_REQUEST_DEADLINE, Limits};
-use super::{Config, ConfigError, DEFAULT_ADMIN, DEFAULT_LISTEN, DEFAULT_LIVENESS_TIMEOUT, env};
+use super::{
+    Config, ConfigError, DEFAULT_ADMIN, DEFAULT_IO_THREADS, DEFAULT_LISTEN,
+    DEFAULT_LIVENESS_TIMEOUT, MAX_IO_THREADS, env,
+};
 use crate::credentials::{CredentialsError, Identity};
 use crate::hardware::parse_size;
 use crate::metering::pricing::{PriceClass, PricingRule};
@@ -93,6 +96,13 @@ impl ConfigFile {
             return Err(ConfigError::new(
                 "node.region",
                 "must be 1 to 64 of a-z, 0-9, `-`, `_` and `.`",
+            ));
+        }
+        let io_threads = self.node.io_threads.unwrap_or(DEFAULT_IO_THREADS);
+        if !(1..=MAX_IO_THREADS).contains(&io_threads) {
+            return Err(ConfigError::new(
+                "node.io_threads",
+                format!("must be 1 to {MAX_IO_THREADS}"),
             ));
         }
         let liveness_timeout = self
@@ -241,6 +251,7 @@ impl ConfigFile {
             park_prompts: models.park_prompts,
             identity,
             data_dir,
+            io_threads,
             listen,
             advertise,
             region,
@@ -524,6 +535,7 @@ mod tests {
             ("[requests]\nmax_deadline = \"2h\"", "requests.max_deadline"),
             ("[clients]\nmax_connections = 0", "clients.max_connections"),
             ("[node]\nregion = \"EU West\"", "node.region"),
+            ("[node]\nio_threads = 0", "node.io_threads"),
             (
                 "[http]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"",
                 "http.listen",
@@ -578,6 +590,7 @@ mod tests {
                 identity: Some("/nonexistent/id".into()),
                 data_dir: None,
                 region: None,
+                io_threads: None,
             },
             ..Default::default()
         };
