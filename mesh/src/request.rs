@@ -123,6 +123,13 @@ pub trait Responder: Send {
     /// The cache stage decided what the cache does for this request, before any frame (a door
     /// that sends headers before the body, as HTTP does, can say it there).
     fn cache_decided(&mut self, _report: &ganglion_client::protocol::CacheReport) {}
+
+    /// Resolves once work may start for the request (its quota hold is in place, see
+    /// [`quota::Watched`]), or with why it may not; stages call it just before a model or a
+    /// peer is given the request.
+    fn before_work(&mut self) -> impl Future<Output = Result<(), WireError>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// Runs one inference request through every stage, answering on `out`; a client's request
@@ -174,10 +181,10 @@ async fn run_model(
         return;
     };
     let out = &mut cache::Filling { inner: out, fill };
-    let Flow::Next(hold) = quota::run(ctx, &mut admitted, out).await else {
+    let Flow::Next(reserving) = quota::run(ctx, &mut admitted, out).await else {
         return;
     };
-    let out = &mut quota::Watched::new(out, hold);
+    let out = &mut quota::Watched::new(out, reserving);
     let prefix = ctx
         .limits
         .prefix_affinity

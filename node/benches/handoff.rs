@@ -14,7 +14,7 @@ use ganglion_client::protocol::Route;
 use ganglion_client::{Client, GenerateRequest, StreamEvent};
 use ganglion_testkit::{Cluster, MINILM, SMOLLM2, ensure_models, eventually};
 
-const RUNS: usize = 30;
+const RUNS: usize = 100;
 
 /// Time to first token, generation tokens/s after it, and the route of one streamed request.
 async fn measure(client: &Client, max_tokens: u32) -> (Duration, f64, Route) {

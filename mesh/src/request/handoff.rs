@@ -53,6 +53,12 @@ pub async fn try_peers(
             "no reachable peer hosts it".to_owned()
         });
     }
+    // Placement ran while the reservation was under way; no peer is sent the request before
+    // its hold is in place.
+    if let Err(error) = out.before_work().await {
+        fail(out, error).await;
+        return Flow::Ended;
+    }
     let mut attempts = std::mem::take(&mut admitted.attempts);
     let request = &admitted.request;
     // A generation whose executor was lost mid-stream (here, or before it reached this node),

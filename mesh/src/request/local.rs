@@ -25,6 +25,10 @@ pub async fn run(ctx: &Context, admitted: &mut Admitted<'_>, out: &mut impl Resp
     let Some(host) = ctx.hosts.get(&admitted.request.model) else {
         return Flow::Next(());
     };
+    if let Err(error) = out.before_work().await {
+        fail(out, error).await;
+        return Flow::Ended;
+    }
     let (frames, receiver) = mpsc::channel(RESPONSE_BUFFER);
     let job = Job {
         request: admitted.request.clone(),

@@ -10,14 +10,25 @@
 //! peer directory does not answer, the entry node decides alone within its share of the limit
 //! (logged: the mesh-wide bound then loosens).
 //! A request handed over by a peer was reserved at its entry node.
+//!
+//! The reservation is asked for at once, on a task of its own, and the request goes on while
+//! its answer travels: the next stages plan where it runs, and wait for the hold
+//! ([`Responder::before_work`], answered by [`Watched`]) only where work would start (before the
+//! local host takes the job, before a peer is sent the request). A home on another node then
+//! costs the request the longer of its round trip and the placement, not their sum. Nothing
+//! runs without the hold; a hold that arrives for a request that ended first is dropped, which
+//! releases it.
 
 use std::sync::atomic::Ordering;
 
 use ganglion_client::protocol::{ErrorCode, Input, Request, ResponseFrame, WireError};
 
+use tokio::task::JoinHandle;
+
 use super::admit::Admitted;
 use super::{Context, Flow, Gone, Origin, Responder, fail};
 use crate::actors::meter::{Hold, MeterHandle, ReserveError};
+use crate::actors::peer_directory::PeerDirectoryHandle;
 use crate::metering::{home, neurons_text, pricing, usage};
 use crate::models::ModelSpec;
 use crate::peer::quota::QuotaRequest;
@@ -26,16 +37,20 @@ use crate::peer::quota::QuotaRequest;
 /// safe upper bound for any tokenizer: a token covers at least one byte).
 const TEMPLATE_TOKENS_PER_MESSAGE: u64 = 8;
 
-/// Gives a client's request its charge id and holds what it could cost; goes on with the hold,
-/// for the responder that releases it (`None` for a handed-over request: its entry node holds
-/// the reservation), or answers why not.
+/// A client's request's reservation, asked for and not yet answered.
+#[derive(Debug)]
+pub struct Reserving(JoinHandle<Result<Hold, WireError>>);
+
+/// Gives a client's request its charge id and starts holding what it could cost; goes on with
+/// the reservation under way, for the responder that waits for it and releases it (`None` for
+/// a handed-over request: its entry node holds the reservation), or answers why not.
 pub async fn run(
     ctx: &Context,
     admitted: &mut Admitted<'_>,
     out: &mut impl Responder,
-) -> Flow<Option<Hold>> {
-    match reserve(ctx, admitted).await {
-        Ok(hold) => Flow::Next(hold),
+) -> Flow<Option<Reserving>> {
+    match reserve(ctx, admitted) {
+        Ok(reserving) => Flow::Next(reserving),
         Err(error) => {
             fail(out, error).await;
             Flow::Ended
@@ -43,9 +58,9 @@ pub async fn run(
     }
 }
 
-/// Gives the request its charge id and reserves what it could cost; `None` for a handed-over
-/// request (its entry node holds the reservation).
-async fn reserve(ctx: &Context, admitted: &mut Admitted<'_>) -> Result<Option<Hold>, WireError> {
+/// Gives the request its charge id and starts reserving what it could cost; `None` for a
+/// handed-over request (its entry node holds the reservation).
+fn reserve(ctx: &Context, admitted: &mut Admitted<'_>) -> Result<Option<Reserving>, WireError> {
     let (spec, now) = (admitted.spec, admitted.now);
     let request = &mut admitted.request;
     if let Origin::Peer(peer) = &admitted.origin {
@@ -72,8 +87,29 @@ async fn reserve(ctx: &Context, admitted: &mut Admitted<'_>) -> Result<Option<Ho
         regions,
     );
     let most = max_cost(spec, request);
-    match reserve_at_home(ctx, &account.name, limit, day, most, charge_id).await {
-        Ok(hold) => Ok(Some(hold)),
+    let meters = Meters {
+        node: ctx.node.clone(),
+        meter: ctx.meter.clone(),
+        directory: ctx.directory.clone(),
+        mesh_size: ctx.mesh_size.load(Ordering::Relaxed),
+    };
+    let account = account.clone();
+    let asked = async move {
+        let reserved = reserve_at_home(&meters, &account.name, limit, day, most, charge_id).await;
+        decided(&account, regions, most, reserved)
+    };
+    Ok(Some(Reserving(tokio::spawn(asked))))
+}
+
+/// What a reservation's answer means for the request: its hold, or why it may not run.
+fn decided(
+    account: &ganglion_client::protocol::Account,
+    regions: usize,
+    most: u64,
+    reserved: Result<Hold, ReserveError>,
+) -> Result<Hold, WireError> {
+    match reserved {
+        Ok(hold) => Ok(hold),
         Err(ReserveError::OverQuota(over)) => Err(WireError::new(
             ErrorCode::QuotaExceeded,
             format!(
@@ -103,12 +139,21 @@ async fn reserve(ctx: &Context, admitted: &mut Admitted<'_>) -> Result<Option<Ho
     }
 }
 
+/// What a reservation needs of this node, owned by the task that asks for it.
+struct Meters {
+    node: String,
+    meter: MeterHandle,
+    directory: PeerDirectoryHandle,
+    /// Nodes in the mesh as last counted (this one included).
+    mesh_size: usize,
+}
+
 /// Reserves at the account's home node (this one, or a connected peer). When the home cannot
 /// be asked, this node decides alone, but only within its share of the limit (the limit over
 /// the number of nodes it knows), so that nodes cut off from the home together cannot spend
 /// more than the allocation.
 async fn reserve_at_home(
-    ctx: &Context,
+    ctx: &Meters,
     account: &str,
     limit: Option<u64>,
     day: usage::Day,
@@ -127,7 +172,7 @@ async fn reserve_at_home(
         Ok(peers) => peers,
         Err(e) => {
             // Fail to the share, over the nodes last known: never to the whole limit.
-            let nodes = ctx.mesh_size.load(Ordering::Relaxed).max(1) as u64;
+            let nodes = ctx.mesh_size.max(1) as u64;
             tracing::warn!(error = %e, nodes, "no peer view; this node decides within its share");
             return local(&ctx.meter, limit.map(|l| l / nodes)).await;
         }
@@ -189,27 +234,45 @@ pub fn max_cost(spec: &ModelSpec, request: &Request) -> u64 {
     pricing::max_cost(spec.pricing, prompt_tokens, max_tokens, items)
 }
 
-/// A responder that tells the hold who charged the request and how much, as the final frame
-/// passes; or, when the request ends otherwise after work may have run, keeps the hold at the
-/// home until that work's charge arrives.
+/// A responder that waits for the reservation before work starts ([`Responder::before_work`]),
+/// tells the hold who charged the request and how much, as the final frame passes; or, when
+/// the request ends otherwise after work may have run, keeps the hold at the home until that
+/// work's charge arrives.
 pub struct Watched<'a, R> {
     /// Where frames go.
     pub inner: &'a mut R,
+    /// The reservation, until its answer is waited for.
+    reserving: Option<Reserving>,
     /// The entry node's hold, if this node is the entry, until the final answer releases it
     /// (or, however else the request ends, until this is dropped).
-    pub hold: Option<Hold>,
+    hold: Option<Hold>,
     /// A last frame passed (else the requester left before one could).
     ended: bool,
 }
 
 impl<'a, R> Watched<'a, R> {
-    /// Watches the frames to `inner` for `hold`.
-    pub fn new(inner: &'a mut R, hold: Option<Hold>) -> Self {
+    /// Watches the frames to `inner` for the reservation under way, if any.
+    pub fn new(inner: &'a mut R, reserving: Option<Reserving>) -> Self {
         Self {
             inner,
-            hold,
+            reserving,
+            hold: None,
             ended: false,
         }
+    }
+
+    /// Waits for the reservation's answer, once: the hold, or why the request may not run.
+    async fn settle(&mut self) -> Result<(), WireError> {
+        let Some(Reserving(asked)) = self.reserving.take() else {
+            return Ok(());
+        };
+        self.hold = Some(asked.await.map_err(|e| {
+            WireError::new(
+                ErrorCode::Internal,
+                format!("the quota reservation failed: {e}"),
+            )
+        })??);
+        Ok(())
     }
 }
 
@@ -234,10 +297,17 @@ fn may_be_charged(error: &WireError) -> bool {
 }
 
 impl<R: Responder> Responder for Watched<'_, R> {
+    async fn before_work(&mut self) -> Result<(), WireError> {
+        self.settle().await
+    }
+
     async fn send(&mut self, frame: ResponseFrame) -> Result<(), Gone> {
         match &frame {
             ResponseFrame::Final(response) => {
                 self.ended = true;
+                // Work ran only after the hold was in place; should a stage have skipped
+                // waiting for it, the answer still releases it with its charge.
+                let _ = self.settle().await;
                 if let Some(mut hold) = self.hold.take() {
                     // Released, with its charge, before the answer leaves: a client that sends
                     // its next request at once must not find this one still held as well as
