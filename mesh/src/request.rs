@@ -6,7 +6,9 @@
 //! 3. [`cache`] (entry node only): a hit is answered here and ends the request; a miss runs
 //!    on, and its answer is stored as it passes;
 //! 4. [`quota`]: the charge id, and a hold on the most the request could cost, released with
-//!    the charge as the final frame passes;
+//!    the charge as the final frame passes. The hold is asked for here and answered while the
+//!    next stages place the request; they wait for it ([`Responder::before_work`]) just before
+//!    a model or a peer is given the request;
 //! 5. [`local`]: run on this node's model host when it hosts the model and has room (at the
 //!    entry node, after the peers when [`affinity`] finds one holding the chat's prefix);
 //! 6. [`handoff`]: otherwise hand it to the best peers that host it, one after another until
