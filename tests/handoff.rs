@@ -415,6 +415,93 @@ async fn a_stream_moves_to_another_host_when_its_executor_is_killed() {
     );
 }
 
+/// A chat that the entry node sent to a peer before its own host (the peer owns its system
+/// prompt, then holds it) and whose peer is killed mid-stream is continued by the entry node's
+/// own host: one stream, the move in the route, one charge.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_sent_to_a_peer_for_its_prompt_comes_back_when_the_peer_dies() {
+    use ganglion_client::protocol::{ChatMessage, Role};
+    ensure_models();
+    let cluster = Cluster::new("prefix-comeback");
+    let host = |name: &str, seeds: &[std::net::SocketAddr]| {
+        let mut args = vec!["--host", SMOLLM2];
+        args.extend_from_slice(&LIVENESS);
+        cluster.start(name, seeds, &args)
+    };
+    let entry = host("a", &[]);
+    let mut peer = host("b", &[entry.quic]);
+    sees_hosts(&entry, &["b"]).await;
+    // A keyed account: the keyless `anonymous` account's prompts are never placed by prefix.
+    let key = cluster.issue_key("desks", &[]);
+    let client = cluster.keyed_client(&entry, Some(&key)).await;
+    let ask = |system: &str, question: &str, max_tokens: u32| {
+        let mut request = GenerateRequest::new(SMOLLM2, question).max_tokens(max_tokens);
+        request.messages.insert(
+            0,
+            ChatMessage {
+                role: Role::System,
+                content: system.to_owned(),
+            },
+        );
+        request
+    };
+    // Each cold prompt goes to a or b by rendezvous: one of the first few goes to b.
+    let mut system = None;
+    for desk in 0..16 {
+        let candidate = format!("Desk {desk}. ")
+            + &"You tell long stories about the lighthouse and its keeper. ".repeat(16);
+        let answer = client
+            .generate(ask(&candidate, "Who keeps it?", 2))
+            .await
+            .unwrap();
+        if answer.response.route.executed_by == "b" {
+            system = Some(candidate);
+            break;
+        }
+    }
+    let system = system.expect("a prompt that the entry node sends to b");
+
+    let story = ask(&system, "Tell me a very long story about the keeper.", 160);
+    let mut stream = client.generate_stream(story).await.unwrap();
+    let mut streamed = String::new();
+    while streamed.len() < 60 {
+        match stream.next().await.unwrap().unwrap() {
+            StreamEvent::Delta(text) => streamed.push_str(&text),
+            StreamEvent::Final(_) => panic!("the story ended before the kill: {streamed:?}"),
+        }
+    }
+    let before_kill = streamed.clone();
+    assert_eq!(peer.model_status(SMOLLM2).await["stats"]["in_flight"], 1);
+    peer.kill();
+
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        match event.expect("one stream, no error") {
+            StreamEvent::Delta(text) => streamed.push_str(&text),
+            StreamEvent::Final(response) => last = Some(response),
+        }
+    }
+    let response = last.expect("a final answer");
+    let ganglion_client::protocol::Output::Text { text, .. } = &response.output else {
+        panic!("not text");
+    };
+    assert_eq!(&streamed, text);
+    assert!(text.starts_with(&before_kill) && text.len() > before_kill.len());
+    let route = &response.route;
+    assert_eq!(route.executed_by, "a");
+    assert_eq!(route.migrations.len(), 1, "{route:?}");
+    assert_eq!(route.migrations[0].from, "b");
+    assert!(route.migrations[0].at_token > 0);
+    let id = format!("{:032x}", response.id);
+    let records: Vec<serde_json::Value> = ["a", "b"]
+        .iter()
+        .flat_map(|node| cluster.ledger(node))
+        .filter(|r| r["request_id"] == id.as_str())
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["executor"], "a");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_host_is_a_clear_error_and_forwarding_never_loops() {
     ensure_models();

@@ -204,12 +204,23 @@ async fn run_model(
         let Flow::Next(()) = local::run(ctx, &mut admitted, out).await else {
             return;
         };
-        let why = "neither a peer nor this node could take it";
-        return fail(
-            out,
-            unserved(&admitted.request.model, &admitted.attempts, why),
-        )
-        .await;
+        let error = match &admitted.request.resume {
+            // Text reached the requester from a peer that was lost, and this node could not
+            // continue it either.
+            Some(resume) => WireError::partial(
+                ErrorCode::PeerLost,
+                format!(
+                    "node `{}` was lost after output had started, and this node could not continue it",
+                    resume.from
+                ),
+            ),
+            None => unserved(
+                &admitted.request.model,
+                &admitted.attempts,
+                "neither a peer nor this node could take it",
+            ),
+        };
+        return fail(out, error).await;
     }
     let Flow::Next(()) = local::run(ctx, &mut admitted, out).await else {
         return;

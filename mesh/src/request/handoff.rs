@@ -136,6 +136,12 @@ pub async fn try_peers(
         }
     }
     if let Some(resume) = resume.filter(|r| Some(r) != request.resume.as_ref()) {
+        if peers_first {
+            // Peers came before this node's own host: it continues the generation.
+            admitted.request.resume = Some(resume);
+            admitted.attempts = attempts;
+            return Flow::Next("the peers that took it were lost mid-stream".to_owned());
+        }
         // Text reached the requester from here: no other stage may answer now.
         let error = WireError::partial(
             ErrorCode::PeerLost,
