@@ -247,7 +247,7 @@ async fn identical_requests_at_three_nodes_run_the_model_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_shard_node_costs_a_miss_not_an_error() {
+async fn a_killed_shard_node_costs_a_miss_not_an_error_once_its_near_copies_are_gone() {
     ensure_models();
     let cluster = Cluster::new("cache-kill");
     let a = cluster.start("a", &[], &["--host", MINILM, KEYS_REQUIRED, WITH_CACHE]);
@@ -272,7 +272,15 @@ async fn a_killed_shard_node_costs_a_miss_not_an_error() {
     let hit = client.embed_request(request.clone()).await.unwrap();
     assert_eq!(hit.cache.status, CacheStatus::Hit);
 
+    // The hit left a copy on a: it answers while b is gone, as the shard would have.
     b.kill();
+    let near = client.embed_request(request.clone()).await.unwrap();
+    assert_eq!(near.cache.status, CacheStatus::Hit, "{:?}", near.cache);
+    assert_eq!(near.cache.shard, hit.cache.shard);
+    assert_eq!(near.output, hit.output);
+    assert_eq!(a.json("/admin/cache").await["near"]["hits"], 1);
+    // Purging a drops the copy: the shard's node is dead, which costs a miss, not an error.
+    assert_eq!(a.delete("/admin/cache").await["copies_purged"], 1);
     let after = client.embed_request(request.clone()).await.unwrap();
     assert_eq!(after.cache.status, CacheStatus::Miss, "{:?}", after.cache);
     assert_eq!(after.output, hit.output);

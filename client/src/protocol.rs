@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 
 /// ALPN of node-to-node connections (mutual TLS, cluster CA on both sides). Its version moves
 /// with any change of what peers exchange (6: requests may carry texts to classify, images
-/// and recordings; 8: usage counts cached prompt tokens), so that nodes of two builds never
+/// and recordings; 8: usage counts cached prompt tokens; 9: a cache hit says how long it may
+/// still be served), so that nodes of two builds never
 /// misread each other.
-pub const ALPN_PEER: &[u8] = b"ganglion-peer/8";
+pub const ALPN_PEER: &[u8] = b"ganglion-peer/9";
 
 /// ALPN of client-to-node connections (server-authenticated TLS); 5: requests may carry texts
 /// to classify, images and recordings; 6: usage counts cached prompt tokens.

@@ -271,6 +271,7 @@ fn bench_config(
         cache: ganglion::config::CacheSettings {
             shards: 0,
             bytes: 0,
+            near_bytes: 0,
             default_ttl: Duration::from_secs(300),
         },
         http: None,

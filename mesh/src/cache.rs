@@ -4,6 +4,7 @@
 //!   changing parameters), or why it has none;
 //! - [`store`]: one shard's entries, bounded in bytes, with TTL and eviction;
 //! - [`flight`]: single flight, so a key is filled once while identical requests wait;
+//! - [`near`]: an entry node's copies of answers found at other nodes' shards;
 //! - [`ShardId`] and [`owner_of`]: which shard of the mesh owns a key (rendezvous hashing over
 //!   the live members of process group [`GROUP`]: first the node, then its shard, so that
 //!   every node takes an equal share whatever its number of shards, and a node that claims
@@ -15,6 +16,7 @@
 
 pub mod flight;
 pub mod key;
+pub mod near;
 pub mod store;
 
 /// The process group every cache shard joins.

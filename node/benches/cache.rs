@@ -5,7 +5,8 @@
 //! A cache hit end to end, with real node processes on loopback: a client of entry node `a`,
 //! which keeps no shard, asks for an answer of about 2 KB stored on node `b`'s shard (two hops:
 //! client → a → b's shard → a → client). Latency p50 and p99 with one client, then hits per
-//! second with 32 clients at once. In the same run, the anchor: a GET of a value of the same
+//! second with 32 clients at once. Then the same through entry node `c`, which keeps near
+//! copies of what it finds at other nodes' shards (one hop after its first hit). In the same run, the anchor: a GET of a value of the same
 //! size from a local Redis, measured by `redis-benchmark`.
 
 #![allow(clippy::unwrap_used)] // a benchmark may panic on the unexpected
@@ -47,7 +48,7 @@ async fn hit(client: &Client) -> (Duration, Duration) {
     (took, inside)
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() {
     ensure_models();
     let cluster = Cluster::new("bench-cache");
@@ -79,6 +80,90 @@ async fn main() {
     assert!(shard.starts_with("b/"), "the shard is on b: {shard}");
     println!("answer: {size} bytes of text, stored on shard {shard}; entry node a keeps no shard");
 
+    let far = measure(&cluster, &a, &key).await;
+
+    // Entry node c keeps no shard either, but keeps near copies of what it finds at b's.
+    let c = cluster.start(
+        "c",
+        &[b.quic],
+        &[
+            "--max-connections-per-address",
+            "64",
+            KEYS_REQUIRED,
+            WITH_CACHE,
+            "--cache-shards",
+            "0",
+            "--cache-size",
+            "32MiB",
+            QUIET,
+        ],
+    );
+    c.sees_serving("b", SMOLLM2).await;
+    eventually(Duration::from_secs(20), "c sees b's shards", || async {
+        let cache = c.json("/admin/cache").await;
+        (cache["mesh_shards"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    let near = measure(&cluster, &c, &key).await;
+    let copies = c.json("/admin/cache").await["near"].clone();
+
+    let redis = redis_anchor(size).await;
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!();
+    println!("| {size}-byte answer | p50 | p99 | per second |");
+    println!("|---|---|---|---|");
+    for (label, run) in [
+        ("shard on another node", &far),
+        ("near copy at the entry node", &near),
+    ] {
+        println!(
+            "| ganglion HIT, {label}, 1 client | {:.0} µs | {:.0} µs | {:.0} |",
+            us(percentile(&run.one, 0.5)),
+            us(percentile(&run.one, 0.99)),
+            run.one_rate,
+        );
+        println!(
+            "| ganglion HIT, {label}, {CLIENTS} clients | {:.0} µs | {:.0} µs | {:.0} |",
+            us(percentile(&run.many, 0.5)),
+            us(percentile(&run.many, 0.99)),
+            run.many_rate,
+        );
+        println!(
+            "| of which inside the entry node, 1 client | {:.0} µs | {:.0} µs | |",
+            us(percentile(&run.inside, 0.5)),
+            us(percentile(&run.inside, 0.99)),
+        );
+    }
+    for (clients, row) in redis {
+        println!(
+            "| redis GET, {clients} client{} | {:.0} µs | {:.0} µs | {:.0} |",
+            if clients == 1 { "" } else { "s" },
+            row.p50_ms * 1000.0,
+            row.p99_ms * 1000.0,
+            row.rps
+        );
+    }
+    let cache = b.json("/admin/cache").await;
+    let hits: u64 = cache["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["hits"].as_u64().unwrap())
+        .sum();
+    println!("\nb's shards answered {hits} hits; c's near copies {copies}");
+}
+
+/// Hits through one entry node: one client in turn, then many at once.
+struct Measured {
+    one: Vec<Duration>,
+    one_rate: f64,
+    inside: Vec<Duration>,
+    many: Vec<Duration>,
+    many_rate: f64,
+}
+
+async fn measure(cluster: &Cluster, entry: &ganglion_testkit::Node, key: &str) -> Measured {
+    let client = cluster.keyed_client(entry, Some(key)).await;
     for _ in 0..WARMUP {
         hit(&client).await;
     }
@@ -96,7 +181,7 @@ async fn main() {
 
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        clients.push(cluster.keyed_client(&a, Some(&key)).await);
+        clients.push(cluster.keyed_client(entry, Some(key)).await);
     }
     let until = Instant::now() + LOAD_FOR;
     let started = Instant::now();
@@ -112,44 +197,13 @@ async fn main() {
     let mut many: Vec<Duration> = runs.into_iter().flatten().collect();
     let many_rate = many.len() as f64 / elapsed;
     many.sort();
-
-    let redis = redis_anchor(size).await;
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!();
-    println!("| {size}-byte answer | p50 | p99 | per second |");
-    println!("|---|---|---|---|");
-    println!(
-        "| ganglion HIT, shard on another node, 1 client | {:.0} µs | {:.0} µs | {one_rate:.0} |",
-        us(percentile(&one, 0.5)),
-        us(percentile(&one, 0.99)),
-    );
-    println!(
-        "| ganglion HIT, shard on another node, {CLIENTS} clients | {:.0} µs | {:.0} µs | {many_rate:.0} |",
-        us(percentile(&many, 0.5)),
-        us(percentile(&many, 0.99)),
-    );
-    println!(
-        "| of which inside entry node a (lookup at b, replay), 1 client | {:.0} µs | {:.0} µs | |",
-        us(percentile(&inside, 0.5)),
-        us(percentile(&inside, 0.99)),
-    );
-    for (clients, row) in redis {
-        println!(
-            "| redis GET, {clients} client{} | {:.0} µs | {:.0} µs | {:.0} |",
-            if clients == 1 { "" } else { "s" },
-            row.p50_ms * 1000.0,
-            row.p99_ms * 1000.0,
-            row.rps
-        );
+    Measured {
+        one,
+        one_rate,
+        inside,
+        many,
+        many_rate,
     }
-    let cache = b.json("/admin/cache").await;
-    let hits: u64 = cache["shards"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["hits"].as_u64().unwrap())
-        .sum();
-    println!("\nb's shards answered {hits} hits");
 }
 
 struct RedisRow {

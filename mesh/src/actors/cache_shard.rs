@@ -27,6 +27,7 @@ use serde::Serialize;
 use super::{ActorSlot, LocalCallError};
 use crate::cache::flight::{Due, Flights, Joined, Patience};
 use crate::cache::key::CacheKey;
+use crate::cache::near::NearCopies;
 use crate::cache::store::{Answer, Found, Owner, Purge, ShardTotals, Store};
 use crate::cache::{GROUP, ShardId, index_of};
 use crate::facts::SessionNodes;
@@ -179,7 +180,8 @@ pub struct State {
     ticks: u64,
 }
 
-fn now_ms() -> u64 {
+/// Wall-clock milliseconds, the cache's clock.
+pub(crate) fn now_ms() -> u64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -296,6 +298,7 @@ impl Actor for CacheShard {
                     let _ = waiter.send(Reply::Hit(Found {
                         answer: answer.clone(),
                         age_ms: 0,
+                        expires_in_ms: ttl_ms,
                     }));
                 }
                 if let Some(owner) = Owner::of(&key.material) {
@@ -445,18 +448,25 @@ pub const MAX_REMOTE_STREAMS: usize = 64;
 pub struct Shards {
     node: String,
     local: Arc<Vec<CacheShardHandle>>,
+    near: Arc<NearCopies>,
     sessions: SessionNodes,
     bypasses: Arc<AtomicU64>,
     remote_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shards {
-    /// `node`'s shards (none when its cache is off); `sessions` names the peers behind
-    /// ractor_cluster's remote actors.
-    pub fn new(node: String, local: Vec<CacheShardHandle>, sessions: SessionNodes) -> Self {
+    /// `node`'s shards (none when its cache is off) and its copies of other nodes' answers;
+    /// `sessions` names the peers behind ractor_cluster's remote actors.
+    pub fn new(
+        node: String,
+        local: Vec<CacheShardHandle>,
+        near: NearCopies,
+        sessions: SessionNodes,
+    ) -> Self {
         Self {
             node,
             local: Arc::new(local),
+            near: Arc::new(near),
             sessions,
             bypasses: Arc::default(),
             remote_streams: Arc::new(tokio::sync::Semaphore::new(MAX_REMOTE_STREAMS)),
@@ -481,6 +491,11 @@ impl Shards {
     /// This node's shards.
     pub fn all_local(&self) -> &[CacheShardHandle] {
         &self.local
+    }
+
+    /// This node's copies of answers found at other nodes' shards.
+    pub fn near(&self) -> &NearCopies {
+        &self.near
     }
 
     /// This node's shards summed: those that answer within `each`, asked at once.

@@ -409,6 +409,7 @@ impl Actor for NodeSupervisor {
                     entries: spec.entries.clone(),
                 })
                 .collect(),
+            crate::cache::near::NearCopies::new(args.cache.near_bytes),
             sessions.clone(),
         );
 

@@ -1,9 +1,10 @@
 //! The admin routes of the result cache:
 //! - `GET /admin/cache`: this node's shards (entries, bytes, hits, misses, evictions, keys in
-//!   flight and lookups waiting), the requests that went without the cache here, and every
-//!   live shard of the mesh;
-//! - `DELETE /admin/cache[?model=ID&account=NAME]`: drops this node's entries (all, or those of
-//!   a model and/or an account). Each node purges its own shards: to purge the mesh, ask each.
+//!   flight and lookups waiting), its near copies of other nodes' answers, the requests that
+//!   went without the cache here, and every live shard of the mesh;
+//! - `DELETE /admin/cache[?model=ID&account=NAME]`: drops this node's entries and near copies
+//!   (all, or those of a model and/or an account). Each node purges its own: to purge the
+//!   mesh, ask each.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -32,6 +33,7 @@ pub(super) async fn show(State(ctx): State<Context>) -> Response {
     Json(serde_json::json!({
         "node": shards.node(),
         "shards": local,
+        "near": shards.near().stats(),
         "bypasses": shards.bypasses(),
         "mesh_shards": members.iter().map(|m| m.label()).collect::<Vec<_>>(),
     }))
@@ -43,12 +45,14 @@ pub(super) async fn purge(State(ctx): State<Context>, Query(query): Query<PurgeQ
         model: query.model,
         account: query.account,
     };
+    let cache = &ctx.parts().cache;
+    let copies = cache.near().purge(&purge);
     let mut purged = 0;
-    for shard in ctx.parts().cache.all_local() {
+    for shard in cache.all_local() {
         match shard.purge(purge.clone()).await {
             Ok(n) => purged += n,
             Err(e) => return unavailable(&format!("a cache shard did not answer: {e}")),
         }
     }
-    Json(serde_json::json!({ "purged": purged })).into_response()
+    Json(serde_json::json!({ "purged": purged, "copies_purged": copies })).into_response()
 }

@@ -145,6 +145,8 @@ pub struct Found {
     pub answer: Answer,
     /// How long ago it was stored, in milliseconds.
     pub age_ms: u64,
+    /// How long it may still be served, in milliseconds.
+    pub expires_in_ms: u64,
 }
 
 impl Store {
@@ -175,6 +177,7 @@ impl Store {
         Some(Found {
             answer: entry.answer.clone(),
             age_ms: now_ms.saturating_sub(entry.stored_at_ms),
+            expires_in_ms: entry.expires_at_ms - now_ms,
         })
     }
 
@@ -188,12 +191,22 @@ impl Store {
         ttl_ms: u64,
         now_ms: u64,
     ) {
+        let found = Found {
+            answer,
+            age_ms: 0,
+            expires_in_ms: ttl_ms,
+        };
+        self.copy(key, owner, found, now_ms);
+    }
+
+    /// Keeps a copy of an answer found elsewhere, with the age and expiry it had there.
+    pub fn copy(&mut self, key: CacheKey, owner: Owner, found: Found, now_ms: u64) {
         let entry = Entry {
             material: key.material,
             owner,
-            answer,
-            stored_at_ms: now_ms,
-            expires_at_ms: now_ms.saturating_add(ttl_ms),
+            answer: found.answer,
+            stored_at_ms: now_ms.saturating_sub(found.age_ms),
+            expires_at_ms: now_ms.saturating_add(found.expires_in_ms),
         };
         let mut evicted = 0;
         self.table
@@ -298,6 +311,23 @@ mod tests {
         assert!(store.get(&key("a"), 60_999).is_some());
         assert_eq!(store.get(&key("a"), 61_000), None, "expired at its TTL");
         assert!(store.is_empty(), "an expired entry is dropped when found");
+    }
+
+    #[test]
+    fn a_copy_keeps_the_age_and_expiry_it_had_where_it_was_found() {
+        let mut shard = Store::new(1 << 20);
+        shard.insert(key("a"), owner("acme", "m"), answer("A"), 60_000, 1_000);
+        let found = shard.get(&key("a"), 21_000).expect("live");
+        assert_eq!(found.expires_in_ms, 40_000);
+        let mut copies = Store::new(1 << 20);
+        copies.copy(key("a"), owner("acme", "m"), found, 500_000);
+        let copy = copies.get(&key("a"), 510_000).expect("live");
+        assert_eq!((copy.age_ms, copy.expires_in_ms), (30_000, 30_000));
+        assert_eq!(
+            copies.get(&key("a"), 540_000),
+            None,
+            "gone when the original is"
+        );
     }
 
     #[test]

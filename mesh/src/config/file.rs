@@ -275,14 +275,15 @@ pub struct ClientsSection {
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct CacheSection {
-    /// Result cache shards on this node (default 2).
+    /// Result cache shards on this node (default 2); 0: none, the whole cache keeps near copies
+    /// of answers found at other nodes' shards.
     #[cfg_attr(
         feature = "clap",
         arg(long = "cache-shards", value_name = "CACHE_SHARDS")
     )]
     pub shards: Option<u16>,
-    /// Bytes of result cache on this node, e.g. 256MiB (the default); 0 keeps no entries here
-    /// (requests entering here still use the mesh's other shards).
+    /// Bytes of result cache on this node, e.g. 256MiB (the default), an eighth of it for near
+    /// copies; 0 keeps nothing here (requests entering here still use the mesh's other shards).
     #[cfg_attr(feature = "clap", arg(long = "cache-size", value_name = "CACHE_SIZE"))]
     pub size: Option<String>,
     /// How long an answer stays cached when its request does not say, e.g. "5m" (the

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::cache::{CacheSettings, DEFAULT_CACHE_SHARDS, DEFAULT_CACHE_SIZE, DEFAULT_CACHE_TTL};
+use super::cache::{
+    CacheSettings, DEFAULT_CACHE_SHARDS, DEFAULT_CACHE_SIZE, DEFAULT_CACHE_TTL, NEAR_SHARE,
+};
 use super::clients::{
     ConnectionSettings, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
 };
@@ -273,16 +275,25 @@ impl CacheSection {
             Some(text) => parse_size(text).map_err(|e| ConfigError::new("cache.size", e))?,
         };
         let shards = self.shards.unwrap_or(DEFAULT_CACHE_SHARDS);
-        if !(1..=crate::cache::MAX_SHARDS).contains(&shards) {
+        if shards > crate::cache::MAX_SHARDS {
             return Err(ConfigError::new(
                 "cache.shards",
-                format!("must be between 1 and {}", crate::cache::MAX_SHARDS),
+                format!(
+                    "must be between 0 (copies of other nodes' answers only) and {}",
+                    crate::cache::MAX_SHARDS
+                ),
             ));
         }
-        if bytes != 0 && bytes < 64 * 1024 * u64::from(shards) {
+        // Without shards, the whole budget keeps copies of other nodes' answers.
+        let near_bytes = if shards == 0 {
+            bytes
+        } else {
+            bytes / NEAR_SHARE
+        };
+        if bytes != 0 && bytes - near_bytes < 64 * 1024 * u64::from(shards) {
             return Err(ConfigError::new(
                 "cache.size",
-                "must be 0 (no entries here) or at least 64KiB per shard",
+                "must be 0 (no entries here) or, less the eighth kept for near copies, at least 64KiB per shard",
             ));
         }
         let default_ttl = self.default_ttl.unwrap_or(DEFAULT_CACHE_TTL);
@@ -298,7 +309,8 @@ impl CacheSection {
         }
         Ok(CacheSettings {
             shards: if bytes == 0 { 0 } else { shards },
-            bytes,
+            bytes: bytes - near_bytes,
+            near_bytes,
             default_ttl,
         })
     }
@@ -524,7 +536,7 @@ mod tests {
             ("[models]\nhost = [\"@nope/none\"]", "models.host"),
             ("[models]\nmemory_limit = \"lots\"", "models.memory_limit"),
             ("[cache]\nsize = \"lots\"", "cache.size"),
-            ("[cache]\nshards = 0", "cache.shards"),
+            ("[cache]\nshards = 65", "cache.shards"),
             ("[cache]\ndefault_ttl = \"5s\"", "cache.default_ttl"),
             ("[models]\nconcurrency = 0", "models.concurrency"),
             ("[admin]\ntoken = \"short\"", "admin.token"),

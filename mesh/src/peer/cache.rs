@@ -67,6 +67,8 @@ pub enum CacheReply {
         answer: Answer,
         /// How old it is, in milliseconds.
         age_ms: u64,
+        /// How long it may still be served, in milliseconds.
+        expires_in_ms: u64,
     },
     /// Not stored: the asker fills it on this stream.
     Lead,
@@ -120,9 +122,19 @@ pub async fn lookup(
         .await;
     }
     match reply {
-        Ok(Some(CacheReply::Hit { answer, age_ms })) => {
+        Ok(Some(CacheReply::Hit {
+            answer,
+            age_ms,
+            expires_in_ms,
+        })) => {
             let _ = send.finish();
-            Ok(RemoteLookup::Hit(Found { answer, age_ms }))
+            // A peer's word: never longer than any request may ask for.
+            let longest = u64::from(ganglion_client::protocol::MAX_CACHE_TTL_SECS) * 1000;
+            Ok(RemoteLookup::Hit(Found {
+                answer,
+                age_ms,
+                expires_in_ms: expires_in_ms.min(longest),
+            }))
         }
         Ok(Some(CacheReply::Lead)) => Ok(RemoteLookup::Lead(RemoteLease {
             send: Some(send),

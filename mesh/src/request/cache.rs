@@ -8,7 +8,8 @@
 //! way out. Identical requests meanwhile wait at the shard for that answer; if the run fails,
 //! the next one leads. A request without a key, or when no shard can be asked, runs without
 //! the cache (`BYPASS`, or `MISS` when the shard could not be reached). Losing a shard never
-//! fails a request.
+//! fails a request. A hit found at a peer's shard is kept here as a near copy
+//! ([`crate::cache::near`]): this node's next hits for the key are answered without the trip.
 
 use std::time::{Duration, Instant};
 
@@ -19,16 +20,17 @@ use ganglion_client::protocol::{
 use super::admit::Admitted;
 use super::authenticate::ANONYMOUS;
 use super::{Context, Flow, Gone, Origin, Responder, final_frame, ms};
-use crate::actors::cache_shard::{LocalLease, Lookup};
+use crate::actors::cache_shard::{LocalLease, Lookup, now_ms};
 use crate::cache::flight::Patience;
 use crate::cache::key::{CacheKey, key_of};
 use crate::cache::store::{Answer, Found};
 use crate::cache::{ShardId, owner_of};
 use crate::peer::cache::{self as remote, RemoteLease, RemoteLookup};
 
-/// Most bytes of text in one replayed delta: a few frames for a typical answer, each small
-/// enough to reach a client early.
-const REPLAY_CHUNK: usize = 1024;
+/// Most bytes of text in one replayed delta. The whole answer is at hand, so a typical one
+/// goes as one delta: each frame more costs the client a wake-up (tens of microseconds on a
+/// virtual machine), and a longer one still streams in pieces a client can show early.
+const REPLAY_CHUNK: usize = 16 * 1024;
 
 /// Cache settings of this node.
 #[derive(Debug, Clone)]
@@ -139,16 +141,28 @@ async fn begin(ctx: &Context, admitted: &Admitted<'_>, out: &mut impl Responder)
         wait_ms: u64::try_from(left.as_millis() / 2).unwrap_or(u64::MAX),
         lease_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
     };
-    let lookup = lookup(ctx, shard, &key, patience);
-    let gone = out.gone();
-    let looked = tokio::select! {
-        looked = lookup => looked,
-        () = gone => return Began::Answered,
+    // A key a peer's shard owns may have a copy here, from an earlier hit.
+    let near = (shard.node != ctx.node).then(|| settings.shards.near());
+    let copy = near.and_then(|near| near.hit(&key, now_ms()));
+    let copied = copy.is_some();
+    let looked = match copy {
+        Some(found) => Ok(found),
+        None => {
+            let lookup = lookup(ctx, shard, &key, patience);
+            let gone = out.gone();
+            tokio::select! {
+                looked = lookup => looked,
+                () = gone => return Began::Answered,
+            }
+        }
     };
     match looked {
         // An answer is replayed only when it answers this request (a peer's fill is checked
         // for its bounds at the shard; this checks its shape against the input too).
         Ok(found) if found.answer.output.answers(&admitted.request.input) => {
+            if let Some(near) = near.filter(|_| !copied) {
+                near.keep(&key, &found, now_ms());
+            }
             replay(ctx, admitted, shard, found, out).await;
             Began::Answered
         }

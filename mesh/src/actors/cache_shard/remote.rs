@@ -84,6 +84,7 @@ pub async fn serve(
             CacheReply::Hit {
                 answer: found.answer,
                 age_ms: found.age_ms,
+                expires_in_ms: found.expires_in_ms,
             },
             None,
         ),
