@@ -136,20 +136,20 @@ impl Default for Metrics {
         let cache_bytes = Gauge::default();
         registry.register_with_unit(
             "cache",
-            "Bytes of answers held by this node's cache shards",
+            "Bytes of answers held by this node's cache shards and near copies",
             Unit::Bytes,
             cache_bytes.clone(),
         );
         let cache_entries = Gauge::default();
         registry.register(
             "cache_entries",
-            "Answers held by this node's cache shards",
+            "Answers held by this node's cache shards and near copies",
             cache_entries.clone(),
         );
         let cache_evictions = Gauge::default();
         registry.register(
             "cache_evictions",
-            "Answers evicted from this node's cache shards for room",
+            "Answers evicted from this node's cache shards and near copies for room",
             cache_evictions.clone(),
         );
         let queued = Family::<ModelLabel, Gauge>::default();

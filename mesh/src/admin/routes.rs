@@ -488,10 +488,15 @@ async fn metrics(State(ctx): State<Context>) -> Response {
     let parts = ctx.parts();
     let metrics = &parts.metrics;
     let cache = parts.cache.totals(crate::actors::LOCAL_CALL_TIMEOUT).await;
+    let near = parts.cache.near().stats();
     let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    metrics.cache_bytes.set(gauge(cache.bytes));
-    metrics.cache_entries.set(gauge(cache.entries));
-    metrics.cache_evictions.set(gauge(cache.evictions));
+    metrics.cache_bytes.set(gauge(cache.bytes + near.bytes));
+    metrics
+        .cache_entries
+        .set(gauge(cache.entries + near.entries as u64));
+    metrics
+        .cache_evictions
+        .set(gauge(cache.evictions + near.evictions));
     metrics.clear_gauges();
     for id in parts.hosts.ids() {
         if let Some(host) = parts.hosts.get(&id)
