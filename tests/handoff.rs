@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use ganglion_client::protocol::ErrorCode;
-use ganglion_client::{GenerateRequest, StreamEvent};
+use ganglion_client::protocol::{ErrorCode, FinalResponse, Output};
+use ganglion_client::{GenerateRequest, GenerationStream, StreamEvent};
 use ganglion_testkit::{
     Cluster, MINILM, Node, QWEN_05B, SMOLLM2, UdpRelay, ensure_models, eventually,
     running_generation,
@@ -338,6 +338,63 @@ async fn repeats_of_a_system_prompt_go_to_the_node_holding_it() {
     assert!(executors.len() > 1, "{executors:?}");
 }
 
+/// Reads `stream` until at least `bytes` of text have arrived (before its end); that text.
+async fn read_at_least(stream: &mut GenerationStream, bytes: usize) -> String {
+    let mut streamed = String::new();
+    while streamed.len() < bytes {
+        match stream.next().await.unwrap().unwrap() {
+            StreamEvent::Delta(text) => streamed.push_str(&text),
+            StreamEvent::Final(_) => panic!("the story ended before the kill: {streamed:?}"),
+        }
+    }
+    streamed
+}
+
+/// Reads the rest of a stream whose executor `lost` was killed once `before_kill` had reached
+/// the client, and checks that it is one stream that moved once, to `executor`: what the
+/// client read is the whole answer, the text sent before the kill first, nothing repeated.
+async fn finish_moved(
+    mut stream: GenerationStream,
+    before_kill: String,
+    executor: &str,
+    lost: &str,
+) -> FinalResponse {
+    let mut streamed = before_kill.clone();
+    let mut last = None;
+    while let Some(event) = stream.next().await {
+        match event.expect("one stream, no error") {
+            StreamEvent::Delta(text) => streamed.push_str(&text),
+            StreamEvent::Final(response) => last = Some(response),
+        }
+    }
+    let response = last.expect("a final answer");
+    let Output::Text { text, .. } = &response.output else {
+        panic!("not text");
+    };
+    assert_eq!(&streamed, text);
+    assert!(text.starts_with(&before_kill) && text.len() > before_kill.len());
+    let route = &response.route;
+    assert_eq!(route.executed_by, executor);
+    assert_eq!(route.migrations.len(), 1, "{route:?}");
+    assert_eq!(route.migrations[0].from, lost);
+    assert!(route.migrations[0].at_token > 0);
+    response
+}
+
+/// The ledger records of `response`'s request on `nodes`.
+fn ledger_records(
+    cluster: &Cluster,
+    nodes: &[&str],
+    response: &FinalResponse,
+) -> Vec<serde_json::Value> {
+    let id = format!("{:032x}", response.id);
+    nodes
+        .iter()
+        .flat_map(|node| cluster.ledger(node))
+        .filter(|r| r["request_id"] == id.as_str())
+        .collect()
+}
+
 /// A generation whose executor is killed (kill -9) after its text has reached the client moves
 /// to the other host, which continues it from that text: the client sees one stream with no
 /// text lost or repeated, the route names the move, and the answer is charged once.
@@ -360,14 +417,7 @@ async fn a_stream_moves_to_another_host_when_its_executor_is_killed() {
     let story = GenerateRequest::new(SMOLLM2, "Tell me a very long story about a lighthouse.")
         .max_tokens(160);
     let mut stream = client.generate_stream(story).await.unwrap();
-    let mut streamed = String::new();
-    while streamed.len() < 60 {
-        match stream.next().await.unwrap().unwrap() {
-            StreamEvent::Delta(text) => streamed.push_str(&text),
-            StreamEvent::Final(_) => panic!("the story ended before the kill: {streamed:?}"),
-        }
-    }
-    let before_kill = streamed.clone();
+    let before_kill = read_at_least(&mut stream, 60).await;
     let mut running = None;
     for (i, h) in hosts.iter().enumerate() {
         if h.model_status(SMOLLM2).await["stats"]["in_flight"] == 1 {
@@ -378,35 +428,12 @@ async fn a_stream_moves_to_another_host_when_its_executor_is_killed() {
     let lost = executor.name.clone();
     executor.kill();
 
-    let mut last = None;
-    while let Some(event) = stream.next().await {
-        match event.expect("one stream, no error") {
-            StreamEvent::Delta(text) => streamed.push_str(&text),
-            StreamEvent::Final(response) => last = Some(response),
-        }
-    }
-    let response = last.expect("a final answer");
-    let ganglion_client::protocol::Output::Text { text, .. } = &response.output else {
-        panic!("not text");
-    };
-    // One stream: what the client read is the whole answer, the text sent before the kill
-    // first, nothing repeated after it.
-    assert_eq!(&streamed, text);
-    assert!(text.starts_with(&before_kill) && text.len() > before_kill.len());
+    let response = finish_moved(stream, before_kill, &hosts[0].name, &lost).await;
     let route = &response.route;
-    assert_eq!(route.executed_by, hosts[0].name);
-    assert_eq!(route.migrations.len(), 1, "{route:?}");
-    assert_eq!(route.migrations[0].from, lost);
-    assert!(route.migrations[0].at_token > 0);
     assert!(response.usage.output_tokens > route.migrations[0].at_token);
     eprintln!("{}", response.route_line());
     // Charged once, by the node that finished it, for everything the client received.
-    let id = format!("{:032x}", response.id);
-    let records: Vec<serde_json::Value> = ["h1", "h2", "west-edge"]
-        .iter()
-        .flat_map(|node| cluster.ledger(node))
-        .filter(|r| r["request_id"] == id.as_str())
-        .collect();
+    let records = ledger_records(&cluster, &["h1", "h2", "west-edge"], &response);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["executor"], hosts[0].name.as_str());
     assert_eq!(
@@ -463,41 +490,12 @@ async fn a_stream_sent_to_a_peer_for_its_prompt_comes_back_when_the_peer_dies() 
 
     let story = ask(&system, "Tell me a very long story about the keeper.", 160);
     let mut stream = client.generate_stream(story).await.unwrap();
-    let mut streamed = String::new();
-    while streamed.len() < 60 {
-        match stream.next().await.unwrap().unwrap() {
-            StreamEvent::Delta(text) => streamed.push_str(&text),
-            StreamEvent::Final(_) => panic!("the story ended before the kill: {streamed:?}"),
-        }
-    }
-    let before_kill = streamed.clone();
+    let before_kill = read_at_least(&mut stream, 60).await;
     assert_eq!(peer.model_status(SMOLLM2).await["stats"]["in_flight"], 1);
     peer.kill();
 
-    let mut last = None;
-    while let Some(event) = stream.next().await {
-        match event.expect("one stream, no error") {
-            StreamEvent::Delta(text) => streamed.push_str(&text),
-            StreamEvent::Final(response) => last = Some(response),
-        }
-    }
-    let response = last.expect("a final answer");
-    let ganglion_client::protocol::Output::Text { text, .. } = &response.output else {
-        panic!("not text");
-    };
-    assert_eq!(&streamed, text);
-    assert!(text.starts_with(&before_kill) && text.len() > before_kill.len());
-    let route = &response.route;
-    assert_eq!(route.executed_by, "a");
-    assert_eq!(route.migrations.len(), 1, "{route:?}");
-    assert_eq!(route.migrations[0].from, "b");
-    assert!(route.migrations[0].at_token > 0);
-    let id = format!("{:032x}", response.id);
-    let records: Vec<serde_json::Value> = ["a", "b"]
-        .iter()
-        .flat_map(|node| cluster.ledger(node))
-        .filter(|r| r["request_id"] == id.as_str())
-        .collect();
+    let response = finish_moved(stream, before_kill, "a", "b").await;
+    let records = ledger_records(&cluster, &["a", "b"], &response);
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0]["executor"], "a");
 }
