@@ -17,8 +17,8 @@
 
 pub mod remote;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -28,7 +28,7 @@ use super::{ActorSlot, LocalCallError};
 use crate::cache::flight::{Due, Flights, Joined, Patience};
 use crate::cache::key::CacheKey;
 use crate::cache::near::NearCopies;
-use crate::cache::store::{Answer, Found, Owner, Purge, ShardTotals, Store};
+use crate::cache::store::{Answer, Found, Owner, Purge, ShardTotals, SharedStore};
 use crate::cache::{GROUP, ShardId, index_of};
 use crate::facts::SessionNodes;
 
@@ -54,40 +54,12 @@ pub struct Arguments {
 
 /// A shard's entries and its hit count, read by the handle's lookups and changed by the actor.
 #[derive(Debug, Clone)]
-pub struct Entries(Arc<Shared>);
-
-#[derive(Debug)]
-struct Shared {
-    store: Mutex<Store>,
-    hits: AtomicU64,
-}
+pub struct Entries(Arc<SharedStore>);
 
 impl Entries {
     /// No entries yet, within `bytes`.
     pub fn new(bytes: u64) -> Self {
-        Self(Arc::new(Shared {
-            store: Mutex::new(Store::new(bytes)),
-            hits: AtomicU64::new(0),
-        }))
-    }
-
-    fn store(&self) -> MutexGuard<'_, Store> {
-        // A panic while holding the lock leaves entries that are each whole: go on with them.
-        self.0
-            .store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The stored answer for `key`, counted as a hit.
-    fn hit(&self, key: &CacheKey, now_ms: u64) -> Option<Found> {
-        let found = self.store().get(key, now_ms)?;
-        self.0.hits.fetch_add(1, Ordering::Relaxed);
-        Some(found)
-    }
-
-    fn count_hit(&self) {
-        self.0.hits.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::new(SharedStore::new(bytes)))
     }
 }
 
@@ -226,8 +198,7 @@ impl Actor for CacheShard {
     ) -> Result<State, ActorProcessingErr> {
         ractor::pg::join(GROUP.to_owned(), vec![myself.get_cell()]);
         myself.send_interval(TICK, || Msg::Tick);
-        *args.entries.store() = Store::new(args.bytes);
-        args.entries.0.hits.store(0, Ordering::Relaxed);
+        args.entries.0.reset(args.bytes);
         Ok(State {
             entries: args.entries,
             flights: Flights::new(u64::from(rand::random::<u32>()) << 16),
@@ -266,7 +237,7 @@ impl Actor for CacheShard {
                     let _ = reply.send(Reply::Busy);
                     return Ok(());
                 }
-                if let Some(found) = state.entries.hit(&key, now) {
+                if let Some(found) = state.entries.0.hit(&key, now) {
                     let _ = reply.send(Reply::Hit(found));
                     return Ok(());
                 }
@@ -294,7 +265,7 @@ impl Actor for CacheShard {
                     return Ok(());
                 };
                 for waiter in waiters {
-                    state.entries.count_hit();
+                    state.entries.0.count_hit();
                     let _ = waiter.send(Reply::Hit(Found {
                         answer: answer.clone(),
                         age_ms: 0,
@@ -302,7 +273,11 @@ impl Actor for CacheShard {
                     }));
                 }
                 if let Some(owner) = Owner::of(&key.material) {
-                    (state.entries.store()).insert(key, owner, answer, ttl_ms, now_ms());
+                    state
+                        .entries
+                        .0
+                        .lock()
+                        .insert(key, owner, answer, ttl_ms, now_ms());
                 }
             }
             Msg::Abandon { hash, lease } => {
@@ -313,8 +288,8 @@ impl Actor for CacheShard {
             }
             Msg::Stats(reply) => {
                 let mut stats = state.stats.clone();
-                stats.hits = state.entries.0.hits.load(Ordering::Relaxed);
-                let store = state.entries.store();
+                stats.hits = state.entries.0.hits();
+                let store = state.entries.0.lock();
                 stats.entries = store.len();
                 stats.bytes = store.bytes();
                 stats.evictions = store.evictions();
@@ -324,7 +299,7 @@ impl Actor for CacheShard {
                 let _ = reply.send(stats);
             }
             Msg::Purge(purge, reply) => {
-                let _ = reply.send(state.entries.store().purge(&purge));
+                let _ = reply.send(state.entries.0.lock().purge(&purge));
             }
             Msg::Tick => {
                 let now = now_ms();
@@ -332,7 +307,7 @@ impl Actor for CacheShard {
                 State::let_go(&myself, due);
                 state.ticks += 1;
                 if state.ticks.is_multiple_of(SWEEP_TICKS) {
-                    state.entries.store().sweep(now);
+                    state.entries.0.lock().sweep(now);
                 }
             }
         }
@@ -370,7 +345,7 @@ impl CacheShardHandle {
         // A hit needs nothing of the actor (material that names no owner is the actor's to
         // refuse, and is never stored).
         if Owner::of(&key.material).is_some()
-            && let Some(found) = self.entries.hit(key, now_ms())
+            && let Some(found) = self.entries.0.hit(key, now_ms())
         {
             return Ok(Lookup::Hit(found));
         }

@@ -9,13 +9,12 @@
 //! could have read the original read the copy.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Serialize;
 
 use super::key::CacheKey;
-use super::store::{Found, Owner, Purge, Store};
+use super::store::{Found, Owner, Purge, SharedStore};
 
 /// Longest a copy is served: the most a purge or a refill at the shard's node goes unseen.
 pub const MAX_LIFE: Duration = Duration::from_secs(60);
@@ -26,9 +25,8 @@ const SWEEP_EVERY: u64 = 1024;
 /// An entry node's copies of answers found at other nodes' shards.
 #[derive(Debug)]
 pub struct NearCopies {
-    store: Mutex<Store>,
+    copies: SharedStore,
     capacity_bytes: u64,
-    hits: AtomicU64,
     kept: AtomicU64,
 }
 
@@ -51,25 +49,15 @@ impl NearCopies {
     /// No copies yet, within `bytes`.
     pub fn new(bytes: u64) -> Self {
         Self {
-            store: Mutex::new(Store::new(bytes)),
+            copies: SharedStore::new(bytes),
             capacity_bytes: bytes,
-            hits: AtomicU64::new(0),
             kept: AtomicU64::new(0),
         }
     }
 
-    fn store(&self) -> MutexGuard<'_, Store> {
-        // Entries are each whole even if a holder panicked: go on with them.
-        self.store
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// The copy kept for exactly `key`, counted as a hit.
     pub fn hit(&self, key: &CacheKey, now_ms: u64) -> Option<Found> {
-        let found = self.store().get(key, now_ms)?;
-        self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(found)
+        self.copies.hit(key, now_ms)
     }
 
     /// Keeps a copy of `found`, the answer a shard gave for `key`, for at most [`MAX_LIFE`].
@@ -85,7 +73,7 @@ impl NearCopies {
             expires_in_ms: found.expires_in_ms.min(life),
             ..found.clone()
         };
-        let mut store = self.store();
+        let mut store = self.copies.lock();
         if self.kept.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             store.sweep(now_ms);
         }
@@ -94,17 +82,17 @@ impl NearCopies {
 
     /// Drops the copies `purge` names; says how many.
     pub fn purge(&self, purge: &Purge) -> usize {
-        self.store().purge(purge)
+        self.copies.lock().purge(purge)
     }
 
     /// Counters for the admin endpoint.
     pub fn stats(&self) -> NearStats {
-        let store = self.store();
+        let store = self.copies.lock();
         NearStats {
             entries: store.len(),
             bytes: store.bytes(),
             capacity_bytes: self.capacity_bytes,
-            hits: self.hits.load(Ordering::Relaxed),
+            hits: self.copies.hits(),
             evictions: store.evictions(),
         }
     }

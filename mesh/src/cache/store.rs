@@ -1,6 +1,7 @@
 //! One shard's entries: bounded in bytes, each with its own expiry, the least recently useful
 //! evicted first (quick_cache's CLOCK-Pro). The clock is passed in, so expiry is tested without
-//! waiting.
+//! waiting. [`SharedStore`] is a store behind a lock with its hit count, for a shard's entries
+//! and an entry node's near copies alike.
 
 use ganglion_client::protocol::Output;
 use serde::{Deserialize, Serialize};
@@ -246,6 +247,55 @@ impl Store {
     /// Entries evicted for room (or refused as larger than the store) so far.
     pub fn evictions(&self) -> u64 {
         self.evictions
+    }
+}
+
+/// A store behind a lock, with its hit count: read by any task that asks, changed by its owner
+/// (a shard's actor, or the near copies' keeper).
+#[derive(Debug)]
+pub struct SharedStore {
+    store: std::sync::Mutex<Store>,
+    hits: std::sync::atomic::AtomicU64,
+}
+
+impl SharedStore {
+    /// No entries yet, within `bytes`.
+    pub fn new(bytes: u64) -> Self {
+        Self {
+            store: std::sync::Mutex::new(Store::new(bytes)),
+            hits: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The store, locked.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        // A panic while holding the lock leaves entries that are each whole: go on with them.
+        self.store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The live answer stored under exactly `key`, counted as a hit.
+    pub fn hit(&self, key: &CacheKey, now_ms: u64) -> Option<Found> {
+        let found = self.lock().get(key, now_ms)?;
+        self.count_hit();
+        Some(found)
+    }
+
+    /// Counts a hit answered otherwise (a fill handed to its waiters).
+    pub fn count_hit(&self) {
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Hits so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Empties it, within `bytes`, and starts the hit count again.
+    pub fn reset(&self, bytes: u64) {
+        *self.lock() = Store::new(bytes);
+        self.hits.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
